@@ -1,0 +1,136 @@
+"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, or show settings.
+
+``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
+Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
+cannot be reached (or ``--offline`` is given), points ``DAGSTER_HOME`` at the local state folder
+with the project's ``dagster.yaml``, and hands over to ``dagster dev``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dantaro_assets.settings import Settings, SettingsError, load_settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LIVE_UPBIT = "https://api.upbit.com"
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_replay(env: dict[str, str], markets: int, seed: int) -> tuple[subprocess.Popen, str]:
+    """Start the simulated Upbit replay server and wait until it answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dantaro_assets.replay", "--port", str(port), "--simulated", str(markets), "--seed", str(seed)],
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while not _reachable(url, timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"dantaro dev: the replay server did not start on {url}")
+        time.sleep(0.2)
+    return process, url
+
+
+def _dagster_home(settings: Settings, env: dict[str, str]) -> Path:
+    """A Dagster home in the state folder carrying the project's dagster.yaml (refreshed at each start)."""
+    home = Path(env.get("DAGSTER_HOME") or settings.state_dir.resolve() / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    if "DAGSTER_HOME" not in env:
+        shutil.copyfile(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def dev(args: argparse.Namespace, settings: Settings) -> int:
+    from dantaro_assets.lib import embedded
+
+    env = dict(os.environ)
+    env["DATABASE_URL"] = embedded.postgres_url(settings)
+    env["REDIS_URL"] = embedded.redis_url(settings)
+    env["DAGSTER_HOME"] = str(_dagster_home(settings, env))
+    replay = None
+    explicit_url = "UPBIT_BASE_URL" in os.environ
+    if args.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
+        replay, env["UPBIT_BASE_URL"] = _start_replay(env, args.markets, args.seed)
+        print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
+    print(f"dantaro dev: Postgres {env['DATABASE_URL']}, Redis {env['REDIS_URL']}, DAGSTER_HOME {env['DAGSTER_HOME']}")
+    command = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    dagster = subprocess.Popen(command, env=env, cwd=PROJECT_DIR, start_new_session=True)
+    try:
+        return dagster.wait()
+    except KeyboardInterrupt:
+        os.killpg(dagster.pid, signal.SIGINT)
+        return dagster.wait()
+    finally:
+        if replay is not None:
+            replay.terminate()
+            replay.wait(timeout=10)
+
+
+def show_settings(_: argparse.Namespace, settings: Settings) -> int:
+    """Print every setting with its variable, value and meaning (the README's configuration table)."""
+    print("| variable | value | meaning |\n|---|---|---|")
+    for name, field in Settings.model_fields.items():
+        print(f"| `{field.alias}` | `{getattr(settings, name)}` | {field.description} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="dantaro", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev_parser = commands.add_parser("dev", help="run the pipeline with the Dagster UI (offline replay when Upbit is unreachable)")
+    dev_parser.add_argument("--host", default="127.0.0.1")
+    dev_parser.add_argument("--port", type=int, default=3000)
+    dev_parser.add_argument("--offline", action="store_true", help="always use the simulated replay server")
+    dev_parser.add_argument("--markets", type=int, default=250, help="simulated markets when offline")
+    dev_parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
+    commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
+    commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
+    commands.add_parser("settings", help="print the effective settings")
+
+    if argv[:1] == ["replay"]:
+        from dantaro_assets.replay.server import main as replay_main
+
+        return replay_main(argv[1:]) or 0
+    if argv[:1] == ["api"]:
+        from dantaro_assets.operations.api import main as api_main
+
+        return api_main(argv[1:]) or 0
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return {"dev": dev, "settings": show_settings}[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
