@@ -1,0 +1,67 @@
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from dantaro_assets.settings import SettingsError, load_settings
+
+
+def test_defaults_are_the_seed_workers():
+    settings = load_settings({})
+    assert (settings.market_status_interval, settings.recommendations_interval, settings.support_levels_interval) == (120, 300, 900)
+    assert (settings.worker_max_workers, settings.upbit_api_timeout, settings.max_symbols_per_batch) == (3, 30.0, 50)
+    assert settings.cache_ttls == {"market_status": 300, "recommendations": 300, "support_levels": 1800}
+    assert settings.database_url is None and settings.redis_url is None
+    assert settings.partitions_start == date(2025, 9, 1)
+
+
+def test_values_are_parsed_from_the_environment():
+    settings = load_settings(
+        {"WORKER_ENABLED": "false", "MARKET_STATUS_INTERVAL": "300", "DATABASE_URL": "postgresql://u@h:5/db",
+         "UPBIT_BASE_URL": "http://127.0.0.1:8765/", "WORKER_LOG_LEVEL": "debug", "UNRELATED": "x"}
+    )
+    assert settings.worker_enabled is False
+    assert settings.market_status_interval == 300
+    assert settings.upbit_base_url == "http://127.0.0.1:8765"
+    assert settings.worker_log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MARKET_STATUS_INTERVAL", "90", "must divide an hour into whole minutes"),
+        ("SUPPORT_LEVELS_INTERVAL", "2400", "one of [60, 120"),
+        ("DATABASE_URL", "mysql://x/y", "postgresql://"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("UPBIT_BASE_URL", "ftp://x", "http://"),
+        ("UPBIT_API_TIMEOUT", "-1", "greater than 0"),
+        ("MAX_SYMBOLS_PER_BATCH", "0", "greater than or equal to 1"),
+        ("WORKER_ENABLED", "maybe", "must be one of"),
+        ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("DANTARO_PARTITIONS_START", "yesterday", "date"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, value, expected):
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({variable: value})
+    message = str(excinfo.value)
+    assert f"{variable}={value!r}" in message
+    assert expected in message
+
+
+def test_every_bad_variable_is_reported_at_once():
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"MARKET_STATUS_INTERVAL": "7", "UPBIT_API_TIMEOUT": "0"})
+    assert "MARKET_STATUS_INTERVAL" in str(excinfo.value) and "UPBIT_API_TIMEOUT" in str(excinfo.value)
+
+
+def test_cli_refuses_to_start_with_bad_settings():
+    result = subprocess.run(
+        [sys.executable, "-m", "dantaro_assets.cli", "settings"],
+        env={"PATH": "/usr/bin:/bin", "RECOMMENDATIONS_INTERVAL": "301"},
+        capture_output=True, text=True, cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 2
+    assert "RECOMMENDATIONS_INTERVAL='301'" in result.stderr
