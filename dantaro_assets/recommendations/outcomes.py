@@ -1,0 +1,209 @@
+"""What happened after each recommendation: forward returns and whether target or stop came first.
+
+Pure functions over DataFrames (no Dagster). Prices come from 1-minute candles on a regular minute
+grid: a minute without trades carries the previous close (Upbit stores no candle for it). The price
+"at" time T is the open of the minute starting at T, which for an empty minute is the previous close.
+A recommendation made at ``as_of`` is entered at the price at ``as_of`` (the next candle's open,
+the first price nobody could know when the snapshot was computed) and exited at the price at
+``as_of + horizon``; returns are net of Upbit's fee on both legs. Horizons the data does not reach
+yet are null, so a partition materialised early is simply filled in on a later run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+UPBIT_FEE = 0.0005
+HORIZONS: dict[str, pd.Timedelta] = {"1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4), "24h": pd.Timedelta(hours=24)}
+HIT_WINDOW = pd.Timedelta(hours=24)
+MINUTE = pd.Timedelta(minutes=1)
+_CHUNK = 2048  # recommendations scanned at once for target/stop hits (x 1440 minutes of floats)
+
+
+@dataclass(frozen=True)
+class MinuteGrid:
+    """Wide, gap-filled minute prices: rows are minutes from ``start``, columns are markets."""
+
+    start: pd.Timestamp
+    markets: pd.Index
+    open: np.ndarray  # gap minutes hold the previous close
+    high: np.ndarray  # gap minutes are NaN: nothing traded, nothing touched
+    low: np.ndarray
+    last_close: np.ndarray  # per market: the price at ``end``
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """Exclusive end of the grid: the candle data is complete up to here."""
+        return self.start + len(self.open) * MINUTE
+
+    def row(self, times: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+        return ((pd.DatetimeIndex(times) - self.start) // MINUTE).to_numpy(dtype=np.int64)
+
+    def column(self, markets: pd.Series) -> np.ndarray:
+        return self.markets.get_indexer(pd.Index(markets))
+
+    def price_at(self, times: pd.Series | pd.DatetimeIndex, markets: pd.Series) -> np.ndarray:
+        """Open of the minute starting at each time (previous close if nothing traded); NaN past the data."""
+        rows, cols = self.row(times), self.column(markets)
+        ok = (rows >= 0) & (rows < len(self.open)) & (cols >= 0)
+        out = np.full(len(rows), np.nan)
+        out[ok] = self.open[rows[ok], cols[ok]]
+        # the price at the grid's exclusive end is the last close: the open of a minute nobody has seen yet
+        at_end = (rows == len(self.open)) & (cols >= 0)
+        out[at_end] = self.last_close[cols[at_end]]
+        return out
+
+
+def minute_grid(candles_1m: pd.DataFrame) -> MinuteGrid:
+    """Pivot 1-minute candles to a gap-filled grid from the first candle to the end of the last one."""
+    if candles_1m.empty:
+        raise ValueError("no 1-minute candles to evaluate outcomes against")
+    start = candles_1m["candle_start"].min()
+    end = candles_1m["candle_start"].max() + MINUTE
+    minutes = pd.date_range(start, end, freq="1min", inclusive="left")
+    wide = candles_1m.pivot(index="candle_start", columns="market")
+    close = wide["close"].reindex(minutes).ffill()
+    opens = wide["open"].reindex(minutes).fillna(close.shift(1))
+    return MinuteGrid(
+        start=start,
+        markets=close.columns,
+        open=opens.to_numpy(dtype=float),
+        high=wide["high"].reindex(minutes).to_numpy(dtype=float),
+        low=wide["low"].reindex(minutes).to_numpy(dtype=float),
+        last_close=close.iloc[-1].to_numpy(dtype=float),
+    )
+
+
+def net_return(entry: np.ndarray, exit_: np.ndarray, fee: float = UPBIT_FEE) -> np.ndarray:
+    """Return of buying at ``entry`` and selling at ``exit_`` after paying ``fee`` on each leg."""
+    return exit_ * (1.0 - fee) / (entry * (1.0 + fee)) - 1.0
+
+
+def forward_returns(grid: MinuteGrid, picks: pd.DataFrame, fee: float = UPBIT_FEE) -> pd.DataFrame:
+    """Entry price and net forward return per horizon for rows with ``as_of`` and ``market``."""
+    entry = grid.price_at(picks["as_of"], picks["market"])
+    out = pd.DataFrame({"entry_price": entry}, index=picks.index)
+    for label, horizon in HORIZONS.items():
+        exit_at = pd.DatetimeIndex(picks["as_of"]) + horizon
+        exit_price = grid.price_at(exit_at, picks["market"])
+        exit_price[np.asarray(exit_at > grid.end)] = np.nan
+        out[f"return_{label}"] = net_return(entry, exit_price, fee)
+    return out
+
+
+def universe_returns(grid: MinuteGrid, universe: pd.DataFrame, fee: float = UPBIT_FEE) -> pd.DataFrame:
+    """Equal-weight mean net return of the eligible universe per ``as_of`` and horizon."""
+    returns = forward_returns(grid, universe, fee)
+    columns = [f"return_{label}" for label in HORIZONS]
+    means = returns[columns].groupby(universe["as_of"].to_numpy()).mean()
+    means.index.name = "as_of"
+    return means.rename(columns={c: c.replace("return_", "universe_return_") for c in columns})
+
+
+def first_hit(grid: MinuteGrid, picks: pd.DataFrame) -> pd.DataFrame:
+    """Which of target and stop the price reached first within 24 h of ``as_of``.
+
+    'stop' also when both are reached in the same minute (the order inside a candle is unknown, so
+    the conservative reading wins); 'neither' only once the whole 24 h are in the data, null before.
+    """
+    window = int(HIT_WINDOW / MINUTE)
+    rows, cols = grid.row(picks["as_of"]), grid.column(picks["market"])
+    target, stop = picks["target"].to_numpy(float), picks["stop"].to_numpy(float)
+    outcome = np.full(len(picks), None, dtype=object)
+    minutes = np.full(len(picks), np.nan)
+    padded_high = np.vstack([grid.high, np.full((window, grid.high.shape[1]), np.nan)])
+    padded_low = np.vstack([grid.low, np.full((window, grid.low.shape[1]), np.nan)])
+    offsets = np.arange(window)
+    complete = np.asarray(pd.DatetimeIndex(picks["as_of"]) + HIT_WINDOW <= grid.end)
+    for lo in range(0, len(picks), _CHUNK):
+        part = slice(lo, lo + _CHUNK)
+        valid = (cols[part] >= 0) & (rows[part] >= 0)
+        idx = np.clip(rows[part], 0, None)[:, None] + offsets[None, :]
+        col = np.clip(cols[part], 0, None)[:, None]
+        with np.errstate(invalid="ignore"):
+            up = padded_high[idx, col] >= target[part, None]
+            down = padded_low[idx, col] <= stop[part, None]
+        any_hit = (up | down) & valid[:, None]
+        hit = any_hit.any(axis=1)
+        first = np.where(hit, any_hit.argmax(axis=1), -1)
+        ix = np.arange(len(first))
+        stop_first = hit & down[ix, first]
+        chunk_outcome = np.where(stop_first, "stop", np.where(hit, "target", None)).astype(object)
+        chunk_outcome[~hit & complete[part] & valid] = "neither"
+        outcome[part] = chunk_outcome
+        minutes[part] = np.where(hit, first + 1, np.nan)
+    return pd.DataFrame({"first_hit": outcome, "minutes_to_hit": minutes}, index=picks.index)
+
+
+def compute_outcomes(
+    recommendations: pd.DataFrame, candles_1m: pd.DataFrame, universe: pd.DataFrame, fee: float = UPBIT_FEE
+) -> pd.DataFrame:
+    """One row per recommendation: net forward returns, the universe's at the same times, excess, first hit.
+
+    ``universe`` lists the eligible markets per tick (columns as_of, market), the same universe the
+    recommendations were ranked in; ``candles_1m`` must reach from before the first ``as_of`` (for
+    the entry price of a quiet market) to as far ahead as is known.
+    """
+    recs = recommendations[["as_of", "rank", "market", "score", "entry", "target", "stop"]].reset_index(drop=True)
+    if recs.empty:
+        return _empty_outcomes()
+    grid = minute_grid(candles_1m)
+    out = pd.concat([recs, forward_returns(grid, recs, fee), first_hit(grid, recs)], axis=1)
+    bench = universe_returns(grid, universe, fee)
+    out = out.merge(bench, left_on="as_of", right_index=True, how="left")
+    for label in HORIZONS:
+        out[f"excess_{label}"] = out[f"return_{label}"] - out[f"universe_return_{label}"]
+    return out[OUTCOME_COLUMNS].sort_values(["as_of", "rank"], ignore_index=True)
+
+
+OUTCOME_COLUMNS = [
+    "as_of", "rank", "market", "score", "entry", "target", "stop", "entry_price",
+    *[f"return_{h}" for h in HORIZONS], *[f"universe_return_{h}" for h in HORIZONS],
+    *[f"excess_{h}" for h in HORIZONS], "first_hit", "minutes_to_hit",
+]  # fmt: skip
+
+
+def _empty_outcomes() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in OUTCOME_COLUMNS})
+    frame["as_of"] = pd.Series(dtype="datetime64[ns, UTC]")
+    frame["rank"] = pd.Series(dtype="int64")
+    frame["market"] = pd.Series(dtype=object)
+    frame["first_hit"] = pd.Series(dtype=object)
+    return frame
+
+
+def rank_ic(frame: pd.DataFrame, score: str, outcome: str, min_names: int = 3) -> pd.Series:
+    """Spearman correlation between ``score`` and ``outcome`` within each ``as_of`` (ticks with too few names dropped)."""
+    data = frame[["as_of", score, outcome]].dropna()
+    counts = data.groupby("as_of")[score].transform("size")
+    data = data[counts >= min_names]
+    if data.empty:
+        return pd.Series(dtype=float)
+    ranks = data.groupby("as_of")[[score, outcome]].rank()
+    ranks["as_of"] = data["as_of"]
+    return ranks.groupby("as_of").apply(lambda g: g[score].corr(g[outcome]), include_groups=False).dropna()
+
+
+def summarise_outcomes(outcomes: pd.DataFrame) -> dict[str, float | int | None]:
+    """Hit rate, mean return and excess, and mean rank IC per horizon: the materialisation's metadata."""
+    summary: dict[str, float | int | None] = {"recommendations": len(outcomes), "ticks": outcomes["as_of"].nunique()}
+    resolved = outcomes["first_hit"].dropna()
+    decided = resolved[resolved != "neither"]
+    summary["resolved"] = len(resolved)
+    summary["target_hit_rate"] = _round(float((resolved == "target").mean())) if len(resolved) else None
+    summary["target_before_stop_rate"] = _round(float((decided == "target").mean())) if len(decided) else None
+    for label in HORIZONS:
+        excess = outcomes[f"excess_{label}"].dropna()
+        ic = rank_ic(outcomes, "score", f"return_{label}")
+        summary[f"evaluated_{label}"] = len(excess)
+        summary[f"mean_return_{label}"] = _round(float(outcomes[f"return_{label}"].mean())) if len(excess) else None
+        summary[f"mean_excess_{label}"] = _round(float(excess.mean())) if len(excess) else None
+        summary[f"rank_ic_{label}"] = _round(float(ic.mean())) if len(ic) else None
+    return summary
+
+
+def _round(value: float) -> float:
+    return round(value, 6)

@@ -1,0 +1,124 @@
+"""Forward returns, universe benchmark, first hit and the summary, on hand-built minute candles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dantaro_assets.recommendations.outcomes import (
+    UPBIT_FEE,
+    compute_outcomes,
+    minute_grid,
+    net_return,
+    rank_ic,
+    summarise_outcomes,
+)
+
+T0 = pd.Timestamp("2025-09-10 12:00", tz="UTC")
+
+
+def _candles(market: str, closes: list[float], start: pd.Timestamp = T0, drop: tuple[int, ...] = ()) -> pd.DataFrame:
+    """Minute candles with open = previous close, high/low 0.1% around the body; ``drop`` leaves minutes out."""
+    closes_a = np.asarray(closes, dtype=float)
+    opens = np.concatenate([[closes_a[0]], closes_a[:-1]])
+    frame = pd.DataFrame(
+        {
+            "market": market,
+            "candle_start": pd.date_range(start, periods=len(closes_a), freq="1min"),
+            "open": opens,
+            "high": np.maximum(opens, closes_a) * 1.001,
+            "low": np.minimum(opens, closes_a) * 0.999,
+            "close": closes_a,
+            "volume": 1.0,
+            "value": closes_a,
+        }
+    )
+    return frame.drop(index=list(drop)).reset_index(drop=True)
+
+
+def _recs(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["as_of", "rank", "market", "score", "entry", "target", "stop"])
+
+
+def test_net_return_pays_fee_on_both_legs():
+    assert net_return(np.array([100.0]), np.array([100.0]))[0] == pytest.approx((1 - UPBIT_FEE) / (1 + UPBIT_FEE) - 1)
+    assert net_return(np.array([100.0]), np.array([110.0]), fee=0.0)[0] == pytest.approx(0.10)
+
+
+def test_price_at_a_quiet_minute_is_the_previous_close():
+    candles = _candles("KRW-A", [100, 101, 102, 103], drop=(2,))
+    grid = minute_grid(candles)
+    prices = grid.price_at(pd.DatetimeIndex([T0 + pd.Timedelta(minutes=m) for m in (1, 2, 3, 4)]), pd.Series(["KRW-A"] * 4))
+    # minute 2 is missing: its open is minute 1's close; minute 4 is the grid's end: the last close
+    np.testing.assert_allclose(prices, [100, 101, 102, 103])
+
+
+def test_returns_from_next_open_excess_over_universe_and_null_beyond_data():
+    minutes = 5 * 60  # five hours: 1h and 4h known, 24h not yet
+    rising = list(np.linspace(100, 130, minutes))
+    flat = [50.0] * minutes
+    candles = pd.concat([_candles("KRW-UP", rising), _candles("KRW-FLAT", flat)])
+    as_of = T0 + pd.Timedelta(minutes=10)
+    recs = _recs([(as_of, 1, "KRW-UP", 80.0, rising[9], 1e9, 1.0)])
+    universe = pd.DataFrame({"as_of": [as_of, as_of], "market": ["KRW-UP", "KRW-FLAT"]})
+    out = compute_outcomes(recs, candles, universe)
+    row = out.iloc[0]
+    assert row["entry_price"] == pytest.approx(rising[9])  # the open of minute 10 is minute 9's close
+    assert row["return_1h"] == pytest.approx(net_return(np.array([rising[9]]), np.array([rising[69]]))[0])
+    flat_net = (1 - UPBIT_FEE) / (1 + UPBIT_FEE) - 1
+    assert row["universe_return_4h"] == pytest.approx((row["return_4h"] + flat_net) / 2)
+    assert row["excess_1h"] == pytest.approx(row["return_1h"] - row["universe_return_1h"])
+    assert np.isnan(row["return_24h"]) and np.isnan(row["excess_24h"])
+    assert row["first_hit"] is None  # neither level reached and the 24 h are not complete yet
+
+
+@pytest.mark.parametrize(
+    ("path", "expected", "minutes"),
+    [
+        ([100, 101, 106, 90], "target", 3),  # high of minute 2 crosses 105
+        ([100, 99, 94, 120], "stop", 3),  # low of minute 2 crosses 95
+        ([100, 100, 100], None, np.nan),  # nothing yet, 24 h not complete
+    ],
+)
+def test_first_hit(path, expected, minutes):
+    candles = _candles("KRW-A", path)
+    recs = _recs([(T0, 1, "KRW-A", 70.0, 100.0, 105.0, 95.0)])
+    out = compute_outcomes(recs, candles, pd.DataFrame({"as_of": [T0], "market": ["KRW-A"]}))
+    assert out.loc[0, "first_hit"] == expected
+    np.testing.assert_equal(out.loc[0, "minutes_to_hit"], minutes)
+
+
+def test_both_in_one_candle_counts_as_stop_and_full_quiet_day_as_neither():
+    wide = _candles("KRW-A", [100, 100])
+    wide.loc[1, ["high", "low"]] = [110.0, 90.0]
+    recs = _recs([(T0, 1, "KRW-A", 70.0, 100.0, 105.0, 95.0)])
+    universe = pd.DataFrame({"as_of": [T0], "market": ["KRW-A"]})
+    assert compute_outcomes(recs, wide, universe).loc[0, "first_hit"] == "stop"
+    quiet = _candles("KRW-A", [100.0] * (24 * 60 + 1))
+    out = compute_outcomes(recs, quiet, universe)
+    assert out.loc[0, "first_hit"] == "neither"
+    assert not np.isnan(out.loc[0, "return_24h"])
+
+
+def test_rank_ic_and_summary():
+    as_of = [T0] * 4 + [T0 + pd.Timedelta(minutes=5)] * 4
+    frame = pd.DataFrame(
+        {
+            "as_of": as_of,
+            "score": [90, 80, 70, 60, 90, 80, 70, 60],
+            "return_1h": [0.04, 0.03, 0.02, 0.01, 0.01, 0.02, 0.03, 0.04],
+        }
+    )
+    ic = rank_ic(frame, "score", "return_1h")
+    assert list(ic.round(6)) == [1.0, -1.0]
+    outcomes = frame.assign(
+        first_hit=["target", "stop", "neither", None] * 2,
+        **{f"return_{h}": frame["return_1h"] for h in ("4h", "24h")},
+        **{f"excess_{h}": frame["return_1h"] - 0.01 for h in ("1h", "4h", "24h")},
+    )
+    summary = summarise_outcomes(outcomes)
+    assert summary["ticks"] == 2 and summary["resolved"] == 6
+    assert summary["target_before_stop_rate"] == 0.5
+    assert summary["mean_excess_1h"] == pytest.approx(0.015)
+    assert summary["rank_ic_1h"] == 0.0
