@@ -1,0 +1,178 @@
+"""Point-in-time inputs for snapshot ticks: each tick sees only candles closed before its ``as_of``.
+
+A candle is usable at ``as_of`` when ``candle_start + interval <= as_of``. Multi-timeframe inputs
+follow the same rule: the forming hour (or day) at ``as_of`` is built from the closed 1-minute
+candles before ``as_of``, and merged after the stored closed hourly (daily) bars. Everything here is
+vectorised over markets; the work that does not depend on ``as_of`` (gap filling, the cumulative
+forming bars of every minute) is done once per partition and sampled per tick.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+MARKET = "market"
+START = "candle_start"
+OHLCV = ["open", "high", "low", "close", "volume", "value"]
+MINUTE = pd.Timedelta(minutes=1)
+HOUR = pd.Timedelta(hours=1)
+DAY = pd.Timedelta(days=1)
+
+
+def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def ticks(window_start: datetime, window_end: datetime, interval_seconds: int,
+          now: datetime | None = None) -> pd.DatetimeIndex:
+    """Snapshot times of a partition window [start, end): start + k*interval < end, and <= ``now`` if given.
+
+    With a 2-minute cadence an hour has ticks H:00, H:02, ..., H:58; the open hour only has the ticks
+    already reached, and an hour whose first tick is still ahead has none (an empty index).
+    """
+    start, end = _utc(window_start), _utc(window_end)
+    times = pd.date_range(start, end, freq=pd.Timedelta(seconds=interval_seconds), inclusive="left", name="as_of")
+    if now is not None:
+        times = times[times <= _utc(now)]
+    return times
+
+
+def closed_before(candles: pd.DataFrame, as_of: pd.Timestamp, interval: pd.Timedelta) -> pd.DataFrame:
+    """The candles closed by ``as_of`` (``candle_start + interval <= as_of``)."""
+    return candles[candles[START] + interval <= as_of]
+
+
+def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    """A gap-filled 1-minute series for every market over [start, end), sorted by (market, candle_start).
+
+    A minute without a trade (no candle) carries the previous close as open/high/low/close and zero
+    volume and value. Minutes before a market's first candle in the input are left out: there is no
+    price to carry. Candles outside [start, end) only seed the carried close.
+    """
+    start, end = _utc(start), _utc(end)
+    minutes = pd.date_range(start, end, freq=MINUTE, inclusive="left")
+    if candles_1m.empty or len(minutes) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in [MARKET, START, *OHLCV]}).astype(
+            {MARKET: object, START: "datetime64[ns, UTC]"})
+    data = candles_1m[candles_1m[START] < end]
+    close = data.pivot(index=START, columns=MARKET, values="close")
+    grid = close.index.union(minutes)
+    close = close.reindex(grid).ffill().reindex(minutes)
+    wide = {"close": close}
+    for column in ("open", "high", "low", "volume", "value"):
+        traded = data.pivot(index=START, columns=MARKET, values=column).reindex(index=minutes, columns=close.columns)
+        wide[column] = traded.fillna(0.0 if column in ("volume", "value") else close)
+    stacked = pd.DataFrame({name: frame.to_numpy().ravel(order="F") for name, frame in wide.items()})
+    stacked.insert(0, START, np.tile(minutes.to_numpy(), close.shape[1]))
+    stacked.insert(0, MARKET, np.repeat(close.columns.to_numpy(), len(minutes)))
+    stacked[START] = pd.to_datetime(stacked[START], utc=True)
+    stacked = stacked[stacked["close"].notna()].reset_index(drop=True)
+    return stacked[[MARKET, START, *OHLCV]]
+
+
+def forming_bars(minutes: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
+    """For every regular minute, the bar of period ``freq`` formed by the minutes of that period so far.
+
+    Columns: market, candle_start (the period's start), known_at (minute + 1 min: the first as_of
+    that may use it), open, high, low, close, volume, value. The row whose known_at is the period's
+    end is the complete bar of that period.
+    """
+    frame = minutes.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
+    period = frame[START].dt.floor(freq)
+    groups = frame.groupby([frame[MARKET], period], sort=False)
+    bars = pd.DataFrame({
+        MARKET: frame[MARKET],
+        START: period,
+        "known_at": frame[START] + MINUTE,
+        "open": groups["open"].transform("first"),
+        "high": groups["high"].cummax(),
+        "low": groups["low"].cummin(),
+        "close": frame["close"],
+        "volume": groups["volume"].cumsum(),
+        "value": groups["value"].cumsum(),
+    })
+    return bars
+
+
+def bars_as_of(stored: pd.DataFrame, forming: pd.DataFrame, as_of: pd.Timestamp, freq: pd.Timedelta,
+               minutes_start: pd.Timestamp) -> pd.DataFrame:
+    """Bars of period ``freq`` usable at ``as_of``: stored closed bars, then minute-built ones, then the forming bar.
+
+    ``stored`` are closed bars from storage (candles_1h / candles_1d); ``forming`` is ``forming_bars``
+    of the regular minutes that start at ``minutes_start``. Minute-built bars fill the periods that
+    storage does not hold yet (e.g. hours of the current day not fetched as candles_1h), but only
+    periods the minutes cover from their start; the last bar of each market may still be forming
+    (``complete`` False). Sorted by (market, candle_start).
+    """
+    closed = closed_before(stored, as_of, freq)[[MARKET, START, *OHLCV]].assign(complete=True)
+    latest = forming[(forming["known_at"] <= as_of) & (forming[START] >= minutes_start)]
+    latest = latest[(latest["known_at"] == latest[START] + freq) | (latest["known_at"] == as_of)]
+    built = latest[[MARKET, START, *OHLCV]].assign(complete=(latest["known_at"] == latest[START] + freq).to_numpy())
+    if not closed.empty:
+        keys = pd.MultiIndex.from_frame(closed[[MARKET, START]])
+        built = built[~pd.MultiIndex.from_frame(built[[MARKET, START]]).isin(keys)]
+    merged = pd.concat([closed, built], ignore_index=True) if not built.empty else closed
+    return merged.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
+
+
+def resample_bars(bars: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
+    """Aggregate finer bars (e.g. hourly) into coarser periods (e.g. UTC days), per market."""
+    period = bars[START].dt.floor(freq)
+    ordered = bars.assign(**{START: period}).sort_values([MARKET, START], kind="stable")
+    return (ordered.groupby([MARKET, START], sort=True)
+            .agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
+                 volume=("volume", "sum"), value=("value", "sum"))
+            .reset_index())
+
+
+def price_at(minutes: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
+    """The last traded price per market before ``as_of`` (close of the minute ending at ``as_of``)."""
+    last = minutes[minutes[START] == as_of - MINUTE]
+    return last.set_index(MARKET)["close"].rename("price")
+
+
+class CandleHistory:
+    """Every candle input of a partition's ticks, prepared once and sampled per ``as_of``.
+
+    Built from the stored candles an analysis asset loads (candles_1m over its lookback, candles_1h,
+    candles_1d). ``minutes_start`` is where the 1-minute lookback starts (an hour boundary) and
+    ``minutes_end`` the last tick: the gap-filled minutes and the forming hours are computed once
+    here; ``price``, ``hourly`` and ``daily`` then only select rows closed before ``as_of``.
+    """
+
+    def __init__(self, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
+                 minutes_start: datetime, minutes_end: datetime):
+        self.minutes_start = _utc(minutes_start)
+        self.minutes = regular_minutes(candles_1m, self.minutes_start, _utc(minutes_end))
+        self.stored_hourly = candles_1h[[MARKET, START, *OHLCV]]
+        self.stored_daily = candles_1d[[MARKET, START, *OHLCV]]
+        self._forming_hours = forming_bars(self.minutes, HOUR)
+        hourly_start = self.stored_hourly[START].min() if not self.stored_hourly.empty else self.minutes_start
+        self._derived_days_start = min(_utc(hourly_start), self.minutes_start).ceil("D")
+
+    def price(self, as_of: pd.Timestamp) -> pd.Series:
+        """Last price per market before ``as_of``."""
+        return price_at(self.minutes, as_of)
+
+    def hourly(self, as_of: pd.Timestamp) -> pd.DataFrame:
+        """Hourly bars usable at ``as_of``: stored closed hours, minute-built hours, the forming hour last."""
+        return bars_as_of(self.stored_hourly, self._forming_hours, as_of, HOUR, self.minutes_start)
+
+    def daily(self, as_of: pd.Timestamp, hourly: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Daily bars usable at ``as_of``: stored closed days, then days built from the hourly bars (the forming day last).
+
+        Pass ``hourly`` when already built for this ``as_of`` to reuse it.
+        """
+        hours = self.hourly(as_of) if hourly is None else hourly
+        built = resample_bars(hours[hours[START] >= self._derived_days_start], DAY)
+        built["complete"] = (built[START] + DAY <= as_of).to_numpy()
+        closed = closed_before(self.stored_daily, as_of, DAY).assign(complete=True)
+        if not closed.empty and not built.empty:
+            keys = pd.MultiIndex.from_frame(closed[[MARKET, START]])
+            built = built[~pd.MultiIndex.from_frame(built[[MARKET, START]]).isin(keys)]
+        merged = pd.concat([closed, built], ignore_index=True) if not built.empty else closed
+        return merged.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
