@@ -1,0 +1,86 @@
+"""Retention: drop rows older than each table's window and Dagster runs older than the run window.
+
+Dagster itself never prunes runs or their event logs (only schedule/sensor ticks, see dagster.yaml's
+``retention``), so the run history goes through the instance API, one run at a time as Dagster
+requires, oldest first, never touching a run that is still queued or in flight.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import psycopg
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from psycopg import sql
+
+from dantaro_assets.settings import Settings, get_settings
+
+# table -> (time column, settings field with its retention in days)
+RETENTION: Mapping[str, tuple[str, str]] = {
+    "candles_1m": ("candle_start", "retention_candles_1m_days"),
+    "candles_1h": ("candle_start", "retention_candles_days"),
+    "candles_1d": ("candle_start", "retention_candles_days"),
+    "upbit_markets": ("day", "retention_candles_days"),
+    "market_status": ("as_of", "retention_analyses_days"),
+    "support_levels": ("as_of", "retention_analyses_days"),
+    "recommendations": ("as_of", "retention_analyses_days"),
+    "recommendation_outcomes": ("as_of", "retention_analyses_days"),
+}
+_RUN_PAGE = 200
+
+def table_cutoffs(now: datetime, settings: Settings) -> dict[str, datetime]:
+    """The oldest time each table keeps."""
+    return {table: now - timedelta(days=getattr(settings, field)) for table, (_, field) in RETENTION.items()}
+
+def purge_tables(conn: psycopg.Connection, schema: str, cutoffs: Mapping[str, datetime]) -> dict[str, int]:
+    """Delete rows older than each table's cutoff, one transaction per table; absent tables are skipped."""
+    present = {
+        row[0]
+        for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    }
+    removed = {}
+    for table, cutoff in cutoffs.items():
+        if table not in present:
+            continue
+        statement = sql.SQL("DELETE FROM {}.{} WHERE {} < %s").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(RETENTION[table][0])
+        )
+        with conn.transaction():
+            removed[table] = conn.execute(statement, (cutoff,)).rowcount
+    return removed
+
+def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
+    """Delete finished runs (with their event logs) created before ``created_before``; returns how many."""
+    removed = 0
+    while True:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(created_before=created_before, statuses=list(FINISHED_STATUSES)),
+            limit=_RUN_PAGE,
+            ascending=True,
+        )
+        for record in records:
+            instance.delete_run(record.dagster_run.run_id)
+        removed += len(records)
+        if len(records) < _RUN_PAGE:
+            return removed
+
+@dg.op(required_resource_keys={"postgres"}, tags={"kind": "postgres"})
+def enforce_retention(context: dg.OpExecutionContext) -> dict[str, int]:
+    """Apply every retention window; the output's metadata lists rows removed per table and runs removed."""
+    settings = get_settings()
+    now = datetime.now(timezone.utc)
+    with context.resources.postgres.connect() as conn:
+        removed = purge_tables(conn, settings.db_schema, table_cutoffs(now, settings))
+    runs = purge_runs(context.instance, now - timedelta(days=settings.retention_runs_days))
+    context.log.info(f"retention removed {sum(removed.values())} rows ({removed}) and {runs} runs")
+    context.add_output_metadata(
+        {
+            **{f"rows_removed/{table}": count for table, count in removed.items()},
+            "rows_removed": sum(removed.values()),
+            "runs_removed": runs,
+            "runs_cutoff": dg.MetadataValue.timestamp(now - timedelta(days=settings.retention_runs_days)),
+        }
+    )
+    return {**removed, "runs": runs}

@@ -1,0 +1,55 @@
+"""One asset job per product, built on asset keys so the jobs do not import the assets they run.
+
+Each hourly analysis job re-fetches the hour's 1-minute candles before computing, so a run is one
+self-contained "fetch then compute then publish" cycle, like the seed worker's jobs. Every job carries
+the tags of its type (priority, one-at-a-time key, timeout) and runs in one memory-capped process.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from dantaro_assets.maintenance import enforce_retention
+from dantaro_assets.operations.limits import job_tags, memory_limited_executor
+
+
+def _asset_job(name: str, job_type: str, keys: list[str], description: str) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name=name,
+        selection=dg.AssetSelection.assets(*keys),
+        tags=job_tags(job_type),
+        executor_def=memory_limited_executor,
+        description=description,
+    )
+
+
+market_status_job = _asset_job(
+    "market_status_job", "market_status", ["candles_1m", "market_status"],
+    "Fetch the hour's 1-minute candles, then compute and publish market status snapshots.",
+)
+recommendations_job = _asset_job(
+    "recommendations_job", "recommendations", ["candles_1m", "recommendations"],
+    "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.",
+)
+support_levels_job = _asset_job(
+    "support_levels_job", "support_levels", ["candles_1m", "support_levels"],
+    "Fetch the hour's 1-minute candles, then compute and publish support/resistance levels.",
+)
+recommendation_outcomes_job = _asset_job(
+    "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
+    "Score an hour's recommendations by their forward returns.",
+)
+daily_candles_job = _asset_job(
+    "daily_candles_job", "daily_candles", ["upbit_markets", "candles_1h", "candles_1d"],
+    "Refresh the day's KRW universe and its 1-hour and 1-day candles.",
+)
+
+
+@dg.job(tags=job_tags("cleanup"), executor_def=memory_limited_executor)
+def cleanup_job() -> None:
+    """Retention of the Postgres tables and of Dagster's run history (lowest priority)."""
+    enforce_retention()
+
+
+jobs = [market_status_job, recommendations_job, support_levels_job, recommendation_outcomes_job, daily_candles_job, cleanup_job]

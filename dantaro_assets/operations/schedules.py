@@ -1,0 +1,161 @@
+"""Schedules at the seed's cadences, each run targeting the partition its tick falls in.
+
+A partitioned job's own schedule (``build_schedule_from_partitioned_job``) ticks once per partition;
+the seed's cadences tick several times per hour, so each schedule here maps its tick time to the
+hourly (or daily) partition key itself. The first tick of a new period also requests the period that
+just closed, once, so its candles are fetched complete and its analyses recomputed over them: that
+run is tagged ``dantaro/finalise`` and goes ahead of the open period's run of the same job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from dantaro_assets.operations.jobs import (
+    cleanup_job,
+    daily_candles_job,
+    market_status_job,
+    recommendation_outcomes_job,
+    recommendations_job,
+    support_levels_job,
+)
+from dantaro_assets.operations.limits import TICK_TAG, job_tags
+from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.recommendations.outcomes import HORIZONS
+from dantaro_assets.settings import Settings, get_settings
+
+CLEANUP_CRON = "0 */6 * * *"
+DAILY_CANDLES_CRON = "1 * * * *"  # minute 1: the day's universe exists before the hour's analyses need it
+OUTCOMES_CRON = "10 * * * *"
+
+
+def cron_every(seconds: int) -> str:
+    """The cron of a cadence in seconds that divides an hour (settings validate that)."""
+    minutes = seconds // 60
+    return "0 * * * *" if minutes == 60 else f"*/{minutes} * * * *"
+
+
+def default_status(settings: Settings | None = None) -> dg.DefaultScheduleStatus:
+    """WORKER_ENABLED=false leaves every schedule stopped (an operator can still start one in the UI)."""
+    enabled = (settings or get_settings()).worker_enabled
+    return dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED
+
+
+def period_run_requests(
+    job_type: str,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    tick: datetime,
+    first_tick_window: timedelta,
+) -> list[dg.RunRequest]:
+    """The open period's run, preceded on the period's first tick by the run finalising the one before."""
+    stamp = tick.strftime("%Y-%m-%dT%H:%M")
+    current = partitions_def.get_partition_key_for_timestamp(tick.timestamp())
+    requests = []
+    period_start = partitions_def.time_window_for_partition_key(current).start
+    if tick - period_start < first_tick_window and period_start > partitions_def.start:
+        previous = partitions_def.get_partition_key_for_timestamp((period_start - timedelta(seconds=1)).timestamp())
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{previous}:final",
+                partition_key=previous,
+                tags={**job_tags(job_type, finalise=True), TICK_TAG: stamp},
+            )
+        )
+    requests.append(dg.RunRequest(run_key=f"{current}:{stamp}", partition_key=current, tags={**job_tags(job_type), TICK_TAG: stamp}))
+    return requests
+
+
+def _partitioned_schedule(
+    job: UnresolvedAssetJobDefinition,
+    job_type: str,
+    cron: str,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    first_tick_window: timedelta,
+    status: dg.DefaultScheduleStatus,
+) -> dg.ScheduleDefinition:
+    period = "hour" if partitions_def is hourly_partitions else "day"
+
+    @dg.schedule(
+        name=f"{job_type}_schedule",
+        cron_schedule=cron,
+        job=job,
+        execution_timezone="UTC",
+        default_status=status,
+        description=f"{cron} (UTC): the current {period}'s partition; the first tick of a {period} also finalises the one before.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        return period_run_requests(job_type, partitions_def, context.scheduled_execution_time, first_tick_window)
+
+    return _schedule
+
+
+def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
+    """Outcome runs for the hours whose 1 h, 4 h and 24 h horizons closed in the last hour.
+
+    An hour H of recommendations reaches horizon h once H + 1 h + h has passed; rescoring it then fills
+    in the returns that were still null on earlier runs.
+    """
+    hour_start = tick.replace(minute=0, second=0, microsecond=0)
+    requests = []
+    for name, horizon in HORIZONS.items():
+        closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
+        requests.append(
+            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"), TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
+        )
+    return requests
+
+
+def _outcomes_schedule(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="recommendation_outcomes_schedule",
+        cron_schedule=OUTCOMES_CRON,
+        job=recommendation_outcomes_job,
+        execution_timezone="UTC",
+        default_status=status,
+        description=f"{OUTCOMES_CRON} (UTC): score the hours whose 1 h, 4 h and 24 h horizons just closed.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        return closed_hour_run_requests(context.scheduled_execution_time)
+
+    return _schedule
+
+
+def _cleanup_schedule(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="cleanup_schedule",
+        cron_schedule=CLEANUP_CRON,
+        job=cleanup_job,
+        execution_timezone="UTC",
+        default_status=status,
+        description=f"{CLEANUP_CRON} (UTC): retention of tables and of Dagster's run history, lowest priority.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key=context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M"), tags=job_tags("cleanup"))
+
+    return _schedule
+
+
+def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinition]:
+    """Every schedule, with cadences and on/off state from ``settings``."""
+    settings = settings or get_settings()
+    status = default_status(settings)
+    hourly = [
+        (market_status_job, "market_status", settings.market_status_interval),
+        (recommendations_job, "recommendations", settings.recommendations_interval),
+        (support_levels_job, "support_levels", settings.support_levels_interval),
+    ]
+    return [
+        *(
+            _partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), status)
+            for job, job_type, seconds in hourly
+        ),
+        _partitioned_schedule(daily_candles_job, "daily_candles", DAILY_CANDLES_CRON, daily_partitions, timedelta(hours=1), status),
+        _outcomes_schedule(status),
+        _cleanup_schedule(status),
+    ]
+
+
+schedules = build_schedules()
