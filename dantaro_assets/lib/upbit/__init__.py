@@ -1,0 +1,32 @@
+"""Upbit quotation API access: one rate-limited, validating client and its typed errors."""
+
+from dantaro_assets.lib.upbit.client import FetchStats, UpbitClient
+from dantaro_assets.lib.upbit.errors import (
+    UpbitError,
+    UpbitIPBlockedError,
+    UpbitNotFoundError,
+    UpbitRateLimitError,
+    UpbitRequestError,
+    UpbitResponseError,
+    UpbitServerError,
+    UpbitTransportError,
+)
+from dantaro_assets.lib.upbit.parsing import CANDLE_COLUMNS, INTERVALS, MARKET_COLUMNS, Interval, interval
+
+__all__ = [
+    "CANDLE_COLUMNS",
+    "INTERVALS",
+    "MARKET_COLUMNS",
+    "FetchStats",
+    "Interval",
+    "UpbitClient",
+    "UpbitError",
+    "UpbitIPBlockedError",
+    "UpbitNotFoundError",
+    "UpbitRateLimitError",
+    "UpbitRequestError",
+    "UpbitResponseError",
+    "UpbitServerError",
+    "UpbitTransportError",
+    "interval",
+]

@@ -1,0 +1,347 @@
+"""UpbitClient: the one way Dantaro talks to Upbit's quotation API.
+
+Plain httpx, not pyupbit (None on any failure, no timeout, fixed base URL) nor upbit-sdk (its
+models are built without validation, so a missing field becomes a silent None; its retries bypass
+a shared limiter; a malformed body surfaces as a bare JSONDecodeError). Every call here passes the
+shared rate limiter, has a timeout, retries 429/5xx/timeouts with exponential backoff and jitter,
+stops every process on 418, and returns validated frames or raises a typed error naming the
+endpoint and market. pyupbit's conventions stay: interval names (``minute1``, ``minute60``,
+``day``) and OHLCV column names (open, high, low, close, volume, value).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Optional
+
+import dagster as dg
+import httpx
+import pandas as pd
+from pydantic import Field, PrivateAttr
+
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.upbit import parsing
+from dantaro_assets.lib.upbit.errors import (
+    UpbitError,
+    UpbitIPBlockedError,
+    UpbitNotFoundError,
+    UpbitRateLimitError,
+    UpbitRequestError,
+    UpbitResponseError,
+    UpbitServerError,
+    UpbitTransportError,
+)
+from dantaro_assets.lib.upbit.rate_limit import DEFAULT_WINDOW_SECONDS, IPBlocked, RateLimiter, make_rate_limiter, parse_remaining_req
+from dantaro_assets.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+MAX_CANDLES_PER_REQUEST = 200
+_MAX_BACKOFF_SECONDS = 8.0
+_SETTINGS = get_settings()
+
+
+@dataclass
+class FetchStats:
+    """What one fetch cost and found; the candle assets publish it as materialisation metadata."""
+
+    markets_requested: int = 0
+    markets_returned: int = 0
+    candles: int = 0
+    gaps: int = 0
+    requests: int = 0
+    http_429: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    skipped_markets: list[str] = field(default_factory=list)
+    quarantined: pd.DataFrame = field(default_factory=parsing.empty_quarantine)
+
+    def metadata(self) -> dict[str, Any]:
+        """Dagster metadata: the counts, plus the skipped markets and quarantine reasons when any."""
+        meta: dict[str, Any] = {
+            "markets_requested": self.markets_requested,
+            "markets_returned": self.markets_returned,
+            "candles": self.candles,
+            "gaps": self.gaps,
+            "requests": self.requests,
+            "http_429": self.http_429,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "quarantined": len(self.quarantined),
+            "skipped_markets": ", ".join(self.skipped_markets) or "none",
+        }
+        if len(self.quarantined):
+            shown = self.quarantined.head(50).astype(str)
+            meta["quarantine"] = dg.MetadataValue.md(shown.to_markdown(index=False))
+        return meta
+
+
+class _Counters:
+    """Thread-safe request accounting for one fetch."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.http_429 = 0
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def add(self, *, requests: int = 0, http_429: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.http_429 += http_429
+            self.retries += retries
+
+
+@dataclass(frozen=True)
+class _Answer:
+    payload: Any
+    server_time: pd.Timestamp
+
+
+class UpbitClient(dg.ConfigurableResource):
+    """Upbit quotation API (market list, tickers, candles) under the IP-wide rate limit.
+
+    ``redis`` holds the limiter shared by every process; without it (or when it does not answer)
+    the limit is kept in this process only and a warning is logged.
+    """
+
+    base_url: str = Field(default=_SETTINGS.upbit_base_url, description="Upbit API or the replay server (UPBIT_BASE_URL)")
+    timeout: float = Field(default=_SETTINGS.upbit_api_timeout, description="seconds per request (UPBIT_API_TIMEOUT)")
+    max_retries: int = Field(default=_SETTINGS.upbit_max_retries, description="retries after the first attempt on 429, 5xx, timeouts")
+    requests_per_second: int = Field(default=_SETTINGS.upbit_requests_per_second, description="per-group budget shared by all processes")
+    max_symbols_per_batch: int = Field(default=_SETTINGS.max_symbols_per_batch, description="markets per ticker request")
+    max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
+    backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
+    block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
+    window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="limiter window; a little over 1 s absorbs latency jitter")
+    redis: Optional[RedisResource] = None
+
+    _http: Optional[httpx.Client] = PrivateAttr(default=None)
+    _limiter: Optional[RateLimiter] = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _session(self) -> tuple[httpx.Client, RateLimiter]:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    headers={"Accept": "application/json"},  # never an Origin header: Upbit limits those harder
+                    limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+                )
+                client = self.redis.client() if self.redis is not None else None
+                prefix = self.redis.prefix if self.redis is not None else _SETTINGS.redis_prefix
+                self._limiter = make_rate_limiter(client, prefix, self.requests_per_second, self.window_seconds)
+            assert self._limiter is not None
+            return self._http, self._limiter
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+                self._limiter = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    # --- one request ----------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, Any], *, group: str, market: str | None, counters: _Counters) -> _Answer:
+        """One GET with limiter, timeout, retries and typed errors."""
+        http, limiter = self._session()
+        for attempt in range(self.max_retries + 1):
+            try:
+                limiter.acquire(group)
+            except IPBlocked as exc:
+                raise UpbitIPBlockedError(f"IP blocked by Upbit, all fetching stopped: {exc}", endpoint=path, market=market, status=418) from None
+            counters.add(requests=1, retries=1 if attempt else 0)
+            failure: UpbitError
+            try:
+                response = http.get(path, params=params)
+            except httpx.TimeoutException as exc:
+                failure = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
+            except httpx.TransportError as exc:
+                failure = UpbitTransportError(f"connection failed: {type(exc).__name__}: {exc}", endpoint=path, market=market)
+            else:
+                status = response.status_code
+                if parse_remaining_req(response.headers.get("Remaining-Req")) == 0:
+                    limiter.exhaust(group)
+                if status == 200:
+                    return _Answer(self._json(response, path, market), _server_time(response))
+                detail = _error_message(response)
+                if status == 418:
+                    seconds = _retry_after(response) or self.block_seconds
+                    reason = f"Upbit blocked this IP (HTTP 418 on {path}): {detail}"
+                    limiter.block(seconds, reason)
+                    raise UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
+                if status == 429:
+                    counters.add(http_429=1)
+                    limiter.exhaust(group)
+                    failure = UpbitRateLimitError(f"rate limited: {detail}", endpoint=path, market=market, status=status)
+                elif status >= 500:
+                    failure = UpbitServerError(detail, endpoint=path, market=market, status=status)
+                elif status == 404:
+                    raise UpbitNotFoundError(detail, endpoint=path, market=market, status=status)
+                else:
+                    raise UpbitRequestError(detail, endpoint=path, market=market, status=status)
+            if attempt == self.max_retries:
+                raise failure
+            delay = min(_MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**attempt) * random.uniform(0.5, 1.5)
+            log.info("%s; retry %d/%d in %.2f s", failure, attempt + 1, self.max_retries, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _json(response: httpx.Response, path: str, market: str | None) -> Any:
+        try:
+            return json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UpbitResponseError(f"malformed JSON ({exc}): {response.content[:120]!r}", endpoint=path, market=market, status=200) from None
+
+    # --- public calls -----------------------------------------------------------------------
+    def markets(self) -> pd.DataFrame:
+        """The KRW universe now: market, korean_name, english_name, warning and the five caution flags."""
+        path = "/v1/market/all"
+        answer = self._get(path, {"isDetails": "true"}, group="market", market=None, counters=_Counters())
+        return parsing.parse_markets(answer.payload, endpoint=path)
+
+    def tickers(self, markets: list[str]) -> pd.DataFrame:
+        """Current tickers, ``max_symbols_per_batch`` markets a request, batches in parallel."""
+        path = "/v1/ticker"
+        batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
+        counters = _Counters()
+
+        def fetch(batch: list[str]) -> pd.DataFrame:
+            answer = self._get(path, {"markets": ",".join(batch)}, group="ticker", market=",".join(batch), counters=counters)
+            return parsing.parse_tickers(answer.payload, endpoint=path, markets=batch)
+
+        frames = self._parallel(fetch, batches)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.TICKER_COLUMNS)
+
+    def candles(self, markets: list[str], interval: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, FetchStats]:
+        """Closed candles with ``start <= candle_start < end`` for every market, fetched concurrently.
+
+        Pages go newest first, 200 candles a request, ``to`` exclusive and UTC. A candle still
+        forming by the server's clock (its ``Date`` header) is dropped. A market Upbit answers 404
+        for (delisted) is skipped and listed in the stats; any other failure raises.
+        """
+        spec = parsing.interval(interval)
+        window_start, window_end = _utc(start), _utc(end)
+        counters = _Counters()
+        skipped: list[str] = []
+        began = time.monotonic()
+
+        def fetch(market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+            try:
+                return self._market_candles(market, spec, window_start, window_end, counters)
+            except UpbitNotFoundError:
+                log.warning("%s: Upbit answers 404 (delisted or unknown); skipped", market)
+                skipped.append(market)
+                return parsing.empty_candles(), parsing.empty_quarantine()
+
+        results = self._parallel(fetch, list(markets))
+        candles = pd.concat([parsing.empty_candles(), *(r[0] for r in results)], ignore_index=True)
+        candles, duplicates = parsing.split_duplicates(candles)
+        quarantined = pd.concat([parsing.empty_quarantine(), duplicates, *(r[1] for r in results)], ignore_index=True)
+        candles = candles.sort_values(["market", "candle_start"], ignore_index=True)
+        stats = FetchStats(
+            markets_requested=len(markets),
+            markets_returned=int(candles["market"].nunique()),
+            candles=len(candles),
+            gaps=count_gaps(candles, spec, window_start),
+            requests=counters.requests,
+            http_429=counters.http_429,
+            retries=counters.retries,
+            seconds=time.monotonic() - began,
+            skipped_markets=sorted(skipped),
+            quarantined=quarantined,
+        )
+        return candles, stats
+
+    def _market_candles(
+        self, market: str, spec: parsing.Interval, start: pd.Timestamp, end: pd.Timestamp, counters: _Counters
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Page one market backwards from ``end`` to ``start``.
+
+        The next ``to`` is the earlier of the oldest candle received and ``to - count * width``:
+        right whether Upbit counts ``count`` candles (skipping no-trade gaps) or ``count`` slots.
+        """
+        pages: list[pd.DataFrame] = []
+        rejected: list[pd.DataFrame] = []
+        to = end
+        while to > start:
+            count = min(MAX_CANDLES_PER_REQUEST, -(-(to - start) // spec.width))
+            params = {"market": market, "to": to.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": count}
+            answer = self._get(spec.path, params, group="candles", market=market, counters=counters)
+            good, bad = parsing.parse_candle_page(answer.payload, market=market, interval=spec, to=to, endpoint=spec.path)
+            closed = good["candle_start"] + spec.width <= answer.server_time
+            pages.append(good[closed & (good["candle_start"] >= start)])
+            rejected.append(bad)
+            oldest = good["candle_start"].min() if len(good) else to
+            to = min(oldest, to - count * spec.width)
+        return pd.concat(pages, ignore_index=True), pd.concat(rejected, ignore_index=True)
+
+    def _parallel(self, fetch, items: list) -> list:
+        """Run ``fetch`` over items on up to ``max_concurrency`` threads; the first error cancels the rest."""
+        if not items:
+            return []
+        workers = min(self.max_concurrency, len(items))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upbit") as pool:
+            futures = [pool.submit(fetch, item) for item in items]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+        return [f.result() for f in futures]
+
+
+def count_gaps(candles: pd.DataFrame, spec: parsing.Interval, start: pd.Timestamp) -> int:
+    """Missing slots between the window start and each market's newest candle (no-trade periods)."""
+    if candles.empty:
+        return 0
+    newest = candles.groupby("market")["candle_start"].agg(["max", "size"])
+    slots = (newest["max"] - start) // spec.width + 1
+    return int((slots - newest["size"]).clip(lower=0).sum())
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _server_time(response: httpx.Response) -> pd.Timestamp:
+    """The server's clock (Date header) decides which candle is still forming; ours if absent."""
+    header = response.headers.get("Date")
+    if header:
+        try:
+            return pd.Timestamp(parsedate_to_datetime(header)).tz_convert("UTC")
+        except (TypeError, ValueError):
+            pass
+    return pd.Timestamp(datetime.now(timezone.utc))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """Upbit's ``{"error": {"name", "message"}}`` (name is an int or a string), else the raw text."""
+    try:
+        error = response.json().get("error", {})
+        return f"{error.get('name')}: {error.get('message')}"
+    except (ValueError, AttributeError):
+        return response.text[:200] or response.reason_phrase
