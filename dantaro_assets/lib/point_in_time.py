@@ -74,17 +74,18 @@ def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime) ->
     return stacked[[MARKET, START, *OHLCV]]
 
 
-def forming_bars(minutes: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
-    """For every regular minute, the bar of period ``freq`` formed by the minutes of that period so far.
+def forming_bars(candles_1m: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
+    """For every 1-minute candle, the bar of period ``freq`` formed by the candles of that period so far.
 
-    Columns: market, candle_start (the period's start), known_at (minute + 1 min: the first as_of
-    that may use it), open, high, low, close, volume, value. The row whose known_at is the period's
-    end is the complete bar of that period.
+    Built from the traded candles (not the gap-filled minutes) so that a complete period equals the
+    candle Upbit reports for it: open of the first trade, extremes of the traded minutes, and no bar
+    for a period without a trade. Columns: market, candle_start (the period's start), known_at
+    (minute + 1 min: the first as_of that may use it), open, high, low, close, volume, value.
     """
-    frame = minutes.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
+    frame = candles_1m.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
     period = frame[START].dt.floor(freq)
     groups = frame.groupby([frame[MARKET], period], sort=False)
-    bars = pd.DataFrame({
+    return pd.DataFrame({
         MARKET: frame[MARKET],
         START: period,
         "known_at": frame[START] + MINUTE,
@@ -95,7 +96,6 @@ def forming_bars(minutes: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
         "volume": groups["volume"].cumsum(),
         "value": groups["value"].cumsum(),
     })
-    return bars
 
 
 def bars_as_of(stored: pd.DataFrame, forming: pd.DataFrame, as_of: pd.Timestamp, freq: pd.Timedelta,
@@ -103,15 +103,15 @@ def bars_as_of(stored: pd.DataFrame, forming: pd.DataFrame, as_of: pd.Timestamp,
     """Bars of period ``freq`` usable at ``as_of``: stored closed bars, then minute-built ones, then the forming bar.
 
     ``stored`` are closed bars from storage (candles_1h / candles_1d); ``forming`` is ``forming_bars``
-    of the regular minutes that start at ``minutes_start``. Minute-built bars fill the periods that
-    storage does not hold yet (e.g. hours of the current day not fetched as candles_1h), but only
-    periods the minutes cover from their start; the last bar of each market may still be forming
-    (``complete`` False). Sorted by (market, candle_start).
+    of the 1-minute candles from ``minutes_start`` on. Minute-built bars fill the periods storage does
+    not hold yet (e.g. hours of the current day not yet fetched as candles_1h), but only periods the
+    minutes cover from their start; the last bar of a market may still be forming (``complete``
+    False). Sorted by (market, candle_start).
     """
     closed = closed_before(stored, as_of, freq)[[MARKET, START, *OHLCV]].assign(complete=True)
-    latest = forming[(forming["known_at"] <= as_of) & (forming[START] >= minutes_start)]
-    latest = latest[(latest["known_at"] == latest[START] + freq) | (latest["known_at"] == as_of)]
-    built = latest[[MARKET, START, *OHLCV]].assign(complete=(latest["known_at"] == latest[START] + freq).to_numpy())
+    known = forming[(forming["known_at"] <= as_of) & (forming[START] >= minutes_start)]
+    latest = known[~known.duplicated([MARKET, START], keep="last")]
+    built = latest[[MARKET, START, *OHLCV]].assign(complete=(latest[START] + freq <= as_of).to_numpy())
     if not closed.empty:
         keys = pd.MultiIndex.from_frame(closed[[MARKET, START]])
         built = built[~pd.MultiIndex.from_frame(built[[MARKET, START]]).isin(keys)]
@@ -140,17 +140,19 @@ class CandleHistory:
 
     Built from the stored candles an analysis asset loads (candles_1m over its lookback, candles_1h,
     candles_1d). ``minutes_start`` is where the 1-minute lookback starts (an hour boundary) and
-    ``minutes_end`` the last tick: the gap-filled minutes and the forming hours are computed once
-    here; ``price``, ``hourly`` and ``daily`` then only select rows closed before ``as_of``.
+    ``minutes_end`` the last tick: the gap-filled minutes (``minutes``, for prices and minute
+    returns) and the forming hours (from the traded candles) are computed once here; ``price``,
+    ``hourly`` and ``daily`` then only select rows closed before ``as_of``.
     """
 
     def __init__(self, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                  minutes_start: datetime, minutes_end: datetime):
         self.minutes_start = _utc(minutes_start)
         self.minutes = regular_minutes(candles_1m, self.minutes_start, _utc(minutes_end))
+        traded = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < _utc(minutes_end))]
         self.stored_hourly = candles_1h[[MARKET, START, *OHLCV]]
         self.stored_daily = candles_1d[[MARKET, START, *OHLCV]]
-        self._forming_hours = forming_bars(self.minutes, HOUR)
+        self._forming_hours = forming_bars(traded, HOUR)
         hourly_start = self.stored_hourly[START].min() if not self.stored_hourly.empty else self.minutes_start
         self._derived_days_start = min(_utc(hourly_start), self.minutes_start).ceil("D")
 

@@ -1,0 +1,119 @@
+"""Indicators agree with TA-Lib on real candles, and the grouped application never mixes markets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+
+from dantaro_assets.lib import indicators
+from dantaro_assets_tests.lib.candle_data import real_candles, synthetic_minutes
+
+
+@pytest.fixture(scope="module")
+def hourly(upbit_data_dir) -> pd.DataFrame:
+    frame = real_candles(upbit_data_dir, "1h")
+    return indicators.sort_candles(frame[frame["candle_start"] >= "2025-06-01"])
+
+
+def _reference(frame: pd.DataFrame, func, *columns, **params) -> np.ndarray:
+    """TA-Lib called market by market: the definition the grouped version must reproduce."""
+    out = np.full(len(frame), np.nan)
+    for _, rows in frame.groupby("market", sort=False).groups.items():
+        result = func(*(frame.loc[rows, c].to_numpy(dtype=float) for c in columns), **params)
+        out[np.asarray(rows)] = result
+    return out
+
+
+def _own_ema(close: np.ndarray, period: int) -> np.ndarray:
+    """EMA written out: SMA seed of the first ``period`` closes, then alpha = 2/(period+1)."""
+    out = np.full(len(close), np.nan)
+    out[period - 1] = close[:period].mean()
+    alpha = 2.0 / (period + 1)
+    for i in range(period, len(close)):
+        out[i] = alpha * close[i] + (1 - alpha) * out[i - 1]
+    return out
+
+
+def _own_wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's RSI written out: mean of the first ``period`` gains/losses, then (prev*(n-1)+x)/n."""
+    delta = np.diff(close)
+    gain, loss = np.clip(delta, 0, None), np.clip(-delta, 0, None)
+    out = np.full(len(close), np.nan)
+    avg_gain, avg_loss = gain[:period].mean(), loss[:period].mean()
+    out[period] = 100 * avg_gain / (avg_gain + avg_loss)
+    for i in range(period + 1, len(close)):
+        avg_gain = (avg_gain * (period - 1) + gain[i - 1]) / period
+        avg_loss = (avg_loss * (period - 1) + loss[i - 1]) / period
+        out[i] = 100 * avg_gain / (avg_gain + avg_loss)
+    return out
+
+
+def test_ema_and_rsi_follow_the_textbook_seeding_on_real_candles(hourly):
+    """SMA-seeded EMA and Wilder RSI, checked against loops written from the definitions."""
+    btc = hourly[hourly["market"] == "KRW-BTC"].reset_index(drop=True)
+    close = btc["close"].to_numpy()
+    np.testing.assert_allclose(indicators.ema(btc, 20).to_numpy(), _own_ema(close, 20), rtol=1e-9, equal_nan=True)
+    rsi = indicators.rsi(btc, 14).to_numpy()
+    # TA-Lib's RSI starts from the same Wilder seed; past the warm-up the two agree to rounding.
+    np.testing.assert_allclose(rsi[200:], _own_wilder_rsi(close, 14)[200:], atol=1e-6)
+
+
+def test_bollinger_uses_population_std(hourly):
+    btc = hourly[hourly["market"] == "KRW-BTC"].reset_index(drop=True)
+    bands = indicators.bollinger(btc, 20, 2.0)
+    std = btc["close"].rolling(20).std(ddof=0)
+    np.testing.assert_allclose(bands["upper"] - bands["middle"], 2.0 * std, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(bands["middle"], btc["close"].rolling(20).mean(), rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "func", "columns", "params"),
+    [
+        ("sma", talib.SMA, ("close",), {"timeperiod": 20}),
+        ("ema", talib.EMA, ("close",), {"timeperiod": 20}),
+        ("rsi", talib.RSI, ("close",), {"timeperiod": 14}),
+        ("atr", talib.ATR, ("high", "low", "close"), {"timeperiod": 14}),
+    ],
+)
+def test_grouped_matches_per_market_talib_on_real_candles(hourly, name, func, columns, params):
+    ours = getattr(indicators, name)(hourly, params["timeperiod"]).to_numpy()
+    np.testing.assert_array_equal(ours, _reference(hourly, func, *columns, **params))
+    assert hourly["market"].nunique() == 4 and np.isfinite(ours).sum() > 0.99 * len(ours)
+
+
+def test_grouped_matches_per_market_talib_with_gaps_and_short_markets():
+    """Many markets with missing minutes, one too short for the warm-up: no value leaks across markets."""
+    frame = synthetic_minutes(12, "2025-09-01 00:00", "2025-09-01 03:00", gap_share=0.2)
+    short = frame[frame["market"] == "KRW-C000"].head(10)
+    frame = indicators.sort_candles(pd.concat([frame[frame["market"] != "KRW-C000"], short]))
+    np.testing.assert_array_equal(indicators.ema(frame, 20).to_numpy(), _reference(frame, talib.EMA, "close", timeperiod=20))
+    np.testing.assert_array_equal(indicators.atr(frame, 14).to_numpy(),
+                                  _reference(frame, talib.ATR, "high", "low", "close", timeperiod=14))
+    bands = indicators.bollinger(frame, 20)
+    upper = _reference(frame, lambda c: talib.BBANDS(c, timeperiod=20, nbdevup=2, nbdevdn=2, matype=0)[0], "close")
+    np.testing.assert_array_equal(bands["upper"].to_numpy(), upper)
+    assert indicators.ema(frame, 20)[frame["market"] == "KRW-C000"].isna().all()
+
+
+def test_unsorted_frames_are_refused():
+    frame = synthetic_minutes(3, "2025-09-01 00:00", "2025-09-01 01:00").sample(frac=1.0, random_state=1)
+    with pytest.raises(ValueError, match="sorted by market"):
+        indicators.ema(frame, 10)
+
+
+def test_shift_returns_and_rolling_sums_stay_inside_each_market():
+    frame = indicators.sort_candles(synthetic_minutes(3, "2025-09-01 00:00", "2025-09-01 01:00", gap_share=0.0))
+    expected_sum = frame.groupby("market")["value"].transform(lambda s: s.rolling(5).sum())
+    np.testing.assert_allclose(indicators.rolling_sum(frame, 5, "value"), expected_sum, rtol=1e-9, equal_nan=True)
+    expected_ret = frame.groupby("market")["close"].transform(lambda s: np.log(s / s.shift(3)))
+    np.testing.assert_allclose(indicators.log_returns(frame, 3), expected_ret, rtol=1e-12, equal_nan=True)
+    first_rows = frame.groupby("market").head(3).index
+    assert indicators.log_returns(frame, 3).loc[first_rows].isna().all()
+
+
+def test_ema_step_extends_a_series_like_one_more_row(hourly):
+    btc = hourly[hourly["market"] == "KRW-BTC"].reset_index(drop=True)
+    full = indicators.ema(btc, 20)
+    assert indicators.ema_step(full.iloc[-2], btc["close"].iloc[-1], 20) == pytest.approx(full.iloc[-1], rel=1e-12)
