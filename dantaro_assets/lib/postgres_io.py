@@ -1,0 +1,279 @@
+"""The IO manager storing every asset's DataFrame in its own Postgres table, and its latest rows in Redis.
+
+Modelled on Dagster's ``DbIOManager`` (``partition_expr`` metadata, a partition is a time window of
+that column) with what it lacks: the window's DELETE and the bulk INSERT share one transaction, so a
+failed write leaves the previous rows; tables are created with real types and indexes; a read of a
+lookback is one range query however many upstream partitions it spans.
+
+Asset metadata read here:
+
+- ``partition_expr``: the timestamptz column holding the partition time (required when partitioned);
+- ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing);
+- ``snapshot``: ``{"ttl": seconds, "per_market": bool}`` pushes the newest ``as_of`` rows to Redis
+  after the commit (see :mod:`dantaro_assets.lib.redis_store`).
+
+Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
+in the write's transaction); a table column the frame lacks is written as NULL; a frame column whose
+type cannot be cast to the table's type is an error naming both types.
+"""
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import adbc_driver_manager
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
+from dantaro_assets.lib.redis_store import RedisResource
+
+# Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.
+PG_ARROW_TYPES: dict[str, pa.DataType] = {
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "double precision": pa.float64(),
+    "bigint": pa.int64(),
+    "boolean": pa.bool_(),
+    "text": pa.string(),
+    "jsonb": pa.json_(),
+}
+_UNDEFINED_TABLE = "42P01"
+
+
+class MissingUpstreamTableError(RuntimeError):
+    """An input's table does not exist: its asset was never materialised into this database."""
+
+
+def _pg_type(column: str, arrow_type: pa.DataType) -> str:
+    """The column type a new table gets for a frame column."""
+    if pa.types.is_timestamp(arrow_type):
+        if arrow_type.tz is None:
+            raise TypeError(f"column {column!r} holds naive timestamps; store tz-aware UTC times (e.g. pd.to_datetime(..., utc=True))")
+        return "timestamp with time zone"
+    if isinstance(arrow_type, pa.JsonType):
+        return "jsonb"
+    if pa.types.is_floating(arrow_type):
+        return "double precision"
+    if pa.types.is_integer(arrow_type):
+        return "bigint"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
+        return "text"
+    if pa.types.is_null(arrow_type):  # an object column without a single value: strings are the norm
+        return "text"
+    raise TypeError(
+        f"column {column!r} has Arrow type {arrow_type}, which is not stored; use float, int, bool, str, "
+        "tz-aware datetime, or dict/list values (jsonb)"
+    )
+
+
+def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """Columns to Arrow (NaN becomes NULL); object columns of dicts/lists become JSON text for jsonb."""
+    arrays = []
+    for name in frame.columns:
+        if not isinstance(name, str):
+            raise TypeError(f"column names must be strings, got {name!r}")
+        series = frame[name]
+        first = series.first_valid_index()
+        if series.dtype == object and first is not None and isinstance(series[first], (dict, list)):
+            values = [None if value is None else json.dumps(value) for value in series]
+            arrays.append(pa.array(values, type=pa.json_()))
+        else:
+            arrays.append(pa.Array.from_pandas(series))
+    return pa.Table.from_arrays(arrays, names=list(frame.columns))
+
+
+def conform(data: pa.Table, table_types: dict[str, str], table: str) -> tuple[pa.Table, dict[str, str]]:
+    """Cast ``data`` to the table's column types; return it and the columns the table must gain."""
+    columns, new_columns = [], {}
+    for field, column in zip(data.schema, data.columns):
+        pg_type = table_types.get(field.name)
+        if pg_type is None:
+            pg_type = new_columns[field.name] = _pg_type(field.name, field.type)
+        target = PG_ARROW_TYPES.get(pg_type)
+        if target is None:
+            raise TypeError(f"{table}.{field.name} has Postgres type {pg_type!r}, which this IO manager does not write")
+        try:
+            columns.append(column.cast(target, safe=not pa.types.is_timestamp(target)))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise TypeError(f"column {field.name!r} ({field.type}) does not fit {table}.{field.name} ({pg_type}): {exc}") from None
+    return pa.Table.from_arrays(columns, names=data.column_names), new_columns
+
+
+def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, partition_expr: str | None, primary_key: Sequence[str]) -> None:
+    """Refuse a frame that would corrupt the table, before anything touches the database."""
+    if frame.columns.empty:
+        return
+    missing = [c for c in [*primary_key, *([partition_expr] if window else [])] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{asset}: frame lacks column(s) {missing} (partition_expr / primary_key in the asset's metadata)")
+    if window is not None:
+        times = frame[partition_expr]
+        if not isinstance(times.dtype, pd.DatetimeTZDtype):
+            raise TypeError(f"{asset}: partition column {partition_expr!r} must be tz-aware datetimes, got {times.dtype}")
+        outside = times.isna() | (times < window.start) | (times >= window.end)
+        if outside.any():
+            bad = times[outside]
+            raise ValueError(
+                f"{asset}: {int(outside.sum())} row(s) have {partition_expr} outside the partition window "
+                f"[{window.start.isoformat()}, {window.end.isoformat()}) (found {bad.min()} .. {bad.max()}, "
+                f"{int(bad.isna().sum())} missing); nothing was written"
+            )
+    if primary_key:
+        keys = frame[list(primary_key)]
+        if keys.isna().any(axis=None):
+            raise ValueError(f"{asset}: primary key {list(primary_key)} has missing values; nothing was written")
+        duplicated = keys.duplicated(keep=False)
+        if duplicated.any():
+            sample = keys[duplicated].head(5).to_dict("records")
+            raise ValueError(f"{asset}: {int(duplicated.sum())} rows share a primary key {list(primary_key)}, e.g. {sample}; nothing was written")
+
+
+class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
+    """DataFrames in ``schema.<asset name>``; a partition is the time window of ``partition_expr``."""
+
+    # Plain resource annotations (Dagster's nested-resource pattern); this module must not use
+    # ``from __future__ import annotations``, which hides them from Dagster's resource detection.
+    postgres: PostgresResource
+    redis: RedisResource
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: the Postgres IO manager stores pandas DataFrames, got {type(obj).__name__}")
+        metadata = context.definition_metadata or {}
+        table = context.asset_key.path[-1]
+        partition_expr = metadata.get("partition_expr")
+        primary_key = list(metadata.get("primary_key") or [])
+        window = context.asset_partitions_time_window if context.has_asset_partitions else None
+        if window is not None and not partition_expr:
+            raise ValueError(f"{table} is partitioned but has no 'partition_expr' metadata naming its time column")
+        check_frame(obj, table, window, partition_expr, primary_key)
+        data = frame_to_arrow(obj)
+
+        started = time.perf_counter()
+        with self.postgres.connect() as conn:
+            table_types = self._column_types(conn, table)
+            data, new_columns = conform(data, table_types, table)
+            if new_columns:
+                self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types))
+            if table_types or new_columns:
+                self._delete(conn, table, partition_expr, window)
+            self.postgres.ingest(conn, table, data)
+        write_seconds = time.perf_counter() - started
+
+        qualified = f"{self.postgres.db_schema}.{table}"
+        output: dict[str, Any] = {"dagster/table_name": qualified, "write_seconds": round(write_seconds, 3)}
+        if window is not None:
+            output |= {
+                "dagster/partition_row_count": len(obj),
+                "time_window_start": window.start.isoformat(),
+                "time_window_end": window.end.isoformat(),
+            }
+        else:
+            output["dagster/row_count"] = len(obj)
+        snapshot = metadata.get("snapshot")
+        if snapshot:
+            output["redis_snapshot"] = self._push_snapshot(context, table, obj, partition_expr or "as_of", dict(snapshot))
+        context.add_output_metadata(output)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        metadata = context.upstream_output.definition_metadata or {}
+        table = context.asset_key.path[-1]
+        partition_expr = metadata.get("partition_expr")
+        order = list(dict.fromkeys([c for c in [partition_expr, *(metadata.get("primary_key") or [])] if c]))
+        where, params = "", None
+        if context.has_asset_partitions:
+            if not context.asset_partition_keys:
+                where = " WHERE false"
+            else:
+                window = context.asset_partitions_time_window
+                where = f" WHERE {quote_ident(partition_expr)} >= $1 AND {quote_ident(partition_expr)} < $2"
+                params = (window.start, window.end)
+        order_by = (" ORDER BY " + ", ".join(map(quote_ident, order))) if order else ""
+        sql = f"SELECT * FROM {self.postgres.table_name(table)}{where}{order_by}"
+        try:
+            result = self.postgres.read_arrow(sql, params)
+        except adbc_driver_manager.ProgrammingError as exc:
+            if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
+                raise
+            raise MissingUpstreamTableError(
+                f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
+                f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."
+            ) from None
+        frame = arrow_to_pandas(result)
+        for field in result.schema:
+            if isinstance(field.type, pa.JsonType):
+                frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
+        return frame
+
+    def _column_types(self, conn, table: str) -> dict[str, str]:
+        rows = self.postgres.read_arrow(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            (self.postgres.db_schema, table),
+            conn=conn,
+        ).to_pylist()
+        return {row["column_name"]: row["data_type"] for row in rows}
+
+    def _create_or_extend(
+        self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool
+    ) -> None:
+        """Create the table (and its indexes) or add columns, serialised per schema by an advisory lock."""
+        qualified = self.postgres.table_name(table)
+        schema = self.postgres.db_schema
+        definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns.items())
+        statements = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"]
+        if exists:
+            statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
+        else:
+            statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
+            if primary_key:
+                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, primary_key))})")
+            # The key index serves time-range reads already when it leads with the time column.
+            if partition_expr and partition_expr in columns and primary_key[:1] != [partition_expr]:
+                statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (schema,))
+            cur.fetchall()
+            for statement in statements:
+                cur.execute(statement)
+
+    def _delete(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> None:
+        sql = f"DELETE FROM {self.postgres.table_name(table)}"
+        params = None
+        if window is not None:
+            sql += f" WHERE {quote_ident(partition_expr)} >= $1 AND {quote_ident(partition_expr)} < $2"
+            params = (window.start, window.end)
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+
+    def _push_snapshot(self, context: dg.OutputContext, asset: str, frame: pd.DataFrame, as_of_column: str, snapshot: dict) -> str:
+        """Push the newest as_of's rows; any failure is logged and reported, never raised (Postgres has committed)."""
+        if frame.empty:
+            return "skipped: no rows"
+        as_of = frame[as_of_column].max()
+        if context.has_partition_key:
+            partition = context.partition_key
+        elif context.has_asset_partitions:
+            key_range = context.asset_partition_key_range
+            partition = f"{key_range.start}...{key_range.end}"
+        else:
+            partition = None
+        try:
+            pushed = self.redis.push_snapshot(
+                asset,
+                frame[frame[as_of_column] == as_of],
+                as_of=as_of,
+                run_id=context.run_id,
+                partition=partition,
+                ttl=int(snapshot["ttl"]),
+                per_market=bool(snapshot.get("per_market", False)),
+            )
+        except Exception as exc:  # a cache outage must never fail a committed write
+            reason = f"{type(exc).__name__}: {exc}"
+            context.log.warning(f"{asset}: Redis snapshot push failed, Postgres write stands: {reason}")
+            return f"failed: {reason}"
+        return f"pushed {pushed['written']} key(s), {pushed['skipped_newer']} kept a newer snapshot"
