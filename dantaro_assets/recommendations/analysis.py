@@ -1,0 +1,344 @@
+"""Short-term buy recommendations: documented scoring rules over point-in-time candles, vectorised over markets.
+
+Every tick ``as_of`` sees only candles closed before it (``candle_start + interval <= as_of``): the
+stored closed hours, the hours storage does not hold yet rebuilt from 1-minute candles, and the
+forming hour of the closed minutes so far (dantaro_assets.lib.point_in_time). All indicators are on
+that hourly series, last ``HOURLY_BARS`` bars per market, so a snapshot never depends on how much
+older history happened to be loaded.
+
+Scoring rules (each component 0-100; ATR% = ATR14 / price on the hourly series):
+
+=================== ======================================================================= ======
+component           rule                                                                    weight
+=================== ======================================================================= ======
+trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
+                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
+momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
+                    -10, 10)), clipped 0..100: strength without overbought, and rising
+volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
+                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
+support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
+                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
+resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
+                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
+volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
+=================== ======================================================================= ======
+
+score = sum(weight * component). Entry is the last traded price before ``as_of``; target is the
+bottom of the nearest resistance zone above it (entry + 3 ATR when none); stop is half an ATR
+below the bottom of the nearest support zone under it (entry - 2 ATR when none).
+
+Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
+with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with at least
+``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dantaro_assets.lib import indicators
+from dantaro_assets.lib import point_in_time as pit
+
+HOURLY_BARS = 240
+MIN_HISTORY_BARS = 50
+TOP_N = 20
+TURNOVER_WINDOW = pd.Timedelta(hours=24)
+SURGE_WINDOW = pd.Timedelta(hours=1)
+WEIGHTS: dict[str, float] = {
+    "trend": 0.25,
+    "momentum": 0.20,
+    "volume_surge": 0.15,
+    "support_distance": 0.15,
+    "resistance_distance": 0.15,
+    "volatility": 0.10,
+}
+COMPONENTS = list(WEIGHTS)
+CAUTION_FLAGS = [
+    "caution_price_fluctuations",
+    "caution_trading_volume_soaring",
+    "caution_deposit_amount_soaring",
+    "caution_global_price_differences",
+    "caution_concentration_of_small_accounts",
+]
+RECOMMENDATION_COLUMNS = [
+    "as_of", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "caution",
+]  # fmt: skip
+
+# support_levels.analysis.compute_support_levels(hourly, daily, price, as_of) or a stand-in with its columns.
+LevelFinder = Callable[[pd.DataFrame, pd.DataFrame, pd.Series, pd.Timestamp], pd.DataFrame]
+
+
+@dataclass
+class UniverseCounts:
+    """How the tradable universe of one tick came about: the materialisation's counts."""
+
+    listed: int = 0
+    excluded_warning: int = 0
+    excluded_turnover: int = 0
+    excluded_history: int = 0
+    eligible: int = 0
+
+    def add(self, other: UniverseCounts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class TickInputs:
+    """Everything of a partition that does not depend on the tick: computed once, sampled per tick."""
+
+    minutes: pd.DataFrame
+    forming_hours: pd.DataFrame
+    minutes_start: pd.Timestamp
+    candles_1h: pd.DataFrame
+    candles_1d: pd.DataFrame
+    markets: pd.DataFrame
+    value_cumsum: pd.DataFrame = field(repr=False)  # wide: minute x market, cumulative KRW turnover
+
+    @classmethod
+    def prepare(cls, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
+                markets: pd.DataFrame, first_tick: pd.Timestamp, last_tick: pd.Timestamp) -> TickInputs:
+        """Gap-fill the minutes from 24 h before the first tick to the last tick, and build forming hours."""
+        minutes_start = (first_tick - TURNOVER_WINDOW).floor("h")
+        minutes = pit.regular_minutes(candles_1m, minutes_start, last_tick)
+        value = minutes.pivot(index=pit.START, columns=pit.MARKET, values="value")
+        # one zero row before the first minute, so a window starting there subtracts nothing
+        grid = pd.date_range(minutes_start - pit.MINUTE, last_tick, freq=pit.MINUTE, inclusive="left")
+        return cls(
+            minutes=minutes,
+            forming_hours=pit.forming_bars(minutes, pit.HOUR),
+            minutes_start=minutes_start,
+            candles_1h=candles_1h,
+            candles_1d=candles_1d,
+            markets=markets,
+            value_cumsum=value.reindex(grid).fillna(0.0).cumsum(),
+        )
+
+    def turnover(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+        """KRW traded per market over [start, end) (both on the minute grid inside the prepared range)."""
+        return self.value_cumsum.loc[end - pit.MINUTE] - self.value_cumsum.loc[start - pit.MINUTE]
+
+
+def universe_at(inputs: TickInputs, as_of: pd.Timestamp, min_turnover_krw: float) -> tuple[pd.DataFrame, UniverseCounts]:
+    """Listed markets of the latest day <= as_of with turnover, flagged eligible or not, and the counts."""
+    listed = inputs.markets[inputs.markets["day"] <= as_of]
+    if listed.empty:
+        return listed.assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
+    listed = listed[listed["day"] == listed["day"].max()].set_index("market")
+    turnover = inputs.turnover(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0)
+    listed = listed.assign(turnover_24h=turnover)
+    warning = listed["warning"].astype(bool)
+    thin = ~warning & (turnover < min_turnover_krw)
+    counts = UniverseCounts(listed=len(listed), excluded_warning=int(warning.sum()), excluded_turnover=int(thin.sum()))
+    return listed[~warning & ~thin], counts
+
+
+def _last_rows(frame: pd.DataFrame, lag: int = 0) -> np.ndarray:
+    """Index of each market's last row (``lag`` rows earlier, or -1 if the market is shorter)."""
+    starts = indicators.group_starts(frame[pit.MARKET])
+    last = starts[1:] - 1 - lag
+    return np.where(last >= starts[:-1], last, -1)
+
+
+def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
+    """Indicator values at the newest (possibly forming) hour of each market, indexed by market."""
+    bars = hourly.groupby(pit.MARKET, sort=False).tail(HOURLY_BARS).reset_index(drop=True)
+    ema20 = indicators.ema(bars, 20).to_numpy()
+    ema50 = indicators.ema(bars, 50).to_numpy()
+    rsi = indicators.rsi(bars, 14).to_numpy()
+    atr = indicators.atr(bars, 14).to_numpy()
+    last, earlier = _last_rows(bars), _last_rows(bars, lag=3)
+    take = lambda values, rows: np.where(rows >= 0, values[np.clip(rows, 0, None)], np.nan)  # noqa: E731
+    sizes = np.diff(indicators.group_starts(bars[pit.MARKET]))
+    return pd.DataFrame(
+        {
+            "bars": sizes,
+            "close": take(bars["close"].to_numpy(), last),
+            "ema20": take(ema20, last),
+            "ema50": take(ema50, last),
+            "rsi": take(rsi, last),
+            "rsi_3h_ago": take(rsi, earlier),
+            "atr": take(atr, last),
+        },
+        index=pd.Index(bars[pit.MARKET].to_numpy()[np.clip(last, 0, None)], name=pit.MARKET),
+    )
+
+
+def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
+    """0 at ``zero_at``, 100 at ``full_at``, linear between, clipped (works in either direction)."""
+    return (100.0 * (x - zero_at) / (full_at - zero_at)).clip(0.0, 100.0)
+
+
+def component_scores(features: pd.DataFrame) -> pd.DataFrame:
+    """The six 0-100 components from per-market features (price, EMAs, RSI, ATR, surge, level distances)."""
+    atr_pct = features["atr"] / features["price"]
+    above_fast = (features["price"] / features["ema20"] - 1.0) / atr_pct
+    fast_over_slow = (features["ema20"] / features["ema50"] - 1.0) / atr_pct
+    trend = 50.0 + 25.0 * (above_fast / 2.0).clip(-1, 1) + 25.0 * (fast_over_slow / 2.0).clip(-1, 1)
+    rsi_level = (100.0 - 2.5 * (features["rsi"] - 60.0).abs()).clip(0.0, 100.0)
+    rsi_rising = 50.0 + 5.0 * (features["rsi"] - features["rsi_3h_ago"]).clip(-10, 10)
+    momentum = (0.7 * rsi_level + 0.3 * rsi_rising).clip(0.0, 100.0)
+    volume_surge = (50.0 + 25.0 * np.log2(features["surge"].clip(lower=1e-9))).clip(0.0, 100.0)
+    support_atr = (features["price"] / features["support_high"] - 1.0) / atr_pct
+    support = (100.0 - 25.0 * (support_atr.clip(lower=1.0) - 1.0)).clip(0.0, 100.0).fillna(0.0)
+    resistance_atr = (features["resistance_low"] / features["price"] - 1.0) / atr_pct
+    resistance = (100.0 * resistance_atr / 4.0).clip(0.0, 100.0).fillna(75.0)
+    volatility = np.minimum(_ramp(atr_pct, 0.0005, 0.003), _ramp(atr_pct, 0.04, 0.015))
+    scores = pd.DataFrame(
+        {
+            "trend": trend,
+            "momentum": momentum,
+            "volume_surge": volume_surge,
+            "support_distance": support,
+            "resistance_distance": resistance,
+            "volatility": volatility,
+        }
+    )
+    scores["score"] = sum(WEIGHTS[c] * scores[c] for c in COMPONENTS)
+    return scores
+
+
+def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
+    """Per market: the nearest support zone below the price (bottom, top) and the nearest resistance above.
+
+    ``levels`` is support_levels' output (side, level, zone_low, zone_high; zones clipped at the
+    price). The resistance reference is its zone's bottom, or the level itself when the price is
+    already inside the zone, so a target is always above the price.
+    """
+    frame = levels.assign(price=levels[pit.MARKET].map(price))
+    supports = frame[(frame["side"] == "support") & (frame["level"] < frame["price"])]
+    resistances = frame[(frame["side"] == "resistance") & (frame["level"] > frame["price"])]
+    support = supports.sort_values("level").groupby(pit.MARKET)[["zone_low", "zone_high"]].last()
+    resistance_ref = resistances["zone_low"].where(resistances["zone_low"] > resistances["price"], resistances["level"])
+    resistance = resistance_ref.groupby(resistances[pit.MARKET]).min()
+    out = pd.DataFrame(index=price.index)
+    out["support_low"] = support["zone_low"].reindex(price.index)
+    out["support_high"] = support["zone_high"].reindex(price.index).clip(upper=price)
+    out["resistance_low"] = resistance.reindex(price.index)
+    return out
+
+
+def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Machine-readable reasons (JSON) and one human line per pick: only for the top N, so a loop is fine."""
+    reasons, summaries = [], []
+    for market, row in picks.iterrows():
+        atr_pct = row["atr"] / row["price"]
+        support_pct = 100.0 * (row["price"] / row["support_high"] - 1.0) if pd.notna(row["support_high"]) else None
+        resistance_pct = 100.0 * (row["resistance_low"] / row["price"] - 1.0) if pd.notna(row["resistance_low"]) else None
+        detail = {
+            "trend": {"score": _r(row["trend"]), "price": row["price"], "ema20": _r(row["ema20"]), "ema50": _r(row["ema50"])},
+            "momentum": {"score": _r(row["momentum"]), "rsi14": _r(row["rsi"]), "rsi14_change_3h": _r(row["rsi"] - row["rsi_3h_ago"])},
+            "volume_surge": {"score": _r(row["volume_surge"]), "ratio": _r(row["surge"]), "turnover_24h_krw": _r(row["turnover_24h"])},
+            "support_distance": {"score": _r(row["support_distance"]), "support": _r(row["support_high"]), "pct_above": _r(support_pct)},
+            "resistance_distance": {"score": _r(row["resistance_distance"]), "resistance": _r(row["resistance_low"]), "pct_below": _r(resistance_pct)},
+            "volatility": {"score": _r(row["volatility"]), "atr14_pct": _r(100.0 * atr_pct)},
+        }  # fmt: skip
+        reasons.append(json.dumps(detail, allow_nan=False))
+        trend = "uptrend above EMA20" if row["price"] > row["ema20"] and row["ema20"] > row["ema50"] else (
+            "above EMA20" if row["price"] > row["ema20"] else "below EMA20")
+        direction = "rising" if row["rsi"] > row["rsi_3h_ago"] else "falling"
+        parts = [trend, f"RSI {row['rsi']:.0f} {direction}", f"volume {row['surge']:.1f}x"]
+        parts.append(f"{support_pct:.1f}% above support" if support_pct is not None else "no support below")
+        parts.append(f"{resistance_pct:.1f}% to resistance" if resistance_pct is not None else "no resistance above")
+        summaries.append(f"{market} {row['score']:.0f}: " + ", ".join(parts))
+    return reasons, summaries
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
+                 min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
+    """One tick: (top-N recommendations, every eligible market's scores, universe counts)."""
+    universe, counts = universe_at(inputs, as_of, min_turnover_krw)
+    hourly = pit.bars_as_of(inputs.candles_1h, inputs.forming_hours, as_of, pit.HOUR, inputs.minutes_start)
+    hourly = hourly[hourly[pit.MARKET].isin(universe.index)]
+    if hourly.empty:
+        counts.excluded_history += len(universe)
+        return _empty_recommendations(), pd.DataFrame(), counts
+    features = hourly_features(hourly).reindex(universe.index)
+    enough = features["bars"].fillna(0) >= MIN_HISTORY_BARS
+    counts.excluded_history = int((~enough).sum())
+    counts.eligible = int(enough.sum())
+    features, universe = features[enough], universe[enough]
+    if features.empty:
+        return _empty_recommendations(), pd.DataFrame(), counts
+    price = features["close"].rename("price")
+    features = features.assign(price=price, turnover_24h=universe["turnover_24h"])
+    last_hour = inputs.turnover(as_of - SURGE_WINDOW, as_of).reindex(features.index)
+    features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
+    daily = _daily_as_of(inputs, hourly[hourly[pit.MARKET].isin(features.index)], as_of)
+    levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
+    features = features.join(nearest_levels(levels, price))
+    scored = features.join(component_scores(features))
+    scored = scored.join(universe[CAUTION_FLAGS])
+    return _top(scored, as_of, top_n), scored, counts
+
+
+def _daily_as_of(inputs: TickInputs, hourly: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Closed stored days, then the days storage lacks (the current one forming) rolled up from the hours."""
+    stored = pit.closed_before(inputs.candles_1d, as_of, pit.DAY)
+    stored = stored[stored[pit.MARKET].isin(hourly[pit.MARKET].unique())][[pit.MARKET, pit.START, *pit.OHLCV]]
+    newest = stored.groupby(pit.MARKET)[pit.START].max()
+    hours_after = hourly[hourly[pit.START] >= hourly[pit.MARKET].map(newest + pit.DAY).fillna(hourly[pit.START].min())]
+    rolled = pit.resample_bars(hours_after, pit.DAY)
+    merged = pd.concat([stored, rolled], ignore_index=True)
+    return merged.sort_values([pit.MARKET, pit.START], kind="stable").reset_index(drop=True)
+
+
+def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
+    """Rank by score (ties by market code, for determinism), set entry/target/stop, explain the top N."""
+    ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable").head(top_n)
+    atr = ranked["atr"]
+    entry = ranked["price"]
+    target = ranked["resistance_low"].fillna(entry + 3.0 * atr)
+    stop = (ranked["support_low"] - 0.5 * atr).fillna(entry - 2.0 * atr)
+    reasons, summaries = _reasons_and_summary(ranked)
+    caution = ranked[CAUTION_FLAGS].astype(bool)
+    caution_text = caution.apply(lambda row: ",".join(f.removeprefix("caution_") for f in CAUTION_FLAGS if row[f]), axis=1)
+    out = pd.DataFrame(
+        {
+            "as_of": as_of,
+            "rank": np.arange(1, len(ranked) + 1, dtype=np.int64),
+            "market": ranked.index.to_numpy(),
+            "score": ranked["score"].round(4).to_numpy(),
+            **{c: ranked[c].round(4).to_numpy() for c in COMPONENTS},
+            "reasons": reasons,
+            "summary": summaries,
+            "entry": entry.to_numpy(),
+            "target": target.to_numpy(),
+            "stop": stop.to_numpy(),
+            "caution": caution_text.reindex(ranked.index).fillna("").to_numpy() if len(ranked) else [],
+        }
+    )
+    return out[RECOMMENDATION_COLUMNS]
+
+
+def _empty_recommendations() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "rank": "int64", "market": object, "reasons": object,
+                         "summary": object, "caution": object})
+
+
+def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
+                            markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
+                            min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, UniverseCounts]:
+    """Recommendations for every tick in ``as_ofs`` (one partition) and the summed universe counts."""
+    totals = UniverseCounts()
+    if len(as_ofs) == 0:
+        return _empty_recommendations(), totals
+    inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1])
+    frames = []
+    for as_of in as_ofs:
+        picks, _, counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n)
+        frames.append(picks)
+        totals.add(counts)
+    non_empty = [f for f in frames if not f.empty]
+    return (pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()), totals

@@ -1,0 +1,59 @@
+"""A small deterministic market for the recommendation tests: correlated random walks with gaps and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.recommendations.analysis import CAUTION_FLAGS
+
+END = pd.Timestamp("2025-09-15", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Market:
+    candles_1m: pd.DataFrame
+    candles_1h: pd.DataFrame
+    candles_1d: pd.DataFrame
+    upbit_markets: pd.DataFrame
+
+
+def build_market(n_markets: int = 12, days: int = 4, seed: int = 7) -> Market:
+    """Minute candles (5 % of minutes without trades), their hourly/daily roll-ups and a daily universe.
+
+    KRW-M000 carries the ``warning`` flag, KRW-M001 ``caution_price_fluctuations``, and KRW-M002
+    trades a thousandth of the others' turnover (below any sensible minimum).
+    """
+    rng = np.random.default_rng(seed)
+    minutes = pd.date_range(END - pd.Timedelta(days=days), END, freq="1min", inclusive="left")
+    common = rng.normal(0, 0.0008, len(minutes))
+    frames = []
+    for i in range(n_markets):
+        close = 1000.0 * (i + 1) * np.exp(np.cumsum(0.6 * common + rng.normal(0, 0.001 * (1 + i % 3), len(minutes))))
+        opens = np.concatenate([[close[0]], close[:-1]])
+        volume = rng.lognormal(3, 1, len(minutes)) * (0.001 if i == 2 else 1.0)
+        frame = pd.DataFrame({
+            "market": f"KRW-M{i:03d}", "candle_start": minutes, "open": opens,
+            "high": np.maximum(opens, close) * (1 + rng.uniform(0, 0.001, len(minutes))),
+            "low": np.minimum(opens, close) * (1 - rng.uniform(0, 0.001, len(minutes))),
+            "close": close, "volume": volume, "value": volume * close,
+        })
+        frames.append(frame[rng.uniform(size=len(minutes)) > 0.05])
+    candles_1m = pd.concat(frames, ignore_index=True)
+    days_index = pd.date_range(END - pd.Timedelta(days=days), END, freq="D", inclusive="left")
+    universe = pd.DataFrame([(d, f"KRW-M{i:03d}") for d in days_index for i in range(n_markets)], columns=["day", "market"])
+    universe["korean_name"] = universe["market"]
+    universe["english_name"] = universe["market"]
+    universe["warning"] = universe["market"] == "KRW-M000"
+    for flag in CAUTION_FLAGS:
+        universe[flag] = (universe["market"] == "KRW-M001") & (flag == "caution_price_fluctuations")
+    return Market(candles_1m, pit.resample_bars(candles_1m, pit.HOUR), pit.resample_bars(candles_1m, pit.DAY), universe)
+
+
+@pytest.fixture(scope="session")
+def market() -> Market:
+    return build_market()

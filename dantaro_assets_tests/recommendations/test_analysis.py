@@ -1,0 +1,132 @@
+"""Scoring rules, universe filters, point-in-time behaviour and determinism of the recommendations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.recommendations import analysis
+from dantaro_assets.recommendations.analysis import COMPONENTS, WEIGHTS, component_scores, compute_recommendations
+from dantaro_assets.support_levels.analysis import compute_support_levels
+
+from .conftest import END
+
+MIN_TURNOVER = 1e7
+HOUR = END - pd.Timedelta(hours=5)
+TICKS = pit.ticks(HOUR, HOUR + pd.Timedelta(hours=1), 300)
+
+
+def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None, top_n=analysis.TOP_N):
+    return compute_recommendations(
+        market.candles_1m if candles_1m is None else candles_1m,
+        market.candles_1h if candles_1h is None else candles_1h,
+        market.candles_1d if candles_1d is None else candles_1d,
+        market.upbit_markets, ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER, top_n=top_n,
+    )
+
+
+@pytest.fixture(scope="module")
+def partition(market):
+    return _run(market)
+
+
+def test_weights_sum_to_one():
+    assert sum(WEIGHTS.values()) == pytest.approx(1.0)
+
+
+def test_component_rules_on_hand_made_features():
+    features = pd.DataFrame(
+        {
+            "price": [100.0, 100.0],
+            "ema20": [100.0, 98.0],
+            "ema50": [100.0, 96.0],
+            "atr": [1.0, 1.0],  # ATR% = 1 %
+            "rsi": [60.0, 80.0],
+            "rsi_3h_ago": [60.0, 60.0],
+            "surge": [1.0, 4.0],
+            "support_high": [100 / 1.01, 90.0],  # 1 ATR above support / 11 ATR above
+            "resistance_low": [np.nan, 102.0],  # none above / 2 ATR of room
+        }
+    )
+    scores = component_scores(features)
+    flat, hot = scores.iloc[0], scores.iloc[1]
+    expected_flat = {"trend": 50, "momentum": 0.7 * 100 + 0.3 * 50, "volume_surge": 50, "support_distance": 100,
+                     "resistance_distance": 75, "volatility": 100}
+    expected_hot = {"trend": 100, "momentum": 0.7 * 50 + 0.3 * 100, "volume_surge": 100, "support_distance": 0,
+                    "resistance_distance": 50, "volatility": 100}
+    assert flat[COMPONENTS].to_dict() == pytest.approx(expected_flat)
+    assert hot[COMPONENTS].to_dict() == pytest.approx(expected_hot)
+    assert flat["score"] == pytest.approx(sum(WEIGHTS[c] * flat[c] for c in COMPONENTS))
+
+
+def test_snapshot_shape_and_invariants(partition, market):
+    recs, counts = partition
+    assert set(recs["as_of"]) == set(TICKS)
+    for _, tick in recs.groupby("as_of"):
+        assert list(tick["rank"]) == list(range(1, len(tick) + 1))
+        assert tick["score"].is_monotonic_decreasing
+    assert recs["score"].between(0, 100).all()
+    assert recs[COMPONENTS].stack().between(0, 100).all()
+    assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
+    assert "KRW-M000" not in set(recs["market"])  # warning
+    assert "KRW-M002" not in set(recs["market"])  # thin turnover
+    assert (recs.loc[recs["market"] == "KRW-M001", "caution"] == "price_fluctuations").all()
+    assert (recs.loc[recs["market"] != "KRW-M001", "caution"] == "").all()
+    assert counts.excluded_warning == len(TICKS) and counts.excluded_turnover == len(TICKS)
+    assert counts.eligible == len(TICKS) * (market.upbit_markets["market"].nunique() - 2)
+    reasons = json.loads(recs["reasons"].iloc[0])
+    assert set(reasons) == set(COMPONENTS)
+    assert recs["summary"].iloc[0].startswith(f"{recs['market'].iloc[0]} {recs['score'].iloc[0]:.0f}: ")
+
+
+def test_entry_is_the_last_price_before_as_of(partition, market):
+    recs, _ = partition
+    row = recs.iloc[-1]
+    minutes = market.candles_1m
+    before = minutes[(minutes["market"] == row["market"]) & (minutes["candle_start"] < row["as_of"])]
+    assert row["entry"] == before.sort_values("candle_start")["close"].iloc[-1]
+
+
+def test_top_n_keeps_the_best(market, partition):
+    recs, _ = partition
+    top3, _ = _run(market, ticks=TICKS[:1], top_n=3)
+    first = recs[recs["as_of"] == TICKS[0]].head(3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(top3, first)
+
+
+@pytest.mark.parametrize("tick", [0, 7, 11])
+def test_point_in_time_truncating_at_as_of_changes_nothing(market, partition, tick):
+    """Candles that were not closed at as_of (and later ones) must not affect the snapshot."""
+    as_of = TICKS[tick]
+    m1 = market.candles_1m[market.candles_1m["candle_start"] + pd.Timedelta(minutes=1) <= as_of]
+    h1 = market.candles_1h[market.candles_1h["candle_start"] + pd.Timedelta(hours=1) <= as_of]
+    d1 = market.candles_1d[market.candles_1d["candle_start"] + pd.Timedelta(days=1) <= as_of]
+    truncated, _ = _run(market, ticks=TICKS[tick : tick + 1], candles_1m=m1, candles_1h=h1, candles_1d=d1)
+    full = partition[0][partition[0]["as_of"] == as_of].reset_index(drop=True)
+    assert len(full) > 0
+    pd.testing.assert_frame_equal(truncated, full)
+
+
+def test_missing_stored_hours_are_rebuilt_from_minutes(market, partition):
+    """Hours storage does not hold yet (today's candles_1h not fetched) come from the minutes: same snapshot."""
+    h1 = market.candles_1h[market.candles_1h["candle_start"] < HOUR - pd.Timedelta(hours=3)]
+    recs, _ = _run(market, candles_1h=h1)
+    pd.testing.assert_frame_equal(recs, partition[0])
+
+
+def test_recomputing_gives_identical_rows(market, partition):
+    again, _ = _run(market)
+    pd.testing.assert_frame_equal(again, partition[0])
+
+
+def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
+    recs, counts = compute_recommendations(
+        market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets, TICKS[:1],
+        compute_support_levels, min_turnover_krw=1e30,
+    )
+    assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
+    assert counts.eligible == 0 and counts.excluded_turnover == counts.listed - counts.excluded_warning
