@@ -1,0 +1,100 @@
+"""The only assets that call Upbit: the day's KRW universe and its 1-minute, 1-hour and 1-day candles.
+
+Upbit has no historical market list, so the universe of a past day is what Upbit (or the replay
+server) lists when that day's partition is materialised. Candle partitions hold whole candles of
+their window for every market of the window's universe; the forming candle is never stored, and
+re-materialising a window after it closes makes it final. A backfill runs as one run
+(``BackfillPolicy.single_run``) so the client pages Upbit 200 candles a request over the range.
+"""
+
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import dagster as dg
+import pandas as pd
+
+from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.markets.candles import MissingUniverseError, coverage, keep_listed, universe_markets
+from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
+from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.settings import get_settings
+
+_SETTINGS = get_settings()
+UPBIT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=_SETTINGS.run_retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+_UPBIT_STEP = {"retry_policy": UPBIT_RETRY_POLICY, "pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
+
+
+class _BlockingCheckFailed(dg.Failure):
+    """A blocking check failed on data that must not be stored."""
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"]},
+    check_specs=[schema_check_spec("upbit_markets")],
+    description="KRW markets of the day with Upbit's warning and five caution flags (the listing as fetched: Upbit keeps no history).",
+    **_UPBIT_STEP,
+)
+def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iterator:
+    window = context.partition_time_window
+    days = pd.date_range(window.start, window.end, freq="D", inclusive="left")
+    listing = upbit.markets()
+    frame = pd.concat([listing.assign(day=day) for day in days], ignore_index=True)[["day", *MARKET_COLUMNS]]
+    yield from _checked(frame, pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame))
+    yield dg.Output(frame, metadata={"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days)})
+
+
+def _checked(frame: pd.DataFrame, result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:
+    """Report the check; when it failed, stop before the frame reaches storage."""
+    yield result
+    if not result.passed:
+        raise _BlockingCheckFailed(f"{result.check_name} check failed, nothing written: {result.description}", metadata={"rows": len(frame)})
+
+
+def _candle_asset(name: str, interval_name: str, partitions_def: dg.TimeWindowPartitionsDefinition, description: str) -> dg.AssetsDefinition:
+    spec = interval(interval_name)
+
+    @dg.asset(
+        name=name,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "interval": interval_name},
+        check_specs=[
+            schema_check_spec(name),
+            dg.AssetCheckSpec("coverage", asset=name, blocking=True, description=f"share of the universe answered (>= {_SETTINGS.min_coverage})"),
+        ],
+        description=description,
+        **_UPBIT_STEP,
+    )
+    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+        window = context.partition_time_window
+        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+        try:
+            markets = universe_markets(upbit_markets, start, end)
+        except MissingUniverseError as exc:
+            raise dg.Failure(str(exc)) from None
+        fetched, stats = upbit.candles(markets, interval_name, start, end)
+        candles = keep_listed(fetched, upbit_markets)
+        stats.candles = len(candles)
+        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(timezone.utc)), _SETTINGS.min_coverage)
+        yield from _checked(candles, pandera_check(candles_schema(start, end), candles))
+        yield dg.AssetCheckResult(
+            check_name="coverage",
+            passed=covered.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=covered.description,
+            metadata=covered.metadata(),
+        )
+        yield dg.Output(candles, metadata=stats.metadata())
+
+    return _asset
+
+
+candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
+candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
+candles_1d = _candle_asset("candles_1d", "day", daily_partitions, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")
