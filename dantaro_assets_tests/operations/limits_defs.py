@@ -1,0 +1,34 @@
+"""Small jobs carrying the real job tags and executor, for the run-queue, timeout and memory tests."""
+
+import time
+
+import dagster as dg
+
+from dantaro_assets.operations.limits import PRIORITIES, job_tags, memory_limited_executor
+
+
+@dg.op(config_schema={"seconds": dg.Field(float, default_value=2.0)})
+def wait(context: dg.OpExecutionContext) -> None:
+    time.sleep(context.op_config["seconds"])
+
+
+@dg.op(config_schema={"megabytes": int})
+def allocate(context: dg.OpExecutionContext) -> int:
+    block = bytearray(context.op_config["megabytes"] * 1024 * 1024)
+    return len(block)
+
+
+def _waiting_job(job_type: str) -> dg.JobDefinition:
+    @dg.job(name=f"{job_type}_job", tags=job_tags(job_type), executor_def=memory_limited_executor)
+    def _job() -> None:
+        wait()
+
+    return _job
+
+
+@dg.job(tags=job_tags("market_status"), executor_def=memory_limited_executor)
+def allocating_job() -> None:
+    allocate()
+
+
+defs = dg.Definitions(jobs=[*(_waiting_job(job_type) for job_type in PRIORITIES), allocating_job])

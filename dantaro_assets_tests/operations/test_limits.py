@@ -1,0 +1,139 @@
+"""The seed's limits on a real Dagster instance: run queue order and caps, run timeout, memory cap.
+
+Runs are launched by the real DefaultRunLauncher into run worker processes; the daemons' iterations
+are called directly so each step of the queue can be observed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.operations.limits import JOB_TAG, instance_limit_problems, job_tags
+from dantaro_assets_tests.operations import limits_defs
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+IN_FLIGHT = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS}
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A real instance configured by the project's dagster.yaml (SQLite under a temporary DAGSTER_HOME)."""
+    write_instance_config(tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
+    target = ModuleTarget(
+        module_name="dantaro_assets_tests.operations.limits_defs",
+        attribute="defs",
+        working_directory=str(PROJECT_DIR),
+        location_name="limits_test",
+    )
+    with create_test_daemon_workspace_context(target, instance) as context:
+        yield context
+
+
+def _submit(instance: dg.DagsterInstance, workspace: WorkspaceProcessContext, job_name: str, run_config: dict, tags: dict | None = None) -> str:
+    request = workspace.create_request_context()
+    location = next(iter(request.get_code_location_entries().values())).code_location
+    assert location is not None
+    remote_job = location.get_repository("__repository__").get_full_job(job_name)
+    job_def = limits_defs.defs.resolve_job_def(job_name)
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=run_config,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        tags={**job_def.tags, **(tags or {})},
+    )
+    instance.submit_run(run.run_id, request)
+    return run.run_id
+
+
+def _wait_for(instance: dg.DagsterInstance, run_ids: list[str], statuses: set, timeout: float = 120) -> dict[str, dg.DagsterRunStatus]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = {run_id: instance.get_run_by_id(run_id).status for run_id in run_ids}
+        if all(status in statuses for status in current.values()) or time.monotonic() > deadline:
+            return current
+        time.sleep(0.5)
+
+
+def _dequeue(workspace: WorkspaceProcessContext) -> None:
+    with QueuedRunCoordinatorDaemon(interval_seconds=1) as daemon:
+        list(daemon.run_iteration(workspace))
+
+
+def _wait_config(seconds: float) -> dict:
+    return {"ops": {"wait": {"config": {"seconds": seconds}}}}
+
+
+def test_the_instance_config_matches_the_settings(instance: dg.DagsterInstance):
+    assert instance_limit_problems(instance) == []
+    assert instance.run_retries_max_retries == 3
+
+
+def test_queue_starts_three_runs_highest_priority_first_and_one_per_job(instance, workspace):
+    # submitted lowest priority first, so FIFO alone would get the order wrong
+    order = ["cleanup", "support_levels", "recommendations", "market_status", "market_status", "daily_candles"]
+    run_ids = [_submit(instance, workspace, f"{job_type}_job", _wait_config(3)) for job_type in order]
+    assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.QUEUED}
+
+    _dequeue(workspace)
+    launched = [r for r in run_ids if instance.get_run_by_id(r).status != dg.DagsterRunStatus.QUEUED]
+    launched_types = sorted(instance.get_run_by_id(r).tags[JOB_TAG] for r in launched)
+    # 3 at once: market status, recommendations, support levels; the second market status run waits
+    # for the first (one per job), daily candles and cleanup wait for a free slot
+    assert launched_types == ["market_status", "recommendations", "support_levels"]
+    assert run_ids[3] in launched and run_ids[4] not in launched
+
+    _wait_for(instance, launched, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    assert {instance.get_run_by_id(r).status for r in launched} == {dg.DagsterRunStatus.SUCCESS}
+    _dequeue(workspace)
+    # the next free slots go to the second market status run and daily candles; cleanup comes last
+    second = {instance.get_run_by_id(r).tags[JOB_TAG] for r in run_ids if r not in launched and instance.get_run_by_id(r).status != dg.DagsterRunStatus.QUEUED}
+    assert second == {"market_status", "daily_candles", "cleanup"}  # 3 free slots, 3 waiting runs
+    _wait_for(instance, run_ids, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+
+
+def test_run_monitoring_fails_a_run_over_its_max_runtime(instance, workspace):
+    run_id = _submit(instance, workspace, "support_levels_job", _wait_config(120), tags={"dagster/max_runtime": "2"})
+    _dequeue(workspace)
+    assert _wait_for(instance, [run_id], {dg.DagsterRunStatus.STARTED})[run_id] == dg.DagsterRunStatus.STARTED
+    time.sleep(2.5)
+    list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring_test")))
+    status = _wait_for(instance, [run_id], {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}, timeout=60)[run_id]
+    assert status == dg.DagsterRunStatus.FAILURE
+    messages = [event.message for event in instance.all_logs(run_id) if event.message]
+    assert any("Exceeded maximum runtime of 2 seconds" in message for message in messages)
+
+
+def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(instance, workspace, settings):
+    over = _submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": settings.run_memory_mb + 256}}}})
+    _dequeue(workspace)
+    assert _wait_for(instance, [over], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[over] == dg.DagsterRunStatus.FAILURE
+    failures = [e for e in instance.all_logs(over) if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures and "MemoryError" in str(failures[0].dagster_event.step_failure_data.error)
+
+    under = _submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": 512}}}})
+    _dequeue(workspace)
+    assert _wait_for(instance, [under], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[under] == dg.DagsterRunStatus.SUCCESS
+
+
+def test_job_tags_carry_the_settings_timeout():
+    tags = job_tags("market_status")
+    assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": "300"}
