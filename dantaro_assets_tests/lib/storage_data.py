@@ -1,0 +1,48 @@
+"""Small frames and IO-manager contexts for the storage tests."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dantaro_assets.partitions import hourly_partitions
+
+CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+HOUR_A, HOUR_B, HOUR_C = "2025-09-01-00:00", "2025-09-01-01:00", "2025-09-01-02:00"
+
+
+def candles(hour: str, *, markets: tuple[str, ...] = ("KRW-BTC", "KRW-ETH"), minutes: int = 3, base: float = 100.0) -> pd.DataFrame:
+    """1-minute candles of ``markets`` for the first ``minutes`` minutes of ``hour`` (a partition key)."""
+    start = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start)
+    times = pd.date_range(start, periods=minutes, freq="1min")
+    frame = pd.DataFrame(
+        [(market, t) for market in markets for t in times], columns=["market", "candle_start"]
+    )
+    price = base + np.arange(len(frame), dtype=float)
+    return frame.assign(open=price, high=price + 1, low=price - 1, close=price + 0.5, volume=1.5, value=price * 1.5)
+
+
+def write(io_manager: dg.IOManager, frame: pd.DataFrame, asset: str, *, partitions: tuple[str, str] | None = None, metadata: dict | None = None) -> dict:
+    """``handle_output`` for ``asset`` over the partition range ``partitions`` (or unpartitioned); returns its metadata."""
+    context = dg.build_output_context(
+        asset_key=asset,
+        definition_metadata=CANDLE_METADATA if metadata is None else metadata,
+        asset_partitions_def=hourly_partitions if partitions else None,
+        asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
+        run_id="test-run",
+    )
+    io_manager.handle_output(context, frame)
+    return context.get_logged_metadata()
+
+
+def read(io_manager: dg.IOManager, asset: str, *, partitions: tuple[str, str] | None = None, metadata: dict | None = None) -> pd.DataFrame:
+    """``load_input`` of ``asset``'s partition range ``partitions`` (or the whole table)."""
+    upstream = dg.build_output_context(asset_key=asset, definition_metadata=CANDLE_METADATA if metadata is None else metadata)
+    context = dg.build_input_context(
+        asset_key=asset,
+        upstream_output=upstream,
+        asset_partitions_def=hourly_partitions if partitions else None,
+        asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
+    )
+    return io_manager.load_input(context)

@@ -1,0 +1,188 @@
+"""The Postgres IO manager on the real test database: partition replace, transactions, ranged reads, types."""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import MissingUpstreamTableError
+from dantaro_assets.partitions import hourly_partitions, lookback_hours
+from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, candles, read, write
+
+
+@pytest.fixture
+def io_manager(io_resources):
+    return io_resources["io_manager"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["candle_start", "market"]).reset_index(drop=True)
+
+
+def test_rewrite_replaces_only_its_partition(io_manager):
+    write(io_manager, candles(HOUR_A), "replace_candles", partitions=(HOUR_A, HOUR_A))
+    write(io_manager, candles(HOUR_B), "replace_candles", partitions=(HOUR_B, HOUR_B))
+    new_a = candles(HOUR_A, markets=("KRW-XRP",), minutes=2, base=500.0)
+    metadata = write(io_manager, new_a, "replace_candles", partitions=(HOUR_A, HOUR_A))
+
+    got = read(io_manager, "replace_candles", partitions=(HOUR_A, HOUR_B))
+    pd.testing.assert_frame_equal(got, _sorted(pd.concat([new_a, candles(HOUR_B)])))
+    assert metadata["dagster/partition_row_count"].value == 2
+    assert metadata["time_window_start"].value == "2025-09-01T00:00:00+00:00"
+    assert metadata["dagster/table_name"].value.endswith(".replace_candles")
+
+
+def test_range_write_replaces_every_hour_of_a_backfill(io_manager):
+    write(io_manager, candles(HOUR_A), "range_candles", partitions=(HOUR_A, HOUR_A))
+    write(io_manager, candles(HOUR_C), "range_candles", partitions=(HOUR_C, HOUR_C))
+    backfill = pd.concat([candles(HOUR_A, base=7.0), candles(HOUR_B, base=8.0)])
+    metadata = write(io_manager, backfill, "range_candles", partitions=(HOUR_A, HOUR_B))
+
+    assert metadata["time_window_end"].value == "2025-09-01T02:00:00+00:00"
+    got = read(io_manager, "range_candles", partitions=(HOUR_A, HOUR_C))
+    pd.testing.assert_frame_equal(got, _sorted(pd.concat([backfill, candles(HOUR_C)])))
+
+
+def test_failed_insert_leaves_previous_rows(io_manager, postgres_resource):
+    original = candles(HOUR_A)
+    write(io_manager, original, "atomic_candles", partitions=(HOUR_A, HOUR_A))
+    broken = candles(HOUR_A, base=900.0)
+    broken.loc[3, "market"] = "KRW-\x00BAD"  # Postgres text cannot hold NUL: the COPY fails after the DELETE ran
+
+    with pytest.raises(Exception, match="0x00"):
+        write(io_manager, broken, "atomic_candles", partitions=(HOUR_A, HOUR_A))
+
+    pd.testing.assert_frame_equal(read(io_manager, "atomic_candles", partitions=(HOUR_A, HOUR_A)), _sorted(original))
+
+
+def test_rows_outside_the_window_are_refused_before_the_database(io_manager, postgres_resource):
+    stray = pd.concat([candles(HOUR_A), candles(HOUR_B).head(1)])
+    with pytest.raises(ValueError, match=r"1 row\(s\) have candle_start outside the partition window"):
+        write(io_manager, stray, "stray_candles", partitions=(HOUR_A, HOUR_A))
+    assert postgres_resource.read_frame("SELECT to_regclass($1) AS t", (f"{postgres_resource.db_schema}.stray_candles",))["t"].isna().all()
+
+
+def test_duplicate_keys_and_naive_times_are_refused(io_manager):
+    doubled = pd.concat([candles(HOUR_A), candles(HOUR_A).head(2)])
+    with pytest.raises(ValueError, match=r"4 rows share a primary key \['market', 'candle_start'\]"):
+        write(io_manager, doubled, "bad_candles", partitions=(HOUR_A, HOUR_A))
+    naive = candles(HOUR_A).assign(candle_start=lambda f: f["candle_start"].dt.tz_localize(None))
+    with pytest.raises(TypeError, match="must be tz-aware datetimes"):
+        write(io_manager, naive, "bad_candles", partitions=(HOUR_A, HOUR_A))
+
+
+def test_types_round_trip_exactly(io_manager):
+    metadata = {"partition_expr": "as_of", "primary_key": ["as_of", "market"]}
+    frame = pd.DataFrame(
+        {
+            "as_of": pd.to_datetime(["2025-09-01 00:02", "2025-09-01 00:02", "2025-09-01 00:04"], utc=True),
+            "market": ["KRW-BTC", "KRW-ETH", "KRW-BTC"],
+            "score": [0.5, float("nan"), -1.25],
+            "rank": [1, 2, 1],
+            "warning": [True, False, True],
+            "note": ["ok", None, "한글"],
+            "seen_at": pd.to_datetime(["2025-08-31 23:59:59.123456", None, "2025-09-01 00:03:00.000000"], utc=True),
+            "reasons": [["rsi<30", "volume x3"], [], {"why": "breakout", "level": 101.5}],
+        }
+    )
+    write(io_manager, frame, "typed_snapshots", partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    got = read(io_manager, "typed_snapshots", partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    pd.testing.assert_frame_equal(got, frame)
+
+
+def test_empty_frames_clear_the_window_and_create_typed_tables(io_manager, postgres_resource):
+    write(io_manager, candles(HOUR_A), "empty_candles", partitions=(HOUR_A, HOUR_A))
+    write(io_manager, candles(HOUR_A).iloc[:0], "empty_candles", partitions=(HOUR_A, HOUR_A))
+    assert read(io_manager, "empty_candles", partitions=(HOUR_A, HOUR_A)).empty
+
+    typed_empty = candles(HOUR_A).iloc[:0]
+    write(io_manager, typed_empty, "never_filled", partitions=(HOUR_A, HOUR_A))
+    got = read(io_manager, "never_filled", partitions=(HOUR_A, HOUR_B))
+    assert got.empty and list(got.columns) == list(typed_empty.columns)
+    assert str(got["candle_start"].dtype) == "datetime64[ns, UTC]" and got["close"].dtype == "float64"
+
+    write(io_manager, pd.DataFrame(), "no_columns", partitions=(HOUR_A, HOUR_A))
+    with pytest.raises(MissingUpstreamTableError):
+        read(io_manager, "no_columns", partitions=(HOUR_A, HOUR_A))
+
+
+def test_reading_an_unmaterialised_asset_names_it(io_manager, postgres_resource):
+    with pytest.raises(MissingUpstreamTableError, match=r"upstream asset 'ghost_candles' was never materialised: table \S+\.ghost_candles does not exist"):
+        read(io_manager, "ghost_candles", partitions=(HOUR_A, HOUR_A))
+
+
+def test_new_columns_are_added_and_conflicting_types_refused(io_manager):
+    write(io_manager, candles(HOUR_A), "evolving_candles", partitions=(HOUR_A, HOUR_A))
+    wider = candles(HOUR_B).assign(trades=7)
+    write(io_manager, wider, "evolving_candles", partitions=(HOUR_B, HOUR_B))
+    got = read(io_manager, "evolving_candles", partitions=(HOUR_A, HOUR_B))
+    assert got["trades"].isna().sum() == len(candles(HOUR_A)) and (got["trades"].dropna() == 7).all()
+
+    with pytest.raises(TypeError, match=r"column 'close' \(string\) does not fit evolving_candles.close \(double precision\)"):
+        write(io_manager, candles(HOUR_C).assign(close="high"), "evolving_candles", partitions=(HOUR_C, HOUR_C))
+
+
+def test_unpartitioned_asset_replaces_the_whole_table(io_manager):
+    metadata = {"primary_key": ["market"]}
+    write(io_manager, pd.DataFrame({"market": ["KRW-BTC", "KRW-ETH"], "tier": [1, 2]}), "market_tiers", metadata=metadata)
+    write(io_manager, pd.DataFrame({"market": ["KRW-SOL"], "tier": [3]}), "market_tiers", metadata=metadata)
+    got = read(io_manager, "market_tiers", metadata=metadata)
+    pd.testing.assert_frame_equal(got, pd.DataFrame({"market": ["KRW-SOL"], "tier": [3]}))
+
+
+CANDLES_1M = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+
+
+@dg.asset(partitions_def=hourly_partitions, metadata=CANDLES_1M)
+def graph_candles_1m(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    return candles(context.partition_key)
+
+
+@dg.asset(partitions_def=hourly_partitions, metadata={"partition_expr": "as_of", "primary_key": ["as_of"]})
+def graph_breadth(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    as_of = context.partition_time_window.start
+    return pd.DataFrame({"as_of": [pd.Timestamp(as_of)], "markets": [2]})
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    ins={
+        "graph_candles_1m": dg.AssetIn(partition_mapping=lookback_hours(2)),
+        "graph_breadth": dg.AssetIn(partition_mapping=lookback_hours(2)),
+    },
+    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "snapshot": {"ttl": 120, "per_market": True}},
+)
+def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFrame, graph_breadth: pd.DataFrame) -> pd.DataFrame:
+    as_of = pd.Timestamp(context.partition_time_window.start) + pd.Timedelta(minutes=2)
+    latest = graph_candles_1m.groupby("market", as_index=False).agg(hours=("candle_start", lambda t: t.dt.floor("h").nunique()), close=("close", "last"))
+    return latest.assign(as_of=as_of, breadth_rows=len(graph_breadth))
+
+
+def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources, redis_resource, monkeypatch):
+    instance = dg.DagsterInstance.ephemeral()
+    assets = [graph_candles_1m, graph_breadth, graph_status]
+    for hour in (HOUR_A, HOUR_B, HOUR_C):
+        dg.materialize([graph_candles_1m, graph_breadth], partition_key=hour, instance=instance, resources=io_resources)
+
+    queries: list[str] = []
+    original = PostgresResource.read_arrow
+
+    def spy(self, sql, params=None, **kwargs):
+        queries.append(sql)
+        return original(self, sql, params, **kwargs)
+
+    monkeypatch.setattr(PostgresResource, "read_arrow", spy)
+    result = dg.materialize(assets, partition_key=HOUR_C, instance=instance, resources=io_resources, selection=[graph_status])
+    assert result.success
+
+    status = result.output_for_node("graph_status")
+    assert status.set_index("market")["hours"].to_dict() == {"KRW-BTC": 3, "KRW-ETH": 3}
+    assert (status["breadth_rows"] == 3).all()
+    data_reads = [q for q in queries if "information_schema" not in q]
+    assert len(data_reads) == 2, data_reads  # one ranged query per input, not one per upstream partition
+
+    materialization = result.asset_materializations_for_node("graph_status")[0]
+    assert materialization.metadata["redis_snapshot"].value == "pushed 3 key(s), 0 kept a newer snapshot"
+    snapshot = redis_resource.latest_snapshot("graph_status", "KRW-ETH")
+    assert snapshot["as_of"] == "2025-09-01T02:02:00Z" and snapshot["partition"] == HOUR_C
+    assert snapshot["run_id"] == result.run_id and [row["market"] for row in snapshot["rows"]] == ["KRW-ETH"]
