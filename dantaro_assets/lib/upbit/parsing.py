@@ -154,7 +154,7 @@ def split_duplicates(candles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
         return candles, empty_quarantine()
     distinct = candles[duplicated].drop_duplicates()
     conflicting_keys = distinct[distinct.duplicated(key, keep=False)][key].drop_duplicates()
-    flagged = candles.merge(conflicting_keys.assign(_conflict=True), on=key, how="left")["_conflict"].fillna(False).to_numpy(bool)
+    flagged = candles[key].merge(conflicting_keys, on=key, how="left", indicator=True)["_merge"].eq("both").to_numpy()
     extra_copy = candles.duplicated(keep="first").to_numpy() & ~flagged
     quarantined = pd.concat(
         [
