@@ -1,0 +1,203 @@
+"""Market status: is the whole KRW market risk-on or risk-off at each tick, and why.
+
+All ticks of a partition are computed at once from matrices (minute x market) of the gap-filled
+1-minute series: a tick at ``as_of`` reads row ``as_of - 1 min`` (the last closed minute), so nothing
+after ``as_of`` is ever touched. Formulas and windows (README "Market status"):
+
+- breadth_1h: share of markets whose price is above their price 60 minutes earlier (ret_1h > 0);
+- breadth_day: share of markets above the previous UTC day's close (Upbit's change-rate reference);
+- median_return_1h_pct: cross-sectional median of ret_1h, in %;
+- dispersion_1h_pct: cross-sectional population std of ret_1h, in %;
+- turnover_krw_1h: KRW traded in the last 60 minutes over all markets; turnover_ratio_24h: that
+  divided by the mean hourly turnover of the 24 hours before it (1 = normal, 2 = twice);
+- BTC trend: EMA(20) of hourly closes (SMA-seeded, stored closed hours then the forming hour's last
+  price); btc_vs_ema_pct = price / EMA - 1; btc_ema_slope_pct_h = (EMA now / EMA after the hour that
+  closed 3 h before this hour - 1) / 3, % per hour;
+- BTC volatility: realised, from 1-minute log returns r: btc_vol_1h_pct = sqrt(sum r^2 over 60 min)
+  (per hour), btc_vol_24h_pct = sqrt(sum r^2 over 1440 min / 24) (per hour, 24 h average),
+  btc_vol_annualised_pct = btc_vol_24h_pct x sqrt(24 x 365);
+- sub-scores, each 0-100 and stored, with s(x, k) = 50 (1 + tanh(x / k)) (50 at x = 0, ~88 at x = k):
+  score_breadth = 100 (breadth_1h + breadth_day) / 2;
+  score_trend = (s(btc_vs_ema_pct, 1 %) + s(btc_ema_slope_pct_h, 0.1 %/h)) / 2;
+  score_momentum = s(median_return_1h_pct, 0.5 %);
+  score_calm = s(-log2(btc_vol_1h_pct / btc_vol_24h_pct), 1) (an hour twice as volatile as the day -> ~12);
+  a sub-score without data (e.g. BTC missing) counts as 50;
+- score: 0-100 = 0.35 breadth + 0.25 trend + 0.20 momentum + 0.20 calm;
+- regime: risk_on when score >= 60, risk_off when score < 40, else neutral.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dantaro_assets.lib import indicators
+from dantaro_assets.lib.point_in_time import HOUR, MARKET, MINUTE, START, CandleHistory
+
+BTC = "KRW-BTC"
+BTC_COLUMNS = ["btc_price", "btc_return_1h_pct", "btc_ema_20h", "btc_vs_ema_pct", "btc_ema_slope_pct_h",
+               "btc_vol_1h_pct", "btc_vol_24h_pct", "btc_vol_annualised_pct"]
+COLUMNS = ["as_of", "regime", "score", "score_breadth", "score_trend", "score_momentum", "score_calm",
+           "markets", "markets_warning", "breadth_1h", "breadth_day", "median_return_1h_pct", "dispersion_1h_pct",
+           "turnover_krw_1h", "turnover_ratio_24h", *BTC_COLUMNS]
+WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
+
+
+@dataclass(frozen=True)
+class StatusParams:
+    """Windows and scales of the score; defaults are the documented ones (README)."""
+
+    return_minutes: int = 60        # ret_1h window
+    turnover_hours: int = 24        # hours the last hour's turnover is compared with
+    ema_hours: int = 20             # BTC trend EMA on hourly closes
+    slope_hours: int = 3            # EMA slope window
+    trend_scale_pct: float = 1.0    # price 1 % above its EMA -> that half of the trend score ~ 88
+    slope_scale_pct: float = 0.1    # EMA rising 0.1 %/h -> that half ~ 88
+    momentum_scale_pct: float = 0.5  # median 1 h return of +0.5 % -> momentum ~ 88
+    risk_on: float = 60.0
+    risk_off: float = 40.0
+
+    @property
+    def minutes_needed(self) -> int:
+        """Minutes of history before a tick that every window needs (return and turnover baselines)."""
+        return self.return_minutes + self.turnover_hours * 60
+
+
+def _signed_score(value: np.ndarray | float, scale: float) -> np.ndarray:
+    """Map a signed quantity to 0-100 with 50 at zero: 50 (1 + tanh(value / scale))."""
+    return 50.0 * (1.0 + np.tanh(np.asarray(value, dtype=float) / scale))
+
+
+def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
+                          params: StatusParams = StatusParams()) -> pd.DataFrame:
+    """One market status row per tick. ``universe``: upbit_markets rows (day, market, warning, ...).
+
+    The universe is that of the latest day <= each tick (every market of it is counted; flagged ones
+    are counted in ``markets_warning``). Without a universe row yet, every market with candles counts.
+    """
+    if len(ticks) == 0:
+        return _empty()
+    minutes = history.minutes
+    close = minutes.pivot(index=START, columns=MARKET, values="close")
+    value = minutes.pivot(index=START, columns=MARKET, values="value").fillna(0.0)
+    grid = pd.date_range(history.minutes_start, ticks.max(), freq=MINUTE, inclusive="left")
+    close, value = close.reindex(grid), value.reindex(grid, fill_value=0.0)
+    rows = ((ticks - MINUTE - history.minutes_start) // MINUTE).to_numpy()
+    if rows.min() < 0:
+        raise ValueError(f"the 1-minute series starts at {history.minutes_start}, after the first tick's last minute")
+
+    members, warnings = _universe(universe, ticks, close.columns)
+    prices = close.to_numpy()
+    now = prices[rows]
+    before = _row(prices, rows - params.return_minutes)
+    day_rows = ((ticks.floor("D") - MINUTE - history.minutes_start) // MINUTE).to_numpy()
+    previous_close = _row(prices, day_rows)
+    ret_1h = np.where(members, now / before - 1.0, np.nan)
+    ret_day = np.where(members, now / previous_close - 1.0, np.nan)
+    valid_1h = np.isfinite(ret_1h)
+
+    cumulative = np.vstack([np.zeros(value.shape[1]), np.cumsum(value.to_numpy(), axis=0)])
+
+    def turnover(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        """KRW traded by the tick's universe in minute rows [first, stop)."""
+        return np.where(members, _row(cumulative, stop) - _row(cumulative, first), 0.0).sum(axis=1)
+
+    end = rows + 1
+    turnover_1h = turnover(end - params.return_minutes, end)
+    baseline = turnover(end - params.minutes_needed, end - params.return_minutes) / params.turnover_hours
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame = pd.DataFrame({
+            "as_of": ticks,
+            "markets": valid_1h.sum(axis=1),
+            "markets_warning": (warnings & valid_1h).sum(axis=1),
+            "breadth_1h": np.where(valid_1h, ret_1h > 0, False).sum(axis=1) / valid_1h.sum(axis=1),
+            "breadth_day": np.nansum(ret_day > 0, axis=1) / np.isfinite(ret_day).sum(axis=1),
+            "median_return_1h_pct": 100.0 * np.nanmedian(ret_1h, axis=1),
+            "dispersion_1h_pct": 100.0 * np.nanstd(ret_1h, axis=1),
+            "turnover_krw_1h": turnover_1h,
+            "turnover_ratio_24h": np.where(baseline > 0, turnover_1h / baseline, np.nan),
+        })
+    frame = frame.join(_btc(history, close, rows, ticks, params))
+    return _score(frame, params)[COLUMNS]
+
+
+def _row(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """matrix[rows], NaN where a row falls before the series starts."""
+    out = matrix[np.clip(rows, 0, None)].astype(float)
+    out[rows < 0] = np.nan
+    return out
+
+
+def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(member, warning) matrices tick x market from the latest universe day <= each tick."""
+    members = np.ones((len(ticks), len(markets)), bool)
+    warnings = np.zeros((len(ticks), len(markets)), bool)
+    if universe.empty:
+        return members, warnings
+    days = pd.DatetimeIndex(np.sort(universe["day"].unique()))
+    day_of_tick = days.searchsorted(ticks, side="right") - 1
+    for position in np.unique(day_of_tick[day_of_tick >= 0]):
+        today = universe[universe["day"] == days[position]].set_index(MARKET)
+        selected = day_of_tick == position
+        members[selected] = markets.isin(today.index)
+        warnings[selected] = today["warning"].reindex(markets, fill_value=False).to_numpy(bool)
+    return members, warnings
+
+
+def _btc(history: CandleHistory, close: pd.DataFrame, rows: np.ndarray, ticks: pd.DatetimeIndex,
+         params: StatusParams) -> pd.DataFrame:
+    """BTC's hourly EMA trend and realised volatility at every tick."""
+    out = pd.DataFrame(np.nan, index=range(len(ticks)), columns=BTC_COLUMNS)
+    if BTC not in close.columns:
+        return out
+    btc = close[BTC].to_numpy()
+    price = btc[rows]
+    out["btc_price"] = price
+    out["btc_return_1h_pct"] = 100.0 * (price / _row(btc, rows - params.return_minutes) - 1.0)
+
+    log_returns = np.diff(np.log(btc), prepend=np.nan)
+    squares = np.concatenate(([0.0], np.cumsum(np.nan_to_num(log_returns ** 2))))
+    end = rows + 1
+    out["btc_vol_1h_pct"] = 100.0 * np.sqrt(_row(squares, end) - _row(squares, end - 60))
+    out["btc_vol_24h_pct"] = 100.0 * np.sqrt((_row(squares, end) - _row(squares, end - 1440)) / 24.0)
+    out["btc_vol_annualised_pct"] = out["btc_vol_24h_pct"] * np.sqrt(24 * 365)
+
+    # EMA over closed hours is the same for every tick of the hour; the forming hour adds one step.
+    hour = ticks[0].floor("h")
+    bars = history.hourly(hour)
+    bars = bars[(bars[MARKET] == BTC) & bars["complete"] & (bars[START] < hour)].reset_index(drop=True)
+    ema_closed = indicators.ema(bars, params.ema_hours).to_numpy()
+    if len(ema_closed) <= params.slope_hours or np.isnan(ema_closed[-1]):
+        return out
+    forming = ticks > ticks.floor("h")
+    ema_now = np.where(forming, indicators.ema_step(ema_closed[-1], price, params.ema_hours), ema_closed[-1])
+    ema_before = ema_closed[-1 - params.slope_hours]
+    out["btc_ema_20h"] = ema_now
+    out["btc_vs_ema_pct"] = 100.0 * (price / ema_now - 1.0)
+    out["btc_ema_slope_pct_h"] = 100.0 * (ema_now / ema_before - 1.0) / params.slope_hours
+    return out
+
+
+def _score(frame: pd.DataFrame, params: StatusParams) -> pd.DataFrame:
+    """Sub-scores (0-100), their weighted composite and the regime rule."""
+    frame["score_breadth"] = 100.0 * (0.5 * frame["breadth_1h"] + 0.5 * frame["breadth_day"])
+    trend = 0.5 * _signed_score(frame["btc_vs_ema_pct"], params.trend_scale_pct) \
+        + 0.5 * _signed_score(frame["btc_ema_slope_pct_h"], params.slope_scale_pct)
+    frame["score_trend"] = trend
+    frame["score_momentum"] = _signed_score(frame["median_return_1h_pct"], params.momentum_scale_pct)
+    # Calm: 50 when the last hour is as volatile as the 24 h norm, ~12 at twice it, ~88 at half.
+    surge = frame["btc_vol_1h_pct"] / frame["btc_vol_24h_pct"]
+    frame["score_calm"] = _signed_score(-np.log2(surge), 1.0)
+    parts = frame[["score_breadth", "score_trend", "score_momentum", "score_calm"]].fillna(50.0)
+    frame["score"] = (parts.to_numpy() @ np.array(list(WEIGHTS.values()))).round(2)
+    frame["regime"] = np.where(frame["score"] >= params.risk_on, "risk_on",
+                               np.where(frame["score"] < params.risk_off, "risk_off", "neutral"))
+    return frame
+
+
+def _empty() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "regime": object, "markets": "int64", "markets_warning": "int64"})
