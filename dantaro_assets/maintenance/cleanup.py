@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-import psycopg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from psycopg import sql
 
+from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.settings import Settings, get_settings
 
 # table -> (time column, settings field with its retention in days)
@@ -32,24 +31,25 @@ def table_cutoffs(now: datetime, settings: Settings) -> dict[str, datetime]:
     """The oldest time each table keeps."""
     return {table: now - timedelta(days=getattr(settings, field)) for table, (_, field) in RETENTION.items()}
 
-def purge_tables(conn: psycopg.Connection, schema: str, cutoffs: Mapping[str, datetime]) -> dict[str, int]:
+def purge_tables(postgres: PostgresResource, cutoffs: Mapping[str, datetime]) -> dict[str, int]:
     """Delete rows older than each table's cutoff, one transaction per table; absent tables are skipped."""
-    present = {
-        row[0]
-        for row in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
-        ).fetchall()
-    }
+    present = set(
+        postgres.read_arrow(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1", [postgres.db_schema]
+        ).column(0).to_pylist()
+    )
     removed = {}
     for table, cutoff in cutoffs.items():
         if table not in present:
             continue
-        statement = sql.SQL("DELETE FROM {}.{} WHERE {} < %s").format(
-            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(RETENTION[table][0])
+        statement = (
+            f"WITH removed AS (DELETE FROM {postgres.table_name(table)} WHERE {quote_ident(RETENTION[table][0])} < $1 RETURNING 1) "
+            "SELECT count(*) FROM removed"
         )
-        with conn.transaction():
-            removed[table] = conn.execute(statement, (cutoff,)).rowcount
+        with postgres.connect() as conn:
+            removed[table] = postgres.read_arrow(statement, [cutoff], conn=conn).column(0)[0].as_py()
     return removed
+
 
 def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
     """Delete finished runs (with their event logs) created before ``created_before``; returns how many."""
@@ -66,13 +66,13 @@ def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
         if len(records) < _RUN_PAGE:
             return removed
 
-@dg.op(required_resource_keys={"postgres"}, tags={"kind": "postgres"})
-def enforce_retention(context: dg.OpExecutionContext) -> dict[str, int]:
+
+@dg.op(tags={"kind": "postgres"})
+def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource) -> dict[str, int]:
     """Apply every retention window; the output's metadata lists rows removed per table and runs removed."""
     settings = get_settings()
     now = datetime.now(timezone.utc)
-    with context.resources.postgres.connect() as conn:
-        removed = purge_tables(conn, settings.db_schema, table_cutoffs(now, settings))
+    removed = purge_tables(postgres, table_cutoffs(now, settings))
     runs = purge_runs(context.instance, now - timedelta(days=settings.retention_runs_days))
     context.log.info(f"retention removed {sum(removed.values())} rows ({removed}) and {runs} runs")
     context.add_output_metadata(
