@@ -1,0 +1,177 @@
+"""Shared pieces of the replay server: candle arrays, interval aggregation, Upbit's KRW tick sizes.
+
+Both data sources (simulated and recorded) produce minute-or-coarser candles as columnar numpy
+arrays; everything coarser is aggregated from them here, so OHLCV stays consistent across
+intervals and no per-candle Python runs in the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import Protocol
+
+import numpy as np
+
+MINUTE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
+DAY_MINUTES = 1440
+DAY_SECONDS = 86_400
+
+CAUTION_KEYS = (
+    "PRICE_FLUCTUATIONS",
+    "TRADING_VOLUME_SOARING",
+    "DEPOSIT_AMOUNT_SOARING",
+    "GLOBAL_PRICE_DIFFERENCES",
+    "CONCENTRATION_OF_SMALL_ACCOUNTS",
+)
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    """One entry of ``/v1/market/all``; ``caution`` follows ``CAUTION_KEYS``."""
+
+    market: str
+    korean_name: str
+    english_name: str
+    warning: bool = False
+    caution: tuple[bool, ...] = (False,) * len(CAUTION_KEYS)
+
+
+@dataclass(frozen=True)
+class Candles:
+    """Candles of one market, oldest first. ``start`` is the open time in UTC epoch seconds;
+    ``last_trade_ms`` is Upbit's ``timestamp`` (time of the candle's last trade)."""
+
+    start: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    value: np.ndarray
+    last_trade_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def take(self, index: slice | np.ndarray) -> Candles:
+        return Candles(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def before(self, end: float) -> Candles:
+        """The candles whose open time is before ``end`` (Upbit's exclusive ``to``)."""
+        return self.take(slice(0, int(np.searchsorted(self.start, end, side="left"))))
+
+    def since(self, start: float) -> Candles:
+        return self.take(slice(int(np.searchsorted(self.start, start, side="left")), None))
+
+    @staticmethod
+    def empty() -> Candles:
+        return Candles(np.empty(0, np.int64), *(np.empty(0) for _ in range(6)), np.empty(0, np.int64))
+
+    @staticmethod
+    def concat(blocks: list[Candles]) -> Candles:
+        blocks = [b for b in blocks if len(b)]
+        if not blocks:
+            return Candles.empty()
+        if len(blocks) == 1:
+            return blocks[0]
+        return Candles(*(np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(Candles)))
+
+
+def aggregate(candles: Candles, unit_minutes: int) -> Candles:
+    """Roll finer candles up into ``unit_minutes`` candles aligned to the UTC epoch (so to the UTC day).
+
+    A bucket without any finer candle gets no candle: gaps stay gaps.
+    """
+    if len(candles) == 0:
+        return candles
+    width = unit_minutes * 60
+    bucket = candles.start // width
+    firsts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    lasts = np.r_[firsts[1:], len(bucket)] - 1
+    return Candles(
+        start=bucket[firsts] * width,
+        open=candles.open[firsts],
+        high=np.maximum.reduceat(candles.high, firsts),
+        low=np.minimum.reduceat(candles.low, firsts),
+        close=candles.close[lasts],
+        volume=np.add.reduceat(candles.volume, firsts),
+        value=np.add.reduceat(candles.value, firsts),
+        last_trade_ms=candles.last_trade_ms[lasts],
+    )
+
+
+class CandleSource(Protocol):
+    """What the HTTP layer needs from a data set (simulated or recorded)."""
+
+    def markets(self, now: float) -> list[MarketInfo]: ...
+
+    def has_market(self, market: str) -> bool: ...
+
+    def candles(self, market: str, unit_minutes: int, end: float, count: int, now: float) -> Candles:
+        """Up to ``count`` newest candles with open time < ``end``, as known at ``now``, oldest first."""
+        ...
+
+    def extremes_52w(self, market: str, now: float) -> tuple[float, str, float, str]:
+        """(highest price, its date, lowest price, its date) over the 52 weeks before ``now``."""
+        ...
+
+    def default_clock(self) -> float | None:
+        """The replay clock at start-up; None means the real time."""
+        ...
+
+
+# Upbit KRW market price units, the table in force since 2025-07-31 for prices of 10 KRW and more
+# (docs.upbit.com "원화(KRW) 마켓 주문 가격 단위"); below 10 KRW the previous table's units, which the
+# current page did not show. Rows: (lower bound, tick numerator, tick denominator) so that a price is
+# (k * numerator) / denominator, exact in binary floating point rounding terms.
+_TICK_BANDS = np.array(
+    [
+        (2_000_000, 1000, 1),
+        (1_000_000, 1000, 1),
+        (500_000, 500, 1),
+        (100_000, 100, 1),
+        (50_000, 50, 1),
+        (10_000, 10, 1),
+        (5_000, 5, 1),
+        (1_000, 1, 1),
+        (100, 1, 1),
+        (10, 1, 100),
+        (1, 1, 1_000),
+        (0.1, 1, 10_000),
+        (0.01, 1, 100_000),
+        (0.001, 1, 1_000_000),
+        (0.0001, 1, 10_000_000),
+        (0.0, 1, 100_000_000),
+    ]
+)
+_BAND_LOWER = _TICK_BANDS[::-1, 0]  # ascending for searchsorted
+_BAND_NUM = _TICK_BANDS[::-1, 1]
+_BAND_DEN = _TICK_BANDS[::-1, 2]
+
+
+def tick_size(price: np.ndarray | float) -> np.ndarray:
+    """Upbit's KRW order price unit for each price."""
+    band = np.searchsorted(_BAND_LOWER, np.asarray(price, dtype=float), side="right") - 1
+    return _BAND_NUM[band] / _BAND_DEN[band]
+
+
+def round_to_tick(price: np.ndarray, mode: str = "nearest") -> np.ndarray:
+    """Snap prices to the tick of their band: ``nearest``, ``up`` (for highs) or ``down`` (for lows)."""
+    price = np.asarray(price, dtype=float)
+    band = np.searchsorted(_BAND_LOWER, price, side="right") - 1
+    num, den = _BAND_NUM[band], _BAND_DEN[band]
+    steps = price * den / num
+    if mode == "up":
+        snapped = np.ceil(steps - 1e-9)
+    elif mode == "down":
+        snapped = np.floor(steps + 1e-9)
+    else:
+        snapped = np.round(steps)
+    snapped = np.maximum(snapped, 1.0)
+    return snapped * num / den
+
+
+def utc_iso(seconds: float) -> str:
+    """Upbit's candle time format: ISO-8601 without offset or fraction."""
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

@@ -1,0 +1,94 @@
+"""The replay server's bodies have exactly the fields, order and JSON types of Upbit's recorded responses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _captures(upbit_data_dir: Path) -> dict[str, dict]:
+    document = json.loads((upbit_data_dir / "api_captures.json").read_text())
+    return {capture["id"]: capture for capture in document["captures"]}
+
+
+def _shape(entry: dict) -> list[tuple[str, str]]:
+    """Field names in order with JSON types; Upbit writes whole numbers like change_price 0 as ints."""
+    def kind(value: object) -> str:
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, (int, float)):
+            return "number"
+        return type(value).__name__
+    return [(key, kind(value)) for key, value in entry.items()]
+
+
+def test_market_all_details_matches_capture(replay, upbit_data_dir):
+    recorded = _captures(upbit_data_dir)["maxt_market_all_isdetails"]["body"][0]
+    for flag in ("isDetails", "is_details"):
+        response = httpx.get(f"{replay.url}/v1/market/all", params={flag: "true"})
+        assert response.status_code == 200
+        served = response.json()
+        assert len(served) == 40 and served[0]["market"] == "KRW-BTC"
+        assert list(served[0]) == list(recorded)
+        assert list(served[0]["market_event"]["caution"]) == list(recorded["market_event"]["caution"])
+        assert all(_shape(entry) == _shape(recorded) for entry in served)
+    plain = httpx.get(f"{replay.url}/v1/market/all").json()
+    assert list(plain[0]) == ["market", "korean_name", "english_name"]
+
+
+def test_ticker_matches_capture(replay, upbit_data_dir):
+    recorded = _captures(upbit_data_dir)["docs_ticker_btc_eth"]
+    response = httpx.get(f"{replay.url}/v1/ticker", params={"markets": "KRW-BTC,KRW-ETH"})
+    assert response.status_code == 200
+    assert response.headers["remaining-req"].startswith("group=ticker; min=600; sec=")
+    served = response.json()
+    assert [e["market"] for e in served] == ["KRW-BTC", "KRW-ETH"]
+    assert [_shape(e) for e in served] == [_shape(recorded["body"][0])] * 2
+    assert all(isinstance(e["trade_timestamp"], int) and isinstance(e["timestamp"], int) for e in served)
+
+
+def test_ticker_all_lists_every_krw_market(replay):
+    served = httpx.get(f"{replay.url}/v1/ticker/all", params={"quote_currencies": "KRW"}).json()
+    markets = [e["market"] for e in httpx.get(f"{replay.url}/v1/market/all").json()]
+    assert [e["market"] for e in served] == markets
+
+
+def test_day_candles_match_capture(replay, upbit_data_dir):
+    recorded = _captures(upbit_data_dir)["docs_candles_days_btc"]
+    response = httpx.get(f"{replay.url}/v1/candles/days",
+                         params={"market": "KRW-BTC", "to": "2025-07-30T00:00:00+09:00", "count": 2})
+    assert response.status_code == 200
+    assert response.headers["remaining-req"].startswith("group=candles; min=600; sec=")
+    served = response.json()
+    assert [e["candle_date_time_utc"] for e in served] == [e["candle_date_time_utc"] for e in recorded["body"]]
+    assert [e["candle_date_time_kst"] for e in served] == [e["candle_date_time_kst"] for e in recorded["body"]]
+    assert [_shape(e) for e in served] == [_shape(e) for e in recorded["body"]]
+    assert served[0]["prev_closing_price"] == served[1]["trade_price"]
+
+
+def test_minute_candles_match_raw_recording(replay, upbit_data_dir):
+    header = (upbit_data_dir / "raw_minute_candles_KRW-OM_60rows.csv").read_text().splitlines()[0].split(",")
+    served = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 5}).json()
+    assert len(served) == 5
+    assert all(list(e) == header for e in served)
+    assert all(isinstance(e["unit"], int) and isinstance(e["timestamp"], int) for e in served)
+
+
+@pytest.mark.parametrize(
+    "path, params, status, body",
+    [
+        ("/v1/ticker", {"markets": "KRW-BTC,KRW-ZZZZ"}, 404, {"error": {"name": 404, "message": "Code not found"}}),
+        ("/v1/candles/minutes/1", {"market": "KRW-ZZZZ"}, 404, {"error": {"name": 404, "message": "Code not found"}}),
+        ("/v1/candles/days", {"market": "KRW-ZZZZ"}, 404, {"error": {"name": 404, "message": "Code not found"}}),
+        ("/v1/candles/minutes/7", {"market": "KRW-BTC"}, 400, {"error": {"name": 400, "message": "specified unit is not valid."}}),
+    ],
+)
+def test_error_bodies_match_recorded(replay, upbit_data_dir, path, params, status, body):
+    recorded = {json.dumps(e["body"], sort_keys=True) for e in json.loads((upbit_data_dir / "api_captures.json").read_text())["error_bodies"]}
+    response = httpx.get(f"{replay.url}{path}", params=params)
+    assert response.status_code == status
+    assert response.json() == body
+    assert json.dumps(body, sort_keys=True) in recorded
