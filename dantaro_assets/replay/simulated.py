@@ -111,6 +111,7 @@ _LISTED = [
     ("VANA", "Vana", "바나"), ("VIRTUAL", "Virtuals Protocol", "버추얼프로토콜"), ("WCT", "WalletConnect Token", "월렛커넥트토큰"),
     ("G", "Gravity", "그래비티"), ("IQ", "IQ", "아이큐"), ("QKC", "QuarkChain", "쿼크체인"),
 ]
+KNOWN_NAMES = {ticker: (english, korean) for ticker, english, korean, *_ in _MAJORS + _LISTED}
 _HANGUL_LETTERS = dict(zip(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
     ["에이", "비", "씨", "디", "이", "에프", "지", "에이치", "아이", "제이", "케이", "엘", "엠",
