@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -179,7 +180,7 @@ class UpbitClient(dg.ConfigurableResource):
                     return _Answer(self._json(response, path, market), _server_time(response))
                 detail = _error_message(response)
                 if status == 418:
-                    seconds = _retry_after(response) or self.block_seconds
+                    seconds = _block_seconds(response, detail) or self.block_seconds
                     reason = f"Upbit blocked this IP (HTTP 418 on {path}): {detail}"
                     limiter.block(seconds, reason)
                     raise UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
@@ -311,7 +312,7 @@ def count_gaps(candles: pd.DataFrame, spec: parsing.Interval, start: pd.Timestam
     if candles.empty:
         return 0
     newest = candles.groupby("market")["candle_start"].agg(["max", "size"])
-    slots = (newest["max"] - start) // spec.width + 1
+    slots = (newest["max"] - start.ceil(spec.freq)) // spec.width + 1
     return int((slots - newest["size"]).clip(lower=0).sum())
 
 
@@ -331,11 +332,13 @@ def _server_time(response: httpx.Response) -> pd.Timestamp:
     return pd.Timestamp(datetime.now(timezone.utc))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _block_seconds(response: httpx.Response, detail: str) -> float | None:
+    """How long a 418 lasts: ``Retry-After``, else Upbit's message "blocked for N seconds"."""
     try:
         return float(response.headers["Retry-After"])
     except (KeyError, ValueError):
-        return None
+        match = re.search(r"blocked for (\d+) seconds", detail)
+        return float(match.group(1)) if match else None
 
 
 def _error_message(response: httpx.Response) -> str:

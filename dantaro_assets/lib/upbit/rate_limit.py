@@ -24,13 +24,14 @@ log = logging.getLogger(__name__)
 
 # The window is a little longer than Upbit's second: a request stamped here reaches Upbit a few
 # milliseconds later, and two requests' delays differ, so a 1.000 s window could let 11 requests
-# land inside one of Upbit's seconds.
+# land inside one of Upbit's seconds. Grants are also spaced window/limit apart: a burst of ten
+# requests at once would queue at both ends and widen exactly those delay differences.
 DEFAULT_WINDOW_SECONDS = 1.05
 UPBIT_LIMIT_PER_SECOND = 10
 
 _REMAINING_SEC = re.compile(r"(?:^|;)\s*sec\s*=\s*(\d+)")
 
-# KEYS: window, blocked. ARGV: limit, window_us, member.
+# KEYS: window, blocked. ARGV: limit, window_us, member, spacing_us.
 # Returns {0, 0} when a slot was taken, {1, wait_us} when the window is full, {2, ttl_ms} when blocked.
 _ACQUIRE = """
 local ttl = redis.call('PTTL', KEYS[2])
@@ -40,6 +41,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if newest[2] and now - tonumber(newest[2]) < tonumber(ARGV[4]) then
+  return {1, math.max(1, tonumber(newest[2]) + tonumber(ARGV[4]) - now)}
+end
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) * 2)
@@ -107,7 +112,7 @@ class RedisRateLimiter:
 
     def acquire(self, group: str) -> None:
         while True:
-            status, value = self._acquire(keys=[self._key(group), self._blocked_key], args=[self._limit, self._window_us, uuid.uuid4().hex])
+            status, value = self._acquire(keys=[self._key(group), self._blocked_key], args=[self._limit, self._window_us, uuid.uuid4().hex, self._window_us // self._limit])
             if status == 0:
                 return
             if status == 2:
@@ -146,10 +151,14 @@ class LocalRateLimiter:
                 if now < self._blocked_until:
                     raise IPBlocked(self._blocked_until - now, self._blocked_reason)
                 stamps = self._trimmed(group, now)
-                if len(stamps) < self._limit:
+                spacing = self._window / self._limit
+                if stamps and now - stamps[-1] < spacing:
+                    wait = stamps[-1] + spacing - now
+                elif len(stamps) < self._limit:
                     stamps.append(now)
                     return
-                wait = stamps[0] + self._window - now
+                else:
+                    wait = stamps[0] + self._window - now
             time.sleep(wait)
 
     def exhaust(self, group: str) -> None:
