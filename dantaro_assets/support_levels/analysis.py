@@ -16,7 +16,6 @@ its evidence and a 0-100 strength (see ``strength``). Everything is vectorised o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +59,8 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
     ``hourly``: bars usable at as_of (market, candle_start, open, high, low, close, volume, value, and
     optionally ``complete``: False for the forming bar, which then feeds only the volume profile);
     ``daily``: daily bars, of which only the previous UTC day is used (pivots); ``price``: last price
-    per market (index market). Returns one row per level with the columns in ``COLUMNS``.
+    per market (index market). Returns one row per level with the columns in ``COLUMNS``; ``pivot``
+    names the pivots in the level (comma-joined, or None) and ``reasons`` is a dict of the evidence.
     """
     as_of = pd.Timestamp(as_of)
     price = price.dropna()
@@ -242,21 +242,22 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     levels = levels[levels["rank"] <= params.per_side].reset_index(drop=True)
     levels["as_of"] = as_of
     levels["reasons"] = _reasons(levels)
+    levels["pivot"] = levels["pivot"].astype(object).where(levels["pivot"].notna(), None)
     out = levels[COLUMNS].sort_values([MARKET, "side", "rank"], ascending=[True, False, True], kind="stable")
     return out.astype({"rank": "int64", "touches": "int64"}).reset_index(drop=True)
 
 
-def _reasons(levels: pd.DataFrame) -> list[str]:
-    """A JSON object per level naming its evidence (read by the API and the recommendations)."""
+def _reasons(levels: pd.DataFrame) -> list[dict]:
+    """A JSON-able object per level naming its evidence (stored as jsonb, served by the API)."""
     records = levels[["touches", "last_touch", "volume_share", "node", "pivot", "atr"]].to_dict("records")
-    return [json.dumps({
+    return [{
         "swing_touches": int(r["touches"]),
         "last_touch": None if pd.isna(r["last_touch"]) else r["last_touch"].strftime("%Y-%m-%dT%H:%M:%SZ"),
         "volume_share": round(float(r["volume_share"]), 4),
         "volume_node": None if pd.isna(r["node"]) else r["node"],
         "pivots": [] if r["pivot"] is None or pd.isna(r["pivot"]) else r["pivot"].split(","),
         "atr": round(float(r["atr"]), 8),
-    }, sort_keys=True) for r in records]
+    } for r in records]
 
 
 def _empty() -> pd.DataFrame:

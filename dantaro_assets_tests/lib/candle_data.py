@@ -45,3 +45,51 @@ def synthetic_minutes(markets: int, start: str, end: str, seed: int = 7, gap_sha
     kept = rng.random(len(frame)) >= gap_share
     return frame[kept].sort_values(["market", "candle_start"]).reset_index(drop=True)
 
+
+
+def universe(markets: list[str], days: list[str], warning: tuple[str, ...] = ()) -> pd.DataFrame:
+    """upbit_markets rows of ``markets`` for each UTC day in ``days``; ``warning`` markets carry the flag."""
+    from dantaro_assets.lib.upbit import MARKET_COLUMNS
+
+    rows = []
+    for day in days:
+        for market in markets:
+            flags = {c: False for c in MARKET_COLUMNS[3:]}
+            flags["warning"] = market in warning
+            rows.append({"day": pd.Timestamp(day, tz="UTC"), "market": market, "korean_name": market,
+                         "english_name": market, **flags})
+    return pd.DataFrame(rows)[["day", *MARKET_COLUMNS]]
+
+
+def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first: str, last: str) -> None:
+    """Write ``frame`` as ``asset``'s partitions first..last through the IO manager, as its asset would."""
+    import dagster as dg
+
+    time_column = "day" if asset == "upbit_markets" else "candle_start"
+    key = ["day", "market"] if asset == "upbit_markets" else ["market", "candle_start"]
+    window_start = partitions_def.time_window_for_partition_key(first).start
+    window_end = partitions_def.time_window_for_partition_key(last).end
+    inside = frame[(frame[time_column] >= window_start) & (frame[time_column] < window_end)]
+    context = dg.build_output_context(
+        asset_key=asset,
+        definition_metadata={"partition_expr": time_column, "primary_key": key},
+        asset_partitions_def=partitions_def,
+        asset_partition_key_range=dg.PartitionKeyRange(first, last),
+        run_id="test-upstream",
+    )
+    io_manager.handle_output(context, inside.reset_index(drop=True))
+
+
+def materialise(asset, partition: str, io_resources: dict):
+    """``dg.materialize`` of one analysis asset, its upstream candle assets present but not run.
+
+    The Upbit client is only there because the upstream definitions declare it: it points at the
+    unreachable test URL and is never called.
+    """
+    import dagster as dg
+
+    from dantaro_assets.lib.upbit import UpbitClient
+    from dantaro_assets.markets import assets as market_assets
+
+    return dg.materialize([*market_assets, asset], selection=[asset], partition_key=partition,
+                          resources={"upbit": UpbitClient(), **io_resources}, raise_on_error=True)

@@ -1,0 +1,75 @@
+"""market_status: an hourly partition of snapshots, one every MARKET_STATUS_INTERVAL seconds."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.point_in_time import HOUR, CandleHistory
+from dantaro_assets.lib.snapshots import checked, days_back, partition_ticks
+from dantaro_assets.market_status.analysis import StatusParams, compute_market_status
+from dantaro_assets.market_status.schemas import market_status_schema
+from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.settings import get_settings
+
+_SETTINGS = get_settings()
+PARAMS = StatusParams()
+# 1-minute lookback: the 60-minute return plus the 24 h turnover baseline before it (25 hours).
+MINUTE_LOOKBACK_HOURS = -(-PARAMS.minutes_needed // 60)
+# Hourly closes for BTC's EMA(20): five days make the SMA seed's weight negligible (< 1e-4).
+HOURLY_LOOKBACK_DAYS = 5
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    ins={
+        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
+        "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),
+        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+    },
+    metadata={
+        "partition_expr": "as_of",
+        "primary_key": ["as_of"],
+        "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
+    },
+    check_specs=[schema_check_spec("market_status")],
+    freshness_policy=freshness(_SETTINGS.market_status_interval),
+    group_name="analysis",
+    kinds={"pandas", "postgres", "redis"},
+    description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
+                 "volatility, 0-100 score with its components (README: Market status)."),
+)
+def market_status(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+                  upbit_markets: pd.DataFrame) -> Iterator:
+    window = context.partition_time_window
+    ticks = partition_ticks(context, _SETTINGS.market_status_interval)
+    start = pd.Timestamp(window.start)
+    history = CandleHistory(candles_1m, candles_1h, candles_1h.iloc[:0], start - MINUTE_LOOKBACK_HOURS * HOUR,
+                            ticks.max() if len(ticks) else start)
+    frame = compute_market_status(history, upbit_markets, ticks, PARAMS)
+    yield from checked(pandera_check(market_status_schema(start, pd.Timestamp(window.end)), frame))
+    yield dg.Output(frame, metadata={
+        "ticks": len(frame),
+        "markets": int(frame["markets"].iloc[-1]) if len(frame) else 0,
+        "latest_regime": frame["regime"].iloc[-1] if len(frame) else "none",
+        "latest_score": float(frame["score"].iloc[-1]) if len(frame) else float("nan"),
+        "latest": _latest_markdown(frame),
+    })
+
+
+def _latest_markdown(frame: pd.DataFrame) -> dg.MetadataValue:
+    """The newest snapshot, one line per component, for the Dagster UI."""
+    if frame.empty:
+        return dg.MetadataValue.md("_no snapshot: the hour has no tick yet_")
+    latest = frame.iloc[-1]
+    rows = "\n".join(f"| {name} | {_format(value)} |" for name, value in latest.items())
+    return dg.MetadataValue.md("| component | value |\n|---|---|\n" + rows)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)
