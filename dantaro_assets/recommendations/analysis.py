@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,7 @@ WEIGHTS: dict[str, float] = {
     "volatility": 0.10,
 }
 COMPONENTS = list(WEIGHTS)
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
 CAUTION_FLAGS = [
     "caution_price_fluctuations",
     "caution_trading_volume_soaring",
@@ -84,22 +85,36 @@ class UniverseCounts:
     excluded_history: int = 0
     eligible: int = 0
 
-    def add(self, other: UniverseCounts) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+@dataclass(frozen=True)
+class Turnover:
+    """Cumulative KRW turnover per market on a minute grid: any window's sum is two lookups."""
+
+    cumsum: pd.DataFrame  # minute x market; one zero row before the first minute
+
+    @classmethod
+    def from_candles(cls, candles_1m: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> Turnover:
+        """Turnover grid over [start, end); minutes without a candle traded nothing."""
+        inside = candles_1m[(candles_1m[pit.START] >= start) & (candles_1m[pit.START] < end)]
+        value = inside.pivot(index=pit.START, columns=pit.MARKET, values="value")
+        grid = pd.date_range(start - pit.MINUTE, end, freq=pit.MINUTE, inclusive="left")
+        return cls(value.reindex(grid).fillna(0.0).cumsum())
+
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+        """KRW traded per market over [start, end), both inside the grid."""
+        return self.cumsum.loc[end - pit.MINUTE] - self.cumsum.loc[start - pit.MINUTE]
 
 
 @dataclass
 class TickInputs:
     """Everything of a partition that does not depend on the tick: computed once, sampled per tick."""
 
-    minutes: pd.DataFrame
     forming_hours: pd.DataFrame
     minutes_start: pd.Timestamp
     candles_1h: pd.DataFrame
     candles_1d: pd.DataFrame
     markets: pd.DataFrame
-    value_cumsum: pd.DataFrame = field(repr=False)  # wide: minute x market, cumulative KRW turnover
+    turnover: Turnover = field(repr=False)
 
     @classmethod
     def prepare(cls, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
@@ -107,36 +122,44 @@ class TickInputs:
         """Gap-fill the minutes from 24 h before the first tick to the last tick, and build forming hours."""
         minutes_start = (first_tick - TURNOVER_WINDOW).floor("h")
         minutes = pit.regular_minutes(candles_1m, minutes_start, last_tick)
-        value = minutes.pivot(index=pit.START, columns=pit.MARKET, values="value")
-        # one zero row before the first minute, so a window starting there subtracts nothing
-        grid = pd.date_range(minutes_start - pit.MINUTE, last_tick, freq=pit.MINUTE, inclusive="left")
         return cls(
-            minutes=minutes,
             forming_hours=pit.forming_bars(minutes, pit.HOUR),
             minutes_start=minutes_start,
             candles_1h=candles_1h,
             candles_1d=candles_1d,
             markets=markets,
-            value_cumsum=value.reindex(grid).fillna(0.0).cumsum(),
+            turnover=Turnover.from_candles(candles_1m, minutes_start, last_tick),
         )
 
-    def turnover(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
-        """KRW traded per market over [start, end) (both on the minute grid inside the prepared range)."""
-        return self.value_cumsum.loc[end - pit.MINUTE] - self.value_cumsum.loc[start - pit.MINUTE]
 
-
-def universe_at(inputs: TickInputs, as_of: pd.Timestamp, min_turnover_krw: float) -> tuple[pd.DataFrame, UniverseCounts]:
-    """Listed markets of the latest day <= as_of with turnover, flagged eligible or not, and the counts."""
-    listed = inputs.markets[inputs.markets["day"] <= as_of]
+def universe_at(markets: pd.DataFrame, turnover: Turnover, as_of: pd.Timestamp,
+                min_turnover_krw: float) -> tuple[pd.DataFrame, UniverseCounts]:
+    """Listed markets of the latest day <= as_of that pass the warning and turnover filters, and the counts."""
+    listed = markets[markets["day"] <= as_of]
     if listed.empty:
-        return listed.assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
+        return listed.set_index("market").assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
     listed = listed[listed["day"] == listed["day"].max()].set_index("market")
-    turnover = inputs.turnover(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0)
-    listed = listed.assign(turnover_24h=turnover)
+    traded = turnover.between(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0)
+    listed = listed.assign(turnover_24h=traded)
     warning = listed["warning"].astype(bool)
-    thin = ~warning & (turnover < min_turnover_krw)
+    thin = ~warning & (traded < min_turnover_krw)
     counts = UniverseCounts(listed=len(listed), excluded_warning=int(warning.sum()), excluded_turnover=int(thin.sum()))
     return listed[~warning & ~thin], counts
+
+
+def eligible_universe(candles_1m: pd.DataFrame, markets: pd.DataFrame, as_ofs: pd.DatetimeIndex,
+                      min_turnover_krw: float) -> pd.DataFrame:
+    """(as_of, market) pairs passing the warning and turnover filters: the benchmark universe of the outcomes.
+
+    The history filter (``MIN_HISTORY_BARS`` hourly bars) is left out: it needs the hourly series and
+    only drops markets listed in the last two days.
+    """
+    if len(as_ofs) == 0:
+        return pd.DataFrame({"as_of": pd.Series(dtype=_UTC), "market": pd.Series(dtype=object)})
+    turnover = Turnover.from_candles(candles_1m, as_ofs[0] - TURNOVER_WINDOW, as_ofs[-1])
+    frames = [pd.DataFrame({"as_of": as_of, "market": universe_at(markets, turnover, as_of, min_turnover_krw)[0].index})
+              for as_of in as_ofs]
+    return pd.concat(frames, ignore_index=True).astype({"as_of": _UTC, "market": object})
 
 
 def _last_rows(frame: pd.DataFrame, lag: int = 0) -> np.ndarray:
@@ -257,7 +280,7 @@ def _r(value: float | None) -> float | None:
 def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
                  min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
     """One tick: (top-N recommendations, every eligible market's scores, universe counts)."""
-    universe, counts = universe_at(inputs, as_of, min_turnover_krw)
+    universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
     hourly = pit.bars_as_of(inputs.candles_1h, inputs.forming_hours, as_of, pit.HOUR, inputs.minutes_start)
     hourly = hourly[hourly[pit.MARKET].isin(universe.index)]
     if hourly.empty:
@@ -272,7 +295,7 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
         return _empty_recommendations(), pd.DataFrame(), counts
     price = features["close"].rename("price")
     features = features.assign(price=price, turnover_24h=universe["turnover_24h"])
-    last_hour = inputs.turnover(as_of - SURGE_WINDOW, as_of).reindex(features.index)
+    last_hour = inputs.turnover.between(as_of - SURGE_WINDOW, as_of).reindex(features.index)
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
     daily = _daily_as_of(inputs, hourly[hourly[pit.MARKET].isin(features.index)], as_of)
     levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
@@ -329,16 +352,17 @@ def _empty_recommendations() -> pd.DataFrame:
 
 def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                             markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
-                            min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, UniverseCounts]:
-    """Recommendations for every tick in ``as_ofs`` (one partition) and the summed universe counts."""
-    totals = UniverseCounts()
+                            min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendations for every tick in ``as_ofs`` (one partition) and the universe counts per tick."""
+    counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__]
     if len(as_ofs) == 0:
-        return _empty_recommendations(), totals
+        return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
     inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1])
-    frames = []
+    frames, counts = [], []
     for as_of in as_ofs:
-        picks, _, counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n)
+        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n)
         frames.append(picks)
-        totals.add(counts)
+        counts.append({"as_of": as_of, **asdict(tick_counts)})
     non_empty = [f for f in frames if not f.empty]
-    return (pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()), totals
+    recommendations = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()
+    return recommendations, pd.DataFrame(counts, columns=counts_columns)

@@ -76,8 +76,9 @@ def test_snapshot_shape_and_invariants(partition, market):
     assert "KRW-M002" not in set(recs["market"])  # thin turnover
     assert (recs.loc[recs["market"] == "KRW-M001", "caution"] == "price_fluctuations").all()
     assert (recs.loc[recs["market"] != "KRW-M001", "caution"] == "").all()
-    assert counts.excluded_warning == len(TICKS) and counts.excluded_turnover == len(TICKS)
-    assert counts.eligible == len(TICKS) * (market.upbit_markets["market"].nunique() - 2)
+    assert list(counts["as_of"]) == list(TICKS)
+    assert (counts["excluded_warning"] == 1).all() and (counts["excluded_turnover"] == 1).all()
+    assert (counts["eligible"] == market.upbit_markets["market"].nunique() - 2).all()
     reasons = json.loads(recs["reasons"].iloc[0])
     assert set(reasons) == set(COMPONENTS)
     assert recs["summary"].iloc[0].startswith(f"{recs['market'].iloc[0]} {recs['score'].iloc[0]:.0f}: ")
@@ -129,4 +130,5 @@ def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
         compute_support_levels, min_turnover_krw=1e30,
     )
     assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
-    assert counts.eligible == 0 and counts.excluded_turnover == counts.listed - counts.excluded_warning
+    tick = counts.iloc[0]
+    assert tick["eligible"] == 0 and tick["excluded_turnover"] == tick["listed"] - tick["excluded_warning"]

@@ -1,0 +1,167 @@
+"""Dagster wiring of the recommendations and their outcomes: inputs, ticks, checks, metadata. Analysis lives elsewhere.
+
+``recommendations`` partition H holds one ranked snapshot per cadence tick in [H, H+1h) that its
+stored candles reach. ``recommendation_outcomes`` partition H evaluates the snapshots of hour H
+against the minute candles of the following 25 hours: materialised before those exist, the horizons
+not reached yet are null, and a later run fills them in (the partition is final from H+25h on).
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW, compute_recommendations, eligible_universe
+from dantaro_assets.recommendations.outcomes import HIT_WINDOW, compute_outcomes, summarise_outcomes
+from dantaro_assets.recommendations.schemas import outcomes_schema, recommendations_schema
+from dantaro_assets.settings import get_settings
+from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
+
+_SETTINGS = get_settings()
+_LOOKBACK_HOURS = LevelParams().lookback_hours  # 30 days of hourly bars: the support levels' reach
+_KEY = ["as_of", "market"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "caution"]
+
+
+def _days_back(hours: int) -> dg.TimeWindowPartitionMapping:
+    """Daily upstream partitions covering the ``hours`` before an hourly partition (offsets in hours)."""
+    return dg.TimeWindowPartitionMapping(start_offset=-hours, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+class _BlockingCheckFailed(dg.Failure):
+    """A blocking check failed: the frame is not written."""
+
+
+def _checked(result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:
+    """Report the check; when it failed, stop before the frame reaches storage."""
+    yield result
+    if not result.passed:
+        raise _BlockingCheckFailed(f"{result.check_name} check failed, nothing written: {result.description}")
+
+
+def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
+    window = context.partition_time_window
+    return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+
+
+def partition_ticks(start: pd.Timestamp, end: pd.Timestamp, candles_1m: pd.DataFrame) -> pd.DatetimeIndex:
+    """Cadence ticks of the window that have happened and that the stored minutes reach.
+
+    A tick needs the minutes before it stored: ticks after the newest stored minute's end wait for
+    the next run, so the open hour is filled in as its candles arrive.
+    """
+    reached = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else start
+    now = pd.Timestamp.now(tz="UTC")
+    return pit.ticks(start, end, _SETTINGS.recommendations_interval, now=min(now, reached))
+
+
+def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFrame:
+    """(as_of, market) pairs under the warning flag in the universe each tick uses (latest day <= as_of)."""
+    days = upbit_markets["day"].drop_duplicates().sort_values()
+    day_of_tick = pd.Series(days.searchsorted(as_ofs, side="right") - 1, index=as_ofs)
+    day_of_tick = day_of_tick[day_of_tick >= 0].map(lambda i: days.iloc[i])
+    flagged = upbit_markets[upbit_markets["warning"].astype(bool)][["day", "market"]]
+    ticks = pd.DataFrame({"as_of": day_of_tick.index, "day": day_of_tick.to_numpy()})
+    return ticks.merge(flagged, on="day")[["as_of", "market"]]
+
+
+def _latest_table(recommendations: pd.DataFrame) -> str:
+    if recommendations.empty:
+        return "_no recommendations in this partition_"
+    latest = recommendations[recommendations["as_of"] == recommendations["as_of"].max()]
+    return f"as_of {latest['as_of'].iloc[0]:%Y-%m-%d %H:%M}Z\n\n" + latest[_TABLE_COLUMNS].to_markdown(index=False, floatfmt=".6g")
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    ins={
+        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(int(TURNOVER_WINDOW / pit.HOUR))),
+        "candles_1h": dg.AssetIn(partition_mapping=_days_back(_LOOKBACK_HOURS)),
+        "candles_1d": dg.AssetIn(partition_mapping=_days_back(48)),
+        "upbit_markets": dg.AssetIn(partition_mapping=_days_back(24)),
+    },
+    metadata={
+        "partition_expr": "as_of",
+        "primary_key": _KEY,
+        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False},
+    },
+    check_specs=[schema_check_spec("recommendations")],
+    freshness_policy=freshness(_SETTINGS.recommendations_interval),
+    group_name="analysis",
+    kinds={"pandas", "postgres"},
+    description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop.",
+)
+def recommendations(
+    context: dg.AssetExecutionContext,
+    candles_1m: pd.DataFrame,
+    candles_1h: pd.DataFrame,
+    candles_1d: pd.DataFrame,
+    upbit_markets: pd.DataFrame,
+) -> Iterator:
+    start, end = _window(context)
+    as_ofs = partition_ticks(start, end, candles_1m)
+    picks, counts = compute_recommendations(
+        candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
+        min_turnover_krw=_SETTINGS.min_turnover_krw,
+    )
+    yield from _checked(pandera_check(recommendations_schema(start, end, _warned(upbit_markets, as_ofs)), picks))
+    latest = counts.iloc[-1] if len(counts) else None
+    yield dg.Output(
+        picks,
+        metadata={
+            "ticks": len(as_ofs),
+            "latest_as_of": str(as_ofs[-1]) if len(as_ofs) else "none",
+            "universe_size": int(latest["eligible"]) if latest is not None else 0,
+            "listed": int(latest["listed"]) if latest is not None else 0,
+            "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
+            "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
+            "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
+            "min_turnover_krw": _SETTINGS.min_turnover_krw,
+            "latest_snapshot": dg.MetadataValue.md(_latest_table(picks)),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    ins={
+        "recommendations": dg.AssetIn(),
+        "candles_1m": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-int(TURNOVER_WINDOW / pit.HOUR), end_offset=int(HIT_WINDOW / pit.HOUR) + 1,
+                allow_nonexistent_upstream_partitions=True,
+            )
+        ),
+        "upbit_markets": dg.AssetIn(partition_mapping=_days_back(24)),
+    },
+    metadata={"partition_expr": "as_of", "primary_key": _KEY},
+    check_specs=[schema_check_spec("recommendation_outcomes")],
+    group_name="analysis",
+    kinds={"pandas", "postgres"},
+    description="Net forward returns (1 h, 4 h, 24 h) of each recommendation of the hour vs the equal-weight universe, and target/stop first hit.",
+)
+def recommendation_outcomes(
+    context: dg.AssetExecutionContext,
+    recommendations: pd.DataFrame,
+    candles_1m: pd.DataFrame,
+    upbit_markets: pd.DataFrame,
+) -> Iterator:
+    start, end = _window(context)
+    as_ofs = pd.DatetimeIndex(recommendations["as_of"].drop_duplicates().sort_values())
+    universe = eligible_universe(candles_1m, upbit_markets, as_ofs, _SETTINGS.min_turnover_krw)
+    outcomes = compute_outcomes(recommendations, candles_1m, universe)
+    yield from _checked(pandera_check(outcomes_schema(start, end), outcomes))
+    summary = summarise_outcomes(outcomes)
+    data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
+    yield dg.Output(
+        outcomes,
+        metadata={
+            **{k: (v if v is not None else "n/a") for k, v in summary.items()},
+            "candles_until": str(data_end) if data_end is not None else "none",
+            "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
+        },
+    )
+

@@ -1,0 +1,100 @@
+"""Pandera schemas of the recommendations and their outcomes: what may be written, per partition window."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pandera.pandas as pa
+
+from dantaro_assets.recommendations.analysis import COMPONENTS
+from dantaro_assets.recommendations.outcomes import HORIZONS
+
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
+_MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"))
+_SCORE = pa.Check.in_range(0.0, 100.0)
+
+
+def _as_of(start: pd.Timestamp, end: pd.Timestamp) -> pa.Column:
+    return pa.Column(_UTC, [pa.Check.ge(start, error=f"as_of before the window start {start}"),
+                            pa.Check.lt(end, error=f"as_of at or after the window end {end}")])
+
+
+def _valid_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (TypeError, ValueError):
+        return False
+
+
+def _ranks_are_one_to_n(frame: pd.DataFrame) -> pd.Series:
+    """Within each tick, ranks are 1..N with no gaps or repeats, in descending score order."""
+    ordered = frame.sort_values(["as_of", "rank"], kind="stable")
+    expected = ordered.groupby("as_of").cumcount() + 1
+    falling = ordered.groupby("as_of")["score"].diff().fillna(0.0) <= 1e-9
+    return ((ordered["rank"] == expected) & falling).reindex(frame.index)
+
+
+def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame) -> pa.DataFrameSchema:
+    """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag."""
+    warned_keys = pd.MultiIndex.from_frame(warned[["as_of", "market"]]) if len(warned) else None
+
+    def not_warned(frame: pd.DataFrame) -> pd.Series:
+        if warned_keys is None:
+            return pd.Series(True, index=frame.index)
+        return pd.Series(~pd.MultiIndex.from_frame(frame[["as_of", "market"]]).isin(warned_keys), index=frame.index)
+
+    return pa.DataFrameSchema(
+        {
+            "as_of": _as_of(start, end),
+            "rank": pa.Column("int64", pa.Check.ge(1)),
+            "market": _MARKET,
+            "score": pa.Column(float, _SCORE),
+            **{c: pa.Column(float, _SCORE) for c in COMPONENTS},
+            "reasons": pa.Column(str, pa.Check(_valid_json, element_wise=True, error="reasons must be a JSON object")),
+            "summary": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "entry": pa.Column(float, pa.Check.gt(0)),
+            "target": pa.Column(float),
+            "stop": pa.Column(float),
+            "caution": pa.Column(str, nullable=False),
+        },
+        checks=[
+            pa.Check(lambda f: (f["stop"] < f["entry"]) & (f["entry"] < f["target"]), name="stop_entry_target",
+                     error="stop < entry < target must hold"),
+            pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of"),
+            pa.Check(not_warned, name="no_warning_market", error="a market under Upbit's warning flag was recommended"),
+        ],
+        unique=["as_of", "market"],
+        strict=True,
+        ordered=False,
+        coerce=False,
+        name="recommendations",
+    )
+
+
+def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
+    """Rows of one hourly outcomes partition: returns are fractions (> -100 %), first hit one of the known values."""
+    returns = {
+        f"{kind}_{label}": pa.Column(float, pa.Check.gt(-1.0), nullable=True)
+        for label in HORIZONS for kind in ("return", "universe_return")
+    }
+    excess = {f"excess_{label}": pa.Column(float, nullable=True) for label in HORIZONS}
+    return pa.DataFrameSchema(
+        {
+            "as_of": _as_of(start, end),
+            "rank": pa.Column("int64", pa.Check.ge(1)),
+            "market": _MARKET,
+            "score": pa.Column(float, _SCORE),
+            "entry": pa.Column(float, pa.Check.gt(0)),
+            "target": pa.Column(float),
+            "stop": pa.Column(float),
+            "entry_price": pa.Column(float, pa.Check.gt(0), nullable=True),
+            **returns,
+            **excess,
+            "first_hit": pa.Column(object, pa.Check.isin(["target", "stop", "neither"]), nullable=True),
+            "minutes_to_hit": pa.Column(float, pa.Check.in_range(1, 24 * 60), nullable=True),
+        },
+        unique=["as_of", "market"],
+        strict=True,
+        name="recommendation_outcomes",
+    )

@@ -1,0 +1,179 @@
+"""The two assets materialised over the real Postgres IO manager and Redis, with upstream candles written first."""
+
+from __future__ import annotations
+
+import importlib
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from dantaro_assets import markets
+from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations.analysis import compute_recommendations
+from dantaro_assets.recommendations.schemas import outcomes_schema, recommendations_schema
+from dantaro_assets.settings import get_settings
+from dantaro_assets.support_levels.analysis import compute_support_levels
+
+from .conftest import END
+
+HOUR = END - pd.Timedelta(hours=5)
+PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
+MIN_TURNOVER = get_settings().min_turnover_krw
+
+
+def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDefinition:
+    """An unpartitioned asset with the upstream's key and metadata: writes the whole table in one run."""
+    key = upstream.key
+
+    @dg.asset(name=key.path[-1], metadata=dict(upstream.metadata_by_key[key]))
+    def _seed() -> pd.DataFrame:
+        return frame
+
+    return _seed
+
+
+@pytest.fixture(scope="module")
+def stored(market, io_resources):
+    """The synthetic market written through the IO manager; turnover scaled so the real minimum applies."""
+    scale = MIN_TURNOVER / 1e7  # conftest's markets trade ~5e7..5e8 KRW a day, KRW-M002 a thousandth of that
+    m1 = market.candles_1m.assign(value=market.candles_1m["value"] * scale)
+    h1 = market.candles_1h.assign(value=market.candles_1h["value"] * scale)
+    d1 = market.candles_1d.assign(value=market.candles_1d["value"] * scale)
+    frames = {"candles_1m": m1, "candles_1h": h1, "candles_1d": d1, "upbit_markets": market.upbit_markets}
+    seeds = [_stand_in(getattr(markets, name), frame) for name, frame in frames.items()]
+    assert dg.materialize(seeds, resources=io_resources).success
+    return frames
+
+
+def _materialise(asset, io_resources):
+    upstream = [a.to_source_asset() for a in markets.assets]
+    others = [recommendations.to_source_asset()] if asset is recommendation_outcomes else []
+    return dg.materialize([*upstream, *others, asset], partition_key=PARTITION, resources=io_resources)
+
+
+def _table(postgres_resource, name: str) -> pd.DataFrame:
+    return postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, rank")
+
+
+@pytest.fixture(scope="module")
+def materialised(stored, io_resources, postgres_resource):
+    result = _materialise(recommendations, io_resources)
+    assert result.success
+    return result, _table(postgres_resource, "recommendations")
+
+
+def test_recommendations_rows_match_the_pure_function(stored, materialised):
+    _, rows = materialised
+    ticks = pd.date_range(HOUR, HOUR + pd.Timedelta(hours=1), freq="5min", inclusive="left")
+    expected, _ = compute_recommendations(stored["candles_1m"], stored["candles_1h"], stored["candles_1d"],
+                                          stored["upbit_markets"], ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER)
+    assert set(rows["as_of"]) == set(ticks)
+    pd.testing.assert_frame_equal(rows[expected.columns].reset_index(drop=True), expected, check_dtype=False)
+
+
+def test_recommendations_checks_metadata_and_redis(materialised, redis_resource):
+    result, rows = materialised
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.check_name == "schema"
+    metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+    assert metadata["ticks"].value == 12
+    assert metadata["excluded_warning"].value == 1 and metadata["excluded_turnover"].value == 1
+    assert metadata["universe_size"].value == 10
+    table = metadata["latest_snapshot"].value
+    header = table.splitlines()[2]
+    assert all(column in header for column in ("rank", "market", "score", "summary", "entry", "target", "stop"))
+    assert rows[rows["as_of"] == rows["as_of"].max()]["summary"].iloc[0] in table
+    snapshot = redis_resource.latest_snapshot("recommendations")
+    assert snapshot["as_of"] == f"{rows['as_of'].max():%Y-%m-%dT%H:%M:%S}Z"
+    assert [r["market"] for r in snapshot["rows"]] == list(rows[rows["as_of"] == rows["as_of"].max()]["market"])
+
+
+def test_rematerialising_gives_identical_rows(materialised, io_resources, postgres_resource):
+    _, first = materialised
+    assert _materialise(recommendations, io_resources).success
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), first)
+
+
+def test_outcomes_materialise_with_unreached_horizons_null(materialised, io_resources, postgres_resource):
+    result = _materialise(recommendation_outcomes, io_resources)
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    outcomes = _table(postgres_resource, "recommendation_outcomes")
+    _, rows = materialised
+    assert len(outcomes) == len(rows)
+    assert outcomes["return_4h"].notna().all()  # the candles end 5 h after the hour starts
+    assert outcomes["return_24h"].isna().all() and outcomes["excess_24h"].isna().all()
+    assert set(outcomes["first_hit"].dropna()) <= {"target", "stop"}  # 'neither' needs the whole 24 h
+    metadata = result.asset_materializations_for_node("recommendation_outcomes")[0].metadata
+    assert metadata["evaluated_4h"].value == len(rows) and metadata["final"].value is False
+    assert isinstance(metadata["rank_ic_1h"].value, float)
+
+
+# --- bad data never passes the checks ---------------------------------------------------------
+
+def _good(materialised) -> pd.DataFrame:
+    return materialised[1].drop(columns=[c for c in materialised[1].columns if c not in _COLUMNS]).copy()
+
+
+_COLUMNS = ["as_of", "rank", "market", "score", "trend", "momentum", "volume_surge", "support_distance",
+            "resistance_distance", "volatility", "reasons", "summary", "entry", "target", "stop", "caution"]
+_NO_WARNINGS = pd.DataFrame({"as_of": pd.Series(dtype="datetime64[ns, UTC]"), "market": pd.Series(dtype=object)})
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "check"),
+    [
+        (lambda f: f.assign(score=f["score"] + 150.0), "in_range"),
+        (lambda f: f.assign(rank=1), "ranks must run 1..N"),
+        (lambda f: f.assign(stop=f["entry"] * 1.01), "stop < entry < target"),
+        (lambda f: f.assign(as_of=f["as_of"] + pd.Timedelta(hours=1)), "at or after the window end"),
+        (lambda f: f.assign(reasons="not json"), "must be a JSON object"),
+    ],
+)
+def test_recommendations_schema_rejects_bad_rows(materialised, corrupt, check):
+    good = _good(materialised)
+    schema = recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), _NO_WARNINGS)
+    assert pandera_check(schema, good).passed
+    result = pandera_check(schema, corrupt(good))
+    assert not result.passed
+    assert check in result.description
+
+
+def test_recommendations_schema_rejects_a_warning_market(materialised):
+    good = _good(materialised)
+    warned = good[["as_of", "market"]].head(1)
+    result = pandera_check(recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), warned), good)
+    assert not result.passed and "warning flag was recommended" in result.description
+
+
+def test_outcomes_schema_rejects_bad_rows(materialised, io_resources, postgres_resource):
+    assert _materialise(recommendation_outcomes, io_resources).success
+    good = _table(postgres_resource, "recommendation_outcomes")
+    schema = outcomes_schema(HOUR, HOUR + pd.Timedelta(hours=1))
+    assert pandera_check(schema, good).passed
+    bad = good.assign(first_hit="maybe", return_1h=-2.0)
+    result = pandera_check(schema, bad)
+    assert not result.passed
+    assert "isin" in result.description and "greater_than" in result.description
+
+
+def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_resource, monkeypatch):
+    """A blocking check failure stops the step before the IO manager: the previous rows stay."""
+    before = _table(postgres_resource, "recommendations")
+    module = importlib.import_module("dantaro_assets.recommendations.assets")  # the package's ``assets`` is the list
+
+    def corrupted(*args, **kwargs):
+        picks, counts = compute_recommendations(*args, **kwargs)
+        return picks.assign(score=-1.0), counts
+
+    monkeypatch.setattr(module, "compute_recommendations", corrupted)
+    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations],
+                            partition_key=PARTITION, resources=io_resources, raise_on_error=False)
+    assert not result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)
+    assert evaluation.metadata["failures"].value == len(before)
