@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -150,6 +151,10 @@ class UpbitHandler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "dantaro-replay"
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header tells the replay clock, so clients judge forming candles by it."""
+        return formatdate(self.state.clock.now() if timestamp is None else timestamp, usegmt=True)
     state: ReplayState  # set on the subclass built by make_server
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
