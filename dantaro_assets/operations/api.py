@@ -1,0 +1,272 @@
+"""The seed worker's HTTP API: health from Dagster, latest snapshots from Redis with Postgres behind it.
+
+``GET /worker/status`` answers "is the worker alive and what did it do": worker_active comes from the
+Dagster daemon's heartbeats (scheduler and run queue both healthy), last_jobs from the job log.
+The snapshot endpoints read the Redis keys the IO manager pushes after each write; on a miss (expired,
+or Redis down) they read the newest ``as_of`` from Postgres, the record, so an answer never depends on
+the cache. ``dantaro api --port N`` serves it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import adbc_driver_manager
+import dagster as dg
+import pyarrow as pa
+import redis
+import uvicorn
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+from dagster._daemon.controller import get_daemon_statuses
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
+from dantaro_assets.lib.redis_store import RedisResource, iso_utc
+from dantaro_assets.operations.job_log import job_log
+from dantaro_assets.operations.limits import instance_limit_problems
+from dantaro_assets.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+WORKER_DAEMONS = ("SCHEDULER", "QUEUED_RUN_COORDINATOR")
+# daemons beat every 30 s; Dagster's own UI tolerates 30 minutes of silence, a health check should not
+HEARTBEAT_TOLERANCE_S = 60
+_MARKET = re.compile(r"^[A-Z]{2,5}-[A-Z0-9]{1,15}$")
+_UNDEFINED_TABLE = "42P01"
+_ROW_ORDER = {"recommendations": "rank", "support_levels": "market"}
+
+
+class SnapshotReader:
+    """Latest snapshot of an analysis asset: Redis first, Postgres (newest as_of) on a miss."""
+
+    def __init__(self, redis_store: RedisResource, postgres: PostgresResource):
+        self.redis = redis_store
+        self.postgres = postgres
+
+    def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
+        try:
+            cached = self.redis.latest_snapshot(asset, market)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
+            cached = None
+        if cached is not None:
+            return {**cached, "source": "redis"}
+        return self._from_postgres(asset, market)
+
+    def _from_postgres(self, asset: str, market: str | None) -> dict[str, Any] | None:
+        table = self.postgres.table_name(asset)
+        market_filter, params = ("AND market = $1", [market]) if market else ("", None)
+        order = f"ORDER BY {quote_ident(_ROW_ORDER[asset])}" if asset in _ROW_ORDER else ""
+        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {market_filter}) {market_filter} {order}"
+        try:
+            result = self.postgres.read_arrow(sql, params)
+        except adbc_driver_manager.ProgrammingError as exc:
+            if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
+                return None
+            raise
+        if result.num_rows == 0:
+            return None
+        frame = arrow_to_pandas(result)
+        for field in result.schema:
+            if isinstance(field.type, pa.JsonType):
+                frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
+        as_of = frame["as_of"].iloc[0]
+        return {
+            "asset": asset,
+            "as_of": iso_utc(as_of),
+            "run_id": frame["run_id"].iloc[0] if "run_id" in frame else None,
+            "partition": as_of.strftime("%Y-%m-%d-%H:00"),
+            "rows": json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s")),
+            "source": "postgres",
+        }
+
+
+def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int = 20) -> dict[str, Any]:
+    """Health of the worker (daemon heartbeats), its recent jobs, and the API's uptime."""
+    statuses = get_daemon_statuses(instance, WORKER_DAEMONS, ignore_errors=True, heartbeat_tolerance_seconds=HEARTBEAT_TOLERANCE_S)
+    daemons = {
+        name: {
+            "healthy": bool(status.healthy),
+            "last_heartbeat": None if status.last_heartbeat is None else iso_utc_from_ts(status.last_heartbeat.timestamp),
+        }
+        for name, status in statuses.items()
+    }
+    running = sorted(
+        state.instigator_name
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+        if state.status == InstigatorStatus.RUNNING
+    )
+    return {
+        "worker_active": all(d["healthy"] for d in daemons.values()),
+        "daemons": daemons,
+        "running_schedules": running,
+        "config_problems": instance_limit_problems(instance),
+        "last_jobs": job_log(instance, limit=last_jobs),
+        "uptime_s": round(time.monotonic() - started, 1),
+    }
+
+
+def iso_utc_from_ts(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Dantaro API", "version": "1.0.0", "description": "Worker health and the latest Dantaro snapshots."},
+    "paths": {
+        "/worker/status": {
+            "get": {
+                "summary": "Worker health: daemon heartbeats, running schedules, the job log, uptime",
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
+                "responses": {"200": {"description": "status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WorkerStatus"}}}}},
+            }
+        },
+        "/market-status/latest": {
+            "get": {
+                "summary": "The newest market status snapshot",
+                "responses": {
+                    "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
+                    "404": {"description": "no snapshot yet"},
+                },
+            }
+        },
+        "/recommendations/latest": {
+            "get": {
+                "summary": "The newest ranked recommendations",
+                "responses": {
+                    "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
+                    "404": {"description": "no snapshot yet"},
+                },
+            }
+        },
+        "/support-levels/{market}": {
+            "get": {
+                "summary": "The newest support/resistance levels of one market",
+                "parameters": [{"name": "market", "in": "path", "required": True, "schema": {"type": "string", "example": "KRW-BTC"}}],
+                "responses": {
+                    "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
+                    "400": {"description": "not a market code"},
+                    "404": {"description": "no levels for this market"},
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Snapshot": {
+                "type": "object",
+                "required": ["asset", "as_of", "rows", "source"],
+                "properties": {
+                    "asset": {"type": "string"},
+                    "as_of": {"type": "string", "format": "date-time"},
+                    "run_id": {"type": ["string", "null"]},
+                    "partition": {"type": ["string", "null"]},
+                    "rows": {"type": "array", "items": {"type": "object"}},
+                    "source": {"type": "string", "enum": ["redis", "postgres"]},
+                },
+            },
+            "Job": {
+                "type": "object",
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "job_type": {"type": "string"},
+                    "job_name": {"type": "string"},
+                    "partition": {"type": ["string", "null"]},
+                    "status": {"type": "string"},
+                    "duration_s": {"type": ["number", "null"]},
+                    "markets_processed": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": ["string", "null"], "format": "date-time"},
+                    "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "WorkerStatus": {
+                "type": "object",
+                "properties": {
+                    "worker_active": {"type": "boolean"},
+                    "daemons": {"type": "object"},
+                    "running_schedules": {"type": "array", "items": {"type": "string"}},
+                    "config_problems": {"type": "array", "items": {"type": "string"}},
+                    "last_jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                    "uptime_s": {"type": "number"},
+                },
+            },
+        }
+    },
+}
+
+
+def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotReader) -> Starlette:
+    """The API over an instance and the snapshots; the handlers are plain functions, which Starlette runs
+    in its thread pool, since Dagster's storage, Redis and Postgres clients all block."""
+    started = time.monotonic()
+
+    def snapshot_response(asset: str, market: str | None = None) -> JSONResponse:
+        payload = snapshots.latest(asset, market)
+        if payload is None:
+            return JSONResponse({"detail": f"no {asset} snapshot{' for ' + market if market else ''} yet"}, status_code=404)
+        return JSONResponse(payload)
+
+    def status(request: Request) -> JSONResponse:
+        try:
+            limit = int(request.query_params.get("limit", 20))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 200:
+            return JSONResponse({"detail": "limit must be an integer from 1 to 200"}, status_code=400)
+        return JSONResponse(worker_status(instance(), started, limit))
+
+    def market_status(_: Request) -> JSONResponse:
+        return snapshot_response("market_status")
+
+    def recommendations(_: Request) -> JSONResponse:
+        return snapshot_response("recommendations")
+
+    def support_levels(request: Request) -> JSONResponse:
+        market = request.path_params["market"].upper()
+        if not _MARKET.match(market):
+            return JSONResponse({"detail": f"{request.path_params['market']!r} is not a market code like KRW-BTC"}, status_code=400)
+        return snapshot_response("support_levels", market)
+
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(OPENAPI)
+
+    return Starlette(
+        routes=[
+            Route("/worker/status", status),
+            Route("/market-status/latest", market_status),
+            Route("/recommendations/latest", recommendations),
+            Route("/support-levels/{market}", support_levels),
+            Route("/openapi.json", openapi),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dantaro api [--host H] [--port N]``: serve the API against $DAGSTER_HOME's instance."""
+    parser = argparse.ArgumentParser(prog="dantaro api", description="Serve /worker/status and the latest Dantaro snapshots.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    instance = dg.DagsterInstance.get()
+    snapshots = SnapshotReader(
+        RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
+        PostgresResource(url=settings.database_url, db_schema=settings.db_schema),
+    )
+    uvicorn.run(create_app(lambda: instance, snapshots), host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The HTTP API served by uvicorn over a real Dagster instance, real Redis and real Postgres."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+import uvicorn
+from dagster._daemon.types import DaemonHeartbeat
+
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
+from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.operations.limits import job_tags
+
+
+@dg.asset(name="market_status")
+def counted_markets() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"markets": 250})
+
+
+@dg.asset(name="recommendations")
+def broken() -> None:
+    raise ValueError("Upbit answered 418: IP blocked")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    write_instance_config(tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
+    redis_store = RedisResource(url=settings.redis_url, prefix=settings.redis_prefix)
+    postgres = PostgresResource(url=pg_url, db_schema=settings.db_schema)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lambda: instance, SnapshotReader(redis_store, postgres)), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client, redis_store, postgres
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _heartbeat(instance: dg.DagsterInstance, daemon_type: str, at: float) -> None:
+    instance.add_daemon_heartbeat(DaemonHeartbeat(timestamp=at, daemon_type=daemon_type, daemon_id="test-daemon", errors=[]))
+
+
+def test_worker_status_reports_jobs_and_daemon_health(api, instance):
+    client, _, _ = api
+    dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
+    dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+
+    body = client.get("/worker/status").json()
+    assert body["worker_active"] is False  # no daemon has ever beaten
+    assert body["config_problems"] == []
+    assert body["uptime_s"] >= 0
+    failed, succeeded = body["last_jobs"]  # newest first
+    assert succeeded["job_type"] == "market_status" and succeeded["status"] == "SUCCESS"
+    assert succeeded["markets_processed"] == 250 and succeeded["error"] is None
+    assert succeeded["duration_s"] > 0 and succeeded["timestamp"].endswith("Z")
+    assert failed["job_type"] == "recommendations" and failed["status"] == "FAILURE"
+    assert "ValueError: Upbit answered 418: IP blocked" in failed["error"]
+
+    now = time.time()
+    _heartbeat(instance, "SCHEDULER", now - 600)  # a daemon silent for 10 minutes is dead
+    _heartbeat(instance, "QUEUED_RUN_COORDINATOR", now)
+    body = client.get("/worker/status").json()
+    assert body["worker_active"] is False and body["daemons"]["QUEUED_RUN_COORDINATOR"]["healthy"] is True
+    _heartbeat(instance, "SCHEDULER", now)
+    body = client.get("/worker/status", params={"limit": 1}).json()
+    assert body["worker_active"] is True and len(body["last_jobs"]) == 1
+    assert client.get("/worker/status", params={"limit": "x"}).status_code == 400
+
+
+def test_snapshots_come_from_redis_then_postgres(api, pg_url, settings):
+    client, redis_store, _ = api
+    as_of = pd.Timestamp("2026-03-10T10:58:00Z")
+    assert client.get("/market-status/latest").status_code == 404  # nothing written anywhere yet
+
+    redis_store.push_snapshot(
+        "market_status", pd.DataFrame({"as_of": [as_of], "score": [0.4], "regime": ["risk-on"]}), as_of=as_of, run_id="run-1", partition="2026-03-10-10:00", ttl=60
+    )
+    body = client.get("/market-status/latest").json()
+    assert body["source"] == "redis" and body["run_id"] == "run-1" and body["as_of"] == "2026-03-10T10:58:00Z"
+    assert body["rows"] == [{"as_of": "2026-03-10T10:58:00Z", "score": 0.4, "regime": "risk-on"}]
+
+    # support levels only in Postgres (the Redis key expired): the newest as_of of that market is served
+    schema = settings.db_schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".support_levels (as_of timestamptz, market text, level double precision, kind text)')
+        conn.execute(
+            f'INSERT INTO "{schema}".support_levels VALUES (%s, %s, 1.0, %s), (%s, %s, 2.0, %s), (%s, %s, 9.0, %s)',
+            (datetime(2026, 3, 10, 10, 45, tzinfo=timezone.utc), "KRW-BTC", "support",
+             datetime(2026, 3, 10, 11, 0, tzinfo=timezone.utc), "KRW-BTC", "support",
+             datetime(2026, 3, 10, 11, 15, tzinfo=timezone.utc), "KRW-ETH", "resistance"),
+        )
+    try:
+        body = client.get("/support-levels/krw-btc").json()
+        assert body["source"] == "postgres" and body["as_of"] == "2026-03-10T11:00:00Z"
+        assert body["rows"] == [{"as_of": "2026-03-10T11:00:00Z", "market": "KRW-BTC", "level": 2.0, "kind": "support"}]
+        assert client.get("/support-levels/KRW-XRP").status_code == 404
+        assert client.get("/support-levels/not a market").status_code == 400
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE "{schema}".support_levels')
+
+
+def test_redis_outage_falls_back_to_postgres(pg_url, settings):
+    reader = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix), PostgresResource(url=pg_url, db_schema=settings.db_schema))
+    assert reader.latest("recommendations") is None  # Redis refused, the table does not exist: no snapshot, no error
+
+
+def test_openapi_lists_every_route(api):
+    client, _, _ = api
+    spec = client.get("/openapi.json").json()
+    assert spec == OPENAPI
+    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/support-levels/{market}"}
