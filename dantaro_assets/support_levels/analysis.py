@@ -4,8 +4,9 @@ Three methods with a long track record feed one set of candidate prices per mark
 - swing points (fractals): a closed hourly bar whose high (low) is the extreme of the ``swing_bars``
   bars either side; where price turned before, it tends to react again (a former high below the
   price acts as support: role reversal);
-- volume profile: hourly KRW turnover binned by typical price (H+L+C)/3 over the lookback; the
-  point of control and high-volume nodes are prices where the market accepted trade;
+- volume profile: hourly KRW turnover binned by typical price (H+L+C)/3 over the lookback (40 bins);
+  the point of control (largest bin) and high-volume nodes (local maxima of the 3-bin smoothed
+  profile with >= 1.5x the mean bin) are prices where the market accepted trade;
 - classic floor-trader pivots of the previous UTC day: P = (H+L+C)/3, R1 = 2P-L, S1 = 2P-H,
   R2 = P+(H-L), S2 = P-(H-L), R3 = H+2(P-L), S3 = L-2(H-P).
 Candidates closer than ``cluster_atr`` x ATR(14, hourly) chain into one level (single-linkage along
@@ -22,12 +23,14 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
+from dantaro_assets.lib.point_in_time import CandleHistory
 
 MARKET = "market"
 START = "candle_start"
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
            "volume_share", "pivot", "distance_pct", "atr", "reasons"]
+SNAPSHOT_COLUMNS = [*COLUMNS, "warning"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class LevelParams:
     per_side: int = 3               # nearest levels kept per side
 
 
-WEIGHTS = {"touches": 0.40, "volume": 0.30, "recency": 0.15, "pivot": 0.15}
+WEIGHTS = {"touches": 0.40, "volume": 0.30, "pivot": 0.20, "recency": 0.10}
 
 
 def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of: pd.Timestamp,
@@ -68,7 +71,7 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
     bars = hourly[(hourly[START] >= as_of - pd.Timedelta(hours=params.lookback_hours)) & hourly[MARKET].isin(price.index)]
     bars = indicators.sort_candles(bars)
     if bars.empty:
-        return _empty()
+        return empty_levels()
     complete = bars["complete"].to_numpy(bool) if "complete" in bars else np.ones(len(bars), bool)
     closed = bars[complete].reset_index(drop=True)
     atr = indicators.atr(closed, params.atr_period).groupby(closed[MARKET]).last().dropna()
@@ -87,8 +90,34 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
     return _nearest(levels, as_of, params)
 
 
+def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
+                    params: LevelParams = LevelParams()) -> pd.DataFrame:
+    """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
+
+    ``universe`` is upbit_markets rows (day, market, warning, ...); without a day <= the tick every
+    market with candles counts. Each row carries its market's ``warning`` flag of that day.
+    """
+    frames = []
+    for as_of in ticks:
+        hourly = history.hourly(as_of)
+        price = history.price(as_of)
+        days = universe["day"][universe["day"] <= as_of]
+        members = universe[universe["day"] == days.max()].set_index(MARKET) if len(days) else None
+        if members is not None:
+            price = price[price.index.isin(members.index)]
+        levels = compute_support_levels(hourly, history.daily(as_of, hourly), price, as_of, params)
+        flags = members["warning"] if members is not None else pd.Series(dtype=bool)
+        frames.append(levels.assign(warning=flags.reindex(levels[MARKET]).fillna(False).to_numpy(bool)))
+    if not frames:
+        return empty_levels().assign(warning=pd.Series(dtype=bool))
+    return pd.concat(frames, ignore_index=True)
+
+
 def strength(levels: pd.DataFrame, params: LevelParams = LevelParams()) -> pd.Series:
-    """0-100: 40 touches (saturating at ``touches_full``), 30 volume share (at ``volume_full``), 15 recency, 15 pivot."""
+    """0-100: 40 touches (full at ``touches_full``), 30 volume share (full at ``volume_full``), 20 pivot, 10 recency.
+
+    A lone pivot scores 20, the reporting threshold: floor pivots are reported even without other evidence.
+    """
     score = (WEIGHTS["touches"] * np.minimum(levels["touches"] / params.touches_full, 1.0)
              + WEIGHTS["volume"] * np.minimum(levels["volume_share"] / params.volume_full, 1.0)
              + WEIGHTS["recency"] * levels["recency"]
@@ -147,12 +176,18 @@ def _profile(bars: pd.DataFrame, params: LevelParams) -> tuple[pd.Index, np.ndar
 
 
 def _volume_candidates(bars: pd.DataFrame, params: LevelParams) -> pd.DataFrame:
-    """The point of control and high-volume nodes (local maxima >= ``node_ratio`` x mean bin) of each market."""
+    """The point of control and high-volume nodes of each market.
+
+    A node is a local maximum of the 3-bin smoothed profile holding >= ``node_ratio`` x the mean bin.
+    """
     markets, lows, width, turnover = _profile(bars, params)
-    padded = np.pad(turnover, ((0, 0), (1, 1)), constant_values=-1.0)
-    local_max = (turnover >= padded[:, :-2]) & (turnover >= padded[:, 2:])
+    # A 3-bin moving average first, so that binning noise of a flat profile makes no node.
+    edged = np.pad(turnover, ((0, 0), (1, 1)), mode="edge")
+    smooth = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3.0
+    padded = np.pad(smooth, ((0, 0), (1, 1)), constant_values=-1.0)
+    local_max = (smooth >= padded[:, :-2]) & (smooth >= padded[:, 2:])
     mean = turnover.mean(axis=1, keepdims=True)
-    node = local_max & (turnover >= params.node_ratio * mean) & (turnover > 0)
+    node = local_max & (smooth >= params.node_ratio * mean) & (turnover > 0)
     node[np.arange(len(markets)), turnover.argmax(axis=1)] = turnover.max(axis=1) > 0
     rows, bins = np.nonzero(node)
     centre = lows[rows] + (bins + 0.5) * width[rows]
@@ -230,7 +265,7 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     """Keep the ``per_side`` nearest strong-enough levels each side of the price, with zones clipped at the price."""
     levels = levels[(levels["strength"] >= params.min_strength) & (levels["level"] != levels["price"])].copy()
     if levels.empty:
-        return _empty()
+        return empty_levels()
     below = levels["level"] < levels["price"]
     levels["side"] = np.where(below, "support", "resistance")
     levels["zone_high"] = np.where(below, np.minimum(levels["zone_high"], levels["price"]), levels["zone_high"])
@@ -260,7 +295,8 @@ def _reasons(levels: pd.DataFrame) -> list[dict]:
     } for r in records]
 
 
-def _empty() -> pd.DataFrame:
+def empty_levels() -> pd.DataFrame:
+    """A frame with no level and the output's columns and types."""
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
     return frame.astype({"as_of": "datetime64[ns, UTC]", MARKET: object, "side": object, "rank": "int64",
                          "touches": "int64", "pivot": object, "reasons": object})

@@ -1,0 +1,68 @@
+"""support_levels: an hourly partition of per-market levels, one snapshot every SUPPORT_LEVELS_INTERVAL seconds."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
+from dantaro_assets.lib.snapshots import checked, days_back, latest_table, partition_ticks
+from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.settings import get_settings
+from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
+from dantaro_assets.support_levels.schemas import support_levels_schema
+
+_SETTINGS = get_settings()
+PARAMS = LevelParams()
+# 1-minute candles of this hour (the forming hour) and the two before it (hours candles_1h may not hold yet).
+MINUTE_LOOKBACK_HOURS = 2
+HOURLY_LOOKBACK_DAYS = PARAMS.lookback_hours // 24
+PREVIEW_MARKETS = 5
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    ins={
+        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
+        "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),
+        "candles_1d": dg.AssetIn(partition_mapping=days_back(1)),
+        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+    },
+    metadata={
+        "partition_expr": "as_of",
+        "primary_key": ["as_of", "market", "side", "rank"],
+        "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
+    },
+    check_specs=[schema_check_spec("support_levels")],
+    freshness_policy=freshness(_SETTINGS.support_levels_interval),
+    group_name="analysis",
+    kinds={"pandas", "postgres", "redis"},
+    description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
+                 "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
+)
+def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+                   candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame) -> Iterator:
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+    ticks = partition_ticks(context, _SETTINGS.support_levels_interval)
+    history = CandleHistory(candles_1m, candles_1h, candles_1d, start - MINUTE_LOOKBACK_HOURS * HOUR,
+                            ticks.max() if len(ticks) else start)
+    frame = levels_at_ticks(history, upbit_markets, ticks, PARAMS)
+    yield from checked(pandera_check(support_levels_schema(start, end, PARAMS.per_side), frame))
+    yield dg.Output(frame, metadata={
+        "ticks": len(ticks),
+        "markets": int(frame[MARKET].nunique()),
+        "levels": len(frame),
+        "supports": int((frame["side"] == "support").sum()),
+        "resistances": int((frame["side"] == "resistance").sum()),
+        "latest": latest_table(_top_markets(frame, history), ["market", "side", "rank", "price", "level", "zone_low",
+                                                              "zone_high", "strength", "touches", "pivot"], rows=30),
+    })
+
+
+def _top_markets(frame: pd.DataFrame, history: CandleHistory) -> pd.DataFrame:
+    """The newest snapshot's levels of the markets with the most KRW turnover in the minute lookback."""
+    turnover = history.minutes.groupby(MARKET)["value"].sum().sort_values(ascending=False)
+    top = turnover.index[:PREVIEW_MARKETS]
+    return frame[frame[MARKET].isin(top)].sort_values([MARKET, "side", "rank"], ascending=[True, False, True])
