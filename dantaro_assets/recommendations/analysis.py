@@ -25,8 +25,8 @@ volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4
 =================== ======================================================================= ======
 
 score = sum(weight * component). Entry is the last traded price before ``as_of``; target is the
-bottom of the nearest resistance zone above it (entry + 3 ATR when none); stop is half an ATR
-below the bottom of the nearest support zone under it (entry - 2 ATR when none).
+bottom of the nearest resistance zone at least 1 ATR above it (entry + 3 ATR when none); stop is
+half an ATR below the bottom of the nearest support zone under it (entry - 2 ATR when none).
 
 Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
 with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with at least
@@ -50,6 +50,10 @@ MIN_HISTORY_BARS = 50
 TOP_N = 20
 TURNOVER_WINDOW = pd.Timedelta(hours=24)
 SURGE_WINDOW = pd.Timedelta(hours=1)
+TARGET_MIN_ATR = 1.0  # a target is a resistance at least this many ATR above the entry ...
+TARGET_DEFAULT_ATR = 3.0  # ... else the entry plus this many ATR
+STOP_BELOW_SUPPORT_ATR = 0.5  # the stop sits this many ATR under the nearest support zone ...
+STOP_DEFAULT_ATR = 2.0  # ... or this many ATR under the entry when there is no support below
 WEIGHTS: dict[str, float] = {
     "trend": 0.25,
     "momentum": 0.20,
@@ -227,23 +231,27 @@ def component_scores(features: pd.DataFrame) -> pd.DataFrame:
     return scores
 
 
-def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
-    """Per market: the nearest support zone below the price (bottom, top) and the nearest resistance above.
+def nearest_levels(levels: pd.DataFrame, price: pd.Series, atr: pd.Series) -> pd.DataFrame:
+    """Per market: the nearest support zone below the price, the nearest resistance above, and the target level.
 
     ``levels`` is support_levels' output (side, level, zone_low, zone_high; zones clipped at the
-    price). The resistance reference is its zone's bottom, or the level itself when the price is
-    already inside the zone, so a target is always above the price.
+    price). A resistance is referenced by its zone's bottom, or by the level itself when the price is
+    already inside the zone. The target is the nearest resistance at least ``TARGET_MIN_ATR`` ATR
+    above the price: a closer one would not pay the fees and the stop's risk.
     """
-    frame = levels.assign(price=levels[pit.MARKET].map(price))
+    frame = levels.assign(price=levels[pit.MARKET].map(price), atr=levels[pit.MARKET].map(atr))
     supports = frame[(frame["side"] == "support") & (frame["level"] < frame["price"])]
     resistances = frame[(frame["side"] == "resistance") & (frame["level"] > frame["price"])]
     support = supports.sort_values("level").groupby(pit.MARKET)[["zone_low", "zone_high"]].last()
-    resistance_ref = resistances["zone_low"].where(resistances["zone_low"] > resistances["price"], resistances["level"])
-    resistance = resistance_ref.groupby(resistances[pit.MARKET]).min()
+    reference = resistances["zone_low"].where(resistances["zone_low"] > resistances["price"], resistances["level"])
+    resistance = reference.groupby(resistances[pit.MARKET]).min()
+    far_enough = reference >= resistances["price"] + TARGET_MIN_ATR * resistances["atr"]
+    target = reference[far_enough].groupby(resistances.loc[far_enough, pit.MARKET]).min()
     out = pd.DataFrame(index=price.index)
     out["support_low"] = support["zone_low"].reindex(price.index)
     out["support_high"] = support["zone_high"].reindex(price.index).clip(upper=price)
     out["resistance_low"] = resistance.reindex(price.index)
+    out["target_level"] = target.reindex(price.index)
     return out
 
 
@@ -299,7 +307,7 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
     daily = _daily_as_of(inputs, hourly[hourly[pit.MARKET].isin(features.index)], as_of)
     levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
-    features = features.join(nearest_levels(levels, price))
+    features = features.join(nearest_levels(levels, price, features["atr"]))
     scored = features.join(component_scores(features))
     scored = scored.join(universe[CAUTION_FLAGS])
     return _top(scored, as_of, top_n), scored, counts
@@ -321,8 +329,8 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
     ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable").head(top_n)
     atr = ranked["atr"]
     entry = ranked["price"]
-    target = ranked["resistance_low"].fillna(entry + 3.0 * atr)
-    stop = (ranked["support_low"] - 0.5 * atr).fillna(entry - 2.0 * atr)
+    target = ranked["target_level"].fillna(entry + TARGET_DEFAULT_ATR * atr)
+    stop = (ranked["support_low"] - STOP_BELOW_SUPPORT_ATR * atr).fillna(entry - STOP_DEFAULT_ATR * atr)
     reasons, summaries = _reasons_and_summary(ranked)
     caution = ranked[CAUTION_FLAGS].astype(bool)
     caution_text = caution.apply(lambda row: ",".join(f.removeprefix("caution_") for f in CAUTION_FLAGS if row[f]), axis=1)

@@ -32,7 +32,7 @@ class MinuteGrid:
     open: np.ndarray  # gap minutes hold the previous close
     high: np.ndarray  # gap minutes are NaN: nothing traded, nothing touched
     low: np.ndarray
-    last_close: np.ndarray  # per market: the price at ``end``
+    close: np.ndarray  # gap minutes carry the previous close
 
     @property
     def end(self) -> pd.Timestamp:
@@ -53,7 +53,7 @@ class MinuteGrid:
         out[ok] = self.open[rows[ok], cols[ok]]
         # the price at the grid's exclusive end is the last close: the open of a minute nobody has seen yet
         at_end = (rows == len(self.open)) & (cols >= 0)
-        out[at_end] = self.last_close[cols[at_end]]
+        out[at_end] = self.close[-1, cols[at_end]]
         return out
 
 
@@ -73,7 +73,7 @@ def minute_grid(candles_1m: pd.DataFrame) -> MinuteGrid:
         open=opens.to_numpy(dtype=float),
         high=wide["high"].reindex(minutes).to_numpy(dtype=float),
         low=wide["low"].reindex(minutes).to_numpy(dtype=float),
-        last_close=close.iloc[-1].to_numpy(dtype=float),
+        close=close.to_numpy(dtype=float),
     )
 
 

@@ -132,3 +132,23 @@ def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
     assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
     tick = counts.iloc[0]
     assert tick["eligible"] == 0 and tick["excluded_turnover"] == tick["listed"] - tick["excluded_warning"]
+
+
+def test_nearest_levels_and_a_target_worth_the_trade():
+    levels = pd.DataFrame(
+        {
+            "market": ["KRW-A"] * 4 + ["KRW-B"],
+            "side": ["support", "support", "resistance", "resistance", "support"],
+            "level": [95.0, 98.0, 100.5, 104.0, 40.0],
+            "zone_low": [94.0, 97.5, 100.2, 103.0, 39.0],
+            "zone_high": [96.0, 98.5, 101.0, 105.0, 41.0],
+        }
+    )
+    price = pd.Series({"KRW-A": 100.0, "KRW-B": 50.0})
+    atr = pd.Series({"KRW-A": 1.0, "KRW-B": 1.0})
+    out = analysis.nearest_levels(levels, price, atr)
+    a, b = out.loc["KRW-A"], out.loc["KRW-B"]
+    assert (a["support_low"], a["support_high"]) == (97.5, 98.5)  # the nearest support below
+    assert a["resistance_low"] == 100.2  # the nearest resistance, 0.2 ATR away ...
+    assert a["target_level"] == 103.0  # ... is too close for a target: the next one, >= 1 ATR away
+    assert b["support_high"] == 41.0 and np.isnan(b["resistance_low"]) and np.isnan(b["target_level"])
