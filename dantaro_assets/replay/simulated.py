@@ -156,8 +156,10 @@ def _universe(n_markets: int, seed: int) -> list[_Spec]:
             price = float(np.exp(rng.uniform(np.log(5), np.log(80_000))))
             beta = float(rng.uniform(0.5, 1.6))
             idio = float(rng.uniform(0.025, 0.07))
-            turnover = float(np.exp(rng.uniform(np.log(3e8), np.log(8e10))))
-            liquidity = float(np.clip(0.3 * (turnover / 1e9) ** 0.6, 0.25, 12.0))
+            # Turnover falls with the listing rank (the real tickers come roughly by size), with noise.
+            rank = min(index - len(_MAJORS), 150) / 150
+            turnover = float(np.clip(np.exp(np.log(4e10) - 4.0 * rank + 0.7 * rng.standard_normal()), 2e8, 1.5e11))
+            liquidity = float(np.clip(2.5 * (turnover / 1e9) ** 0.5, 1.0, 12.0))
         specs.append(_Spec(MarketInfo(f"KRW-{ticker}", korean, english), price, beta, idio, turnover, liquidity))
     return specs
 
