@@ -1,0 +1,34 @@
+"""The resources every asset shares, built from settings: URLs set means external servers, unset means embedded.
+
+Local and production differ only by settings (``DATABASE_URL``, ``REDIS_URL``, ``UPBIT_BASE_URL``),
+never by code edits: the same definitions run on a laptop and on the production host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.upbit import UpbitClient
+from dantaro_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """``io_manager`` (Postgres history + Redis snapshots), ``postgres``, ``redis`` and ``upbit``."""
+    postgres = PostgresResource(url=settings.database_url, db_schema=settings.db_schema)
+    redis = RedisResource(url=settings.redis_url, prefix=settings.redis_prefix)
+    return {
+        "io_manager": PostgresDataFrameIOManager(postgres=postgres, redis=redis),
+        "postgres": postgres,
+        "redis": redis,
+        "upbit": UpbitClient(
+            base_url=settings.upbit_base_url,
+            timeout=settings.upbit_api_timeout,
+            max_retries=settings.upbit_max_retries,
+            requests_per_second=settings.upbit_requests_per_second,
+            max_symbols_per_batch=settings.max_symbols_per_batch,
+            redis=redis,
+        ),
+    }
