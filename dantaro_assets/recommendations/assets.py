@@ -13,6 +13,7 @@ import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.snapshots import checked, days_back, latest_table, partition_ticks
 from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
 from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW, compute_recommendations, eligible_universe
 from dantaro_assets.recommendations.outcomes import HIT_WINDOW, compute_outcomes, summarise_outcomes
@@ -21,25 +22,9 @@ from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
 
 _SETTINGS = get_settings()
-_LOOKBACK_HOURS = LevelParams().lookback_hours  # 30 days of hourly bars: the support levels' reach
+_LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
 _KEY = ["as_of", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "caution"]
-
-
-def _days_back(hours: int) -> dg.TimeWindowPartitionMapping:
-    """Daily upstream partitions covering the ``hours`` before an hourly partition (offsets in hours)."""
-    return dg.TimeWindowPartitionMapping(start_offset=-hours, end_offset=0, allow_nonexistent_upstream_partitions=True)
-
-
-class _BlockingCheckFailed(dg.Failure):
-    """A blocking check failed: the frame is not written."""
-
-
-def _checked(result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:
-    """Report the check; when it failed, stop before the frame reaches storage."""
-    yield result
-    if not result.passed:
-        raise _BlockingCheckFailed(f"{result.check_name} check failed, nothing written: {result.description}")
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -47,15 +32,14 @@ def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timesta
     return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
 
 
-def partition_ticks(start: pd.Timestamp, end: pd.Timestamp, candles_1m: pd.DataFrame) -> pd.DatetimeIndex:
-    """Cadence ticks of the window that have happened and that the stored minutes reach.
+def _reached(candles_1m: pd.DataFrame, start: pd.Timestamp) -> pd.Timestamp:
+    """How far the stored minutes reach, capped by the wall clock.
 
     A tick needs the minutes before it stored: ticks after the newest stored minute's end wait for
-    the next run, so the open hour is filled in as its candles arrive.
+    the next run, so the open hour fills in as its candles arrive.
     """
     reached = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else start
-    now = pd.Timestamp.now(tz="UTC")
-    return pit.ticks(start, end, _SETTINGS.recommendations_interval, now=min(now, reached))
+    return min(pd.Timestamp.now(tz="UTC"), reached)
 
 
 def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFrame:
@@ -68,20 +52,13 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
     return ticks.merge(flagged, on="day")[["as_of", "market"]]
 
 
-def _latest_table(recommendations: pd.DataFrame) -> str:
-    if recommendations.empty:
-        return "_no recommendations in this partition_"
-    latest = recommendations[recommendations["as_of"] == recommendations["as_of"].max()]
-    return f"as_of {latest['as_of'].iloc[0]:%Y-%m-%d %H:%M}Z\n\n" + latest[_TABLE_COLUMNS].to_markdown(index=False, floatfmt=".6g")
-
-
 @dg.asset(
     partitions_def=hourly_partitions,
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(int(TURNOVER_WINDOW / pit.HOUR))),
-        "candles_1h": dg.AssetIn(partition_mapping=_days_back(_LOOKBACK_HOURS)),
-        "candles_1d": dg.AssetIn(partition_mapping=_days_back(48)),
-        "upbit_markets": dg.AssetIn(partition_mapping=_days_back(24)),
+        "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),
+        "candles_1d": dg.AssetIn(partition_mapping=days_back(2)),  # pivots use the previous day
+        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
     },
     metadata={
         "partition_expr": "as_of",
@@ -102,12 +79,12 @@ def recommendations(
     upbit_markets: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
-    as_ofs = partition_ticks(start, end, candles_1m)
+    as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
     picks, counts = compute_recommendations(
         candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
         min_turnover_krw=_SETTINGS.min_turnover_krw,
     )
-    yield from _checked(pandera_check(recommendations_schema(start, end, _warned(upbit_markets, as_ofs)), picks))
+    yield from checked(pandera_check(recommendations_schema(start, end, _warned(upbit_markets, as_ofs)), picks))
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -120,7 +97,7 @@ def recommendations(
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
             "min_turnover_krw": _SETTINGS.min_turnover_krw,
-            "latest_snapshot": dg.MetadataValue.md(_latest_table(picks)),
+            "latest_snapshot": latest_table(picks, _TABLE_COLUMNS),
         },
     )
 
@@ -135,7 +112,7 @@ def recommendations(
                 allow_nonexistent_upstream_partitions=True,
             )
         ),
-        "upbit_markets": dg.AssetIn(partition_mapping=_days_back(24)),
+        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
     },
     metadata={"partition_expr": "as_of", "primary_key": _KEY},
     check_specs=[schema_check_spec("recommendation_outcomes")],
@@ -153,7 +130,7 @@ def recommendation_outcomes(
     as_ofs = pd.DatetimeIndex(recommendations["as_of"].drop_duplicates().sort_values())
     universe = eligible_universe(candles_1m, upbit_markets, as_ofs, _SETTINGS.min_turnover_krw)
     outcomes = compute_outcomes(recommendations, candles_1m, universe)
-    yield from _checked(pandera_check(outcomes_schema(start, end), outcomes))
+    yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
     summary = summarise_outcomes(outcomes)
     data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
