@@ -53,7 +53,9 @@ def _checked(frame: pd.DataFrame, result: dg.AssetCheckResult) -> Iterator[dg.As
     """Report the check; when it failed, stop before the frame reaches storage."""
     yield result
     if not result.passed:
-        raise _BlockingCheckFailed(f"{result.check_name} check failed, nothing written: {result.description}", metadata={"rows": len(frame)})
+        raise _BlockingCheckFailed(
+            f"{result.check_name} check failed, nothing written: {result.description}", metadata={"rows": len(frame)}, allow_retries=False
+        )
 
 
 def _candle_asset(name: str, interval_name: str, partitions_def: dg.TimeWindowPartitionsDefinition, description: str) -> dg.AssetsDefinition:
@@ -77,7 +79,7 @@ def _candle_asset(name: str, interval_name: str, partitions_def: dg.TimeWindowPa
         try:
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
-            raise dg.Failure(str(exc)) from None
+            raise dg.Failure(str(exc), allow_retries=False) from None
         fetched, stats = upbit.candles(markets, interval_name, start, end)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
