@@ -132,6 +132,11 @@ def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, p
             raise ValueError(f"{asset}: {int(duplicated.sum())} rows share a primary key {list(primary_key)}, e.g. {sample}; nothing was written")
 
 
+def storage_order(partition_expr: str | None, primary_key: Sequence[str]) -> list[str]:
+    """Row order on disk and on read: the time column, then the rest of the key."""
+    return list(dict.fromkeys([c for c in [partition_expr, *primary_key] if c]))
+
+
 class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
     """DataFrames in ``schema.<asset name>``; a partition is the time window of ``partition_expr``."""
 
@@ -152,6 +157,9 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             raise ValueError(f"{table} is partitioned but has no 'partition_expr' metadata naming its time column")
         check_frame(obj, table, window, partition_expr, primary_key)
         data = frame_to_arrow(obj)
+        order = [c for c in storage_order(partition_expr, primary_key) if c in data.column_names]
+        if order and data.num_rows:
+            data = data.sort_by([(c, "ascending") for c in order])
 
         started = time.perf_counter()
         with self.postgres.connect() as conn:
@@ -183,7 +191,7 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         metadata = context.upstream_output.definition_metadata or {}
         table = context.asset_key.path[-1]
         partition_expr = metadata.get("partition_expr")
-        order = list(dict.fromkeys([c for c in [partition_expr, *(metadata.get("primary_key") or [])] if c]))
+        order = storage_order(partition_expr, metadata.get("primary_key") or [])
         where, params = "", None
         if context.has_asset_partitions:
             if not context.asset_partition_keys:
@@ -195,7 +203,12 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         order_by = (" ORDER BY " + ", ".join(map(quote_ident, order))) if order else ""
         sql = f"SELECT * FROM {self.postgres.table_name(table)}{where}{order_by}"
         try:
-            result = self.postgres.read_arrow(sql, params)
+            with self.postgres.connect() as conn:
+                with conn.cursor() as cur:
+                    # The key index (time column first) yields rows in this order already; right after a
+                    # bulk write, before autovacuum's ANALYZE, the planner would rather sort the window on disk.
+                    cur.execute("SET LOCAL enable_sort = off")
+                result = self.postgres.read_arrow(sql, params, conn=conn)
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
                 raise
@@ -230,11 +243,16 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
         else:
             statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
-            if primary_key:
-                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, primary_key))})")
-            # The key index serves time-range reads already when it leads with the time column.
-            if partition_expr and partition_expr in columns and primary_key[:1] != [partition_expr]:
-                statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
+            # One unique index, time column first: it enforces the key and serves the window's DELETE,
+            # the ranged read and its ORDER BY; rows arrive sorted, so inserts append to its right edge.
+            key = storage_order(partition_expr, primary_key)
+            if primary_key and (partition_expr is None or partition_expr in primary_key):
+                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, key))})")
+            else:
+                if primary_key:
+                    statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, primary_key))})")
+                if partition_expr:
+                    statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (schema,))
             cur.fetchall()
