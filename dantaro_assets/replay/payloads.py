@@ -84,6 +84,11 @@ def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
     change = trade_price - prev_close
     rate = round(change / prev_close, 10) if prev_close else 0.0
     high52, high52_date, low52, low52_date = source.extremes_52w(market, now)
+    today_date = datetime.fromtimestamp(today_start, tz=timezone.utc).strftime("%Y-%m-%d")
+    if today is not None and float(today.high[0]) > high52:
+        high52, high52_date = float(today.high[0]), today_date
+    if today is not None and (float(today.low[0]) < low52 or not low52_date):
+        low52, low52_date = float(today.low[0]), today_date
     last_trade = datetime.fromtimestamp(last_ms / 1000, tz=timezone.utc)
     last_trade_kst = last_trade.astimezone(KST)
     return {
@@ -108,9 +113,9 @@ def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
         "acc_trade_price_24h": float(minutes.value.sum()),
         "acc_trade_volume": round(float(today.volume[0]), 8) if today is not None else 0.0,
         "acc_trade_volume_24h": round(float(minutes.volume.sum()), 8),
-        "highest_52_week_price": max(high52, float(today.high[0]) if today is not None else high52),
+        "highest_52_week_price": high52,
         "highest_52_week_date": high52_date,
-        "lowest_52_week_price": min(low52, float(today.low[0]) if today is not None else low52),
+        "lowest_52_week_price": low52,
         "lowest_52_week_date": low52_date,
         "timestamp": max(last_ms, int(now * 1000)),
     }

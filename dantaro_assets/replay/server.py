@@ -148,6 +148,7 @@ def _single(query: dict[str, list[str]], name: str, default: str | None = None) 
 
 class UpbitHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid the 40 ms delayed-ACK stall
 
     def version_string(self) -> str:
         return "dantaro-replay"

@@ -3,7 +3,7 @@
 Model (all randomness from numpy Generators seeded by (seed, market index, day, stream), so a
 market's history never depends on the universe size, the request order or the clock):
 
-- Daily path: from an epoch (2017-10-01, Upbit's launch) to 2045, daily log returns
+- Daily path: from an epoch (2017-10-01, Upbit's launch) to 2032, daily log returns
   ``r_m = beta_m * r_btc + e_m``, where both the BTC return and each market's idiosyncratic return
   follow a GARCH(1,1) (volatility clustering). Log prices are anchored so that 2025-09-01 opens at
   realistic levels (KRW-BTC 150.8 M, ETH 6.1 M, XRP 3,867, SOL 279,500; others log-uniform).
@@ -46,7 +46,7 @@ from dantaro_assets.replay.core import (
 )
 
 EPOCH = date(2017, 10, 1)
-HORIZON = date(2045, 1, 1)
+HORIZON = date(2032, 1, 1)
 ANCHOR = date(2025, 9, 1)
 _EPOCH_S = int(datetime(EPOCH.year, EPOCH.month, EPOCH.day, tzinfo=timezone.utc).timestamp())
 _N_DAYS = (HORIZON - EPOCH).days
@@ -168,14 +168,15 @@ def _garch(shocks: np.ndarray, long_run_sd: np.ndarray) -> tuple[np.ndarray, np.
     """GARCH(1,1) returns and their conditional sd; rows are series, columns days (vectorised over rows)."""
     omega = long_run_sd**2 * (1 - _GARCH_ALPHA - _GARCH_BETA)
     variance = long_run_sd**2
-    returns = np.empty_like(shocks)
-    sds = np.empty_like(shocks)
-    for day in range(shocks.shape[1]):
+    by_day = np.ascontiguousarray(shocks.T)  # one contiguous row per day: the loop runs over days
+    returns = np.empty_like(by_day)
+    sds = np.empty_like(by_day)
+    for day, shock in enumerate(by_day):
         sd = np.sqrt(variance)
-        sds[:, day] = sd
-        returns[:, day] = sd * shocks[:, day]
-        variance = omega + _GARCH_ALPHA * returns[:, day] ** 2 + _GARCH_BETA * variance
-    return returns, sds
+        sds[day] = sd
+        returns[day] = sd * shock
+        variance = omega + _GARCH_ALPHA * returns[day] ** 2 + _GARCH_BETA * variance
+    return returns.T, sds.T
 
 
 def _bridge(increments: np.ndarray, target: float) -> np.ndarray:
