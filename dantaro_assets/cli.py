@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -59,11 +58,16 @@ def _start_replay(env: dict[str, str], markets: int, seed: int) -> tuple[subproc
 
 
 def _dagster_home(settings: Settings, env: dict[str, str]) -> Path:
-    """A Dagster home in the state folder carrying the project's dagster.yaml (refreshed at each start)."""
-    home = Path(env.get("DAGSTER_HOME") or settings.state_dir.resolve() / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    if "DAGSTER_HOME" not in env:
-        shutil.copyfile(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    """A Dagster home in the state folder with the project's dagster.yaml rendered from the settings.
+
+    A ``DAGSTER_HOME`` set by the operator is used as it is: its dagster.yaml is theirs.
+    """
+    from dantaro_assets.operations.instance import write_instance_config
+
+    if env.get("DAGSTER_HOME"):
+        return Path(env["DAGSTER_HOME"])
+    home = settings.state_dir.resolve() / "dagster_home"
+    write_instance_config(home, settings)
     return home
 
 
@@ -81,13 +85,20 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
     print(f"dantaro dev: Postgres {env['DATABASE_URL']}, Redis {env['REDIS_URL']}, DAGSTER_HOME {env['DAGSTER_HOME']}")
     command = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    dagster = subprocess.Popen(command, env=env, cwd=PROJECT_DIR, start_new_session=True)
+    # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder.
+    dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a service manager's stop ends the children too
     try:
         return dagster.wait()
-    except KeyboardInterrupt:
-        os.killpg(dagster.pid, signal.SIGINT)
-        return dagster.wait()
+    except (KeyboardInterrupt, SystemExit):
+        return 130
     finally:
+        if dagster.poll() is None:
+            os.killpg(dagster.pid, signal.SIGINT)  # dagster dev stops its webserver, daemon and code servers
+            try:
+                dagster.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dagster.pid, signal.SIGKILL)
         if replay is not None:
             replay.terminate()
             replay.wait(timeout=10)
