@@ -10,7 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from dantaro_assets.replay.core import CAUTION_KEYS, DAY_MINUTES, Candles, CandleSource, MarketInfo, utc_iso
+from dantaro_assets.replay.core import (
+    CAUTION_KEYS,
+    DAY_MINUTES,
+    Candles,
+    CandleSource,
+    MarketInfo,
+    utc_iso,
+)
 
 KST = timezone(timedelta(hours=9))
 

@@ -26,7 +26,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from dantaro_assets.replay.core import DAY_MINUTES, MINUTE_UNITS, CandleSource
-from dantaro_assets.replay.faults import BAD_CANDLE_VARIANTS, Fault, FaultBook, RateLimiter
+from dantaro_assets.replay.faults import (
+    BAD_CANDLE_VARIANTS,
+    Fault,
+    FaultBook,
+    RateLimiter,
+)
 from dantaro_assets.replay.payloads import candle_entries, market_entry, ticker_entry
 
 try:
@@ -158,7 +163,7 @@ class UpbitHandler(BaseHTTPRequestHandler):
         return formatdate(self.state.clock.now() if timestamp is None else timestamp, usegmt=True)
     state: ReplayState  # set on the subclass built by make_server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: a benchmark makes thousands of requests; /_replay/stats counts them instead."""
 
     # --- plumbing ---
@@ -188,17 +193,17 @@ class UpbitHandler(BaseHTTPRequestHandler):
         return value
 
     # --- verbs ---
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path.startswith("/_replay/"):
             self._control("GET", url.path)
         else:
             self._upbit(url.path, parse_qs(url.query, keep_blank_values=True))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._control("POST", urlsplit(self.path).path)
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._control("DELETE", urlsplit(self.path).path)
 
     # --- control API ---
@@ -221,7 +226,7 @@ class UpbitHandler(BaseHTTPRequestHandler):
             elif (method, path) == ("POST", "/_replay/faults"):
                 body = self._read_json()
                 try:
-                    specs = body["faults"] if "faults" in body else [body]
+                    specs = body.get("faults", [body])
                     added = [state.faults.add(spec) for spec in specs]
                 except (ValueError, TypeError) as error:
                     raise RequestError(400, str(error)) from None
@@ -381,11 +386,14 @@ def _spoil_candles(entries: object, variant: str) -> object:
     return entries
 
 
-def make_server(state: ReplayState, host: str, port: int) -> ThreadingHTTPServer:
+class ReplayHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops SYNs when many clients connect at once
+
+
+def make_server(state: ReplayState, host: str, port: int) -> ReplayHTTPServer:
     handler = type("BoundUpbitHandler", (UpbitHandler,), {"state": state})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return ReplayHTTPServer((host, port), handler)
 
 
 def _build_source(args: argparse.Namespace) -> tuple[CandleSource, str]:

@@ -224,7 +224,8 @@ class SimulatedMarket:
         # _log_level[m, d] is the log open of day d (= log close of day d - 1).
         self._log_level = anchor_log[:, None] + cumulative - cumulative[:, _ANCHOR_DAY : _ANCHOR_DAY + 1]
         self._betas = betas
-        self._day_minutes = functools.lru_cache(maxsize=2048)(self._generate_day)
+        # ~90 KB per (market, day): 1024 days of minutes is about 90 MB, e.g. 250 markets x 4 days.
+        self._day_minutes = functools.lru_cache(maxsize=1024)(self._generate_day)
         self._btc_day = functools.lru_cache(maxsize=512)(self._generate_btc_day)
         self._closed_aggregate = functools.lru_cache(maxsize=65_536)(self._aggregate_day)
         self._events = functools.lru_cache(maxsize=64)(self._week_events)
@@ -243,13 +244,15 @@ class SimulatedMarket:
     def candles(self, market: str, unit_minutes: int, end: float, count: int, now: float) -> Candles:
         m = self._index[market]
         end = min(end, now)
-        last_day = min(math.floor((end - 1e-6 - _EPOCH_S) / DAY_SECONDS), _N_DAYS - 1)
+        last_day = min(math.ceil((end - _EPOCH_S) / DAY_SECONDS) - 1, _N_DAYS - 1)
         now_day = math.floor((now - _EPOCH_S) / DAY_SECONDS)
         blocks: list[Candles] = []
         have = 0
         for day in range(last_day, -1, -1):
             if day == now_day:
                 block = aggregate(self._minutes_until(m, day, now), unit_minutes)
+            elif unit_minutes == 1:
+                block = self._day_minutes(m, day)
             else:
                 block = self._closed_aggregate(m, day, unit_minutes)
             block = block.before(end)
@@ -356,10 +359,8 @@ class SimulatedMarket:
         )
 
     def _aggregate_day(self, m: int, day: int, unit_minutes: int) -> Candles:
-        if not 0 <= day < _N_DAYS:
-            return Candles.empty()
-        minutes = self._day_minutes(m, day)
-        return minutes if unit_minutes == 1 else aggregate(minutes, unit_minutes)
+        """A closed day's candles at a coarser interval (small, so cached far longer than the minutes)."""
+        return aggregate(self._day_minutes(m, day), unit_minutes)
 
     def _minutes_until(self, m: int, day: int, now: float) -> Candles:
         """The day's minutes as known at ``now``: closed ones whole, the one at the clock forming."""

@@ -77,7 +77,7 @@ def test_returns_are_correlated_with_btc(simulated):
     for code, series in hours.items():
         if code == "KRW-BTC":
             continue
-        common, in_btc, in_alt = np.intersect1d(btc.start, series.start, return_indices=True)
+        _, in_btc, in_alt = np.intersect1d(btc.start, series.start, return_indices=True)
         btc_r = np.diff(np.log(btc.close[in_btc]))
         alt_r = np.diff(np.log(series.close[in_alt]))
         correlations.append(np.corrcoef(btc_r, alt_r)[0, 1])
