@@ -152,3 +152,26 @@ def test_nearest_levels_and_a_target_worth_the_trade():
     assert a["resistance_low"] == 100.2  # the nearest resistance, 0.2 ATR away ...
     assert a["target_level"] == 103.0  # ... is too close for a target: the next one, >= 1 ATR away
     assert b["support_high"] == 41.0 and np.isnan(b["resistance_low"]) and np.isnan(b["target_level"])
+
+
+def test_recorded_upbit_candles(upbit_data_dir):
+    """Real candles (4 markets): a full hour of snapshots, point-in-time against candles cut at the last tick."""
+    m1 = pd.read_parquet(upbit_data_dir / "candles_1m.parquet").rename(columns={"candle_start_utc": "candle_start"})
+    h1 = pd.read_parquet(upbit_data_dir / "candles_1h.parquet").rename(columns={"candle_start_utc": "candle_start"})
+    for frame in (m1, h1):  # the recorded 1m/1h files carry no turnover: derive it as the replay server does
+        frame["value"] = frame["volume"] * frame[["open", "high", "low", "close"]].mean(axis=1)
+    hour = pd.Timestamp("2025-09-20 14:00", tz="UTC")
+    m1 = m1[(m1["candle_start"] >= hour - pd.Timedelta(hours=25)) & (m1["candle_start"] < hour + pd.Timedelta(hours=2))]
+    daily = pit.resample_bars(h1, pit.DAY)
+    universe = pd.DataFrame({"day": hour.floor("D"), "market": sorted(m1["market"].unique()), "warning": False})
+    universe = universe.assign(**{flag: False for flag in analysis.CAUTION_FLAGS})
+    ticks = pit.ticks(hour, hour + pd.Timedelta(hours=1), 300)
+    recs, counts = compute_recommendations(m1, h1, daily, universe, ticks, compute_support_levels, min_turnover_krw=1e9)
+    assert (counts["eligible"] == 4).all() and len(recs) == 4 * len(ticks)
+    assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
+    last = ticks[-1]
+    cut, _ = compute_recommendations(
+        m1[m1["candle_start"] < last], h1[h1["candle_start"] + pit.HOUR <= last], daily[daily["candle_start"] + pit.DAY <= last],
+        universe, ticks[-1:], compute_support_levels, min_turnover_krw=1e9,
+    )
+    pd.testing.assert_frame_equal(cut, recs[recs["as_of"] == last].reset_index(drop=True))
