@@ -1,5 +1,7 @@
 """The Postgres IO manager on the real test database: partition replace, transactions, ranged reads, types."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -53,6 +55,14 @@ def test_failed_insert_leaves_previous_rows(io_manager, postgres_resource):
         write(io_manager, broken, "atomic_candles", partitions=(HOUR_A, HOUR_A))
 
     pd.testing.assert_frame_equal(read(io_manager, "atomic_candles", partitions=(HOUR_A, HOUR_A)), _sorted(original))
+
+
+def test_concurrent_writes_of_one_partition_take_turns(io_manager):
+    frames = [candles(HOUR_A, base=100.0), candles(HOUR_A, base=200.0)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda frame: write(io_manager, frame, "raced_candles", partitions=(HOUR_A, HOUR_A)), frames))
+    got = read(io_manager, "raced_candles", partitions=(HOUR_A, HOUR_A))
+    assert any(got.equals(_sorted(frame)) for frame in frames), "one whole write must win, never a mix or a key collision"
 
 
 def test_rows_outside_the_window_are_refused_before_the_database(io_manager, postgres_resource):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -69,12 +70,31 @@ def test_limiter_grants_at_most_limit_per_window_and_saturates_it(make, settings
     limiter = make(f"{settings.redis_prefix}:{uuid.uuid4().hex[:6]}", redis_client)
     stamps = []
     for _ in range(25):
-        limiter.acquire("candles")
+        token = limiter.acquire("candles")
         stamps.append(time.monotonic())
+        limiter.release("candles", token)  # an instant answer
     stamps = pd.Series(stamps)
     in_any_second = max(((stamps >= t) & (stamps < t + 1.0)).sum() for t in stamps)
     assert in_any_second <= 10
-    assert stamps.iloc[-1] - stamps.iloc[0] < 24 * 0.105 + 0.3, "paced evenly, no idle seconds"
+    assert stamps.iloc[-1] - stamps.iloc[0] < 24 * 0.101 + 0.3, "paced evenly, no idle seconds"
+
+
+@pytest.mark.parametrize(
+    "make", [lambda prefix, r: RedisRateLimiter(r, prefix, 10), lambda prefix, r: LocalRateLimiter(10)], ids=["redis", "in_process"]
+)
+def test_a_slot_is_held_while_in_flight_and_a_window_after_the_answer(make, settings, redis_client):
+    limiter = make(f"{settings.redis_prefix}:{uuid.uuid4().hex[:6]}", redis_client)
+    tokens = [limiter.acquire("candles") for _ in range(10)]  # ten requests in flight
+    time.sleep(1.2)  # longer than a window: in-flight slots must not expire
+    granted = []
+    waiter = threading.Thread(target=lambda: granted.append((limiter.acquire("candles"), time.monotonic())))
+    waiter.start()
+    waiter.join(0.5)
+    assert not granted, "an eleventh request waits while ten are in flight"
+    limiter.release("candles", tokens[0])
+    answered = time.monotonic()
+    waiter.join(3)
+    assert granted and granted[0][1] - answered >= 0.95, "the slot frees a window after its answer came back"
 
 
 def test_exhaust_makes_every_limiter_on_the_key_wait(settings, redis_client):

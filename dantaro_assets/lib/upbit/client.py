@@ -122,7 +122,7 @@ class UpbitClient(dg.ConfigurableResource):
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
-    window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="limiter window; a little over 1 s absorbs latency jitter")
+    window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="Upbit's 1 s window plus clock-tick margin; a slot is held until this long after the answer")
     redis: Optional[RedisResource] = None
 
     _http: Optional[httpx.Client] = PrivateAttr(default=None)
@@ -141,7 +141,8 @@ class UpbitClient(dg.ConfigurableResource):
                 )
                 client = self.redis.client() if self.redis is not None else None
                 prefix = self.redis.prefix if self.redis is not None else _SETTINGS.redis_prefix
-                self._limiter = make_rate_limiter(client, prefix, self.requests_per_second, self.window_seconds)
+                # A request cannot be in flight much longer than its timeouts (connect, then read).
+                self._limiter = make_rate_limiter(client, prefix, self.requests_per_second, self.window_seconds, 3 * self.timeout)
             assert self._limiter is not None
             return self._http, self._limiter
 
@@ -161,45 +162,50 @@ class UpbitClient(dg.ConfigurableResource):
         http, limiter = self._session()
         for attempt in range(self.max_retries + 1):
             try:
-                limiter.acquire(group)
+                token = limiter.acquire(group)
             except IPBlocked as exc:
                 raise UpbitIPBlockedError(f"IP blocked by Upbit, all fetching stopped: {exc}", endpoint=path, market=market, status=418) from None
             counters.add(requests=1, retries=1 if attempt else 0)
-            failure: UpbitError
             try:
                 response = http.get(path, params=params)
             except httpx.TimeoutException as exc:
-                failure = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
+                failure: UpbitError = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
             except httpx.TransportError as exc:
                 failure = UpbitTransportError(f"connection failed: {type(exc).__name__}: {exc}", endpoint=path, market=market)
             else:
-                status = response.status_code
-                if parse_remaining_req(response.headers.get("Remaining-Req")) == 0:
-                    limiter.exhaust(group)
-                if status == 200:
+                failure = self._check(response, path, market, group, limiter, counters)
+                if failure is None:
                     return _Answer(self._json(response, path, market), _server_time(response))
-                detail = _error_message(response)
-                if status == 418:
-                    seconds = _block_seconds(response, detail) or self.block_seconds
-                    reason = f"Upbit blocked this IP (HTTP 418 on {path}): {detail}"
-                    limiter.block(seconds, reason)
-                    raise UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
-                if status == 429:
-                    counters.add(http_429=1)
-                    limiter.exhaust(group)
-                    failure = UpbitRateLimitError(f"rate limited: {detail}", endpoint=path, market=market, status=status)
-                elif status >= 500:
-                    failure = UpbitServerError(detail, endpoint=path, market=market, status=status)
-                elif status == 404:
-                    raise UpbitNotFoundError(detail, endpoint=path, market=market, status=status)
-                else:
-                    raise UpbitRequestError(detail, endpoint=path, market=market, status=status)
+            finally:
+                limiter.release(group, token)
             if attempt == self.max_retries:
                 raise failure
             delay = min(_MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**attempt) * random.uniform(0.5, 1.5)
             log.info("%s; retry %d/%d in %.2f s", failure, attempt + 1, self.max_retries, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _check(self, response: httpx.Response, path: str, market: str | None, group: str, limiter: RateLimiter, counters: _Counters) -> UpbitError | None:
+        """None for a 200; the retryable failure for 429/5xx; raises what retrying cannot fix."""
+        status = response.status_code
+        if parse_remaining_req(response.headers.get("Remaining-Req")) == 0:
+            limiter.exhaust(group)
+        if status == 200:
+            return None
+        detail = _error_message(response)
+        if status == 418:
+            seconds = _block_seconds(response, detail) or self.block_seconds
+            limiter.block(seconds, f"Upbit blocked this IP (HTTP 418 on {path}): {detail}")
+            raise UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
+        if status == 429:
+            counters.add(http_429=1)
+            limiter.exhaust(group)
+            return UpbitRateLimitError(f"rate limited: {detail}", endpoint=path, market=market, status=status)
+        if status >= 500:
+            return UpbitServerError(detail, endpoint=path, market=market, status=status)
+        if status == 404:
+            raise UpbitNotFoundError(detail, endpoint=path, market=market, status=status)
+        raise UpbitRequestError(detail, endpoint=path, market=market, status=status)
 
     @staticmethod
     def _json(response: httpx.Response, path: str, market: str | None) -> Any:

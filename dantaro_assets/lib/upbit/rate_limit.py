@@ -3,9 +3,15 @@
 Upbit counts requests per IP and per group (market, candles, ticker, ...): 10 a second each; past
 that it answers 429, and clients that keep going get the IP blocked (418). Runs, sensors and
 benchmarks fetch at the same time from one IP, so the budget lives in Redis: a sliding window per
-group (a sorted set of request stamps, trimmed and counted in one Lua script, stamped with Redis'
-own clock so processes need no clock agreement), plus one key that says the IP is blocked.
-Without Redis an in-process limiter with the same semantics keeps one process within the budget.
+group (a sorted set of requests, trimmed and counted in one Lua script on Redis' own clock, so
+processes need no clock agreement), plus one key that says the IP is blocked. Without Redis an
+in-process limiter with the same semantics keeps one process within the budget.
+
+A request holds its slot from the moment it is granted until ``window`` after its answer came back
+(while in flight it cannot expire). Upbit saw it somewhere in between, so the next request in that
+slot reaches Upbit at least a window after it, whatever the network delays: no 429 from delay
+jitter, at the cost of one round trip per slot and window (10 / (1 s + latency) requests a second).
+Grants are also spaced window/limit apart, so ten requests never leave in one burst.
 """
 
 from __future__ import annotations
@@ -15,55 +21,54 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Protocol
 
 import redis
 
 log = logging.getLogger(__name__)
 
-# The window is a little longer than Upbit's second: a request stamped here reaches Upbit a few
-# milliseconds later, and two requests' delays differ, so a 1.000 s window could let 11 requests
-# land inside one of Upbit's seconds. Grants are also spaced window/limit apart: a burst of ten
-# requests at once would queue at both ends and widen exactly those delay differences.
-DEFAULT_WINDOW_SECONDS = 1.05
-UPBIT_LIMIT_PER_SECOND = 10
-
+DEFAULT_WINDOW_SECONDS = 1.01  # Upbit's second plus a little for Redis' and Upbit's clock ticks
+DEFAULT_FLIGHT_SECONDS = 60.0
 _REMAINING_SEC = re.compile(r"(?:^|;)\s*sec\s*=\s*(\d+)")
 
-# KEYS: window, blocked. ARGV: limit, window_us, member, spacing_us.
-# Returns {0, 0} when a slot was taken, {1, wait_us} when the window is full, {2, ttl_ms} when blocked.
+# KEYS: window, blocked, last grant. ARGV: limit, window_us, member, spacing_us, flight_us (how far
+# ahead an in-flight request's score lies, so it cannot expire mid-flight; a crashed process's slot
+# comes free after it).
+# Returns {0, 0} when a slot was taken, {1, wait_us} to wait and ask again, {2, ttl_ms} when blocked.
 _ACQUIRE = """
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl ~= -2 then return {2, ttl} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+local limit, window, spacing = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if newest[2] and now - tonumber(newest[2]) < tonumber(ARGV[4]) then
-  return {1, math.max(1, tonumber(newest[2]) + tonumber(ARGV[4]) - now)}
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if now - last < spacing then return {1, last + spacing - now} end
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  return {1, math.max(1, math.min(oldest + window - now, spacing))}
 end
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) * 2)
-  return {0, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {1, math.max(1, tonumber(oldest[2]) + window - now)}
+local flight = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[1], now + flight, ARGV[3])
+redis.call('SET', KEYS[3], now, 'PX', math.ceil(window / 1000) + 1)
+redis.call('PEXPIRE', KEYS[1], math.ceil((flight + window) / 1000))
+return {0, 0}
 """
 
-# Upbit said the group's second is spent: fill the window with stamps so every process waits.
+# The answer came back: the slot now expires a window after this moment. KEYS: window. ARGV: member.
+_RELEASE = """
+local t = redis.call('TIME')
+return redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
+"""
+
+# Upbit said the group's second is spent: fill the window so every process waits a window.
 # KEYS: window. ARGV: limit, window_us, member prefix.
 _EXHAUST = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 local missing = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
 for i = 1, missing do redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) * 2)
 return missing
 """
 
@@ -86,9 +91,12 @@ def parse_remaining_req(header: str | None) -> int | None:
 
 
 class RateLimiter(Protocol):
-    """What the client needs: wait for a slot, learn from Upbit's answers, stop everyone on 418."""
+    """What the client needs: hold a slot per request, learn from Upbit's answers, stop everyone on 418."""
 
-    def acquire(self, group: str) -> None: ...
+    def acquire(self, group: str) -> str:
+        """Wait for a slot; the returned token is handed back to ``release`` when the answer is in."""
+
+    def release(self, group: str, token: str) -> None: ...
 
     def exhaust(self, group: str) -> None: ...
 
@@ -98,27 +106,39 @@ class RateLimiter(Protocol):
 class RedisRateLimiter:
     """The shared limiter: one sliding window per group in Redis, atomic through Lua."""
 
-    def __init__(self, client: redis.Redis, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._limit = limit
         self._window_us = int(window_seconds * 1_000_000)
+        self._flight_us = int(flight_seconds * 1_000_000)
         self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
         self._exhaust = client.register_script(_EXHAUST)
         self._blocked_key = f"{prefix}:ratelimit:blocked"
 
     def _key(self, group: str) -> str:
         return f"{self._prefix}:ratelimit:{group}"
 
-    def acquire(self, group: str) -> None:
+    def acquire(self, group: str) -> str:
+        token = uuid.uuid4().hex
+        key = self._key(group)
         while True:
-            status, value = self._acquire(keys=[self._key(group), self._blocked_key], args=[self._limit, self._window_us, uuid.uuid4().hex, self._window_us // self._limit])
+            status, value = self._acquire(
+                keys=[key, self._blocked_key, f"{key}:last"],
+                args=[self._limit, self._window_us, token, self._window_us // self._limit, self._flight_us],
+            )
             if status == 0:
-                return
+                return token
             if status == 2:
                 reason = self._redis.get(self._blocked_key)
                 raise IPBlocked(max(value, 0) / 1000, reason.decode() if reason else "Upbit blocked this IP (HTTP 418)")
             time.sleep(value / 1_000_000)
+
+    def release(self, group: str, token: str) -> None:
+        self._release(keys=[self._key(group)], args=[token])
 
     def exhaust(self, group: str) -> None:
         self._exhaust(keys=[self._key(group)], args=[self._limit, self._window_us, f"exhausted:{uuid.uuid4().hex}"])
@@ -130,42 +150,54 @@ class RedisRateLimiter:
 class LocalRateLimiter:
     """The same sliding window inside one process, for when no Redis is reachable."""
 
-    def __init__(self, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
+    def __init__(self, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS) -> None:
         self._limit = limit
         self._window = window_seconds
-        self._stamps: dict[str, deque[float]] = {}
+        self._flight = flight_seconds
+        self._slots: dict[str, dict[str, float]] = {}
+        self._last: dict[str, float] = {}
         self._blocked_until = 0.0
         self._blocked_reason = ""
         self._lock = threading.Lock()
 
-    def _trimmed(self, group: str, now: float) -> deque[float]:
-        stamps = self._stamps.setdefault(group, deque())
-        while stamps and stamps[0] <= now - self._window:
-            stamps.popleft()
-        return stamps
+    def _trimmed(self, group: str, now: float) -> dict[str, float]:
+        slots = self._slots.setdefault(group, {})
+        for token in [t for t, at in slots.items() if at <= now - self._window]:
+            del slots[token]
+        return slots
 
-    def acquire(self, group: str) -> None:
+    def acquire(self, group: str) -> str:
+        spacing = self._window / self._limit
         while True:
             with self._lock:
                 now = time.monotonic()
                 if now < self._blocked_until:
                     raise IPBlocked(self._blocked_until - now, self._blocked_reason)
-                stamps = self._trimmed(group, now)
-                spacing = self._window / self._limit
-                if stamps and now - stamps[-1] < spacing:
-                    wait = stamps[-1] + spacing - now
-                elif len(stamps) < self._limit:
-                    stamps.append(now)
-                    return
+                slots = self._trimmed(group, now)
+                last = self._last.get(group, float("-inf"))
+                if now - last < spacing:
+                    wait = last + spacing - now
+                elif len(slots) >= self._limit:
+                    wait = min(min(slots.values()) + self._window - now, spacing)
                 else:
-                    wait = stamps[0] + self._window - now
-            time.sleep(wait)
+                    token = uuid.uuid4().hex
+                    slots[token] = now + self._flight
+                    self._last[group] = now
+                    return token
+            time.sleep(max(wait, 0.001))
+
+    def release(self, group: str, token: str) -> None:
+        with self._lock:
+            slots = self._slots.setdefault(group, {})
+            if token in slots:
+                slots[token] = time.monotonic()
 
     def exhaust(self, group: str) -> None:
         with self._lock:
             now = time.monotonic()
-            stamps = self._trimmed(group, now)
-            stamps.extend([now] * (self._limit - len(stamps)))
+            slots = self._trimmed(group, now)
+            for _ in range(self._limit - len(slots)):
+                slots[uuid.uuid4().hex] = now
 
     def block(self, seconds: float, reason: str) -> None:
         with self._lock:
@@ -173,14 +205,16 @@ class LocalRateLimiter:
             self._blocked_reason = reason
 
 
-def make_rate_limiter(client: redis.Redis | None, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> RateLimiter:
+def make_rate_limiter(
+    client: redis.Redis | None, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS
+) -> RateLimiter:
     """The Redis limiter when ``client`` answers a PING; otherwise the in-process one, with a warning."""
     if client is not None:
         try:
             client.ping()
-            return RedisRateLimiter(client, prefix, limit, window_seconds)
+            return RedisRateLimiter(client, prefix, limit, window_seconds, flight_seconds)
         except (redis.RedisError, OSError) as exc:
             log.warning("Redis unreachable (%s): Upbit rate limit enforced in this process only", exc)
     else:
         log.warning("no Redis configured: Upbit rate limit enforced in this process only, not across processes")
-    return LocalRateLimiter(limit, window_seconds)
+    return LocalRateLimiter(limit, window_seconds, flight_seconds)
