@@ -78,6 +78,12 @@ def test_the_forming_candle_is_never_returned(client_factory, replay):
     assert (candles["candle_start"] + pd.Timedelta(minutes=1)).max() <= pd.Timestamp.now(tz="UTC")
 
 
+def test_the_forming_candle_by_the_servers_clock_is_dropped(client_factory, replay):
+    replay.set_clock("2026-03-02T09:30:30Z")  # the server serves 09:30 as it forms; its Date header says 09:30:30
+    candles, _ = client_factory().candles(["KRW-BTC", "KRW-ETH"], "minute1", *HOUR)
+    assert candles["candle_start"].max() == pd.Timestamp("2026-03-02T09:29Z")
+
+
 def test_long_windows_page_200_candles_per_request(client_factory, replay):
     start = HOUR[1] - pd.Timedelta(days=1)
     candles, stats = client_factory().candles(["KRW-BTC"], "minute1", start, HOUR[1])
