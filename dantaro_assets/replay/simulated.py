@@ -12,15 +12,18 @@ market's history never depends on the universe size, the request order or the cl
   the BTC part is shared by every market (so minute returns are BTC-correlated through beta) and
   each part is a Brownian bridge ending exactly on the daily path, so day opens chain from the
   previous close.
-- Candles: open = previous minute's close with a bid/ask bounce, high/low add an excursion scaled
-  by the minute volatility, all snapped to Upbit's KRW tick sizes (highs up, lows down). A minute
+- Candles: trade prices scatter around the efficient path (bid/ask bounce, so minute returns are
+  slightly negatively autocorrelated as on Upbit), open = previous minute's close plus a little
+  noise, high/low add an excursion scaled by the minute volatility, all snapped to Upbit's KRW
+  tick sizes (highs up, lows down). The day's last close is the daily path's close. A minute
   trades with probability ``1 - exp(-liquidity * activity)``: thin coins have no-trade minutes
   (no candle), the majors almost never. KRW turnover per minute follows volatility with log-normal
-  noise; coin volume = turnover / VWAP (rounded to 8 decimals) and candle_acc_trade_price =
+  noise (so volume is persistent, lag-1 autocorrelation ~0.65 as in the recorded 1m data); coin
+  volume = turnover / VWAP (rounded to 8 decimals) and candle_acc_trade_price =
   volume * VWAP, so the turnover of an aggregated candle is the sum of price * volume.
 - The candle at the clock is forming: its close, high, low, volume and turnover are those of the
   elapsed fraction of the minute, and coarser candles aggregate the minutes up to the clock.
-- Market events: ``warning`` and ``caution`` flags drawn per (market, ISO week) with small
+- Market events: ``warning`` and ``caution`` flags drawn per (market, week) with small
   probabilities (GLOBAL_PRICE_DIFFERENCES the most common, as on Upbit), plus fixed ones on market
   indices 9 (warning), 13 and 17 (cautions) so every universe of 18+ markets shows some.
 """
@@ -52,6 +55,9 @@ _EPOCH_S = int(datetime(EPOCH.year, EPOCH.month, EPOCH.day, tzinfo=timezone.utc)
 _N_DAYS = (HORIZON - EPOCH).days
 _ANCHOR_DAY = (ANCHOR - EPOCH).days
 
+_BTC_DAILY_SD = 0.018  # long-run daily standard deviation of BTC's log return
+_BOUNCE = 0.3  # trade-price noise around the efficient path, in minute standard deviations
+_EXCURSION = 0.3  # high/low beyond open/close, in minute standard deviations (times |N(0,1)|)
 # GARCH(1,1) persistence of daily variance: alpha (shock) + beta (memory) < 1.
 _GARCH_ALPHA, _GARCH_BETA = 0.08, 0.90
 # AR(1) intraday log-volatility: per-minute persistence and stationary standard deviation.
@@ -61,9 +67,9 @@ _VOL_PHI, _VOL_SD = 0.985, 0.45
 #  daily KRW turnover). The first four are the recorded markets; the rest are real Upbit KRW listings.
 _MAJORS = [
     ("BTC", "Bitcoin", "비트코인", 150_800_000, 1.0, 0.0, 2.5e11),
-    ("ETH", "Ethereum", "이더리움", 6_118_000, 1.15, 0.018, 3.0e11),
-    ("XRP", "XRP", "엑스알피(리플)", 3_867, 1.05, 0.022, 3.8e11),
-    ("SOL", "Solana", "솔라나", 279_500, 1.2, 0.022, 2.0e11),
+    ("ETH", "Ethereum", "이더리움", 6_118_000, 1.15, 0.021, 3.0e11),
+    ("XRP", "XRP", "엑스알피(리플)", 3_867, 1.05, 0.025, 3.8e11),
+    ("SOL", "Solana", "솔라나", 279_500, 1.2, 0.025, 2.0e11),
 ]
 _LISTED = [
     ("DOGE", "Dogecoin", "도지코인"), ("ADA", "Cardano", "에이다"), ("TRX", "TRON", "트론"),
@@ -211,7 +217,7 @@ class SimulatedMarket:
         self.specs = _universe(n_markets, seed)
         self._index = {spec.info.market: i for i, spec in enumerate(self.specs)}
         shocks = np.stack([np.random.default_rng([seed, i, 0]).standard_normal(_N_DAYS) for i in range(n_markets)])
-        long_run = np.array([0.024] + [spec.idio_vol for spec in self.specs[1:]])
+        long_run = np.array([_BTC_DAILY_SD] + [spec.idio_vol for spec in self.specs[1:]])
         returns, self._day_sd = _garch(shocks, long_run)  # row 0: BTC; rows 1..: idiosyncratic parts
         betas = np.array([0.0] + [spec.beta for spec in self.specs[1:]])
         self._btc_return = returns[0].copy()
@@ -324,15 +330,16 @@ class SimulatedMarket:
             idio_sd = self._day_sd[m, day] * np.sqrt(weights)
             path = self._betas[m] * btc_path + _bridge(rng.standard_normal(DAY_MINUTES) * idio_sd, self._idio_return[m, day])
             sd = np.sqrt((self._betas[m] * btc_sd) ** 2 + idio_sd**2)
-        z = rng.standard_normal((4, DAY_MINUTES))
+        z = rng.standard_normal((5, DAY_MINUTES))
         u = rng.random((2, DAY_MINUTES))
         day_open = self._log_level[m, day]
-        log_close = day_open + path
-        log_prev = np.r_[day_open, log_close[:-1]]
+        # Trade prices scatter around the efficient path (bid/ask bounce), except the day's last,
+        # which is the daily path's close, so the next day opens from it.
+        log_close = day_open + path + _BOUNCE * sd * z[0] * (np.arange(DAY_MINUTES) < DAY_MINUTES - 1)
         close = np.exp(log_close)
-        open_ = np.exp(log_prev + 0.15 * sd * z[0])
-        high = np.maximum(open_, close) * np.exp(np.abs(z[1]) * 0.6 * sd)
-        low = np.minimum(open_, close) * np.exp(-np.abs(z[2]) * 0.6 * sd)
+        open_ = np.exp(np.r_[day_open, log_close[:-1]] + 0.2 * _BOUNCE * sd * z[4])
+        high = np.maximum(open_, close) * np.exp(np.abs(z[1]) * _EXCURSION * sd)
+        low = np.minimum(open_, close) * np.exp(-np.abs(z[2]) * _EXCURSION * sd)
         open_, close = round_to_tick(open_), round_to_tick(close)
         high = round_to_tick(np.maximum(high, np.maximum(open_, close)), "up")
         low = round_to_tick(np.minimum(low, np.minimum(open_, close)), "down")
@@ -340,8 +347,9 @@ class SimulatedMarket:
         activity = np.sqrt(weights * DAY_MINUTES)
         trade_probability = 1 - np.exp(-spec.liquidity * activity)
         traded = u[0] < trade_probability
-        vol_regime = self._day_sd[m, day] / (0.024 if m == 0 else spec.idio_vol)
-        krw = spec.turnover / DAY_MINUTES * activity * np.exp(0.5 * z[3] - 0.125) * vol_regime / trade_probability
+        vol_regime = self._day_sd[m, day] / (_BTC_DAILY_SD if m == 0 else spec.idio_vol)
+        busy = activity**1.5 / np.mean(activity**1.5)  # turnover follows volatility, persistently
+        krw = spec.turnover / DAY_MINUTES * busy * np.exp(0.4 * z[3] - 0.08) * vol_regime / trade_probability
         vwap = np.clip((open_ + high + low + close) / 4, low, high)
         volume = np.maximum(np.round(krw / vwap, 8), 1e-8)
         start = _EPOCH_S + day * DAY_SECONDS + np.arange(DAY_MINUTES, dtype=np.int64) * 60
