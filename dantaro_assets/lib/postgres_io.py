@@ -163,6 +163,9 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
 
         started = time.perf_counter()
         with self.postgres.connect() as conn:
+            # Two runs writing one asset take turns, so the later one replaces the earlier's rows
+            # instead of colliding with them on the key.
+            self._lock(conn, f"{self.postgres.db_schema}.{table}")
             table_types = self._column_types(conn, table)
             data, new_columns = conform(data, table_types, table)
             if new_columns:
@@ -253,11 +256,17 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                     statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, primary_key))})")
                 if partition_expr:
                     statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
+        self._lock(conn, schema)
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (schema,))
-            cur.fetchall()
             for statement in statements:
                 cur.execute(statement)
+
+    @staticmethod
+    def _lock(conn, name: str) -> None:
+        """A transaction-scoped advisory lock on ``name``."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (name,))
+            cur.fetchall()
 
     def _delete(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> None:
         sql = f"DELETE FROM {self.postgres.table_name(table)}"

@@ -1,5 +1,6 @@
 """The Postgres IO manager on the real test database: partition replace, transactions, ranged reads, types."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
@@ -57,10 +58,17 @@ def test_failed_insert_leaves_previous_rows(io_manager, postgres_resource):
     pd.testing.assert_frame_equal(read(io_manager, "atomic_candles", partitions=(HOUR_A, HOUR_A)), _sorted(original))
 
 
-def test_concurrent_writes_of_one_partition_take_turns(io_manager):
-    frames = [candles(HOUR_A, base=100.0), candles(HOUR_A, base=200.0)]
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda frame: write(io_manager, frame, "raced_candles", partitions=(HOUR_A, HOUR_A)), frames))
+def test_concurrent_writes_of_one_partition_take_turns(io_manager, postgres_resource):
+    write(io_manager, candles(HOUR_A), "raced_candles", partitions=(HOUR_A, HOUR_A))
+    frames = [candles(HOUR_A, minutes=60, base=100.0), candles(HOUR_A, minutes=60, base=200.0)]
+    # Hold the partition's rows locked so both writers reach the database before either can finish.
+    with postgres_resource.connect() as blocker, blocker.cursor() as cur, ThreadPoolExecutor(2) as pool:
+        cur.execute(f"DELETE FROM {postgres_resource.table_name('raced_candles')}")
+        writes = [pool.submit(write, io_manager, frame, "raced_candles", partitions=(HOUR_A, HOUR_A)) for frame in frames]
+        time.sleep(1.5)
+        blocker.rollback()
+        for done in writes:
+            done.result()
     got = read(io_manager, "raced_candles", partitions=(HOUR_A, HOUR_A))
     assert any(got.equals(_sorted(frame)) for frame in frames), "one whole write must win, never a mix or a key collision"
 
