@@ -55,23 +55,36 @@ def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime) ->
     """
     start, end = _utc(start), _utc(end)
     minutes = pd.date_range(start, end, freq=MINUTE, inclusive="left")
-    if candles_1m.empty or len(minutes) == 0:
+    data = candles_1m[candles_1m[START] < end]
+    if data.empty or len(minutes) == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in [MARKET, START, *OHLCV]}).astype(
             {MARKET: object, START: "datetime64[ns, UTC]"})
-    data = candles_1m[candles_1m[START] < end]
-    close = data.pivot(index=START, columns=MARKET, values="close")
-    grid = close.index.union(minutes)
-    close = close.reindex(grid).ffill().reindex(minutes)
-    wide = {"close": close}
+    # Scatter every candle into a (market, minute) grid; column -1 holds the last close before start.
+    codes, markets = pd.factorize(data[MARKET], sort=True)
+    slot = ((data[START] - start) // MINUTE).to_numpy()
+    inside = slot >= 0
+    width = len(minutes) + 1
+    grid = {column: np.full(len(markets) * width, np.nan) for column in OHLCV}
+    cells = codes[inside] * width + slot[inside] + 1
+    for column in OHLCV:
+        grid[column][cells] = data[column].to_numpy()[inside]
+    before = data[~inside].sort_values(START).groupby(MARKET)["close"].last()
+    close = grid["close"].reshape(len(markets), width)
+    close[:, 0] = before.reindex(markets).to_numpy()
+    traded = ~np.isnan(close)
+    carried = np.maximum.accumulate(np.where(traded, np.arange(width), 0), axis=1)
+    close = np.take_along_axis(close, carried, axis=1)[:, 1:].ravel()
+    columns = {"close": close}
     for column in ("open", "high", "low", "volume", "value"):
-        traded = data.pivot(index=START, columns=MARKET, values=column).reindex(index=minutes, columns=close.columns)
-        wide[column] = traded.fillna(0.0 if column in ("volume", "value") else close)
-    stacked = pd.DataFrame({name: frame.to_numpy().ravel(order="F") for name, frame in wide.items()})
-    stacked.insert(0, START, np.tile(minutes.to_numpy(), close.shape[1]))
-    stacked.insert(0, MARKET, np.repeat(close.columns.to_numpy(), len(minutes)))
-    stacked[START] = pd.to_datetime(stacked[START], utc=True)
-    stacked = stacked[stacked["close"].notna()].reset_index(drop=True)
-    return stacked[[MARKET, START, *OHLCV]]
+        values = grid[column].reshape(len(markets), width)[:, 1:].ravel()
+        columns[column] = np.where(np.isnan(values), 0.0 if column in ("volume", "value") else close, values)
+    known = ~np.isnan(close)
+    frame = pd.DataFrame({
+        MARKET: np.repeat(markets.to_numpy(dtype=object), len(minutes))[known],
+        START: pd.DatetimeIndex(np.tile(minutes.asi8, len(markets))[known]).tz_localize("UTC"),
+        **{column: columns[column][known] for column in OHLCV},
+    })
+    return frame
 
 
 def forming_bars(candles_1m: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
@@ -112,11 +125,19 @@ def bars_as_of(stored: pd.DataFrame, forming: pd.DataFrame, as_of: pd.Timestamp,
     known = forming[(forming["known_at"] <= as_of) & (forming[START] >= minutes_start)]
     latest = known[~known.duplicated([MARKET, START], keep="last")]
     built = latest[[MARKET, START, *OHLCV]].assign(complete=(latest[START] + freq <= as_of).to_numpy())
-    if not closed.empty:
-        keys = pd.MultiIndex.from_frame(closed[[MARKET, START]])
+    return _merge(closed, built)
+
+
+def _merge(stored: pd.DataFrame, built: pd.DataFrame) -> pd.DataFrame:
+    """Stored bars plus the built bars of periods storage lacks, sorted by (market, candle_start)."""
+    if not built.empty and not stored.empty:
+        overlap = stored[stored[START] >= built[START].min()]  # only recent stored bars can collide
+        keys = pd.MultiIndex.from_frame(overlap[[MARKET, START]])
         built = built[~pd.MultiIndex.from_frame(built[[MARKET, START]]).isin(keys)]
-    merged = pd.concat([closed, built], ignore_index=True) if not built.empty else closed
-    return merged.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
+    merged = pd.concat([stored, built], ignore_index=True) if not built.empty else stored
+    codes = pd.factorize(merged[MARKET], sort=True)[0]
+    order = np.lexsort((merged[START].to_numpy(dtype="datetime64[ns]").view(np.int64), codes))
+    return merged.take(order).reset_index(drop=True)
 
 
 def resample_bars(bars: pd.DataFrame, freq: pd.Timedelta) -> pd.DataFrame:
@@ -170,11 +191,11 @@ class CandleHistory:
         Pass ``hourly`` when already built for this ``as_of`` to reuse it.
         """
         hours = self.hourly(as_of) if hourly is None else hourly
-        built = resample_bars(hours[hours[START] >= self._derived_days_start], DAY)
-        built["complete"] = (built[START] + DAY <= as_of).to_numpy()
         closed = closed_before(self.stored_daily, as_of, DAY).assign(complete=True)
-        if not closed.empty and not built.empty:
-            keys = pd.MultiIndex.from_frame(closed[[MARKET, START]])
-            built = built[~pd.MultiIndex.from_frame(built[[MARKET, START]]).isin(keys)]
-        merged = pd.concat([closed, built], ignore_index=True) if not built.empty else closed
-        return merged.sort_values([MARKET, START], kind="stable").reset_index(drop=True)
+        # Days are built only after the earliest market's last stored day: older ones are stored.
+        first = self._derived_days_start
+        if not closed.empty:
+            first = max(first, closed.groupby(MARKET)[START].max().min() + DAY)
+        built = resample_bars(hours[hours[START] >= first], DAY)
+        built["complete"] = (built[START] + DAY <= as_of).to_numpy()
+        return _merge(closed, built)

@@ -2,20 +2,26 @@
 
 All ticks of a partition are computed at once from matrices (minute x market) of the gap-filled
 1-minute series: a tick at ``as_of`` reads row ``as_of - 1 min`` (the last closed minute), so nothing
-after ``as_of`` is ever touched. Formulas and windows (README "Market status"):
+after ``as_of`` is ever touched. Reference values that do not move within the hour (previous UTC
+day's close, the 24 h turnover norm, BTC's EMA of closed hours) come from the hourly bars closed
+before the hour (stored candles_1h, or built from 1-minute candles where storage lags).
+Formulas and windows (README "Market status"):
 
-- breadth_1h: share of markets whose price is above their price 60 minutes earlier (ret_1h > 0);
-- breadth_day: share of markets above the previous UTC day's close (Upbit's change-rate reference);
+- ret_1h = price / price 60 minutes earlier - 1 (prices are the last closes before the tick and
+  before the tick - 60 min; a minute without a trade carries the previous close);
+- breadth_1h: share of markets with ret_1h > 0;
+- breadth_day: share of markets whose price is above the previous UTC day's close (the reference
+  of Upbit's change rate; the last hourly close before 00:00 UTC);
 - median_return_1h_pct: cross-sectional median of ret_1h, in %;
 - dispersion_1h_pct: cross-sectional population std of ret_1h, in %;
 - turnover_krw_1h: KRW traded in the last 60 minutes over all markets; turnover_ratio_24h: that
-  divided by the mean hourly turnover of the 24 hours before it (1 = normal, 2 = twice);
-- BTC trend: EMA(20) of hourly closes (SMA-seeded, stored closed hours then the forming hour's last
-  price); btc_vs_ema_pct = price / EMA - 1; btc_ema_slope_pct_h = (EMA now / EMA after the hour that
-  closed 3 h before this hour - 1) / 3, % per hour;
-- BTC volatility: realised, from 1-minute log returns r: btc_vol_1h_pct = sqrt(sum r^2 over 60 min)
-  (per hour), btc_vol_24h_pct = sqrt(sum r^2 over 1440 min / 24) (per hour, 24 h average),
-  btc_vol_annualised_pct = btc_vol_24h_pct x sqrt(24 x 365);
+  divided by the mean hourly turnover of the 24 whole hours before the tick's hour (1 = normal);
+- BTC trend: EMA(20) of hourly closes (SMA-seeded; closed hours, then one step with the price for
+  the forming hour); btc_vs_ema_pct = price / EMA - 1; btc_ema_slope_pct_h = (EMA now / EMA after
+  the hour that closed 3 h before this hour - 1) / 3, % per hour;
+- BTC volatility, per hour, Parkinson's range estimator sigma = ln(high / low) / sqrt(4 ln 2):
+  btc_vol_1h_pct over the last 60 minutes' high and low; btc_vol_24h_pct = the root mean square of
+  the sigmas of the closed hours of the 24 h before the tick's hour; btc_vol_annualised_pct = btc_vol_24h_pct x sqrt(24 x 365);
 - sub-scores, each 0-100 and stored, with s(x, k) = 50 (1 + tanh(x / k)) (50 at x = 0, ~88 at x = k):
   score_breadth = 100 (breadth_1h + breadth_day) / 2;
   score_trend = (s(btc_vs_ema_pct, 1 %) + s(btc_ema_slope_pct_h, 0.1 %/h)) / 2;
@@ -49,8 +55,8 @@ WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
 class StatusParams:
     """Windows and scales of the score; defaults are the documented ones (README)."""
 
-    return_minutes: int = 60        # ret_1h window
-    turnover_hours: int = 24        # hours the last hour's turnover is compared with
+    return_minutes: int = 60        # ret_1h window and the turnover window
+    baseline_hours: int = 24        # whole hours the last hour's turnover and volatility are compared with
     ema_hours: int = 20             # BTC trend EMA on hourly closes
     slope_hours: int = 3            # EMA slope window
     trend_scale_pct: float = 1.0    # price 1 % above its EMA -> that half of the trend score ~ 88
@@ -60,9 +66,12 @@ class StatusParams:
     risk_off: float = 40.0
 
     @property
-    def minutes_needed(self) -> int:
-        """Minutes of history before a tick that every window needs (return and turnover baselines)."""
-        return self.return_minutes + self.turnover_hours * 60
+    def minute_lookback_hours(self) -> int:
+        """Whole hours of 1-minute candles before the tick's hour that the first tick's ret_1h needs."""
+        return -(-(self.return_minutes + 1) // 60)
+
+
+_PARKINSON = 1.0 / np.sqrt(4.0 * np.log(2.0))
 
 
 def _signed_score(value: np.ndarray | float, scale: float) -> np.ndarray:
@@ -72,41 +81,40 @@ def _signed_score(value: np.ndarray | float, scale: float) -> np.ndarray:
 
 def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
                           params: StatusParams = StatusParams()) -> pd.DataFrame:
-    """One market status row per tick. ``universe``: upbit_markets rows (day, market, warning, ...).
+    """One market status row per tick (all ticks inside one hour). ``universe``: upbit_markets rows.
 
     The universe is that of the latest day <= each tick (every market of it is counted; flagged ones
     are counted in ``markets_warning``). Without a universe row yet, every market with candles counts.
     """
     if len(ticks) == 0:
         return _empty()
+    hour = ticks[0].floor("h")
+    if (ticks.floor("h") != hour).any():
+        raise ValueError("market status ticks must lie inside one hour")
     minutes = history.minutes
-    close = minutes.pivot(index=START, columns=MARKET, values="close")
-    value = minutes.pivot(index=START, columns=MARKET, values="value").fillna(0.0)
     grid = pd.date_range(history.minutes_start, ticks.max(), freq=MINUTE, inclusive="left")
-    close, value = close.reindex(grid), value.reindex(grid, fill_value=0.0)
+    close = minutes.pivot(index=START, columns=MARKET, values="close").reindex(grid)
+    value = minutes.pivot(index=START, columns=MARKET, values="value").reindex(grid).fillna(0.0)
     rows = ((ticks - MINUTE - history.minutes_start) // MINUTE).to_numpy()
-    if rows.min() < 0:
-        raise ValueError(f"the 1-minute series starts at {history.minutes_start}, after the first tick's last minute")
+    if rows.min() - params.return_minutes < 0:
+        raise ValueError(f"the 1-minute series starts at {history.minutes_start}: too late for the 60-minute return of {ticks[0]}")
+    markets = close.columns
+    members, warnings = _universe(universe, ticks, markets)
+    hours = history.hourly(hour)
+    hours = hours[hours["complete"] & (hours[START] < hour)]
 
-    members, warnings = _universe(universe, ticks, close.columns)
     prices = close.to_numpy()
     now = prices[rows]
-    before = _row(prices, rows - params.return_minutes)
-    day_rows = ((ticks.floor("D") - MINUTE - history.minutes_start) // MINUTE).to_numpy()
-    previous_close = _row(prices, day_rows)
-    ret_1h = np.where(members, now / before - 1.0, np.nan)
+    ret_1h = np.where(members, now / prices[rows - params.return_minutes] - 1.0, np.nan)
+    previous_close = hours[hours[START] < hour.floor("D")].groupby(MARKET)["close"].last().reindex(markets).to_numpy()
     ret_day = np.where(members, now / previous_close - 1.0, np.nan)
     valid_1h = np.isfinite(ret_1h)
 
-    cumulative = np.vstack([np.zeros(value.shape[1]), np.cumsum(value.to_numpy(), axis=0)])
-
-    def turnover(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        """KRW traded by the tick's universe in minute rows [first, stop)."""
-        return np.where(members, _row(cumulative, stop) - _row(cumulative, first), 0.0).sum(axis=1)
-
-    end = rows + 1
-    turnover_1h = turnover(end - params.return_minutes, end)
-    baseline = turnover(end - params.minutes_needed, end - params.return_minutes) / params.turnover_hours
+    cumulative = np.vstack([np.zeros(len(markets)), np.cumsum(value.to_numpy(), axis=0)])
+    turnover_1h = np.where(members, cumulative[rows + 1] - cumulative[rows + 1 - params.return_minutes], 0.0).sum(axis=1)
+    recent = hours[hours[START] >= hour - params.baseline_hours * HOUR]
+    hourly_norm = recent.groupby(MARKET)["value"].sum().reindex(markets, fill_value=0.0).to_numpy() / params.baseline_hours
+    baseline = np.where(members, hourly_norm, 0.0).sum(axis=1)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         frame = pd.DataFrame({
@@ -120,15 +128,8 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
             "turnover_krw_1h": turnover_1h,
             "turnover_ratio_24h": np.where(baseline > 0, turnover_1h / baseline, np.nan),
         })
-    frame = frame.join(_btc(history, close, rows, ticks, params))
+    frame = frame.join(_btc(minutes, hours, grid, rows, ticks, params))
     return _score(frame, params)[COLUMNS]
-
-
-def _row(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """matrix[rows], NaN where a row falls before the series starts."""
-    out = matrix[np.clip(rows, 0, None)].astype(float)
-    out[rows < 0] = np.nan
-    return out
 
 
 def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -147,37 +148,37 @@ def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index
     return members, warnings
 
 
-def _btc(history: CandleHistory, close: pd.DataFrame, rows: np.ndarray, ticks: pd.DatetimeIndex,
-         params: StatusParams) -> pd.DataFrame:
-    """BTC's hourly EMA trend and realised volatility at every tick."""
+def _btc(minutes: pd.DataFrame, hours: pd.DataFrame, grid: pd.DatetimeIndex, rows: np.ndarray,
+         ticks: pd.DatetimeIndex, params: StatusParams) -> pd.DataFrame:
+    """BTC's hourly EMA trend and Parkinson volatility at every tick."""
     out = pd.DataFrame(np.nan, index=range(len(ticks)), columns=BTC_COLUMNS)
-    if BTC not in close.columns:
+    btc = minutes[minutes[MARKET] == BTC].set_index(START).reindex(grid)
+    bars = hours[hours[MARKET] == BTC].reset_index(drop=True)
+    if btc["close"].isna().all():
         return out
-    btc = close[BTC].to_numpy()
-    price = btc[rows]
+    close, high, low = btc["close"].to_numpy(), btc["high"].to_numpy(), btc["low"].to_numpy()
+    price = close[rows]
     out["btc_price"] = price
-    out["btc_return_1h_pct"] = 100.0 * (price / _row(btc, rows - params.return_minutes) - 1.0)
-
-    log_returns = np.diff(np.log(btc), prepend=np.nan)
-    squares = np.concatenate(([0.0], np.cumsum(np.nan_to_num(log_returns ** 2))))
-    end = rows + 1
-    out["btc_vol_1h_pct"] = 100.0 * np.sqrt(_row(squares, end) - _row(squares, end - 60))
-    out["btc_vol_24h_pct"] = 100.0 * np.sqrt((_row(squares, end) - _row(squares, end - 1440)) / 24.0)
-    out["btc_vol_annualised_pct"] = out["btc_vol_24h_pct"] * np.sqrt(24 * 365)
+    out["btc_return_1h_pct"] = 100.0 * (price / close[rows - params.return_minutes] - 1.0)
+    window = params.return_minutes
+    highs = np.lib.stride_tricks.sliding_window_view(high, window)[rows + 1 - window]
+    lows = np.lib.stride_tricks.sliding_window_view(low, window)[rows + 1 - window]
+    out["btc_vol_1h_pct"] = 100.0 * _PARKINSON * np.log(np.nanmax(highs, axis=1) / np.nanmin(lows, axis=1))
+    last_day = bars[bars[START] >= ticks[0].floor("h") - params.baseline_hours * HOUR]
+    if len(last_day):
+        sigma = _PARKINSON * np.log(last_day["high"] / last_day["low"])
+        out["btc_vol_24h_pct"] = 100.0 * np.sqrt(np.mean(sigma ** 2))
+        out["btc_vol_annualised_pct"] = out["btc_vol_24h_pct"] * np.sqrt(24 * 365)
 
     # EMA over closed hours is the same for every tick of the hour; the forming hour adds one step.
-    hour = ticks[0].floor("h")
-    bars = history.hourly(hour)
-    bars = bars[(bars[MARKET] == BTC) & bars["complete"] & (bars[START] < hour)].reset_index(drop=True)
     ema_closed = indicators.ema(bars, params.ema_hours).to_numpy()
     if len(ema_closed) <= params.slope_hours or np.isnan(ema_closed[-1]):
         return out
     forming = ticks > ticks.floor("h")
     ema_now = np.where(forming, indicators.ema_step(ema_closed[-1], price, params.ema_hours), ema_closed[-1])
-    ema_before = ema_closed[-1 - params.slope_hours]
     out["btc_ema_20h"] = ema_now
     out["btc_vs_ema_pct"] = 100.0 * (price / ema_now - 1.0)
-    out["btc_ema_slope_pct_h"] = 100.0 * (ema_now / ema_before - 1.0) / params.slope_hours
+    out["btc_ema_slope_pct_h"] = 100.0 * (ema_now / ema_closed[-1 - params.slope_hours] - 1.0) / params.slope_hours
     return out
 
 

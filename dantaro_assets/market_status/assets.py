@@ -15,9 +15,10 @@ from dantaro_assets.settings import get_settings
 
 _SETTINGS = get_settings()
 PARAMS = StatusParams()
-# 1-minute lookback: the 60-minute return plus the 24 h turnover baseline before it (25 hours).
-MINUTE_LOOKBACK_HOURS = -(-PARAMS.minutes_needed // 60)
-# Hourly closes for BTC's EMA(20): five days make the SMA seed's weight negligible (< 1e-4).
+# 1-minute candles: this hour and the hours before it that the first tick's 60-minute return reaches.
+MINUTE_LOOKBACK_HOURS = PARAMS.minute_lookback_hours
+# Hourly bars: the previous day's close, the 24 h norms, and BTC's EMA(20), for which five days make
+# the SMA seed's weight negligible ((19/21)^100 < 1e-4).
 HOURLY_LOOKBACK_DAYS = 5
 
 

@@ -37,7 +37,7 @@ SNAPSHOT_COLUMNS = [*COLUMNS, "warning"]
 class LevelParams:
     """Windows and weights of the method; defaults are the documented ones (README)."""
 
-    lookback_hours: int = 24 * 30   # hourly bars considered for swings and the volume profile
+    lookback_hours: int = 24 * 14   # two weeks of hourly bars for swings and the volume profile
     swing_bars: int = 3             # a swing high/low is the extreme of 3 closed bars either side
     atr_period: int = 14            # Wilder ATR on hourly bars sets every tolerance
     cluster_atr: float = 0.5        # candidates closer than 0.5 ATR merge into one level
@@ -72,20 +72,24 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
     bars = indicators.sort_candles(bars)
     if bars.empty:
         return empty_levels()
+    codes, markets = pd.factorize(bars[MARKET])
     complete = bars["complete"].to_numpy(bool) if "complete" in bars else np.ones(len(bars), bool)
     closed = bars[complete].reset_index(drop=True)
-    atr = indicators.atr(closed, params.atr_period).groupby(closed[MARKET]).last().dropna()
-    atr = atr[atr > 0]
-    markets = atr.index
-    candidates = pd.concat([_swing_candidates(closed, params), _volume_candidates(bars, params),
-                            _pivot_candidates(daily, as_of)], ignore_index=True)
-    candidates = candidates[candidates[MARKET].isin(markets)]
-    levels = _cluster(candidates, atr, params)
-    levels["volume_share"] = _volume_share(bars, levels)
+    closed_codes = codes[complete]
+    atr = _last_per_market(indicators.atr(closed, params.atr_period).to_numpy(), closed_codes, len(markets))
+    candidates = _concat([_swing_candidates(closed, closed_codes, params), _volume_candidates(bars, codes, len(markets), params),
+                          _pivot_candidates(daily, as_of, markets)])
+    usable = np.isfinite(atr[candidates["code"]]) & (atr[candidates["code"]] > 0)
+    if not usable.any():
+        return empty_levels()
+    levels = _cluster({k: v[usable] for k, v in candidates.items()}, atr, params)
+    levels["volume_share"] = _volume_share(bars, codes, len(markets), levels)
+    levels[MARKET] = markets.to_numpy()[levels["code"]]
     levels["price"] = price.reindex(levels[MARKET]).to_numpy()
-    levels["atr"] = atr.reindex(levels[MARKET]).to_numpy()
-    age = (as_of - levels["last_touch"]).dt.total_seconds() / 3600.0
-    levels["recency"] = np.exp(-age / params.recency_hours).fillna(0.0)
+    levels["atr"] = atr[levels["code"]]
+    touched = levels["last_touch"].to_numpy() != _NO_TIME
+    age_hours = np.where(touched, (as_of.value - levels["last_touch"].to_numpy()) / 3.6e12, np.inf)
+    levels["recency"] = np.exp(-age_hours / params.recency_hours)
     levels["strength"] = strength(levels, params)
     return _nearest(levels, as_of, params)
 
@@ -125,13 +129,34 @@ def strength(levels: pd.DataFrame, params: LevelParams = LevelParams()) -> pd.Se
     return (100.0 * score).clip(0.0, 100.0).round(2)
 
 
-def _candidates(market, price, kind, time=None, pivot=None) -> pd.DataFrame:
-    """Candidate prices of one kind; ``time`` is when a swing happened, ``pivot`` the pivot's name."""
-    frame = pd.DataFrame({MARKET: np.asarray(market, dtype=object), "candidate": np.asarray(price, dtype=float)})
-    frame["kind"] = kind
-    frame["time"] = pd.to_datetime(pd.Series(pd.NaT if time is None else time, index=frame.index), utc=True)
-    frame["pivot"] = pivot
-    return frame
+_NO_TIME = np.iinfo(np.int64).min  # "no swing" in the int64 nanosecond time column (below every real time)
+SWING, POC, HVN, PIVOT = 0, 1, 2, 3
+# Pivot names of every bit mask (bit i = PIVOT_NAMES[i]); None when a level holds no pivot.
+_PIVOT_LABELS = np.array([",".join(n for i, n in enumerate(PIVOT_NAMES) if mask >> i & 1) or None
+                          for mask in range(1 << len(PIVOT_NAMES))], dtype=object)
+
+
+def _candidates(code: np.ndarray, price: np.ndarray, kind: int, time: np.ndarray | None = None,
+                pivot_bit: int = 0) -> dict[str, np.ndarray]:
+    """Candidate prices of one kind as arrays; ``time`` (ns) is when a swing happened."""
+    size = len(code)
+    return {"code": np.asarray(code, dtype=np.int64), "price": np.asarray(price, dtype=float),
+            "kind": np.full(size, kind, dtype=np.int8),
+            "time": np.full(size, _NO_TIME, dtype=np.int64) if time is None else np.asarray(time, dtype=np.int64),
+            "pivot": np.full(size, pivot_bit, dtype=np.int64)}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _last_per_market(values: np.ndarray, codes: np.ndarray, markets: int) -> np.ndarray:
+    """The last row's value of each market code (NaN for a market without rows)."""
+    out = np.full(markets, np.nan)
+    if len(codes):
+        last = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])
+        out[codes[last]] = values[last]
+    return out
 
 
 def _neighbour(values: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
@@ -146,9 +171,8 @@ def _neighbour(values: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray
     return out
 
 
-def _swing_candidates(closed: pd.DataFrame, params: LevelParams) -> pd.DataFrame:
+def _swing_candidates(closed: pd.DataFrame, codes: np.ndarray, params: LevelParams) -> dict[str, np.ndarray]:
     """Swing highs and lows: strictly above (below) the bars to the left, at least as high (low) as those to the right."""
-    codes = pd.factorize(closed[MARKET])[0]
     high, low = closed["high"].to_numpy(), closed["low"].to_numpy()
     is_high = np.ones(len(closed), bool)
     is_low = np.ones(len(closed), bool)
@@ -157,30 +181,31 @@ def _swing_candidates(closed: pd.DataFrame, params: LevelParams) -> pd.DataFrame
             h, lo = _neighbour(high, codes, offset), _neighbour(low, codes, offset)
             is_high &= (high > h) if strict else (high >= h)
             is_low &= (low < lo) if strict else (low <= lo)
-    highs, lows = closed[is_high], closed[is_low]
-    return pd.concat([_candidates(highs[MARKET], highs["high"], "swing_high", highs[START].to_numpy()),
-                      _candidates(lows[MARKET], lows["low"], "swing_low", lows[START].to_numpy())], ignore_index=True)
+    times = closed[START].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return _concat([_candidates(codes[is_high], high[is_high], SWING, times[is_high]),
+                    _candidates(codes[is_low], low[is_low], SWING, times[is_low])])
 
 
-def _profile(bars: pd.DataFrame, params: LevelParams) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
-    """Turnover by typical-price bin per market: (markets, bin lows, bin width, turnover[market, bin])."""
-    codes, markets = pd.factorize(bars[MARKET])
-    lows = bars.groupby(codes)["low"].min().to_numpy()
-    highs = bars.groupby(codes)["high"].max().to_numpy()
+def _profile(bars: pd.DataFrame, codes: np.ndarray, markets: int, params: LevelParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Turnover by typical-price bin per market: (bin lows, bin width, turnover[market, bin])."""
+    lows = np.full(markets, np.inf)
+    np.minimum.at(lows, codes, bars["low"].to_numpy())
+    highs = np.full(markets, -np.inf)
+    np.maximum.at(highs, codes, bars["high"].to_numpy())
     width = np.maximum(highs - lows, 1e-12) / params.profile_bins
     typical = ((bars["high"] + bars["low"] + bars["close"]) / 3.0).to_numpy()
     bin_index = np.clip(((typical - lows[codes]) / width[codes]).astype(int), 0, params.profile_bins - 1)
     turnover = np.bincount(codes * params.profile_bins + bin_index, weights=bars["value"].to_numpy(),
-                           minlength=len(markets) * params.profile_bins).reshape(len(markets), params.profile_bins)
-    return markets, lows, width, turnover
+                           minlength=markets * params.profile_bins).reshape(markets, params.profile_bins)
+    return lows, width, turnover
 
 
-def _volume_candidates(bars: pd.DataFrame, params: LevelParams) -> pd.DataFrame:
+def _volume_candidates(bars: pd.DataFrame, codes: np.ndarray, markets: int, params: LevelParams) -> dict[str, np.ndarray]:
     """The point of control and high-volume nodes of each market.
 
     A node is a local maximum of the 3-bin smoothed profile holding >= ``node_ratio`` x the mean bin.
     """
-    markets, lows, width, turnover = _profile(bars, params)
+    lows, width, turnover = _profile(bars, codes, markets, params)
     # A 3-bin moving average first, so that binning noise of a flat profile makes no node.
     edged = np.pad(turnover, ((0, 0), (1, 1)), mode="edge")
     smooth = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3.0
@@ -188,74 +213,85 @@ def _volume_candidates(bars: pd.DataFrame, params: LevelParams) -> pd.DataFrame:
     local_max = (smooth >= padded[:, :-2]) & (smooth >= padded[:, 2:])
     mean = turnover.mean(axis=1, keepdims=True)
     node = local_max & (smooth >= params.node_ratio * mean) & (turnover > 0)
-    node[np.arange(len(markets)), turnover.argmax(axis=1)] = turnover.max(axis=1) > 0
+    poc = turnover.argmax(axis=1)
+    node[np.arange(markets), poc] = turnover.max(axis=1) > 0
     rows, bins = np.nonzero(node)
     centre = lows[rows] + (bins + 0.5) * width[rows]
-    kind = np.where(bins == turnover.argmax(axis=1)[rows], "poc", "hvn")
-    return _candidates(markets.to_numpy()[rows], centre, kind)
+    is_poc = bins == poc[rows]
+    return _concat([_candidates(rows[is_poc], centre[is_poc], POC), _candidates(rows[~is_poc], centre[~is_poc], HVN)])
 
 
-def _pivot_candidates(daily: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+def _pivot_candidates(daily: pd.DataFrame, as_of: pd.Timestamp, markets: pd.Index) -> dict[str, np.ndarray]:
     """Classic floor-trader pivots of the UTC day before ``as_of``'s day."""
-    previous = daily[daily[START] == as_of.floor("D") - pd.Timedelta(days=1)]
-    if previous.empty:
-        return _candidates([], [], "pivot")
+    previous = daily[(daily[START] == as_of.floor("D") - pd.Timedelta(days=1)) & daily[MARKET].isin(markets)]
+    code = markets.get_indexer(previous[MARKET])
     h, l, c = previous["high"].to_numpy(), previous["low"].to_numpy(), previous["close"].to_numpy()
     p = (h + l + c) / 3.0
     values = {"P": p, "R1": 2 * p - l, "S1": 2 * p - h, "R2": p + (h - l), "S2": p - (h - l),
               "R3": h + 2 * (p - l), "S3": l - 2 * (h - p)}
-    markets = previous[MARKET].to_numpy()
-    return pd.concat([_candidates(markets, values[name], "pivot", pivot=name) for name in PIVOT_NAMES], ignore_index=True)
+    return _concat([_candidates(code, values[name], PIVOT, pivot_bit=1 << i) for i, name in enumerate(PIVOT_NAMES)])
 
 
-def _cluster(candidates: pd.DataFrame, atr: pd.Series, params: LevelParams) -> pd.DataFrame:
-    """Chain candidates closer than ``cluster_atr`` x ATR into levels and summarise each level's evidence."""
-    frame = candidates.sort_values([MARKET, "candidate"], kind="stable").reset_index(drop=True)
-    tolerance = params.cluster_atr * atr.reindex(frame[MARKET]).to_numpy()
-    gap = frame["candidate"].diff().to_numpy()
-    new_market = frame[MARKET].ne(frame[MARKET].shift()).to_numpy()
-    chain = np.cumsum(new_market | ~(gap <= tolerance))
-    chain_low = frame.groupby(chain)["candidate"].transform("min").to_numpy()
-    width = params.max_width_atr * atr.reindex(frame[MARKET]).to_numpy()
-    slice_index = np.floor((frame["candidate"].to_numpy() - chain_low) / width).astype(np.int64)
-    frame["level_id"] = pd.factorize(pd.MultiIndex.from_arrays([chain, slice_index]))[0]
-    swing = frame["kind"].str.startswith("swing")
-    frame["swing_time"] = frame["time"].where(swing)
-    frame["is_swing"] = swing.astype(int)
-    frame["is_poc"] = (frame["kind"] == "poc").astype(int)
-    frame["is_hvn"] = (frame["kind"] == "hvn").astype(int)
-    grouped = frame.groupby("level_id", sort=False)
-    levels = grouped.agg(market=(MARKET, "first"), level=("candidate", "mean"), low=("candidate", "min"),
-                         high=("candidate", "max"), touches=("is_swing", "sum"), last_touch=("swing_time", "max"),
-                         poc=("is_poc", "max"), hvn=("is_hvn", "max")).reset_index(drop=True)
-    levels["node"] = np.where(levels["poc"] > 0, "poc", np.where(levels["hvn"] > 0, "hvn", None))
-    pivots = frame.dropna(subset=["pivot"]).groupby("level_id", sort=False)["pivot"].agg(",".join)
-    levels["pivot"] = pivots.reindex(grouped.size().index).to_numpy()
-    margin = params.zone_atr * atr.reindex(levels[MARKET]).to_numpy()
+def _cluster(candidates: dict[str, np.ndarray], atr: np.ndarray, params: LevelParams) -> pd.DataFrame:
+    """Chain candidates closer than ``cluster_atr`` x ATR into levels and summarise each level's evidence.
+
+    Sorted by (market, price), a level starts where the market changes, where the gap to the previous
+    candidate exceeds the tolerance, or where its chain passes another ``max_width_atr`` x ATR; every
+    summary is then one ``reduceat`` over the level starts.
+    """
+    order = np.lexsort((candidates["price"], candidates["code"]))
+    code, price = candidates["code"][order], candidates["price"][order]
+    kind, time, pivot = candidates["kind"][order], candidates["time"][order], candidates["pivot"][order]
+    new_market = np.r_[True, code[1:] != code[:-1]]
+    new_chain = new_market | np.r_[True, np.diff(price) > params.cluster_atr * atr[code][1:]]
+    chain_start = np.maximum.accumulate(np.where(new_chain, np.arange(len(price)), 0))
+    width_slice = np.floor((price - price[chain_start]) / (params.max_width_atr * atr[code])).astype(np.int64)
+    starts = np.flatnonzero(new_chain | np.r_[True, width_slice[1:] != width_slice[:-1]])
+    level_code = code[starts]
+    count = np.diff(np.r_[starts, len(price)])
+    levels = pd.DataFrame({
+        "code": level_code,
+        "level": np.add.reduceat(price, starts) / count,
+        "low": price[starts],
+        "high": np.maximum.reduceat(price, starts),
+        "touches": np.add.reduceat((kind == SWING).astype(np.int64), starts),
+        "last_touch": np.maximum.reduceat(time, starts),
+        "poc": np.maximum.reduceat(kind == POC, starts),
+        "hvn": np.maximum.reduceat(kind == HVN, starts),
+        "pivot": _PIVOT_LABELS[np.bitwise_or.reduceat(pivot, starts)],
+    })
+    levels["node"] = np.where(levels["poc"], "poc", np.where(levels["hvn"], "hvn", None))
+    margin = params.zone_atr * atr[level_code]
     levels["zone_low"] = levels["low"] - margin
     levels["zone_high"] = levels["high"] + margin
     return levels
 
 
-def _volume_share(bars: pd.DataFrame, levels: pd.DataFrame) -> np.ndarray:
+def _volume_share(bars: pd.DataFrame, codes: np.ndarray, markets: int, levels: pd.DataFrame) -> np.ndarray:
     """Share of each market's lookback turnover traded with typical price inside the level's zone.
 
     One sorted array over all markets (market code + normalised price) answers every zone with two
     binary searches, so the cost does not grow with markets x levels.
     """
-    codes, markets = pd.factorize(bars[MARKET])
     typical = ((bars["high"] + bars["low"] + bars["close"]) / 3.0).to_numpy()
-    low = pd.Series(typical).groupby(codes).min().to_numpy()
-    span = np.maximum(pd.Series(typical).groupby(codes).max().to_numpy() - low, 1e-12)
+    value = bars["value"].to_numpy()
+    low = np.full(markets, np.inf)
+    np.minimum.at(low, codes, typical)
+    high = np.full(markets, -np.inf)
+    np.maximum.at(high, codes, typical)
+    span = np.maximum(high - low, 1e-12)
     key = codes + np.clip((typical - low[codes]) / span[codes], 0.0, 1.0) * 0.5
     order = np.argsort(key, kind="stable")
-    cumulative = np.concatenate(([0.0], np.cumsum(bars["value"].to_numpy()[order])))
+    cumulative = np.r_[0.0, np.cumsum(value[order])]
     sorted_key = key[order]
-    total = np.bincount(codes, weights=bars["value"].to_numpy(), minlength=len(markets))
-    level_codes = markets.get_indexer(levels[MARKET])
-    lo = level_codes + np.clip((levels["zone_low"].to_numpy() - low[level_codes]) / span[level_codes], 0.0, 1.0) * 0.5
-    hi = level_codes + np.clip((levels["zone_high"].to_numpy() - low[level_codes]) / span[level_codes], 0.0, 1.0) * 0.5
-    inside = cumulative[np.searchsorted(sorted_key, hi, "right")] - cumulative[np.searchsorted(sorted_key, lo, "left")]
+    total = np.bincount(codes, weights=value, minlength=markets)
+    level_codes = levels["code"].to_numpy()
+
+    def position(bound: np.ndarray) -> np.ndarray:
+        return level_codes + np.clip((bound - low[level_codes]) / span[level_codes], 0.0, 1.0) * 0.5
+
+    inside = (cumulative[np.searchsorted(sorted_key, position(levels["zone_high"].to_numpy()), "right")]
+              - cumulative[np.searchsorted(sorted_key, position(levels["zone_low"].to_numpy()), "left")])
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total[level_codes] > 0, inside / total[level_codes], 0.0)
     return np.clip(share, 0.0, 1.0)
@@ -277,7 +313,6 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     levels = levels[levels["rank"] <= params.per_side].reset_index(drop=True)
     levels["as_of"] = as_of
     levels["reasons"] = _reasons(levels)
-    levels["pivot"] = levels["pivot"].astype(object).where(levels["pivot"].notna(), None)
     out = levels[COLUMNS].sort_values([MARKET, "side", "rank"], ascending=[True, False, True], kind="stable")
     return out.astype({"rank": "int64", "touches": "int64"}).reset_index(drop=True)
 
@@ -287,10 +322,10 @@ def _reasons(levels: pd.DataFrame) -> list[dict]:
     records = levels[["touches", "last_touch", "volume_share", "node", "pivot", "atr"]].to_dict("records")
     return [{
         "swing_touches": int(r["touches"]),
-        "last_touch": None if pd.isna(r["last_touch"]) else r["last_touch"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "last_touch": None if r["last_touch"] == _NO_TIME else pd.Timestamp(r["last_touch"], tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
         "volume_share": round(float(r["volume_share"]), 4),
-        "volume_node": None if pd.isna(r["node"]) else r["node"],
-        "pivots": [] if r["pivot"] is None or pd.isna(r["pivot"]) else r["pivot"].split(","),
+        "volume_node": r["node"],
+        "pivots": [] if r["pivot"] is None else r["pivot"].split(","),
         "atr": round(float(r["atr"]), 8),
     } for r in records]
 

@@ -23,13 +23,13 @@ MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
 
 @pytest.fixture(scope="module")
 def candles(upbit_data_dir):
-    """Real 1m candles over the lookback and the hour, real 1h candles of the five days before."""
+    """Real 1m candles over the lookback and the hour; real 1h candles of the five days before, lagging 2 hours."""
     minutes = real_candles(upbit_data_dir, "1m")
     start = HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS)
     minutes = minutes[(minutes["candle_start"] >= start) & (minutes["candle_start"] < HOUR + pit.HOUR)].reset_index(drop=True)
     hours = real_candles(upbit_data_dir, "1h")
     day = HOUR.floor("D")
-    hours = hours[(hours["candle_start"] >= day - pd.Timedelta(days=HOURLY_LOOKBACK_DAYS)) & (hours["candle_start"] < day)]
+    hours = hours[(hours["candle_start"] >= day - pd.Timedelta(days=HOURLY_LOOKBACK_DAYS)) & (hours["candle_start"] < HOUR - 2 * pit.HOUR)]
     markets = universe(MARKETS, ["2025-09-26", "2025-09-27"], warning=("KRW-SOL",))
     return minutes, hours.reset_index(drop=True), markets
 
@@ -53,13 +53,13 @@ def test_one_row_per_two_minute_tick_with_documented_columns(status):
 
 
 def test_breadth_returns_and_turnover_match_a_direct_computation(candles, status):
-    minutes, _, _ = candles
+    minutes, hours, _ = candles
     row = status.iloc[7]
     as_of = row["as_of"]
     regular = pit.regular_minutes(minutes, HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS), as_of)
     close = regular.pivot(index="candle_start", columns="market", values="close")
     now, hour_ago = close.loc[as_of - pit.MINUTE], close.loc[as_of - pd.Timedelta(minutes=61)]
-    prev_day_close = close.loc[as_of.floor("D") - pit.MINUTE]
+    prev_day_close = hours[hours["candle_start"] < as_of.floor("D")].groupby("market")["close"].last()
     ret = now / hour_ago - 1
     assert row["breadth_1h"] == pytest.approx((ret > 0).mean())
     assert row["breadth_day"] == pytest.approx((now > prev_day_close).mean())
@@ -67,11 +67,27 @@ def test_breadth_returns_and_turnover_match_a_direct_computation(candles, status
     assert row["dispersion_1h_pct"] == pytest.approx(100 * ret.std(ddof=0))
     traded = minutes[(minutes["candle_start"] >= as_of - pit.HOUR) & (minutes["candle_start"] < as_of)]
     assert row["turnover_krw_1h"] == pytest.approx(traded["value"].sum(), rel=1e-9)
-    before = minutes[(minutes["candle_start"] >= as_of - pd.Timedelta(hours=25)) & (minutes["candle_start"] < as_of - pit.HOUR)]
-    assert row["turnover_ratio_24h"] == pytest.approx(traded["value"].sum() / (before["value"].sum() / 24), rel=1e-9)
-    btc = np.log(close["KRW-BTC"]).diff()
-    last_hour = btc[(btc.index >= as_of - pd.Timedelta(minutes=60)) & (btc.index < as_of)]
-    assert row["btc_vol_1h_pct"] == pytest.approx(100 * np.sqrt((last_hour ** 2).sum()), rel=1e-9)
+
+
+def test_reference_values_come_from_the_closed_hours(candles, status):
+    """Previous close, 24 h turnover norm and 24 h volatility use the hourly bars closed before the hour."""
+    minutes, hours, _ = candles
+    row = status.iloc[4]
+    as_of = row["as_of"]
+    last_day = hours[(hours["candle_start"] >= HOUR - pd.Timedelta(hours=24)) & (hours["candle_start"] < HOUR)]
+    assert len(last_day) < 4 * 24  # today's hours are not all stored: the rest come from the minutes
+    built = pit.resample_bars(minutes[(minutes["candle_start"] < HOUR)], pit.HOUR)
+    day = pd.concat([last_day, built]).drop_duplicates(["market", "candle_start"])
+    day = day[(day["candle_start"] >= HOUR - pd.Timedelta(hours=24)) & (day["candle_start"] < HOUR)]
+    traded = minutes[(minutes["candle_start"] >= as_of - pit.HOUR) & (minutes["candle_start"] < as_of)]
+    assert row["turnover_ratio_24h"] == pytest.approx(traded["value"].sum() / (day["value"].sum() / 24), rel=1e-9)
+    btc = day[day["market"] == "KRW-BTC"]
+    assert len(btc) == 24
+    parkinson = np.log(btc["high"] / btc["low"]) / np.sqrt(4 * np.log(2))
+    assert row["btc_vol_24h_pct"] == pytest.approx(100 * np.sqrt((parkinson ** 2).mean()), rel=1e-9)
+    btc_minutes = traded[traded["market"] == "KRW-BTC"]
+    expected_1h = np.log(btc_minutes["high"].max() / btc_minutes["low"].min()) / np.sqrt(4 * np.log(2))
+    assert row["btc_vol_1h_pct"] == pytest.approx(100 * expected_1h, rel=1e-9)
 
 
 def test_btc_trend_is_talib_ema_of_hourly_closes_with_the_forming_hour(candles, status):

@@ -43,8 +43,9 @@ def test_range_bound_market_has_support_at_the_floor_and_resistance_at_the_ceili
     resistance = levels[levels["side"] == "resistance"]
     floor = support.loc[support["touches"].idxmax()]
     ceiling = resistance.loc[resistance["touches"].idxmax()]
-    assert floor["zone_low"] <= 99.8 <= floor["zone_high"] and floor["touches"] >= 19
-    assert ceiling["zone_low"] <= 110.2 <= ceiling["zone_high"] and ceiling["touches"] >= 19
+    days = LevelParams().lookback_hours // 24  # one bottom and one top a day inside the lookback
+    assert floor["zone_low"] <= 99.8 <= floor["zone_high"] and floor["touches"] >= days - 1
+    assert ceiling["zone_low"] <= 110.2 <= ceiling["zone_high"] and ceiling["touches"] >= days - 1
     assert floor["strength"] == support["strength"].max() >= 60
     assert ceiling["strength"] == resistance["strength"].max() >= 60
     p = (110.2 + 99.8 + 104.0) / 3
@@ -127,8 +128,9 @@ def test_hours_missing_from_storage_are_built_from_minutes(candles, levels):
     minutes, hours, days, markets = candles
     lagging = hours[hours["candle_start"] < HOUR - 2 * pit.HOUR]
     assert len(lagging) < len(hours)
-    pd.testing.assert_frame_equal(_levels(minutes, lagging, days, markets, pit.ticks(HOUR, HOUR + pit.HOUR, 900)), levels,
-                                  check_exact=False, rtol=1e-4)
+    built = _levels(minutes, lagging, days, markets, pit.ticks(HOUR, HOUR + pit.HOUR, 900))
+    # reasons repeat the compared columns, rounded: a 1e-5 turnover difference can flip a digit there.
+    pd.testing.assert_frame_equal(built.drop(columns="reasons"), levels.drop(columns="reasons"), check_exact=False, rtol=1e-4)
 
 
 def _bad(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:

@@ -1,0 +1,292 @@
+"""Benchmark: one snapshot tick of each analysis asset for 250 markets, split into read, compute, write, push.
+
+Candles of the replay's simulated market (dantaro_assets/replay/simulated.py: 250 KRW markets,
+BTC-correlated, no-trade gaps) are written through the Postgres IO manager into a temporary schema
+of the machine's Postgres, as the candle assets would store them. For each asset, one tick is timed:
+
+- read: every input loaded through the IO manager over the asset's own partition mappings (one
+  range query per input);
+- compute: CandleHistory (gap filling, forming bars) plus the asset's analysis at that tick;
+- write: the tick's rows written to the asset's table (delete + COPY in one transaction);
+- push: the rows pushed to Redis as the latest snapshot (per market too for support_levels).
+
+In the same run the compute is compared with a per-market pandas loop over the same inputs (the
+obvious alternative), whose results are checked equal to the vectorised ones. Add an asset by
+appending an ``AssetBench`` to ``BENCHES``. Median of ``--repeat`` runs.
+
+    python bench/analysis.py [--url postgresql://postgres@127.0.0.1:5432/test] [--redis redis://127.0.0.1:6379/0]
+                             [--markets 250] [--repeat 3]
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.market_status import analysis as status_analysis
+from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS
+from dantaro_assets.market_status.assets import market_status
+from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.replay.simulated import SimulatedMarket
+from dantaro_assets.support_levels import analysis as levels_analysis
+from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
+from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
+from dantaro_assets.support_levels.assets import support_levels
+
+HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
+PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
+CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+UPSTREAM = {
+    "candles_1m": (hourly_partitions, CANDLE_METADATA),
+    "candles_1h": (daily_partitions, CANDLE_METADATA),
+    "candles_1d": (daily_partitions, CANDLE_METADATA),
+    "upbit_markets": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"]}),
+}
+
+
+@dataclass(frozen=True)
+class AssetBench:
+    """How to time one analysis asset: its definition, the tick, the vectorised compute and a per-market loop."""
+
+    asset: dg.AssetsDefinition
+    tick: pd.Timestamp
+    compute: Callable[[dict[str, pd.DataFrame], pd.Timestamp], pd.DataFrame]
+    loop: Callable[[dict[str, pd.DataFrame], pd.Timestamp], pd.DataFrame]
+    same: Callable[[pd.DataFrame, pd.DataFrame], None]
+
+    @property
+    def name(self) -> str:
+        return self.asset.key.to_user_string()
+
+
+# --- market_status -------------------------------------------------------------------------
+
+def _status_history(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pit.CandleHistory:
+    start = HOUR - pd.Timedelta(hours=STATUS_MINUTE_HOURS)
+    return pit.CandleHistory(inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1h"].iloc[:0], start, tick)
+
+
+def status_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    history = _status_history(inputs, tick)
+    return status_analysis.compute_market_status(history, inputs["upbit_markets"], pd.DatetimeIndex([tick]))
+
+
+def status_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    """Per market: reindex its minutes onto the grid, carry the close, read the returns and turnover."""
+    candles, hours = inputs["candles_1m"], inputs["candles_1h"]
+    start = HOUR - pd.Timedelta(hours=STATUS_MINUTE_HOURS)
+    grid = pd.date_range(start, tick, freq="1min", inclusive="left")
+    rows = []
+    for market in candles["market"].unique():
+        own = candles[candles["market"] == market].set_index("candle_start")
+        close = own["close"].reindex(own.index.union(grid)).ffill().reindex(grid)
+        value = own["value"].reindex(grid, fill_value=0.0)
+        own_hours = hours[(hours["market"] == market) & (hours["candle_start"] < tick.floor("D"))]
+        now = close.loc[tick - pit.MINUTE]
+        rows.append({
+            "ret_1h": now / close.loc[tick - pd.Timedelta(minutes=61)] - 1,
+            "ret_day": now / own_hours.sort_values("candle_start")["close"].iloc[-1] - 1,
+            "turnover": value.loc[tick - pit.HOUR: tick - pit.MINUTE].sum(),
+        })
+    stats = pd.DataFrame(rows)
+    return pd.DataFrame({"breadth_1h": [(stats["ret_1h"] > 0).mean()], "breadth_day": [(stats["ret_day"] > 0).mean()],
+                         "turnover_krw_1h": [stats["turnover"].sum()]})
+
+
+def status_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
+    for column in looped.columns:
+        np.testing.assert_allclose(vectorised[column].to_numpy(), looped[column].to_numpy(), rtol=1e-9, err_msg=column)
+
+
+# --- support_levels ------------------------------------------------------------------------
+
+def _levels_history(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pit.CandleHistory:
+    start = HOUR - pd.Timedelta(hours=LEVELS_MINUTE_HOURS)
+    return pit.CandleHistory(inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1d"], start, tick)
+
+
+def levels_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    history = _levels_history(inputs, tick)
+    return levels_analysis.levels_at_ticks(history, inputs["upbit_markets"], pd.DatetimeIndex([tick]))
+
+
+def levels_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    """The same method called market by market on that market's slices."""
+    history = _levels_history(inputs, tick)
+    hourly, price = history.hourly(tick), history.price(tick)
+    daily = history.daily(tick, hourly)
+    frames = []
+    for market in price.index:
+        frames.append(levels_analysis.compute_support_levels(
+            hourly[hourly["market"] == market], daily[daily["market"] == market], price.loc[[market]], tick))
+    return pd.concat(frames, ignore_index=True)
+
+
+def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(vectorised[looped.columns].reset_index(drop=True), looped, check_exact=False, rtol=1e-9)
+
+
+BENCHES = [
+    AssetBench(market_status, HOUR + pd.Timedelta(minutes=58), status_compute, status_loop, status_same),
+    AssetBench(support_levels, HOUR + pd.Timedelta(minutes=45), levels_compute, levels_loop, levels_same),
+]
+
+
+# --- data and timing -----------------------------------------------------------------------
+
+def simulated_inputs(markets: int) -> dict[str, pd.DataFrame]:
+    """Every upstream table as the candle assets would hold it at HOUR + 1 h (closed candles only)."""
+    sim = SimulatedMarket(markets, seed=7)
+    end = (HOUR + pit.HOUR).timestamp()
+    day = HOUR.floor("D")
+
+    def frame(unit_minutes: int, until: pd.Timestamp, count: int) -> pd.DataFrame:
+        parts = []
+        for spec in sim.specs:
+            c = sim.candles(spec.info.market, unit_minutes, until.timestamp(), count, end)
+            parts.append(pd.DataFrame({"market": spec.info.market, "candle_start": pd.to_datetime(c.start, unit="s", utc=True),
+                                       "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+                                       "volume": c.volume, "value": c.value}))
+        return pd.concat(parts, ignore_index=True)
+
+    infos = sim.markets(HOUR.timestamp())
+    universe = pd.DataFrame([(i.market, i.korean_name, i.english_name, i.warning, *i.caution) for i in infos],
+                            columns=MARKET_COLUMNS)
+    universe = pd.concat([universe.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
+    return {
+        "candles_1m": frame(1, HOUR + pit.HOUR, (STATUS_MINUTE_HOURS + 1) * 60),
+        "candles_1h": frame(60, HOUR, LEVELS_HOURLY_DAYS * 24 + 10),
+        "candles_1d": frame(24 * 60, day, 2),
+        "upbit_markets": universe[["day", *MARKET_COLUMNS]],
+    }
+
+
+def upstream_range(asset: dg.AssetsDefinition, upstream: str) -> dg.PartitionKeyRange:
+    """The upstream partitions the asset's mapping reads for PARTITION (one range)."""
+    partitions_def = UPSTREAM[upstream][0]
+    mapping = asset.get_partition_mapping(dg.AssetKey(upstream))
+    subset = hourly_partitions.empty_subset().with_partition_keys([PARTITION])
+    mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, hourly_partitions, partitions_def)
+    (key_range,) = mapped.partitions_subset.get_partition_key_ranges(partitions_def)
+    return key_range
+
+
+def store(io_manager: PostgresDataFrameIOManager, name: str, frame: pd.DataFrame) -> None:
+    partitions_def, metadata = UPSTREAM[name]
+    time_column = metadata["partition_expr"]
+    first = partitions_def.get_partition_key_for_timestamp(max(frame[time_column].min(), pd.Timestamp(partitions_def.start)).timestamp())
+    last = partitions_def.get_partition_key_for_timestamp(frame[time_column].max().timestamp())
+    window = dg.TimeWindow(partitions_def.time_window_for_partition_key(first).start, partitions_def.time_window_for_partition_key(last).end)
+    inside = frame[(frame[time_column] >= window.start) & (frame[time_column] < window.end)].reset_index(drop=True)
+    context = dg.build_output_context(asset_key=name, definition_metadata=metadata, asset_partitions_def=partitions_def,
+                                      asset_partition_key_range=dg.PartitionKeyRange(first, last), run_id="bench")
+    io_manager.handle_output(context, inside)
+
+
+def read(io_manager: PostgresDataFrameIOManager, bench: AssetBench) -> dict[str, pd.DataFrame]:
+    inputs = {}
+    for key in bench.asset.keys_by_input_name.values():
+        name = key.to_user_string()
+        partitions_def, metadata = UPSTREAM[name]
+        upstream = dg.build_output_context(asset_key=name, definition_metadata=metadata)
+        context = dg.build_input_context(asset_key=name, upstream_output=upstream, asset_partitions_def=partitions_def,
+                                         asset_partition_key_range=upstream_range(bench.asset, name))
+        inputs[name] = io_manager.load_input(context)
+    return inputs
+
+
+def write(io_manager: PostgresDataFrameIOManager, bench: AssetBench, frame: pd.DataFrame) -> None:
+    metadata = {k: v for k, v in bench.asset.metadata_by_key[bench.asset.key].items() if k != "snapshot"}
+    context = dg.build_output_context(asset_key=bench.name, definition_metadata=metadata, asset_partitions_def=hourly_partitions,
+                                      partition_key=PARTITION, run_id="bench")
+    io_manager.handle_output(context, frame)
+
+
+def push(redis: RedisResource, bench: AssetBench, frame: pd.DataFrame) -> None:
+    snapshot = bench.asset.metadata_by_key[bench.asset.key]["snapshot"]
+    redis.push_snapshot(bench.name, frame, as_of=bench.tick, run_id="bench", partition=PARTITION,
+                        ttl=int(snapshot["ttl"]), per_market=bool(snapshot["per_market"]))
+
+
+def timed(action: Callable[[], object], repeat: int) -> tuple[float, object]:
+    """Median seconds over ``repeat`` runs, and the last result."""
+    seconds, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = action()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--markets", type=int, default=250)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each step (median reported)")
+    args = parser.parse_args()
+
+    schema, prefix = f"bench_analysis_{os.getpid()}", f"bench_analysis_{os.getpid()}"
+    postgres = PostgresResource(url=args.url, db_schema=schema)
+    redis = RedisResource(url=args.redis, prefix=prefix)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    started = time.perf_counter()
+    data = simulated_inputs(args.markets)
+    generated = time.perf_counter() - started
+
+    postgres.execute(f'CREATE SCHEMA "{schema}"')
+    results = {}
+    try:
+        for name, frame in data.items():
+            store(io_manager, name, frame)
+        for bench in BENCHES:
+            read_s, inputs = timed(lambda: read(io_manager, bench), args.repeat)
+            compute_s, frame = timed(lambda: bench.compute(inputs, bench.tick), args.repeat)
+            loop_s, looped = timed(lambda: bench.loop(inputs, bench.tick), 1)
+            bench.same(frame, looped)
+            write_s, _ = timed(lambda: write(io_manager, bench, frame), args.repeat)
+            push_s, _ = timed(lambda: push(redis, bench, frame), args.repeat)
+            results[bench.name] = {
+                "rows_read": sum(len(f) for f in inputs.values()), "rows_written": len(frame),
+                "read": read_s, "compute": compute_s, "write": write_s, "push": push_s,
+                "tick": read_s + compute_s + write_s + push_s, "loop": loop_s, "vs_loop": loop_s / compute_s,
+            }
+    finally:
+        postgres.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        client = redis.client()
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    table = [[name, r["rows_read"], r["rows_written"], *(f"{r[k]:.3f}" for k in ("read", "compute", "write", "push", "tick", "loop")),
+              f"{r['vs_loop']:.1f}x"] for name, r in results.items()]
+    print(f"{args.markets} simulated markets, partition {PARTITION}, one tick per asset, median of {args.repeat} "
+          f"(loop: 1 run); data generated in {generated:.1f} s; schema {schema} (dropped)")
+    print(tabulate(table, headers=["asset", "rows read", "rows out", "read s", "compute s", "write s", "push s", "tick s",
+                                   "loop s", "loop/compute"], tablefmt="github"))
+    print(f"command: {shlex.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(json.dumps({
+        "tick_seconds": round(max(r["tick"] for r in results.values()), 3),
+        "compute_seconds": round(max(r["compute"] for r in results.values()), 3),
+        "vs_loop": round(min(r["vs_loop"] for r in results.values()), 1),
+        "assets": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for name, r in results.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
