@@ -13,6 +13,7 @@ _UTC = pd.DatetimeTZDtype("ns", "UTC")
 def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
     """One row per tick inside [start, end); scores 0-100, shares 0-1, counts and amounts non-negative."""
     score = pa.Column("float64", pa.Check.in_range(0.0, 100.0), nullable=False)
+    component = pa.Column("float64", pa.Check.in_range(0.0, 100.0), nullable=True)  # NaN: no data, counted as 50
     share = pa.Column("float64", pa.Check.in_range(0.0, 1.0), nullable=True)
     amount = pa.Column("float64", pa.Check.ge(0.0), nullable=True)
     signed = pa.Column("float64", nullable=True)
@@ -20,8 +21,10 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         "as_of": pa.Column(_UTC, [pa.Check.ge(start, error=f">= {start.isoformat()} (partition start)"),
                                   pa.Check.lt(end, error=f"< {end.isoformat()} (partition end)")], nullable=False, unique=True),
         "regime": pa.Column(str, pa.Check.isin(["risk_on", "neutral", "risk_off"]), nullable=False),
-        "score": score, "score_breadth": score, "score_trend": score, "score_momentum": score, "score_calm": score,
-        "markets": pa.Column("int64", pa.Check.ge(0), nullable=False),
+        "score": score, "score_breadth": component, "score_trend": component, "score_momentum": component,
+        "score_calm": component,
+        "markets": pa.Column("int64", pa.Check.ge(1, error="no market has a 60-minute return at this tick: are candles_1m "
+                                                    "of this hour and the one before stored?"), nullable=False),
         "markets_warning": pa.Column("int64", pa.Check.ge(0), nullable=False),
         "breadth_1h": share, "breadth_day": share,
         "median_return_1h_pct": signed, "dispersion_1h_pct": amount,

@@ -162,3 +162,11 @@ def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources
     assert snapshot["as_of"] == "2025-09-27T15:58:00Z" and len(snapshot["rows"]) == 1
     second = run()
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_a_tick_without_candles_fails_the_check_with_the_likely_cause(candles):
+    minutes, hours, markets = candles
+    ticks = pit.ticks(HOUR, HOUR + pit.HOUR, 120)
+    empty = _status(minutes.iloc[:0], hours.iloc[:0], markets, ticks)
+    result = pandera_check(market_status_schema(HOUR, HOUR + pit.HOUR), empty)
+    assert not result.passed and "candles_1m" in str(result.metadata["failure_cases"].value) + result.description
