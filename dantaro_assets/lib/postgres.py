@@ -7,6 +7,8 @@ results back as Arrow, so a frame never goes through Python rows or text parsing
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
@@ -29,6 +31,22 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(coerce_temporal_nanoseconds=True)
 
 
+_POOL: dict[tuple[int, str], list[adbc.Connection]] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _alive(conn: adbc.Connection) -> bool:
+    """Whether an idle pooled connection still answers (the server may have restarted)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        return True
+    except adbc.Error:
+        conn.close()
+        return False
+
+
 class PostgresResource(dg.ConfigurableResource):
     """Connections to the Dantaro database; ``url=None`` uses the embedded server in the state folder."""
 
@@ -40,16 +58,25 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[adbc.Connection]:
-        """An ADBC connection in a transaction: committed when the block ends, rolled back on error."""
-        conn = adbc.connect(self.resolved_url())
+        """A pooled ADBC connection in a transaction: committed when the block ends, discarded on error.
+
+        Opening an ADBC connection costs ~0.1 s (the driver loads Postgres' type catalogue), more than
+        a whole small read, so connections are kept per process and URL and reused.
+        """
+        key = (os.getpid(), self.resolved_url())
+        with _POOL_LOCK:
+            idle = _POOL.setdefault(key, [])
+            conn = idle.pop() if idle else None
+        if conn is None or not _alive(conn):
+            conn = adbc.connect(key[1])
         try:
             yield conn
             conn.commit()
         except BaseException:
-            conn.rollback()
+            conn.close()  # ends the transaction server-side; a broken connection never goes back
             raise
-        finally:
-            conn.close()
+        with _POOL_LOCK:
+            _POOL[key].append(conn)
 
     def table_name(self, table: str) -> str:
         """``schema.table``, quoted."""
