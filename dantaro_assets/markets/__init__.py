@@ -1,6 +1,11 @@
 """Upbit market data: the daily KRW universe and 1-minute, 1-hour and 1-day candles."""
 
-from dantaro_assets.markets.assets import candles_1d, candles_1h, candles_1m, upbit_markets
+from dantaro_assets.markets.assets import (
+    candles_1d,
+    candles_1h,
+    candles_1m,
+    upbit_markets,
+)
 
 assets = [upbit_markets, candles_1m, candles_1h, candles_1d]
 

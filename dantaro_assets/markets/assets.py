@@ -16,7 +16,12 @@ import pandas as pd
 
 from dantaro_assets.lib.checks import pandera_check, schema_check_spec
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
-from dantaro_assets.markets.candles import MissingUniverseError, coverage, keep_listed, universe_markets
+from dantaro_assets.markets.candles import (
+    MissingUniverseError,
+    coverage,
+    keep_listed,
+    universe_markets,
+)
 from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.settings import get_settings
@@ -44,9 +49,11 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
     window = context.partition_time_window
     days = pd.date_range(window.start, window.end, freq="D", inclusive="left")
     listing = upbit.markets()
+    listed_at = datetime.now(timezone.utc).isoformat()
     frame = pd.concat([listing.assign(day=day) for day in days], ignore_index=True)[["day", *MARKET_COLUMNS]]
     yield from _checked(frame, pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame))
-    yield dg.Output(frame, metadata={"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days)})
+    metadata = {"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days), "listed_at": listed_at}
+    yield dg.Output(frame, metadata=metadata)
 
 
 def _checked(frame: pd.DataFrame, result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:

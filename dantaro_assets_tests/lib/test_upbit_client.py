@@ -176,11 +176,11 @@ def test_empty_array_is_a_market_without_candles(client_factory, replay):
 
 def test_without_redis_the_limit_holds_in_process_with_a_warning(client_factory, replay, caplog):
     with caplog.at_level(logging.WARNING):
-        candles, stats = client_factory(redis=None).candles(MARKETS, "minute1", *HOUR)
+        _, stats = client_factory(redis=None).candles(MARKETS, "minute1", *HOUR)
     assert "this process only" in caplog.text and stats.markets_returned == 3
 
 
 def test_day_candles_are_utc_days(client_factory, replay):
     start = pd.Timestamp("2026-02-20T00:00Z")
-    candles, stats = client_factory().candles(["KRW-BTC"], "day", start, start + timedelta(days=10))
+    candles, _ = client_factory().candles(["KRW-BTC"], "day", start, start + timedelta(days=10))
     assert len(candles) == 10 and (candles["candle_start"] == candles["candle_start"].dt.floor("D")).all()

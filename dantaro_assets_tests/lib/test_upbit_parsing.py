@@ -7,8 +7,13 @@ import json
 import pandas as pd
 import pytest
 
-from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitResponseError, interval
-from dantaro_assets.lib.upbit import parsing
+from dantaro_assets.lib.upbit import (
+    CANDLE_COLUMNS,
+    MARKET_COLUMNS,
+    UpbitResponseError,
+    interval,
+    parsing,
+)
 from dantaro_assets.lib.upbit.rate_limit import parse_remaining_req
 
 DAY = interval("day")

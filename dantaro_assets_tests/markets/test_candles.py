@@ -8,7 +8,13 @@ import pytest
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.upbit import FetchStats, interval
 from dantaro_assets.lib.upbit.parsing import empty_quarantine
-from dantaro_assets.markets.candles import MissingUniverseError, coverage, keep_listed, universe_markets, window_days
+from dantaro_assets.markets.candles import (
+    MissingUniverseError,
+    coverage,
+    keep_listed,
+    universe_markets,
+    window_days,
+)
 from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
 
 H10, H11 = pd.Timestamp("2025-09-15T10:00Z"), pd.Timestamp("2025-09-15T11:00Z")

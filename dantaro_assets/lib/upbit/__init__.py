@@ -11,7 +11,13 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitServerError,
     UpbitTransportError,
 )
-from dantaro_assets.lib.upbit.parsing import CANDLE_COLUMNS, INTERVALS, MARKET_COLUMNS, Interval, interval
+from dantaro_assets.lib.upbit.parsing import (
+    CANDLE_COLUMNS,
+    INTERVALS,
+    MARKET_COLUMNS,
+    Interval,
+    interval,
+)
 
 __all__ = [
     "CANDLE_COLUMNS",

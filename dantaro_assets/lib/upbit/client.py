@@ -40,7 +40,13 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitServerError,
     UpbitTransportError,
 )
-from dantaro_assets.lib.upbit.rate_limit import DEFAULT_WINDOW_SECONDS, IPBlocked, RateLimiter, make_rate_limiter, parse_remaining_req
+from dantaro_assets.lib.upbit.rate_limit import (
+    DEFAULT_WINDOW_SECONDS,
+    IPBlocked,
+    RateLimiter,
+    make_rate_limiter,
+    parse_remaining_req,
+)
 from dantaro_assets.settings import get_settings
 
 log = logging.getLogger(__name__)
