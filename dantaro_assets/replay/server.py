@@ -426,18 +426,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    source, description = _build_source(args)
-    start = parse_time(args.clock) if args.clock else source.default_clock()
-    clock = Clock(start, running=args.clock_running and start is not None)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rate_limit < 0 or args.block_after < 0 or args.block_seconds < 0:
+        parser.error("--rate-limit, --block-after and --block-seconds must not be negative")
+    try:
+        start = parse_time(args.clock) if args.clock else None
+    except RequestError as error:
+        parser.error(f"--clock: {error}")
+    try:
+        source, description = _build_source(args)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    clock = Clock(start if args.clock else source.default_clock(), running=args.clock_running and bool(args.clock))
     state = ReplayState(source, clock, RateLimiter(args.rate_limit, args.block_after, args.block_seconds), description)
     for spec in args.fault:
         try:
             state.faults.add(json.loads(spec))
         except (ValueError, TypeError) as error:
-            print(f"invalid --fault {spec!r}: {error}", file=sys.stderr)
-            return 2
-    server = make_server(state, args.host, args.port)
+            parser.error(f"--fault {spec!r}: {error}")
+    try:
+        server = make_server(state, args.host, args.port)
+    except OSError as error:
+        parser.error(f"cannot listen on {args.host}:{args.port}: {error}")
     host, port = server.server_address[:2]
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"Upbit replay listening on http://{host}:{port} ({description}; clock {clock.describe()['now']} {clock.describe()['mode']})", flush=True)

@@ -96,3 +96,13 @@ def test_rate_limit_zero_switches_limiting_off(replay_server_factory):
     with httpx.Client(base_url=server.url) as client:
         statuses = {client.get(CANDLES, params={"market": "KRW-BTC"}).status_code for _ in range(25)}
     assert statuses == {200}
+
+
+def test_budgets_are_per_client_ip(replay):
+    other_ip = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=replay.url) as first, httpx.Client(base_url=replay.url, transport=other_ip) as second:
+        for _ in range(10):
+            first.get(CANDLES, params={"market": "KRW-BTC"})
+        assert first.get(CANDLES, params={"market": "KRW-BTC"}).status_code == 429
+        other = second.get(CANDLES, params={"market": "KRW-BTC"})
+        assert other.status_code == 200 and _remaining(other) == ("candles", 9)
