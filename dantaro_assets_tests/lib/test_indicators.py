@@ -103,16 +103,6 @@ def test_unsorted_frames_are_refused():
         indicators.ema(frame, 10)
 
 
-def test_shift_returns_and_rolling_sums_stay_inside_each_market():
-    frame = indicators.sort_candles(synthetic_minutes(3, "2025-09-01 00:00", "2025-09-01 01:00", gap_share=0.0))
-    expected_sum = frame.groupby("market")["value"].transform(lambda s: s.rolling(5).sum())
-    np.testing.assert_allclose(indicators.rolling_sum(frame, 5, "value"), expected_sum, rtol=1e-9, equal_nan=True)
-    expected_ret = frame.groupby("market")["close"].transform(lambda s: np.log(s / s.shift(3)))
-    np.testing.assert_allclose(indicators.log_returns(frame, 3), expected_ret, rtol=1e-12, equal_nan=True)
-    first_rows = frame.groupby("market").head(3).index
-    assert indicators.log_returns(frame, 3).loc[first_rows].isna().all()
-
-
 def test_ema_step_extends_a_series_like_one_more_row(hourly):
     btc = hourly[hourly["market"] == "KRW-BTC"].reset_index(drop=True)
     full = indicators.ema(btc, 20)
