@@ -246,16 +246,13 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
         else:
             statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
-            # One unique index, time column first: it enforces the key and serves the window's DELETE,
-            # the ranged read and its ORDER BY; rows arrive sorted, so inserts append to its right edge.
-            key = storage_order(partition_expr, primary_key)
-            if primary_key and (partition_expr is None or partition_expr in primary_key):
-                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, key))})")
-            else:
-                if primary_key:
-                    statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, primary_key))})")
-                if partition_expr:
-                    statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
+            # The key's unique index leads with the time column: it also serves the window's DELETE, the
+            # ranged read and its ORDER BY, and rows arrive sorted, so inserts append at its right edge.
+            unique = storage_order(partition_expr, primary_key) if partition_expr in primary_key else primary_key
+            if unique:
+                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, unique))})")
+            if partition_expr in columns and unique[:1] != [partition_expr]:
+                statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
         self._lock(conn, schema)
         with conn.cursor() as cur:
             for statement in statements:

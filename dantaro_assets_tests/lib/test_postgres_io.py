@@ -35,6 +35,23 @@ def test_rewrite_replaces_only_its_partition(io_manager):
     assert metadata["dagster/table_name"].value.endswith(".replace_candles")
 
 
+def test_tables_get_typed_columns_and_one_time_first_key_index(io_manager, postgres_resource):
+    write(io_manager, candles(HOUR_A), "typed_candles", partitions=(HOUR_A, HOUR_A))
+    write(io_manager, candles(HOUR_A)[["market", "candle_start", "close"]], "keyless_candles", partitions=(HOUR_A, HOUR_A), metadata={"partition_expr": "candle_start"})
+    schema = postgres_resource.db_schema
+    columns = postgres_resource.read_frame(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'typed_candles' ORDER BY ordinal_position",
+        (schema,),
+    )
+    assert dict(zip(columns["column_name"], columns["data_type"])) == {
+        "market": "text", "candle_start": "timestamp with time zone", **dict.fromkeys(["open", "high", "low", "close", "volume", "value"], "double precision")
+    }
+    indexes = postgres_resource.read_frame("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname", (schema,))
+    definitions = {(row.tablename, row.indexdef.split(" USING ")[1]) for row in indexes.itertuples() if row.tablename in ("typed_candles", "keyless_candles")}
+    assert definitions == {("typed_candles", "btree (candle_start, market)"), ("keyless_candles", "btree (candle_start)")}
+    assert "UNIQUE" in indexes.set_index("tablename").loc["typed_candles", "indexdef"]
+
+
 def test_range_write_replaces_every_hour_of_a_backfill(io_manager):
     write(io_manager, candles(HOUR_A), "range_candles", partitions=(HOUR_A, HOUR_A))
     write(io_manager, candles(HOUR_C), "range_candles", partitions=(HOUR_C, HOUR_C))
