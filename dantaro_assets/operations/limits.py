@@ -4,8 +4,8 @@ Priorities reproduce the seed's order (market status first, cleanup last) in the
 higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the instance's
 ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
 The 300 s timeout is the per-run ``dagster/max_runtime`` tag (enforced by run monitoring), and the
-memory limit is an address-space rlimit set by the executor inside the run worker process, so it
-holds for every launcher that runs the job in a process of its own.
+memory limit is an rlimit set by the executor inside the run worker process, so it holds for every
+launcher that runs the job in a process of its own.
 """
 
 from __future__ import annotations
@@ -52,16 +52,19 @@ def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool 
 
 
 def apply_memory_limit(megabytes: int) -> None:
-    """Cap this process's address space (and its children's): an allocation past it raises MemoryError.
+    """Cap this process's (and its children's) writable private memory: an allocation past it raises MemoryError.
 
+    RLIMIT_DATA (heap, anonymous mappings, thread stacks) rather than RLIMIT_AS: the address space also
+    counts untouched reservations (64 MB per glibc malloc arena, Arrow's allocator pools), so a run
+    using a few hundred MB could not even start a thread under a 2 GB RLIMIT_AS.
     Only lowers the soft limit, never above the hard limit, so an operator's stricter ulimit wins.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     wanted = megabytes * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
     if soft == resource.RLIM_INFINITY or wanted < soft:
-        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+        resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
 
 
 @dg.executor(name="in_process_memory_limited", config_schema=dg.in_process_executor.config_schema)
