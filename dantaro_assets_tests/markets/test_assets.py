@@ -109,3 +109,19 @@ def test_quarantined_candles_are_reported_and_never_stored(resources, postgres_r
     assert meta["quarantined"].value == 1 and "high below low" in meta["quarantine"].value
     stored = _read(postgres_resource, "candles_1m", "candle_start", "2025-09-17T10:00Z", "2025-09-17T11:00Z")
     assert len(stored) == 239 and (stored["high"] >= stored["low"]).all()
+
+
+def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
+    for asset in assets:
+        name = asset.key.to_user_string()
+        assert asset.op.pool == "upbit_api", name
+        policy = asset.op.retry_policy
+        assert (policy.max_retries, policy.backoff, policy.jitter) == (settings.run_retries, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
+        meta = asset.specs_by_key[asset.key].metadata
+        assert meta["partition_expr"] == ("day" if name == "upbit_markets" else "candle_start")
+        assert meta["primary_key"] == (["day", "market"] if name == "upbit_markets" else ["market", "candle_start"])
+        assert all(spec.blocking for spec in asset.check_specs), name
+    # a backfill run pages at most 4 x 200 candles per market, so it stays inside the run timeout
+    assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
+        "upbit_markets": None, "candles_1m": 13, "candles_1h": 33, "candles_1d": 800,
+    }
