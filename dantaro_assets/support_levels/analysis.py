@@ -11,8 +11,9 @@ Three methods with a long track record feed one set of candidate prices per mark
   R2 = P+(H-L), S2 = P-(H-L), R3 = H+2(P-L), S3 = L-2(H-P).
 Candidates closer than ``cluster_atr`` x ATR(14, hourly) chain into one level (single-linkage along
 the price axis, ATR-scaled so the tolerance follows each coin's volatility); a chain wider than
-``max_width_atr`` x ATR is cut into slices of that width so dense swings cannot make a huge zone. Each level gets a zone,
-its evidence and a 0-100 strength (see ``strength``). Everything is vectorised over all markets.
+``max_width_atr`` x ATR is cut into slices of that width so dense swings cannot make a huge zone.
+Each level gets a zone, its evidence and a 0-100 strength (see ``strength``). Everything is
+vectorised over all markets: one sorted array per step, no loop over markets or levels.
 """
 
 from __future__ import annotations
