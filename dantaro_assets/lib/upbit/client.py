@@ -298,7 +298,7 @@ class UpbitClient(dg.ConfigurableResource):
             good, bad = parsing.parse_candle_page(answer.payload, market=market, interval=spec, to=to, endpoint=spec.path)
             closed = good["candle_start"] + spec.width <= answer.server_time
             pages.append(good[closed & (good["candle_start"] >= start)])
-            rejected.append(bad)
+            rejected.append(bad[~(bad["candle_start"] < start)])  # a bad row before the window is not this window's
             oldest = good["candle_start"].min() if len(good) else to
             to = min(oldest, to - count * spec.width)
         return pd.concat(pages, ignore_index=True), pd.concat(rejected, ignore_index=True)
