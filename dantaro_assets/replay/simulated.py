@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import numpy as np
-from scipy.signal import lfilter
 
 from dantaro_assets.replay.core import (
     CAUTION_KEYS,
@@ -185,6 +184,27 @@ def _garch(shocks: np.ndarray, long_run_sd: np.ndarray) -> tuple[np.ndarray, np.
     return returns.T, sds.T
 
 
+_AR_BLOCK = 240
+_AR_POWERS = np.arange(1, _AR_BLOCK + 1)
+
+
+def _ar1(noise: np.ndarray, phi: float, start: float) -> np.ndarray:
+    """``x_t = phi * x_(t-1) + noise_t`` from ``x_0 = start``, vectorised.
+
+    Closed form per block, ``x_t = phi^t (x_0 + sum_k phi^-k e_k)``; blocks of 240 keep phi^-k small
+    enough for full float precision (a Python loop over minutes would dominate the day's cost).
+    """
+    up, down = phi**-_AR_POWERS, phi**_AR_POWERS
+    out = np.empty_like(noise)
+    carry = start
+    for first in range(0, len(noise), _AR_BLOCK):
+        shocks = noise[first : first + _AR_BLOCK]
+        n = len(shocks)
+        out[first : first + n] = down[:n] * (carry + np.cumsum(shocks * up[:n]))
+        carry = out[first + n - 1]
+    return out
+
+
 def _bridge(increments: np.ndarray, target: float) -> np.ndarray:
     """Cumulative path of ``increments`` pinned to end exactly at ``target`` (a Brownian bridge)."""
     path = np.cumsum(increments)
@@ -305,7 +325,7 @@ class SimulatedMarket:
     def _intraday_weights(self, rng: np.random.Generator) -> np.ndarray:
         """Share of the day's variance per minute: seasonality times an AR(1) log-volatility factor."""
         noise = rng.standard_normal(DAY_MINUTES) * _VOL_SD * math.sqrt(1 - _VOL_PHI**2)
-        log_vol = lfilter([1.0], [1.0, -_VOL_PHI], noise, zi=[rng.standard_normal() * _VOL_SD * _VOL_PHI])[0]
+        log_vol = _ar1(noise, _VOL_PHI, rng.standard_normal() * _VOL_SD)
         weights = _SEASON * np.exp(2 * log_vol)
         return weights / weights.sum()
 
