@@ -307,6 +307,8 @@ class UpbitHandler(BaseHTTPRequestHandler):
             self.send_response(503)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
         elif fault.kind == "drop":

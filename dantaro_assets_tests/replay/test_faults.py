@@ -40,6 +40,7 @@ def test_500_body_is_upbit_shaped_and_503_is_a_gateway_page(replay):
     replay.inject("503", path=CANDLES)
     page = _candles(replay)
     assert page.headers["content-type"].startswith("text/html") and "503" in page.text
+    assert page.headers["remaining-req"].startswith("group=candles;")
 
 
 def test_418_blocks_the_ip_for_its_seconds(replay):
