@@ -32,3 +32,19 @@ def write_instance_config(dagster_home: Path, settings: Settings | None = None, 
     header = f"# written by dantaro_assets.operations.instance from {template}; edit the template, not this file\n"
     target.write_text(header + yaml.safe_dump(render_instance_config(settings, template), sort_keys=False))
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dantaro_assets.operations.instance DAGSTER_HOME [--template deploy/dagster.prod.yaml]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write DAGSTER_HOME/dagster.yaml from a template with WORKER_MAX_WORKERS filled in.")
+    parser.add_argument("dagster_home", type=Path)
+    parser.add_argument("--template", type=Path, default=TEMPLATE)
+    args = parser.parse_args(argv)
+    print(write_instance_config(args.dagster_home, template=args.template))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

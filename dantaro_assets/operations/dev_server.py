@@ -1,0 +1,147 @@
+"""`dagster dev` (webserver + daemon) as a managed process, driven through GraphQL as the UI drives it.
+
+Used by the end-to-end test, the cycle benchmark and the screenshot script: each needs a real
+instance under its own DAGSTER_HOME, runs launched into the run queue and backfills over ranges.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+from dantaro_assets.operations.instance import PROJECT_DIR, write_instance_config
+
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+_BACKFILL_STATUS = "query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DagsterDev:
+    """A `dagster dev` of the project's workspace on a fresh DAGSTER_HOME (the project's instance config)."""
+
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None, port: int | None = None):
+        self.home = home
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
+        self.log_path = home / "dagster_dev.log"
+        self.process: subprocess.Popen | None = None
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def __enter__(self) -> DagsterDev:
+        write_instance_config(self.home)
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-p", str(self.port)],
+                cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dagster dev did not answer {self.url}/server_info in 180 s")
+            try:
+                if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+
+    def __exit__(self, *_: object) -> None:
+        """Stop the whole process group (webserver, daemon, code servers, run workers)."""
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def query(self, text: str, variables: Mapping[str, object] | None = None) -> dict:
+        return self.client._execute(text, dict(variables or {}))
+
+    def launch(self, job: str, partition: str | None = None, timeout: float = 120) -> str:
+        """Submit a run into the queue; retried while the code location is still loading."""
+        tags = {"dagster/partition": partition} if partition else None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.client.submit_job_execution(job, tags=tags)
+            except DagsterGraphQLClientError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def wait(self, run_id: str, timeout: float = 300, poll: float = 0.5) -> str:
+        """The run's final status."""
+        deadline = time.monotonic() + timeout
+        while (status := self.client.get_run_status(run_id).value) not in FINISHED:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {status} after {timeout} s")
+            time.sleep(poll)
+        return status
+
+    def backfill(self, ranges: Mapping[str, tuple[str, str]], timeout: float = 600) -> str:
+        """Backfill partition ranges per asset (the UI's "Materialize" dialog) and wait for the end."""
+        params = {
+            "partitionsByAssets": [
+                {"assetKey": {"path": [asset]}, "partitions": {"range": {"start": start, "end": end}}} for asset, (start, end) in ranges.items()
+            ]
+        }
+        launched = self.query(_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill not launched: {launched}")
+        deadline = time.monotonic() + timeout
+        while (status := self.query(_BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]) in (
+            "REQUESTED", "CANCELING", "FAILING",
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {launched['backfillId']} still {status} after {timeout} s")
+            time.sleep(2)
+        return status
+
+
+def prepare_history(dev: DagsterDev, now: float | None = None, timeout: float = 1800) -> str:
+    """Materialise what the hourly analyses look back over; returns the current hour's partition key.
+
+    Yesterday's and today's universe and 1h/1d candles (daily_candles_job), and 26 hours of 1-minute
+    candles in one backfill run (candles_1m has a single-run backfill policy).
+    """
+    from dantaro_assets.partitions import daily_partitions, hourly_partitions
+
+    now = time.time() if now is None else now
+    for day in (daily_partitions.get_partition_key_for_timestamp(now - 86400), daily_partitions.get_partition_key_for_timestamp(now)):
+        run_id = dev.launch("daily_candles_job", day)
+        if (status := dev.wait(run_id, timeout=timeout)) != "SUCCESS":
+            raise RuntimeError(f"daily_candles_job {day}: run {run_id} ended {status}")
+    hour = hourly_partitions.get_partition_key_for_timestamp(now)
+    first = hourly_partitions.get_partition_key_for_timestamp(now - 26 * 3600)
+    if (status := dev.backfill({"candles_1m": (first, hour)}, timeout=timeout)) not in ("COMPLETED", "COMPLETED_SUCCESS"):
+        raise RuntimeError(f"candles_1m backfill {first}...{hour} ended {status}")
+    return hour

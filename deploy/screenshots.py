@@ -1,0 +1,92 @@
+"""Headless-Chromium screenshots of the Dagster UI: the asset graph and one asset's page (not run in CI).
+
+Starts `dagster dev` against the offline replay server (simulated markets), materialises the history
+and one market_status run, then captures the pages a user opens first:
+
+    python deploy/screenshots.py [--out screenshots] [--markets 40]
+
+Needs chromium (`apt-get install -y chromium`); uses DATABASE_URL/REDIS_URL when set, else the
+embedded servers, with schema and Redis prefix dantaro_screens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DANTARO_SCHEMA", "dantaro_screens")
+os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")
+os.environ["WORKER_ENABLED"] = "false"
+
+import httpx  # noqa: E402
+
+from dantaro_assets.lib import embedded  # noqa: E402
+from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history  # noqa: E402
+from dantaro_assets.settings import get_settings  # noqa: E402
+
+PAGES = {
+    "asset_graph.png": "/asset-groups",
+    "market_status.png": "/assets/market_status",
+    "market_status_checks.png": "/assets/market_status?view=checks",
+    "runs.png": "/runs",
+}
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    raise SystemExit("no chromium found: apt-get update && apt-get install -y chromium")
+
+
+def capture(browser: str, url: str, target: Path) -> None:
+    """One page, after letting the single-page app render for 20 s of virtual time."""
+    subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1600,1000",
+         "--virtual-time-budget=20000", f"--screenshot={target}", url],
+        check=True, capture_output=True, timeout=120,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("screenshots"))
+    parser.add_argument("--markets", type=int, default=40)
+    args = parser.parse_args()
+    browser = chromium()
+    settings = get_settings()
+    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
+    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    port = free_port()
+    replay = subprocess.Popen([sys.executable, "-m", "dantaro_assets.replay", "--port", str(port), "--simulated", str(args.markets)])
+    os.environ["UPBIT_BASE_URL"] = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{os.environ['UPBIT_BASE_URL']}/_replay/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with tempfile.TemporaryDirectory(prefix="dantaro-screens-") as home, DagsterDev(Path(home)) as dev:
+            hour = prepare_history(dev)
+            for job in ("market_status_job", "support_levels_job", "recommendations_job"):
+                print(job, dev.wait(dev.launch(job, hour)), flush=True)
+            time.sleep(35)  # one freshness daemon evaluation (every 30 s) so the UI shows the freshness state
+            args.out.mkdir(parents=True, exist_ok=True)
+            for name, path in PAGES.items():
+                capture(browser, dev.url + path, args.out / name)
+                print(args.out / name, flush=True)
+    finally:
+        replay.terminate()
+        replay.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
