@@ -103,7 +103,8 @@ class Clock:
 
     def describe(self) -> dict:
         now = self.now()
-        mode = "real" if self._start is None else "running" if self._running else "frozen"
+        start, running = self.settings()
+        mode = "real" if start is None else "running" if running else "frozen"
         return {"now": datetime.fromtimestamp(now, tz=timezone.utc).isoformat().replace("+00:00", "Z"), "mode": mode}
 
 
@@ -241,9 +242,6 @@ class UpbitHandler(BaseHTTPRequestHandler):
                 now = body.get("now")
                 state.clock.set(None if now is None else parse_time(str(now)), bool(body.get("running", False)))
                 self._send_json(200, state.clock.describe())
-            elif (method, path) == ("POST", "/_replay/unblock"):
-                state.limiter.reset()
-                self._send_json(200, state.stats())
             else:
                 raise RequestError(404, f"no control endpoint {method} {path}")
         except RequestError as error:
@@ -256,12 +254,10 @@ class UpbitHandler(BaseHTTPRequestHandler):
         decision = state.limiter.admit(self.client_address[0], group, bool(self.headers.get("Origin")))
         headers = {"Remaining-Req": f"group={group}; min=600; sec={decision.remaining}", "Limit-By-Ip": "Yes"}
         if decision.status == 429:
-            self._send_json(429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}}, headers)
+            self._too_many(headers)
             return
         if decision.status == 418:
-            seconds = max(1, round(decision.retry_after))
-            message = f"Your IP has been blocked for {seconds} seconds due to too many requests."
-            self._send_json(418, {"error": {"name": 418, "message": message}}, headers)
+            self._blocked(decision.retry_after, headers)
             return
         markets = [m for value in query.get("market", []) + query.get("markets", []) for m in value.split(",") if m]
         fault = state.faults.take(path, markets)
@@ -292,14 +288,22 @@ class UpbitHandler(BaseHTTPRequestHandler):
         elif fault.kind == "empty":
             self._send(200, b"[]" if fault.variant == "list" else b"", headers)
 
+    def _too_many(self, headers: dict[str, str]) -> None:
+        """Upbit documents only the status; no 429 body was ever recorded, so this one is modelled."""
+        self._send_json(429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}}, headers)
+
+    def _blocked(self, seconds: float, headers: dict[str, str]) -> None:
+        """418: Upbit says the block's duration in the message; the client reads "blocked for N seconds"."""
+        message = f"Your IP has been blocked for {max(1, round(seconds))} seconds due to too many requests."
+        self._send_json(418, {"error": {"name": 418, "message": message}}, headers)
+
     def _fail(self, fault: Fault, headers: dict[str, str]) -> bool:
         """Answer instead of the endpoint for status and connection faults; True when answered."""
         if fault.kind == "429":
-            self._send_json(429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}}, headers)
+            self._too_many(headers)
         elif fault.kind == "418":
             self.state.limiter.block(self.client_address[0], fault.seconds)
-            message = f"Your IP has been blocked for {max(1, round(fault.seconds))} seconds due to too many requests."
-            self._send_json(418, {"error": {"name": 418, "message": message}}, headers)
+            self._blocked(fault.seconds, headers)
         elif fault.kind == "500":
             self._send_json(500, {"error": {"name": 500, "message": "Internal Server Error"}}, headers)
         elif fault.kind == "503":
