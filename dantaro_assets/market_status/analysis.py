@@ -46,7 +46,7 @@ BTC = "KRW-BTC"
 BTC_COLUMNS = ["btc_price", "btc_return_1h_pct", "btc_ema_20h", "btc_vs_ema_pct", "btc_ema_slope_pct_h",
                "btc_vol_1h_pct", "btc_vol_24h_pct", "btc_vol_annualised_pct"]
 COLUMNS = ["as_of", "regime", "score", "score_breadth", "score_trend", "score_momentum", "score_calm",
-           "markets", "markets_warning", "breadth_1h", "breadth_day", "median_return_1h_pct", "dispersion_1h_pct",
+           "markets", "markets_warning", "markets_caution", "breadth_1h", "breadth_day", "median_return_1h_pct", "dispersion_1h_pct",
            "turnover_krw_1h", "turnover_ratio_24h", *BTC_COLUMNS]
 WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
 
@@ -84,7 +84,8 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
     """One market status row per tick (all ticks inside one hour). ``universe``: upbit_markets rows.
 
     The universe is that of the latest day <= each tick (every market of it is counted; flagged ones
-    are counted in ``markets_warning``). Without a universe row yet, every market with candles counts.
+    are counted in ``markets_warning`` / ``markets_caution``, any of Upbit's five caution flags).
+    Without a universe row yet, every market with candles counts.
     """
     if len(ticks) == 0:
         return _empty()
@@ -99,7 +100,7 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
     if rows.min() - params.return_minutes < 0:
         raise ValueError(f"the 1-minute series starts at {history.minutes_start}: too late for the 60-minute return of {ticks[0]}")
     markets = close.columns
-    members, warnings = _universe(universe, ticks, markets)
+    members, warnings, cautions = _universe(universe, ticks, markets)
     hours = history.hourly(hour)
     hours = hours[hours["complete"] & (hours[START] < hour)]
 
@@ -121,6 +122,7 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
             "as_of": ticks,
             "markets": valid_1h.sum(axis=1),
             "markets_warning": (warnings & valid_1h).sum(axis=1),
+            "markets_caution": (cautions & valid_1h).sum(axis=1),
             "breadth_1h": np.where(valid_1h, ret_1h > 0, False).sum(axis=1) / valid_1h.sum(axis=1),
             "breadth_day": np.nansum(ret_day > 0, axis=1) / np.isfinite(ret_day).sum(axis=1),
             "median_return_1h_pct": 100.0 * np.nanmedian(ret_1h, axis=1),
@@ -132,12 +134,13 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
     return _score(frame, params)[COLUMNS]
 
 
-def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """(member, warning) matrices tick x market from the latest universe day <= each tick."""
+def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(member, warning, any caution) matrices tick x market from the latest universe day <= each tick."""
     members = np.ones((len(ticks), len(markets)), bool)
     warnings = np.zeros((len(ticks), len(markets)), bool)
+    cautions = np.zeros((len(ticks), len(markets)), bool)
     if universe.empty:
-        return members, warnings
+        return members, warnings, cautions
     days = pd.DatetimeIndex(np.sort(universe["day"].unique()))
     day_of_tick = days.searchsorted(ticks, side="right") - 1
     for position in np.unique(day_of_tick[day_of_tick >= 0]):
@@ -145,7 +148,8 @@ def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index
         selected = day_of_tick == position
         members[selected] = markets.isin(today.index)
         warnings[selected] = today["warning"].reindex(markets, fill_value=False).to_numpy(bool)
-    return members, warnings
+        cautions[selected] = today.filter(like="caution_").any(axis=1).reindex(markets, fill_value=False).to_numpy(bool)
+    return members, warnings, cautions
 
 
 def _btc(minutes: pd.DataFrame, hours: pd.DataFrame, grid: pd.DatetimeIndex, rows: np.ndarray,
@@ -201,4 +205,5 @@ def _score(frame: pd.DataFrame, params: StatusParams) -> pd.DataFrame:
 
 def _empty() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "regime": object, "markets": "int64", "markets_warning": "int64"})
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "regime": object, "markets": "int64", "markets_warning": "int64",
+                         "markets_caution": "int64"})

@@ -26,6 +26,7 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         "markets": pa.Column("int64", pa.Check.ge(1, error="no market has a 60-minute return at this tick: are candles_1m "
                                                     "of this hour and the one before stored?"), nullable=False),
         "markets_warning": pa.Column("int64", pa.Check.ge(0), nullable=False),
+        "markets_caution": pa.Column("int64", pa.Check.ge(0), nullable=False),
         "breadth_1h": share, "breadth_day": share,
         "median_return_1h_pct": signed, "dispersion_1h_pct": amount,
         "turnover_krw_1h": amount, "turnover_ratio_24h": amount,
@@ -36,7 +37,8 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
     return pa.DataFrameSchema(
         columns,
         checks=[
-            pa.Check(lambda df: df["markets_warning"] <= df["markets"], name="markets_warning <= markets"),
+            pa.Check(lambda df: (df["markets_warning"] <= df["markets"]) & (df["markets_caution"] <= df["markets"]),
+                     name="flagged markets <= markets"),
             pa.Check(lambda df: (df["regime"] == "risk_on") == (df["score"] >= 60.0)
                      if len(df) else pd.Series(dtype=bool), name="regime follows the score (risk_on iff score >= 60)"),
         ],

@@ -31,7 +31,7 @@ START = "candle_start"
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
            "volume_share", "pivot", "distance_pct", "atr", "reasons"]
-SNAPSHOT_COLUMNS = [*COLUMNS, "warning"]
+SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.Da
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
     ``universe`` is upbit_markets rows (day, market, warning, ...); without a day <= the tick every
-    market with candles counts. Each row carries its market's ``warning`` flag of that day.
+    market with candles counts. Each row carries its market's ``warning`` flag of that day and
+    ``caution`` (any of Upbit's five caution flags).
     """
     frames = []
     for as_of in ticks:
@@ -111,10 +112,11 @@ def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.Da
         if members is not None:
             price = price[price.index.isin(members.index)]
         levels = compute_support_levels(hourly, history.daily(as_of, hourly), price, as_of, params)
-        flags = members["warning"] if members is not None else pd.Series(dtype=bool)
-        frames.append(levels.assign(warning=flags.reindex(levels[MARKET]).fillna(False).to_numpy(bool)))
+        flags = pd.DataFrame({"warning": members["warning"], "caution": members.filter(like="caution_").any(axis=1)}
+                             if members is not None else {"warning": [], "caution": []}, dtype=bool)
+        frames.append(levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True)))
     if not frames:
-        return empty_levels().assign(warning=pd.Series(dtype=bool))
+        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool))
     return pd.concat(frames, ignore_index=True)
 
 

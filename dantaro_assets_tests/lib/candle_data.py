@@ -47,8 +47,8 @@ def synthetic_minutes(markets: int, start: str, end: str, seed: int = 7, gap_sha
 
 
 
-def universe(markets: list[str], days: list[str], warning: tuple[str, ...] = ()) -> pd.DataFrame:
-    """upbit_markets rows of ``markets`` for each UTC day in ``days``; ``warning`` markets carry the flag."""
+def universe(markets: list[str], days: list[str], warning: tuple[str, ...] = (), caution: tuple[str, ...] = ()) -> pd.DataFrame:
+    """upbit_markets rows of ``markets`` for each UTC day in ``days``; ``warning`` / ``caution`` markets carry a flag."""
     from dantaro_assets.lib.upbit import MARKET_COLUMNS
 
     rows = []
@@ -56,6 +56,7 @@ def universe(markets: list[str], days: list[str], warning: tuple[str, ...] = ())
         for market in markets:
             flags = {c: False for c in MARKET_COLUMNS[3:]}
             flags["warning"] = market in warning
+            flags["caution_trading_volume_soaring"] = market in caution
             rows.append({"day": pd.Timestamp(day, tz="UTC"), "market": market, "korean_name": market,
                          "english_name": market, **flags})
     return pd.DataFrame(rows)[["day", *MARKET_COLUMNS]]

@@ -30,7 +30,7 @@ def candles(upbit_data_dir):
     hours = real_candles(upbit_data_dir, "1h")
     day = HOUR.floor("D")
     hours = hours[(hours["candle_start"] >= day - pd.Timedelta(days=HOURLY_LOOKBACK_DAYS)) & (hours["candle_start"] < HOUR - 2 * pit.HOUR)]
-    markets = universe(MARKETS, ["2025-09-26", "2025-09-27"], warning=("KRW-SOL",))
+    markets = universe(MARKETS, ["2025-09-26", "2025-09-27"], warning=("KRW-SOL",), caution=("KRW-SOL", "KRW-ETH"))
     return minutes, hours.reset_index(drop=True), markets
 
 
@@ -49,7 +49,7 @@ def test_one_row_per_two_minute_tick_with_documented_columns(status):
     assert list(status.columns) == COLUMNS
     assert len(status) == 30 and status["as_of"].iloc[-1] == HOUR + pd.Timedelta(minutes=58)
     assert pandera_check(market_status_schema(HOUR, HOUR + pit.HOUR), status).passed
-    assert (status["markets"] == 4).all() and (status["markets_warning"] == 1).all()
+    assert (status["markets"] == 4).all() and (status["markets_warning"] == 1).all() and (status["markets_caution"] == 2).all()
 
 
 def test_breadth_returns_and_turnover_match_a_direct_computation(candles, status):

@@ -82,7 +82,7 @@ def candles(upbit_data_dir):
     hours = hours[(hours["candle_start"] >= first_day) & (hours["candle_start"] < HOUR - pit.HOUR)]
     days = real_candles(upbit_data_dir, "1d")
     days = days[(days["candle_start"] >= day - pd.Timedelta(days=1)) & (days["candle_start"] < day)]
-    markets = universe(MARKETS, ["2025-09-23", "2025-09-24"], warning=("KRW-XRP",))
+    markets = universe(MARKETS, ["2025-09-23", "2025-09-24"], warning=("KRW-XRP",), caution=("KRW-SOL",))
     return minutes, hours.reset_index(drop=True), days.reset_index(drop=True), markets
 
 
@@ -104,6 +104,7 @@ def test_real_candles_give_up_to_three_levels_each_side_at_each_quarter_hour(lev
     assert counts.max() <= 3 and len(counts) == 4 * 4 * 2
     assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
     assert levels.loc[levels["market"] == "KRW-XRP", "warning"].all() and not levels.loc[levels["market"] != "KRW-XRP", "warning"].any()
+    assert levels.loc[levels["market"] == "KRW-SOL", "caution"].all() and not levels.loc[levels["market"] != "KRW-SOL", "caution"].any()
     btc = levels[(levels["market"] == "KRW-BTC") & (levels["as_of"] == HOUR)]
     # ETH/BTC pivots exist only where a daily candle does (BTC and ETH in the recorded daily file).
     assert btc["pivot"].notna().any()
