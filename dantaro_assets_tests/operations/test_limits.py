@@ -137,3 +137,31 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 def test_job_tags_carry_the_settings_timeout():
     tags = job_tags("market_status")
     assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": "300"}
+
+
+def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
+    from dantaro_assets.settings import load_settings
+
+    five = load_settings({"WORKER_MAX_WORKERS": "5"})
+    write_instance_config(tmp_path, five)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 5
+        assert instance_limit_problems(instance, five) == []
+        assert instance_limit_problems(instance, load_settings({})) == ["run queue allows 5 runs at once, WORKER_MAX_WORKERS=3"]
+
+
+def test_the_production_config_carries_the_same_limits(tmp_path: Path):
+    write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.prod.yaml")
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(tmp_path))
+    local, _ = dagster_instance_config(str(_local_home(tmp_path)))
+    for section in ("concurrency", "run_monitoring", "run_retries", "run_coordinator"):
+        assert config[section] == local[section], section
+    assert "postgres" in config["storage"]
+
+
+def _local_home(tmp_path: Path) -> Path:
+    home = tmp_path / "local"
+    write_instance_config(home)
+    return home
