@@ -16,7 +16,7 @@ from dantaro_assets.replay.core import (
     Candles,
     CandleSource,
     MarketInfo,
-    utc_iso,
+    iso_seconds,
 )
 
 KST = timezone(timedelta(hours=9))
@@ -29,14 +29,12 @@ def market_entry(info: MarketInfo, details: bool) -> dict:
     return entry
 
 
-def _kst_iso(seconds: float) -> str:
-    return datetime.fromtimestamp(int(seconds), tz=KST).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def candle_entries(market: str, candles: Candles, unit_minutes: int, prev_close: float | None) -> list[dict]:
     """Candles newest first. Day candles carry prev_closing_price/change_*; ``prev_close`` is the close
     before the oldest candle given (None: the market's first candle, compared with its own open)."""
-    starts = candles.start.tolist()
+    starts = candles.start
+    utc_times = iso_seconds(starts).tolist()
+    kst_times = iso_seconds(starts + 9 * 3600).tolist()
     opens, highs, lows, closes = (a.tolist() for a in (candles.open, candles.high, candles.low, candles.close))
     volumes = np.round(candles.volume, 8).tolist()
     values = candles.value.tolist()
@@ -45,8 +43,8 @@ def candle_entries(market: str, candles: Candles, unit_minutes: int, prev_close:
     for i in range(len(starts) - 1, -1, -1):
         entry = {
             "market": market,
-            "candle_date_time_utc": utc_iso(starts[i]),
-            "candle_date_time_kst": _kst_iso(starts[i]),
+            "candle_date_time_utc": utc_times[i],
+            "candle_date_time_kst": kst_times[i],
             "opening_price": opens[i],
             "high_price": highs[i],
             "low_price": lows[i],

@@ -51,7 +51,7 @@ class RecordedMarket:
             path = self.data_dir / name
             if not path.exists():
                 continue
-            frame = pd.read_parquet(path, columns=None).sort_values(["market", "candle_start_utc"], kind="stable")
+            frame = pd.read_parquet(path).sort_values(["market", "candle_start_utc"], kind="stable")
             if frame.duplicated(["market", "candle_start_utc"]).any():
                 raise ValueError(f"{path} has duplicate (market, candle_start_utc) rows")
             for market, rows in frame.groupby("market", sort=False):
