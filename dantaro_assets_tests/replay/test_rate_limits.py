@@ -47,11 +47,11 @@ def test_parallel_burst_gets_exactly_the_budget(replay):
         started = time.monotonic()
         statuses = list(pool.map(call, range(30)))
         elapsed = time.monotonic() - started
-    if elapsed < 1.0:  # the whole burst fell in one window
-        assert statuses.count(200) == 10 and statuses.count(429) == 20
     stats = replay.stats()["groups"]["candles"]
     assert stats["requests"] == 30 and stats["ok"] == statuses.count(200) and stats["too_many"] == statuses.count(429)
-    assert stats["max_per_second"] == 10
+    assert stats["max_per_second"] <= 10
+    if elapsed < 1.0:  # the whole burst fell in one window (a loaded machine may spread it out)
+        assert statuses.count(200) == 10 and statuses.count(429) == 20 and stats["max_per_second"] == 10
 
 
 def test_stats_reset(replay):
