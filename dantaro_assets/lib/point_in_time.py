@@ -46,21 +46,25 @@ def closed_before(candles: pd.DataFrame, as_of: pd.Timestamp, interval: pd.Timed
     return candles[candles[START] + interval <= as_of]
 
 
-def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime,
+                    previous_close: pd.Series | None = None) -> pd.DataFrame:
     """A gap-filled 1-minute series for every market over [start, end), sorted by (market, candle_start).
 
     A minute without a trade (no candle) carries the previous close as open/high/low/close and zero
-    volume and value. Minutes before a market's first candle in the input are left out: there is no
-    price to carry. Candles outside [start, end) only seed the carried close.
+    volume and value. The close carried into ``start`` is the last candle before ``start`` in the
+    input, else ``previous_close`` (index market, e.g. the last stored hourly close), so a market
+    that has not traded for a while still has a price; minutes before any known price are left out.
     """
     start, end = _utc(start), _utc(end)
     minutes = pd.date_range(start, end, freq=MINUTE, inclusive="left")
     data = candles_1m[candles_1m[START] < end]
-    if data.empty or len(minutes) == 0:
+    seed = previous_close.dropna() if previous_close is not None else pd.Series(dtype="float64")
+    if (data.empty and seed.empty) or len(minutes) == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in [MARKET, START, *OHLCV]}).astype(
             {MARKET: object, START: "datetime64[ns, UTC]"})
-    # Scatter every candle into a (market, minute) grid; column -1 holds the last close before start.
-    codes, markets = pd.factorize(data[MARKET], sort=True)
+    # Scatter every candle into a (market, minute) grid; column 0 holds the close carried into start.
+    markets = pd.Index(np.union1d(data[MARKET].unique().astype(object), seed.index.to_numpy(dtype=object)))
+    codes = markets.get_indexer(data[MARKET])
     slot = ((data[START] - start) // MINUTE).to_numpy()
     inside = slot >= 0
     width = len(minutes) + 1
@@ -70,7 +74,7 @@ def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime) ->
         grid[column][cells] = data[column].to_numpy()[inside]
     before = data[~inside].sort_values(START).groupby(MARKET)["close"].last()
     close = grid["close"].reshape(len(markets), width)
-    close[:, 0] = before.reindex(markets).to_numpy()
+    close[:, 0] = before.reindex(markets).fillna(seed.reindex(markets)).to_numpy()
     traded = ~np.isnan(close)
     carried = np.maximum.accumulate(np.where(traded, np.arange(width), 0), axis=1)
     close = np.take_along_axis(close, carried, axis=1)[:, 1:].ravel()
@@ -160,7 +164,8 @@ class CandleHistory:
     """Every candle input of a partition's ticks, prepared once and sampled per ``as_of``.
 
     Built from the stored candles an analysis asset loads (candles_1m over its lookback, candles_1h,
-    candles_1d). ``minutes_start`` is where the 1-minute lookback starts (an hour boundary) and
+    candles_1d). ``minutes_start`` is where the 1-minute lookback starts (an hour boundary; a market
+    without a trade since then carries its last stored hourly close) and
     ``minutes_end`` the last tick: the gap-filled minutes (``minutes``, for prices and minute
     returns) and the forming hours (from the traded candles) are computed once here; ``price``,
     ``hourly`` and ``daily`` then only select rows closed before ``as_of``.
@@ -169,9 +174,11 @@ class CandleHistory:
     def __init__(self, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                  minutes_start: datetime, minutes_end: datetime):
         self.minutes_start = _utc(minutes_start)
-        self.minutes = regular_minutes(candles_1m, self.minutes_start, _utc(minutes_end))
-        traded = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < _utc(minutes_end))]
         self.stored_hourly = candles_1h[[MARKET, START, *OHLCV]]
+        stored_before = closed_before(self.stored_hourly, self.minutes_start, HOUR).sort_values(START, kind="stable")
+        last_stored_close = stored_before.groupby(MARKET)["close"].last()
+        self.minutes = regular_minutes(candles_1m, self.minutes_start, _utc(minutes_end), previous_close=last_stored_close)
+        traded = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < _utc(minutes_end))]
         self.stored_daily = candles_1d[[MARKET, START, *OHLCV]]
         self._forming_hours = forming_bars(traded, HOUR)
         hourly_start = self.stored_hourly[START].min() if not self.stored_hourly.empty else self.minutes_start

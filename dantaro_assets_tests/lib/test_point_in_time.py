@@ -102,3 +102,15 @@ def test_forming_hour_and_day_are_built_from_closed_minutes(history_inputs):
     pd.testing.assert_frame_equal(daily.loc[expected_day.index, expected_day.columns], expected_day, check_exact=False, rtol=1e-9)
     assert daily.loc[(slice(None), ts("2025-09-01")), "complete"].all()
     assert history.price(as_of).equals(closed.groupby("market")["close"].last().rename("price").rename_axis("market"))
+
+
+def test_a_market_quiet_since_the_lookback_start_carries_its_last_stored_hourly_close(history_inputs):
+    minutes, hours, days = history_inputs
+    as_of = ts("2025-09-02 12:37")
+    quiet = minutes[~((minutes["market"] == "KRW-C005") & (minutes["candle_start"] >= ts("2025-09-02 11:00")))]
+    history = pit.CandleHistory(quiet[quiet["candle_start"] >= ts("2025-09-02 11:00")], hours[hours["candle_start"] < ts("2025-09-02 11:00")],
+                                days, ts("2025-09-02 11:00"), ts("2025-09-02 12:58"))
+    last_close = hours[(hours["market"] == "KRW-C005") & (hours["candle_start"] < ts("2025-09-02 11:00"))]["close"].iloc[-1]
+    assert history.price(as_of)["KRW-C005"] == last_close
+    carried = history.minutes[history.minutes["market"] == "KRW-C005"]
+    assert len(carried) == 118 and (carried["volume"] == 0).all() and (carried["high"] == last_close).all()
