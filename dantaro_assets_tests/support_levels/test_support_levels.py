@@ -194,3 +194,16 @@ def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources
     assert btc["as_of"] == "2025-09-24T09:45:00Z" and {r["market"] for r in btc["rows"]} == {"KRW-BTC"}
     assert redis_resource.latest_snapshot("support_levels")["as_of"] == "2025-09-24T09:45:00Z"
     pd.testing.assert_frame_equal(first, run())
+
+
+def test_all_markets_at_once_equal_one_market_at_a_time(candles):
+    """The vectorised method never mixes markets: each market alone gives its own rows exactly."""
+    minutes, hours, days, _ = candles
+    as_of = HOUR + pd.Timedelta(minutes=30)
+    history = pit.CandleHistory(minutes, hours, days, HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS), as_of)
+    hourly, price = history.hourly(as_of), history.price(as_of)
+    daily = history.daily(as_of, hourly)
+    together = compute_support_levels(hourly, daily, price, as_of)
+    alone = pd.concat([compute_support_levels(hourly[hourly["market"] == m], daily[daily["market"] == m], price.loc[[m]], as_of)
+                       for m in MARKETS], ignore_index=True)
+    pd.testing.assert_frame_equal(together, alone)
