@@ -320,7 +320,7 @@ def report(data: Dataset, recs: dict, levels: dict, seconds_per_tick: float) -> 
     hit = recs["first_hit"]
     print(f"\nfirst within 24 h (n={hit['n']}): target {hit['target']:.1%}, stop {hit['stop']:.1%}, neither {hit['neither']:.1%}"
           f" (target {hit['mean_target_pct']} % above entry, stop {hit['mean_stop_pct']} % below, on average)")
-    table = pd.DataFrame([{"levels": name, **{k: v for k, v in levels[name].items()}} for name in ("real", "placebo")])
+    table = pd.DataFrame([{"zones": name, **levels[name]} for name in ("real", "placebo")])
     print(f"\nsupport zones below the price: {levels['support_zones']} (mean depth {levels['mean_depth_pct']} % below)")
     print(table.to_markdown(index=False))
     print(f"hold rate real - placebo, 95% CI (bootstrap over days): {levels['difference_ci']}")

@@ -113,24 +113,17 @@ class Turnover:
 class TickInputs:
     """Everything of a partition that does not depend on the tick: computed once, sampled per tick."""
 
-    forming_hours: pd.DataFrame
-    minutes_start: pd.Timestamp
-    candles_1h: pd.DataFrame
-    candles_1d: pd.DataFrame
+    history: pit.CandleHistory
     markets: pd.DataFrame
     turnover: Turnover = field(repr=False)
 
     @classmethod
     def prepare(cls, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                 markets: pd.DataFrame, first_tick: pd.Timestamp, last_tick: pd.Timestamp) -> TickInputs:
-        """Gap-fill the minutes from 24 h before the first tick to the last tick, and build forming hours."""
+        """Candle history from 24 h before the first tick (the turnover window) to the last tick."""
         minutes_start = (first_tick - TURNOVER_WINDOW).floor("h")
-        minutes = pit.regular_minutes(candles_1m, minutes_start, last_tick)
         return cls(
-            forming_hours=pit.forming_bars(minutes, pit.HOUR),
-            minutes_start=minutes_start,
-            candles_1h=candles_1h,
-            candles_1d=candles_1d,
+            history=pit.CandleHistory(candles_1m, candles_1h, candles_1d, minutes_start, last_tick),
             markets=markets,
             turnover=Turnover.from_candles(candles_1m, minutes_start, last_tick),
         )
@@ -289,8 +282,8 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
                  min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
     """One tick: (top-N recommendations, every eligible market's scores, universe counts)."""
     universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
-    hourly = pit.bars_as_of(inputs.candles_1h, inputs.forming_hours, as_of, pit.HOUR, inputs.minutes_start)
-    hourly = hourly[hourly[pit.MARKET].isin(universe.index)]
+    every_hour = inputs.history.hourly(as_of)
+    hourly = every_hour[every_hour[pit.MARKET].isin(universe.index)]
     if hourly.empty:
         counts.excluded_history += len(universe)
         return _empty_recommendations(), pd.DataFrame(), counts
@@ -305,23 +298,12 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     features = features.assign(price=price, turnover_24h=universe["turnover_24h"])
     last_hour = inputs.turnover.between(as_of - SURGE_WINDOW, as_of).reindex(features.index)
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
-    daily = _daily_as_of(inputs, hourly[hourly[pit.MARKET].isin(features.index)], as_of)
+    daily = inputs.history.daily(as_of, every_hour)
     levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
     features = features.join(nearest_levels(levels, price, features["atr"]))
     scored = features.join(component_scores(features))
     scored = scored.join(universe[CAUTION_FLAGS])
     return _top(scored, as_of, top_n), scored, counts
-
-
-def _daily_as_of(inputs: TickInputs, hourly: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Closed stored days, then the days storage lacks (the current one forming) rolled up from the hours."""
-    stored = pit.closed_before(inputs.candles_1d, as_of, pit.DAY)
-    stored = stored[stored[pit.MARKET].isin(hourly[pit.MARKET].unique())][[pit.MARKET, pit.START, *pit.OHLCV]]
-    newest = stored.groupby(pit.MARKET)[pit.START].max()
-    hours_after = hourly[hourly[pit.START] >= hourly[pit.MARKET].map(newest + pit.DAY).fillna(hourly[pit.START].min())]
-    rolled = pit.resample_bars(hours_after, pit.DAY)
-    merged = pd.concat([stored, rolled], ignore_index=True)
-    return merged.sort_values([pit.MARKET, pit.START], kind="stable").reset_index(drop=True)
 
 
 def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
