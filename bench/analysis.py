@@ -44,7 +44,11 @@ from dantaro_assets.market_status import analysis as status_analysis
 from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS
 from dantaro_assets.market_status.assets import market_status
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.recommendations import analysis as recs_analysis
+from dantaro_assets.recommendations import recommendations
+from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW as RECS_MINUTE_WINDOW
 from dantaro_assets.replay.simulated import SimulatedMarket
+from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
 from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
@@ -143,9 +147,34 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(vectorised[looped.columns].reset_index(drop=True), looped, check_exact=False, rtol=1e-9)
 
 
+# --- recommendations -----------------------------------------------------------------------
+
+def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    recs, _ = recs_analysis.compute_recommendations(
+        inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1d"], inputs["upbit_markets"], pd.DatetimeIndex([tick]),
+        levels_analysis.compute_support_levels, min_turnover_krw=get_settings().min_turnover_krw)
+    return recs
+
+
+def recs_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    """A market's score depends on its own candles only: score market by market, then rank."""
+    frames = []
+    for market in inputs["upbit_markets"]["market"].unique():
+        own = {name: frame[frame["market"] == market] for name, frame in inputs.items()}
+        frames.append(recs_compute(own, tick))
+    ranked = pd.concat([f for f in frames if len(f)], ignore_index=True).sort_values("market")
+    return ranked.sort_values("score", ascending=False, kind="stable").head(recs_analysis.TOP_N).reset_index(drop=True)
+
+
+def recs_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
+    columns = ["market", "score", "entry", "target", "stop", "caution"]
+    pd.testing.assert_frame_equal(vectorised[columns], looped[columns], check_exact=False, rtol=1e-9)
+
+
 BENCHES = [
     AssetBench(market_status, HOUR + pd.Timedelta(minutes=58), status_compute, status_loop, status_same),
     AssetBench(support_levels, HOUR + pd.Timedelta(minutes=45), levels_compute, levels_loop, levels_same),
+    AssetBench(recommendations, HOUR + pd.Timedelta(minutes=55), recs_compute, recs_loop, recs_same),
 ]
 
 
@@ -171,7 +200,7 @@ def simulated_inputs(markets: int) -> dict[str, pd.DataFrame]:
                             columns=MARKET_COLUMNS)
     universe = pd.concat([universe.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
     return {
-        "candles_1m": frame(1, HOUR + pit.HOUR, (STATUS_MINUTE_HOURS + 1) * 60),
+        "candles_1m": frame(1, HOUR + pit.HOUR, (max(STATUS_MINUTE_HOURS, int(RECS_MINUTE_WINDOW / pit.HOUR)) + 1) * 60),
         "candles_1h": frame(60, HOUR, LEVELS_HOURLY_DAYS * 24 + 10),
         "candles_1d": frame(24 * 60, day, 2),
         "upbit_markets": universe[["day", *MARKET_COLUMNS]],
