@@ -1,7 +1,8 @@
 """Headless-Chromium screenshots of the Dagster UI: the asset graph and one asset's page (not run in CI).
 
 Starts `dagster dev` against the offline replay server (simulated markets), materialises the history
-and one market_status run, then captures the pages a user opens first:
+and one run of each analysis job, then captures the pages a user opens first, and writes what the API
+answers at that moment (api_examples.json, the README's example responses):
 
     python deploy/screenshots.py [--out screenshots] [--markets 40]
 
@@ -12,6 +13,7 @@ embedded servers, with schema and Redis prefix dantaro_screens.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -24,14 +26,19 @@ os.environ.setdefault("DANTARO_SCHEMA", "dantaro_screens")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")
 os.environ["WORKER_ENABLED"] = "false"
 
+import dagster as dg  # noqa: E402
 import httpx  # noqa: E402
 
 from dantaro_assets.lib import embedded  # noqa: E402
+from dantaro_assets.operations.api import SnapshotReader, worker_status  # noqa: E402
 from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history  # noqa: E402
+from dantaro_assets.resources import build_resources  # noqa: E402
 from dantaro_assets.settings import get_settings  # noqa: E402
 
 PAGES = {
     "asset_graph.png": "/asset-groups",
+    "lineage_recommendations.png": "/assets/recommendations?view=lineage&lineageScope=upstream&lineageDepth=3",
+    "group_analysis.png": "/locations/dantaro_assets.definitions/asset-groups/analysis",
     "market_status.png": "/assets/market_status",
     "market_status_checks.png": "/assets/market_status?view=checks",
     "runs.png": "/runs",
@@ -52,6 +59,24 @@ def capture(browser: str, url: str, target: Path) -> None:
          "--virtual-time-budget=20000", f"--screenshot={target}", url],
         check=True, capture_output=True, timeout=120,
     )
+
+
+def write_api_examples(home: Path, target: Path) -> None:
+    """/worker/status and the snapshot endpoints' answers, trimmed to a few rows each."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        status = worker_status(instance, time.monotonic(), last_jobs=3)
+    resources = build_resources(get_settings())
+    reader = SnapshotReader(resources["redis"], resources["postgres"])
+    examples = {"GET /worker/status?limit=3": status}
+    for path, (asset, market) in {
+        "GET /market-status/latest": ("market_status", None),
+        "GET /recommendations/latest": ("recommendations", None),
+        "GET /support-levels/KRW-BTC": ("support_levels", "KRW-BTC"),
+    }.items():
+        snapshot = reader.latest(asset, market)
+        examples[path] = snapshot and {**snapshot, "rows": snapshot["rows"][:2]}
+    target.write_text(json.dumps(examples, indent=2))
+    print(target, flush=True)
 
 
 def main() -> int:
@@ -82,6 +107,7 @@ def main() -> int:
             for name, path in PAGES.items():
                 capture(browser, dev.url + path, args.out / name)
                 print(args.out / name, flush=True)
+            write_api_examples(Path(home), args.out / "api_examples.json")
     finally:
         replay.terminate()
         replay.wait(timeout=10)
