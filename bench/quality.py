@@ -44,7 +44,13 @@ import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.recommendations import analysis
-from dantaro_assets.recommendations.outcomes import HORIZONS, first_hit, forward_returns, minute_grid, rank_ic
+from dantaro_assets.recommendations.outcomes import (
+    HORIZONS,
+    first_hit,
+    forward_returns,
+    minute_grid,
+    rank_ic,
+)
 from dantaro_assets.replay.core import CAUTION_KEYS
 from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.settings import get_settings
@@ -199,11 +205,11 @@ def evaluate_recommendations(data: Dataset, picks: pd.DataFrame, scored: pd.Data
             "excess_vs_random_ci": [_pct(x) for x in block_bootstrap(vs_random.to_numpy(), block, rng)],
             "rank_ic": round(float(ic.mean()), 4) if len(ic) else None,
             "rank_ic_ci": [round(x, 4) for x in block_bootstrap(ic.to_numpy(), block, rng)] if len(ic) > 1 else None,
-            "ticks": int(len(vs_universe)),
+            "ticks": len(vs_universe),
         }
     hits = first_hit(grid, picks)["first_hit"].dropna()
     out["first_hit"] = {k: round(float((hits == k).mean()), 4) for k in ("target", "stop", "neither")} | {
-        "n": int(len(hits)),
+        "n": len(hits),
         "mean_target_pct": _pct((picks["target"] / picks["entry"] - 1.0).mean()),
         "mean_stop_pct": _pct((1.0 - picks["stop"] / picks["entry"]).mean()),
     }
@@ -231,7 +237,7 @@ def judge_levels(grid, as_of: pd.Series, market: pd.Series, zone_low: np.ndarray
     rows, cols = grid.row(as_of), grid.column(market)
     result = np.full(len(rows), "untouched", dtype=object)
     offsets = np.arange(WINDOW)
-    pad = lambda a: np.vstack([a, np.full((WINDOW, a.shape[1]), np.nan)])  # noqa: E731
+    pad = lambda a: np.vstack([a, np.full((WINDOW, a.shape[1]), np.nan)])
     high, low, close = pad(grid.high), pad(grid.low), pad(grid.close)
     for lo in range(0, len(rows), 2048):
         part = slice(lo, lo + 2048)
@@ -268,11 +274,11 @@ def evaluate_levels(data: Dataset, levels: pd.DataFrame, rng: np.random.Generato
         shifted[np.asarray(index)] = rng.choice(pools[market], size=len(index))
     placebo["as_of"] = pd.to_datetime(shifted, utc=True)
     price = grid.price_at(placebo["as_of"], placebo["market"])
-    repeat = lambda s: np.repeat(s.to_numpy(), PLACEBO_DRAWS)  # noqa: E731
+    repeat = lambda s: np.repeat(s.to_numpy(), PLACEBO_DRAWS)
     top = price * (1.0 - repeat(depth))
     fake = judge_levels(grid, placebo["as_of"], placebo["market"], top - price * repeat(width), top, price * repeat(atr_pct))
     return {
-        "support_zones": int(len(supports)),
+        "support_zones": len(supports),
         "real": _hold_stats(real, supports["as_of"]),
         "placebo": _hold_stats(fake, placebo["as_of"]),
         "difference_ci": _hold_difference_ci(real, supports["as_of"], fake, placebo["as_of"], rng),
@@ -283,7 +289,7 @@ def evaluate_levels(data: Dataset, levels: pd.DataFrame, rng: np.random.Generato
 def _hold_stats(verdicts: np.ndarray, as_of: pd.Series) -> dict:
     counts = pd.Series(verdicts).value_counts()
     holds, breaks = int(counts.get("hold", 0)), int(counts.get("break", 0))
-    return {"levels": int(len(verdicts)), "touch_rate": round(1.0 - counts.get("untouched", 0) / max(len(verdicts), 1), 4),
+    return {"levels": len(verdicts), "touch_rate": round(1.0 - counts.get("untouched", 0) / max(len(verdicts), 1), 4),
             "holds": holds, "breaks": breaks, "unresolved": int(counts.get("unresolved", 0)),
             "hold_rate": round(holds / (holds + breaks), 4) if holds + breaks else None}
 

@@ -1,6 +1,9 @@
 """Ranked short-term buy recommendations and the record of how they turned out."""
 
-from dantaro_assets.recommendations.assets import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations.assets import (
+    recommendation_outcomes,
+    recommendations,
+)
 
 assets = [recommendations, recommendation_outcomes]
 

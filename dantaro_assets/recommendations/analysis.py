@@ -174,7 +174,7 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
     rsi = indicators.rsi(bars, 14).to_numpy()
     atr = indicators.atr(bars, 14).to_numpy()
     last, earlier = _last_rows(bars), _last_rows(bars, lag=3)
-    take = lambda values, rows: np.where(rows >= 0, values[np.clip(rows, 0, None)], np.nan)  # noqa: E731
+    take = lambda values, rows: np.where(rows >= 0, values[np.clip(rows, 0, None)], np.nan)
     sizes = np.diff(indicators.group_starts(bars[pit.MARKET]))
     return pd.DataFrame(
         {

@@ -13,11 +13,27 @@ import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check, schema_check_spec
-from dantaro_assets.lib.snapshots import checked, days_back, latest_table, partition_ticks
+from dantaro_assets.lib.snapshots import (
+    checked,
+    days_back,
+    latest_table,
+    partition_ticks,
+)
 from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
-from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW, compute_recommendations, eligible_universe
-from dantaro_assets.recommendations.outcomes import HIT_WINDOW, compute_outcomes, summarise_outcomes
-from dantaro_assets.recommendations.schemas import outcomes_schema, recommendations_schema
+from dantaro_assets.recommendations.analysis import (
+    TURNOVER_WINDOW,
+    compute_recommendations,
+    eligible_universe,
+)
+from dantaro_assets.recommendations.outcomes import (
+    HIT_WINDOW,
+    compute_outcomes,
+    summarise_outcomes,
+)
+from dantaro_assets.recommendations.schemas import (
+    outcomes_schema,
+    recommendations_schema,
+)
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
 

@@ -10,7 +10,12 @@ import pytest
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.recommendations import analysis
-from dantaro_assets.recommendations.analysis import COMPONENTS, WEIGHTS, component_scores, compute_recommendations
+from dantaro_assets.recommendations.analysis import (
+    COMPONENTS,
+    WEIGHTS,
+    component_scores,
+    compute_recommendations,
+)
 from dantaro_assets.support_levels.analysis import compute_support_levels
 
 from .conftest import END

@@ -12,7 +12,10 @@ from dantaro_assets import markets
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations
 from dantaro_assets.recommendations.analysis import compute_recommendations
-from dantaro_assets.recommendations.schemas import outcomes_schema, recommendations_schema
+from dantaro_assets.recommendations.schemas import (
+    outcomes_schema,
+    recommendations_schema,
+)
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
 
