@@ -39,13 +39,13 @@ os.environ.setdefault("DANTARO_SCHEMA", "dantaro_bench")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_bench")
 os.environ["WORKER_ENABLED"] = "false"  # only the benchmark's runs
 
-import dagster as dg  # noqa: E402
-import redis  # noqa: E402
+import dagster as dg
+import redis
 
-from dantaro_assets.lib import embedded  # noqa: E402
-from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history  # noqa: E402
-from dantaro_assets.partitions import hourly_partitions  # noqa: E402
-from dantaro_assets.settings import get_settings  # noqa: E402
+from dantaro_assets.lib import embedded
+from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history
+from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.settings import get_settings
 
 PHASES = ("queue", "startup", "fetch", "store", "compute", "write", "push")
 

@@ -26,14 +26,14 @@ os.environ.setdefault("DANTARO_SCHEMA", "dantaro_screens")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")
 os.environ["WORKER_ENABLED"] = "false"
 
-import dagster as dg  # noqa: E402
-import httpx  # noqa: E402
+import dagster as dg
+import httpx
 
-from dantaro_assets.lib import embedded  # noqa: E402
-from dantaro_assets.operations.api import SnapshotReader, worker_status  # noqa: E402
-from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history  # noqa: E402
-from dantaro_assets.resources import build_resources  # noqa: E402
-from dantaro_assets.settings import get_settings  # noqa: E402
+from dantaro_assets.lib import embedded
+from dantaro_assets.operations.api import SnapshotReader, worker_status
+from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history
+from dantaro_assets.resources import build_resources
+from dantaro_assets.settings import get_settings
 
 PAGES = {
     "asset_graph.png": "/asset-groups",

@@ -1,5 +1,9 @@
 """Housekeeping: retention of the tables and of Dagster's own run history (the job is in operations/jobs.py)."""
 
-from dantaro_assets.maintenance.cleanup import enforce_retention, purge_runs, purge_tables
+from dantaro_assets.maintenance.cleanup import (
+    enforce_retention,
+    purge_runs,
+    purge_tables,
+)
 
 __all__ = ["enforce_retention", "purge_runs", "purge_tables"]

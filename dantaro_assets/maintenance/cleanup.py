@@ -6,7 +6,7 @@ requires, oldest first, never touching a run that is still queued or in flight.
 """
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
@@ -71,7 +71,7 @@ def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
 def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource) -> dict[str, int]:
     """Apply every retention window; the output's metadata lists rows removed per table and runs removed."""
     settings = get_settings()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     removed = purge_tables(postgres, table_cutoffs(now, settings))
     runs = purge_runs(context.instance, now - timedelta(days=settings.retention_runs_days))
     context.log.info(f"retention removed {sum(removed.values())} rows ({removed}) and {runs} runs")

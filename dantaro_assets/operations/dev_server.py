@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
@@ -52,7 +53,7 @@ class DagsterDev:
         self.process: subprocess.Popen | None = None
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
 
-    def __enter__(self) -> DagsterDev:
+    def __enter__(self) -> Self:
         write_instance_config(self.home)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(

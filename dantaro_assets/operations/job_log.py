@@ -8,7 +8,7 @@ and event storage is the record, so the log survives restarts and follows the ru
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -22,7 +22,7 @@ _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAI
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _markets_processed(instance: dg.DagsterInstance, run_id: str) -> int | None:
@@ -57,7 +57,7 @@ def job_log(instance: dg.DagsterInstance, limit: int = 20, job_type: str | None 
         finished = run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
         duration = None
         if record.start_time is not None:
-            end = record.end_time if record.end_time is not None else datetime.now(timezone.utc).timestamp()
+            end = record.end_time if record.end_time is not None else datetime.now(UTC).timestamp()
             duration = round(end - record.start_time, 3)
         entries.append(
             {

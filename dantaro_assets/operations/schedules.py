@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
 from dantaro_assets.operations.jobs import (
     cleanup_job,

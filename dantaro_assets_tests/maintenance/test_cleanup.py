@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +13,7 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.maintenance.cleanup import purge_runs, purge_tables, table_cutoffs
 from dantaro_assets.operations.jobs import cleanup_job
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_purge_runs_removes_old_finished_runs_with_their_events(tmp_path: Path):
         for run_id in (old_done, old_failed, old_running):
             _age_run(instance, run_id, 40)
 
-        assert purge_runs(instance, datetime.now(timezone.utc) - timedelta(days=30)) == 2
+        assert purge_runs(instance, datetime.now(UTC) - timedelta(days=30)) == 2
         assert instance.get_run_by_id(old_done) is None and instance.get_run_by_id(old_failed) is None
         assert instance.all_logs(old_done) == []
         assert instance.get_run_by_id(old_running) is not None  # never touch a run still waiting or in flight

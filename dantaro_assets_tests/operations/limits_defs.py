@@ -4,7 +4,11 @@ import time
 
 import dagster as dg
 
-from dantaro_assets.operations.limits import PRIORITIES, job_tags, memory_limited_executor
+from dantaro_assets.operations.limits import (
+    PRIORITIES,
+    job_tags,
+    memory_limited_executor,
+)
 
 
 @dg.op(config_schema={"seconds": dg.Field(float, default_value=2.0)})

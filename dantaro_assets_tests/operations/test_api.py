@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -115,9 +115,9 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url, settings):
         conn.execute(f'CREATE TABLE "{schema}".support_levels (as_of timestamptz, market text, level double precision, kind text)')
         conn.execute(
             f'INSERT INTO "{schema}".support_levels VALUES (%s, %s, 1.0, %s), (%s, %s, 2.0, %s), (%s, %s, 9.0, %s)',
-            (datetime(2026, 3, 10, 10, 45, tzinfo=timezone.utc), "KRW-BTC", "support",
-             datetime(2026, 3, 10, 11, 0, tzinfo=timezone.utc), "KRW-BTC", "support",
-             datetime(2026, 3, 10, 11, 15, tzinfo=timezone.utc), "KRW-ETH", "resistance"),
+            (datetime(2026, 3, 10, 10, 45, tzinfo=UTC), "KRW-BTC", "support",
+             datetime(2026, 3, 10, 11, 0, tzinfo=UTC), "KRW-BTC", "support",
+             datetime(2026, 3, 10, 11, 15, tzinfo=UTC), "KRW-ETH", "resistance"),
         )
     try:
         body = client.get("/support-levels/krw-btc").json()

@@ -17,7 +17,9 @@ from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
-from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
 
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import JOB_TAG, instance_limit_problems, job_tags

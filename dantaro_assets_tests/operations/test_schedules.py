@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
 
-from dantaro_assets.operations.schedules import build_schedules, schedules
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
+from dantaro_assets.operations.schedules import build_schedules, schedules
 from dantaro_assets.settings import load_settings
 
 BY_NAME = {schedule.name: schedule for schedule in schedules}
 
 
 def _tick(name: str, when: str) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(scheduled_execution_time=datetime.fromisoformat(when).replace(tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime.fromisoformat(when).replace(tzinfo=UTC))
     result = BY_NAME[name](context)
     return list(result) if isinstance(result, list) else [result]
 
@@ -94,9 +94,9 @@ def test_intervals_come_from_settings(seconds: int, cron: str):
 def test_an_interval_of_ten_minutes_finalises_on_any_tick_before_ten_past():
     settings = load_settings({"MARKET_STATUS_INTERVAL": "600"})
     schedule = {s.name: s for s in build_schedules(settings)}["market_status_schedule"]
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 0, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 0, tzinfo=UTC))
     assert [r.partition_key for r in schedule(context)] == ["2026-03-10-10:00", "2026-03-10-11:00"]
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 10, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 10, tzinfo=UTC))
     assert [r.partition_key for r in schedule(context)] == ["2026-03-10-11:00"]
 
 
