@@ -1,7 +1,7 @@
 """The seed worker's job log, read from Dagster: runs are the jobs, their events the details.
 
 One entry per run: job id (run id), job type (the ``dantaro/job`` tag), status, duration, markets
-processed (the largest ``markets``/``universe`` count in the run's materialisation metadata), error
+processed (the largest ``markets`` / ``markets_returned`` count in the run's materialisation metadata), error
 (the run's or first step's failure message) and timestamp. Nothing is written twice: Dagster's run
 and event storage is the record, so the log survives restarts and follows the run retention.
 """
@@ -15,7 +15,7 @@ import dagster as dg
 
 from dantaro_assets.operations.limits import JOB_TAG
 
-MARKET_COUNT_KEYS = ("markets", "universe")
+MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}
 
 
