@@ -54,18 +54,19 @@ def _reached(candles_1m: pd.DataFrame, start: pd.Timestamp) -> pd.Timestamp:
     A tick needs the minutes before it stored: ticks after the newest stored minute's end wait for
     the next run, so the open hour fills in as its candles arrive.
     """
-    reached = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else start
-    return min(pd.Timestamp.now(tz="UTC"), reached)
+    if candles_1m.empty:  # nothing stored at all: not even the tick at the hour's start has its inputs
+        return start - pit.MINUTE
+    return min(pd.Timestamp.now(tz="UTC"), candles_1m["candle_start"].max() + pit.MINUTE)
 
 
 def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFrame:
     """(as_of, market) pairs under the warning flag in the universe each tick uses (latest day <= as_of)."""
-    days = upbit_markets["day"].drop_duplicates().sort_values()
-    day_of_tick = pd.Series(days.searchsorted(as_ofs, side="right") - 1, index=as_ofs)
-    day_of_tick = day_of_tick[day_of_tick >= 0].map(lambda i: days.iloc[i])
-    flagged = upbit_markets[upbit_markets["warning"].astype(bool)][["day", "market"]]
-    ticks = pd.DataFrame({"as_of": day_of_tick.index, "day": day_of_tick.to_numpy()})
-    return ticks.merge(flagged, on="day")[["as_of", "market"]]
+    utc = "datetime64[ns, UTC]"
+    ticks = pd.DataFrame({"as_of": pd.DatetimeIndex(as_ofs).astype(utc)})
+    days = pd.DataFrame({"day": upbit_markets["day"].astype(utc).drop_duplicates().sort_values()})
+    day_of_tick = pd.merge_asof(ticks, days, left_on="as_of", right_on="day").dropna(subset=["day"])
+    flagged = upbit_markets.loc[upbit_markets["warning"].astype(bool), ["day", "market"]].astype({"day": utc})
+    return day_of_tick.merge(flagged, on="day")[["as_of", "market"]]
 
 
 @dg.asset(

@@ -180,3 +180,25 @@ def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_res
     assert not evaluation.passed
     pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)
     assert evaluation.metadata["failures"].value == len(before)
+
+
+def test_an_hour_without_stored_candles_writes_no_snapshot(materialised, io_resources, postgres_resource):
+    later = END + pd.Timedelta(days=3)  # no candles stored anywhere near this hour
+    upstream = [a.to_source_asset() for a in markets.assets]
+    result = dg.materialize([*upstream, recommendations], partition_key=later.strftime("%Y-%m-%d-%H:%M"), resources=io_resources)
+    assert result.success
+    metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+    assert metadata["ticks"].value == 0 and metadata["dagster/partition_row_count"].value == 0
+    assert (_table(postgres_resource, "recommendations")["as_of"] < END).all()
+
+
+def test_warned_pairs_follow_the_latest_day_of_each_tick():
+    from dantaro_assets.recommendations.assets import _warned
+
+    day = pd.Timestamp("2025-09-10", tz="UTC")
+    universe = pd.DataFrame({"day": [day, day, day + pd.Timedelta(days=1), day + pd.Timedelta(days=1)],
+                             "market": ["KRW-A", "KRW-B"] * 2, "warning": [True, False, False, True]})
+    ticks = pd.DatetimeIndex([day - pd.Timedelta(hours=1), day + pd.Timedelta(hours=23), day + pd.Timedelta(hours=25)])
+    pairs = _warned(universe, ticks)
+    assert list(zip(pairs["as_of"], pairs["market"])) == [(ticks[1], "KRW-A"), (ticks[2], "KRW-B")]
+    assert _warned(universe, ticks[:0]).empty
