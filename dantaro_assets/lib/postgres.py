@@ -7,6 +7,7 @@ results back as Arrow, so a frame never goes through Python rows or text parsing
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,14 @@ from dantaro_assets.settings import get_settings
 def quote_ident(name: str) -> str:
     """A Postgres identifier, quoted (names come from asset keys and frame columns)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def timestamptz_literal(moment: dt.datetime) -> str:
+    """A tz-aware time as SQL text, for reads that should stream: ADBC turns a query with bound
+    parameters into a prepared statement read row-set by row-set instead of one binary COPY."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive time {moment!r}: a timestamptz literal needs a timezone")
+    return f"'{moment.isoformat()}'::timestamptz"
 
 
 def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
