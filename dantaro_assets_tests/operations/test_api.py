@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,10 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
-    redis_store = RedisResource(url=settings.redis_url, prefix=settings.redis_prefix)
-    postgres = PostgresResource(url=pg_url, db_schema=settings.db_schema)
+    """The API over a schema and key prefix of its own: other tests' snapshots must not answer for it."""
+    own = f"api_{uuid.uuid4().hex[:6]}"
+    redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
+    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(lambda: instance, SnapshotReader(redis_store, postgres)), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -63,6 +66,8 @@ def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client
         yield client, redis_store, postgres
     server.should_exit = True
     thread.join(timeout=10)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
 
 
 def _heartbeat(instance: dg.DagsterInstance, daemon_type: str, at: float) -> None:
@@ -96,8 +101,8 @@ def test_worker_status_reports_jobs_and_daemon_health(api, instance):
     assert client.get("/worker/status", params={"limit": "x"}).status_code == 400
 
 
-def test_snapshots_come_from_redis_then_postgres(api, pg_url, settings):
-    client, redis_store, _ = api
+def test_snapshots_come_from_redis_then_postgres(api, pg_url):
+    client, redis_store, postgres = api
     as_of = pd.Timestamp("2026-03-10T10:58:00Z")
     assert client.get("/market-status/latest").status_code == 404  # nothing written anywhere yet
 
@@ -109,7 +114,7 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url, settings):
     assert body["rows"] == [{"as_of": "2026-03-10T10:58:00Z", "score": 0.4, "regime": "risk-on"}]
 
     # support levels only in Postgres (the Redis key expired): the newest as_of of that market is served
-    schema = settings.db_schema
+    schema = postgres.db_schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'CREATE TABLE "{schema}".support_levels (as_of timestamptz, market text, level double precision, kind text)')
