@@ -9,7 +9,7 @@ per run, so the client pages Upbit 200 candles a request over each range (see ``
 
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -24,7 +24,7 @@ from dantaro_assets.markets.candles import (
     universe_markets,
 )
 from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
-from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.partitions import daily_partitions, freshness, hourly_partitions
 from dantaro_assets.settings import get_settings
 
 _SETTINGS = get_settings()
@@ -44,6 +44,7 @@ class _BlockingCheckFailed(dg.Failure):
     backfill_policy=dg.BackfillPolicy.single_run(),
     metadata={"partition_expr": "day", "primary_key": ["day", "market"]},
     check_specs=[schema_check_spec("upbit_markets")],
+    freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description="KRW markets of the day with Upbit's warning and five caution flags (the listing as fetched: Upbit keeps no history).",
     **_UPBIT_STEP,
 )
@@ -51,7 +52,7 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
     window = context.partition_time_window
     days = pd.date_range(window.start, window.end, freq="D", inclusive="left")
     listing = upbit.markets()
-    listed_at = datetime.now(timezone.utc).isoformat()
+    listed_at = datetime.now(UTC).isoformat()
     frame = pd.concat([listing.assign(day=day) for day in days], ignore_index=True)[["day", *MARKET_COLUMNS]]
     yield from _checked(frame, pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame))
     metadata = {"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days), "listed_at": listed_at}
@@ -78,7 +79,12 @@ def backfill_policy(candles_per_partition: int) -> dg.BackfillPolicy:
 
 
 def _candle_asset(
-    name: str, interval_name: str, partitions_def: dg.TimeWindowPartitionsDefinition, partition_width: timedelta, description: str
+    name: str,
+    interval_name: str,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    partition_width: timedelta,
+    refresh_seconds: int,
+    description: str,
 ) -> dg.AssetsDefinition:
     spec = interval(interval_name)
 
@@ -91,6 +97,7 @@ def _candle_asset(
             schema_check_spec(name),
             dg.AssetCheckSpec("coverage", asset=name, blocking=True, description=f"share of the universe answered (>= {_SETTINGS.min_coverage})"),
         ],
+        freshness_policy=freshness(refresh_seconds),
         description=description,
         **_UPBIT_STEP,
     )
@@ -104,7 +111,7 @@ def _candle_asset(
         fetched, stats = upbit.candles(markets, interval_name, start, end)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
-        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(timezone.utc)), _SETTINGS.min_coverage)
+        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), _SETTINGS.min_coverage)
         yield from _checked(candles, pandera_check(candles_schema(start, end), candles))
         yield dg.AssetCheckResult(
             check_name="coverage",
@@ -119,6 +126,7 @@ def _candle_asset(
 
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, HOUR, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
-candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, DAY, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
-candles_1d = _candle_asset("candles_1d", "day", daily_partitions, DAY, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")
+# candles_1m is refreshed by every analysis job, so it is as fresh as the fastest cadence (market status).
+candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, HOUR, _SETTINGS.market_status_interval, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
+candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, DAY, 3600, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
+candles_1d = _candle_asset("candles_1d", "day", daily_partitions, DAY, 3600, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")

@@ -133,6 +133,7 @@ def recommendations(
     },
     metadata={"partition_expr": "as_of", "primary_key": _KEY},
     check_specs=[schema_check_spec("recommendation_outcomes")],
+    freshness_policy=freshness(3600),  # rescored every hour as horizons close
     group_name="analysis",
     kinds={"pandas", "postgres"},
     description="Net forward returns (1 h, 4 h, 24 h) of each recommendation of the hour vs the equal-weight universe, and target/stop first hit.",
