@@ -1,21 +1,56 @@
 """Test session set-up: every run gets its own Postgres schema, Redis key prefix and state folder.
 
-The environment is set here, before any ``dantaro_assets`` import, because settings are read once.
+The environment is set here, before settings are first read (they are read once).
 Tests talk to the machine's real Postgres and Redis (``DANTARO_TEST_DATABASE_URL`` /
-``DANTARO_TEST_REDIS_URL`` override them) and clean up what they create.
+``DANTARO_TEST_REDIS_URL`` override them) and clean up what they create. On a machine with neither
+running, the suite starts the project's embedded servers in its state folder, so the README's test
+command works with nothing but Python and pip.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import tempfile
 import uuid
+from pathlib import Path
 
 RUN_TAG = uuid.uuid4().hex[:8]
 STATE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-")
 
-os.environ["DATABASE_URL"] = os.environ.get("DANTARO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-os.environ["REDIS_URL"] = os.environ.get("DANTARO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _server_url(variable: str, default: str, port: int, embedded) -> str:
+    if os.environ.get(variable):
+        return os.environ[variable]
+    if _listening(port):
+        return default
+    return embedded(Path(STATE_DIR))
+
+
+def _embedded_postgres(state_dir: Path) -> str:
+    from dantaro_assets.lib.embedded import embedded_postgres_url
+
+    return embedded_postgres_url(state_dir)
+
+
+def _embedded_redis(state_dir: Path) -> str:
+    from dantaro_assets.lib.embedded import embedded_redis_url
+
+    return embedded_redis_url(state_dir)
+
+
+os.environ["DATABASE_URL"] = _server_url("DANTARO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test", 5432, _embedded_postgres)
+os.environ["REDIS_URL"] = _server_url("DANTARO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", 6379, _embedded_redis)
 os.environ["DANTARO_SCHEMA"] = f"dantaro_test_{RUN_TAG}"
 os.environ["DANTARO_REDIS_PREFIX"] = f"dantaro_test_{RUN_TAG}"
 os.environ["DANTARO_STATE_DIR"] = STATE_DIR
@@ -26,3 +61,11 @@ pytest_plugins = [
     "dantaro_assets_tests.fixtures.storage",
     "dantaro_assets_tests.fixtures.replay",
 ]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Stop embedded servers the suite started (none when the machine's own servers were used), drop the state."""
+    from dantaro_assets.lib.embedded import stop_embedded
+
+    stop_embedded(Path(STATE_DIR))
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
