@@ -46,6 +46,10 @@ daily_candles_job = _asset_job(
     "daily_candles_job", "daily_candles", ["upbit_markets", "candles_1h", "candles_1d"],
     "Refresh the day's KRW universe and its 1-hour and 1-day candles.",
 )
+candles_1m_job = _asset_job(
+    "candles_1m_job", "history", ["candles_1m"],
+    "Fetch closed hours of 1-minute candles the analyses look back over (the history sensor's backfill).",
+)
 
 
 @dg.job(tags=job_tags("cleanup"), executor_def=memory_limited_executor)
@@ -54,4 +58,6 @@ def cleanup_job() -> None:
     enforce_retention()
 
 
-jobs = [market_status_job, recommendations_job, support_levels_job, recommendation_outcomes_job, daily_candles_job, cleanup_job]
+jobs = [
+    market_status_job, recommendations_job, support_levels_job, recommendation_outcomes_job, daily_candles_job, candles_1m_job, cleanup_job,
+]

@@ -24,11 +24,13 @@ FINALISE_TAG = "dantaro/finalise"
 
 # Higher runs first. Seed order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
 # universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
+# "history" is the bootstrap's 1-minute candle backfill (operations/bootstrap.py), after the daily refresh.
 PRIORITIES: Mapping[str, int] = {
     "market_status": 40,
     "recommendations": 30,
     "support_levels": 20,
     "daily_candles": 10,
+    "history": 7,
     "recommendation_outcomes": 5,
     "cleanup": -10,
 }

@@ -1,0 +1,193 @@
+"""Fetch the history the hourly analyses look back over, on a fresh install and after a long stop.
+
+The schedules only fetch the open hour and day, but the analyses read back further: support levels
+and recommendations need 14 days of 1-hour candles (>= 50 bars) and 2 days of daily candles, the
+recommendations' turnover window 24 h of 1-minute candles, market status 2 h, and every candle
+asset the universe of each day it covers. Without this sensor a fresh ``dantaro dev`` fails those
+jobs for hours or days until the schedules have accumulated the history one period at a time.
+
+Every ``SENSOR_INTERVAL`` seconds the sensor compares the lookback partitions with what the instance
+has ever materialised and requests the missing ones in as few runs as the run timeout allows, in
+dependency order across ticks:
+
+1. the universe (``upbit_markets``) of the missing days, one run per contiguous range: a range costs
+   one Upbit request, and everything else (the schedules' runs included) fails without it, so it
+   runs at the highest priority;
+2. once those days' universe is stored, the 1-hour and 1-day candles of the 14 days as ONE range
+   run of ``daily_candles_job``, and the closed hours of 1-minute candles of the last 24 h in
+   ranges of at most ``MINUTE_HOURS_PER_RUN`` hours, newest first (market status needs only the
+   last 2 h, so it turns green after the first of them).
+
+A step with a run still queued or in progress is not requested again; run keys carry the range and
+the hour of the request, so a failed range is retried at most once an hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PRIORITY_TAG,
+)
+from dagster._time import get_current_datetime
+
+from dantaro_assets.operations.jobs import candles_1m_job, daily_candles_job
+from dantaro_assets.operations.limits import PRIORITIES, job_tags
+from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.settings import Settings, get_settings
+
+HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
+SENSOR_INTERVAL = 30
+DAILY_LOOKBACK_DAYS = 14  # support levels / recommendations: 14 days of 1-hour candles
+MINUTE_LOOKBACK_HOURS = 24  # recommendations' turnover window
+MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout
+DAILY_CANDLES = ("candles_1h", "candles_1d")
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Consecutive partition keys of one definition, first to last inclusive."""
+
+    keys: tuple[str, ...]
+
+    @property
+    def first(self) -> str:
+        return self.keys[0]
+
+    @property
+    def last(self) -> str:
+        return self.keys[-1]
+
+    def tags(self) -> dict[str, str]:
+        return {ASSET_PARTITION_RANGE_START_TAG: self.first, ASSET_PARTITION_RANGE_END_TAG: self.last}
+
+
+def lookback_keys(partitions_def: dg.TimeWindowPartitionsDefinition, starts: Iterable[datetime]) -> list[str]:
+    """Partition keys of the given period starts, oldest first, none before the definition's start."""
+    return [partitions_def.get_partition_key_for_timestamp(start.timestamp()) for start in sorted(starts) if start >= partitions_def.start]
+
+
+def daily_lookback(now: datetime) -> list[str]:
+    """Today and the ``DAILY_LOOKBACK_DAYS`` days before."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return lookback_keys(daily_partitions, (today - timedelta(days=n) for n in range(DAILY_LOOKBACK_DAYS + 1)))
+
+
+def minute_lookback(now: datetime) -> list[str]:
+    """The closed hours of the last ``MINUTE_LOOKBACK_HOURS``; the open hour is the schedules' own."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    return lookback_keys(hourly_partitions, (hour - timedelta(hours=n) for n in range(1, MINUTE_LOOKBACK_HOURS + 1)))
+
+
+def missing_ranges(keys: Sequence[str], present: set[str], max_len: int | None = None) -> list[KeyRange]:
+    """Runs of consecutive ``keys`` not in ``present``, split to at most ``max_len`` keys, oldest first."""
+    ranges: list[list[str]] = []
+    previous_missing = False
+    for key in keys:
+        missing = key not in present
+        if missing and previous_missing and (max_len is None or len(ranges[-1]) < max_len):
+            ranges[-1].append(key)
+        elif missing:
+            ranges.append([key])
+        previous_missing = missing
+    return [KeyRange(tuple(keys)) for keys in ranges]
+
+
+def _day_of_hour(hour_key: str) -> str:
+    return daily_partitions.get_partition_key_for_timestamp(hourly_partitions.time_window_for_partition_key(hour_key).start.timestamp())
+
+
+def _in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """Bootstrap steps with a run queued or in progress."""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES, tags={HISTORY_TAG: ["universe", "daily", "minute"]}))
+    return {run.tags[HISTORY_TAG] for run in runs}
+
+
+def _request(
+    job_name: str, step: str, job_type: str, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
+) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{step}:{key_range.first}...{key_range.last}:{'+'.join(assets)}@{stamp}",
+        job_name=job_name,
+        asset_selection=[dg.AssetKey(asset) for asset in assets],
+        tags={**job_tags(job_type), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
+    )
+
+
+def history_run_requests(instance: dg.DagsterInstance, now: datetime) -> tuple[list[dg.RunRequest], list[str]]:
+    """The runs fetching the missing lookback history at ``now``, and why anything missing waits."""
+    days, hours = daily_lookback(now), minute_lookback(now)
+    stamp = now.strftime("%Y-%m-%dT%H")
+    in_flight = _in_flight(instance)
+    present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in ("upbit_markets", *DAILY_CANDLES, "candles_1m")}
+    universe = present["upbit_markets"]
+    requests: list[dg.RunRequest] = []
+    waiting: list[str] = []
+
+    universe_missing = missing_ranges(days, universe)
+    if universe_missing and "universe" in in_flight:
+        waiting.append("the universe run is still queued or running")
+    elif universe_missing:
+        top_priority = str(max(PRIORITIES.values()) + 1)
+        for key_range in universe_missing:
+            requests.append(_request(daily_candles_job.name, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
+
+    daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
+    if daily_missing:
+        span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
+        assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
+        if "daily" in in_flight:
+            waiting.append("the daily candles run is still queued or running")
+        elif not universe.issuperset(span.keys):
+            waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
+        else:
+            requests.append(_request(daily_candles_job.name, "daily", "daily_candles", span, assets, stamp))
+
+    minute_missing = missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)
+    if minute_missing and "minute" in in_flight:
+        waiting.append("a 1-minute candles run is still queued or running")
+    elif minute_missing:
+        for key_range in reversed(minute_missing):
+            if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
+                requests.append(_request(candles_1m_job.name, "minute", "history", key_range, ["candles_1m"], stamp))
+            else:
+                waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
+    return requests, waiting
+
+
+def default_sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
+    """Off with the schedules when WORKER_ENABLED=false (an operator can still start it in the UI)."""
+    return dg.DefaultSensorStatus.RUNNING if settings.worker_enabled else dg.DefaultSensorStatus.STOPPED
+
+
+def build_history_sensor(settings: Settings | None = None) -> dg.SensorDefinition:
+    settings = settings or get_settings()
+
+    @dg.sensor(
+        name="history_sensor",
+        jobs=[daily_candles_job, candles_1m_job],
+        minimum_interval_seconds=SENSOR_INTERVAL,
+        default_status=default_sensor_status(settings),
+        description=(
+            f"Fetches the lookback history nobody has materialised: the universe and 1-hour/1-day candles of the last "
+            f"{DAILY_LOOKBACK_DAYS} days, 1-minute candles of the last {MINUTE_LOOKBACK_HOURS} closed hours."
+        ),
+    )
+    def history_sensor(context: dg.SensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        requests, waiting = history_run_requests(context.instance, get_current_datetime())
+        if requests:
+            for reason in waiting:
+                context.log.info(reason)
+            return requests
+        return dg.SkipReason("; ".join(waiting) if waiting else "the lookback history is complete")
+
+    return history_sensor
+
+
+history_sensor = build_history_sensor()

@@ -1,0 +1,127 @@
+"""The history sensor against a real temporary instance: which lookback partitions it requests, how, and when not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import freeze_time
+from dagster._core.utils import make_new_run_id
+
+from dantaro_assets.definitions import defs
+from dantaro_assets.operations.bootstrap import (
+    HISTORY_TAG,
+    daily_lookback,
+    history_sensor,
+    minute_lookback,
+)
+from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES
+
+NOW = datetime(2026, 3, 10, 10, 25, tzinfo=UTC)
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _materialise(instance: dg.DagsterInstance, asset: str, keys: list[str]) -> None:
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(asset), partition=key))
+
+
+def _evaluate(instance: dg.DagsterInstance, now: datetime = NOW) -> list[dg.RunRequest] | dg.SkipReason:
+    with freeze_time(now):
+        return history_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+
+
+def _summary(requests: list[dg.RunRequest]) -> list[tuple]:
+    return [
+        (r.job_name, r.tags[HISTORY_TAG], r.tags[RANGE_START], r.tags[RANGE_END], sorted(k.to_user_string() for k in r.asset_selection))
+        for r in requests
+    ]
+
+
+def _store_everything(instance: dg.DagsterInstance, now: datetime = NOW) -> None:
+    for asset in ("upbit_markets", "candles_1h", "candles_1d"):
+        _materialise(instance, asset, daily_lookback(now))
+    _materialise(instance, "candles_1m", minute_lookback(now))
+
+
+def test_lookbacks_cover_today_and_14_days_and_the_24_closed_hours():
+    assert daily_lookback(NOW)[0] == "2026-02-24" and daily_lookback(NOW)[-1] == "2026-03-10" and len(daily_lookback(NOW)) == 15
+    hours = minute_lookback(NOW)
+    assert hours[0] == "2026-03-09-10:00" and hours[-1] == "2026-03-10-09:00" and len(hours) == 24
+
+
+def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
+    requests = _evaluate(instance)
+    assert _summary(requests) == [("daily_candles_job", "universe", "2026-02-24", "2026-03-10", ["upbit_markets"])]
+    tags = requests[0].tags
+    assert int(tags["dagster/priority"]) > max(PRIORITIES.values())
+    assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "300"
+
+
+def test_with_the_universe_stored_daily_candles_go_as_one_run_and_minutes_in_12h_ranges_newest_first(instance):
+    _materialise(instance, "upbit_markets", daily_lookback(NOW))
+    requests = _evaluate(instance)
+    assert _summary(requests) == [
+        ("daily_candles_job", "daily", "2026-02-24", "2026-03-10", ["candles_1d", "candles_1h"]),
+        ("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"]),
+        ("candles_1m_job", "minute", "2026-03-09-10:00", "2026-03-09-21:00", ["candles_1m"]),
+    ]
+    daily, minute = requests[0].tags, requests[1].tags
+    assert daily[JOB_TAG] == "daily_candles" and daily["dagster/priority"] == str(PRIORITIES["daily_candles"])
+    assert minute[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(minute["dagster/priority"]) < PRIORITIES["daily_candles"]
+    assert len({request.run_key for request in requests}) == 3
+    assert requests[1].run_key == "minute:2026-03-09-22:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
+
+
+def test_only_the_gaps_are_requested(instance):
+    missing_hours = ["2026-03-10-03:00", "2026-03-10-04:00", "2026-03-10-08:00"]
+    for asset in ("upbit_markets", "candles_1h"):
+        _materialise(instance, asset, daily_lookback(NOW))
+    _materialise(instance, "candles_1d", [day for day in daily_lookback(NOW) if day not in ("2026-03-01", "2026-03-05")])
+    _materialise(instance, "candles_1m", [hour for hour in minute_lookback(NOW) if hour not in missing_hours])
+    assert _summary(_evaluate(instance)) == [
+        ("daily_candles_job", "daily", "2026-03-01", "2026-03-05", ["candles_1d"]),
+        ("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-08:00", ["candles_1m"]),
+        ("candles_1m_job", "minute", "2026-03-10-03:00", "2026-03-10-04:00", ["candles_1m"]),
+    ]
+
+
+def test_candles_wait_for_their_days_universe(instance):
+    _materialise(instance, "upbit_markets", daily_lookback(NOW)[:-2])  # yesterday and today missing
+    _materialise(instance, "candles_1h", daily_lookback(NOW)[:-1])
+    _materialise(instance, "candles_1d", daily_lookback(NOW))
+    _materialise(instance, "candles_1m", minute_lookback(NOW)[:-1])  # 09:00 today missing
+    assert _summary(_evaluate(instance)) == [("daily_candles_job", "universe", "2026-03-09", "2026-03-10", ["upbit_markets"])]
+
+
+def test_nothing_is_requested_when_the_history_is_complete(instance):
+    _store_everything(instance)
+    result = _evaluate(instance)
+    assert isinstance(result, dg.SkipReason) and "complete" in result.skip_message
+    # An hour later only the hour that just closed is new, and it is the schedules' (here: missing) hour.
+    later = _evaluate(instance, NOW + timedelta(hours=1))
+    assert _summary(later) == [("candles_1m_job", "minute", "2026-03-10-10:00", "2026-03-10-10:00", ["candles_1m"])]
+
+
+def test_a_step_with_a_run_in_flight_is_not_requested_again(instance):
+    _materialise(instance, "upbit_markets", daily_lookback(NOW))
+    for step, job in (("daily", "daily_candles_job"), ("minute", "candles_1m_job")):
+        instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED, tags={HISTORY_TAG: step}))
+    result = _evaluate(instance)
+    assert isinstance(result, dg.SkipReason)
+    assert "daily candles run is still queued" in result.skip_message and "1-minute candles run is still queued" in result.skip_message
+
+
+def test_sensor_is_in_the_definitions_targeting_both_jobs():
+    sensor = defs.get_repository_def().get_sensor_def("history_sensor")
+    assert {target.job_name for target in sensor.targets} == {"daily_candles_job", "candles_1m_job"}
+    assert sensor.minimum_interval_seconds == 30
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
