@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -21,7 +20,6 @@ from dagster._daemon.types import DaemonHeartbeat
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
-from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import job_tags
 
 
@@ -39,13 +37,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    write_instance_config(tmp_path)
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        yield instance
 
 
 @pytest.fixture

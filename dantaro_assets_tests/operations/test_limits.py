@@ -30,14 +30,6 @@ IN_FLIGHT = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.Dagst
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A real instance configured by the project's dagster.yaml (SQLite under a temporary DAGSTER_HOME)."""
-    write_instance_config(tmp_path)
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        yield instance
-
-
-@pytest.fixture
 def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
     target = ModuleTarget(
         module_name="dantaro_assets_tests.operations.limits_defs",
