@@ -248,8 +248,9 @@ def nearest_levels(levels: pd.DataFrame, price: pd.Series, atr: pd.Series) -> pd
     return out
 
 
-def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Machine-readable reasons (JSON) and one human line per pick: only for the top N, so a loop is fine."""
+def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    """Machine-readable reasons (a JSON object: jsonb in Postgres, nested in the Redis payload) and one human
+    line per pick: only for the top N, so a loop is fine."""
     reasons, summaries = [], []
     for market, row in picks.iterrows():
         atr_pct = row["atr"] / row["price"]
@@ -263,7 +264,8 @@ def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[str], list[str]]:
             "resistance_distance": {"score": _r(row["resistance_distance"]), "resistance": _r(row["resistance_low"]), "pct_below": _r(resistance_pct)},
             "volatility": {"score": _r(row["volatility"]), "atr14_pct": _r(100.0 * atr_pct)},
         }  # fmt: skip
-        reasons.append(json.dumps(detail, allow_nan=False))
+        json.dumps(detail, allow_nan=False)  # raises on NaN/inf: every figure must be a real number or None
+        reasons.append(detail)
         trend = "uptrend above EMA20" if row["price"] > row["ema20"] and row["ema20"] > row["ema50"] else (
             "above EMA20" if row["price"] > row["ema20"] else "below EMA20")
         direction = "rising" if row["rsi"] > row["rsi_3h_ago"] else "falling"

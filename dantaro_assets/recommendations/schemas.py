@@ -20,9 +20,10 @@ def _as_of(start: pd.Timestamp, end: pd.Timestamp) -> pa.Column:
                             pa.Check.lt(end, error=f"as_of at or after the window end {end}")])
 
 
-def _valid_json(text: str) -> bool:
+def _json_object(value: object) -> bool:
+    """A dict that serialises to strict JSON (no NaN or infinity)."""
     try:
-        return isinstance(json.loads(text), dict)
+        return isinstance(value, dict) and bool(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError):
         return False
 
@@ -51,7 +52,7 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
             "market": _MARKET,
             "score": pa.Column(float, _SCORE),
             **{c: pa.Column(float, _SCORE) for c in COMPONENTS},
-            "reasons": pa.Column(str, pa.Check(_valid_json, element_wise=True, error="reasons must be a JSON object")),
+            "reasons": pa.Column(object, pa.Check(_json_object, element_wise=True, error="reasons must be a JSON object")),
             "summary": pa.Column(str, pa.Check.str_length(min_value=1)),
             "entry": pa.Column(float, pa.Check.gt(0)),
             "target": pa.Column(float),

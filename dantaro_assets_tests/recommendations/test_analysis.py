@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,7 +82,7 @@ def test_snapshot_shape_and_invariants(partition, market):
     assert list(counts["as_of"]) == list(TICKS)
     assert (counts["excluded_warning"] == 1).all() and (counts["excluded_turnover"] == 1).all()
     assert (counts["eligible"] == market.upbit_markets["market"].nunique() - 2).all()
-    reasons = json.loads(recs["reasons"].iloc[0])
+    reasons = recs["reasons"].iloc[0]
     assert set(reasons) == set(COMPONENTS)
     assert recs["summary"].iloc[0].startswith(f"{recs['market'].iloc[0]} {recs['score'].iloc[0]:.0f}: ")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import dagster as dg
 import pandas as pd
@@ -57,7 +58,11 @@ def _materialise(asset, io_resources):
 
 
 def _table(postgres_resource, name: str) -> pd.DataFrame:
-    return postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, rank")
+    """The stored rows; a plain query returns jsonb as text, decoded here as the IO manager decodes it."""
+    frame = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, rank")
+    if "reasons" in frame:
+        frame["reasons"] = frame["reasons"].map(json.loads)
+    return frame
 
 
 @pytest.fixture(scope="module")
