@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -105,7 +105,7 @@ def _day_of_hour(hour_key: str) -> str:
 
 def _in_flight(instance: dg.DagsterInstance) -> set[str]:
     """Bootstrap steps with a run queued or in progress."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES, tags={HISTORY_TAG: ["universe", "daily", "minute"]}))
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: ["universe", "daily", "minute"]}))
     return {run.tags[HISTORY_TAG] for run in runs}
 
 

@@ -113,8 +113,9 @@ def test_nothing_is_requested_when_the_history_is_complete(instance):
 
 def test_a_step_with_a_run_in_flight_is_not_requested_again(instance):
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
-    for step, job in (("daily", "daily_candles_job"), ("minute", "candles_1m_job")):
-        instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED, tags={HISTORY_TAG: step}))
+    # Not yet started (as a queued run is) and started: both hold their step back.
+    for step, job, status in (("daily", "daily_candles_job", dg.DagsterRunStatus.NOT_STARTED), ("minute", "candles_1m_job", dg.DagsterRunStatus.STARTED)):
+        instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=status, tags={HISTORY_TAG: step}))
     result = _evaluate(instance)
     assert isinstance(result, dg.SkipReason)
     assert "daily candles run is still queued" in result.skip_message and "1-minute candles run is still queued" in result.skip_message
