@@ -134,7 +134,7 @@ def history_run_requests(instance: dg.DagsterInstance, now: datetime) -> tuple[l
     if universe_missing and "universe" in in_flight:
         waiting.append("the universe run is still queued or running")
     elif universe_missing:
-        top_priority = str(max(PRIORITIES.values()) + 1)
+        top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
         for key_range in universe_missing:
             requests.append(_request(daily_candles_job.name, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
 
