@@ -13,11 +13,13 @@ from dagster._core.utils import make_new_run_id
 from dantaro_assets.definitions import defs
 from dantaro_assets.operations.bootstrap import (
     HISTORY_TAG,
+    build_history_sensor,
     daily_lookback,
     history_sensor,
     minute_lookback,
 )
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES
+from dantaro_assets.settings import load_settings
 
 NOW = datetime(2026, 3, 10, 10, 25, tzinfo=UTC)
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -126,3 +128,7 @@ def test_sensor_is_in_the_definitions_targeting_both_jobs():
     assert {target.job_name for target in sensor.targets} == {"daily_candles_job", "candles_1m_job"}
     assert sensor.minimum_interval_seconds == 30
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_worker_disabled_leaves_the_sensor_stopped():
+    assert build_history_sensor(load_settings({"WORKER_ENABLED": "false"})).default_status == dg.DefaultSensorStatus.STOPPED
