@@ -52,6 +52,14 @@ def test_tables_get_typed_columns_and_one_time_first_key_index(io_manager, postg
     assert "UNIQUE" in indexes.set_index("tablename").loc["typed_candles", "indexdef"]
 
 
+def test_read_returns_exactly_its_window(io_manager):
+    for hour in (HOUR_A, HOUR_B, HOUR_C):
+        write(io_manager, candles(hour), "window_candles", partitions=(hour, hour))
+    # Rows sit on the hour marks, so an inclusive end or an exclusive start would show here.
+    pd.testing.assert_frame_equal(read(io_manager, "window_candles", partitions=(HOUR_B, HOUR_B)), _sorted(candles(HOUR_B)))
+    pd.testing.assert_frame_equal(read(io_manager, "window_candles", partitions=(HOUR_A, HOUR_B)), _sorted(pd.concat([candles(HOUR_A), candles(HOUR_B)])))
+
+
 def test_range_write_replaces_every_hour_of_a_backfill(io_manager):
     write(io_manager, candles(HOUR_A), "range_candles", partitions=(HOUR_A, HOUR_A))
     write(io_manager, candles(HOUR_C), "range_candles", partitions=(HOUR_C, HOUR_C))
