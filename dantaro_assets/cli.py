@@ -75,6 +75,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     from dantaro_assets.lib import embedded
 
     env = dict(os.environ)
+    env["DANTARO_STATE_DIR"] = str(settings.state_dir.resolve())  # children run from DAGSTER_HOME, not from here
     env["DATABASE_URL"] = embedded.postgres_url(settings)
     env["REDIS_URL"] = embedded.redis_url(settings)
     env["DAGSTER_HOME"] = str(_dagster_home(settings, env))
