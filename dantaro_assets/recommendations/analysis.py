@@ -95,6 +95,7 @@ class Turnover:
     """Cumulative KRW turnover per market on a minute grid: any window's sum is two lookups."""
 
     cumsum: pd.DataFrame  # minute x market; one zero row before the first minute
+    stored_from: pd.Timestamp | None = None  # the first stored minute: before it, "nothing traded" is unknown
 
     @classmethod
     def from_candles(cls, candles_1m: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> Turnover:
@@ -102,11 +103,17 @@ class Turnover:
         inside = candles_1m[(candles_1m[pit.START] >= start) & (candles_1m[pit.START] < end)]
         value = inside.pivot(index=pit.START, columns=pit.MARKET, values="value")
         grid = pd.date_range(start - pit.MINUTE, end, freq=pit.MINUTE, inclusive="left")
-        return cls(value.reindex(grid).fillna(0.0).cumsum())
+        return cls(value.reindex(grid).fillna(0.0).cumsum(), inside[pit.START].min() if len(inside) else None)
 
     def between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
         """KRW traded per market over [start, end), both inside the grid."""
         return self.cumsum.loc[end - pit.MINUTE] - self.cumsum.loc[start - pit.MINUTE]
+
+    def hours_stored(self, start: pd.Timestamp, end: pd.Timestamp) -> float:
+        """Hours of [start, end) that stored minutes cover (at least 1): a fresh install or a gap in
+        storage leaves the start of a 24 h window unknown, and its sum must not read as a quiet day."""
+        begin = start if self.stored_from is None else max(start, self.stored_from)
+        return max((end - begin) / pd.Timedelta(hours=1), 1.0)
 
 
 @dataclass
@@ -136,7 +143,9 @@ def universe_at(markets: pd.DataFrame, turnover: Turnover, as_of: pd.Timestamp,
     if listed.empty:
         return listed.set_index("market").assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
     listed = listed[listed["day"] == listed["day"].max()].set_index("market")
-    traded = turnover.between(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0)
+    # KRW traded over the 24 h before as_of, scaled up from the hours actually stored (a fresh install)
+    hours = turnover.hours_stored(as_of - TURNOVER_WINDOW, as_of)
+    traded = turnover.between(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0) * (24.0 / hours)
     listed = listed.assign(turnover_24h=traded)
     warning = listed["warning"].astype(bool)
     thin = ~warning & (traded < min_turnover_krw)

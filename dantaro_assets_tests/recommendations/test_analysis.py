@@ -178,3 +178,18 @@ def test_recorded_upbit_candles(upbit_data_dir):
         universe, ticks[-1:], compute_support_levels, min_turnover_krw=1e9,
     )
     pd.testing.assert_frame_equal(cut, recs[recs["as_of"] == last].reset_index(drop=True))
+
+
+def test_turnover_of_a_partly_stored_window_is_scaled_to_24_hours_not_read_as_a_quiet_day():
+    """A fresh install stores only the last hours: 6 h at 1e8 KRW/h is a 2.4e9 KRW day, not 6e8."""
+    as_of = pd.Timestamp("2026-01-02T12:00Z")
+    minutes = pd.date_range(as_of - pd.Timedelta(hours=6), as_of, freq="1min", inclusive="left")
+    candles = pd.DataFrame({"market": "KRW-AAA", "candle_start": minutes, "value": 1e8 / 60})
+    markets = pd.DataFrame({"day": [pd.Timestamp("2026-01-02T00:00Z")], "market": ["KRW-AAA"], "warning": [False]})
+    turnover = analysis.Turnover.from_candles(candles, as_of - analysis.TURNOVER_WINDOW, as_of)
+
+    universe, counts = analysis.universe_at(markets, turnover, as_of, min_turnover_krw=1e9)
+
+    assert turnover.hours_stored(as_of - analysis.TURNOVER_WINDOW, as_of) == 6.0
+    assert universe.loc["KRW-AAA", "turnover_24h"] == pytest.approx(2.4e9)
+    assert counts.excluded_turnover == 0
