@@ -101,10 +101,15 @@ def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int =
         }
         for name, status in statuses.items()
     }
+    # Schedules default to RUNNING in code (unless WORKER_ENABLED=false), which the instance stores as
+    # DECLARED_IN_CODE until an operator starts or stops one in the UI.
+    running_states = {InstigatorStatus.RUNNING, InstigatorStatus.AUTOMATICALLY_RUNNING}
+    if get_settings().worker_enabled:
+        running_states.add(InstigatorStatus.DECLARED_IN_CODE)
     running = sorted(
         state.instigator_name
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
-        if state.status == InstigatorStatus.RUNNING
+        if state.status in running_states
     )
     return {
         "worker_active": all(d["healthy"] for d in daemons.values()),
