@@ -1,5 +1,6 @@
 """Small jobs carrying the real job tags and executor, for the run-queue, timeout and memory tests."""
 
+import os
 import time
 
 import dagster as dg
@@ -22,6 +23,12 @@ def allocate(context: dg.OpExecutionContext) -> int:
     return len(block)
 
 
+@dg.op
+def crash() -> None:
+    """The run worker dies without reporting, as when the OS kills it (exit status of a SIGKILL)."""
+    os._exit(137)
+
+
 def _waiting_job(job_type: str) -> dg.JobDefinition:
     @dg.job(name=f"{job_type}_job", tags=job_tags(job_type), executor_def=memory_limited_executor)
     def _job() -> None:
@@ -35,4 +42,9 @@ def allocating_job() -> None:
     allocate()
 
 
-defs = dg.Definitions(jobs=[*(_waiting_job(job_type) for job_type in PRIORITIES), allocating_job])
+@dg.job(tags=job_tags("market_status"), executor_def=memory_limited_executor)
+def crashing_job() -> None:
+    crash()
+
+
+defs = dg.Definitions(jobs=[*(_waiting_job(job_type) for job_type in PRIORITIES), allocating_job, crashing_job])

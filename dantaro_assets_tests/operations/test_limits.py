@@ -16,6 +16,7 @@ import pytest
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
@@ -159,3 +160,26 @@ def _local_home(tmp_path: Path) -> Path:
     home = tmp_path / "local"
     write_instance_config(home)
     return home
+
+
+def test_a_run_whose_worker_dies_is_failed_by_monitoring_and_retried(instance, workspace):
+    """run_retries re-launch a run whose worker crashed (here it exits as if OOM-killed), up to 3 times."""
+    # the daemon that launches retries runs only when the instance enables run retries
+    assert EventLogConsumerDaemon.daemon_type() in instance.get_required_daemon_types()
+    retries_daemon = EventLogConsumerDaemon()
+    list(retries_daemon.run_iteration(workspace))  # its first iteration sets its cursor: later failures count
+    run_id = _submit(instance, workspace, "crashing_job", {})
+    _dequeue(workspace)
+    deadline = time.monotonic() + 90
+    while instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.FAILURE:
+        assert time.monotonic() < deadline, f"run still {instance.get_run_by_id(run_id).status} after its worker died"
+        list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring_test")))
+        time.sleep(1)
+
+    list(retries_daemon.run_iteration(workspace))
+
+    retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
+    assert len(retries) == 1
+    assert retries[0].tags["dagster/retry_number"] == "1"
+    assert retries[0].tags[JOB_TAG] == "market_status"  # the retry keeps its priority and one-at-a-time key
+    assert instance.run_retries_max_retries == 3
