@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,27 +41,12 @@ import dagster as dg
 import redis
 
 from dantaro_assets.lib import embedded
-from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history
+from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import get_settings
 
 PHASES = ("queue", "startup", "fetch", "store", "compute", "write", "push")
-
-
-def start_replay(markets: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "dantaro_assets.replay", "--port", str(port), "--simulated", str(markets)])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/_replay/stats", timeout=1).raise_for_status()
-            return process, url
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise SystemExit("replay server did not start")
-            time.sleep(0.2)
 
 
 def accepted_requests(replay_url: str) -> int:
@@ -122,7 +105,8 @@ def main() -> int:
     settings = get_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
     os.environ["REDIS_URL"] = embedded.redis_url(settings)
-    replay, replay_url = start_replay(args.markets)
+    replay = start_replay_server("--simulated", str(args.markets))
+    replay_url = replay.url
     os.environ["UPBIT_BASE_URL"] = replay_url
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = f"{settings.redis_prefix}:market_status:latest"
@@ -143,8 +127,7 @@ def main() -> int:
                     rows.append(row)
                     print(f"run {index + 1}/{args.runs}: {row['total']:.2f} s, {row['requests']} requests", flush=True)
     finally:
-        replay.terminate()
-        replay.wait(timeout=10)
+        replay.stop()
 
     totals = [row["total"] for row in rows]
     floor = statistics.median(row["requests"] for row in rows) / settings.upbit_requests_per_second

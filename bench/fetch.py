@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -29,21 +27,10 @@ from tabulate import tabulate
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient, interval
 from dantaro_assets.lib.upbit.parsing import parse_candle_page
+from dantaro_assets.replay.process import start_replay_server
 
 RATE = 10
 MINUTE = interval("minute1")
-
-
-def start_replay(markets: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dantaro_assets.replay", "--port", "0", "--simulated", str(markets), "--rate-limit", str(RATE)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )
-    line = process.stdout.readline()
-    if "http://" not in line:
-        process.kill()
-        raise SystemExit(f"replay server did not start: {line!r}")
-    return process, "http://" + line.split("http://", 1)[1].split()[0]
 
 
 def control(url: str, method: str, path: str, body: object = None) -> dict:
@@ -108,13 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="shared limiter; '' for in-process")
     args = parser.parse_args(argv)
 
-    process, url = start_replay(args.markets)
+    replay = start_replay_server("--simulated", str(args.markets), "--rate-limit", str(RATE))
+    url = replay.url
     try:
         markets = [m["market"] for m in control(url, "GET", "/v1/market/all")]
         rows = [row for latency in map(float, args.latencies.split(",")) for row in scenario(url, markets, latency, args.redis_url or None)]
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        replay.stop()
 
     print(tabulate(rows, headers="keys", floatfmt=".3f", tablefmt="github"))
     redis_arg = args.redis_url or "''"

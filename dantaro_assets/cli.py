@@ -14,10 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import Settings, SettingsError, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -32,29 +32,6 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_replay(env: dict[str, str], markets: int, seed: int) -> tuple[subprocess.Popen, str]:
-    """Start the simulated Upbit replay server and wait until it answers."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dantaro_assets.replay", "--port", str(port), "--simulated", str(markets), "--seed", str(seed)],
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not _reachable(url, timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"dantaro dev: the replay server did not start on {url}")
-        time.sleep(0.2)
-    return process, url
 
 
 def _dagster_home(settings: Settings, env: dict[str, str]) -> Path:
@@ -82,7 +59,8 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     if args.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
-        replay, env["UPBIT_BASE_URL"] = _start_replay(env, args.markets, args.seed)
+        replay = start_replay_server("--simulated", str(args.markets), "--seed", str(args.seed))
+        env["UPBIT_BASE_URL"] = replay.url
         print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
     print(f"dantaro dev: Postgres {env['DATABASE_URL']}, Redis {env['REDIS_URL']}, DAGSTER_HOME {env['DAGSTER_HOME']}")
     command = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
@@ -101,8 +79,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(dagster.pid, signal.SIGKILL)
         if replay is not None:
-            replay.terminate()
-            replay.wait(timeout=10)
+            replay.stop()
 
 
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +26,11 @@ os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")
 os.environ["WORKER_ENABLED"] = "false"
 
 import dagster as dg
-import httpx
 
 from dantaro_assets.lib import embedded
 from dantaro_assets.operations.api import SnapshotReader, worker_status
-from dantaro_assets.operations.dev_server import DagsterDev, free_port, prepare_history
+from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
+from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import get_settings
 
@@ -88,16 +87,9 @@ def main() -> int:
     settings = get_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
     os.environ["REDIS_URL"] = embedded.redis_url(settings)
-    port = free_port()
-    replay = subprocess.Popen([sys.executable, "-m", "dantaro_assets.replay", "--port", str(port), "--simulated", str(args.markets)])
-    os.environ["UPBIT_BASE_URL"] = f"http://127.0.0.1:{port}"
+    replay = start_replay_server("--simulated", str(args.markets))
+    os.environ["UPBIT_BASE_URL"] = replay.url
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{os.environ['UPBIT_BASE_URL']}/_replay/stats", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         with tempfile.TemporaryDirectory(prefix="dantaro-screens-") as home, DagsterDev(Path(home)) as dev:
             hour = prepare_history(dev)
             for job in ("market_status_job", "support_levels_job", "recommendations_job"):
@@ -109,8 +101,7 @@ def main() -> int:
                 print(args.out / name, flush=True)
             write_api_examples(Path(home), args.out / "api_examples.json")
     finally:
-        replay.terminate()
-        replay.wait(timeout=10)
+        replay.stop()
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from dagster._daemon.types import DaemonHeartbeat
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
+from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.limits import job_tags
 
 
@@ -33,19 +33,13 @@ def broken() -> None:
     raise ValueError("Upbit answered 418: IP blocked")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
     """The API over a schema and key prefix of its own: other tests' snapshots must not answer for it."""
     own = f"api_{uuid.uuid4().hex[:6]}"
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(lambda: instance, SnapshotReader(redis_store, postgres)), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
