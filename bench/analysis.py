@@ -37,7 +37,7 @@ from tabulate import tabulate
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.market_status import analysis as status_analysis
@@ -56,12 +56,12 @@ from dantaro_assets.support_levels.assets import support_levels
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
-CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.MERGE}
 UPSTREAM = {
     "candles_1m": (hourly_partitions, CANDLE_METADATA),
     "candles_1h": (daily_partitions, CANDLE_METADATA),
     "candles_1d": (daily_partitions, CANDLE_METADATA),
-    "upbit_markets": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"]}),
+    "upbit_markets": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE}),
 }
 
 

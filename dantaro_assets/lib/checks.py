@@ -1,6 +1,14 @@
-"""Asset checks that run inside a materialisation, on the frame in hand (never reloading partitions)."""
+"""Asset checks that run inside a materialisation, on the frame in hand (never reloading partitions).
+
+Every blocking check runs before the asset's ``Output``: ``checked`` reports all the results and then
+stops the step if any failed, so a failed check never reaches storage (the IO manager is never
+called) and Dagster records the failed evaluations for the UI.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -8,6 +16,26 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 _MAX_FAILURES_SHOWN = 20
+
+
+class BlockingCheckFailed(dg.Failure):
+    """A blocking check failed: nothing was written, the stored rows are as they were, nothing downstream runs."""
+
+
+def checked(*results: dg.AssetCheckResult, metadata: dict[str, Any] | None = None) -> Iterator[dg.AssetCheckResult]:
+    """Report every blocking check's result; if any failed, stop the step before its output is stored.
+
+    ``metadata`` (e.g. the fetch statistics) goes on the failure, since no materialisation will carry it.
+    Not retried: the same data would fail the same check.
+    """
+    yield from results
+    failed = [result for result in results if not result.passed]
+    if failed:
+        names = ", ".join(result.check_name for result in failed)
+        reasons = "; ".join(f"{result.check_name}: {result.description}" for result in failed)
+        raise BlockingCheckFailed(
+            f"{names} check failed, nothing written (stored rows unchanged): {reasons}", metadata=metadata, allow_retries=False
+        )
 
 
 def schema_check_spec(asset: str, *, blocking: bool = True, name: str = "schema") -> dg.AssetCheckSpec:

@@ -1,25 +1,28 @@
 """The IO manager storing every asset's DataFrame in its own Postgres table, and its latest rows in Redis.
 
 Modelled on Dagster's ``DbIOManager`` (``partition_expr`` metadata, a partition is a time window of
-that column) with what it lacks: the window's DELETE and the bulk INSERT share one transaction, so a
-failed write leaves the previous rows; tables are created with real types and indexes; a read of a
-lookback is one range query however many upstream partitions it spans.
+that column) with what it lacks: every write is one transaction, so a failed write leaves the previous
+rows; tables are created with real types and indexes; a read of a lookback is one range query however
+many upstream partitions it spans.
 
 Asset metadata read here:
 
+- ``write_mode`` (required): a :class:`WriteMode`, how a write treats the rows already stored;
 - ``partition_expr``: the timestamptz column holding the partition time (required when partitioned);
 - ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing);
 - ``snapshot``: ``{"ttl": seconds, "per_market": bool}`` pushes the newest ``as_of`` rows to Redis
   after the commit (see :mod:`dantaro_assets.lib.redis_store`).
 
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
-in the write's transaction); a table column the frame lacks is written as NULL; a frame column whose
-type cannot be cast to the table's type is an error naming both types.
+in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its
+stored value on rows it updates); a frame column whose type cannot be cast to the table's type is an
+error naming both types. A frame without columns is refused: it cannot say which rows it holds.
 """
 
 import json
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import adbc_driver_manager
@@ -44,6 +47,34 @@ _UNDEFINED_TABLE = "42P01"
 
 class MissingUpstreamTableError(RuntimeError):
     """An input's table does not exist: its asset was never materialised into this database."""
+
+
+class RefusedFrameError(ValueError):
+    """A frame that would wipe or corrupt stored rows; nothing was written."""
+
+
+class WriteMode(StrEnum):
+    """How a write treats the rows already stored in its window (asset metadata ``write_mode``)."""
+
+    REPLACE = "replace"
+    """Data derived from stored rows (the analyses): the window's rows are deleted and the frame's
+    inserted in one transaction, so a recomputation never leaves rows of an older version behind."""
+
+    MERGE = "merge"
+    """Facts fetched from outside (candles): the frame's rows replace stored rows with the same
+    primary key and are added otherwise; stored rows the frame lacks are kept, so an empty or partial
+    reply never deletes anything. Removing rows is a repair (``dantaro candles delete``)."""
+
+
+def write_mode(metadata: dict, asset: str) -> WriteMode:
+    """The asset's declared write mode; there is no default, every asset says which it is."""
+    declared = metadata.get("write_mode")
+    if declared is None:
+        raise ValueError(f"{asset}: asset metadata lacks 'write_mode': WriteMode.MERGE for fetched facts, WriteMode.REPLACE for derived data")
+    try:
+        return WriteMode(declared)
+    except ValueError:
+        raise ValueError(f"{asset}: write_mode {declared!r} is not one of {[m.value for m in WriteMode]}") from None
 
 
 def _pg_type(column: str, arrow_type: pa.DataType) -> str:
@@ -106,7 +137,10 @@ def conform(data: pa.Table, table_types: dict[str, str], table: str) -> tuple[pa
 def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, partition_expr: str | None, primary_key: Sequence[str]) -> None:
     """Refuse a frame that would corrupt the table, before anything touches the database."""
     if frame.columns.empty:
-        return
+        raise RefusedFrameError(
+            f"{asset}: the frame has no columns, so it cannot say which rows it holds; nothing was written "
+            "(return the asset's columns even when there are no rows)"
+        )
     missing = [c for c in [*primary_key, *([partition_expr] if window else [])] if c not in frame.columns]
     if missing:
         raise ValueError(f"{asset}: frame lacks column(s) {missing} (partition_expr / primary_key in the asset's metadata)")
@@ -152,9 +186,12 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         partition_expr = metadata.get("partition_expr")
         primary_key = list(metadata.get("primary_key") or [])
+        mode = write_mode(metadata, table)
         window = context.asset_partitions_time_window if context.has_asset_partitions else None
         if window is not None and not partition_expr:
             raise ValueError(f"{table} is partitioned but has no 'partition_expr' metadata naming its time column")
+        if mode is WriteMode.MERGE and not primary_key:
+            raise ValueError(f"{table}: write_mode merge matches rows by 'primary_key', which its metadata lacks")
         check_frame(obj, table, window, partition_expr, primary_key)
         data = frame_to_arrow(obj)
         order = [c for c in storage_order(partition_expr, primary_key) if c in data.column_names]
@@ -170,13 +207,21 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             data, new_columns = conform(data, table_types, table)
             if new_columns:
                 self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types))
-            if table_types or new_columns:
-                self._delete(conn, table, partition_expr, window)
-            self.postgres.ingest(conn, table, data)
+            if mode is WriteMode.MERGE:
+                changed = self._merge(conn, table, data, primary_key)
+            else:
+                if table_types or new_columns:
+                    self._delete(conn, table, partition_expr, window)
+                changed = self.postgres.ingest(conn, table, data)
         write_seconds = time.perf_counter() - started
 
         qualified = f"{self.postgres.db_schema}.{table}"
-        output: dict[str, Any] = {"dagster/table_name": qualified, "write_seconds": round(write_seconds, 3)}
+        output: dict[str, Any] = {
+            "dagster/table_name": qualified,
+            "write_mode": mode.value,
+            "rows_written": changed,
+            "write_seconds": round(write_seconds, 3),
+        }
         if window is not None:
             output |= {
                 "dagster/partition_row_count": len(obj),
@@ -275,6 +320,31 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             params = (window.start, window.end)
         with conn.cursor() as cur:
             cur.execute(sql, params)
+
+    def _merge(self, conn, table: str, data: pa.Table, primary_key: list[str]) -> int:
+        """Upsert ``data`` by ``primary_key``: COPY into a transaction-scoped staging table, then one
+        INSERT ... ON CONFLICT. Rows whose values did not change are left alone (no dead tuples for
+        the identical rows a refetch mostly returns). Returns the rows inserted or changed."""
+        if data.num_rows == 0:
+            return 0
+        stage = quote_ident(f"{table}_merge_stage")
+        columns = data.column_names
+        values = [c for c in columns if c not in primary_key]
+        listed = ", ".join(map(quote_ident, columns))
+        sql = f"INSERT INTO {self.postgres.table_name(table)} AS stored ({listed}) SELECT {listed} FROM {stage}"
+        sql += f" ON CONFLICT ({', '.join(map(quote_ident, primary_key))}) DO "
+        if values:
+            targets = ", ".join(map(quote_ident, values))
+            stored = ", ".join(f"stored.{quote_ident(c)}" for c in values)
+            excluded = ", ".join(f"EXCLUDED.{quote_ident(c)}" for c in values)
+            sql += f"UPDATE SET ({targets}) = ROW({excluded}) WHERE ROW({stored}) IS DISTINCT FROM ROW({excluded})"
+        else:
+            sql += "NOTHING"
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.postgres.table_name(table)}) ON COMMIT DROP")
+            cur.adbc_ingest(f"{table}_merge_stage", data, mode="append", temporary=True)
+            cur.execute(sql)
+            return cur.rowcount
 
     def _push_snapshot(self, context: dg.OutputContext, asset: str, frame: pd.DataFrame, as_of_column: str, snapshot: dict) -> str:
         """Push the newest as_of's rows; any failure is logged and reported, never raised (Postgres has committed)."""

@@ -1,23 +1,17 @@
 """Dagster wiring shared by the snapshot assets (market_status, support_levels, recommendations).
 
 A snapshot asset's hourly partition holds one row set per cadence tick; these helpers give the ticks
-of the partition being materialised, the lookback mappings onto daily upstreams, the blocking check
-step and the Markdown preview of the newest snapshot shown in the Dagster UI.
+of the partition being materialised, the lookback mappings onto daily upstreams and the Markdown preview of the newest snapshot shown in the Dagster UI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
 
 from dantaro_assets.lib import point_in_time
-
-
-class SnapshotCheckFailed(dg.Failure):
-    """A blocking check failed: the rows are not written and nothing downstream runs."""
 
 
 def partition_ticks(context: dg.AssetExecutionContext, interval_seconds: int, now: datetime | None = None) -> pd.DatetimeIndex:
@@ -29,13 +23,6 @@ def partition_ticks(context: dg.AssetExecutionContext, interval_seconds: int, no
 def days_back(days: int) -> dg.TimeWindowPartitionMapping:
     """An hourly asset reading a daily upstream: the last ``days`` days before its own day, its own day included."""
     return dg.TimeWindowPartitionMapping(start_offset=-24 * days, end_offset=0, allow_nonexistent_upstream_partitions=True)
-
-
-def checked(result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:
-    """Report a check; when it failed, stop the step before the frame reaches storage."""
-    yield result
-    if not result.passed:
-        raise SnapshotCheckFailed(f"{result.check_name} check failed, nothing written: {result.description}")
 
 
 def latest_table(frame: pd.DataFrame, columns: list[str], rows: int = 20, digits: int = 4) -> dg.MetadataValue:

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, CandleHistory
-from dantaro_assets.lib.snapshots import checked, days_back, partition_ticks
+from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.snapshots import days_back, partition_ticks
 from dantaro_assets.market_status.analysis import StatusParams, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
@@ -32,6 +33,7 @@ HOURLY_LOOKBACK_DAYS = 5
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of"],
+        "write_mode": WriteMode.REPLACE,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
     },
     check_specs=[schema_check_spec("market_status")],

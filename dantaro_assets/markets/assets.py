@@ -1,10 +1,13 @@
 """The only assets that call Upbit: the day's KRW universe and its 1-minute, 1-hour and 1-day candles.
 
 Upbit has no historical market list, so the universe of a past day is what Upbit (or the replay
-server) lists when that day's partition is materialised. Candle partitions hold whole candles of
-their window for every market of the window's universe; the forming candle is never stored, and
-re-materialising a window after it closes makes it final. A backfill runs ranges of partitions
-per run, so the client pages Upbit 200 candles a request over each range (see ``backfill_policy``).
+server) lists when that day's partition is materialised. Candle partitions hold closed candles of
+their window for every market of the window's universe. Candles are facts: a refetch merges
+(``WriteMode.MERGE``), so a candle Upbit returns again replaces the stored one with the same
+(market, candle_start) and a market that returned nothing keeps what is stored; only
+``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
+anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
+candles a request over each range (see ``backfill_policy``).
 """
 
 
@@ -14,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pandas as pd
 
-from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
+from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.candles import (
@@ -35,14 +39,11 @@ PAGES_PER_BACKFILL_RUN = 4
 _UPBIT_STEP = {"retry_policy": UPBIT_RETRY_POLICY, "pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
 
 
-class _BlockingCheckFailed(dg.Failure):
-    """A blocking check failed on data that must not be stored."""
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    metadata={"partition_expr": "day", "primary_key": ["day", "market"]},
+    # The listing as fetched: Upbit keeps no history of it, so the day's newest listing stands.
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE},
     check_specs=[schema_check_spec("upbit_markets")],
     freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description="KRW markets of the day with Upbit's warning and five caution flags (the listing as fetched: Upbit keeps no history).",
@@ -54,18 +55,9 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
     listing = upbit.markets()
     listed_at = datetime.now(UTC).isoformat()
     frame = pd.concat([listing.assign(day=day) for day in days], ignore_index=True)[["day", *MARKET_COLUMNS]]
-    yield from _checked(frame, pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame))
     metadata = {"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days), "listed_at": listed_at}
+    yield from checked(pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame), metadata=metadata)
     yield dg.Output(frame, metadata=metadata)
-
-
-def _checked(frame: pd.DataFrame, result: dg.AssetCheckResult) -> Iterator[dg.AssetCheckResult]:
-    """Report the check; when it failed, stop before the frame reaches storage."""
-    yield result
-    if not result.passed:
-        raise _BlockingCheckFailed(
-            f"{result.check_name} check failed, nothing written: {result.description}", metadata={"rows": len(frame)}, allow_retries=False
-        )
 
 
 def backfill_policy(candles_per_partition: int) -> dg.BackfillPolicy:
@@ -92,7 +84,8 @@ def _candle_asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=backfill_policy(partition_width // spec.width),
-        metadata={"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "interval": interval_name},
+        # Candles are facts: a refetch adds and corrects rows, never deletes them (README: Storage).
+        metadata={"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.MERGE, "interval": interval_name},
         check_specs=[
             schema_check_spec(name),
             dg.AssetCheckSpec("coverage", asset=name, blocking=True, description=f"share of the universe answered (>= {_SETTINGS.min_coverage})"),
@@ -112,14 +105,15 @@ def _candle_asset(
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
         covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), _SETTINGS.min_coverage)
-        yield from _checked(candles, pandera_check(candles_schema(start, end), candles))
-        yield dg.AssetCheckResult(
+        coverage_result = dg.AssetCheckResult(
             check_name="coverage",
             passed=covered.passed,
             severity=dg.AssetCheckSeverity.ERROR,
             description=covered.description,
             metadata=covered.metadata(),
         )
+        # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
+        yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=stats.metadata())
         yield dg.Output(candles, metadata=stats.metadata())
 
     return _asset

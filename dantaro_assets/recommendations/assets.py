@@ -12,9 +12,9 @@ import dagster as dg
 import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
+from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.snapshots import (
-    checked,
     days_back,
     latest_table,
     partition_ticks,
@@ -80,6 +80,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
     metadata={
         "partition_expr": "as_of",
         "primary_key": _KEY,
+        "write_mode": WriteMode.REPLACE,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False},
     },
     check_specs=[schema_check_spec("recommendations")],
@@ -131,7 +132,7 @@ def recommendations(
         ),
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
     },
-    metadata={"partition_expr": "as_of", "primary_key": _KEY},
+    metadata={"partition_expr": "as_of", "primary_key": _KEY, "write_mode": WriteMode.REPLACE},
     check_specs=[schema_check_spec("recommendation_outcomes")],
     freshness_policy=freshness(3600),  # rescored every hour as horizons close
     group_name="analysis",

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from dantaro_assets.lib.checks import pandera_check, schema_check_spec
+from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
-from dantaro_assets.lib.snapshots import checked, days_back, latest_table, partition_ticks
+from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
 from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
@@ -32,6 +33,7 @@ PREVIEW_MARKETS = 5
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of", "market", "side", "rank"],
+        "write_mode": WriteMode.REPLACE,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
     },
     check_specs=[schema_check_spec("support_levels")],

@@ -66,14 +66,17 @@ def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first:
     """Write ``frame`` as ``asset``'s partitions first..last through the IO manager, as its asset would."""
     import dagster as dg
 
-    time_column = "day" if asset == "upbit_markets" else "candle_start"
-    key = ["day", "market"] if asset == "upbit_markets" else ["market", "candle_start"]
+    from dantaro_assets.markets import assets as market_assets
+
+    definition = next(a for a in market_assets if a.key.to_user_string() == asset)
+    metadata = definition.metadata_by_key[definition.key]
+    time_column = metadata["partition_expr"]
     window_start = partitions_def.time_window_for_partition_key(first).start
     window_end = partitions_def.time_window_for_partition_key(last).end
     inside = frame[(frame[time_column] >= window_start) & (frame[time_column] < window_end)]
     context = dg.build_output_context(
         asset_key=asset,
-        definition_metadata={"partition_expr": time_column, "primary_key": key},
+        definition_metadata=metadata,
         asset_partitions_def=partitions_def,
         asset_partition_key_range=dg.PartitionKeyRange(first, last),
         run_id="test-upstream",

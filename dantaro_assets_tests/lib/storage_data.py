@@ -6,9 +6,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.partitions import hourly_partitions
 
-CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+# Candle-shaped frames written with partition replace (the IO manager's derived-data mode); the merge
+# tests pass MERGE_METADATA, the mode of the real candle assets.
+CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.REPLACE}
+MERGE_METADATA = {**CANDLE_METADATA, "write_mode": WriteMode.MERGE}
 HOUR_A, HOUR_B, HOUR_C = "2025-09-01-00:00", "2025-09-01-01:00", "2025-09-01-02:00"
 
 

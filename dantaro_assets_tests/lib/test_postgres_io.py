@@ -1,4 +1,4 @@
-"""The Postgres IO manager on the real test database: partition replace, transactions, ranged reads, types."""
+"""The Postgres IO manager on the real test database: partition replace and merge, transactions, ranged reads, types."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import MissingUpstreamTableError
+from dantaro_assets.lib.postgres_io import MissingUpstreamTableError, RefusedFrameError, WriteMode
 from dantaro_assets.partitions import hourly_partitions, lookback_hours
-from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, candles, read, write
+from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, MERGE_METADATA, candles, read, write
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_rewrite_replaces_only_its_partition(io_manager):
 
 def test_tables_get_typed_columns_and_one_time_first_key_index(io_manager, postgres_resource):
     write(io_manager, candles(HOUR_A), "typed_candles", partitions=(HOUR_A, HOUR_A))
-    write(io_manager, candles(HOUR_A)[["market", "candle_start", "close"]], "keyless_candles", partitions=(HOUR_A, HOUR_A), metadata={"partition_expr": "candle_start"})
+    write(io_manager, candles(HOUR_A)[["market", "candle_start", "close"]], "keyless_candles", partitions=(HOUR_A, HOUR_A), metadata={"partition_expr": "candle_start", "write_mode": WriteMode.REPLACE})
     schema = postgres_resource.db_schema
     columns = postgres_resource.read_frame(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'typed_candles' ORDER BY ordinal_position",
@@ -115,7 +115,7 @@ def test_duplicate_keys_and_naive_times_are_refused(io_manager):
 
 
 def test_types_round_trip_exactly(io_manager):
-    metadata = {"partition_expr": "as_of", "primary_key": ["as_of", "market"]}
+    metadata = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE}
     frame = pd.DataFrame(
         {
             "as_of": pd.to_datetime(["2025-09-01 00:02", "2025-09-01 00:02", "2025-09-01 00:04"], utc=True),
@@ -144,9 +144,60 @@ def test_empty_frames_clear_the_window_and_create_typed_tables(io_manager, postg
     assert got.empty and list(got.columns) == list(typed_empty.columns)
     assert str(got["candle_start"].dtype) == "datetime64[ns, UTC]" and got["close"].dtype == "float64"
 
-    write(io_manager, pd.DataFrame(), "no_columns", partitions=(HOUR_A, HOUR_A))
+
+@pytest.mark.parametrize("metadata", [None, MERGE_METADATA], ids=["replace", "merge"])
+def test_a_frame_without_columns_is_refused_and_the_stored_rows_kept(io_manager, metadata):
+    table = f"columnless_{'merge' if metadata else 'replace'}"
+    write(io_manager, candles(HOUR_A), table, partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    with pytest.raises(RefusedFrameError, match=f"{table}: the frame has no columns.*nothing was written"):
+        write(io_manager, pd.DataFrame(), table, partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    pd.testing.assert_frame_equal(read(io_manager, table, partitions=(HOUR_A, HOUR_A)), _sorted(candles(HOUR_A)))
+    with pytest.raises(RefusedFrameError):
+        write(io_manager, pd.DataFrame(), "never_written", partitions=(HOUR_A, HOUR_A), metadata=metadata)
     with pytest.raises(MissingUpstreamTableError):
-        read(io_manager, "no_columns", partitions=(HOUR_A, HOUR_A))
+        read(io_manager, "never_written", partitions=(HOUR_A, HOUR_A))
+
+
+def test_merge_replaces_rows_of_the_same_key_and_keeps_every_other_row(io_manager):
+    stored = pd.concat([candles(HOUR_A), candles(HOUR_B)])
+    write(io_manager, stored, "merged_candles", partitions=(HOUR_A, HOUR_B), metadata=MERGE_METADATA)
+    # ETH minutes 1-3 of HOUR_A at new prices (minute 3 is new); BTC and ETH minute 0 are not in the reply.
+    reply = candles(HOUR_A, markets=("KRW-ETH",), minutes=4, base=500.0).iloc[1:].reset_index(drop=True)
+    metadata = write(io_manager, reply, "merged_candles", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+
+    kept = stored[~((stored["market"] == "KRW-ETH") & stored["candle_start"].isin(reply["candle_start"]))]
+    got = read(io_manager, "merged_candles", partitions=(HOUR_A, HOUR_B))
+    pd.testing.assert_frame_equal(got, _sorted(pd.concat([kept, reply])))
+    assert len(got) == len(stored) + 1
+    assert (metadata["write_mode"].value, metadata["rows_written"].value) == ("merge", 3)
+
+    # The same reply again changes nothing, and an empty reply (with its columns) deletes nothing.
+    assert write(io_manager, reply, "merged_candles", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)["rows_written"].value == 0
+    write(io_manager, reply.iloc[:0], "merged_candles", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+    pd.testing.assert_frame_equal(read(io_manager, "merged_candles", partitions=(HOUR_A, HOUR_B)), got)
+
+
+def test_failed_merge_leaves_previous_rows(io_manager):
+    original = candles(HOUR_A)
+    write(io_manager, original, "atomic_merge", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+    broken = candles(HOUR_A, minutes=5, base=900.0)
+    broken.loc[7, "market"] = "KRW-\x00BAD"  # the staging COPY fails after the earlier rows went in
+
+    with pytest.raises(Exception, match="0x00"):
+        write(io_manager, broken, "atomic_merge", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+
+    pd.testing.assert_frame_equal(read(io_manager, "atomic_merge", partitions=(HOUR_A, HOUR_A)), _sorted(original))
+
+
+def test_the_write_mode_is_declared_never_assumed(io_manager, postgres_resource):
+    undeclared = {k: v for k, v in MERGE_METADATA.items() if k != "write_mode"}
+    with pytest.raises(ValueError, match="undeclared_mode: asset metadata lacks 'write_mode'"):
+        write(io_manager, candles(HOUR_A), "undeclared_mode", partitions=(HOUR_A, HOUR_A), metadata=undeclared)
+    with pytest.raises(ValueError, match=r"write_mode 'upsert' is not one of \['replace', 'merge'\]"):
+        write(io_manager, candles(HOUR_A), "undeclared_mode", partitions=(HOUR_A, HOUR_A), metadata={**undeclared, "write_mode": "upsert"})
+    with pytest.raises(ValueError, match="merge matches rows by 'primary_key'"):
+        write(io_manager, candles(HOUR_A), "undeclared_mode", partitions=(HOUR_A, HOUR_A), metadata={**MERGE_METADATA, "primary_key": []})
+    assert postgres_resource.read_frame("SELECT to_regclass($1) AS t", (f"{postgres_resource.db_schema}.undeclared_mode",))["t"].isna().all()
 
 
 def test_reading_an_unmaterialised_asset_names_it(io_manager, postgres_resource):
@@ -166,14 +217,14 @@ def test_new_columns_are_added_and_conflicting_types_refused(io_manager):
 
 
 def test_unpartitioned_asset_replaces_the_whole_table(io_manager):
-    metadata = {"primary_key": ["market"]}
+    metadata = {"primary_key": ["market"], "write_mode": WriteMode.REPLACE}
     write(io_manager, pd.DataFrame({"market": ["KRW-BTC", "KRW-ETH"], "tier": [1, 2]}), "market_tiers", metadata=metadata)
     write(io_manager, pd.DataFrame({"market": ["KRW-SOL"], "tier": [3]}), "market_tiers", metadata=metadata)
     got = read(io_manager, "market_tiers", metadata=metadata)
     pd.testing.assert_frame_equal(got, pd.DataFrame({"market": ["KRW-SOL"], "tier": [3]}))
 
 
-CANDLES_1M = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+CANDLES_1M = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.MERGE}
 
 
 @dg.asset(partitions_def=hourly_partitions, metadata=CANDLES_1M)
@@ -181,7 +232,7 @@ def graph_candles_1m(context: dg.AssetExecutionContext) -> pd.DataFrame:
     return candles(context.partition_key)
 
 
-@dg.asset(partitions_def=hourly_partitions, metadata={"partition_expr": "as_of", "primary_key": ["as_of"]})
+@dg.asset(partitions_def=hourly_partitions, metadata={"partition_expr": "as_of", "primary_key": ["as_of"], "write_mode": WriteMode.REPLACE})
 def graph_breadth(context: dg.AssetExecutionContext) -> pd.DataFrame:
     as_of = context.partition_time_window.start
     return pd.DataFrame({"as_of": [pd.Timestamp(as_of)], "markets": [2]})
@@ -193,7 +244,7 @@ def graph_breadth(context: dg.AssetExecutionContext) -> pd.DataFrame:
         "graph_candles_1m": dg.AssetIn(partition_mapping=lookback_hours(2)),
         "graph_breadth": dg.AssetIn(partition_mapping=lookback_hours(2)),
     },
-    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "snapshot": {"ttl": 120, "per_market": True}},
+    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE, "snapshot": {"ttl": 120, "per_market": True}},
 )
 def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFrame, graph_breadth: pd.DataFrame) -> pd.DataFrame:
     as_of = pd.Timestamp(context.partition_time_window.start) + pd.Timedelta(minutes=2)

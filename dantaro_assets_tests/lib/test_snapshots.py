@@ -1,12 +1,10 @@
-"""Snapshot-asset wiring: ticks of the partition in hand, daily lookbacks, the blocking check step, the UI table."""
+"""Snapshot-asset wiring: ticks of the partition in hand, daily lookbacks, the UI table."""
 
 from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
-import pytest
-
-from dantaro_assets.lib.snapshots import SnapshotCheckFailed, checked, days_back, latest_table, partition_ticks
+from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
 
@@ -34,16 +32,6 @@ def test_days_back_maps_an_hour_onto_its_day_and_the_days_before():
     subset = hourly_partitions.empty_subset().with_partition_keys(["2025-09-10-05:00"])
     upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, hourly_partitions, daily_partitions)
     assert sorted(upstream.partitions_subset.get_partition_keys()) == ["2025-09-08", "2025-09-09", "2025-09-10"]
-
-
-def test_checked_yields_the_result_and_stops_the_step_when_it_failed():
-    passed = dg.AssetCheckResult(check_name="schema", passed=True)
-    assert list(checked(passed)) == [passed]
-    failed = dg.AssetCheckResult(check_name="schema", passed=False, description="2 failure(s): in_range")
-    steps = checked(failed)
-    assert next(steps) is failed
-    with pytest.raises(SnapshotCheckFailed, match="schema check failed, nothing written: 2 failure"):
-        next(steps)
 
 
 def test_latest_table_shows_only_the_newest_snapshot():

@@ -81,7 +81,7 @@ def test_candles_without_the_days_universe_fail_with_a_clear_message(resources):
 
 
 def test_delisted_market_is_skipped_and_fails_coverage_without_blocking_the_write(resources, postgres_resource):
-    @dg.asset(name="upbit_markets", partitions_def=upbit_markets.partitions_def, metadata={"partition_expr": "day", "primary_key": ["day", "market"]})
+    @dg.asset(name="upbit_markets", partitions_def=upbit_markets.partitions_def, metadata=upbit_markets.metadata_by_key[upbit_markets.key])
     def universe_with_a_delisted_market() -> pd.DataFrame:
         return pd.DataFrame(
             {"day": pd.Timestamp("2025-09-16T00:00Z"), "market": [*RECORDED, "KRW-GONE"], "korean_name": "코인", "english_name": "Coin"}
