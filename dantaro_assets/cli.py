@@ -1,4 +1,4 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, or show settings.
+"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, show settings, repair candles.
 
 ``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
 Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -90,6 +91,48 @@ def show_settings(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
+    candles_parser = commands.add_parser("candles", help="repair stored candles (fetches only ever add or correct them)")
+    actions = candles_parser.add_subparsers(dest="action", required=True)
+    delete = actions.add_parser(
+        "delete",
+        help="delete stored candles of one asset, time range and markets (a dry run unless --execute)",
+        description="Lists the selected rows; deletes them, in one transaction, only with --execute. "
+        "Re-materialise the partitions to fetch them again.",
+    )
+    delete.add_argument("--asset", required=True, help="candles_1m, candles_1h or candles_1d")
+    delete.add_argument("--start", required=True, type=datetime.fromisoformat, help="first candle_start, ISO with offset (2025-09-15T10:00Z)")
+    delete.add_argument("--end", required=True, type=datetime.fromisoformat, help="end of the range (exclusive), ISO with offset")
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--market", action="append", dest="markets", metavar="MARKET", help="a market code (repeatable)")
+    which.add_argument("--all-markets", action="store_true", help="every market of the range")
+    delete.add_argument("--execute", action="store_true", help="really delete (without it nothing is changed)")
+
+
+def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
+    from dantaro_assets.lib.postgres import PostgresResource
+    from dantaro_assets.markets.repair import CandleSelection, CandleSelectionError, delete_candles
+
+    try:
+        selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))
+    except CandleSelectionError as exc:
+        print(f"dantaro candles delete: {exc}", file=sys.stderr)
+        return 2
+    result = delete_candles(PostgresResource(url=settings.database_url, db_schema=settings.db_schema), selection, execute=args.execute)
+    span = f"candle_start in [{selection.start.isoformat()}, {selection.end.isoformat()})"
+    markets = "every market" if selection.markets is None else ", ".join(selection.markets)
+    if result.rows:
+        print(result.selected.to_markdown(index=False))
+    if result.deleted is None:
+        print(f"dry run: would delete {result.rows} row(s) of {result.table} with {span} for {markets}; nothing was deleted "
+              "(add --execute to delete them)")
+    else:
+        print(f"deleted {result.deleted} row(s) of {result.table} with {span} for {markets} (one transaction); "
+              "re-materialise the partitions to fetch them again")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="dantaro", description=__doc__.splitlines()[0])
@@ -103,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
+    _add_candles_parser(commands)
 
     if argv[:1] == ["replay"]:
         from dantaro_assets.replay.server import main as replay_main
@@ -118,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return {"dev": dev, "settings": show_settings}[args.command](args, settings)
+    return {"dev": dev, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
 
 
 if __name__ == "__main__":

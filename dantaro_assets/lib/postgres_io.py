@@ -166,6 +166,18 @@ def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, p
             raise ValueError(f"{asset}: {int(duplicated.sum())} rows share a primary key {list(primary_key)}, e.g. {sample}; nothing was written")
 
 
+def lock_table(conn, postgres: PostgresResource, table: str) -> None:
+    """The transaction-scoped advisory lock every writer of ``table`` takes (the IO manager, candle repairs)."""
+    advisory_lock(conn, f"{postgres.db_schema}.{table}")
+
+
+def advisory_lock(conn, name: str) -> None:
+    """A transaction-scoped advisory lock on ``name``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (name,))
+        cur.fetchall()
+
+
 def storage_order(partition_expr: str | None, primary_key: Sequence[str]) -> list[str]:
     """Row order on disk and on read: the time column, then the rest of the key."""
     return list(dict.fromkeys([c for c in [partition_expr, *primary_key] if c]))
@@ -202,7 +214,7 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         with self.postgres.connect() as conn:
             # Two runs writing one asset take turns, so the later one replaces the earlier's rows
             # instead of colliding with them on the key.
-            self._lock(conn, f"{self.postgres.db_schema}.{table}")
+            lock_table(conn, self.postgres, table)
             table_types = self._column_types(conn, table)
             data, new_columns = conform(data, table_types, table)
             if new_columns:
@@ -300,17 +312,10 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, unique))})")
             if partition_expr in columns and unique[:1] != [partition_expr]:
                 statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
-        self._lock(conn, schema)
+        advisory_lock(conn, schema)
         with conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
-
-    @staticmethod
-    def _lock(conn, name: str) -> None:
-        """A transaction-scoped advisory lock on ``name``."""
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", (name,))
-            cur.fetchall()
 
     def _delete(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> None:
         sql = f"DELETE FROM {self.postgres.table_name(table)}"

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
 from dantaro_assets.markets import assets, candles_1h, candles_1m, upbit_markets
 
@@ -20,6 +21,9 @@ def resources(recorded_replay, io_resources, redis_resource):
 
 
 def _read(postgres_resource, table: str, column: str, start: str, end: str) -> pd.DataFrame:
+    """The stored rows of ``[start, end)``; none when the table was never written."""
+    if postgres_resource.read_frame("SELECT to_regclass($1) IS NULL AS absent", (f"{postgres_resource.db_schema}.{table}",))["absent"].all():
+        return pd.DataFrame()
     sql = f"SELECT * FROM {postgres_resource.table_name(table)} WHERE {column} >= $1 AND {column} < $2 ORDER BY 1, 2, 3"
     frame = postgres_resource.read_arrow(sql, (pd.Timestamp(start), pd.Timestamp(end))).to_pandas()
     return frame.assign(**{column: pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")})
@@ -80,7 +84,7 @@ def test_candles_without_the_days_universe_fail_with_a_clear_message(resources):
     assert "no KRW universe stored for 2025-09-03: materialise upbit_markets" in failure.to_string()
 
 
-def test_delisted_market_is_skipped_and_fails_coverage_without_blocking_the_write(resources, postgres_resource):
+def test_delisted_market_is_skipped_and_fails_coverage_so_nothing_is_written(resources, postgres_resource):
     @dg.asset(name="upbit_markets", partitions_def=upbit_markets.partitions_def, metadata=upbit_markets.metadata_by_key[upbit_markets.key])
     def universe_with_a_delisted_market() -> pd.DataFrame:
         return pd.DataFrame(
@@ -93,12 +97,13 @@ def test_delisted_market_is_skipped_and_fails_coverage_without_blocking_the_writ
         [universe_with_a_delisted_market, candles_1m], selection=[candles_1m], partition_key="2025-09-16-10:00", resources=resources, raise_on_error=False
     )
     assert not result.success, "a failed blocking check fails the step, so nothing downstream runs"
-    meta = result.asset_materializations_for_node("candles_1m")[0].metadata
-    assert meta["skipped_markets"].value == "KRW-GONE" and meta["markets_returned"].value == 4
+    assert not result.asset_materializations_for_node("candles_1m")
+    failure = result.failure_data_for_node("candles_1m").user_failure_data
+    assert failure.metadata["skipped_markets"].value == "KRW-GONE" and failure.metadata["markets_returned"].value == 4
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["schema"].passed and not checks["coverage"].passed
     assert "only 4/5 markets answered (skipped 1" in checks["coverage"].description
-    assert len(_read(postgres_resource, "candles_1m", "candle_start", "2025-09-16T10:00Z", "2025-09-16T11:00Z")) == 240
+    assert _read(postgres_resource, "candles_1m", "candle_start", "2025-09-16T10:00Z", "2025-09-16T11:00Z").empty
 
 
 def test_quarantined_candles_are_reported_and_never_stored(resources, postgres_resource, recorded_replay):
@@ -111,6 +116,82 @@ def test_quarantined_candles_are_reported_and_never_stored(resources, postgres_r
     assert len(stored) == 239 and (stored["high"] >= stored["low"]).all()
 
 
+def _stored_hour(postgres_resource, hour: str) -> pd.DataFrame:
+    start = pd.Timestamp(hour)
+    return _read(postgres_resource, "candles_1m", "candle_start", start.isoformat(), (start + pd.Timedelta(hours=1)).isoformat())
+
+
+def _store_hour(resources, postgres_resource, day: str, hour: str) -> pd.DataFrame:
+    """Materialise the day's universe and the hour's candles; return what is stored."""
+    assert _materialize([upbit_markets], day, resources).success
+    assert _materialize([candles_1m], f"{day}-{hour}", resources).success
+    stored = _stored_hour(postgres_resource, f"{day}T{hour}Z")
+    assert len(stored) == 240
+    return stored
+
+
+def test_an_empty_reply_for_one_market_keeps_its_stored_candles(resources, postgres_resource, recorded_replay):
+    before = _store_hour(resources, postgres_resource, "2025-09-18", "10:00")
+    recorded_replay.inject("empty", market="KRW-BTC", count=None)
+    result = _materialize([candles_1m], "2025-09-18-10:00", resources)
+
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    meta = result.asset_materializations_for_node("candles_1m")[0].metadata
+    assert (meta["candles"].value, meta["write_mode"].value, meta["rows_written"].value) == (180, "merge", 0)
+    after = _stored_hour(postgres_resource, "2025-09-18T10:00Z")
+    pd.testing.assert_frame_equal(after, before)
+    assert (after["market"] == "KRW-BTC").sum() == 60
+
+
+def test_an_empty_reply_for_every_market_fails_coverage_and_writes_nothing(resources, postgres_resource, recorded_replay):
+    before = _store_hour(resources, postgres_resource, "2025-09-19", "10:00")
+    recorded_replay.inject("empty", path="/v1/candles/*", count=None)
+    result = _materialize([candles_1m], "2025-09-19-10:00", resources, raise_on_error=False)
+
+    assert not result.success
+    error = result.failure_data_for_node("candles_1m").error.to_string()
+    assert "coverage check failed, nothing written (stored rows unchanged): coverage: no market has a single candle" in error
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"schema": True, "coverage": False}, "the failed evaluation is recorded for the UI"
+    assert not result.asset_materializations_for_node("candles_1m")
+    pd.testing.assert_frame_equal(_stored_hour(postgres_resource, "2025-09-19T10:00Z"), before)
+
+
+def test_quarantined_candles_keep_the_stored_good_rows(resources, postgres_resource, recorded_replay):
+    before = _store_hour(resources, postgres_resource, "2025-09-21", "10:00")
+    recorded_replay.inject("bad_candle", path="/v1/candles/*", count=None, variant="high_low", market="KRW-ETH")
+    result = _materialize([candles_1m], "2025-09-21-10:00", resources)
+
+    assert result.success
+    meta = result.asset_materializations_for_node("candles_1m")[0].metadata
+    assert meta["quarantined"].value == 1 and "KRW-ETH" in meta["quarantine"].value
+    pd.testing.assert_frame_equal(_stored_hour(postgres_resource, "2025-09-21T10:00Z"), before)
+
+
+def test_a_forming_candle_stored_earlier_is_replaced_by_the_closed_one(resources, postgres_resource, recorded_replay, upbit_data_dir):
+    assert _materialize([upbit_markets], "2025-09-25", resources).success
+    recorded_replay.set_clock("2025-09-25T10:30:30")
+    assert _materialize([candles_1m], "2025-09-25-10:00", resources).success
+    assert len(_stored_hour(postgres_resource, "2025-09-25T10:00Z")) == 4 * 30, "the hour so far; 10:30 was forming"
+
+    forming = _recorded_hour(upbit_data_dir, "2025-09-25T10:30Z", "2025-09-25T10:31Z").query("market == 'KRW-BTC'")
+    forming = forming.assign(close=forming["open"], high=forming["open"], low=forming["open"], volume=0.001, value=1.0)
+
+    @dg.asset(name="candles_1m", partitions_def=candles_1m.partitions_def, metadata=candles_1m.metadata_by_key[candles_1m.key])
+    def writer_that_kept_a_forming_candle() -> pd.DataFrame:
+        return forming.reset_index(drop=True)
+
+    assert dg.materialize([writer_that_kept_a_forming_candle], partition_key="2025-09-25-10:00", resources=resources).success
+    stored = _stored_hour(postgres_resource, "2025-09-25T10:00Z")
+    assert len(stored) == 121 and stored.loc[stored["candle_start"] == pd.Timestamp("2025-09-25T10:30Z"), "volume"].tolist() == [0.001]
+
+    recorded_replay.reset()  # the clock back at the end of the recording: the hour has closed
+    assert _materialize([candles_1m], "2025-09-25-10:00", resources).success
+    stored = _stored_hour(postgres_resource, "2025-09-25T10:00Z")
+    recorded = _recorded_hour(upbit_data_dir, "2025-09-25T10:00Z", "2025-09-25T11:00Z")
+    pd.testing.assert_frame_equal(stored.drop(columns="value"), recorded, check_exact=True)
+
+
 def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
     for asset in assets:
         name = asset.key.to_user_string()
@@ -120,6 +201,7 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         meta = asset.specs_by_key[asset.key].metadata
         assert meta["partition_expr"] == ("day" if name == "upbit_markets" else "candle_start")
         assert meta["primary_key"] == (["day", "market"] if name == "upbit_markets" else ["market", "candle_start"])
+        assert meta["write_mode"] == (WriteMode.REPLACE if name == "upbit_markets" else WriteMode.MERGE), name
         assert all(spec.blocking for spec in asset.check_specs), name
     # a backfill run pages at most 4 x 200 candles per market, so it stays inside the run timeout
     assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
