@@ -2,7 +2,10 @@
 
 One day of 1-minute candles for 250 markets (360,000 rows, the candles_1m schema) is written as one
 daily partition through ``handle_output`` and read back through ``load_input`` (alternating with the
-same window query through ``pandas.read_sql``), then the same frame goes through ``DataFrame.to_sql``
+same window query through ``pandas.read_sql``); the stored partitions are then rewritten in both write
+modes: partition replace (DELETE + COPY, the analyses') and merge (staging COPY + upsert, the candles'),
+once with identical rows (a refetch of a closed window) and once with every row changed. Then the same
+frame goes through ``DataFrame.to_sql``
 (SQLAlchemy + psycopg2, the default ``method=None`` and ``method="multi"``). Runs against the
 machine's Postgres in a temporary schema that is dropped at the end.
 
@@ -26,14 +29,18 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 
 DAY = "2025-09-01"
 DAILY = dg.DailyPartitionsDefinition(start_date=DAY, timezone="UTC")
-METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"]}
+METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.REPLACE}
+MERGE_METADATA = {**METADATA, "write_mode": WriteMode.MERGE}
 NEW_PARTITION = "IO manager write, new partition (ADBC binary COPY)"
 REWRITE = "IO manager rewrite of a stored partition (DELETE + COPY, 1 tx)"
+MERGE_SAME = "IO manager merge into a stored partition, identical rows (staging COPY + upsert, 1 tx)"
+MERGE_CHANGED = "IO manager merge into a stored partition, every row changed"
+REPLACE_AFTER_MERGE = "IO manager rewrite of a stored partition, after the merges"
 TO_SQL = "pandas to_sql, method=None (psycopg2)"
 TO_SQL_MULTI = "pandas to_sql, method='multi' (psycopg2)"
 READ_FIRST = "IO manager first read after the rewrite (ADBC -> Arrow)"
@@ -97,9 +104,13 @@ def main() -> None:
     window = DAILY.time_window_for_partition_key(DAY)
 
     # Dagster contexts are built before the clock starts: a run has them already.
-    def io_write(key: str) -> Callable[[], None]:
-        context = dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA, asset_partitions_def=DAILY, partition_key=key)
-        return lambda: io_manager.handle_output(context, frames[key])
+    def io_write(key: str, metadata: dict = METADATA, source: dict[str, pd.DataFrame] = frames) -> Callable[[], None]:
+        context = dg.build_output_context(
+            asset_key="candles_1m", definition_metadata=metadata, asset_partitions_def=DAILY, partition_key=key
+        )
+        return lambda: io_manager.handle_output(context, source[key])
+
+    changed = {key: part.assign(close=part["close"] * 1.001) for key, part in frames.items()}
 
     def io_read() -> Callable[[], pd.DataFrame]:
         upstream = dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA)
@@ -130,6 +141,10 @@ def main() -> None:
             seconds, theirs = timed([read_sql])
             theirs_seconds.append(seconds)
         results[READ], results[READ_SQL] = statistics.median(ours_seconds), statistics.median(theirs_seconds)
+        results[MERGE_SAME] = timed([io_write(key, MERGE_METADATA) for key in keys])[0]
+        results[MERGE_CHANGED] = timed([io_write(key, MERGE_METADATA, changed) for key in keys])[0]
+        # Replace again on the same table state (the merges left dead tuples), for a like-for-like ratio.
+        results[REPLACE_AFTER_MERGE] = timed([io_write(key) for key in keys])[0]
         results[TO_SQL] = timed([to_sql(None)] * args.baseline_repeat)[0]
         results[TO_SQL_MULTI] = timed([to_sql("multi")] * args.baseline_repeat)[0]
     finally:
@@ -141,7 +156,7 @@ def main() -> None:
     pd.testing.assert_frame_equal(theirs.astype({"candle_start": "datetime64[ns, UTC]"}), expected)
 
     table = []
-    for name in [NEW_PARTITION, REWRITE, TO_SQL, TO_SQL_MULTI, READ_FIRST, READ, READ_SQL]:
+    for name in [NEW_PARTITION, REWRITE, MERGE_SAME, MERGE_CHANGED, REPLACE_AFTER_MERGE, TO_SQL, TO_SQL_MULTI, READ_FIRST, READ, READ_SQL]:
         seconds = results[name]
         base = results[READ_SQL] if "read" in name else results[TO_SQL]
         table.append([name, f"{seconds:.3f}", f"{rows / seconds:,.0f}", f"{base / seconds:.1f}x"])
@@ -155,6 +170,8 @@ def main() -> None:
     summary = {
         "write_vs_to_sql": round(results[TO_SQL] / results[NEW_PARTITION], 1),
         "rewrite_vs_to_sql": round(results[TO_SQL] / results[REWRITE], 1),
+        "merge_same_vs_replace": round(results[MERGE_SAME] / results[REWRITE], 2),
+        "merge_changed_vs_replace": round(results[MERGE_CHANGED] / results[REWRITE], 2),
         "read_vs_read_sql": round(results[READ_SQL] / results[READ], 1),
         "first_read_vs_read_sql": round(results[READ_SQL] / results[READ_FIRST], 1),
         "peak_rss_mb": round(io_manager_rss_mb),

@@ -54,7 +54,11 @@ class RefusedFrameError(ValueError):
 
 
 class WriteMode(StrEnum):
-    """How a write treats the rows already stored in its window (asset metadata ``write_mode``)."""
+    """How a write treats the rows already stored in its window.
+
+    Assets declare it as ``metadata={"write_mode": WriteMode.MERGE.value, ...}``: the plain value,
+    because Dagster serialises asset metadata into the code location's snapshot and refuses enums.
+    """
 
     REPLACE = "replace"
     """Data derived from stored rows (the analyses): the window's rows are deleted and the frame's
@@ -70,7 +74,10 @@ def write_mode(metadata: dict, asset: str) -> WriteMode:
     """The asset's declared write mode; there is no default, every asset says which it is."""
     declared = metadata.get("write_mode")
     if declared is None:
-        raise ValueError(f"{asset}: asset metadata lacks 'write_mode': WriteMode.MERGE for fetched facts, WriteMode.REPLACE for derived data")
+        raise ValueError(
+            f"{asset}: asset metadata lacks 'write_mode': "
+            f"{WriteMode.MERGE.value!r} for fetched facts, {WriteMode.REPLACE.value!r} for derived data"
+        )
     try:
         return WriteMode(declared)
     except ValueError:
@@ -212,8 +219,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
 
         started = time.perf_counter()
         with self.postgres.connect() as conn:
-            # Two runs writing one asset take turns, so the later one replaces the earlier's rows
-            # instead of colliding with them on the key.
+            # Two runs writing one asset take turns, so the later one's rows win instead of colliding
+            # with the earlier's on the key.
             lock_table(conn, self.postgres, table)
             table_types = self._column_types(conn, table)
             data, new_columns = conform(data, table_types, table)

@@ -1,7 +1,8 @@
 """Dagster wiring shared by the snapshot assets (market_status, support_levels, recommendations).
 
 A snapshot asset's hourly partition holds one row set per cadence tick; these helpers give the ticks
-of the partition being materialised, the lookback mappings onto daily upstreams and the Markdown preview of the newest snapshot shown in the Dagster UI.
+of the partition being materialised, the lookback mappings onto daily upstreams and the Markdown preview
+of the newest snapshot shown in the Dagster UI.
 """
 
 from __future__ import annotations

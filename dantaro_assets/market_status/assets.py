@@ -33,7 +33,7 @@ HOURLY_LOOKBACK_DAYS = 5
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of"],
-        "write_mode": WriteMode.REPLACE,
+        "write_mode": WriteMode.REPLACE.value,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
     },
     check_specs=[schema_check_spec("market_status")],

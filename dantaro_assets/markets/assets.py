@@ -43,7 +43,7 @@ _UPBIT_STEP = {"retry_policy": UPBIT_RETRY_POLICY, "pool": "upbit_api", "group_n
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     # The listing as fetched: Upbit keeps no history of it, so the day's newest listing stands.
-    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE},
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
     check_specs=[schema_check_spec("upbit_markets")],
     freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description="KRW markets of the day with Upbit's warning and five caution flags (the listing as fetched: Upbit keeps no history).",
@@ -85,7 +85,12 @@ def _candle_asset(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy(partition_width // spec.width),
         # Candles are facts: a refetch adds and corrects rows, never deletes them (README: Storage).
-        metadata={"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.MERGE, "interval": interval_name},
+        metadata={
+            "partition_expr": "candle_start",
+            "primary_key": ["market", "candle_start"],
+            "write_mode": WriteMode.MERGE.value,
+            "interval": interval_name,
+        },
         check_specs=[
             schema_check_spec(name),
             dg.AssetCheckSpec("coverage", asset=name, blocking=True, description=f"share of the universe answered (>= {_SETTINGS.min_coverage})"),

@@ -80,7 +80,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
     metadata={
         "partition_expr": "as_of",
         "primary_key": _KEY,
-        "write_mode": WriteMode.REPLACE,
+        "write_mode": WriteMode.REPLACE.value,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False},
     },
     check_specs=[schema_check_spec("recommendations")],
@@ -132,7 +132,7 @@ def recommendations(
         ),
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
     },
-    metadata={"partition_expr": "as_of", "primary_key": _KEY, "write_mode": WriteMode.REPLACE},
+    metadata={"partition_expr": "as_of", "primary_key": _KEY, "write_mode": WriteMode.REPLACE.value},
     check_specs=[schema_check_spec("recommendation_outcomes")],
     freshness_policy=freshness(3600),  # rescored every hour as horizons close
     group_name="analysis",

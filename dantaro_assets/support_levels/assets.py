@@ -33,7 +33,7 @@ PREVIEW_MARKETS = 5
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of", "market", "side", "rank"],
-        "write_mode": WriteMode.REPLACE,
+        "write_mode": WriteMode.REPLACE.value,
         "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
     },
     check_specs=[schema_check_spec("support_levels")],

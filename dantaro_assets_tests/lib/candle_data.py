@@ -84,7 +84,7 @@ def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first:
     io_manager.handle_output(context, inside.reset_index(drop=True))
 
 
-def materialise(asset, partition: str, io_resources: dict):
+def materialise(asset, partition: str, io_resources: dict, *, raise_on_error: bool = True):
     """``dg.materialize`` of one analysis asset, its upstream candle assets present but not run.
 
     The Upbit client is only there because the upstream definitions declare it: it points at the
@@ -96,4 +96,11 @@ def materialise(asset, partition: str, io_resources: dict):
     from dantaro_assets.markets import assets as market_assets
 
     return dg.materialize([*market_assets, asset], selection=[asset], partition_key=partition,
-                          resources={"upbit": UpbitClient(), **io_resources}, raise_on_error=True)
+                          resources={"upbit": UpbitClient(), **io_resources}, raise_on_error=raise_on_error)
+
+
+def always_failing_schema(*_args, **_kwargs):
+    """Stands in for an asset's pandera schema factory: every frame fails it, as corrupt rows would."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(checks=[pa.Check(lambda frame: False, name="always fails")])

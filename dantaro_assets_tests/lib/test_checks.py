@@ -12,6 +12,6 @@ def test_checked_reports_every_result_then_stops_the_step_when_any_failed():
     failed = dg.AssetCheckResult(check_name="coverage", passed=False, description="only 0/4 markets answered")
     steps = checked(passed, failed, metadata={"requests": 4})
     assert [next(steps), next(steps)] == [passed, failed], "the passed check is reported too, before the stop"
-    with pytest.raises(BlockingCheckFailed, match=r"coverage check failed, nothing written \(stored rows unchanged\): coverage: only 0/4") as stop:
+    with pytest.raises(BlockingCheckFailed, match=r"^coverage check failed, nothing written \(stored rows unchanged\): coverage: ") as stop:
         next(steps)
     assert stop.value.allow_retries is False and stop.value.metadata["requests"].value == 4

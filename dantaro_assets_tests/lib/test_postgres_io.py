@@ -37,7 +37,9 @@ def test_rewrite_replaces_only_its_partition(io_manager):
 
 def test_tables_get_typed_columns_and_one_time_first_key_index(io_manager, postgres_resource):
     write(io_manager, candles(HOUR_A), "typed_candles", partitions=(HOUR_A, HOUR_A))
-    write(io_manager, candles(HOUR_A)[["market", "candle_start", "close"]], "keyless_candles", partitions=(HOUR_A, HOUR_A), metadata={"partition_expr": "candle_start", "write_mode": WriteMode.REPLACE})
+    keyless = {"partition_expr": "candle_start", "write_mode": WriteMode.REPLACE}
+    closes = candles(HOUR_A)[["market", "candle_start", "close"]]
+    write(io_manager, closes, "keyless_candles", partitions=(HOUR_A, HOUR_A), metadata=keyless)
     schema = postgres_resource.db_schema
     columns = postgres_resource.read_frame(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'typed_candles' ORDER BY ordinal_position",
@@ -197,7 +199,8 @@ def test_the_write_mode_is_declared_never_assumed(io_manager, postgres_resource)
         write(io_manager, candles(HOUR_A), "undeclared_mode", partitions=(HOUR_A, HOUR_A), metadata={**undeclared, "write_mode": "upsert"})
     with pytest.raises(ValueError, match="merge matches rows by 'primary_key'"):
         write(io_manager, candles(HOUR_A), "undeclared_mode", partitions=(HOUR_A, HOUR_A), metadata={**MERGE_METADATA, "primary_key": []})
-    assert postgres_resource.read_frame("SELECT to_regclass($1) AS t", (f"{postgres_resource.db_schema}.undeclared_mode",))["t"].isna().all()
+    table = f"{postgres_resource.db_schema}.undeclared_mode"
+    assert postgres_resource.read_frame("SELECT to_regclass($1) AS t", (table,))["t"].isna().all()
 
 
 def test_reading_an_unmaterialised_asset_names_it(io_manager, postgres_resource):
@@ -244,7 +247,12 @@ def graph_breadth(context: dg.AssetExecutionContext) -> pd.DataFrame:
         "graph_candles_1m": dg.AssetIn(partition_mapping=lookback_hours(2)),
         "graph_breadth": dg.AssetIn(partition_mapping=lookback_hours(2)),
     },
-    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE, "snapshot": {"ttl": 120, "per_market": True}},
+    metadata={
+        "partition_expr": "as_of",
+        "primary_key": ["as_of", "market"],
+        "write_mode": WriteMode.REPLACE,
+        "snapshot": {"ttl": 120, "per_market": True},
+    },
 )
 def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFrame, graph_breadth: pd.DataFrame) -> pd.DataFrame:
     as_of = pd.Timestamp(context.partition_time_window.start) + pd.Timedelta(minutes=2)

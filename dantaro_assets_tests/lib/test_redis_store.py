@@ -7,7 +7,12 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets_tests.lib.storage_data import HOUR_A, read, write
 
-SNAPSHOT_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of", "market", "level"], "write_mode": WriteMode.REPLACE, "snapshot": {"ttl": 300, "per_market": True}}
+SNAPSHOT_METADATA = {
+    "partition_expr": "as_of",
+    "primary_key": ["as_of", "market", "level"],
+    "write_mode": WriteMode.REPLACE,
+    "snapshot": {"ttl": 300, "per_market": True},
+}
 
 
 def _levels(minute: int, support: float = 100.0) -> pd.DataFrame:
@@ -77,5 +82,6 @@ def test_io_manager_pushes_after_commit_and_survives_redis_down(postgres_resourc
 @pytest.mark.parametrize("rows", [0, 3])
 def test_assets_without_snapshot_metadata_never_touch_redis(postgres_resource, rows):
     down = PostgresDataFrameIOManager(postgres=postgres_resource, redis=RedisResource(url="redis://127.0.0.1:1/0"))
-    metadata = write(down, _levels(2).head(rows), "quiet_levels", partitions=(HOUR_A, HOUR_A), metadata={"partition_expr": "as_of", "write_mode": WriteMode.REPLACE})
+    keyless = {"partition_expr": "as_of", "write_mode": WriteMode.REPLACE}
+    metadata = write(down, _levels(2).head(rows), "quiet_levels", partitions=(HOUR_A, HOUR_A), metadata=keyless)
     assert "redis_snapshot" not in metadata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from dantaro_assets.market_status.analysis import COLUMNS, compute_market_status
 from dantaro_assets.market_status.assets import HOURLY_LOOKBACK_DAYS, MINUTE_LOOKBACK_HOURS
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets_tests.lib.candle_data import materialise, real_candles, store, universe
+from dantaro_assets_tests.lib.candle_data import always_failing_schema, materialise, real_candles, store, universe
 
 HOUR = pd.Timestamp("2025-09-27 15:00", tz="UTC")
 PARTITION = "2025-09-27-15:00"
@@ -139,7 +141,9 @@ def test_no_tick_yet_gives_an_empty_frame(candles):
     assert pandera_check(market_status_schema(HOUR, HOUR + pit.HOUR), empty).passed
 
 
-def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources, redis_resource, postgres_resource):
+def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
+    candles, io_resources, redis_resource, postgres_resource, monkeypatch
+):
     minutes, hours, markets = candles
     io_manager = io_resources["io_manager"]
     first_minute_hour = hourly_partitions.get_partition_key_for_timestamp(minutes["candle_start"].min().timestamp())
@@ -162,6 +166,15 @@ def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources
     assert snapshot["as_of"] == "2025-09-27T15:58:00Z" and len(snapshot["rows"]) == 1
     second = run()
     pd.testing.assert_frame_equal(first, second)
+    published = redis_resource.latest_snapshot("market_status")
+
+    monkeypatch.setattr(importlib.import_module("dantaro_assets.market_status.assets"), "market_status_schema", always_failing_schema)
+    failed = materialise(market_status, PARTITION, io_resources, raise_on_error=False)
+    assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
+    assert "schema check failed, nothing written (stored rows unchanged)" in failed.failure_data_for_node("market_status").error.to_string()
+    stored = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name('market_status')} ORDER BY as_of")
+    pd.testing.assert_frame_equal(stored, first)
+    assert redis_resource.latest_snapshot("market_status") == published
 
 
 def test_a_tick_without_candles_fails_the_check_with_the_likely_cause(candles):

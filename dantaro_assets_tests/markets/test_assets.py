@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
 from dantaro_assets.markets import assets, candles_1h, candles_1m, upbit_markets
+from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
 
@@ -22,7 +25,8 @@ def resources(recorded_replay, io_resources, redis_resource):
 
 def _read(postgres_resource, table: str, column: str, start: str, end: str) -> pd.DataFrame:
     """The stored rows of ``[start, end)``; none when the table was never written."""
-    if postgres_resource.read_frame("SELECT to_regclass($1) IS NULL AS absent", (f"{postgres_resource.db_schema}.{table}",))["absent"].all():
+    qualified = f"{postgres_resource.db_schema}.{table}"
+    if postgres_resource.read_frame("SELECT to_regclass($1) IS NULL AS absent", (qualified,))["absent"].all():
         return pd.DataFrame()
     sql = f"SELECT * FROM {postgres_resource.table_name(table)} WHERE {column} >= $1 AND {column} < $2 ORDER BY 1, 2, 3"
     frame = postgres_resource.read_arrow(sql, (pd.Timestamp(start), pd.Timestamp(end))).to_pandas()
@@ -190,6 +194,16 @@ def test_a_forming_candle_stored_earlier_is_replaced_by_the_closed_one(resources
     stored = _stored_hour(postgres_resource, "2025-09-25T10:00Z")
     recorded = _recorded_hour(upbit_data_dir, "2025-09-25T10:00Z", "2025-09-25T11:00Z")
     pd.testing.assert_frame_equal(stored.drop(columns="value"), recorded, check_exact=True)
+
+
+def test_a_failing_universe_check_keeps_the_stored_universe(resources, postgres_resource, monkeypatch):
+    assert _materialize([upbit_markets], "2025-09-28", resources).success
+    before = _read(postgres_resource, "upbit_markets", "day", "2025-09-28T00:00Z", "2025-09-29T00:00Z")
+    monkeypatch.setattr(importlib.import_module("dantaro_assets.markets.assets"), "upbit_markets_schema", always_failing_schema)
+    result = _materialize([upbit_markets], "2025-09-28", resources, raise_on_error=False)
+    assert not result.success and [e.passed for e in result.get_asset_check_evaluations()] == [False]
+    assert "schema check failed, nothing written (stored rows unchanged)" in result.failure_data_for_node("upbit_markets").error.to_string()
+    pd.testing.assert_frame_equal(_read(postgres_resource, "upbit_markets", "day", "2025-09-28T00:00Z", "2025-09-29T00:00Z"), before)
 
 
 def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):

@@ -13,7 +13,8 @@ DELETE = ["candles", "delete", "--asset", "candles_1m", "--start", "2025-09-29T0
 
 
 def _stored(postgres_resource) -> pd.DataFrame:
-    sql = f"SELECT * FROM {postgres_resource.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2 ORDER BY market, candle_start"
+    table = postgres_resource.table_name("candles_1m")
+    sql = f"SELECT * FROM {table} WHERE candle_start >= $1 AND candle_start < $2 ORDER BY market, candle_start"
     return postgres_resource.read_frame(sql, (pd.Timestamp("2025-09-29T00:00Z"), pd.Timestamp("2025-09-29T01:00Z")))
 
 
@@ -21,7 +22,8 @@ def _stored(postgres_resource) -> pd.DataFrame:
 def stored(io_resources, postgres_resource) -> pd.DataFrame:
     """Three minutes of KRW-BTC, KRW-ETH and KRW-XRP written as candles_1m writes them."""
     metadata = candles_1m.metadata_by_key[candles_1m.key]
-    write(io_resources["io_manager"], candles(HOUR, markets=("KRW-BTC", "KRW-ETH", "KRW-XRP")), "candles_1m", partitions=(HOUR, HOUR), metadata=metadata)
+    frame = candles(HOUR, markets=("KRW-BTC", "KRW-ETH", "KRW-XRP"))
+    write(io_resources["io_manager"], frame, "candles_1m", partitions=(HOUR, HOUR), metadata=metadata)
     before = _stored(postgres_resource)
     assert len(before) == 9
     return before
@@ -47,7 +49,8 @@ def test_execute_deletes_exactly_the_selected_rows(stored, postgres_resource, ca
 
 
 def test_a_bad_selection_is_refused_naming_what_is_wrong(stored, postgres_resource, capsys):
-    assert main(["candles", "delete", "--asset", "candles_1m", "--start", "2025-09-29T00:00", "--end", "2025-09-29T01:00Z", "--all-markets", "--execute"]) == 2
+    naive_start = ["candles", "delete", "--asset", "candles_1m", "--start", "2025-09-29T00:00", "--end", "2025-09-29T01:00Z"]
+    assert main([*naive_start, "--all-markets", "--execute"]) == 2
     assert "start 2025-09-29T00:00:00 has no UTC offset" in capsys.readouterr().err
     assert main([*DELETE[:3], "market_status", *DELETE[4:], "--all-markets", "--execute"]) == 2
     assert "'market_status' is not a candle asset" in capsys.readouterr().err

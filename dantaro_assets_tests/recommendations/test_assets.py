@@ -19,6 +19,7 @@ from dantaro_assets.recommendations.schemas import (
 )
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 from .conftest import END
 
@@ -185,6 +186,17 @@ def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_res
     assert not evaluation.passed
     pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)
     assert evaluation.metadata["failures"].value == len(before)
+
+
+def test_a_failing_outcomes_check_writes_nothing(materialised, io_resources, postgres_resource, monkeypatch):
+    assert _materialise(recommendation_outcomes, io_resources).success
+    before = _table(postgres_resource, "recommendation_outcomes")
+    monkeypatch.setattr(importlib.import_module("dantaro_assets.recommendations.assets"), "outcomes_schema", always_failing_schema)
+    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations.to_source_asset(), recommendation_outcomes],
+                            partition_key=PARTITION, resources=io_resources, raise_on_error=False)
+    assert not result.success and [e.passed for e in result.get_asset_check_evaluations()] == [False]
+    assert "schema check failed, nothing written" in result.failure_data_for_node("recommendation_outcomes").error.to_string()
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendation_outcomes"), before)
 
 
 def test_an_hour_without_stored_candles_writes_no_snapshot(materialised, io_resources, postgres_resource):

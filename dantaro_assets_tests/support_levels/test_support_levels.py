@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,7 @@ from dantaro_assets.support_levels.analysis import COLUMNS, SNAPSHOT_COLUMNS, Le
 from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS, MINUTE_LOOKBACK_HOURS
 from dantaro_assets.support_levels.schemas import support_levels_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets_tests.lib.candle_data import materialise, real_candles, store, universe
+from dantaro_assets_tests.lib.candle_data import always_failing_schema, materialise, real_candles, store, universe
 
 HOUR = pd.Timestamp("2025-09-24 09:00", tz="UTC")
 PARTITION = "2025-09-24-09:00"
@@ -169,7 +171,9 @@ def test_schema_check_names_what_is_wrong(levels, change, message):
     assert message in result.description + str(result.metadata["failure_cases"].value)
 
 
-def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources, redis_resource, postgres_resource):
+def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
+    candles, io_resources, redis_resource, postgres_resource, monkeypatch
+):
     minutes, hours, days, markets = candles
     io_manager = io_resources["io_manager"]
     first_hour = hourly_partitions.get_partition_key_for_timestamp(minutes["candle_start"].min().timestamp())
@@ -194,6 +198,15 @@ def test_materialise_over_postgres_and_redis_is_repeatable(candles, io_resources
     assert btc["as_of"] == "2025-09-24T09:45:00Z" and {r["market"] for r in btc["rows"]} == {"KRW-BTC"}
     assert redis_resource.latest_snapshot("support_levels")["as_of"] == "2025-09-24T09:45:00Z"
     pd.testing.assert_frame_equal(first, run())
+    published = redis_resource.latest_snapshot("support_levels", "KRW-BTC")
+
+    monkeypatch.setattr(importlib.import_module("dantaro_assets.support_levels.assets"), "support_levels_schema", always_failing_schema)
+    failed = materialise(support_levels, PARTITION, io_resources, raise_on_error=False)
+    assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
+    assert "schema check failed, nothing written (stored rows unchanged)" in str(failed.failure_data_for_node("support_levels").error)
+    table = postgres_resource.table_name("support_levels")
+    pd.testing.assert_frame_equal(postgres_resource.read_frame(f"SELECT * FROM {table} ORDER BY as_of, market, side, rank"), first)
+    assert redis_resource.latest_snapshot("support_levels", "KRW-BTC") == published
 
 
 def test_all_markets_at_once_equal_one_market_at_a_time(candles):
