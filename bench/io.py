@@ -3,13 +3,13 @@
 One day of 1-minute candles for 250 markets (360,000 rows, the candles_1m schema) is written as one
 daily partition through ``handle_output`` and read back through ``load_input`` (alternating with the
 same window query through ``pandas.read_sql``); the stored partitions are then rewritten in both write
-modes: partition replace (DELETE + COPY, the analyses') and merge (staging COPY + upsert, the candles'),
-once with identical rows (a refetch of a closed window) and once with every row changed. Then the same
-frame goes through ``DataFrame.to_sql``
+modes, interleaved so they share the machine's load: merge (staging COPY + upsert, the candles') with
+every row changed, merge with identical rows (a refetch of a closed window), and partition replace
+(DELETE + COPY, the analyses'). Then the same frame goes through ``DataFrame.to_sql``
 (SQLAlchemy + psycopg2, the default ``method=None`` and ``method="multi"``). Runs against the
 machine's Postgres in a temporary schema that is dropped at the end.
 
-    python bench/io.py [--url postgresql://postgres@127.0.0.1:5432/test] [--repeat 3] [--baseline-repeat 1]
+    python bench/io.py [--url postgresql://postgres@127.0.0.1:5432/test] [--repeat 3] [--baseline-repeat 1] [--writes-only]
 """
 
 import argparse
@@ -40,7 +40,6 @@ NEW_PARTITION = "IO manager write, new partition (ADBC binary COPY)"
 REWRITE = "IO manager rewrite of a stored partition (DELETE + COPY, 1 tx)"
 MERGE_SAME = "IO manager merge into a stored partition, identical rows (staging COPY + upsert, 1 tx)"
 MERGE_CHANGED = "IO manager merge into a stored partition, every row changed"
-REPLACE_AFTER_MERGE = "IO manager rewrite of a stored partition, after the merges"
 TO_SQL = "pandas to_sql, method=None (psycopg2)"
 TO_SQL_MULTI = "pandas to_sql, method='multi' (psycopg2)"
 READ_FIRST = "IO manager first read after the rewrite (ADBC -> Arrow)"
@@ -81,6 +80,20 @@ def timed(actions: list[Callable[[], object]]) -> tuple[float, object]:
     return statistics.median(seconds), result
 
 
+def rewrites(write: Callable[..., Callable[[], None]], keys: list[str], changed: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Median seconds of each way to rewrite a stored partition, interleaved per partition.
+
+    Each partition goes stored -> every row changed (merge) -> the same again (merge, identical) ->
+    the original frame (replace), so every write meets a full partition and the table ends as stored.
+    """
+    seconds: dict[str, list[float]] = {MERGE_CHANGED: [], MERGE_SAME: [], REWRITE: []}
+    for key in keys:
+        seconds[MERGE_CHANGED].append(timed([write(key, MERGE_METADATA, changed)])[0])
+        seconds[MERGE_SAME].append(timed([write(key, MERGE_METADATA, changed)])[0])
+        seconds[REWRITE].append(timed([write(key)])[0])
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -91,6 +104,7 @@ def main() -> None:
     parser.add_argument("--markets", type=int, default=250)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each fast path (median reported)")
     parser.add_argument("--baseline-repeat", type=int, default=1, help="runs of each to_sql path (tens of seconds each)")
+    parser.add_argument("--writes-only", action="store_true", help="only the IO manager's writes: new partition, replace vs merge")
     args = parser.parse_args()
 
     schema = f"bench_io_{os.getpid()}"
@@ -129,10 +143,13 @@ def main() -> None:
     try:
         results = {}
         results[NEW_PARTITION] = timed([io_write(key) for key in keys])[0]
-        results[REWRITE] = timed([io_write(key) for key in keys])[0]
+        results |= rewrites(io_write, keys, changed)
+        io_manager_rss_mb = peak_rss_mb()
+        if args.writes_only:
+            print_rewrites(results, rows, args, load_before)
+            return
         # The first read after a write also sets the new rows' hint bits: a one-off cost for whoever reads first.
         results[READ_FIRST], ours = timed([io_read()])
-        io_manager_rss_mb = peak_rss_mb()
         # Alternated so both readers see the same table and, as far as can be, the same machine load.
         ours_seconds, theirs_seconds = [], []
         for read in [io_read() for _ in range(args.repeat)]:
@@ -141,10 +158,6 @@ def main() -> None:
             seconds, theirs = timed([read_sql])
             theirs_seconds.append(seconds)
         results[READ], results[READ_SQL] = statistics.median(ours_seconds), statistics.median(theirs_seconds)
-        results[MERGE_SAME] = timed([io_write(key, MERGE_METADATA) for key in keys])[0]
-        results[MERGE_CHANGED] = timed([io_write(key, MERGE_METADATA, changed) for key in keys])[0]
-        # Replace again on the same table state (the merges left dead tuples), for a like-for-like ratio.
-        results[REPLACE_AFTER_MERGE] = timed([io_write(key) for key in keys])[0]
         results[TO_SQL] = timed([to_sql(None)] * args.baseline_repeat)[0]
         results[TO_SQL_MULTI] = timed([to_sql("multi")] * args.baseline_repeat)[0]
     finally:
@@ -156,7 +169,7 @@ def main() -> None:
     pd.testing.assert_frame_equal(theirs.astype({"candle_start": "datetime64[ns, UTC]"}), expected)
 
     table = []
-    for name in [NEW_PARTITION, REWRITE, MERGE_SAME, MERGE_CHANGED, REPLACE_AFTER_MERGE, TO_SQL, TO_SQL_MULTI, READ_FIRST, READ, READ_SQL]:
+    for name in [NEW_PARTITION, REWRITE, MERGE_SAME, MERGE_CHANGED, TO_SQL, TO_SQL_MULTI, READ_FIRST, READ, READ_SQL]:
         seconds = results[name]
         base = results[READ_SQL] if "read" in name else results[TO_SQL]
         table.append([name, f"{seconds:.3f}", f"{rows / seconds:,.0f}", f"{base / seconds:.1f}x"])
@@ -178,6 +191,20 @@ def main() -> None:
         "peak_rss_mb_with_pandas_paths": round(peak_rss_mb()),
     }
     print(json.dumps(summary))
+
+
+def print_rewrites(results: dict[str, float], rows: int, args: argparse.Namespace, load_before: float) -> None:
+    """The ``--writes-only`` report: each write path against partition replace."""
+    table = [[name, f"{results[name]:.3f}", f"{rows / results[name]:,.0f}", f"{results[name] / results[REWRITE]:.2f}"]
+             for name in [NEW_PARTITION, REWRITE, MERGE_SAME, MERGE_CHANGED]]
+    print(f"{rows:,} rows ({args.markets} markets x 1440 minutes) a partition, median of {args.repeat}, "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(tabulate(table, headers=["path", "seconds", "rows/s", "time vs replace"], tablefmt="github"))
+    print(f"command: {shlex.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(json.dumps({
+        "merge_same_vs_replace": round(results[MERGE_SAME] / results[REWRITE], 2),
+        "merge_changed_vs_replace": round(results[MERGE_CHANGED] / results[REWRITE], 2),
+    }))
 
 
 if __name__ == "__main__":
