@@ -10,7 +10,7 @@ import pytest
 
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
-from dantaro_assets.markets import assets, candles_1h, candles_1m, upbit_markets
+from dantaro_assets.markets import assets, candles_1d, candles_1h, candles_1m, upbit_markets
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
@@ -172,6 +172,28 @@ def test_quarantined_candles_keep_the_stored_good_rows(resources, postgres_resou
     pd.testing.assert_frame_equal(_stored_hour(postgres_resource, "2025-09-21T10:00Z"), before)
 
 
+def test_a_market_whose_every_row_is_quarantined_keeps_its_stored_candle(resources, postgres_resource, recorded_replay, monkeypatch):
+    def stored_day() -> pd.DataFrame:
+        return _read(postgres_resource, "candles_1d", "candle_start", "2025-09-18T00:00Z", "2025-09-19T00:00Z")
+
+    assert _materialize([upbit_markets], "2025-09-18", resources).success
+    assert _materialize([candles_1d], "2025-09-18", resources).success
+    before = stored_day()
+    assert sorted(before["market"]) == RECORDED
+    # One market of four below the default 0.9 coverage would block the write (as tested above); with
+    # a threshold that lets one market in four go unanswered, as one in 250 does by default, the run is
+    # green and the merge must keep that market's stored candle.
+    module = importlib.import_module("dantaro_assets.markets.assets")
+    monkeypatch.setattr(module, "_SETTINGS", module._SETTINGS.model_copy(update={"min_coverage": 0.7}))
+    recorded_replay.inject("bad_candle", path="/v1/candles/days", count=None, variant="high_low", market="KRW-ETH")
+    result = _materialize([candles_1d], "2025-09-18", resources)
+
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    meta = result.asset_materializations_for_node("candles_1d")[0].metadata
+    assert (meta["candles"].value, meta["quarantined"].value) == (3, 1)
+    pd.testing.assert_frame_equal(stored_day(), before)
+
+
 def test_a_forming_candle_stored_earlier_is_replaced_by_the_closed_one(resources, postgres_resource, recorded_replay, upbit_data_dir):
     assert _materialize([upbit_markets], "2025-09-25", resources).success
     recorded_replay.set_clock("2025-09-25T10:30:30")
@@ -221,3 +243,4 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
     assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
         "upbit_markets": None, "candles_1m": 13, "candles_1h": 33, "candles_1d": 800,
     }
+
