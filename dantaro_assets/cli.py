@@ -101,7 +101,9 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
         "Re-materialise the partitions to fetch them again.",
     )
     delete.add_argument("--asset", required=True, help="candles_1m, candles_1h or candles_1d")
-    delete.add_argument("--start", required=True, type=datetime.fromisoformat, help="first candle_start, ISO with offset (…T10:00Z)")
+    delete.add_argument(
+        "--start", required=True, type=datetime.fromisoformat, help="first candle_start, ISO with offset, e.g. 2025-09-15T10:00Z"
+    )
     delete.add_argument("--end", required=True, type=datetime.fromisoformat, help="end of the range (exclusive), ISO with offset")
     which = delete.add_mutually_exclusive_group(required=True)
     which.add_argument("--market", action="append", dest="markets", metavar="MARKET", help="a market code (repeatable)")
