@@ -33,8 +33,8 @@ TEN_HOURS = ("2026-03-02T00:00:00+00:00", "2026-03-02T10:00:00+00:00")  # 600 ca
 def _fetch_in_subprocess(
     url: str, redis_url: str | None, prefix: str, markets: list[str], window: tuple[str, str] = WINDOW, store_wait: float = 30.0
 ) -> subprocess.Popen:
-    args = [sys.executable, "-m", "dantaro_assets_tests.lib.test_upbit_rate_limit", url, redis_url or "", prefix, ",".join(markets), *window,
-            str(store_wait)]
+    args = [sys.executable, "-m", "dantaro_assets_tests.lib.test_upbit_rate_limit", url, redis_url or "", prefix, ",".join(markets),
+            *window, str(store_wait)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -186,9 +186,11 @@ def test_three_processes_started_during_an_outage_send_nothing_until_redis_answe
 
 def test_with_redis_unreachable_a_fetch_fails_typed_and_sends_nothing(replay, settings):
     replay.set_clock("2026-03-02T10:30:00Z")
-    client = UpbitClient(base_url=replay.url, redis=RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix), store_wait_seconds=1)
+    unreachable = RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix)
+    client = UpbitClient(base_url=replay.url, redis=unreachable, store_wait_seconds=1)
     began = time.monotonic()
-    with pytest.raises(UpbitLimiterUnavailableError, match=r"/v1/candles/minutes/1 market=KRW-(BTC|ETH): rate-limit store \(Redis\) unreachable"):
+    expected = r"/v1/candles/minutes/1 market=KRW-(BTC|ETH): rate-limit store \(Redis\) unreachable"
+    with pytest.raises(UpbitLimiterUnavailableError, match=expected):
         client.candles(["KRW-BTC", "KRW-ETH"], "minute1", pd.Timestamp(WINDOW[0]), pd.Timestamp(WINDOW[1]))
     client.close()
     assert time.monotonic() - began >= 1, "it waited for the store before giving up"
@@ -226,7 +228,8 @@ def test_a_418_seen_while_redis_is_down_stops_this_process_and_reaches_redis_whe
     assert 20 < raised.value.seconds <= 30
 
 
-def _main(url: str, redis_url: str, prefix: str, markets: str, start: str = WINDOW[0], end: str = WINDOW[1], store_wait: str = "30") -> None:
+def _main(url: str, redis_url: str, prefix: str, markets: str, start: str = WINDOW[0], end: str = WINDOW[1],
+          store_wait: str = "30") -> None:
     redis_store = RedisResource(url=redis_url, prefix=prefix) if redis_url else None
     client = UpbitClient(base_url=url, redis=redis_store, backoff_seconds=0.2, max_retries=10, store_wait_seconds=float(store_wait))
     _, stats = client.candles(markets.split(","), "minute1", pd.Timestamp(start), pd.Timestamp(end))

@@ -134,7 +134,8 @@ class UpbitClient(dg.ConfigurableResource):
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
     window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="Upbit's 1 s window plus clock-tick margin; a slot is held until this long after the answer")
     store_wait_seconds: float = Field(
-        default=DEFAULT_STORE_WAIT_SECONDS, description="how long a request waits for an unreachable rate-limit Redis before failing (nothing is sent meanwhile)"
+        default=DEFAULT_STORE_WAIT_SECONDS,
+        description="seconds a request waits for an unreachable limiter Redis (sending nothing) before failing",
     )
     redis: Optional[RedisResource] = None
 
