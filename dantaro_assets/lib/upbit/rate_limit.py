@@ -233,7 +233,6 @@ class RedisRateLimiter:
         if self._store_down:
             self._store_down = False
             log.warning("Redis answers again: Upbit requests resume under the shared rate limiter")
-            self._share_block()
 
 
 class LocalRateLimiter:
