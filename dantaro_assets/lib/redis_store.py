@@ -3,7 +3,9 @@
 Keys are ``{prefix}:{asset}:latest`` (every row of the newest ``as_of``) and, for per-market assets,
 ``{prefix}:{asset}:{MARKET}``. Payload: JSON ``{"asset", "as_of", "run_id", "partition", "rows"}`` with
 timestamps as UTC ISO-8601 ``Z`` strings and NaN as null. A push is a compare-and-set on ``as_of`` in
-one Lua script, so a backfill or a late run never replaces a newer snapshot with an older one.
+one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:{latest|MARKET}``, the
+newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
+snapshot with an older one, even after the newer one's key has expired.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from pydantic import PrivateAttr
 from dantaro_assets.lib.embedded import embedded_redis_url
 from dantaro_assets.settings import get_settings
 
-# Replace the key unless it holds a strictly newer as_of. The as_of strings share one fixed
-# format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
+# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. Write the snapshot (with its TTL)
+# and raise the mark, unless the mark or the live key holds a strictly newer as_of; the live key counts
+# too so that a key pushed without a mark still wins over an older one. The as_of strings share one
+# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
 _PUSH_IF_NEWER = """
+local mark = redis.call('GET', KEYS[2])
+if mark and mark > ARGV[1] then return 0 end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
@@ -30,6 +36,7 @@ if current then
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -57,6 +64,10 @@ class RedisResource(dg.ConfigurableResource):
     def key(self, asset: str, market: str | None = None) -> str:
         return f"{self.prefix}:{asset}:{market or 'latest'}"
 
+    def high_water_key(self, asset: str, market: str | None = None) -> str:
+        """The newest as_of ever pushed to ``key(asset, market)``; no TTL, so it outlives the snapshot."""
+        return f"{self.prefix}:high_water:{asset}:{market or 'latest'}"
+
     def push_snapshot(
         self,
         asset: str,
@@ -70,18 +81,19 @@ class RedisResource(dg.ConfigurableResource):
     ) -> dict[str, int]:
         """Write ``rows`` (one as_of's row set) to the latest key and, if asked, one key per market.
 
-        Returns how many keys were written and how many were skipped because they hold a newer
-        snapshot. Raises ``redis.RedisError`` / ``OSError``; the IO manager turns those into a warning.
+        Returns how many keys were written and how many were skipped because they hold (or once
+        held: the high-water mark) a newer snapshot. Raises ``redis.RedisError`` / ``OSError``; the
+        IO manager turns those into a warning.
         """
         header = {"asset": asset, "as_of": iso_utc(as_of), "run_id": run_id, "partition": partition}
-        payloads = {self.key(asset): _payload(header, rows)}
+        payloads = {None: _payload(header, rows)}
         if per_market:
             for market, market_rows in rows.groupby("market", sort=False):
-                payloads[self.key(asset, str(market))] = _payload(header, market_rows)
+                payloads[str(market)] = _payload(header, market_rows)
         push = self.client().register_script(_PUSH_IF_NEWER)
         pipe = self.client().pipeline(transaction=False)
-        for key, payload in payloads.items():
-            push(keys=[key], args=[header["as_of"], payload, ttl], client=pipe)
+        for market, payload in payloads.items():
+            push(keys=[self.key(asset, market), self.high_water_key(asset, market)], args=[header["as_of"], payload, ttl], client=pipe)
         written = sum(pipe.execute())
         return {"written": written, "skipped_newer": len(payloads) - written}
 

@@ -2,9 +2,10 @@
 
 ``GET /worker/status`` answers "is the worker alive and what did it do": worker_active comes from the
 Dagster daemon's heartbeats (scheduler and run queue both healthy), last_jobs from the job log.
-The snapshot endpoints read the Redis keys the IO manager pushes after each write; on a miss (expired,
-or Redis down) they read the newest ``as_of`` from Postgres, the record, so an answer never depends on
-the cache. ``dantaro api --port N`` serves it with uvicorn.
+The snapshot endpoints serve the newer of the Redis key the IO manager pushes after each write and the
+newest ``as_of`` in Postgres, the record: one indexed ``max(as_of)`` decides, and rows are read from
+Postgres only when it holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
+never depends on the cache and never goes back in time. ``dantaro api --port N`` serves it with uvicorn.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import adbc_driver_manager
@@ -47,7 +49,7 @@ _ROW_ORDER = {"recommendations": "rank", "support_levels": "market"}
 
 
 class SnapshotReader:
-    """Latest snapshot of an analysis asset: Redis first, Postgres (newest as_of) on a miss."""
+    """Latest snapshot of an analysis asset: the newer of Redis and Postgres (by as_of), Redis on a tie."""
 
     def __init__(self, redis_store: RedisResource, postgres: PostgresResource):
         self.redis = redis_store
@@ -60,8 +62,27 @@ class SnapshotReader:
             log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
             cached = None
         if cached is not None:
-            return {**cached, "source": "redis"}
-        return self._from_postgres(asset, market)
+            try:
+                newest = self._newest_as_of(asset)
+            except adbc_driver_manager.Error as exc:
+                log.warning("postgres unavailable, serving %s from redis: %s", asset, exc)
+                return {**cached, "source": "redis"}
+            if newest is None or cached["as_of"] >= iso_utc(newest):
+                return {**cached, "source": "redis"}
+        stored = self._from_postgres(asset, market)
+        if cached is not None and (stored is None or stored["as_of"] <= cached["as_of"]):
+            return {**cached, "source": "redis"}  # the market is not in the table's newer snapshots
+        return stored
+
+    def _newest_as_of(self, asset: str) -> datetime | None:
+        """The table's newest as_of: one backward step on its key index, which leads with as_of."""
+        try:
+            newest = self.postgres.read_arrow(f"SELECT max(as_of) AS as_of FROM {self.postgres.table_name(asset)}").column("as_of")[0]
+        except adbc_driver_manager.ProgrammingError as exc:
+            if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
+                return None
+            raise
+        return newest.as_py() if newest.is_valid else None
 
     def _from_postgres(self, asset: str, market: str | None) -> dict[str, Any] | None:
         table = self.postgres.table_name(asset)

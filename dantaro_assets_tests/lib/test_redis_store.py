@@ -1,4 +1,6 @@
-"""Redis snapshots on the real test Redis: payload format, TTL, newer-wins, and outages that cost nothing."""
+"""Redis snapshots on the real test Redis: payload format, TTL, newer-wins (past a TTL too), and outages that cost nothing."""
+
+import time
 
 import pandas as pd
 import pytest
@@ -62,6 +64,23 @@ def test_an_older_snapshot_never_replaces_a_newer_one(redis_resource):
     assert _push(redis_resource, "cas_levels", _levels(30, support=301.0))["written"] == 3  # same tick recomputed
     assert _push(redis_resource, "cas_levels", _levels(45, support=450.0))["written"] == 3
     assert redis_resource.latest_snapshot("cas_levels", "KRW-BTC")["rows"][0]["support"] == 450.0
+
+
+def test_an_older_snapshot_is_refused_after_the_newer_key_expired(redis_resource, redis_client):
+    assert _push(redis_resource, "hwm_levels", _levels(30, support=300.0), ttl=1)["written"] == 3
+    time.sleep(1.2)  # the newer snapshot's keys expire; their high-water marks stay
+    assert redis_resource.latest_snapshot("hwm_levels") is None and redis_resource.latest_snapshot("hwm_levels", "KRW-BTC") is None
+
+    assert _push(redis_resource, "hwm_levels", _levels(15, support=150.0)) == {"written": 0, "skipped_newer": 3}
+    assert redis_resource.latest_snapshot("hwm_levels") is None and redis_resource.latest_snapshot("hwm_levels", "KRW-ETH") is None
+    for market in (None, "KRW-BTC", "KRW-ETH"):
+        assert redis_client.get(redis_resource.high_water_key("hwm_levels", market)) == b"2025-09-01T00:30:00Z"
+        assert redis_client.ttl(redis_resource.high_water_key("hwm_levels", market)) == -1, "the mark never expires"
+
+    assert _push(redis_resource, "hwm_levels", _levels(45, support=450.0), ttl=60)["written"] == 3
+    assert redis_resource.latest_snapshot("hwm_levels", "KRW-BTC")["rows"][0]["support"] == 450.0
+    assert redis_client.get(redis_resource.high_water_key("hwm_levels")) == b"2025-09-01T00:45:00Z"
+    assert 50 <= redis_client.ttl(redis_resource.key("hwm_levels")) <= 60, "the snapshot keys keep their TTL"
 
 
 def test_io_manager_pushes_after_commit_and_survives_redis_down(postgres_resource, redis_resource):

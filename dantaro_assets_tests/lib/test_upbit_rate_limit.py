@@ -2,7 +2,9 @@
 
 Each process is ``python -m dantaro_assets_tests.lib.test_upbit_rate_limit``, a real client with its
 own connections and threads; only Redis is shared. The same run without Redis (each process
-limiting itself) shows the test can fail: the server then answers 429s.
+limiting itself) shows the test can fail: the server then answers 429s. With the shared Redis
+unreachable (a private redis-server killed mid-fetch, or never started) the processes send nothing
+until it answers again, then share its window: still no 429.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ import uuid
 import pandas as pd
 import pytest
 
-from dantaro_assets.lib.upbit.rate_limit import LocalRateLimiter, RedisRateLimiter
+import redis
+
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.upbit import UpbitClient, UpbitLimiterUnavailableError
+from dantaro_assets.lib.upbit.rate_limit import IPBlocked, LimiterUnavailable, LocalRateLimiter, RedisRateLimiter
+from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 
 WINDOW = ("2026-03-02T09:00:00+00:00", "2026-03-02T10:00:00+00:00")
+TEN_HOURS = ("2026-03-02T00:00:00+00:00", "2026-03-02T10:00:00+00:00")  # 600 candles: 3 requests a market
 
 
-def _fetch_in_subprocess(url: str, redis_url: str | None, prefix: str, markets: list[str]) -> subprocess.Popen:
-    args = [sys.executable, "-m", "dantaro_assets_tests.lib.test_upbit_rate_limit", url, redis_url or "", prefix, ",".join(markets)]
+def _fetch_in_subprocess(
+    url: str, redis_url: str | None, prefix: str, markets: list[str], window: tuple[str, str] = WINDOW, store_wait: float = 30.0
+) -> subprocess.Popen:
+    args = [sys.executable, "-m", "dantaro_assets_tests.lib.test_upbit_rate_limit", url, redis_url or "", prefix, ",".join(markets),
+            *window, str(store_wait)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -105,15 +116,125 @@ def test_exhaust_makes_every_limiter_on_the_key_wait(settings, redis_client):
     assert time.monotonic() - began >= 0.9
 
 
-def _main(url: str, redis_url: str, prefix: str, markets: str) -> None:
-    from dantaro_assets.lib.redis_store import RedisResource
-    from dantaro_assets.lib.upbit import UpbitClient
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis()
+    yield server
+    server.kill()
 
-    redis = RedisResource(url=redis_url, prefix=prefix) if redis_url else None
-    client = UpbitClient(base_url=url, redis=redis, backoff_seconds=0.2, max_retries=10)
-    _, stats = client.candles(markets.split(","), "minute1", pd.Timestamp(WINDOW[0]), pd.Timestamp(WINDOW[1]))
+
+def _candle_requests(replay) -> int:
+    return replay.stats()["groups"].get("candles", {}).get("requests", 0)
+
+
+def _start_three(replay, redis_url: str, store_wait: float) -> list[subprocess.Popen]:
+    replay.set_clock("2026-03-02T10:30:00Z")
+    markets = sorted(_all_markets(replay))[:39]
+    replay.reset_stats()
+    prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
+    return [_fetch_in_subprocess(replay.url, redis_url, prefix, markets[i::3], TEN_HOURS, store_wait) for i in range(3)]
+
+
+def _results(processes: list[subprocess.Popen]) -> list[dict]:
+    outputs = [p.communicate(timeout=180) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-2000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_redis_killed_mid_fetch_three_processes_pause_then_share_again_without_a_429(replay, private_redis):
+    private_redis.start()
+    processes = _start_three(replay, private_redis.url, store_wait=60)
+    _wait_for(lambda: _candle_requests(replay) >= 20, 60, "the three processes never started fetching")
+    private_redis.kill()
+    time.sleep(0.5)  # requests granted before the kill arrive
+    sent_before_outage = _candle_requests(replay)
+    time.sleep(3)
+    assert _candle_requests(replay) == sent_before_outage, "no request is sent while the shared limiter is unreachable"
+    assert all(p.poll() is None for p in processes), "the processes wait for Redis rather than failing at once"
+
+    private_redis.start()  # back, and empty (no persistence), as after a crash
+    results = _results(processes)
+
+    candles = replay.stats()["groups"]["candles"]
+    assert candles["too_many"] == 0 and candles["blocked"] == 0 and candles["max_per_second"] <= 10
+    assert sum(r["http_429"] for r in results) == 0
+    assert [r["markets_returned"] for r in results] == [13, 13, 13] and candles["requests"] == 39 * 3
+    assert candles["requests"] > sent_before_outage, "the fetch went on under the restored shared limiter"
+
+
+@pytest.mark.slow
+def test_three_processes_started_during_an_outage_send_nothing_until_redis_answers(replay, private_redis):
+    processes = _start_three(replay, private_redis.url, store_wait=60)  # Redis not started: its port is closed
+    time.sleep(4)
+    assert _candle_requests(replay) == 0 and all(p.poll() is None for p in processes)
+
+    private_redis.start()
+    results = _results(processes)
+    candles = replay.stats()["groups"]["candles"]
+    assert candles["too_many"] == 0 and candles["max_per_second"] <= 10 and sum(r["http_429"] for r in results) == 0
+    assert [r["markets_returned"] for r in results] == [13, 13, 13]
+
+
+def test_with_redis_unreachable_a_fetch_fails_typed_and_sends_nothing(replay, settings):
+    replay.set_clock("2026-03-02T10:30:00Z")
+    unreachable = RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix)
+    client = UpbitClient(base_url=replay.url, redis=unreachable, store_wait_seconds=1)
+    began = time.monotonic()
+    expected = r"/v1/candles/minutes/1 market=KRW-(BTC|ETH): rate-limit store \(Redis\) unreachable"
+    with pytest.raises(UpbitLimiterUnavailableError, match=expected):
+        client.candles(["KRW-BTC", "KRW-ETH"], "minute1", pd.Timestamp(WINDOW[0]), pd.Timestamp(WINDOW[1]))
+    client.close()
+    assert time.monotonic() - began >= 1, "it waited for the store before giving up"
+    assert _candle_requests(replay) == 0
+
+
+def test_limiter_waits_at_most_store_wait_then_raises(settings):
+    limiter = RedisRateLimiter(redis.Redis(port=1, socket_connect_timeout=1), settings.redis_prefix, 10, store_wait_seconds=0.5)
+    with pytest.raises(LimiterUnavailable) as raised:
+        limiter.acquire("candles")
+    assert raised.value.seconds >= 0.5
+    limiter.release("candles", "token")  # the answer of a request granted before the outage: no error
+    limiter.exhaust("candles")
+
+
+def test_a_418_seen_while_redis_is_down_stops_this_process_and_reaches_redis_when_it_is_back(private_redis):
+    private_redis.start()
+    prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
+    here = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
+    elsewhere = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
+    here.release("candles", here.acquire("candles"))
+    private_redis.kill()
+
+    here.block(30, "Upbit blocked this IP (HTTP 418 on /v1/candles/minutes/1)")  # Redis down: no error
+    with pytest.raises(IPBlocked):
+        here.acquire("candles")
+    with pytest.raises(LimiterUnavailable):
+        elsewhere.acquire("candles")  # another process sends nothing either
+
+    private_redis.start()
+    with pytest.raises(IPBlocked):
+        here.acquire("candles")  # the block is written to Redis now
+    with pytest.raises(IPBlocked, match="HTTP 418 on /v1/candles/minutes/1") as raised:
+        elsewhere.acquire("candles")
+    assert 20 < raised.value.seconds <= 30
+
+
+def _main(url: str, redis_url: str, prefix: str, markets: str, start: str = WINDOW[0], end: str = WINDOW[1],
+          store_wait: str = "30") -> None:
+    redis_store = RedisResource(url=redis_url, prefix=prefix) if redis_url else None
+    client = UpbitClient(base_url=url, redis=redis_store, backoff_seconds=0.2, max_retries=10, store_wait_seconds=float(store_wait))
+    _, stats = client.candles(markets.split(","), "minute1", pd.Timestamp(start), pd.Timestamp(end))
     print(json.dumps({"http_429": stats.http_429, "requests": stats.requests, "markets_returned": stats.markets_returned}))
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:5])
+    _main(*sys.argv[1:])

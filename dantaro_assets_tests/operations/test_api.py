@@ -17,10 +17,13 @@ import uvicorn
 from dagster._daemon.types import DaemonHeartbeat
 
 from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
 from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
 
 
 @dg.asset(name="market_status")
@@ -118,6 +121,56 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url):
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP TABLE "{schema}".support_levels')
+
+
+STATUS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of"]}
+LEVELS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of", "market"]}
+
+
+def _status(hour: str, minute: int) -> pd.DataFrame:
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=minute)
+    return pd.DataFrame({"as_of": [as_of], "score": [float(minute)], "regime": ["neutral"]})
+
+
+def test_latest_never_goes_back_when_an_older_hour_is_rematerialised_after_the_ttl(api):
+    client, redis_store, postgres = api
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    metadata = {**STATUS_METADATA, "snapshot": {"ttl": 1, "per_market": False}}
+
+    def publish(hour: str, minute: int) -> str:
+        return write(io_manager, _status(hour, minute), "market_status", partitions=(hour, hour), metadata=metadata)["redis_snapshot"].value
+
+    assert publish(HOUR_B, 58) == "pushed 1 key(s), 0 kept a newer snapshot"
+    time.sleep(1.2)  # the newer snapshot's key expires
+    assert publish(HOUR_A, 58) == "pushed 0 key(s), 1 kept a newer snapshot"
+    assert redis_store.latest_snapshot("market_status") is None
+    body = client.get("/market-status/latest").json()
+    assert (body["source"], body["as_of"], body["rows"][0]["score"]) == ("postgres", "2025-09-01T01:58:00Z", 58.0)
+
+    assert publish(HOUR_C, 2) == "pushed 1 key(s), 0 kept a newer snapshot"
+    body = client.get("/market-status/latest").json()
+    assert (body["source"], body["as_of"]) == ("redis", "2025-09-01T02:02:00Z")
+
+
+def test_a_newer_postgres_snapshot_beats_an_older_live_redis_key(api):
+    client, redis_store, postgres = api
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    write(io_manager, _status(HOUR_B, 30), "market_status", partitions=(HOUR_B, HOUR_B), metadata=STATUS_METADATA)  # no snapshot pushed
+    older = _status(HOUR_A, 30)
+    redis_store.push_snapshot("market_status", older, as_of=older["as_of"].max(), run_id="late", partition=HOUR_A, ttl=60)
+    body = client.get("/market-status/latest").json()
+    assert (body["source"], body["as_of"]) == ("postgres", "2025-09-01T01:30:00Z")
+
+    # per market: the table's newest snapshot lacks KRW-BTC, so BTC's Redis key (newer than BTC's stored rows) wins
+    as_of = [pd.Timestamp(f"2025-09-01T0{h}:15Z") for h in (0, 1, 2)]
+    levels = pd.DataFrame({"as_of": as_of, "market": ["KRW-BTC", "KRW-BTC", "KRW-ETH"], "level": [1.0, 2.0, 3.0]})
+    write(io_manager, levels, "support_levels", partitions=(HOUR_A, HOUR_C), metadata=LEVELS_METADATA)
+    btc = levels.iloc[[1]].assign(level=2.5)
+    redis_store.push_snapshot("support_levels", btc, as_of=as_of[1], run_id="r", partition=HOUR_B, ttl=60, per_market=True)
+    body = client.get("/support-levels/KRW-BTC").json()
+    assert (body["source"], body["as_of"], body["rows"][0]["level"]) == ("redis", "2025-09-01T01:15:00Z", 2.5)
+    body = client.get("/support-levels/KRW-ETH").json()
+    assert (body["source"], body["as_of"]) == ("postgres", "2025-09-01T02:15:00Z")
 
 
 def test_redis_outage_falls_back_to_postgres(pg_url, settings):

@@ -44,10 +44,21 @@ SCHEDULES_QUERY = """
 
 
 @pytest.fixture
-def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client) -> Iterator[DagsterDev]:
-    """Schedules stopped (WORKER_ENABLED=false) so only the test's runs happen; Upbit replayed."""
-    with DagsterDev(tmp_path / "dagster_home", {"UPBIT_BASE_URL": replay_server.url, "WORKER_ENABLED": "false"}) as dev:
-        yield dev
+def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings) -> Iterator[DagsterDev]:
+    """Schedules stopped (WORKER_ENABLED=false) so only the test's runs happen; Upbit replayed.
+
+    Its Redis keys get a prefix of their own: the snapshots' high-water marks never expire, and a
+    real-time snapshot left under the session's prefix would refuse other tests' older ones.
+    """
+    prefix = f"{settings.redis_prefix}.e2e"
+    env = {"UPBIT_BASE_URL": replay_server.url, "WORKER_ENABLED": "false", "DANTARO_REDIS_PREFIX": prefix}
+    try:
+        with DagsterDev(tmp_path / "dagster_home", env) as dev:
+            yield dev
+    finally:
+        keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            redis_client.delete(*keys)
 
 
 def _run_to_success(dev: DagsterDev, job: str, partition: str) -> str:

@@ -4,6 +4,7 @@ from dantaro_assets.lib.upbit.client import FetchStats, UpbitClient
 from dantaro_assets.lib.upbit.errors import (
     UpbitError,
     UpbitIPBlockedError,
+    UpbitLimiterUnavailableError,
     UpbitNotFoundError,
     UpbitRateLimitError,
     UpbitRequestError,
@@ -28,6 +29,7 @@ __all__ = [
     "UpbitClient",
     "UpbitError",
     "UpbitIPBlockedError",
+    "UpbitLimiterUnavailableError",
     "UpbitNotFoundError",
     "UpbitRateLimitError",
     "UpbitRequestError",

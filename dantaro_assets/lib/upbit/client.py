@@ -33,6 +33,7 @@ from dantaro_assets.lib.upbit import parsing
 from dantaro_assets.lib.upbit.errors import (
     UpbitError,
     UpbitIPBlockedError,
+    UpbitLimiterUnavailableError,
     UpbitNotFoundError,
     UpbitRateLimitError,
     UpbitRequestError,
@@ -41,8 +42,10 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitTransportError,
 )
 from dantaro_assets.lib.upbit.rate_limit import (
+    DEFAULT_STORE_WAIT_SECONDS,
     DEFAULT_WINDOW_SECONDS,
     IPBlocked,
+    LimiterUnavailable,
     RateLimiter,
     make_rate_limiter,
     parse_remaining_req,
@@ -116,8 +119,9 @@ class _Answer:
 class UpbitClient(dg.ConfigurableResource):
     """Upbit quotation API (market list, tickers, candles) under the IP-wide rate limit.
 
-    ``redis`` holds the limiter shared by every process; without it (or when it does not answer)
-    the limit is kept in this process only and a warning is logged.
+    ``redis`` holds the limiter shared by every process. When it does not answer, nothing is sent:
+    a request waits up to ``store_wait_seconds`` for it, then raises ``UpbitLimiterUnavailableError``.
+    Only a client built without any ``redis`` keeps the limit in this process alone (with a warning).
     """
 
     base_url: str = Field(default=_SETTINGS.upbit_base_url, description="Upbit API or the replay server (UPBIT_BASE_URL)")
@@ -129,6 +133,10 @@ class UpbitClient(dg.ConfigurableResource):
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
     window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="Upbit's 1 s window plus clock-tick margin; a slot is held until this long after the answer")
+    store_wait_seconds: float = Field(
+        default=DEFAULT_STORE_WAIT_SECONDS,
+        description="seconds a request waits for an unreachable limiter Redis (sending nothing) before failing",
+    )
     redis: Optional[RedisResource] = None
 
     _http: Optional[httpx.Client] = PrivateAttr(default=None)
@@ -148,7 +156,9 @@ class UpbitClient(dg.ConfigurableResource):
                 client = self.redis.client() if self.redis is not None else None
                 prefix = self.redis.prefix if self.redis is not None else _SETTINGS.redis_prefix
                 # A request cannot be in flight much longer than its timeouts (connect, then read).
-                self._limiter = make_rate_limiter(client, prefix, self.requests_per_second, self.window_seconds, 3 * self.timeout)
+                self._limiter = make_rate_limiter(
+                    client, prefix, self.requests_per_second, self.window_seconds, 3 * self.timeout, self.store_wait_seconds
+                )
             assert self._limiter is not None
             return self._http, self._limiter
 
@@ -171,6 +181,8 @@ class UpbitClient(dg.ConfigurableResource):
                 token = limiter.acquire(group)
             except IPBlocked as exc:
                 raise UpbitIPBlockedError(f"IP blocked by Upbit, all fetching stopped: {exc}", endpoint=path, market=market, status=418) from None
+            except LimiterUnavailable as exc:
+                raise UpbitLimiterUnavailableError(str(exc), endpoint=path, market=market) from None
             counters.add(requests=1, retries=1 if attempt else 0)
             try:
                 response = http.get(path, params=params)

@@ -18,6 +18,10 @@ class UpbitIPBlockedError(UpbitError):
     """HTTP 418: Upbit blocked this IP; every process stops fetching until the block ends."""
 
 
+class UpbitLimiterUnavailableError(UpbitError):
+    """The shared rate limiter's Redis did not answer: nothing was sent to Upbit (the limiter fails closed)."""
+
+
 class UpbitRateLimitError(UpbitError):
     """HTTP 429 persisted through every retry."""
 

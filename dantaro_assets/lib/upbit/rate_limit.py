@@ -4,8 +4,14 @@ Upbit counts requests per IP and per group (market, candles, ticker, ...): 10 a 
 that it answers 429, and clients that keep going get the IP blocked (418). Runs, sensors and
 benchmarks fetch at the same time from one IP, so the budget lives in Redis: a sliding window per
 group (a sorted set of requests, trimmed and counted in one Lua script on Redis' own clock, so
-processes need no clock agreement), plus one key that says the IP is blocked. Without Redis an
-in-process limiter with the same semantics keeps one process within the budget.
+processes need no clock agreement), plus one key that says the IP is blocked.
+
+The limiter fails closed: when Redis does not answer, no request is sent. A request waits for the store
+(retrying at least a window apart) and, past ``store_wait_seconds``, fails with ``LimiterUnavailable``;
+when Redis answers again the shared window is back at once. A per-process fallback budget is not used
+because nothing outside Redis bounds how many processes fetch at once (see README, Upbit access). A 418
+seen while Redis is down stops this process and is written to Redis as soon as it answers again.
+``LocalRateLimiter`` (same semantics, one process) is only for a client configured without any Redis.
 
 A request holds its slot from the moment it is granted until ``window`` after its answer came back
 (while in flight it cannot expire). Upbit saw it somewhere in between, so the next request in that
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SECONDS = 1.01  # Upbit's second plus a little for Redis' and Upbit's clock ticks
 DEFAULT_FLIGHT_SECONDS = 60.0
+DEFAULT_STORE_WAIT_SECONDS = 30.0
+_STORE_ERRORS = (redis.RedisError, OSError)
 _REMAINING_SEC = re.compile(r"(?:^|;)\s*sec\s*=\s*(\d+)")
 
 # KEYS: window, blocked, last grant. ARGV: limit, window_us, member, spacing_us, flight_us (how far
@@ -82,6 +90,14 @@ class IPBlocked(Exception):
         super().__init__(f"{reason}; {seconds:.0f} s left")
 
 
+class LimiterUnavailable(Exception):
+    """The shared limiter's store (Redis) did not answer for ``seconds``; no request was sent meanwhile."""
+
+    def __init__(self, seconds: float, cause: str) -> None:
+        self.seconds = seconds
+        super().__init__(f"rate-limit store (Redis) unreachable for {seconds:.0f} s, no request sent: {cause}")
+
+
 def parse_remaining_req(header: str | None) -> int | None:
     """``group=candles; min=600; sec=9`` -> 9; None when the header is absent or has no ``sec``."""
     if not header:
@@ -104,20 +120,30 @@ class RateLimiter(Protocol):
 
 
 class RedisRateLimiter:
-    """The shared limiter: one sliding window per group in Redis, atomic through Lua."""
+    """The shared limiter: one sliding window per group in Redis, atomic through Lua; no Redis, no request."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS
+        self,
+        client: redis.Redis,
+        prefix: str,
+        limit: int,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        flight_seconds: float = DEFAULT_FLIGHT_SECONDS,
+        store_wait_seconds: float = DEFAULT_STORE_WAIT_SECONDS,
     ) -> None:
         self._redis = client
         self._prefix = prefix
         self._limit = limit
         self._window_us = int(window_seconds * 1_000_000)
         self._flight_us = int(flight_seconds * 1_000_000)
+        self._store_wait = store_wait_seconds
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._exhaust = client.register_script(_EXHAUST)
         self._blocked_key = f"{prefix}:ratelimit:blocked"
+        self._block: tuple[float, str] | None = None  # a 418 seen here: (monotonic end, reason)
+        self._block_shared = True
+        self._store_down = False
 
     def _key(self, group: str) -> str:
         return f"{self._prefix}:ratelimit:{group}"
@@ -125,30 +151,92 @@ class RedisRateLimiter:
     def acquire(self, group: str) -> str:
         token = uuid.uuid4().hex
         key = self._key(group)
+        failing_since: float | None = None
         while True:
-            status, value = self._acquire(
-                keys=[key, self._blocked_key, f"{key}:last"],
-                args=[self._limit, self._window_us, token, self._window_us // self._limit, self._flight_us],
-            )
+            self._raise_if_blocked_here()
+            try:
+                status, value = self._acquire(
+                    keys=[key, self._blocked_key, f"{key}:last"],
+                    args=[self._limit, self._window_us, token, self._window_us // self._limit, self._flight_us],
+                )
+            except _STORE_ERRORS as exc:
+                failing_since = failing_since or time.monotonic()
+                waited = time.monotonic() - failing_since
+                self._store_failed(exc)
+                if waited >= self._store_wait:
+                    raise LimiterUnavailable(waited, f"{type(exc).__name__}: {exc}") from None
+                # At least a window between attempts: a Redis that restarts empty has forgotten the last
+                # window's grants, which must have left Upbit's window before anyone is granted again.
+                time.sleep(self._window_us / 1_000_000)
+                continue
+            self._store_answered()
             if status == 0:
                 return token
             if status == 2:
-                reason = self._redis.get(self._blocked_key)
-                raise IPBlocked(max(value, 0) / 1000, reason.decode() if reason else "Upbit blocked this IP (HTTP 418)")
+                raise IPBlocked(max(value, 0) / 1000, self._block_reason())
             time.sleep(value / 1_000_000)
 
     def release(self, group: str, token: str) -> None:
-        self._release(keys=[self._key(group)], args=[token])
+        try:
+            self._release(keys=[self._key(group)], args=[token])
+        except _STORE_ERRORS as exc:  # the slot stays held until its flight time ends: later, never earlier
+            self._store_failed(exc)
 
     def exhaust(self, group: str) -> None:
-        self._exhaust(keys=[self._key(group)], args=[self._limit, self._window_us, f"exhausted:{uuid.uuid4().hex}"])
+        try:
+            self._exhaust(keys=[self._key(group)], args=[self._limit, self._window_us, f"exhausted:{uuid.uuid4().hex}"])
+        except _STORE_ERRORS as exc:  # the next grant needs the store anyway
+            self._store_failed(exc)
 
     def block(self, seconds: float, reason: str) -> None:
-        self._redis.set(self._blocked_key, reason, px=max(1, int(seconds * 1000)))
+        """Stop this process at once and every other one through Redis (as soon as Redis takes the key)."""
+        self._block = (time.monotonic() + seconds, reason)
+        self._block_shared = False
+        self._share_block()
+
+    def _raise_if_blocked_here(self) -> None:
+        if self._block is None:
+            return
+        until, reason = self._block
+        left = until - time.monotonic()
+        if left > 0:
+            self._share_block()
+            raise IPBlocked(left, reason)
+
+    def _share_block(self) -> None:
+        if self._block_shared or self._block is None:
+            return
+        until, reason = self._block
+        left_ms = int((until - time.monotonic()) * 1000)
+        try:
+            if left_ms > 0:
+                self._redis.set(self._blocked_key, reason, px=left_ms)
+            self._block_shared = True
+        except _STORE_ERRORS as exc:
+            log.error("Upbit blocked this IP but Redis is unreachable (%s): the block holds in this process; "
+                      "other processes send nothing until Redis answers, and it is written there then", exc)
+
+    def _block_reason(self) -> str:
+        try:
+            reason = self._redis.get(self._blocked_key)
+        except _STORE_ERRORS:
+            reason = None
+        return reason.decode() if reason else "Upbit blocked this IP (HTTP 418)"
+
+    def _store_failed(self, exc: BaseException) -> None:
+        if not self._store_down:
+            self._store_down = True
+            log.warning("Redis unreachable (%s: %s): no Upbit request is sent until the shared rate limiter answers again",
+                        type(exc).__name__, exc)
+
+    def _store_answered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("Redis answers again: Upbit requests resume under the shared rate limiter")
 
 
 class LocalRateLimiter:
-    """The same sliding window inside one process, for when no Redis is reachable."""
+    """The same sliding window inside one process, for a client configured without Redis (one process only)."""
 
     def __init__(self, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS) -> None:
         self._limit = limit
@@ -206,15 +294,15 @@ class LocalRateLimiter:
 
 
 def make_rate_limiter(
-    client: redis.Redis | None, prefix: str, limit: int, window_seconds: float = DEFAULT_WINDOW_SECONDS, flight_seconds: float = DEFAULT_FLIGHT_SECONDS
+    client: redis.Redis | None,
+    prefix: str,
+    limit: int,
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    flight_seconds: float = DEFAULT_FLIGHT_SECONDS,
+    store_wait_seconds: float = DEFAULT_STORE_WAIT_SECONDS,
 ) -> RateLimiter:
-    """The Redis limiter when ``client`` answers a PING; otherwise the in-process one, with a warning."""
+    """The Redis limiter whenever a Redis is configured (reachable or not); the in-process one only without any."""
     if client is not None:
-        try:
-            client.ping()
-            return RedisRateLimiter(client, prefix, limit, window_seconds, flight_seconds)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("Redis unreachable (%s): Upbit rate limit enforced in this process only", exc)
-    else:
-        log.warning("no Redis configured: Upbit rate limit enforced in this process only, not across processes")
+        return RedisRateLimiter(client, prefix, limit, window_seconds, flight_seconds, store_wait_seconds)
+    log.warning("no Redis configured: Upbit rate limit enforced in this process only, not across processes")
     return LocalRateLimiter(limit, window_seconds, flight_seconds)
