@@ -33,7 +33,7 @@ from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.job_log import job_log
 from dantaro_assets.operations.limits import instance_limit_problems
-from dantaro_assets.resources import build_resources
+from dantaro_assets.resources import storage_resources
 from dantaro_assets.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     instance = dg.DagsterInstance.get()
-    resources = build_resources(settings)
-    snapshots = SnapshotReader(resources["redis"], resources["postgres"])
+    snapshots = SnapshotReader(*storage_resources(settings))
     uvicorn.run(create_app(lambda: instance, snapshots), host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
     return 0
 
