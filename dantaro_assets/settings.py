@@ -42,8 +42,9 @@ def redact_url(url: str) -> str:
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
     userinfo, at, rest = url[start:].rpartition("@")
-    if at and ":" in userinfo:
-        url = f"{url[:start]}{userinfo.partition(':')[0]}:***@{rest}"
+    user, _, password = userinfo.partition(":")
+    if at and password:
+        url = f"{url[:start]}{user}:***@{rest}"
     return _SECRET_QUERY.sub(r"\1=***", url)
 
 

@@ -44,6 +44,7 @@ def _cli(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProces
         ("postgresql://db/test?sslmode=require&password=s3cret", "postgresql://db/test?sslmode=require&password=***"),
         ("user:s3cret@db:5432/test", "user:***@db:5432/test"),  # no scheme: still hidden
         ("postgresql://user@db/test", "postgresql://user@db/test"),  # nothing to hide
+        ("postgresql://postgres:@/postgres?host=/state/pg", "postgresql://postgres:@/postgres?host=/state/pg"),  # embedded: empty password
         ("unix:///run/redis.sock?db=0", "unix:///run/redis.sock?db=0"),
     ],
 )
