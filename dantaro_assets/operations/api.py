@@ -256,7 +256,8 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
 
     async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
         """Postgres (or, behind it, Redis) failed: the log says why; the answer names no host, port or driver."""
-        log.error("%s %s: snapshot storage unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, redact_text(str(exc)))
+        log.error("%s %s: snapshot storage unavailable: %s: %s", request.method, request.url.path, type(exc).__name__,
+                  redact_text(str(exc)))
         return JSONResponse({"detail": "snapshot storage is unavailable; try again later"}, status_code=503)
 
     async def openapi(_: Request) -> JSONResponse:
@@ -270,7 +271,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
             Route("/support-levels/{market}", support_levels),
             Route("/openapi.json", openapi),
         ],
-        exception_handlers={adbc_driver_manager.Error: storage_unavailable, redis.RedisError: storage_unavailable, OSError: storage_unavailable},
+        exception_handlers={error: storage_unavailable for error in (adbc_driver_manager.Error, redis.RedisError, OSError)},
     )
 
 

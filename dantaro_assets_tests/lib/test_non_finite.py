@@ -39,9 +39,12 @@ def _page(field: str, literal: str) -> object:
 
 
 @pytest.mark.parametrize("field", FIELDS)
-@pytest.mark.parametrize(("literal", "reason"), [("Infinity", "non-finite"), ("-Infinity", "non-finite"), ("NaN", "missing or non-numeric")])
+@pytest.mark.parametrize(("literal", "reason"), [
+    ("Infinity", "non-finite"), ("-Infinity", "non-finite"), ("NaN", "missing or non-numeric"),
+])
 def test_the_parser_quarantines_json_infinity_and_nan(field, literal, reason):
-    good, bad = parsing.parse_candle_page(_page(field, literal), market="KRW-BTC", interval=MINUTE, to=TO, endpoint="/v1/candles/minutes/1")
+    page = _page(field, literal)
+    good, bad = parsing.parse_candle_page(page, market="KRW-BTC", interval=MINUTE, to=TO, endpoint="/v1/candles/minutes/1")
     assert good["candle_start"].tolist() == [pd.Timestamp("2025-09-15T10:00Z")]
     assert bad["candle_start"].tolist() == [pd.Timestamp("2025-09-15T10:01Z")]
     assert bad["reason"].iloc[0].startswith(f"{reason} {field}")
@@ -50,7 +53,8 @@ def test_the_parser_quarantines_json_infinity_and_nan(field, literal, reason):
 @pytest.mark.parametrize("literal", ["Infinity", "NaN"])
 def test_a_ticker_with_a_non_finite_number_is_a_typed_error(literal):
     ticker = {"market": "KRW-BTC", "trade_timestamp": 1757930400000, "trade_price": 1.0, "opening_price": 1.0, "high_price": 1.0,
-              "low_price": 1.0, "prev_closing_price": 1.0, "signed_change_rate": 0.0, "acc_trade_price_24h": 5.0, "acc_trade_volume_24h": 5.0}
+              "low_price": 1.0, "prev_closing_price": 1.0, "signed_change_rate": 0.0, "acc_trade_price_24h": 5.0,
+              "acc_trade_volume_24h": 5.0}
     payload = json.loads(json.dumps([ticker | {"acc_trade_price_24h": "@"}]).replace('"@"', literal))
     with pytest.raises(UpbitResponseError, match="non-finite acc_trade_price_24h"):
         parsing.parse_tickers(payload, endpoint="/v1/ticker", markets=["KRW-BTC"])

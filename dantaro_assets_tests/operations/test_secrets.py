@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError
+from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.settings import redact_text, redact_url
 
@@ -95,6 +97,13 @@ def test_postgres_resource_errors_name_the_server_without_its_password():
     assert f"postgresql://user:***@127.0.0.1:{port}/test" in str(excinfo.value)
 
 
+def test_redis_resource_errors_carry_no_password():
+    port = free_port()
+    with pytest.raises(redis.ConnectionError) as excinfo:
+        RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0", prefix="p").latest_snapshot("market_status")
+    assert SECRET not in str(excinfo.value) and str(port) in str(excinfo.value)
+
+
 @pytest.mark.slow
 def test_dev_banner_shows_urls_redacted(tmp_path):
     """`dantaro dev` for real up to its banner (no Postgres/Redis is contacted: the URLs are external), then stopped."""
@@ -148,8 +157,8 @@ def test_ui_resources_page_shows_variable_names_not_urls(tmp_path):
         while True:
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "webserver.log").read_text()[-3000:]
             try:
-                answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": RESOURCES_QUERY, "variables": {"selector": selector}},
-                                    timeout=30).json()["data"]
+                query = {"query": RESOURCES_QUERY, "variables": {"selector": selector}}
+                answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=30).json()["data"]
                 if answer["allTopLevelResourceDetailsOrError"]["__typename"] == "ResourceDetailsList":
                     break
             except (httpx.HTTPError, KeyError, TypeError, json.JSONDecodeError):
