@@ -28,6 +28,7 @@ from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient, interval
 from dantaro_assets.lib.upbit.parsing import parse_candle_page
 from dantaro_assets.replay.process import start_replay_server
+from dantaro_assets.settings import redact_url
 
 RATE = 10
 MINUTE = interval("minute1")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         replay.stop()
 
     print(tabulate(rows, headers="keys", floatfmt=".3f", tablefmt="github"))
-    redis_arg = args.redis_url or "''"
+    redis_arg = redact_url(args.redis_url) if args.redis_url else "''"
     print(f"\ncommand: python bench/fetch.py --markets {args.markets} --latencies {args.latencies} --redis-url {redis_arg}")
     ours = [r for r in rows if r["method"] == "UpbitClient"]
     naives = [r for r in rows if r["method"] != "UpbitClient"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dantaro_assets.replay.process import start_replay_server
-from dantaro_assets.settings import Settings, SettingsError, load_settings
+from dantaro_assets.settings import Settings, SettingsError, load_settings, redact_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LIVE_UPBIT = "https://api.upbit.com"
@@ -54,8 +54,8 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
 
     env = dict(os.environ)
     env["DANTARO_STATE_DIR"] = str(settings.state_dir.resolve())  # children run from DAGSTER_HOME, not from here
-    env["DATABASE_URL"] = embedded.postgres_url(settings)
-    env["REDIS_URL"] = embedded.redis_url(settings)
+    # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
+    postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
     env["DAGSTER_HOME"] = str(_dagster_home(settings, env))
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
@@ -63,7 +63,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
         replay = start_replay_server("--simulated", str(args.markets), "--seed", str(args.seed))
         env["UPBIT_BASE_URL"] = replay.url
         print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
-    print(f"dantaro dev: Postgres {env['DATABASE_URL']}, Redis {env['REDIS_URL']}, DAGSTER_HOME {env['DAGSTER_HOME']}")
+    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {env['DAGSTER_HOME']}")
     command = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder.
     dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True)
@@ -86,8 +86,9 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
     """Print every setting with its variable, value and meaning (the README's configuration table)."""
     print("| variable | value | meaning |\n|---|---|---|")
-    for name, field in Settings.model_fields.items():
-        print(f"| `{field.alias}` | `{getattr(settings, name)}` | {field.description} |")
+    values = settings.display_values()
+    for field in Settings.model_fields.values():
+        print(f"| `{field.alias}` | `{values[field.alias]}` | {field.description} |")
     return 0
 
 

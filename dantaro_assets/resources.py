@@ -2,11 +2,18 @@
 
 Local and production differ only by settings (``DATABASE_URL``, ``REDIS_URL``, ``UPBIT_BASE_URL``),
 never by code edits: the same definitions run on a laptop and on the production host.
+
+Credentials reach the resources as ``dg.EnvVar``: Dagster reads the variable when a run (or the API)
+initialises the resource, so the code location's snapshot, and the UI's Resources page, hold the
+variable's name, never the URL and its password. An unset variable leaves ``url=None``, which the
+resources resolve to the embedded server under the state folder: this is the only place that decides.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import dagster as dg
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
@@ -15,10 +22,14 @@ from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.settings import Settings
 
 
+def _url(variable: str, value: str | None) -> dg.EnvVar | None:
+    return dg.EnvVar(variable) if value else None
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     """``io_manager`` (Postgres history + Redis snapshots), ``postgres``, ``redis`` and ``upbit``."""
-    postgres = PostgresResource(url=settings.database_url, db_schema=settings.db_schema)
-    redis = RedisResource(url=settings.redis_url, prefix=settings.redis_prefix)
+    postgres = PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema)
+    redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix)
     return {
         "io_manager": PostgresDataFrameIOManager(postgres=postgres, redis=redis),
         "postgres": postgres,
@@ -32,3 +43,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             redis=redis,
         ),
     }
+
+
+def storage_resources(settings: Settings) -> tuple[RedisResource, PostgresResource]:
+    """Redis and Postgres for use outside a run (the API): initialised now, their EnvVars read."""
+    resources = build_resources(settings)
+    return resources["redis"].process_config_and_initialize(), resources["postgres"].process_config_and_initialize()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -20,10 +21,34 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SECRET_QUERY = re.compile(r"(?i)\b(password|passwd|pwd)=[^&#\s]*")
 
 
 class SettingsError(ValueError):
     """A setting in the environment is invalid; the message names the variable."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print: its password (user info or ``password=`` query value) becomes ``***``.
+
+    Malformed values are handled too, since a settings error echoes them: everything from the first
+    ``:`` of the user info to the last ``@`` is hidden, so a password holding ``@`` or ``/`` never shows.
+    """
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    userinfo, at, rest = url[start:].rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if at and password:
+        url = f"{url[:start]}{user}:***@{rest}"
+    return _SECRET_QUERY.sub(r"\1=***", url)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url` (for driver and log messages)."""
+    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group()), text)
 
 
 def _check_url(value: str | None, variable: str, schemes: tuple[str, ...]) -> str | None:
@@ -31,7 +56,11 @@ def _check_url(value: str | None, variable: str, schemes: tuple[str, ...]) -> st
         return None
     parts = urlsplit(value)
     if parts.scheme not in schemes or not (parts.hostname or parts.path or parts.query):
-        raise ValueError(f"{variable} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+        raise ValueError(f"{variable} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"{variable} has a port that is not a number from 0 to 65535") from None
     return value
 
 
@@ -116,6 +145,20 @@ class Settings(BaseModel):
             raise ValueError("must be an http(s) URL")
         return checked.rstrip("/")
 
+    def __repr_args__(self):
+        """A logged or printed Settings shows its URLs redacted."""
+        for name, value in super().__repr_args__():
+            is_url = name in Settings.model_fields and Settings.model_fields[name].alias in _URL_VARIABLES
+            yield name, redact_url(value) if is_url and isinstance(value, str) else value
+
+    def display_values(self) -> dict[str, str]:
+        """Each variable's effective value as text, URLs redacted: what ``dantaro settings`` prints."""
+        return {
+            field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None else str(value)
+            for name, field in Settings.model_fields.items()
+            for value in [getattr(self, name)]
+        }
+
     @property
     def cadences(self) -> dict[str, int]:
         """Seconds between snapshots, by analysis asset."""
@@ -146,7 +189,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lines = []
         for error in exc.errors():
             variable = str(error["loc"][0]) if error["loc"] else "?"
-            lines.append(f"{variable}={present.get(variable, '')!r}: {error['msg'].removeprefix('Value error, ')}")
+            value = present.get(variable, "")
+            shown = redact_url(value) if variable in _URL_VARIABLES else value
+            lines.append(f"{variable}={shown!r}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dantaro_assets.lib.embedded import embedded_postgres_url
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import get_settings, redact_text, redact_url
 
 
 def quote_ident(name: str) -> str:
@@ -56,6 +56,10 @@ def _alive(conn: adbc.Connection) -> bool:
         return False
 
 
+class PostgresUnavailableError(ConnectionError):
+    """The database did not accept a connection; the message names the server with its password redacted."""
+
+
 class PostgresResource(dg.ConfigurableResource):
     """Connections to the Dantaro database; ``url=None`` uses the embedded server in the state folder."""
 
@@ -77,7 +81,11 @@ class PostgresResource(dg.ConfigurableResource):
             idle = _POOL.setdefault(key, [])
             conn = idle.pop() if idle else None
         if conn is None or not _alive(conn):
-            conn = adbc.connect(key[1])
+            try:
+                conn = adbc.connect(key[1])
+            except adbc.Error as exc:
+                detail = redact_text(str(exc)).strip()
+                raise PostgresUnavailableError(f"cannot connect to Postgres at {redact_url(key[1])}: {detail}") from None
         try:
             yield conn
             conn.commit()

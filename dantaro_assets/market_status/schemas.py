@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from dantaro_assets.lib.schemas import finite_floats
 from dantaro_assets.market_status.analysis import BTC_COLUMNS
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
@@ -34,7 +35,7 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         "btc_price": pa.Column("float64", pa.Check.gt(0.0), nullable=True),
         **{c: amount for c in ["btc_vol_1h_pct", "btc_vol_24h_pct", "btc_vol_annualised_pct"]},
     }
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         columns,
         checks=[
             pa.Check(lambda df: (df["markets_warning"] <= df["markets"]) & (df["markets_caution"] <= df["markets"]),
@@ -44,4 +45,4 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         ],
         strict=True,
         name="market_status",
-    )
+    ))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from dantaro_assets.lib.schemas import finite_floats
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
@@ -19,7 +20,7 @@ def candles_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema
     """A candle partition: contract columns, positive consistent OHLC, one row per (market, candle_start) in the window."""
     price = pa.Column("float64", pa.Check.gt(0), nullable=False)
     amount = pa.Column("float64", pa.Check.ge(0), nullable=False)
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         {
             "market": _MARKET,
             "candle_start": pa.Column(_UTC, _in_window(start, end), nullable=False),
@@ -35,13 +36,13 @@ def candles_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema
         strict=True,
         ordered=False,
         name="candles",
-    )
+    ))
 
 
 def upbit_markets_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
     """A day's KRW universe: one row per (day, market), names present, flags boolean."""
     flag = pa.Column(bool, nullable=False)
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         {
             "day": pa.Column(_UTC, [*_in_window(start, end), pa.Check(lambda s: s == s.dt.floor("D"), name="midnight UTC")], nullable=False),
             "market": _MARKET,
@@ -52,5 +53,5 @@ def upbit_markets_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         unique=["day", "market"],
         strict=True,
         name="upbit_markets",
-    )
+    ))
 

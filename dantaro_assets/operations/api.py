@@ -35,15 +35,17 @@ from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.job_log import job_log
 from dantaro_assets.operations.limits import instance_limit_problems
-from dantaro_assets.resources import build_resources
-from dantaro_assets.settings import get_settings
+from dantaro_assets.resources import storage_resources
+from dantaro_assets.settings import get_settings, redact_text
 
 log = logging.getLogger(__name__)
 
 WORKER_DAEMONS = ("SCHEDULER", "QUEUED_RUN_COORDINATOR")
 # daemons beat every 30 s; Dagster's own UI tolerates 30 minutes of silence, a health check should not
 HEARTBEAT_TOLERANCE_S = 60
-_MARKET = re.compile(r"^[A-Z]{2,5}-[A-Z0-9]{1,15}$")
+# ASCII only and matched whole: `$` would accept a trailing newline, and str.upper maps some non-ASCII
+# letters to ASCII ones ("ſ" -> "S"), so the raw value is checked before it is upper-cased.
+_MARKET = re.compile(r"[A-Za-z]{2,5}-[A-Za-z0-9]{1,15}")
 _UNDEFINED_TABLE = "42P01"
 _ROW_ORDER = {"recommendations": "rank", "support_levels": "market"}
 
@@ -112,6 +114,11 @@ class SnapshotReader:
         }
 
 
+def parse_market(raw: str) -> str | None:
+    """An Upbit market code from a request (``krw-btc`` is read as ``KRW-BTC``), or None if ``raw`` is not one."""
+    return raw.upper() if _MARKET.fullmatch(raw) else None
+
+
 def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int = 20) -> dict[str, Any]:
     """Health of the worker (daemon heartbeats), its recent jobs, and the API's uptime."""
     statuses = get_daemon_statuses(instance, WORKER_DAEMONS, ignore_errors=True, heartbeat_tolerance_seconds=HEARTBEAT_TOLERANCE_S)
@@ -163,6 +170,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
                     "404": {"description": "no snapshot yet"},
+                    "503": {"description": "snapshot storage unavailable"},
                 },
             }
         },
@@ -172,6 +180,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
                     "404": {"description": "no snapshot yet"},
+                    "503": {"description": "snapshot storage unavailable"},
                 },
             }
         },
@@ -183,6 +192,7 @@ OPENAPI: dict[str, Any] = {
                     "200": {"description": "snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}},
                     "400": {"description": "not a market code"},
                     "404": {"description": "no levels for this market"},
+                    "503": {"description": "snapshot storage unavailable"},
                 },
             }
         },
@@ -260,10 +270,16 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
         return snapshot_response("recommendations")
 
     def support_levels(request: Request) -> JSONResponse:
-        market = request.path_params["market"].upper()
-        if not _MARKET.match(market):
+        market = parse_market(request.path_params["market"])
+        if market is None:
             return JSONResponse({"detail": f"{request.path_params['market']!r} is not a market code like KRW-BTC"}, status_code=400)
         return snapshot_response("support_levels", market)
+
+    async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """Postgres (or, behind it, Redis) failed: the log says why; the answer names no host, port or driver."""
+        log.error("%s %s: snapshot storage unavailable: %s: %s", request.method, request.url.path, type(exc).__name__,
+                  redact_text(str(exc)))
+        return JSONResponse({"detail": "snapshot storage is unavailable; try again later"}, status_code=503)
 
     async def openapi(_: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
@@ -275,7 +291,8 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
             Route("/recommendations/latest", recommendations),
             Route("/support-levels/{market}", support_levels),
             Route("/openapi.json", openapi),
-        ]
+        ],
+        exception_handlers={error: storage_unavailable for error in (adbc_driver_manager.Error, redis.RedisError, OSError)},
     )
 
 
@@ -287,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     instance = dg.DagsterInstance.get()
-    resources = build_resources(settings)
-    snapshots = SnapshotReader(resources["redis"], resources["postgres"])
+    snapshots = SnapshotReader(*storage_resources(settings))
     uvicorn.run(create_app(lambda: instance, snapshots), host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
     return 0
 

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from dantaro_assets.operations.limits import JOB_TAG
+from dantaro_assets.settings import redact_text
 
 MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}
@@ -34,7 +35,7 @@ def _markets_processed(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 
 def _error(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """The first step failure's error (what broke), else the run failure message (e.g. a timeout)."""
+    """The first step failure's error (what broke), else the run failure message (e.g. a timeout); URLs redacted."""
     records = instance.get_records_for_run(run_id, of_type=_FAILURE_EVENTS).records
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -42,9 +43,9 @@ def _error(instance: dg.DagsterInstance, run_id: str) -> str | None:
             error = event.step_failure_data.error
             while error.cause is not None:  # Dagster wraps the user's exception: report the root cause
                 error = error.cause
-            return f"{event.step_key}: {error.cls_name}: {error.message.strip()}"
+            return redact_text(f"{event.step_key}: {error.cls_name}: {error.message.strip()}")
     for record in records:
-        return record.event_log_entry.message or None
+        return redact_text(record.event_log_entry.message or "") or None
     return None
 
 

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pandera.pandas as pa
 
+from dantaro_assets.lib.schemas import finite_floats
 from dantaro_assets.recommendations.analysis import COMPONENTS
 from dantaro_assets.recommendations.outcomes import HORIZONS
 
@@ -45,7 +46,7 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
             return pd.Series(True, index=frame.index)
         return pd.Series(~pd.MultiIndex.from_frame(frame[["as_of", "market"]]).isin(warned_keys), index=frame.index)
 
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         {
             "as_of": _as_of(start, end),
             "rank": pa.Column("int64", pa.Check.ge(1)),
@@ -70,7 +71,7 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
         ordered=False,
         coerce=False,
         name="recommendations",
-    )
+    ))
 
 
 def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
@@ -80,7 +81,7 @@ def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchem
         for label in HORIZONS for kind in ("return", "universe_return")
     }
     excess = {f"excess_{label}": pa.Column(float, nullable=True) for label in HORIZONS}
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         {
             "as_of": _as_of(start, end),
             "rank": pa.Column("int64", pa.Check.ge(1)),
@@ -98,4 +99,4 @@ def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchem
         unique=["as_of", "market"],
         strict=True,
         name="recommendation_outcomes",
-    )
+    ))

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle")
-BAD_CANDLE_VARIANTS = ("high_low", "missing_field", "negative_price", "duplicate_timestamp")
+BAD_CANDLE_VARIANTS = ("high_low", "missing_field", "negative_price", "duplicate_timestamp", "infinite_price", "nan_volume")
 EMPTY_VARIANTS = ("list", "body")
 
 

@@ -34,15 +34,19 @@ from dantaro_assets.replay.faults import (
 )
 from dantaro_assets.replay.payloads import candle_entries, market_entry, ticker_entry
 
+
+def dumps_with_literals(value: object) -> bytes:
+    """JSON with non-finite floats written as ``NaN`` / ``Infinity``, literals Python's json reads back (orjson writes null)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 try:
     import orjson
 
     def dumps(value: object) -> bytes:
         return orjson.dumps(value)
 except ImportError:  # pragma: no cover - orjson is optional
-
-    def dumps(value: object) -> bytes:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    dumps = dumps_with_literals
 
 
 MAX_CANDLES = 200
@@ -274,9 +278,10 @@ class UpbitHandler(BaseHTTPRequestHandler):
             self._send_json(error.status, error.body, headers)
             return
         state.limiter.count(group, "ok")
-        if fault is not None and fault.kind == "bad_candle" and path.startswith("/v1/candles/"):
+        spoiled = fault is not None and fault.kind == "bad_candle" and path.startswith("/v1/candles/")
+        if spoiled:
             body = _spoil_candles(body, fault.variant or BAD_CANDLE_VARIANTS[0])
-        payload = dumps(body)
+        payload = dumps_with_literals(body) if spoiled else dumps(body)
         if fault is None or fault.kind in ("latency", "bad_candle"):
             self._send(200, payload, headers)
         elif fault.kind == "malformed":
@@ -389,6 +394,10 @@ def _spoil_candles(entries: object, variant: str) -> object:
         first["low_price"] = -abs(first["low_price"])
     elif variant == "duplicate_timestamp":
         entries.insert(1, dict(first))
+    elif variant == "infinite_price":
+        first["trade_price"] = float("inf")
+    elif variant == "nan_volume":
+        first["candle_acc_trade_volume"] = float("nan")
     return entries
 
 

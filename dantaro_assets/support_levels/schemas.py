@@ -5,13 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from dantaro_assets.lib.schemas import finite_floats
+
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def support_levels_schema(start: pd.Timestamp, end: pd.Timestamp, per_side: int = 3) -> pa.DataFrameSchema:
     """Levels of every tick in [start, end): supports below the price below resistances, levels inside their zones."""
     positive = pa.Column("float64", pa.Check.gt(0.0), nullable=False)
-    return pa.DataFrameSchema(
+    return finite_floats(pa.DataFrameSchema(
         {
             "as_of": pa.Column(_UTC, [pa.Check.ge(start, error=f">= {start.isoformat()} (partition start)"),
                                       pa.Check.lt(end, error=f"< {end.isoformat()} (partition end)")], nullable=False),
@@ -43,7 +45,7 @@ def support_levels_schema(start: pd.Timestamp, end: pd.Timestamp, per_side: int 
         unique=["as_of", "market", "side", "rank"],
         strict=True,
         name="support_levels",
-    )
+    ))
 
 
 def _ranked_by_distance(frame: pd.DataFrame) -> pd.Series:

@@ -2,9 +2,9 @@
 
 A response whose shape is wrong (not an array, not objects, a field absent from every row) is a
 typed error for the whole call. A candle that is individually wrong (a missing or non-numeric
-field, a non-positive price, high below low, a timestamp off the interval grid or at/after the
-exclusive ``to``, a conflicting duplicate) is quarantined with its reason, so one bad row neither
-sinks the fetch nor reaches storage.
+field, JSON ``NaN`` or ``Infinity`` which Python's json accepts, a non-positive price, high below
+low, a timestamp off the interval grid or at/after the exclusive ``to``, a conflicting duplicate) is
+quarantined with its reason, so one bad row neither sinks the fetch nor reaches storage.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _require(frame: pd.DataFrame, fields: list[str], *, endpoint: str, market: s
 
 
 def _numeric(column: pd.Series) -> pd.Series:
-    """Float values; NaN where the JSON value is missing, a string, a bool or anything non-numeric."""
+    """Float values; NaN where the JSON value is missing, NaN, a string, a bool or anything non-numeric (inf stays inf)."""
     if pd.api.types.is_bool_dtype(column):
         return pd.Series(np.nan, index=column.index)
     if pd.api.types.is_numeric_dtype(column):
@@ -132,6 +132,7 @@ def parse_candle_page(payload: object, *, market: str, interval: Interval, to: p
         (frame["market"] != market, f"market is not {market}"),
         (start.isna(), "missing or unparseable candle_date_time_utc"),
         *((frame[c].isna(), f"missing or non-numeric {theirs}") for theirs, c in _CANDLE_FIELDS.items()),
+        *((np.isinf(frame[c]), f"non-finite {theirs} (Infinity)") for theirs, c in _CANDLE_FIELDS.items()),
         ((prices <= 0).any(axis=1), "price not positive"),
         ((frame[["volume", "value"]] < 0).any(axis=1), "negative volume or value"),
         (frame["high"] < frame["low"], "high below low"),
@@ -199,9 +200,9 @@ def parse_tickers(payload: object, *, endpoint: str, markets: list[str]) -> pd.D
     if raw.empty:
         raise UpbitResponseError("empty ticker array", endpoint=endpoint, market=label)
     values = {f: _numeric(raw[f]) for f in ["trade_timestamp", *_TICKER_FIELDS]}
-    broken = [f for f, v in values.items() if v.isna().any()]
+    broken = [f for f, v in values.items() if not np.isfinite(v).all()]
     if broken:
-        raise UpbitResponseError(f"missing or non-numeric {', '.join(broken)}", endpoint=endpoint, market=label)
+        raise UpbitResponseError(f"missing, non-numeric or non-finite {', '.join(broken)}", endpoint=endpoint, market=label)
     unexpected = sorted(set(raw["market"]) - set(markets))
     if unexpected:
         raise UpbitResponseError(f"tickers for markets not asked for: {unexpected}", endpoint=endpoint, market=label)

@@ -1,0 +1,79 @@
+"""The API's answers when its storage is down or a request is bad: clear, and naming no host, port or password."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import httpx
+import pytest
+import uvicorn
+
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.operations.api import SnapshotReader, create_app, parse_market, worker_status
+from dantaro_assets.operations.dev_server import free_port
+from dantaro_assets.operations.limits import job_tags
+
+SECRET = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def unreachable_api() -> Iterator[tuple[httpx.Client, int]]:
+    """The API over a Postgres and a Redis nobody listens for (one closed port), both URLs carrying a password."""
+    port = free_port()
+    snapshots = SnapshotReader(RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
+                               PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"))
+    api_port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(dg.DagsterInstance.ephemeral, snapshots), port=api_port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
+        yield client, port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc"])
+def test_storage_down_answers_503_naming_no_host(unreachable_api, path):
+    client, port = unreachable_api
+    response = client.get(path)
+    assert response.status_code == 503
+    assert response.json() == {"detail": "snapshot storage is unavailable; try again later"}
+    for detail in (SECRET, "127.0.0.1", str(port), "libpq", "refused", "postgresql://", "redis://"):
+        assert detail not in response.text
+
+
+@pytest.mark.parametrize("raw", ["KRW-BTC%0A", "KRW-BTC%0D", "%20KRW-BTC", "KRW-%C5%BFOL", "KRW-%EF%BC%A2TC", "KRW_BTC", "KRW-"])
+def test_a_market_that_is_not_a_whole_code_is_refused_before_storage_is_touched(unreachable_api, raw):
+    """A trailing newline, a non-ASCII letter that upper-cases to ASCII (ſ -> S) or a full-width one: 400, not a lookup."""
+    client, _ = unreachable_api
+    response = client.get(f"/support-levels/{raw}")
+    assert response.status_code == 400, response.text
+    assert "is not a market code like KRW-BTC" in response.json()["detail"]
+
+
+def test_parse_market_upper_cases_only_whole_ascii_codes():
+    assert parse_market("krw-btc") == "KRW-BTC"
+    assert parse_market("KRW-1INCH") == "KRW-1INCH"
+    assert parse_market("KRW-BTC\n") is None
+    assert parse_market("KRW-ſOL") is None and "KRW-ſOL".upper() == "KRW-SOL"
+
+
+@dg.asset(name="market_status")
+def leaky() -> None:
+    raise ConnectionError(f"could not reach postgresql://user:{SECRET}@db.internal:5432/dantaro")
+
+
+def test_worker_status_shows_run_errors_with_urls_redacted(instance):
+    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    [job] = worker_status(instance, time.monotonic())["last_jobs"]
+    assert job["status"] == "FAILURE"
+    assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
+    assert SECRET not in job["error"]
