@@ -1,0 +1,111 @@
+"""A run past DANTARO_RUN_TIMEOUT, run as the daemon runs it: it ends within seconds, its worker process is
+gone, nothing is stored, and neither a step retry nor a run retry brings it back once Upbit answers again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import psutil
+import pytest
+from dagster._core.workspace.context import WorkspaceProcessContext
+
+from dantaro_assets.lib.upbit import UpbitClient
+from dantaro_assets.markets import assets, upbit_markets
+from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
+from dantaro_assets_tests.operations.daemon import (
+    FINISHED,
+    daemon_workspace,
+    dequeue,
+    monitor,
+    retries_daemon,
+    run_worker_pid,
+    status,
+    submit,
+    wait_for,
+)
+
+TIMEOUT = 10  # the smallest DANTARO_RUN_TIMEOUT the settings accept
+
+
+@pytest.fixture
+def closed_hour(replay, io_resources, redis_resource) -> pd.Timestamp:
+    """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
+    hour = pd.Timestamp(replay.clock()).floor("h") - timedelta(hours=1)
+    upbit = UpbitClient(base_url=replay.url, redis=redis_resource)
+    result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources={**io_resources, "upbit": upbit})
+    upbit.close()
+    assert result.success
+    return hour
+
+
+@pytest.fixture
+def workspace(instance: dg.DagsterInstance, replay) -> Iterator[WorkspaceProcessContext]:
+    """The project's own definitions, fetching from the replay, with a 10 s run timeout."""
+    env = {"UPBIT_BASE_URL": replay.url, "DANTARO_RUN_TIMEOUT": str(TIMEOUT)}
+    with daemon_workspace(instance, "dantaro_assets.definitions", env) as context:
+        yield context
+
+
+def _stored_candles(postgres_resource, hour: pd.Timestamp) -> int:
+    present = postgres_resource.read_arrow(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'candles_1m'", [postgres_resource.db_schema]
+    ).column(0)[0].as_py()
+    if not present:
+        return 0
+    sql = f"SELECT count(*) FROM {postgres_resource.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2"
+    return postgres_resource.read_arrow(sql, [hour, hour + timedelta(hours=1)]).column(0)[0].as_py()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.slow
+def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
+    assert _stored_candles(postgres_resource, closed_hour) == 0
+    replay.inject("latency", path="/v1/candles/*", count=None, seconds=40)  # every candle request hangs 40 s
+    retrying = retries_daemon(workspace)
+
+    run_id = submit(instance, workspace, "market_status_job", tags={"dagster/partition": closed_hour.strftime("%Y-%m-%d-%H:%M")})
+    dequeue(workspace)
+    deadline = time.monotonic() + 120
+    while status(instance, run_id) not in FINISHED and time.monotonic() < deadline:
+        monitor(workspace)
+        list(retrying.run_iteration(workspace))
+        time.sleep(1)
+
+    record = instance.get_run_record_by_id(run_id)
+    assert record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+    ran = record.end_time - record.start_time
+    assert TIMEOUT <= ran < TIMEOUT + STOP_GRACE_SECONDS, f"the run ended {ran:.1f} s after it started"
+    assert record.dagster_run.tags[TIMED_OUT_TAG] == "true"
+    assert record.dagster_run.tags["dagster/will_retry"] == "false"
+    messages = [event.message for event in instance.all_logs(run_id) if event.message]
+    assert any(f"exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s" in message for message in messages)
+    step_retries = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert step_retries == []
+
+    pid = run_worker_pid(instance, run_id)
+    assert pid is not None
+    deadline = time.monotonic() + 10
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"run worker {pid} still alive after its run ended"
+        time.sleep(0.5)
+
+    # Upbit answers again: nothing brings the run back, nothing is written
+    replay.clear_faults()
+    for _ in range(5):
+        monitor(workspace)
+        list(retrying.run_iteration(workspace))
+        dequeue(workspace)
+        time.sleep(1)
+    assert [run.run_id for run in instance.get_runs()] == [run_id]
+    assert wait_for(instance, [run_id], FINISHED, timeout=1)[run_id] == dg.DagsterRunStatus.FAILURE
+    assert _stored_candles(postgres_resource, closed_hour) == 0
