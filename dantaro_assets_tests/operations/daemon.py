@@ -25,9 +25,19 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
+from dantaro_assets.operations.instance import write_instance_config
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 _LOG = logging.getLogger("daemon_test")
+
+
+@contextmanager
+def project_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """A real instance configured by the project's dagster.yaml (SQLite under ``dagster_home``)."""
+    write_instance_config(dagster_home)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        yield instance
 
 
 @contextmanager
