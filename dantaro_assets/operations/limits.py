@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
+from dagster._core.instance.config import PoolGranularity
 from dagster._core.storage.tags import MAX_RETRIES_TAG, MAX_RUNTIME_SECONDS_TAG, PRIORITY_TAG
 
 from dantaro_assets.lib.upbit.client import stop_fetches
@@ -167,6 +168,12 @@ def instance_limit_problems(instance: dg.DagsterInstance, settings: Settings | N
     ]
     if not per_job:
         problems.append(f"no tag_concurrency_limits entry {{key: {JOB_TAG}, value: {{applyLimitPerUniqueValue: true}}, limit: 1}}")
+    pools = instance.get_concurrency_config().pool_config
+    if pools.pool_granularity != PoolGranularity.OP or (pools.op_granularity_run_buffer or 0) < settings.worker_max_workers:
+        problems.append(
+            f"pools should use granularity op with op_granularity_run_buffer >= {settings.worker_max_workers}: a fetching run "
+            "waiting for upbit_api would otherwise be passed over in the queue by lower-priority runs"
+        )
     if not instance.run_monitoring_enabled:
         problems.append("run_monitoring is disabled: the dagster/max_runtime timeout is not enforced")
     return problems

@@ -137,3 +137,50 @@ def test_a_run_whose_worker_dies_is_failed_by_monitoring_and_retried(instance, w
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert retries[0].tags[JOB_TAG] == "market_status"  # the retry keeps its priority and one-at-a-time key
     assert instance.run_retries_max_retries == 3
+
+
+def _pool_until(instance: dg.DagsterInstance, holds: set[str], waits: set[str] = frozenset(), timeout: float = 60) -> tuple[set, set]:
+    """Wait until the runs ``holds`` hold the upbit_api slots and ``waits`` wait for one; returns (holders, waiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = instance.event_log_storage.get_concurrency_info("upbit_api")
+        state = (info.active_run_ids, info.pending_run_ids - info.active_run_ids)
+        if state == (holds, set(waits)) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(instance, workspace):
+    history = submit(instance, workspace, "history_job", _wait_config(60))
+    dequeue(workspace)
+    assert _pool_until(instance, {history}) == ({history}, set())
+
+    # history holds one of the two upbit_api slots: a live run fetches beside it, never behind it
+    live = submit(instance, workspace, "market_status_job", _wait_config(1))
+    dequeue(workspace)
+    assert wait_for(instance, [live], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}, timeout=45)[live] == dg.DagsterRunStatus.SUCCESS
+    assert instance.get_run_by_id(history).status == dg.DagsterRunStatus.STARTED
+
+    daily = submit(instance, workspace, "daily_candles_job", _wait_config(60))
+    dequeue(workspace)
+    assert _pool_until(instance, {history, daily}) == ({history, daily}, set())  # the pool is full, one run slot is free
+
+    # lowest priority first; the fetching run must take the free run slot although its pool is busy
+    waiting = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(1)) for job_type in ("cleanup", "recommendation_outcomes", "market_status")}
+    dequeue(workspace)
+    statuses = {job_type: instance.get_run_by_id(run_id).status for job_type, run_id in waiting.items()}
+    assert statuses["market_status"] != dg.DagsterRunStatus.QUEUED
+    assert statuses["recommendation_outcomes"] == statuses["cleanup"] == dg.DagsterRunStatus.QUEUED
+    # launched, its fetching step waits for a slot
+    assert _pool_until(instance, {history, daily}, {waiting["market_status"]}) == ({history, daily}, {waiting["market_status"]})
+
+    for run_id in (history, daily):
+        instance.run_launcher.terminate(run_id)
+    assert wait_for(instance, [waiting["market_status"]], {dg.DagsterRunStatus.SUCCESS}, timeout=60)[waiting["market_status"]] == dg.DagsterRunStatus.SUCCESS
+    deadline = time.monotonic() + 60
+    while any(instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED for run_id in waiting.values()) and time.monotonic() < deadline:
+        dequeue(workspace)
+        time.sleep(1)
+    finished = wait_for(instance, list(waiting.values()), {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    assert set(finished.values()) == {dg.DagsterRunStatus.SUCCESS}
