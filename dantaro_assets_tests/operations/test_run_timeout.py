@@ -21,31 +21,38 @@ from dantaro_assets_tests.operations.daemon import (
     daemon_workspace,
     dequeue,
     monitor,
+    project_instance,
     retries_daemon,
     run_worker_pid,
     status,
     submit,
-    wait_for,
 )
 
 TIMEOUT = 10  # the smallest DANTARO_RUN_TIMEOUT the settings accept
 
 
-@pytest.fixture
-def closed_hour(replay, io_resources, redis_resource) -> pd.Timestamp:
+@pytest.fixture(scope="module")
+def closed_hour(replay_server, io_resources, redis_resource) -> pd.Timestamp:
     """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
-    hour = pd.Timestamp(replay.clock()).floor("h") - timedelta(hours=1)
-    upbit = UpbitClient(base_url=replay.url, redis=redis_resource)
+    hour = pd.Timestamp(replay_server.clock()).floor("h") - timedelta(hours=1)
+    upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
     result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources={**io_resources, "upbit": upbit})
     upbit.close()
     assert result.success
     return hour
 
 
-@pytest.fixture
-def workspace(instance: dg.DagsterInstance, replay) -> Iterator[WorkspaceProcessContext]:
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
+    """One instance and code server for the module's tests (each code server start costs seconds)."""
+    with project_instance(tmp_path_factory.mktemp("dagster_home")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def workspace(instance: dg.DagsterInstance, replay_server) -> Iterator[WorkspaceProcessContext]:
     """The project's own definitions, fetching from the replay, with a 10 s run timeout."""
-    env = {"UPBIT_BASE_URL": replay.url, "DANTARO_RUN_TIMEOUT": str(TIMEOUT)}
+    env = {"UPBIT_BASE_URL": replay_server.url, "DANTARO_RUN_TIMEOUT": str(TIMEOUT)}
     with daemon_workspace(instance, "dantaro_assets.definitions", env) as context:
         yield context
 
@@ -67,31 +74,27 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.slow
-def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
-    assert _stored_candles(postgres_resource, closed_hour) == 0
-    replay.inject("latency", path="/v1/candles/*", count=None, seconds=40)  # every candle request hangs 40 s
-    retrying = retries_daemon(workspace)
-
-    run_id = submit(instance, workspace, "market_status_job", tags={"dagster/partition": closed_hour.strftime("%Y-%m-%d-%H:%M")})
+def _hanging_run(instance, workspace, replay, hour: pd.Timestamp) -> str:
+    """A market_status run launched while every candle request hangs 40 s (longer than its 10 s timeout)."""
+    replay.inject("latency", path="/v1/candles/*", count=None, seconds=40)
+    run_id = submit(instance, workspace, "market_status_job", tags={"dagster/partition": hour.strftime("%Y-%m-%d-%H:%M")})
     dequeue(workspace)
-    deadline = time.monotonic() + 120
+    return run_id
+
+
+def _daemons_until_finished(instance, workspace, retrying, run_id: str, timeout: float = 120) -> dg.DagsterRunStatus:
+    deadline = time.monotonic() + timeout
     while status(instance, run_id) not in FINISHED and time.monotonic() < deadline:
         monitor(workspace)
         list(retrying.run_iteration(workspace))
         time.sleep(1)
+    return status(instance, run_id)
 
-    record = instance.get_run_record_by_id(run_id)
-    assert record.dagster_run.status == dg.DagsterRunStatus.FAILURE
-    ran = record.end_time - record.start_time
-    assert TIMEOUT <= ran < TIMEOUT + STOP_GRACE_SECONDS, f"the run ended {ran:.1f} s after it started"
-    assert record.dagster_run.tags[TIMED_OUT_TAG] == "true"
-    assert record.dagster_run.tags["dagster/will_retry"] == "false"
-    messages = [event.message for event in instance.all_logs(run_id) if event.message]
-    assert any(f"exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s" in message for message in messages)
-    step_retries = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
-    assert step_retries == []
 
+def _assert_stopped_for_good(instance, workspace, retrying, replay, run_id: str, hour: pd.Timestamp, postgres_resource) -> None:
+    """No step retry, no worker process left, and once Upbit answers again: no run retry, no later SUCCESS, no rows."""
+    ended = status(instance, run_id)
+    assert instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
     pid = run_worker_pid(instance, run_id)
     assert pid is not None
     deadline = time.monotonic() + 10
@@ -99,13 +102,47 @@ def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instanc
         assert time.monotonic() < deadline, f"run worker {pid} still alive after its run ended"
         time.sleep(0.5)
 
-    # Upbit answers again: nothing brings the run back, nothing is written
     replay.clear_faults()
     for _ in range(5):
         monitor(workspace)
         list(retrying.run_iteration(workspace))
         dequeue(workspace)
         time.sleep(1)
-    assert [run.run_id for run in instance.get_runs()] == [run_id]
-    assert wait_for(instance, [run_id], FINISHED, timeout=1)[run_id] == dg.DagsterRunStatus.FAILURE
+    assert instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id})) == []
+    assert status(instance, run_id) == ended
+    assert dg.DagsterRunStatus.SUCCESS not in {run.status for run in instance.get_runs()}
+    assert _stored_candles(postgres_resource, hour) == 0
+
+
+@pytest.mark.slow
+def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
     assert _stored_candles(postgres_resource, closed_hour) == 0
+    retrying = retries_daemon(workspace)
+    run_id = _hanging_run(instance, workspace, replay, closed_hour)
+
+    assert _daemons_until_finished(instance, workspace, retrying, run_id) == dg.DagsterRunStatus.FAILURE
+    record = instance.get_run_record_by_id(run_id)
+    ran = record.end_time - record.start_time
+    assert TIMEOUT <= ran < TIMEOUT + STOP_GRACE_SECONDS, f"the run ended {ran:.1f} s after it started"
+    assert record.dagster_run.tags[TIMED_OUT_TAG] == "true"
+    assert record.dagster_run.tags["dagster/will_retry"] == "false"
+    messages = [event.message for event in instance.all_logs(run_id) if event.message]
+    assert any(f"exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s" in message for message in messages)
+    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, postgres_resource)
+
+
+@pytest.mark.slow
+def test_a_run_terminated_mid_fetch_ends_canceled_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
+    retrying = retries_daemon(workspace)
+    run_id = _hanging_run(instance, workspace, replay, closed_hour)
+    deadline = time.monotonic() + 60
+    while not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
+        assert time.monotonic() < deadline, "the fetching step never started"
+        time.sleep(0.5)
+    time.sleep(1)  # requests in flight
+
+    asked = time.time()
+    assert instance.run_launcher.terminate(run_id)
+    assert _daemons_until_finished(instance, workspace, retrying, run_id, timeout=60) == dg.DagsterRunStatus.CANCELED
+    assert instance.get_run_record_by_id(run_id).end_time - asked < 5
+    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, postgres_resource)

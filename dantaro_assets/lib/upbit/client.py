@@ -57,6 +57,8 @@ _SETTINGS = get_settings()
 _INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 # Set once this process's run is being stopped (terminated, or past its timeout): no request starts after it.
 _STOPPING = threading.Event()
+# a run in one of these is being stopped from outside (terminated, or failed by run monitoring)
+_STOPPED_STATUSES = {dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
 
 
 class FetchStopped(dg.Failure):
@@ -156,8 +158,23 @@ class UpbitClient(dg.ConfigurableResource):
     _http: Optional[httpx.Client] = PrivateAttr(default=None)
     _limiter: Optional[RateLimiter] = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _run: Optional[tuple[dg.DagsterInstance, str]] = PrivateAttr(default=None)
 
     # --- lifecycle -------------------------------------------------------------------------
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.instance is not None and context.run_id:
+            self._run = (context.instance, context.run_id)
+
+    def _ensure_run_goes_on(self) -> None:
+        """Refuse to fetch for a run being stopped: a step retried after the stop's interrupt must not fetch again."""
+        if _STOPPING.is_set():
+            raise _stopped()
+        if self._run is not None:
+            instance, run_id = self._run
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status in _STOPPED_STATUSES:
+                raise _stopped()
+
     def _session(self) -> tuple[httpx.Client, RateLimiter]:
         with self._lock:
             if self._http is None:
@@ -250,12 +267,14 @@ class UpbitClient(dg.ConfigurableResource):
     # --- public calls -----------------------------------------------------------------------
     def markets(self) -> pd.DataFrame:
         """The KRW universe now: market, korean_name, english_name, warning and the five caution flags."""
+        self._ensure_run_goes_on()
         path = "/v1/market/all"
         answer = self._get(path, {"isDetails": "true"}, group="market", market=None, counters=_Counters())
         return parsing.parse_markets(answer.payload, endpoint=path)
 
     def tickers(self, markets: list[str]) -> pd.DataFrame:
         """Current tickers, ``max_symbols_per_batch`` markets a request, batches in parallel."""
+        self._ensure_run_goes_on()
         path = "/v1/ticker"
         batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
         counters = _Counters()
@@ -274,6 +293,7 @@ class UpbitClient(dg.ConfigurableResource):
         forming by the server's clock (its ``Date`` header) is dropped. A market Upbit answers 404
         for (delisted) is skipped and listed in the stats; any other failure raises.
         """
+        self._ensure_run_goes_on()
         spec = parsing.interval(interval)
         window_start, window_end = _utc(start), _utc(end)
         counters = _Counters()
