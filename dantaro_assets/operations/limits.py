@@ -110,11 +110,12 @@ def _stop_at_deadline(instance: dg.DagsterInstance, run_id: str, deadline: float
     instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0", TIMED_OUT_TAG: "true"})
     run = instance.get_run_by_id(run_id)
     instance.report_engine_event(f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s: stopping it (not to be retried).", run)
-    stop_fetches()
+    stop_fetches(f"the run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s")
     os.kill(os.getpid(), signal.SIGINT)  # Dagster's own termination signal: the step in progress is interrupted
     if finished.wait(STOP_GRACE_SECONDS):
         return
-    instance.report_run_failed(run, f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s and did not stop within {STOP_GRACE_SECONDS} s: its worker exits.")
+    message = f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s and did not stop within {STOP_GRACE_SECONDS} s: its worker exits."
+    instance.report_run_failed(run, message)
     os._exit(1)
 
 

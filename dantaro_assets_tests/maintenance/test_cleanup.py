@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +19,9 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-def tables(pg_url: str, settings) -> dict[str, list[int]]:
-    """candles_1m and market_status rows aged 10, 40 and 200 days (candles_1d is never created)."""
-    schema = settings.db_schema
+def tables(pg_url: str, settings) -> Iterator[str]:
+    """A schema of its own holding candles_1m and market_status rows aged 10, 40 and 200 days, and no other table."""
+    schema = f"{settings.db_schema}_retention"
     ages = [10, 40, 200]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -30,9 +31,9 @@ def tables(pg_url: str, settings) -> dict[str, list[int]]:
         for age in ages:
             conn.execute(f'INSERT INTO "{schema}".candles_1m VALUES (%s, %s, 1.0), (%s, %s, 2.0)', ("KRW-BTC", NOW - timedelta(days=age), "KRW-ETH", NOW - timedelta(days=age)))
             conn.execute(f'INSERT INTO "{schema}".market_status VALUES (%s, 0.5)', (NOW - timedelta(days=age),))
-    yield {"candles_1m": ages, "market_status": ages}
+    yield schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{schema}".candles_1m, "{schema}".market_status')
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _ages_left(pg_url: str, schema: str, table: str, column: str) -> list[int]:
@@ -41,16 +42,12 @@ def _ages_left(pg_url: str, schema: str, table: str, column: str) -> list[int]:
     return [row[0] for row in rows]
 
 
-def _postgres(pg_url: str, settings) -> PostgresResource:
-    return PostgresResource(url=pg_url, db_schema=settings.db_schema)
-
-
 def test_purge_tables_keeps_each_tables_window(tables, pg_url, settings):
-    removed = purge_tables(_postgres(pg_url, settings), table_cutoffs(NOW, settings))
+    removed = purge_tables(PostgresResource(url=pg_url, db_schema=tables), table_cutoffs(NOW, settings))
     # 1-minute candles keep 30 days (2 markets x 2 old days), analyses keep 180 (1 row); absent tables are skipped
     assert removed == {"candles_1m": 4, "market_status": 1}
-    assert _ages_left(pg_url, settings.db_schema, "candles_1m", "candle_start") == [10]
-    assert _ages_left(pg_url, settings.db_schema, "market_status", "as_of") == [10, 40]
+    assert _ages_left(pg_url, tables, "candles_1m", "candle_start") == [10]
+    assert _ages_left(pg_url, tables, "market_status", "as_of") == [10, 40]
 
 
 def _run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus) -> str:
@@ -106,7 +103,7 @@ def test_cleanup_job_succeeds_under_the_daemon_and_reports_what_it_removed(table
         old = _run(instance, dg.DagsterRunStatus.SUCCESS)
         old_files = _with_logs(instance, old)
         _age_run(instance, old, settings.retention_runs_days + 1)
-        with daemon_workspace(instance, "dantaro_assets.definitions") as workspace:
+        with daemon_workspace(instance, "dantaro_assets.definitions", {"DANTARO_SCHEMA": tables}) as workspace:
             run_id = submit(instance, workspace, "cleanup_job")
             dequeue(workspace)
             assert wait_for(instance, [run_id], FINISHED)[run_id] == dg.DagsterRunStatus.SUCCESS
@@ -115,7 +112,7 @@ def test_cleanup_job_succeeds_under_the_daemon_and_reports_what_it_removed(table
         metadata = output.dagster_event.step_output_data.metadata
         assert metadata["rows_removed"].value == 5 and metadata["runs_removed"].value == 1
         assert metadata["rows_removed/candles_1m"].value == 4
-        assert _ages_left(pg_url, settings.db_schema, "candles_1m", "candle_start") == [10]
-        assert _ages_left(pg_url, settings.db_schema, "market_status", "as_of") == [10, 40]
+        assert _ages_left(pg_url, tables, "candles_1m", "candle_start") == [10]
+        assert _ages_left(pg_url, tables, "market_status", "as_of") == [10, 40]
         assert instance.get_run_by_id(old) is None and not any(path.exists() for path in old_files)
         assert instance.get_run_by_id(run_id).tags["dagster/priority"] == "-10"

@@ -58,7 +58,11 @@ def daemon_workspace(instance: dg.DagsterInstance, module: str, env: Mapping[str
 
 
 def submit(
-    instance: dg.DagsterInstance, workspace: WorkspaceProcessContext, job_name: str, run_config: dict | None = None, tags: dict | None = None
+    instance: dg.DagsterInstance,
+    workspace: WorkspaceProcessContext,
+    job_name: str,
+    run_config: dict | None = None,
+    tags: dict | None = None,
 ) -> str:
     """Queue a run of ``job_name`` with the tags the code server gives the job (plus ``tags``)."""
     request = workspace.create_request_context()

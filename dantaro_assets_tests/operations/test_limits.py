@@ -17,7 +17,7 @@ from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogCons
 
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import JOB_TAG, MONITORING_GRACE_SECONDS, instance_limit_problems, job_tags
-from dantaro_assets_tests.operations.daemon import PROJECT_DIR, daemon_workspace, dequeue, monitor, retries_daemon, submit, wait_for
+from dantaro_assets_tests.operations.daemon import FINISHED, PROJECT_DIR, daemon_workspace, dequeue, monitor, retries_daemon, submit, wait_for
 
 @pytest.fixture
 def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
@@ -159,7 +159,7 @@ def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(in
     # history holds one of the two upbit_api slots: a live run fetches beside it, never behind it
     live = submit(instance, workspace, "market_status_job", _wait_config(1))
     dequeue(workspace)
-    assert wait_for(instance, [live], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}, timeout=45)[live] == dg.DagsterRunStatus.SUCCESS
+    assert wait_for(instance, [live], FINISHED, timeout=45)[live] == dg.DagsterRunStatus.SUCCESS
     assert instance.get_run_by_id(history).status == dg.DagsterRunStatus.STARTED
 
     daily = submit(instance, workspace, "daily_candles_job", _wait_config(60))
@@ -167,7 +167,10 @@ def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(in
     assert _pool_until(instance, {history, daily}) == ({history, daily}, set())  # the pool is full, one run slot is free
 
     # lowest priority first; the fetching run must take the free run slot although its pool is busy
-    waiting = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(1)) for job_type in ("cleanup", "recommendation_outcomes", "market_status")}
+    waiting = {
+        job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(1))
+        for job_type in ("cleanup", "recommendation_outcomes", "market_status")
+    }
     dequeue(workspace)
     statuses = {job_type: instance.get_run_by_id(run_id).status for job_type, run_id in waiting.items()}
     assert statuses["market_status"] != dg.DagsterRunStatus.QUEUED
@@ -177,10 +180,11 @@ def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(in
 
     for run_id in (history, daily):
         instance.run_launcher.terminate(run_id)
-    assert wait_for(instance, [waiting["market_status"]], {dg.DagsterRunStatus.SUCCESS}, timeout=60)[waiting["market_status"]] == dg.DagsterRunStatus.SUCCESS
+    live = waiting["market_status"]
+    assert wait_for(instance, [live], FINISHED, timeout=60)[live] == dg.DagsterRunStatus.SUCCESS
     deadline = time.monotonic() + 60
-    while any(instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED for run_id in waiting.values()) and time.monotonic() < deadline:
+    while dg.DagsterRunStatus.QUEUED in wait_for(instance, list(waiting.values()), FINISHED, timeout=0).values():
+        assert time.monotonic() < deadline, "runs left in the queue"
         dequeue(workspace)
         time.sleep(1)
-    finished = wait_for(instance, list(waiting.values()), {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
-    assert set(finished.values()) == {dg.DagsterRunStatus.SUCCESS}
+    assert set(wait_for(instance, list(waiting.values()), FINISHED).values()) == {dg.DagsterRunStatus.SUCCESS}

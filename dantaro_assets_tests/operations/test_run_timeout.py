@@ -36,7 +36,8 @@ def closed_hour(replay_server, io_resources, redis_resource) -> pd.Timestamp:
     """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
     hour = pd.Timestamp(replay_server.clock()).floor("h") - timedelta(hours=1)
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
-    result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources={**io_resources, "upbit": upbit})
+    resources = {**io_resources, "upbit": upbit}
+    result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
     upbit.close()
     assert result.success
     return hour
@@ -58,9 +59,8 @@ def workspace(instance: dg.DagsterInstance, replay_server) -> Iterator[Workspace
 
 
 def _stored_candles(postgres_resource, hour: pd.Timestamp) -> int:
-    present = postgres_resource.read_arrow(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'candles_1m'", [postgres_resource.db_schema]
-    ).column(0)[0].as_py()
+    tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'candles_1m'"
+    present = postgres_resource.read_arrow(tables, [postgres_resource.db_schema]).column(0)[0].as_py()
     if not present:
         return 0
     sql = f"SELECT count(*) FROM {postgres_resource.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2"
@@ -128,6 +128,10 @@ def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instanc
     assert record.dagster_run.tags["dagster/will_retry"] == "false"
     messages = [event.message for event in instance.all_logs(run_id) if event.message]
     assert any(f"exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s" in message for message in messages)
+    (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)  # its error is the job log's
+    error = failure.dagster_event.step_failure_data.error
+    assert error.cls_name == "FetchStopped" and error.cause is None
+    assert error.message.startswith(f"dantaro_assets.lib.upbit.client.FetchStopped: the run exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s")
     _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, postgres_resource)
 
 

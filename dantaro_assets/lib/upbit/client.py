@@ -57,6 +57,7 @@ _SETTINGS = get_settings()
 _INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 # Set once this process's run is being stopped (terminated, or past its timeout): no request starts after it.
 _STOPPING = threading.Event()
+_STOP_REASON = {"why": "the run is being stopped"}
 # a run in one of these is being stopped from outside (terminated, or failed by run monitoring)
 _STOPPED_STATUSES = {dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
 
@@ -68,8 +69,13 @@ class FetchStopped(dg.Failure):
         super().__init__(description=description, allow_retries=False)
 
 
-def stop_fetches() -> None:
-    """Stop every fetch of this process: requests in flight are abandoned, none starts again."""
+def stop_fetches(reason: str | None = None) -> None:
+    """Stop every fetch of this process: requests in flight are abandoned, none starts again.
+
+    ``reason`` (the first one given) is what the fetches' ``FetchStopped`` says, e.g. the run's timeout.
+    """
+    if not _STOPPING.is_set() and reason:
+        _STOP_REASON["why"] = reason
     _STOPPING.set()
 
 
@@ -77,7 +83,7 @@ def _stopped(interrupt: BaseException | None = None) -> FetchStopped:
     """The error a fetch raises once the run is being stopped (an interrupt is Dagster's termination signal)."""
     stop_fetches()
     cause = f" ({type(interrupt).__name__})" if interrupt is not None else ""
-    return FetchStopped(f"the run is being stopped{cause}: Upbit requests in flight were abandoned")
+    return FetchStopped(f"{_STOP_REASON['why']}{cause}: Upbit requests in flight were abandoned")
 
 
 @dataclass
@@ -216,7 +222,7 @@ class UpbitClient(dg.ConfigurableResource):
             try:
                 response = http.get(path, params=params)
             except _INTERRUPTS as interrupt:  # a call on the run's main thread (markets) receives the interrupt itself
-                raise _stopped(interrupt) from interrupt
+                raise _stopped(interrupt) from None  # the interrupt is named in the message
             except httpx.TimeoutException as exc:
                 failure: UpbitError = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
             except httpx.TransportError as exc:
@@ -389,7 +395,7 @@ class UpbitClient(dg.ConfigurableResource):
         try:
             done.wait()
         except _INTERRUPTS as interrupt:
-            raise _stopped(interrupt) from interrupt
+            raise _stopped(interrupt) from None  # the interrupt is named in the message
         if errors:
             raise errors[0]
         return results
