@@ -106,17 +106,21 @@ def run_deadline(instance: dg.DagsterInstance, run_id: str, seconds: float) -> I
 def _stop_at_deadline(instance: dg.DagsterInstance, run_id: str, deadline: float, seconds: float, finished: threading.Event) -> None:
     if finished.wait(max(0.0, deadline - time.time())):
         return
-    # the tag first: whichever failure is reported next (ours or monitoring's), the retry daemon skips the run
-    instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0", TIMED_OUT_TAG: "true"})
-    run = instance.get_run_by_id(run_id)
-    instance.report_engine_event(f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s: stopping it (not to be retried).", run)
-    stop_fetches(f"the run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s")
-    os.kill(os.getpid(), signal.SIGINT)  # Dagster's own termination signal: the step in progress is interrupted
+    try:
+        # the tag first: whichever failure is reported next (ours or monitoring's), the retry daemon skips the run
+        instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0", TIMED_OUT_TAG: "true"})
+        stopping = f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s: stopping it (not to be retried)."
+        instance.report_engine_event(stopping, instance.get_run_by_id(run_id))
+    finally:  # the run stops even when the instance's storage does not answer
+        stop_fetches(f"the run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s")
+        os.kill(os.getpid(), signal.SIGINT)  # Dagster's own termination signal: the step in progress is interrupted
     if finished.wait(STOP_GRACE_SECONDS):
         return
     message = f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s and did not stop within {STOP_GRACE_SECONDS} s: its worker exits."
-    instance.report_run_failed(run, message)
-    os._exit(1)
+    try:
+        instance.report_run_failed(instance.get_run_by_id(run_id), message)
+    finally:
+        os._exit(1)
 
 
 class _DeadlineExecutor(dg.Executor):

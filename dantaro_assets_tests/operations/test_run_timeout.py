@@ -10,9 +10,12 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 import psutil
+import psycopg
 import pytest
 from dagster._core.workspace.context import WorkspaceProcessContext
 
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.markets import assets, upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
@@ -32,11 +35,20 @@ TIMEOUT = 10  # the smallest DANTARO_RUN_TIMEOUT the settings accept
 
 
 @pytest.fixture(scope="module")
-def closed_hour(replay_server, io_resources, redis_resource) -> pd.Timestamp:
+def storage(pg_url: str, settings) -> Iterator[PostgresResource]:
+    """A schema of the module's own: no other test's candles in it, whatever ran before."""
+    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_timeout")
+    yield postgres
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
+
+
+@pytest.fixture(scope="module")
+def closed_hour(replay_server, storage, redis_resource) -> pd.Timestamp:
     """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
     hour = pd.Timestamp(replay_server.clock()).floor("h") - timedelta(hours=1)
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
-    resources = {**io_resources, "upbit": upbit}
+    resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage, redis=redis_resource), "upbit": upbit}
     result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
     upbit.close()
     assert result.success
@@ -51,20 +63,20 @@ def instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture(scope="module")
-def workspace(instance: dg.DagsterInstance, replay_server) -> Iterator[WorkspaceProcessContext]:
-    """The project's own definitions, fetching from the replay, with a 10 s run timeout."""
-    env = {"UPBIT_BASE_URL": replay_server.url, "DANTARO_RUN_TIMEOUT": str(TIMEOUT)}
+def workspace(instance: dg.DagsterInstance, replay_server, storage) -> Iterator[WorkspaceProcessContext]:
+    """The project's own definitions, fetching from the replay into the module's schema, with a 10 s run timeout."""
+    env = {"UPBIT_BASE_URL": replay_server.url, "DANTARO_RUN_TIMEOUT": str(TIMEOUT), "DANTARO_SCHEMA": storage.db_schema}
     with daemon_workspace(instance, "dantaro_assets.definitions", env) as context:
         yield context
 
 
-def _stored_candles(postgres_resource, hour: pd.Timestamp) -> int:
+def _stored_candles(storage, hour: pd.Timestamp) -> int:
     tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'candles_1m'"
-    present = postgres_resource.read_arrow(tables, [postgres_resource.db_schema]).column(0)[0].as_py()
+    present = storage.read_arrow(tables, [storage.db_schema]).column(0)[0].as_py()
     if not present:
         return 0
-    sql = f"SELECT count(*) FROM {postgres_resource.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2"
-    return postgres_resource.read_arrow(sql, [hour, hour + timedelta(hours=1)]).column(0)[0].as_py()
+    sql = f"SELECT count(*) FROM {storage.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2"
+    return storage.read_arrow(sql, [hour, hour + timedelta(hours=1)]).column(0)[0].as_py()
 
 
 def _gone(pid: int) -> bool:
@@ -91,7 +103,7 @@ def _daemons_until_finished(instance, workspace, retrying, run_id: str, timeout:
     return status(instance, run_id)
 
 
-def _assert_stopped_for_good(instance, workspace, retrying, replay, run_id: str, hour: pd.Timestamp, postgres_resource) -> None:
+def _assert_stopped_for_good(instance, workspace, retrying, replay, run_id: str, hour: pd.Timestamp, storage) -> None:
     """No step retry, no worker process left, and once Upbit answers again: no run retry, no later SUCCESS, no rows."""
     ended = status(instance, run_id)
     assert instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
@@ -111,12 +123,12 @@ def _assert_stopped_for_good(instance, workspace, retrying, replay, run_id: str,
     assert instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id})) == []
     assert status(instance, run_id) == ended
     assert dg.DagsterRunStatus.SUCCESS not in {run.status for run in instance.get_runs()}
-    assert _stored_candles(postgres_resource, hour) == 0
+    assert _stored_candles(storage, hour) == 0
 
 
 @pytest.mark.slow
-def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
-    assert _stored_candles(postgres_resource, closed_hour) == 0
+def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instance, workspace, replay, closed_hour, storage):
+    assert _stored_candles(storage, closed_hour) == 0
     retrying = retries_daemon(workspace)
     run_id = _hanging_run(instance, workspace, replay, closed_hour)
 
@@ -132,11 +144,11 @@ def test_a_run_past_its_timeout_ends_within_seconds_and_is_never_retried(instanc
     error = failure.dagster_event.step_failure_data.error
     assert error.cls_name == "FetchStopped" and error.cause is None
     assert error.message.startswith(f"dantaro_assets.lib.upbit.client.FetchStopped: the run exceeded DANTARO_RUN_TIMEOUT={TIMEOUT} s")
-    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, postgres_resource)
+    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, storage)
 
 
 @pytest.mark.slow
-def test_a_run_terminated_mid_fetch_ends_canceled_and_is_never_retried(instance, workspace, replay, closed_hour, postgres_resource):
+def test_a_run_terminated_mid_fetch_ends_canceled_and_is_never_retried(instance, workspace, replay, closed_hour, storage):
     retrying = retries_daemon(workspace)
     run_id = _hanging_run(instance, workspace, replay, closed_hour)
     deadline = time.monotonic() + 60
@@ -149,4 +161,4 @@ def test_a_run_terminated_mid_fetch_ends_canceled_and_is_never_retried(instance,
     assert instance.run_launcher.terminate(run_id)
     assert _daemons_until_finished(instance, workspace, retrying, run_id, timeout=60) == dg.DagsterRunStatus.CANCELED
     assert instance.get_run_record_by_id(run_id).end_time - asked < 5
-    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, postgres_resource)
+    _assert_stopped_for_good(instance, workspace, retrying, replay, run_id, closed_hour, storage)
