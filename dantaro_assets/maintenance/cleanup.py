@@ -2,14 +2,19 @@
 
 Dagster itself never prunes runs or their event logs (only schedule/sensor ticks, see dagster.yaml's
 ``retention``), so the run history goes through the instance API, one run at a time as Dagster
-requires, oldest first, never touching a run that is still queued or in flight.
+requires, oldest first, never touching a run that is still queued or in flight. ``delete_run`` drops
+the run's rows only: the per-run event-log file of a SQLite instance and the run's compute-log folder
+are removed here too, or they would pile up on disk for ever.
 """
 
+import contextlib
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.settings import Settings, get_settings
@@ -51,8 +56,20 @@ def purge_tables(postgres: PostgresResource, cutoffs: Mapping[str, datetime]) ->
     return removed
 
 
+def delete_run_fully(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Delete a run, its events, its event-log file (SQLite instances shard events per run) and its compute logs."""
+    instance.delete_run(run_id)
+    events = instance.event_log_storage
+    if isinstance(events, SqliteEventLogStorage):
+        shard = events.path_for_shard(run_id)
+        for path in (shard, f"{shard}-wal", f"{shard}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    instance.compute_log_manager.delete_logs(prefix=[run_id])
+
+
 def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
-    """Delete finished runs (with their event logs) created before ``created_before``; returns how many."""
+    """Delete finished runs (with their event logs and compute logs) created before ``created_before``; returns how many."""
     removed = 0
     while True:
         records = instance.get_run_records(
@@ -61,26 +78,30 @@ def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
             ascending=True,
         )
         for record in records:
-            instance.delete_run(record.dagster_run.run_id)
+            delete_run_fully(instance, record.dagster_run.run_id)
         removed += len(records)
         if len(records) < _RUN_PAGE:
             return removed
 
 
-@dg.op(tags={"kind": "postgres"})
-def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource) -> dict[str, int]:
-    """Apply every retention window; the output's metadata lists rows removed per table and runs removed."""
+@dg.op(tags={"kind": "postgres"}, out=dg.Out(dg.Nothing))
+def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.Output:
+    """Apply every retention window; the output's metadata lists rows removed per table and runs removed.
+
+    The output is ``Nothing``: the counts travel as metadata only, so no IO manager is asked to store
+    them (the jobs' default IO manager writes asset partitions to Postgres and refuses an op's output).
+    """
     settings = get_settings()
     now = datetime.now(UTC)
     removed = purge_tables(postgres, table_cutoffs(now, settings))
     runs = purge_runs(context.instance, now - timedelta(days=settings.retention_runs_days))
     context.log.info(f"retention removed {sum(removed.values())} rows ({removed}) and {runs} runs")
-    context.add_output_metadata(
-        {
+    return dg.Output(
+        None,
+        metadata={
             **{f"rows_removed/{table}": count for table, count in removed.items()},
             "rows_removed": sum(removed.values()),
             "runs_removed": runs,
             "runs_cutoff": dg.MetadataValue.timestamp(now - timedelta(days=settings.retention_runs_days)),
-        }
+        },
     )
-    return {**removed, "runs": runs}

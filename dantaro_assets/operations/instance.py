@@ -1,8 +1,9 @@
 """The Dagster instance config: the project's dagster.yaml with the settings' run limit filled in.
 
 ``concurrency.runs.max_concurrent_runs`` is a plain int in Dagster's schema (no ``{env: ...}``), so the
-file written into DAGSTER_HOME is rendered from the template with ``WORKER_MAX_WORKERS`` rather than
-copied; ``limits.instance_limit_problems`` tells whether a running instance agrees with the settings.
+file written into DAGSTER_HOME is rendered from the template with ``WORKER_MAX_WORKERS`` (and the pool's
+run buffer, equal to it) rather than copied; ``limits.instance_limit_problems`` tells whether a running
+instance agrees with the settings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def render_instance_config(settings: Settings | None = None, template: Path = TE
     settings = settings or get_settings()
     config = yaml.safe_load(template.read_text())
     config["concurrency"]["runs"]["max_concurrent_runs"] = settings.worker_max_workers
+    # every run the queue may start can wait for the pool at its fetching step instead of in the queue
+    config["concurrency"]["pools"]["op_granularity_run_buffer"] = settings.worker_max_workers
     return config
 
 

@@ -3,24 +3,42 @@
 Priorities reproduce the seed's order (market status first, cleanup last) in the run queue, where a
 higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the instance's
 ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
-The 300 s timeout is the per-run ``dagster/max_runtime`` tag (enforced by run monitoring), and the
-memory limit is an rlimit set by the executor inside the run worker process, so it holds for every
-launcher that runs the job in a process of its own.
+The memory limit and the timeout are held by the executor inside the run worker process, so they hold
+for every launcher that runs the job in a process of its own:
+
+- memory: an rlimit on the process;
+- timeout: at ``DANTARO_RUN_TIMEOUT`` seconds after the run started, the run marks itself not to be
+  retried (tag ``dagster/max_retries=0``), abandons its Upbit requests and interrupts itself, so it
+  ends FAILURE within seconds; a worker that does not stop within ``STOP_GRACE_SECONDS`` reports the
+  failure and exits. Run monitoring's ``dagster/max_runtime`` (the timeout plus ``MONITORING_GRACE_SECONDS``)
+  stays as the backstop for a worker that cannot run Python at all. Monitoring is not the primary
+  timeout because the run failure it reports carries no reason, so run retries re-launch the run, and
+  its interrupt is turned into a step retry by a RetryPolicy.
 """
 
 from __future__ import annotations
 
+import os
 import resource
-from collections.abc import Mapping
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import dagster as dg
-from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG, PRIORITY_TAG
+from dagster._core.instance.config import PoolGranularity
+from dagster._core.storage.tags import MAX_RETRIES_TAG, MAX_RUNTIME_SECONDS_TAG, PRIORITY_TAG
 
+from dantaro_assets.lib.upbit.client import stop_fetches
 from dantaro_assets.settings import Settings, get_settings
 
 JOB_TAG = "dantaro/job"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
+TIMED_OUT_TAG = "dantaro/timed_out"
+STOP_GRACE_SECONDS = 10
+MONITORING_GRACE_SECONDS = 30
 
 # Higher runs first. Seed order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
 # universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
@@ -46,7 +64,7 @@ def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool 
     tags = {
         PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
         JOB_TAG: job_type,
-        MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout),
+        MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout + MONITORING_GRACE_SECONDS),
     }
     if finalise:
         tags[FINALISE_TAG] = "true"
@@ -69,15 +87,72 @@ def apply_memory_limit(megabytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
 
 
+@contextmanager
+def run_deadline(instance: dg.DagsterInstance, run_id: str, seconds: float) -> Iterator[None]:
+    """Stop the run if the block is still running ``seconds`` after the run started (see the module docstring)."""
+    record = instance.get_run_record_by_id(run_id)
+    started = record.start_time if record is not None and record.start_time else time.time()
+    finished = threading.Event()
+    watchdog = threading.Thread(
+        target=_stop_at_deadline, args=(instance, run_id, started + seconds, seconds, finished), name="run-deadline", daemon=True
+    )
+    watchdog.start()
+    try:
+        yield
+    finally:
+        finished.set()
+
+
+def _stop_at_deadline(instance: dg.DagsterInstance, run_id: str, deadline: float, seconds: float, finished: threading.Event) -> None:
+    if finished.wait(max(0.0, deadline - time.time())):
+        return
+    try:
+        # the tag first: whichever failure is reported next (ours or monitoring's), the retry daemon skips the run
+        instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0", TIMED_OUT_TAG: "true"})
+        stopping = f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s: stopping it (not to be retried)."
+        instance.report_engine_event(stopping, instance.get_run_by_id(run_id))
+    finally:  # the run stops even when the instance's storage does not answer
+        stop_fetches(f"the run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s")
+        os.kill(os.getpid(), signal.SIGINT)  # Dagster's own termination signal: the step in progress is interrupted
+    if finished.wait(STOP_GRACE_SECONDS):
+        return
+    message = f"Run exceeded DANTARO_RUN_TIMEOUT={seconds:g} s and did not stop within {STOP_GRACE_SECONDS} s: its worker exits."
+    try:
+        instance.report_run_failed(instance.get_run_by_id(run_id), message)
+    finally:
+        os._exit(1)
+
+
+class _DeadlineExecutor(dg.Executor):
+    """Another executor's execution inside ``run_deadline``."""
+
+    def __init__(self, inner: dg.Executor, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        with run_deadline(plan_context.instance, plan_context.run_id, self._seconds):
+            yield from self._inner.execute(plan_context, execution_plan)
+
+
 @dg.executor(name="in_process_memory_limited", config_schema=dg.in_process_executor.config_schema)
 def memory_limited_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    """The in-process executor after capping the run worker at ``DANTARO_RUN_MEMORY_MB``.
+    """The in-process executor after capping the run worker at ``DANTARO_RUN_MEMORY_MB``, within ``DANTARO_RUN_TIMEOUT``.
 
     In-process because a run here is a few short steps: one process per step would cost more start-up
-    than the steps take, and a single process is what the limit can hold as a whole.
+    than the steps take, and a single process is what the limits can hold as a whole.
     """
-    apply_memory_limit(get_settings().run_memory_mb)
-    return dg.in_process_executor.executor_creation_fn(init_context)
+    settings = get_settings()
+    apply_memory_limit(settings.run_memory_mb)
+    return _DeadlineExecutor(dg.in_process_executor.executor_creation_fn(init_context), settings.run_timeout)
 
 
 def instance_limit_problems(instance: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
@@ -98,6 +173,12 @@ def instance_limit_problems(instance: dg.DagsterInstance, settings: Settings | N
     ]
     if not per_job:
         problems.append(f"no tag_concurrency_limits entry {{key: {JOB_TAG}, value: {{applyLimitPerUniqueValue: true}}, limit: 1}}")
+    pools = instance.get_concurrency_config().pool_config
+    if pools.pool_granularity != PoolGranularity.OP or (pools.op_granularity_run_buffer or 0) < settings.worker_max_workers:
+        problems.append(
+            f"pools should use granularity op with op_granularity_run_buffer >= {settings.worker_max_workers}: a fetching run "
+            "waiting for upbit_api would otherwise be passed over in the queue by lower-priority runs"
+        )
     if not instance.run_monitoring_enabled:
         problems.append("run_monitoring is disabled: the dagster/max_runtime timeout is not enforced")
     return problems

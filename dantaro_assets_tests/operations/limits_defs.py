@@ -12,9 +12,26 @@ from dantaro_assets.operations.limits import (
 )
 
 
-@dg.op(config_schema={"seconds": dg.Field(float, default_value=2.0)})
-def wait(context: dg.OpExecutionContext) -> None:
+# the job types whose runs fetch from Upbit: their steps claim an upbit_api slot, as the candle assets do
+FETCHING = {"market_status", "recommendations", "support_levels", "daily_candles", "history"}
+
+
+_SECONDS = {"seconds": dg.Field(float, default_value=2.0)}
+
+
+def _sleep(context: dg.OpExecutionContext) -> None:
     time.sleep(context.op_config["seconds"])
+
+
+@dg.op(config_schema=_SECONDS)
+def wait(context: dg.OpExecutionContext) -> None:
+    _sleep(context)
+
+
+@dg.op(config_schema=_SECONDS, pool="upbit_api")
+def fetch(context: dg.OpExecutionContext) -> None:
+    """Stands for a fetching step: holds an upbit_api slot while it waits."""
+    _sleep(context)
 
 
 @dg.op(config_schema={"megabytes": int})
@@ -30,9 +47,11 @@ def crash() -> None:
 
 
 def _waiting_job(job_type: str) -> dg.JobDefinition:
+    step = fetch.alias("wait") if job_type in FETCHING else wait
+
     @dg.job(name=f"{job_type}_job", tags=job_tags(job_type), executor_def=memory_limited_executor)
     def _job() -> None:
-        wait()
+        step()
 
     return _job
 

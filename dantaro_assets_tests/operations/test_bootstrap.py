@@ -65,7 +65,7 @@ def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
     assert _summary(requests) == [("daily_candles_job", "universe", "2026-02-24", "2026-03-10", ["upbit_markets"])]
     tags = requests[0].tags
     assert int(tags["dagster/priority"]) > max(PRIORITIES.values()) + 1  # ahead of finalising runs too
-    assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "300"
+    assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "330"  # monitoring backstop: 300 s + 30 s
 
 
 def test_with_the_universe_stored_daily_candles_go_as_one_run_and_minutes_in_12h_ranges_newest_first(instance):

@@ -6,71 +6,23 @@ are called directly so each step of the queue can be observed.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
-from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
-from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
-    QueuedRunCoordinatorDaemon,
-)
 
 from dantaro_assets.operations.instance import write_instance_config
-from dantaro_assets.operations.limits import JOB_TAG, instance_limit_problems, job_tags
-from dantaro_assets_tests.operations import limits_defs
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-IN_FLIGHT = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS}
-
+from dantaro_assets.operations.limits import JOB_TAG, MONITORING_GRACE_SECONDS, instance_limit_problems, job_tags
+from dantaro_assets_tests.operations.daemon import FINISHED, PROJECT_DIR, daemon_workspace, dequeue, monitor, retries_daemon, submit, wait_for
 
 @pytest.fixture
 def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
-    target = ModuleTarget(
-        module_name="dantaro_assets_tests.operations.limits_defs",
-        attribute="defs",
-        working_directory=str(PROJECT_DIR),
-        location_name="limits_test",
-    )
-    with create_test_daemon_workspace_context(target, instance) as context:
+    with daemon_workspace(instance, "dantaro_assets_tests.operations.limits_defs") as context:
         yield context
-
-
-def _submit(instance: dg.DagsterInstance, workspace: WorkspaceProcessContext, job_name: str, run_config: dict, tags: dict | None = None) -> str:
-    request = workspace.create_request_context()
-    location = next(iter(request.get_code_location_entries().values())).code_location
-    assert location is not None
-    remote_job = location.get_repository("__repository__").get_full_job(job_name)
-    job_def = limits_defs.defs.resolve_job_def(job_name)
-    run = instance.create_run_for_job(
-        job_def=job_def,
-        run_config=run_config,
-        remote_job_origin=remote_job.get_remote_origin(),
-        job_code_origin=remote_job.get_python_origin(),
-        tags={**job_def.tags, **(tags or {})},
-    )
-    instance.submit_run(run.run_id, request)
-    return run.run_id
-
-
-def _wait_for(instance: dg.DagsterInstance, run_ids: list[str], statuses: set, timeout: float = 120) -> dict[str, dg.DagsterRunStatus]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = {run_id: instance.get_run_by_id(run_id).status for run_id in run_ids}
-        if all(status in statuses for status in current.values()) or time.monotonic() > deadline:
-            return current
-        time.sleep(0.5)
-
-
-def _dequeue(workspace: WorkspaceProcessContext) -> None:
-    with QueuedRunCoordinatorDaemon(interval_seconds=1) as daemon:
-        list(daemon.run_iteration(workspace))
 
 
 def _wait_config(seconds: float) -> dict:
@@ -85,10 +37,10 @@ def test_the_instance_config_matches_the_settings(instance: dg.DagsterInstance):
 def test_queue_starts_three_runs_highest_priority_first_and_one_per_job(instance, workspace):
     # submitted lowest priority first, so FIFO alone would get the order wrong
     order = ["cleanup", "support_levels", "recommendations", "market_status", "market_status", "daily_candles"]
-    run_ids = [_submit(instance, workspace, f"{job_type}_job", _wait_config(3)) for job_type in order]
+    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(3)) for job_type in order]
     assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.QUEUED}
 
-    _dequeue(workspace)
+    dequeue(workspace)
     launched = [r for r in run_ids if instance.get_run_by_id(r).status != dg.DagsterRunStatus.QUEUED]
     launched_types = sorted(instance.get_run_by_id(r).tags[JOB_TAG] for r in launched)
     # 3 at once: market status, recommendations, support levels; the second market status run waits
@@ -96,22 +48,22 @@ def test_queue_starts_three_runs_highest_priority_first_and_one_per_job(instance
     assert launched_types == ["market_status", "recommendations", "support_levels"]
     assert run_ids[3] in launched and run_ids[4] not in launched
 
-    _wait_for(instance, launched, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    wait_for(instance, launched, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
     assert {instance.get_run_by_id(r).status for r in launched} == {dg.DagsterRunStatus.SUCCESS}
-    _dequeue(workspace)
+    dequeue(workspace)
     # the next free slots go to the second market status run and daily candles; cleanup comes last
     second = {instance.get_run_by_id(r).tags[JOB_TAG] for r in run_ids if r not in launched and instance.get_run_by_id(r).status != dg.DagsterRunStatus.QUEUED}
     assert second == {"market_status", "daily_candles", "cleanup"}  # 3 free slots, 3 waiting runs
-    _wait_for(instance, run_ids, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    wait_for(instance, run_ids, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
 
 
 def test_run_monitoring_fails_a_run_over_its_max_runtime(instance, workspace):
-    run_id = _submit(instance, workspace, "support_levels_job", _wait_config(120), tags={"dagster/max_runtime": "2"})
-    _dequeue(workspace)
-    assert _wait_for(instance, [run_id], {dg.DagsterRunStatus.STARTED})[run_id] == dg.DagsterRunStatus.STARTED
+    run_id = submit(instance, workspace, "support_levels_job", _wait_config(120), tags={"dagster/max_runtime": "2"})
+    dequeue(workspace)
+    assert wait_for(instance, [run_id], {dg.DagsterRunStatus.STARTED})[run_id] == dg.DagsterRunStatus.STARTED
     time.sleep(2.5)
-    list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring_test")))
-    status = _wait_for(instance, [run_id], {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}, timeout=60)[run_id]
+    monitor(workspace)
+    status = wait_for(instance, [run_id], {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}, timeout=60)[run_id]
     # Monitoring terminates the worker, then reports the failure; a worker that reports its cancellation
     # first leaves the run CANCELED (dagster/_daemon/monitoring/run_monitoring.py): stopped either way.
     assert status in {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -120,20 +72,21 @@ def test_run_monitoring_fails_a_run_over_its_max_runtime(instance, workspace):
 
 
 def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(instance, workspace, settings):
-    over = _submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": settings.run_memory_mb + 256}}}})
-    _dequeue(workspace)
-    assert _wait_for(instance, [over], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[over] == dg.DagsterRunStatus.FAILURE
+    over = submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": settings.run_memory_mb + 256}}}})
+    dequeue(workspace)
+    assert wait_for(instance, [over], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[over] == dg.DagsterRunStatus.FAILURE
     failures = [e for e in instance.all_logs(over) if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert failures and "MemoryError" in str(failures[0].dagster_event.step_failure_data.error)
 
-    under = _submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": 512}}}})
-    _dequeue(workspace)
-    assert _wait_for(instance, [under], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[under] == dg.DagsterRunStatus.SUCCESS
+    under = submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": 512}}}})
+    dequeue(workspace)
+    assert wait_for(instance, [under], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[under] == dg.DagsterRunStatus.SUCCESS
 
 
 def test_job_tags_carry_the_settings_timeout():
     tags = job_tags("market_status")
-    assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": "300"}
+    # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace
+    assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS)}
 
 
 def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
@@ -168,20 +121,70 @@ def test_a_run_whose_worker_dies_is_failed_by_monitoring_and_retried(instance, w
     """run_retries re-launch a run whose worker crashed (here it exits as if OOM-killed), up to 3 times."""
     # the daemon that launches retries runs only when the instance enables run retries
     assert EventLogConsumerDaemon.daemon_type() in instance.get_required_daemon_types()
-    retries_daemon = EventLogConsumerDaemon()
-    list(retries_daemon.run_iteration(workspace))  # its first iteration sets its cursor: later failures count
-    run_id = _submit(instance, workspace, "crashing_job", {})
-    _dequeue(workspace)
+    retrying = retries_daemon(workspace)
+    run_id = submit(instance, workspace, "crashing_job", {})
+    dequeue(workspace)
     deadline = time.monotonic() + 90
     while instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.FAILURE:
         assert time.monotonic() < deadline, f"run still {instance.get_run_by_id(run_id).status} after its worker died"
-        list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring_test")))
+        monitor(workspace)
         time.sleep(1)
 
-    list(retries_daemon.run_iteration(workspace))
+    list(retrying.run_iteration(workspace))
 
     retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
     assert len(retries) == 1
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert retries[0].tags[JOB_TAG] == "market_status"  # the retry keeps its priority and one-at-a-time key
     assert instance.run_retries_max_retries == 3
+
+
+def _pool_until(instance: dg.DagsterInstance, holds: set[str], waits: set[str] = frozenset(), timeout: float = 60) -> tuple[set, set]:
+    """Wait until the runs ``holds`` hold the upbit_api slots and ``waits`` wait for one; returns (holders, waiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = instance.event_log_storage.get_concurrency_info("upbit_api")
+        state = (info.active_run_ids, info.pending_run_ids - info.active_run_ids)
+        if state == (holds, set(waits)) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(instance, workspace):
+    history = submit(instance, workspace, "history_job", _wait_config(60))
+    dequeue(workspace)
+    assert _pool_until(instance, {history}) == ({history}, set())
+
+    # history holds one of the two upbit_api slots: a live run fetches beside it, never behind it
+    live = submit(instance, workspace, "market_status_job", _wait_config(1))
+    dequeue(workspace)
+    assert wait_for(instance, [live], FINISHED, timeout=45)[live] == dg.DagsterRunStatus.SUCCESS
+    assert instance.get_run_by_id(history).status == dg.DagsterRunStatus.STARTED
+
+    daily = submit(instance, workspace, "daily_candles_job", _wait_config(60))
+    dequeue(workspace)
+    assert _pool_until(instance, {history, daily}) == ({history, daily}, set())  # the pool is full, one run slot is free
+
+    # lowest priority first; the fetching run must take the free run slot although its pool is busy
+    waiting = {
+        job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(1))
+        for job_type in ("cleanup", "recommendation_outcomes", "market_status")
+    }
+    dequeue(workspace)
+    statuses = {job_type: instance.get_run_by_id(run_id).status for job_type, run_id in waiting.items()}
+    assert statuses["market_status"] != dg.DagsterRunStatus.QUEUED
+    assert statuses["recommendation_outcomes"] == statuses["cleanup"] == dg.DagsterRunStatus.QUEUED
+    # launched, its fetching step waits for a slot
+    assert _pool_until(instance, {history, daily}, {waiting["market_status"]}) == ({history, daily}, {waiting["market_status"]})
+
+    for run_id in (history, daily):
+        instance.run_launcher.terminate(run_id)
+    live = waiting["market_status"]
+    assert wait_for(instance, [live], FINISHED, timeout=60)[live] == dg.DagsterRunStatus.SUCCESS
+    deadline = time.monotonic() + 60
+    while dg.DagsterRunStatus.QUEUED in wait_for(instance, list(waiting.values()), FINISHED, timeout=0).values():
+        assert time.monotonic() < deadline, "runs left in the queue"
+        dequeue(workspace)
+        time.sleep(1)
+    assert set(wait_for(instance, list(waiting.values()), FINISHED).values()) == {dg.DagsterRunStatus.SUCCESS}

@@ -11,13 +11,13 @@ endpoint and market. pyupbit's conventions stay: interval names (``minute1``, ``
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
 import re
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -57,6 +57,36 @@ log = logging.getLogger(__name__)
 MAX_CANDLES_PER_REQUEST = 200
 _MAX_BACKOFF_SECONDS = 8.0
 _SETTINGS = get_settings()
+_INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
+# Set once this process's run is being stopped (terminated, or past its timeout): no request starts after it.
+_STOPPING = threading.Event()
+_STOP_REASON = {"why": "the run is being stopped"}
+# a run in one of these is being stopped from outside (terminated, or failed by run monitoring)
+_STOPPED_STATUSES = {dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
+
+
+class FetchStopped(dg.Failure):
+    """The run was stopped while fetching; its requests were abandoned. Never retried: a stop is final."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description=description, allow_retries=False)
+
+
+def stop_fetches(reason: str | None = None) -> None:
+    """Stop every fetch of this process: requests in flight are abandoned, none starts again.
+
+    ``reason`` (the first one given) is what the fetches' ``FetchStopped`` says, e.g. the run's timeout.
+    """
+    if not _STOPPING.is_set() and reason:
+        _STOP_REASON["why"] = reason
+    _STOPPING.set()
+
+
+def _stopped(interrupt: BaseException | None = None) -> FetchStopped:
+    """The error a fetch raises once the run is being stopped (an interrupt is Dagster's termination signal)."""
+    stop_fetches()
+    cause = f" ({type(interrupt).__name__})" if interrupt is not None else ""
+    return FetchStopped(f"{_STOP_REASON['why']}{cause}: Upbit requests in flight were abandoned")
 
 
 @dataclass
@@ -142,8 +172,23 @@ class UpbitClient(dg.ConfigurableResource):
     _http: Optional[httpx.Client] = PrivateAttr(default=None)
     _limiter: Optional[RateLimiter] = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _run: Optional[tuple[dg.DagsterInstance, str]] = PrivateAttr(default=None)
 
     # --- lifecycle -------------------------------------------------------------------------
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.instance is not None and context.run_id:
+            self._run = (context.instance, context.run_id)
+
+    def _ensure_run_goes_on(self) -> None:
+        """Refuse to fetch for a run being stopped: a step retried after the stop's interrupt must not fetch again."""
+        if _STOPPING.is_set():
+            raise _stopped()
+        if self._run is not None:
+            instance, run_id = self._run
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status in _STOPPED_STATUSES:
+                raise _stopped()
+
     def _session(self) -> tuple[httpx.Client, RateLimiter]:
         with self._lock:
             if self._http is None:
@@ -177,6 +222,8 @@ class UpbitClient(dg.ConfigurableResource):
         """One GET with limiter, timeout, retries and typed errors."""
         http, limiter = self._session()
         for attempt in range(self.max_retries + 1):
+            if _STOPPING.is_set():
+                raise _stopped()
             try:
                 token = limiter.acquire(group)
             except IPBlocked as exc:
@@ -186,6 +233,8 @@ class UpbitClient(dg.ConfigurableResource):
             counters.add(requests=1, retries=1 if attempt else 0)
             try:
                 response = http.get(path, params=params)
+            except _INTERRUPTS as interrupt:  # a call on the run's main thread (markets) receives the interrupt itself
+                raise _stopped(interrupt) from None  # the interrupt is named in the message
             except httpx.TimeoutException as exc:
                 failure: UpbitError = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
             except httpx.TransportError as exc:
@@ -200,7 +249,8 @@ class UpbitClient(dg.ConfigurableResource):
                 raise failure
             delay = min(_MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**attempt) * random.uniform(0.5, 1.5)
             log.info("%s; retry %d/%d in %.2f s", failure, attempt + 1, self.max_retries, delay)
-            time.sleep(delay)
+            if _STOPPING.wait(delay):
+                raise _stopped()
         raise AssertionError("unreachable")
 
     def _check(self, response: httpx.Response, path: str, market: str | None, group: str, limiter: RateLimiter, counters: _Counters) -> UpbitError | None:
@@ -235,12 +285,14 @@ class UpbitClient(dg.ConfigurableResource):
     # --- public calls -----------------------------------------------------------------------
     def markets(self) -> pd.DataFrame:
         """The KRW universe now: market, korean_name, english_name, warning and the five caution flags."""
+        self._ensure_run_goes_on()
         path = "/v1/market/all"
         answer = self._get(path, {"isDetails": "true"}, group="market", market=None, counters=_Counters())
         return parsing.parse_markets(answer.payload, endpoint=path)
 
     def tickers(self, markets: list[str]) -> pd.DataFrame:
         """Current tickers, ``max_symbols_per_batch`` markets a request, batches in parallel."""
+        self._ensure_run_goes_on()
         path = "/v1/ticker"
         batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
         counters = _Counters()
@@ -259,6 +311,7 @@ class UpbitClient(dg.ConfigurableResource):
         forming by the server's clock (its ``Date`` header) is dropped. A market Upbit answers 404
         for (delisted) is skipped and listed in the stats; any other failure raises.
         """
+        self._ensure_run_goes_on()
         spec = parsing.interval(interval)
         window_start, window_end = _utc(start), _utc(end)
         counters = _Counters()
@@ -316,19 +369,48 @@ class UpbitClient(dg.ConfigurableResource):
         return pd.concat(pages, ignore_index=True), pd.concat(rejected, ignore_index=True)
 
     def _parallel(self, fetch, items: list) -> list:
-        """Run ``fetch`` over items on up to ``max_concurrency`` threads; the first error cancels the rest."""
+        """Run ``fetch`` over items on up to ``max_concurrency`` threads; the first error stops the rest.
+
+        The threads are daemons and are never joined: when the run is interrupted (terminated, or past
+        its timeout) this returns at once with ``FetchStopped``, and requests still in flight are
+        abandoned (their connections close when the run worker exits) instead of holding the run for
+        up to a request timeout times every retry.
+        """
         if not items:
             return []
-        workers = min(self.max_concurrency, len(items))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upbit") as pool:
-            futures = [pool.submit(fetch, item) for item in items]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise future.exception()
-        return [f.result() for f in futures]
+        results: list = [None] * len(items)
+        queue = collections.deque(enumerate(items))
+        errors: list[BaseException] = []
+        done = threading.Event()
+        lock = threading.Lock()
+        left = [len(items)]
+
+        def work() -> None:
+            while not done.is_set():
+                try:
+                    index, item = queue.popleft()
+                except IndexError:
+                    return
+                try:
+                    results[index] = fetch(item)
+                except BaseException as exc:  # handed to the caller's thread below
+                    errors.append(exc)
+                    done.set()
+                    return
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        done.set()
+
+        for number in range(min(self.max_concurrency, len(items))):
+            threading.Thread(target=work, name=f"upbit-{number}", daemon=True).start()
+        try:
+            done.wait()
+        except _INTERRUPTS as interrupt:
+            raise _stopped(interrupt) from None  # the interrupt is named in the message
+        if errors:
+            raise errors[0]
+        return results
 
 
 def count_gaps(candles: pd.DataFrame, spec: parsing.Interval, start: pd.Timestamp) -> int:
