@@ -60,6 +60,7 @@ os.environ.pop("DAGSTER_HOME", None)
 pytest_plugins = [
     "dantaro_assets_tests.fixtures.storage",
     "dantaro_assets_tests.fixtures.replay",
+    "dantaro_assets_tests.fixtures.servers",
 ]
 
 
