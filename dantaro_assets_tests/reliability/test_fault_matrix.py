@@ -102,7 +102,6 @@ def test_upbit_fault_fails_the_run_with_a_typed_error_and_changes_nothing_stored
 
 # --- Upbit answers "nothing" or bad rows: a closed hour's stored candles survive ---------------------------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs candle writes that merge instead of replacing the window (issue 8.1)")
 def test_empty_reply_for_one_market_keeps_its_stored_candles(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     before = _clean_hour(settings, private_storage)
@@ -115,7 +114,6 @@ def test_empty_reply_for_one_market_keeps_its_stored_candles(private_storage, sm
     pd.testing.assert_frame_equal(after, before)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs the coverage check to block the write (issue 8.1, 8.2)")
 def test_empty_reply_for_every_market_fails_the_coverage_check_and_keeps_every_stored_candle(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     before = _clean_hour(settings, private_storage)
@@ -128,7 +126,6 @@ def test_empty_reply_for_every_market_fails_the_coverage_check_and_keeps_every_s
     pd.testing.assert_frame_equal(_stored_hour(private_storage), before)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs candle writes that merge: a quarantined row keeps the stored one (issue 8.1)")
 def test_quarantined_rows_keep_the_stored_good_rows(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     before = _clean_hour(settings, private_storage)
@@ -215,7 +212,6 @@ print(json.dumps({"success": result.success, "error": None if result.success els
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs a rate limiter that fails closed when Redis is unreachable (issue 8.3)")
 def test_redis_down_during_fetch_three_processes_get_no_429(private_storage, replay):
     """Three processes fetch 40 markets each while the limiter's Redis is down: Upbit must see no 429."""
     settings = private_storage.settings(replay.url)
@@ -291,8 +287,6 @@ def test_redis_down_during_publish_keeps_the_postgres_write_and_says_the_snapsho
 # --- "latest" never goes backwards ------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="needs a non-expiring high-water mark for Redis snapshots and an API serving the newest of Redis/Postgres (issue 8.4)")
 def test_rematerialising_an_old_hour_after_the_ttl_never_serves_it_as_latest(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     _market_status_inputs(settings)
