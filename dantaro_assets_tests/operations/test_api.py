@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,16 +12,15 @@ import httpx
 import pandas as pd
 import psycopg
 import pytest
-import uvicorn
 from dagster._daemon.types import DaemonHeartbeat
 
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
-from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
 
 
@@ -42,18 +40,8 @@ def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client
     own = f"api_{uuid.uuid4().hex[:6]}"
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(lambda: instance, SnapshotReader(redis_store, postgres)), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres))) as client:
         yield client, redis_store, postgres
-    server.should_exit = True
-    thread.join(timeout=10)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
 
@@ -123,8 +111,8 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url):
             conn.execute(f'DROP TABLE "{schema}".support_levels')
 
 
-STATUS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of"]}
-LEVELS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of", "market"]}
+STATUS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of"], "write_mode": WriteMode.REPLACE.value}
+LEVELS_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
 
 
 def _status(hour: str, minute: int) -> pd.DataFrame:

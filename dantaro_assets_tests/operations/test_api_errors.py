@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import dagster as dg
 import httpx
 import pytest
-import uvicorn
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import SnapshotReader, create_app, parse_market, worker_status
 from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.limits import job_tags
+from dantaro_assets_tests.fixtures.servers import serve_http
 
 SECRET = "s3cret"
 
@@ -26,18 +25,8 @@ def unreachable_api() -> Iterator[tuple[httpx.Client, int]]:
     port = free_port()
     snapshots = SnapshotReader(RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
                                PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"))
-    api_port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(dg.DagsterInstance.ephemeral, snapshots), port=api_port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
+    with serve_http(create_app(dg.DagsterInstance.ephemeral, snapshots)) as client:
         yield client, port
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc"])
