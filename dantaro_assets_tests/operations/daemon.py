@@ -36,8 +36,13 @@ _LOG = logging.getLogger("daemon_test")
 def project_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     """A real instance configured by the project's dagster.yaml (SQLite under ``dagster_home``)."""
     write_instance_config(dagster_home)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    # Not ``with instance``: entering an instance makes its storage the process's current one, and module-scoped
+    # instances torn down out of order would leave a disposed instance's storage current for later tests.
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
         yield instance
+    finally:
+        instance.dispose()
 
 
 @contextmanager

@@ -8,6 +8,10 @@ write, so it would change no outcome the matrix asserts, only add its delays (5,
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import dagster as dg
 
 from dantaro_assets.market_status import market_status
@@ -23,9 +27,26 @@ def _range_tags(partition: str, last: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": partition, "dagster/asset_partition_range_end": last}
 
 
+@contextlib.contextmanager
+def storage_env(settings: Settings) -> Iterator[None]:
+    """``DATABASE_URL``/``REDIS_URL`` set to ``settings``' servers for the run: resources read them as ``dg.EnvVar``."""
+    urls = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    saved = {name: os.environ.get(name) for name in urls}
+    os.environ.update({name: url for name, url in urls.items() if url})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def materialize(settings: Settings, asset: str, partition: str, last: str | None = None) -> dg.ExecuteInProcessResult:
     """``dg.materialize`` of ``asset`` for ``partition`` (or the range ``partition``..``last``), never raising."""
-    return dg.materialize(ASSETS, selection=[asset], partition_key=None if last else partition, tags=_range_tags(partition, last) if last else None,
+    with storage_env(settings):
+        return dg.materialize(ASSETS, selection=[asset], partition_key=None if last else partition, tags=_range_tags(partition, last) if last else None,
                           resources=build_resources(settings), raise_on_error=False)
 
 
@@ -44,7 +65,7 @@ def run_without_step_retries(
 ) -> dg.ExecuteJobResult:
     """The run of ``materialize`` through ``dg.execute_job`` on ``instance``, step retries off, never raising."""
     job = dg.build_reconstructable_job(__name__, "asset_job", reconstructable_args=(settings.model_dump_json(by_alias=True), asset))
-    with dg.execute_job(job, instance, run_config=NO_STEP_RETRIES, tags=_range_tags(partition, last) if last else {"dagster/partition": partition},
+    with storage_env(settings), dg.execute_job(job, instance, run_config=NO_STEP_RETRIES, tags=_range_tags(partition, last) if last else {"dagster/partition": partition},
                         raise_on_error=False) as result:
         return result
 
