@@ -7,10 +7,13 @@ import json
 
 import dagster as dg
 import pandas as pd
+import psycopg
 import pytest
 
 from dantaro_assets import markets
 from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations
 from dantaro_assets.recommendations.analysis import compute_recommendations
 from dantaro_assets.recommendations.schemas import (
@@ -37,6 +40,21 @@ def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDe
         return frame
 
     return _seed
+
+
+@pytest.fixture(scope="module")
+def postgres_resource(pg_url, settings):
+    """This module's own schema: candles merge, so candles another module stored would reach the 24 h horizon."""
+    resource = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_recommendations")
+    yield resource
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{resource.db_schema}" CASCADE')
+
+
+@pytest.fixture(scope="module")
+def io_resources(postgres_resource, redis_resource):
+    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource, redis=redis_resource),
+            "postgres": postgres_resource, "redis": redis_resource}
 
 
 @pytest.fixture(scope="module")
