@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,13 +18,16 @@ import dagster as dg
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
+from dagster._daemon.auto_run_reexecution.event_log_consumer import (
+    EventLogConsumerDaemon,
+)
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
 from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets_tests.fixtures.environment import environ
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -48,18 +50,10 @@ def project_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
 @contextmanager
 def daemon_workspace(instance: dg.DagsterInstance, module: str, env: Mapping[str, str] | None = None) -> Iterator[WorkspaceProcessContext]:
     """A code server for ``module``'s ``defs``, its process (and the run workers it starts) seeing ``env``."""
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
+    with environ(env or {}):
         target = ModuleTarget(module_name=module, attribute="defs", working_directory=str(PROJECT_DIR), location_name=module)
         with create_test_daemon_workspace_context(target, instance) as context:
             yield context
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def submit(

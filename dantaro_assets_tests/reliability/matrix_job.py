@@ -9,7 +9,6 @@ write, so it would change no outcome the matrix asserts, only add its delays (5,
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -18,6 +17,7 @@ from dantaro_assets.market_status import market_status
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import Settings
+from dantaro_assets_tests.fixtures.environment import environ
 
 ASSETS = [*market_assets, market_status]
 NO_STEP_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
@@ -31,16 +31,8 @@ def _range_tags(partition: str, last: str) -> dict[str, str]:
 def storage_env(settings: Settings) -> Iterator[None]:
     """``DATABASE_URL``/``REDIS_URL`` set to ``settings``' servers for the run: resources read them as ``dg.EnvVar``."""
     urls = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    saved = {name: os.environ.get(name) for name in urls}
-    os.environ.update({name: url for name, url in urls.items() if url})
-    try:
+    with environ({name: url for name, url in urls.items() if url}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def materialize(settings: Settings, asset: str, partition: str, last: str | None = None) -> dg.ExecuteInProcessResult:
