@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -128,11 +128,14 @@ class DagsterDev:
         return status
 
 
-def prepare_history(dev: DagsterDev, now: float | None = None, timeout: float = 1800) -> str:
+def prepare_history(
+    dev: DagsterDev, now: float | None = None, timeout: float = 1800, progress: Callable[[str], None] = lambda _: None
+) -> str:
     """Materialise what the hourly analyses look back over; returns the current hour's partition key.
 
     Yesterday's and today's universe and 1h/1d candles (daily_candles_job), and 26 hours of 1-minute
-    candles in one backfill run (candles_1m has a single-run backfill policy).
+    candles in one backfill run (candles_1m has a single-run backfill policy). ``progress`` hears of
+    each step as it ends.
     """
     from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
@@ -141,8 +144,10 @@ def prepare_history(dev: DagsterDev, now: float | None = None, timeout: float = 
         run_id = dev.launch("daily_candles_job", day)
         if (status := dev.wait(run_id, timeout=timeout)) != "SUCCESS":
             raise RuntimeError(f"daily_candles_job {day}: run {run_id} ended {status}")
+        progress(f"history: daily_candles_job {day} succeeded")
     hour = hourly_partitions.get_partition_key_for_timestamp(now)
     first = hourly_partitions.get_partition_key_for_timestamp(now - 26 * 3600)
     if (status := dev.backfill({"candles_1m": (first, hour)}, timeout=timeout)) not in ("COMPLETED", "COMPLETED_SUCCESS"):
         raise RuntimeError(f"candles_1m backfill {first}...{hour} ended {status}")
+    progress(f"history: candles_1m backfill {first}...{hour} completed")
     return hour

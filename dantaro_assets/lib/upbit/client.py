@@ -176,8 +176,8 @@ class UpbitClient(dg.ConfigurableResource):
 
     # --- lifecycle -------------------------------------------------------------------------
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.instance is not None and context.run_id:
-            self._run = (context.instance, context.run_id)
+        if context.instance is not None and context.run is not None:
+            self._run = (context.instance, context.run.run_id)
 
     def _ensure_run_goes_on(self) -> None:
         """Refuse to fetch for a run being stopped: a step retried after the stop's interrupt must not fetch again."""
