@@ -57,6 +57,34 @@ def test_range_bound_market_has_support_at_the_floor_and_resistance_at_the_ceili
     assert floor["reasons"]["swing_touches"] == floor["touches"] and floor["reasons"]["last_touch"].endswith("Z")
 
 
+def test_zones_of_a_side_never_overlap_and_merged_levels_keep_their_strength(levels):
+    for _, side in levels.groupby(["as_of", "market", "side"]):
+        zones = side.sort_values("zone_low")
+        assert (zones["zone_low"].to_numpy()[1:] >= zones["zone_high"].to_numpy()[:-1]).all()
+    assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
+    assert levels["reasons"].map(lambda r: r["merged_zones"] >= 1).all()
+
+
+def test_overlapping_zones_merge_into_the_strongest_level():
+    """Three supports whose zones chain into each other and one apart: two levels; the merged one keeps the
+    strongest member's level and strength, the union of the zones, the summed touches and every pivot."""
+    from dantaro_assets.support_levels.analysis import merge_overlapping
+
+    levels = pd.DataFrame({
+        "market": "KRW-AAA", "side": ["support", "support", "support", "support", "resistance"],
+        "level": [90.0, 93.0, 95.0, 80.0, 110.0], "zone_low": [89.0, 92.0, 94.5, 79.0, 109.0],
+        "zone_high": [92.5, 95.0, 96.0, 81.0, 111.0], "strength": [40.0, 70.0, 30.0, 50.0, 60.0],
+        "touches": [2, 3, 1, 1, 4], "last_touch": [5, 9, 7, 1, 3], "pivot_mask": [1, 0, 2, 0, 0],
+        "volume_share": 0.1, "node": None, "atr": 1.0, "price": 100.0,
+    })
+    merged = merge_overlapping(levels).set_index("level")
+    assert sorted(merged.index) == [80.0, 93.0, 110.0]
+    top = merged.loc[93.0]
+    assert (top["zone_low"], top["zone_high"], top["strength"], top["touches"]) == (89.0, 96.0, 70.0, 6)
+    assert (top["last_touch"], top["pivot"], top["merged"]) == (9, "P,R1", 3)
+    assert merged.loc[80.0, "merged"] == 1 and merged.loc[110.0, "strength"] == 60.0
+
+
 def test_pivots_follow_the_floor_trader_formulas():
     as_of = pd.Timestamp("2025-09-10 06:00", tz="UTC")
     hourly = _triangle_market("KRW-AAA", 1000.0, 1001.0, 24 * 3, as_of)  # narrow range: pivots stand alone
@@ -151,6 +179,13 @@ def _swap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
     return bad
 
 
+def _overlap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first market's rank-2 support zone reaches up into its rank-1 zone."""
+    bad = frame.copy()
+    bad.loc[1, "zone_high"] = (bad.loc[0, "zone_low"] + bad.loc[0, "level"]) / 2
+    return bad
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -161,6 +196,7 @@ def _swap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
         (lambda f: _bad(f, "as_of", HOUR - pit.MINUTE), "partition start"),
         (lambda f: pd.concat([f, f.head(1)], ignore_index=True), "unique"),
         (lambda f: _swap_first_two(f), "rank 1 is the nearest"),
+        (lambda f: _overlap_first_two(f), "zones of one side never overlap"),
     ],
 )
 def test_schema_check_names_what_is_wrong(levels, change, message):
