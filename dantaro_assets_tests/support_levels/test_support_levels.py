@@ -10,12 +10,27 @@ import pytest
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.support_levels import support_levels
-from dantaro_assets.support_levels.analysis import COLUMNS, SNAPSHOT_COLUMNS, LevelParams, compute_support_levels, levels_at_ticks
-from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS, MINUTE_LOOKBACK_HOURS
-from dantaro_assets.support_levels.schemas import support_levels_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets_tests.lib.candle_data import always_failing_schema, materialise, real_candles, store, universe
+from dantaro_assets.support_levels import support_levels
+from dantaro_assets.support_levels.analysis import (
+    COLUMNS,
+    SNAPSHOT_COLUMNS,
+    LevelParams,
+    compute_support_levels,
+    levels_at_ticks,
+)
+from dantaro_assets.support_levels.assets import (
+    HOURLY_LOOKBACK_DAYS,
+    MINUTE_LOOKBACK_HOURS,
+)
+from dantaro_assets.support_levels.schemas import support_levels_schema
+from dantaro_assets_tests.lib.candle_data import (
+    always_failing_schema,
+    materialise,
+    real_candles,
+    store,
+    universe,
+)
 
 HOUR = pd.Timestamp("2025-09-24 09:00", tz="UTC")
 PARTITION = "2025-09-24-09:00"
