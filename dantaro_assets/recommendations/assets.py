@@ -76,6 +76,8 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),
         "candles_1d": dg.AssetIn(partition_mapping=days_back(2)),  # pivots use the previous day
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+        # optional: without stored tick sizes the documented KRW table applies
+        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
     },
     metadata={
         "partition_expr": "as_of",
@@ -95,12 +97,13 @@ def recommendations(
     candles_1h: pd.DataFrame,
     candles_1d: pd.DataFrame,
     upbit_markets: pd.DataFrame,
+    upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
     picks, counts = compute_recommendations(
         candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
-        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk,
+        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk, instruments=upbit_instruments,
     )
     yield from checked(pandera_check(
         recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
@@ -122,6 +125,7 @@ def recommendations(
             "regime": str(latest["regime"]) if latest is not None else "none",
             "min_turnover_krw": _SETTINGS.min_turnover_krw,
             "min_reward_risk": _SETTINGS.min_reward_risk,
+            "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
             "latest_snapshot": latest_table(picks, _TABLE_COLUMNS),
         },
     )
