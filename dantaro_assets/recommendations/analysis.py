@@ -46,6 +46,7 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.tick_grid import ticks_at
 from dantaro_assets.market_status.analysis import compute_market_status
 from dantaro_assets.recommendations import trade_plan
 
@@ -372,7 +373,7 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     features = features.join(nearest_levels(levels, price))
     scored = features.join(component_scores(features))
     plans = trade_plan.plan_trades(scored, trade_plan.resistance_targets(levels, price),
-                                   trade_plan.ticks_at(inputs.instruments, as_of), min_reward_risk)
+                                   ticks_at(inputs.instruments, as_of), min_reward_risk)
     scored = scored.join(plans)
     scored = scored.join(universe[CAUTION_FLAGS])
     counts.excluded_reward_risk = int(scored["excluded"].notna().sum())

@@ -8,10 +8,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from dantaro_assets.lib.schemas import finite_floats
-from dantaro_assets.lib.tick_grid import off_grid
+from dantaro_assets.lib.tick_grid import off_grid, tick_for
 from dantaro_assets.recommendations.analysis import COMPONENTS, REGIME_POLICY
 from dantaro_assets.recommendations.outcomes import HORIZONS
-from dantaro_assets.recommendations.trade_plan import tick_for
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 _MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dantaro_assets.lib.tick_grid import krw_tick_size, round_to_tick
+from dantaro_assets.lib.tick_grid import round_to_tick, tick_for
 
 TARGET_DEFAULT_ATR = 3.0  # no resistance above: the target is the entry plus this many ATR
 STOP_BELOW_SUPPORT_ATR = 0.5  # the stop sits this many ATR under the nearest support zone ...
@@ -37,24 +37,6 @@ STOP_DEFAULT_ATR = 2.0  # ... or this many ATR under the entry when there is no 
 NO_ROOM = "no_room"  # the target is not above the entry on the grid (price at or inside a resistance)
 BELOW_FLOOR = "reward_risk_below_floor"  # (target - entry) / (entry - stop) < the floor
 NO_STOP = "no_stop"  # the stop would be at or below zero
-
-
-def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
-    """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
-    if instruments is None or instruments.empty:
-        return pd.Series(dtype=float)
-    known = instruments[instruments["day"] <= as_of]
-    if known.empty:
-        return pd.Series(dtype=float)
-    newest = known[known["day"] == known["day"].max()]
-    return newest.set_index("market")["tick_size"].astype(float)
-
-
-def tick_for(prices: pd.Series, stored: pd.Series) -> np.ndarray:
-    """The tick each price (indexed by market) must sit on: the coarser of the stored tick and the table's."""
-    table = krw_tick_size(prices.to_numpy())
-    market_tick = stored.reindex(prices.index).to_numpy(dtype=float)
-    return np.where(np.isfinite(market_tick), np.fmax(market_tick, table), table)
 
 
 def resistance_targets(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:

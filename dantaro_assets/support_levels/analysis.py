@@ -27,13 +27,14 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib.point_in_time import CandleHistory
+from dantaro_assets.lib.tick_grid import tick_for, ticks_at
 
 MARKET = "market"
 START = "candle_start"
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
            "volume_share", "pivot", "distance_pct", "atr", "reasons"]
-SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution"]
+SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution", "tick_size"]
 RANKING = ("per market and side, rank 1 is the level nearest the price, then outwards; strength (0-100) "
            "grades each level's evidence and does not set the order")
 
@@ -100,12 +101,14 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
 
 
 def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
-                    params: LevelParams = LevelParams()) -> pd.DataFrame:
+                    params: LevelParams = LevelParams(), instruments: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
     ``universe`` is upbit_markets rows (day, market, warning, ...); without a day <= the tick every
-    market with candles counts. Each row carries its market's ``warning`` flag of that day and
-    ``caution`` (any of Upbit's five caution flags).
+    market with candles counts. Each row carries its market's ``warning`` flag of that day,
+    ``caution`` (any of Upbit's five caution flags) and ``tick_size``, the market's order price unit
+    at the price (upbit_instruments' newest day <= the tick, else the documented KRW table), which the
+    API rounds the level prices to.
     """
     frames = []
     for as_of in ticks:
@@ -118,9 +121,13 @@ def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.Da
         levels = compute_support_levels(hourly, history.daily(as_of, hourly), price, as_of, params)
         flags = pd.DataFrame({"warning": members["warning"], "caution": members.filter(like="caution_").any(axis=1)}
                              if members is not None else {"warning": [], "caution": []}, dtype=bool)
-        frames.append(levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True)))
+        levels = levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
+        stored = ticks_at(instruments, as_of)
+        levels["tick_size"] = tick_for(pd.Series(levels["price"].to_numpy(), index=levels[MARKET].to_numpy()), stored)
+        frames.append(levels)
     if not frames:
-        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool))
+        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool),
+                                     tick_size=pd.Series(dtype=float))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -32,6 +32,7 @@ def support_levels_schema(start: pd.Timestamp, end: pd.Timestamp, per_side: int 
             "atr": positive,
             "warning": pa.Column(bool, nullable=False),
             "caution": pa.Column(bool, nullable=False),
+            "tick_size": positive,
             "reasons": pa.Column(object, pa.Check(lambda s: s.map(lambda r: isinstance(r, dict)), name="reasons is an object"),
                                  nullable=False),
         },

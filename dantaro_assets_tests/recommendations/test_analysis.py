@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid
+from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid, tick_for
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.analysis import (
     COMPONENTS,
@@ -15,7 +15,6 @@ from dantaro_assets.recommendations.analysis import (
     component_scores,
     compute_recommendations,
 )
-from dantaro_assets.recommendations.trade_plan import tick_for
 from dantaro_assets.support_levels.analysis import compute_support_levels
 
 from .conftest import END
