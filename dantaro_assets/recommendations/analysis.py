@@ -90,12 +90,16 @@ class RegimePolicy:
     min_score: float
 
 
-# Chosen from the recorded markets (README "Recommendations", regime evidence: bench/regime.py).
+RISK_OFF_MAX_PICKS = 3
+# From the recorded markets (bench/regime.py, README "Recommendations"): in risk_off hours the top pick
+# trailed the universe at 1 h, 4 h and 24 h and the score's rank IC was negative at every horizon, so
+# risk_off cuts the list to a shortlist; a higher score floor would lean on a score that ranked the
+# wrong way there, and an empty list would leave the API serving the previous (older) snapshot.
 REGIME_POLICY: dict[str, RegimePolicy] = {
     "risk_on": RegimePolicy(max_picks=TOP_N, min_score=0.0),
     "neutral": RegimePolicy(max_picks=TOP_N, min_score=0.0),
     "unknown": RegimePolicy(max_picks=TOP_N, min_score=0.0),
-    "risk_off": RegimePolicy(max_picks=TOP_N, min_score=0.0),
+    "risk_off": RegimePolicy(max_picks=RISK_OFF_MAX_PICKS, min_score=0.0),
 }
 
 

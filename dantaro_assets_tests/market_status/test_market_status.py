@@ -25,6 +25,7 @@ from dantaro_assets_tests.lib.candle_data import (
     real_candles,
     store,
     universe,
+    with_future_bars,
 )
 
 HOUR = pd.Timestamp("2025-09-27 15:00", tz="UTC")
@@ -119,6 +120,13 @@ def test_ticks_do_not_change_when_later_candles_are_cut_off(candles, status):
         as_of = status["as_of"].iloc[position]
         cut = _status(minutes[minutes["candle_start"] < as_of], hours, markets, pd.DatetimeIndex([as_of]))
         pd.testing.assert_frame_equal(cut, status.iloc[[position]].reset_index(drop=True))
+
+
+def test_stored_hours_after_the_tick_change_nothing(candles, status):
+    """Stored hours from the tick's hour on (tenfold prices) leave every tick as it is."""
+    minutes, hours, markets = candles
+    leaky = _status(minutes, with_future_bars(hours, HOUR, pit.HOUR, count=6), markets, pd.DatetimeIndex(status["as_of"]))
+    pd.testing.assert_frame_equal(leaky, status)
 
 
 def test_score_and_regime_follow_the_documented_rule(status):

@@ -16,6 +16,7 @@ from dantaro_assets.recommendations.analysis import (
     compute_recommendations,
 )
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_assets_tests.lib.candle_data import with_future_bars
 
 from .conftest import END
 
@@ -123,6 +124,20 @@ def test_point_in_time_truncating_at_as_of_changes_nothing(market, partition, ti
     full = partition[0][partition[0]["as_of"] == as_of].reset_index(drop=True)
     assert len(full) > 0
     pd.testing.assert_frame_equal(truncated, full)
+
+
+@pytest.mark.parametrize("tick", [0, 11])
+def test_stored_hours_and_days_after_the_tick_change_nothing(market, partition, tick):
+    """Storage also holding hours from the tick's hour on and days from its day on (tenfold prices): the same
+    snapshot, so nothing reads a stored bar that had not closed at as_of."""
+    as_of = TICKS[tick]
+    h1 = market.candles_1h[market.candles_1h["candle_start"] + pit.HOUR <= as_of]
+    d1 = market.candles_1d[market.candles_1d["candle_start"] + pit.DAY <= as_of]
+    leaky, _ = _run(market, ticks=TICKS[tick : tick + 1], candles_1h=with_future_bars(h1, as_of.floor("h"), pit.HOUR, count=6),
+                    candles_1d=with_future_bars(d1, as_of.floor("D"), pit.DAY))
+    full = partition[0][partition[0]["as_of"] == as_of].reset_index(drop=True)
+    assert len(full) > 0
+    pd.testing.assert_frame_equal(leaky, full)
 
 
 def test_missing_stored_hours_are_rebuilt_from_minutes(market, partition):
@@ -244,6 +259,19 @@ def test_a_stored_tick_coarser_than_the_table_is_used(market):
     assert len(recs) and (recs["tick_size"] == 100.0).all()
     assert ((recs[["entry", "target", "stop"]] % 100.0) == 0).all().all()
     assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+
+
+def test_a_risk_off_market_gets_a_shortlist_counted_and_said(market):
+    inputs = analysis.TickInputs.prepare(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
+                                         TICKS[0], TICKS[0])
+    normal, _, normal_counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                                     regime="neutral")
+    off, _, counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                           regime="risk_off")
+    assert len(normal) > analysis.RISK_OFF_MAX_PICKS and normal_counts.excluded_regime == 0
+    assert len(off) == analysis.RISK_OFF_MAX_PICKS and counts.excluded_regime == len(normal) - len(off)
+    assert list(off["market"]) == list(normal["market"].head(len(off)))
+    assert (off["regime"] == "risk_off").all() and off["summary"].str.contains("(risk-off market)", regex=False).all()
 
 
 def test_a_higher_floor_excludes_more_and_every_pick_meets_it(market, partition):

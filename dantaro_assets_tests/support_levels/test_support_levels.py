@@ -30,6 +30,7 @@ from dantaro_assets_tests.lib.candle_data import (
     real_candles,
     store,
     universe,
+    with_future_bars,
 )
 
 HOUR = pd.Timestamp("2025-09-24 09:00", tz="UTC")
@@ -163,6 +164,16 @@ def test_levels_do_not_change_when_later_candles_are_cut_off(candles, levels):
                       days, markets, pd.DatetimeIndex([as_of]))
         expected = levels[levels["as_of"] == as_of].reset_index(drop=True)
         pd.testing.assert_frame_equal(cut, expected)
+
+
+def test_stored_hours_and_days_after_the_tick_change_nothing(candles, levels):
+    """Stored hours from each tick's hour on and days from its day on (tenfold prices) leave every tick's levels
+    as they are: a leak through stored hourly or daily candles fails here."""
+    minutes, hours, days, markets = candles
+    for as_of in pd.DatetimeIndex(levels["as_of"].unique()):
+        leaky = _levels(minutes, with_future_bars(hours, as_of.floor("h"), pit.HOUR, count=6),
+                        with_future_bars(days, as_of.floor("D"), pit.DAY), markets, pd.DatetimeIndex([as_of]))
+        pd.testing.assert_frame_equal(leaky, levels[levels["as_of"] == as_of].reset_index(drop=True))
 
 
 def test_hours_missing_from_storage_are_built_from_minutes(candles, levels):
