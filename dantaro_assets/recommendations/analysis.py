@@ -275,14 +275,14 @@ def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
 
     ``levels`` is support_levels' output (side, level, zone_low, zone_high; zones clipped at the
     price). A resistance is referenced by its zone's bottom, or by the level itself when the price is
-    already inside the zone: that reference is both what the summary names and the pick's target.
+    already inside the zone (``trade_plan.resistance_targets``): the summary names the nearest, and the
+    pick's target is it or, when it is too near for the reward:risk floor, a farther one.
     """
     frame = levels.assign(price=levels[pit.MARKET].map(price))
     supports = frame[(frame["side"] == "support") & (frame["level"] < frame["price"])]
-    resistances = frame[(frame["side"] == "resistance") & (frame["level"] > frame["price"])]
     support = supports.sort_values("level").groupby(pit.MARKET)[["zone_low", "zone_high"]].last()
-    reference = resistances["zone_low"].where(resistances["zone_low"] > resistances["price"], resistances["level"])
-    resistance = reference.groupby(resistances[pit.MARKET]).min()
+    targets = trade_plan.resistance_targets(levels, price)
+    resistance = targets[targets["order"] == 1].set_index(pit.MARKET)["target_level"]
     out = pd.DataFrame(index=price.index)
     out["support_low"] = support["zone_low"].reindex(price.index)
     out["support_high"] = support["zone_high"].reindex(price.index).clip(upper=price)
