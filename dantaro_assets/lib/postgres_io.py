@@ -13,6 +13,9 @@ Asset metadata read here:
 - ``snapshot``: ``{"ttl": seconds, "per_market": bool}`` pushes the newest ``as_of`` rows to Redis
   after the commit (see :mod:`dantaro_assets.lib.redis_store`).
 
+Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materialised upstream as an
+empty frame instead of failing (an input the asset has a fallback for).
+
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
 in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its
 stored value on rows it updates); a frame column whose type cannot be cast to the table's type is an
@@ -30,7 +33,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident, timestamptz_literal
+from dantaro_assets.lib.postgres import (
+    PostgresResource,
+    arrow_to_pandas,
+    quote_ident,
+    timestamptz_literal,
+)
 from dantaro_assets.lib.redis_store import RedisResource
 
 # Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.
@@ -281,6 +289,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
                 raise
+            if (context.definition_metadata or {}).get("optional"):
+                return pd.DataFrame()  # an input the asset can do without (metadata {"optional": True})
             raise MissingUpstreamTableError(
                 f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
                 f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."
