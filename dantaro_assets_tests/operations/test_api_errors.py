@@ -63,6 +63,6 @@ def leaky() -> None:
 def test_worker_status_shows_run_errors_with_urls_redacted(instance):
     dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
     [job] = worker_status(instance, time.monotonic())["last_jobs"]
-    assert job["status"] == "FAILURE"
+    assert (job["status"], job["dagster_status"]) == ("failed", "FAILURE")
     assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
     assert SECRET not in job["error"]
