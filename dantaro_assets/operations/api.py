@@ -208,8 +208,7 @@ class WorkerStatusCache:
     def status(self, limit: int) -> dict[str, Any]:
         """The last answer cut to ``limit`` jobs, with the uptime of now (computed here when there is none yet)."""
         if self.refresh_s <= 0:
-            with self._lock:
-                payload, computed = self._compute(limit)
+            payload, computed = worker_status(self._instance(), self._started, limit), time.time()
         else:
             if self._latest is None:
                 with self._lock:
