@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -18,6 +18,7 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
+from dantaro_assets.operations.job_log import SEED_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.servers import serve_http
@@ -34,13 +35,27 @@ def broken() -> None:
     raise ValueError("Upbit answered 418: IP blocked")
 
 
+STATUS_REFRESH_S = 0.2  # the served status refreshes fast enough for a test to wait for its next refresh
+
+
+@dg.op
+def idle() -> None:
+    pass
+
+
+@dg.job
+def waiting_job() -> None:
+    """A job whose run the test only queues."""
+    idle()
+
+
 @pytest.fixture
 def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
     """The API over a schema and key prefix of its own: other tests' snapshots must not answer for it."""
     own = f"api_{uuid.uuid4().hex[:6]}"
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
-    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres))) as client:
+    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres), STATUS_REFRESH_S)) as client:
         yield client, redis_store, postgres
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
@@ -50,31 +65,70 @@ def _heartbeat(instance: dg.DagsterInstance, daemon_type: str, at: float) -> Non
     instance.add_daemon_heartbeat(DaemonHeartbeat(timestamp=at, daemon_type=daemon_type, daemon_id="test-daemon", errors=[]))
 
 
-def test_worker_status_reports_jobs_and_daemon_health(api, instance):
+def status_once(client: httpx.Client, until: Callable[[dict], bool], timeout: float = 10.0, **params) -> dict:
+    """The first /worker/status answer for which ``until`` holds (the background refresh catches up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/worker/status", params=params).json()
+        if until(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+SEED_JOB_FIELDS = {"job_id", "job_type", "status", "duration", "symbols_processed", "error", "timestamp"}
+
+
+def test_worker_status_keeps_the_seed_contract(api, instance):
     client, _, _ = api
     dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
     dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+    # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (SEED_STATUS covers every status)
+    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=job_tags("market_status"))
 
-    body = client.get("/worker/status").json()
+    body = status_once(client, lambda b: len(b["last_jobs"]) == 3)
+    assert {"worker_active", "last_jobs", "uptime"} <= set(body)
     assert body["worker_active"] is False  # no daemon has ever beaten
     assert body["config_problems"] == []
-    assert body["uptime_s"] >= 0
-    failed, succeeded = body["last_jobs"]  # newest first
-    assert succeeded["job_type"] == "market_status" and succeeded["status"] == "SUCCESS"
-    assert succeeded["markets_processed"] == 250 and succeeded["error"] is None
-    assert succeeded["duration_s"] > 0 and succeeded["timestamp"].endswith("Z")
-    assert failed["job_type"] == "recommendations" and failed["status"] == "FAILURE"
-    assert "ValueError: Upbit answered 418: IP blocked" in failed["error"]
+    assert body["uptime"] >= 0 and body["uptime_s"] == body["uptime"]
+    waiting, failed, succeeded = body["last_jobs"]  # newest first
+    for job in body["last_jobs"]:
+        assert SEED_JOB_FIELDS <= set(job)
+    assert succeeded["job_type"] == "market_status" and succeeded["status"] == "completed" and succeeded["dagster_status"] == "SUCCESS"
+    assert succeeded["symbols_processed"] == 250 == succeeded["markets_processed"] and succeeded["error"] is None
+    assert succeeded["duration"] > 0 and succeeded["duration"] == succeeded["duration_s"] and succeeded["timestamp"].endswith("Z")
+    assert failed["job_type"] == "recommendations" and (failed["status"], failed["dagster_status"]) == ("failed", "FAILURE")
+    assert "ValueError: Upbit answered 418: IP blocked" in failed["error"] and failed["symbols_processed"] is None
+    assert waiting["job_id"] == queued.run_id and waiting["status"] == "queued" and waiting["duration"] is None
+    assert set(SEED_STATUS) == set(dg.DagsterRunStatus) and set(SEED_STATUS.values()) == {"completed", "failed", "running", "queued"}
 
     now = time.time()
     _heartbeat(instance, "SCHEDULER", now - 600)  # a daemon silent for 10 minutes is dead
     _heartbeat(instance, "QUEUED_RUN_COORDINATOR", now)
-    body = client.get("/worker/status").json()
+    body = status_once(client, lambda b: b["daemons"]["QUEUED_RUN_COORDINATOR"]["healthy"])
     assert body["worker_active"] is False and body["daemons"]["QUEUED_RUN_COORDINATOR"]["healthy"] is True
     _heartbeat(instance, "SCHEDULER", now)
-    body = client.get("/worker/status", params={"limit": 1}).json()
+    body = status_once(client, lambda b: b["worker_active"], limit=1)
     assert body["worker_active"] is True and len(body["last_jobs"]) == 1
     assert client.get("/worker/status", params={"limit": "x"}).status_code == 400
+    assert client.get("/worker/status", params={"limit": 201}).status_code == 400
+
+
+def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(instance, settings, pg_url):
+    snapshots = SnapshotReader(RedisResource(url=settings.redis_url, prefix=settings.redis_prefix), PostgresResource(url=pg_url, db_schema=settings.db_schema))
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0)) as client:
+        first = client.get("/worker/status").json()
+        assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
+        dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
+        stale = client.get("/worker/status").json()
+        fresh = status_once(client, lambda b: b["cached_at"] != stale["cached_at"] and b["last_jobs"], timeout=5)
+        [job] = fresh["last_jobs"]
+        assert job["status"] == "completed" and fresh["cache_age"] < 1.5
+        if stale["cached_at"] == first["cached_at"]:  # asked within the same refresh: the same answer, older
+            assert stale["last_jobs"] == [] and stale["cache_age"] >= first["cache_age"]
+
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0)) as client:
+        body = client.get("/worker/status").json()  # computed for the request
+        assert body["cache_age"] < 0.5 and [job["status"] for job in body["last_jobs"]] == ["completed"]
 
 
 def test_snapshots_come_from_redis_then_postgres(api, pg_url):
