@@ -80,7 +80,8 @@ def lookback_needs(
     repository: dg.RepositoryDefinition, job_assets: Collection[dg.AssetKey], partition_key: str, now: datetime
 ) -> dict[dg.AssetKey, set[str]]:
     """The upstream partitions that ``job_assets`` read for ``partition_key`` through their partition mappings,
-    less the partitions the run materialises itself (``job_assets`` at ``partition_key``)."""
+    less the partitions the run materialises itself (``job_assets`` at ``partition_key``) and inputs the
+    asset can do without (input metadata ``{"optional": True}``, read as empty when never stored)."""
     assets = repository.assets_defs_by_key
     needs: dict[dg.AssetKey, set[str]] = {}
     for key in job_assets:
@@ -88,7 +89,8 @@ def lookback_needs(
         if asset.partitions_def is None:
             continue
         own = asset.partitions_def.subset_with_partition_keys([partition_key])
-        for parent in asset.dependency_keys:
+        optional = {asset.keys_by_input_name[name] for name, put in asset.op.ins.items() if (put.metadata or {}).get("optional")}
+        for parent in asset.dependency_keys - optional:
             parent_partitions = assets[parent].partitions_def if parent in assets else None
             if parent_partitions is None:
                 continue
