@@ -21,6 +21,7 @@ from typing import Any
 
 import adbc_driver_manager
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import redis
 import uvicorn
@@ -35,6 +36,8 @@ from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.job_log import job_log
 from dantaro_assets.operations.limits import instance_limit_problems
+from dantaro_assets.recommendations.outcomes import SCORECARD_WINDOWS
+from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.resources import storage_resources
 from dantaro_assets.settings import get_settings, redact_text
 
@@ -88,11 +91,14 @@ class SnapshotReader:
 
     def _from_postgres(self, asset: str, market: str | None) -> dict[str, Any] | None:
         table = self.postgres.table_name(asset)
-        market_filter, params = ("AND market = $1", [market]) if market else ("", None)
+        served = {"market": market} if market else {}
+        if asset == "recommendations":  # the shadow scorers' picks are stored beside the served ones
+            served["scorer"] = get_settings().scorer
+        row_filter = "".join(f" AND {quote_ident(column)} = ${i}" for i, column in enumerate(served, start=1))
         order = f"ORDER BY {quote_ident(_ROW_ORDER[asset])}" if asset in _ROW_ORDER else ""
-        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {market_filter}) {market_filter} {order}"
+        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {row_filter}) {row_filter} {order}"
         try:
-            result = self.postgres.read_arrow(sql, params)
+            result = self.postgres.read_arrow(sql, list(served.values()) or None)
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
                 return None
@@ -184,6 +190,15 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/recommendations/scorecard": {
+            "get": {
+                "summary": "How every scorer's picks did (served and shadow) over the last 7 and 30 days, per horizon",
+                "responses": {
+                    "200": {"description": "scorecard", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scorecard"}}}},
+                    "503": {"description": "storage unavailable"},
+                },
+            }
+        },
         "/support-levels/{market}": {
             "get": {
                 "summary": "The newest support/resistance levels of one market",
@@ -209,6 +224,24 @@ OPENAPI: dict[str, Any] = {
                     "partition": {"type": ["string", "null"]},
                     "rows": {"type": "array", "items": {"type": "object"}},
                     "source": {"type": "string", "enum": ["redis", "postgres"]},
+                },
+            },
+            "Scorecard": {
+                "type": "object",
+                "required": ["generated_at", "served", "rows"],
+                "properties": {
+                    "generated_at": {"type": "string", "format": "date-time"},
+                    "served": {"type": "string", "description": "the scorer whose picks /recommendations/latest serves"},
+                    "scorers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "windows": {"type": "array", "items": {"type": "string"}},
+                    "horizons": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "object", "properties": {
+                        "window": {"type": "string"}, "scorer": {"type": "string"}, "horizon": {"type": "string"},
+                        "picks": {"type": "integer"}, "ticks": {"type": "integer"},
+                        "hit_rate": {"type": ["number", "null"]}, "mean_excess": {"type": ["number", "null"]},
+                        "excess_ci_low": {"type": ["number", "null"]}, "excess_ci_high": {"type": ["number", "null"]},
+                        "rank_ic": {"type": ["number", "null"]}, "target_before_stop": {"type": ["number", "null"]},
+                    }}},
                 },
             },
             "Job": {
@@ -269,6 +302,11 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
     def recommendations(_: Request) -> JSONResponse:
         return snapshot_response("recommendations")
 
+    def scorecard(_: Request) -> JSONResponse:
+        now = pd.Timestamp.now(tz="UTC")
+        outcomes = recent_outcomes(snapshots.postgres, now - max(SCORECARD_WINDOWS.values()))
+        return JSONResponse(scorecard_report(outcomes, get_settings().scorer, now))
+
     def support_levels(request: Request) -> JSONResponse:
         market = parse_market(request.path_params["market"])
         if market is None:
@@ -289,6 +327,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
             Route("/worker/status", status),
             Route("/market-status/latest", market_status),
             Route("/recommendations/latest", recommendations),
+            Route("/recommendations/scorecard", scorecard),
             Route("/support-levels/{market}", support_levels),
             Route("/openapi.json", openapi),
         ],

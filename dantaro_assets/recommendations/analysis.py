@@ -6,25 +6,11 @@ forming hour of the closed minutes so far (dantaro_assets.lib.point_in_time). Al
 that hourly series, last ``HOURLY_BARS`` bars per market, so a snapshot never depends on how much
 older history happened to be loaded.
 
-Scoring rules (each component 0-100; ATR% = ATR14 / price on the hourly series):
+Scoring: every named scorer of dantaro_assets.recommendations.scorers scores the eligible universe
+(``v1``'s components are kept with every pick); each scorer's top N get entry, target, stop and reasons,
+and the rows carry the scorer's name. ``DANTARO_SCORER`` names the served one, the rest run in shadow.
 
-=================== ======================================================================= ======
-component           rule                                                                    weight
-=================== ======================================================================= ======
-trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
-                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
-momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
-                    -10, 10)), clipped 0..100: strength without overbought, and rising
-volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
-                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
-support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
-                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
-resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
-                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
-volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
-=================== ======================================================================= ======
-
-score = sum(weight * component). Entry is the last traded price before ``as_of``; target is the
+Entry is the last traded price before ``as_of``; target is the
 bottom of the nearest resistance zone at least 1 ATR above it (entry + 3 ATR when none); stop is
 half an ATR below the bottom of the nearest support zone under it (entry - 2 ATR when none).
 
@@ -36,7 +22,7 @@ with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -44,6 +30,12 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.recommendations.scorers import (
+    COMPONENTS,
+    FEATURE_LAGS,
+    component_scores,
+    score_all,
+)
 
 HOURLY_BARS = 240
 MIN_HISTORY_BARS = 50
@@ -54,15 +46,7 @@ TARGET_MIN_ATR = 1.0  # a target is a resistance at least this many ATR above th
 TARGET_DEFAULT_ATR = 3.0  # ... else the entry plus this many ATR
 STOP_BELOW_SUPPORT_ATR = 0.5  # the stop sits this many ATR under the nearest support zone ...
 STOP_DEFAULT_ATR = 2.0  # ... or this many ATR under the entry when there is no support below
-WEIGHTS: dict[str, float] = {
-    "trend": 0.25,
-    "momentum": 0.20,
-    "volume_surge": 0.15,
-    "support_distance": 0.15,
-    "resistance_distance": 0.15,
-    "volatility": 0.10,
-}
-COMPONENTS = list(WEIGHTS)
+DEFAULT_SCORERS = ("v1",)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 CAUTION_FLAGS = [
     "caution_price_fluctuations",
@@ -72,7 +56,7 @@ CAUTION_FLAGS = [
     "caution_concentration_of_small_accounts",
 ]
 RECOMMENDATION_COLUMNS = [
-    "as_of", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "caution",
+    "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "caution",
 ]  # fmt: skip
 
 # support_levels.analysis.compute_support_levels(hourly, daily, price, as_of) or a stand-in with its columns.
@@ -194,43 +178,10 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
             "rsi": take(rsi, last),
             "rsi_3h_ago": take(rsi, earlier),
             "atr": take(atr, last),
+            **{f"close_{lag}h_ago": take(bars["close"].to_numpy(), _last_rows(bars, lag=lag)) for lag in FEATURE_LAGS},
         },
         index=pd.Index(bars[pit.MARKET].to_numpy()[np.clip(last, 0, None)], name=pit.MARKET),
     )
-
-
-def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
-    """0 at ``zero_at``, 100 at ``full_at``, linear between, clipped (works in either direction)."""
-    return (100.0 * (x - zero_at) / (full_at - zero_at)).clip(0.0, 100.0)
-
-
-def component_scores(features: pd.DataFrame) -> pd.DataFrame:
-    """The six 0-100 components from per-market features (price, EMAs, RSI, ATR, surge, level distances)."""
-    atr_pct = features["atr"] / features["price"]
-    above_fast = (features["price"] / features["ema20"] - 1.0) / atr_pct
-    fast_over_slow = (features["ema20"] / features["ema50"] - 1.0) / atr_pct
-    trend = 50.0 + 25.0 * (above_fast / 2.0).clip(-1, 1) + 25.0 * (fast_over_slow / 2.0).clip(-1, 1)
-    rsi_level = (100.0 - 2.5 * (features["rsi"] - 60.0).abs()).clip(0.0, 100.0)
-    rsi_rising = 50.0 + 5.0 * (features["rsi"] - features["rsi_3h_ago"]).clip(-10, 10)
-    momentum = (0.7 * rsi_level + 0.3 * rsi_rising).clip(0.0, 100.0)
-    volume_surge = (50.0 + 25.0 * np.log2(features["surge"].clip(lower=1e-9))).clip(0.0, 100.0)
-    support_atr = (features["price"] / features["support_high"] - 1.0) / atr_pct
-    support = (100.0 - 25.0 * (support_atr.clip(lower=1.0) - 1.0)).clip(0.0, 100.0).fillna(0.0)
-    resistance_atr = (features["resistance_low"] / features["price"] - 1.0) / atr_pct
-    resistance = (100.0 * resistance_atr / 4.0).clip(0.0, 100.0).fillna(75.0)
-    volatility = np.minimum(_ramp(atr_pct, 0.0005, 0.003), _ramp(atr_pct, 0.04, 0.015))
-    scores = pd.DataFrame(
-        {
-            "trend": trend,
-            "momentum": momentum,
-            "volume_surge": volume_surge,
-            "support_distance": support,
-            "resistance_distance": resistance,
-            "volatility": volatility,
-        }
-    )
-    scores["score"] = sum(WEIGHTS[c] * scores[c] for c in COMPONENTS)
-    return scores
 
 
 def nearest_levels(levels: pd.DataFrame, price: pd.Series, atr: pd.Series) -> pd.DataFrame:
@@ -289,9 +240,12 @@ def _r(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
-def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
-                 min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
-    """One tick: (top-N recommendations, every eligible market's scores, universe counts)."""
+def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *, min_turnover_krw: float,
+                 top_n: int = TOP_N, scorers: Sequence[str] = DEFAULT_SCORERS) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
+    """One tick: (each of ``scorers``' top-N recommendations, every eligible market's features and scores, counts).
+
+    The scores frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``.
+    """
     universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
     every_hour = inputs.history.hourly(as_of)
     hourly = every_hour[every_hour[pit.MARKET].isin(universe.index)]
@@ -313,12 +267,13 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
     features = features.join(nearest_levels(levels, price, features["atr"]))
     scored = features.join(component_scores(features))
-    scored = scored.join(universe[CAUTION_FLAGS])
-    return _top(scored, as_of, top_n), scored, counts
+    scored = scored.join(score_all(features).add_prefix("score_")).join(universe[CAUTION_FLAGS])
+    picks = [_top(scored.assign(score=scored[f"score_{name}"]), as_of, top_n, scorer=name) for name in scorers]
+    return pd.concat(picks, ignore_index=True), scored, counts
 
 
-def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
-    """Rank by score (ties by market code, for determinism), set entry/target/stop, explain the top N."""
+def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, *, scorer: str) -> pd.DataFrame:
+    """Rank by ``scorer``'s score (ties by market code, for determinism), set entry/target/stop, explain the top N."""
     ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable").head(top_n)
     atr = ranked["atr"]
     entry = ranked["price"]
@@ -330,6 +285,7 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "as_of": as_of,
+            "scorer": scorer,
             "rank": np.arange(1, len(ranked) + 1, dtype=np.int64),
             "market": ranked.index.to_numpy(),
             "score": ranked["score"].round(4).to_numpy(),
@@ -347,21 +303,23 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
 
 def _empty_recommendations() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "rank": "int64", "market": object, "reasons": object,
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
                          "summary": object, "caution": object})
 
 
 def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                             markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
-                            min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations for every tick in ``as_ofs`` (one partition) and the universe counts per tick."""
+                            min_turnover_krw: float, top_n: int = TOP_N,
+                            scorers: Sequence[str] = DEFAULT_SCORERS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendations of each of ``scorers`` for every tick in ``as_ofs`` (one partition) and the universe counts per tick."""
     counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__]
     if len(as_ofs) == 0:
         return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
     inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1])
     frames, counts = [], []
     for as_of in as_ofs:
-        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n)
+        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n,
+                                             scorers=scorers)
         frames.append(picks)
         counts.append({"as_of": as_of, **asdict(tick_counts)})
     non_empty = [f for f in frames if not f.empty]
