@@ -15,6 +15,7 @@ def test_defaults_are_the_seed_workers():
     assert settings.cache_ttls == {"market_status": 300, "recommendations": 300, "support_levels": 1800}
     assert settings.database_url is None and settings.redis_url is None
     assert settings.partitions_start == date(2025, 9, 1)
+    assert settings.min_reward_risk == 1.5
 
 
 def test_values_are_parsed_from_the_environment():
@@ -41,6 +42,7 @@ def test_values_are_parsed_from_the_environment():
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("DANTARO_PARTITIONS_START", "yesterday", "date"),
+        ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, value, expected):
