@@ -21,7 +21,6 @@ from typing import Any
 
 import adbc_driver_manager
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
 import redis
 import uvicorn
@@ -36,7 +35,6 @@ from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.job_log import job_log
 from dantaro_assets.operations.limits import instance_limit_problems
-from dantaro_assets.recommendations.outcomes import SCORECARD_WINDOWS
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.resources import storage_resources
 from dantaro_assets.settings import get_settings, redact_text
@@ -228,9 +226,9 @@ OPENAPI: dict[str, Any] = {
             },
             "Scorecard": {
                 "type": "object",
-                "required": ["generated_at", "served", "rows"],
+                "required": ["until", "served", "rows"],
                 "properties": {
-                    "generated_at": {"type": "string", "format": "date-time"},
+                    "until": {"type": ["string", "null"], "format": "date-time", "description": "the newest graded tick: the windows end here"},
                     "served": {"type": "string", "description": "the scorer whose picks /recommendations/latest serves"},
                     "scorers": {"type": "object", "additionalProperties": {"type": "string"}},
                     "windows": {"type": "array", "items": {"type": "string"}},
@@ -303,9 +301,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
         return snapshot_response("recommendations")
 
     def scorecard(_: Request) -> JSONResponse:
-        now = pd.Timestamp.now(tz="UTC")
-        outcomes = recent_outcomes(snapshots.postgres, now - max(SCORECARD_WINDOWS.values()))
-        return JSONResponse(scorecard_report(outcomes, get_settings().scorer, now))
+        return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), get_settings().scorer))
 
     def support_levels(request: Request) -> JSONResponse:
         market = parse_market(request.path_params["market"])

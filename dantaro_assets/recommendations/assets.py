@@ -28,7 +28,6 @@ from dantaro_assets.recommendations.analysis import (
 )
 from dantaro_assets.recommendations.outcomes import (
     HIT_WINDOW,
-    SCORECARD_WINDOWS,
     compute_outcomes,
     summarise_outcomes,
 )
@@ -167,10 +166,10 @@ def recommendation_outcomes(
     yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
     summary = summarise_outcomes(outcomes[outcomes["scorer"] == _SETTINGS.scorer])
     # the scorecard of every scorer over the stored outcomes, this partition's rows as just computed
-    now = pd.Timestamp.now(tz="UTC")
-    stored = recent_outcomes(postgres, now - max(SCORECARD_WINDOWS.values()))
+    stored = recent_outcomes(postgres)
     stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
-    card = scorecard_report(pd.concat([stored, outcomes[stored.columns]], ignore_index=True), _SETTINGS.scorer, now)
+    graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
+    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
     data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,

@@ -185,7 +185,8 @@ def rank_ic(frame: pd.DataFrame, score: str, outcome: str, min_names: int = 3) -
         return pd.Series(dtype=float)
     ranks = data.groupby("as_of")[[score, outcome]].rank()
     ranks["as_of"] = data["as_of"]
-    return ranks.groupby("as_of").apply(lambda g: g[score].corr(g[outcome]), include_groups=False).dropna()
+    with np.errstate(invalid="ignore", divide="ignore"):  # a tick where every name scores the same has no IC: dropped
+        return ranks.groupby("as_of").apply(lambda g: g[score].corr(g[outcome]), include_groups=False).dropna()
 
 
 def summarise_outcomes(outcomes: pd.DataFrame) -> dict[str, float | int | None]:
@@ -232,8 +233,11 @@ def block_bootstrap(series: np.ndarray, block: int, rng: np.random.Generator, dr
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def scorecard(outcomes: pd.DataFrame, now: pd.Timestamp, seed: int = 0) -> pd.DataFrame:
+def scorecard(outcomes: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """How every scorer's picks did over the last 7 and 30 days, per horizon: one row per window, scorer and horizon.
+
+    The windows end at the newest graded tick (``as_of > newest - window``), so the card of a replayed
+    or recorded period reads the same as a live one.
 
     ``hit_rate`` is the share of graded picks that beat the equal-weight universe (net of fees),
     ``mean_excess`` their mean excess return with a 95 % moving-block bootstrap interval: picks are
@@ -244,8 +248,9 @@ def scorecard(outcomes: pd.DataFrame, now: pd.Timestamp, seed: int = 0) -> pd.Da
     """
     rng = np.random.default_rng(seed)
     rows = []
+    newest = outcomes["as_of"].max()
     for window, span in SCORECARD_WINDOWS.items():
-        recent = outcomes[outcomes["as_of"] >= now - span]
+        recent = outcomes[outcomes["as_of"] > newest - span]
         for scorer, picks in recent.groupby("scorer", sort=True):
             decided = picks["first_hit"].dropna()
             decided = decided[decided != "neither"]

@@ -13,11 +13,7 @@ import adbc_driver_manager
 import dagster as dg
 import pandas as pd
 
-from dantaro_assets.lib.postgres import (
-    PostgresResource,
-    arrow_to_pandas,
-    timestamptz_literal,
-)
+from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas
 from dantaro_assets.recommendations.outcomes import (
     HORIZONS,
     SCORECARD_WINDOWS,
@@ -44,11 +40,16 @@ SCORECARD_SCHEMA = dg.TableSchema(columns=[
 ])  # fmt: skip
 
 
-def recent_outcomes(postgres: PostgresResource, since: pd.Timestamp) -> pd.DataFrame:
-    """Graded picks with ``as_of >= since`` (empty when the table does not exist yet)."""
+_SPAN = max(SCORECARD_WINDOWS.values())
+
+
+def recent_outcomes(postgres: PostgresResource, span: pd.Timedelta = _SPAN) -> pd.DataFrame:
+    """Graded picks of the ``span`` up to the newest stored tick (empty when the table does not exist yet)."""
     columns = ["as_of", "scorer", "market", "score", "first_hit",
                *[f"{kind}_{h}" for h in HORIZONS for kind in ("return", "excess")]]  # fmt: skip
-    sql = f"SELECT * FROM {postgres.table_name('recommendation_outcomes')} WHERE as_of >= {timestamptz_literal(since)}"
+    table = postgres.table_name("recommendation_outcomes")
+    seconds = int(span.total_seconds())
+    sql = f"SELECT * FROM {table} WHERE as_of > (SELECT max(as_of) FROM {table}) - interval '{seconds} seconds'"
     try:
         frame = arrow_to_pandas(postgres.read_arrow(sql))
     except adbc_driver_manager.ProgrammingError as exc:
@@ -61,11 +62,12 @@ def recent_outcomes(postgres: PostgresResource, since: pd.Timestamp) -> pd.DataF
     return frame[columns]
 
 
-def scorecard_report(outcomes: pd.DataFrame, served: str, now: pd.Timestamp) -> dict[str, Any]:
-    """The scorecard as a JSON-ready dict: when, which scorer serves, the windows, one row per window/scorer/horizon."""
-    table = scorecard(outcomes, now)
+def scorecard_report(outcomes: pd.DataFrame, served: str) -> dict[str, Any]:
+    """The scorecard as a JSON-ready dict: up to which tick, which scorer serves, the windows, one row per window/scorer/horizon."""
+    table = scorecard(outcomes)
+    newest = outcomes["as_of"].max() if len(outcomes) else None
     return {
-        "generated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "until": None if newest is None else newest.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "served": served,
         "scorers": {name: scorer.description for name, scorer in SCORERS.items()},
         "windows": list(SCORECARD_WINDOWS),
