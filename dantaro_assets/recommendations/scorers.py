@@ -30,7 +30,8 @@ Challengers (each one idea, so the evidence says which idea carries the signal):
 - ``reversal``: short-horizon reversal, buy what fell over the last 4 hours. Short-term reversal is
   the best documented cross-sectional effect at hourly horizons, strongest in thin markets (liquidity
   provision: a seller pushing the price pays the buyers who absorb it). Score 50 - 12.5 * the 4 h
-  return in ATR units: 4 ATR down = 100, 4 ATR up = 0.
+  return in ATR units: 4 ATR down = 100, 4 ATR up = 0. Lags count hourly bars (``close_4h_ago`` is
+  the close 4 bars back), which are hours except across hours nobody traded.
 - ``rs_btc``: relative strength against KRW-BTC over 24 h (the market factor of the KRW board):
   50 + 10 * (return - KRW-BTC's return) in ATR units, so 5 ATR ahead of BTC = 100. KRW-BTC itself
   scores 50; a tick without KRW-BTC in the universe measures against the universe's median return.
