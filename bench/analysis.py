@@ -41,25 +41,17 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.market_status import analysis as status_analysis
-from dantaro_assets.market_status.assets import (
-    MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS,
-)
+from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS
 from dantaro_assets.market_status.assets import market_status
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
 from dantaro_assets.recommendations import recommendations
-from dantaro_assets.recommendations.analysis import (
-    TURNOVER_WINDOW as RECS_MINUTE_WINDOW,
-)
+from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW as RECS_MINUTE_WINDOW
 from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
-from dantaro_assets.support_levels.assets import (
-    HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS,
-)
-from dantaro_assets.support_levels.assets import (
-    MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS,
-)
+from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
+from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
 from dantaro_assets.support_levels.assets import support_levels
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")

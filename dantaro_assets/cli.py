@@ -115,11 +115,7 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
 def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
     from dantaro_assets.lib.postgres import PostgresResource
-    from dantaro_assets.markets.repair import (
-        CandleSelection,
-        CandleSelectionError,
-        delete_candles,
-    )
+    from dantaro_assets.markets.repair import CandleSelection, CandleSelectionError, delete_candles
 
     try:
         selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))

@@ -2,13 +2,7 @@
 
 import dagster as dg
 
-from dantaro_assets import (
-    market_status,
-    markets,
-    operations,
-    recommendations,
-    support_levels,
-)
+from dantaro_assets import market_status, markets, operations, recommendations, support_levels
 from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import get_settings
 

@@ -32,12 +32,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.postgres import (
-    PostgresResource,
-    arrow_to_pandas,
-    quote_ident,
-    timestamptz_literal,
-)
+from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident, timestamptz_literal
 from dantaro_assets.lib.redis_store import RedisResource
 
 # Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.

@@ -7,7 +7,7 @@ of the newest snapshot shown in the Dagster UI.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
@@ -18,7 +18,7 @@ from dantaro_assets.lib import point_in_time
 def partition_ticks(context: dg.AssetExecutionContext, interval_seconds: int, now: datetime | None = None) -> pd.DatetimeIndex:
     """The partition's ticks reached by ``now`` (UTC wall clock by default): all of them for a closed hour."""
     window = context.partition_time_window
-    return point_in_time.ticks(window.start, window.end, interval_seconds, now=now or datetime.now(UTC))
+    return point_in_time.ticks(window.start, window.end, interval_seconds, now=now or datetime.now(timezone.utc))
 
 
 def days_back(days: int) -> dg.TimeWindowPartitionMapping:

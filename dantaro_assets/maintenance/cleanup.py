@@ -14,9 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    SqliteEventLogStorage,
-)
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.settings import Settings, get_settings

@@ -28,11 +28,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 from dagster._core.instance.config import PoolGranularity
-from dagster._core.storage.tags import (
-    MAX_RETRIES_TAG,
-    MAX_RUNTIME_SECONDS_TAG,
-    PRIORITY_TAG,
-)
+from dagster._core.storage.tags import MAX_RETRIES_TAG, MAX_RUNTIME_SECONDS_TAG, PRIORITY_TAG
 
 from dantaro_assets.lib.upbit.client import stop_fetches
 from dantaro_assets.settings import Settings, get_settings

@@ -6,7 +6,7 @@ Field lists follow the recorded responses in ../shared/data/upbit/api_captures.j
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -89,12 +89,12 @@ def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
     change = trade_price - prev_close
     rate = round(change / prev_close, 10) if prev_close else 0.0
     high52, high52_date, low52, low52_date = source.extremes_52w(market, now)
-    today_date = datetime.fromtimestamp(today_start, tz=UTC).strftime("%Y-%m-%d")
+    today_date = datetime.fromtimestamp(today_start, tz=timezone.utc).strftime("%Y-%m-%d")
     if today is not None and float(today.high[0]) > high52:
         high52, high52_date = float(today.high[0]), today_date
     if today is not None and (float(today.low[0]) < low52 or not low52_date):
         low52, low52_date = float(today.low[0]), today_date
-    last_trade = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
+    last_trade = datetime.fromtimestamp(last_ms / 1000, tz=timezone.utc)
     last_trade_kst = last_trade.astimezone(KST)
     return {
         "market": market,

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -34,7 +34,7 @@ class ReplayServer:
     def set_clock(self, now: datetime | str | None, running: bool = False) -> dict:
         """Freeze the replay clock at ``now`` (naive datetimes are UTC); None returns to real time."""
         if isinstance(now, datetime):
-            now = (now if now.tzinfo else now.replace(tzinfo=UTC)).isoformat()
+            now = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).isoformat()
         return self._call("POST", "/_replay/clock", {"now": now, "running": running})
 
     def clock(self) -> datetime:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ class RecordedMarket:
         hi, lo = int(np.argmax(days.high)), int(np.argmin(days.low))
 
         def day(i: int) -> str:
-            return datetime.fromtimestamp(int(days.start[i]), tz=UTC).strftime("%Y-%m-%d")
+            return datetime.fromtimestamp(int(days.start[i]), tz=timezone.utc).strftime("%Y-%m-%d")
 
         return float(days.high[hi]), day(hi), float(days.low[lo]), day(lo)
 

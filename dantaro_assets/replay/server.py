@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,7 +79,7 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise RequestError(400, f"invalid time {text!r}: use e.g. 2025-09-01T00:00:00, ...Z or ...+09:00") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
 
 
@@ -109,7 +109,7 @@ class Clock:
         now = self.now()
         start, running = self.settings()
         mode = "real" if start is None else "running" if running else "frozen"
-        return {"now": datetime.fromtimestamp(now, tz=UTC).isoformat().replace("+00:00", "Z"), "mode": mode}
+        return {"now": datetime.fromtimestamp(now, tz=timezone.utc).isoformat().replace("+00:00", "Z"), "mode": mode}
 
 
 class ReplayState:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from dantaro_assets.replay.core import (
 EPOCH = date(2017, 10, 1)
 HORIZON = date(2032, 1, 1)
 ANCHOR = date(2025, 9, 1)
-_EPOCH_S = int(datetime(EPOCH.year, EPOCH.month, EPOCH.day, tzinfo=UTC).timestamp())
+_EPOCH_S = int(datetime(EPOCH.year, EPOCH.month, EPOCH.day, tzinfo=timezone.utc).timestamp())
 _N_DAYS = (HORIZON - EPOCH).days
 _ANCHOR_DAY = (ANCHOR - EPOCH).days
 
@@ -301,7 +301,7 @@ class SimulatedMarket:
         hi, lo = int(np.argmax(closes)), int(np.argmin(closes))
 
         def day_str(offset: int) -> str:
-            return datetime.fromtimestamp(_EPOCH_S + (first + offset) * DAY_SECONDS, tz=UTC).strftime("%Y-%m-%d")
+            return datetime.fromtimestamp(_EPOCH_S + (first + offset) * DAY_SECONDS, tz=timezone.utc).strftime("%Y-%m-%d")
 
         return float(closes[hi]), day_str(hi), float(closes[lo]), day_str(lo)
 

@@ -19,9 +19,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
 import httpx
@@ -167,12 +167,12 @@ class UpbitClient(dg.ConfigurableResource):
         default=DEFAULT_STORE_WAIT_SECONDS,
         description="seconds a request waits for an unreachable limiter Redis (sending nothing) before failing",
     )
-    redis: RedisResource | None = None
+    redis: Optional[RedisResource] = None
 
-    _http: httpx.Client | None = PrivateAttr(default=None)
-    _limiter: RateLimiter | None = PrivateAttr(default=None)
+    _http: Optional[httpx.Client] = PrivateAttr(default=None)
+    _limiter: Optional[RateLimiter] = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _run: tuple[dg.DagsterInstance, str] | None = PrivateAttr(default=None)
+    _run: Optional[tuple[dg.DagsterInstance, str]] = PrivateAttr(default=None)
 
     # --- lifecycle -------------------------------------------------------------------------
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -435,7 +435,7 @@ def _server_time(response: httpx.Response) -> pd.Timestamp:
             return pd.Timestamp(parsedate_to_datetime(header)).tz_convert("UTC")
         except (TypeError, ValueError):
             pass
-    return pd.Timestamp(datetime.now(UTC))
+    return pd.Timestamp(datetime.now(timezone.utc))
 
 
 def _block_seconds(response: httpx.Response, detail: str) -> float | None:
