@@ -178,7 +178,8 @@ def load_simulated(n_markets: int, days: int, seed: int, top_n: int) -> Dataset:
     )
 
 
-def backfill(data: Dataset, step_minutes: int, min_turnover: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
+def backfill(data: Dataset, step_minutes: int, min_turnover: float,
+             min_reward_risk: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
     """Every scorer's top picks per tick, every eligible market's scores, and the support levels; seconds per tick."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
     picks, scored, levels = [], [], []
@@ -195,7 +196,7 @@ def backfill(data: Dataset, step_minutes: int, min_turnover: float) -> tuple[pd.
                                              day_ticks.iloc[0], day_ticks.iloc[-1])
         for as_of in day_ticks:
             top, every, _ = analysis.recommend_at(inputs, as_of, capture_levels, min_turnover_krw=min_turnover,
-                                                  top_n=data.top_n, scorers=list(SCORERS))
+                                                  top_n=data.top_n, min_reward_risk=min_reward_risk, scorers=list(SCORERS))
             picks.append(top)
             if len(every):
                 scored.append(every[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                      "scorer": settings.scorer, "reward_risk_floor": settings.min_reward_risk}
     every_pick, previous = [], {}
     for data in datasets:
-        picks, scored, levels, per_tick = backfill(data, args.step_minutes, settings.min_turnover_krw)
+        picks, scored, levels, per_tick = backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk)
         every_pick.append(picks)
         recs = evaluate_recommendations(data, picks, scored, args.step_minutes, rng, settings.min_reward_risk)
         held = evaluate_levels(data, levels, rng)

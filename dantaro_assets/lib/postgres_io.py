@@ -14,6 +14,9 @@ Asset metadata read here:
   ``as_of`` rows (only those matching ``rows`` when given) to Redis after the commit (see
   :mod:`dantaro_assets.lib.redis_store`).
 
+Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materialised upstream as an
+empty frame instead of failing (an input the asset has a fallback for).
+
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
 in the write's transaction; when it is part of the primary key, the key's unique index is rebuilt
 over the declared key, which stored rows satisfy since their new column is NULL); a table column the frame lacks is written as NULL (a merge keeps its
@@ -32,7 +35,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident, timestamptz_literal
+from dantaro_assets.lib.postgres import (
+    PostgresResource,
+    arrow_to_pandas,
+    quote_ident,
+    timestamptz_literal,
+)
 from dantaro_assets.lib.redis_store import RedisResource
 
 # Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.
@@ -283,6 +291,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
                 raise
+            if (context.definition_metadata or {}).get("optional"):
+                return pd.DataFrame()  # an input the asset can do without (metadata {"optional": True})
             raise MissingUpstreamTableError(
                 f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
                 f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."

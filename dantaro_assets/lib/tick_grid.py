@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 # Lower bound of each band (KRW) and the band's tick, ascending; below the first bound: 1e-8.
 _KRW_BOUNDS = np.array(
@@ -78,3 +79,23 @@ def off_grid(prices, ticks) -> np.ndarray:
     values = np.asarray(prices, dtype=float)
     snapped = round_to_tick(values, ticks, "down")
     return np.isfinite(values) & ~(snapped == values)
+
+
+def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
+    """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
+    if instruments is None or instruments.empty:
+        return pd.Series(dtype=float)
+    known = instruments[instruments["day"] <= as_of]
+    if known.empty:
+        return pd.Series(dtype=float)
+    newest = known[known["day"] == known["day"].max()]
+    return newest.set_index("market")["tick_size"].astype(float)
+
+
+def tick_for(prices: pd.Series, stored: pd.Series) -> np.ndarray:
+    """The tick each price (indexed by market) must sit on: the coarser of the market's tick in ``stored``
+    (index market) and the documented table's at the price. Upbit's ticks nest (a coarser tick is a
+    multiple of every finer one), so a price on the coarser grid is placeable on both."""
+    table = krw_tick_size(prices.to_numpy())
+    market_tick = stored.reindex(prices.index).to_numpy(dtype=float)
+    return np.where(np.isfinite(market_tick), np.fmax(market_tick, table), table)

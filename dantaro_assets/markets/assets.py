@@ -27,7 +27,11 @@ from dantaro_assets.markets.candles import (
     keep_listed,
     universe_markets,
 )
-from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
+from dantaro_assets.markets.schemas import (
+    candles_schema,
+    upbit_instruments_schema,
+    upbit_markets_schema,
+)
 from dantaro_assets.partitions import daily_partitions, freshness, hourly_partitions
 from dantaro_assets.settings import get_settings
 
@@ -57,6 +61,32 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
     frame = pd.concat([listing.assign(day=day) for day in days], ignore_index=True)[["day", *MARKET_COLUMNS]]
     metadata = {"markets": len(listing), "warning": int(listing["warning"].sum()), "days": len(days), "listed_at": listed_at}
     yield from checked(pandera_check(upbit_markets_schema(pd.Timestamp(window.start), pd.Timestamp(window.end)), frame), metadata=metadata)
+    yield dg.Output(frame, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    # Like the universe, Upbit keeps no history of tick sizes: the day's newest answer stands.
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
+    check_specs=[schema_check_spec("upbit_instruments")],
+    freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
+    description=("Order price unit (tick_size) of each KRW market of the day, from /v1/orderbook/instruments: "
+                 "the grid recommendation prices are rounded to (the documented KRW table where none is stored)."),
+    **_UPBIT_STEP,
+)
+def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+    listed = upbit_markets[(upbit_markets["day"] >= start) & (upbit_markets["day"] < end)]
+    if listed.empty:
+        raise dg.Failure(f"no KRW universe stored for {start:%Y-%m-%d}..{end:%Y-%m-%d}: materialise upbit_markets first",
+                         allow_retries=False)
+    ticks = upbit.instruments(sorted(listed["market"].unique()))
+    frame = listed[["day", "market"]].merge(ticks, on="market", how="inner").reset_index(drop=True)
+    metadata = {"markets": int(ticks["market"].nunique()), "unanswered": int(listed["market"].nunique() - ticks["market"].nunique()),
+                "tick_sizes": int(ticks["tick_size"].nunique())}
+    yield from checked(pandera_check(upbit_instruments_schema(start, end), frame), metadata=metadata)
     yield dg.Output(frame, metadata=metadata)
 
 

@@ -5,7 +5,9 @@ Dagster daemon's heartbeats (scheduler and run queue both healthy), last_jobs fr
 The snapshot endpoints serve the newer of the Redis key the IO manager pushes after each write and the
 newest ``as_of`` in Postgres, the record: one indexed ``max(as_of)`` decides, and rows are read from
 Postgres only when it holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
-never depends on the cache and never goes back in time. ``dantaro api --port N`` serves it with uvicorn.
+never depends on the cache and never goes back in time. Rows are answered rounded for people (prices to
+the tick, percentages to 2 decimals: operations.for_people); storage keeps full precision.
+``dantaro api --port N`` serves it with uvicorn.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from starlette.routing import Route
 
 from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
+from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.operations.job_log import job_log
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
@@ -220,8 +223,10 @@ OPENAPI: dict[str, Any] = {
                     "as_of": {"type": "string", "format": "date-time"},
                     "run_id": {"type": ["string", "null"]},
                     "partition": {"type": ["string", "null"]},
-                    "rows": {"type": "array", "items": {"type": "object"}},
+                    "rows": {"type": "array", "items": {"type": "object"},
+                             "description": "prices rounded to the tick, percentages to 2 decimals (storage keeps full precision)"},
                     "source": {"type": "string", "enum": ["redis", "postgres"]},
+                    "ranking": {"type": "string", "description": "support levels only: how rank orders the levels"},
                 },
             },
             "Scorecard": {
@@ -283,7 +288,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
         payload = snapshots.latest(asset, market)
         if payload is None:
             return JSONResponse({"detail": f"no {asset} snapshot{' for ' + market if market else ''} yet"}, status_code=404)
-        return JSONResponse(payload)
+        return JSONResponse(for_people(asset, payload))
 
     def status(request: Request) -> JSONResponse:
         try:

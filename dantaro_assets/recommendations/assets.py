@@ -47,7 +47,7 @@ from dantaro_assets.support_levels.analysis import LevelParams, compute_support_
 _SETTINGS = get_settings()
 _LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
 _KEY = ["as_of", "scorer", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "caution"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
 _SCORERS = served_first(_SETTINGS.scorer)  # the served scorer first, the challengers in shadow
 _SERVED = {"scorer": _SETTINGS.scorer}
 
@@ -85,6 +85,8 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),
         "candles_1d": dg.AssetIn(partition_mapping=days_back(2)),  # pivots use the previous day
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+        # optional: without stored tick sizes the documented KRW table applies
+        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
     },
     metadata={
         "partition_expr": "as_of",
@@ -105,14 +107,17 @@ def recommendations(
     candles_1h: pd.DataFrame,
     candles_1d: pd.DataFrame,
     upbit_markets: pd.DataFrame,
+    upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
     picks, counts = compute_recommendations(
         candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
-        min_turnover_krw=_SETTINGS.min_turnover_krw, scorers=_SCORERS,
+        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk, instruments=upbit_instruments,
+        scorers=_SCORERS,
     )
-    yield from checked(pandera_check(recommendations_schema(start, end, _warned(upbit_markets, as_ofs)), picks))
+    yield from checked(pandera_check(
+        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -124,7 +129,14 @@ def recommendations(
             "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
+            "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
+            "excluded_reward_risk_reason": (f"placed target/stop offer less than {_SETTINGS.min_reward_risk} reward:risk, "
+                                            "or no room below the nearest resistance"),
+            "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
+            "regime": str(latest["regime"]) if latest is not None else "none",
             "min_turnover_krw": _SETTINGS.min_turnover_krw,
+            "min_reward_risk": _SETTINGS.min_reward_risk,
+            "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
             "served_scorer": _SETTINGS.scorer,
             "shadow_scorers": ", ".join(_SCORERS[1:]),
             "latest_snapshot": latest_table(picks[picks["scorer"] == _SETTINGS.scorer], _TABLE_COLUMNS),

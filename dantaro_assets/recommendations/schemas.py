@@ -8,7 +8,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from dantaro_assets.lib.schemas import finite_floats
-from dantaro_assets.recommendations.analysis import COMPONENTS
+from dantaro_assets.lib.tick_grid import off_grid, tick_for
+from dantaro_assets.recommendations.analysis import COMPONENTS, REGIME_POLICY
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 
@@ -40,7 +41,23 @@ def _ranks_are_one_to_n(frame: pd.DataFrame) -> pd.Series:
     return ((ordered["rank"] == expected) & falling).reindex(frame.index)
 
 
-def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame) -> pa.DataFrameSchema:
+def _caution_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(flag, str) and flag for flag in value)
+
+
+def _on_grid(frame: pd.DataFrame) -> pd.Series:
+    """Entry, target and stop are each a grid float of their tick (the row's ``tick_size`` at the entry's price,
+    the coarser documented tick beyond a band edge): prices Upbit accepts."""
+    stored = pd.Series(frame["tick_size"].to_numpy(), index=frame.index)
+    ok = pd.Series(True, index=frame.index)
+    for column in ("entry", "target", "stop"):
+        prices = pd.Series(frame[column].to_numpy(), index=frame.index)
+        ok &= ~off_grid(prices.to_numpy(), tick_for(prices, stored))
+    return ok
+
+
+def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame,
+                           min_reward_risk: float) -> pa.DataFrameSchema:
     """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag."""
     warned_keys = pd.MultiIndex.from_frame(warned[["as_of", "market"]]) if len(warned) else None
 
@@ -62,9 +79,16 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
             "entry": pa.Column(float, pa.Check.gt(0)),
             "target": pa.Column(float),
             "stop": pa.Column(float),
-            "caution": pa.Column(str, nullable=False),
+            "reward_risk": pa.Column(float, pa.Check.ge(min_reward_risk, error=f"reward:risk below the floor {min_reward_risk}")),
+            "tick_size": pa.Column(float, pa.Check.gt(0)),
+            "regime": pa.Column(str, pa.Check.isin(list(REGIME_POLICY))),
+            "caution": pa.Column(object, pa.Check(_caution_list, element_wise=True, error="caution must be a list of flag names"),
+                                 nullable=False),
         },
         checks=[
+            pa.Check(_on_grid, name="prices_on_tick_grid", error="entry, target and stop must lie on Upbit's tick grid"),
+            pa.Check(lambda f: (f["target"] - f["entry"]) >= f["reward_risk"] * (f["entry"] - f["stop"]) * (1 - 1e-9),
+                     name="reward_risk_of_the_prices", error="reward_risk must be (target - entry) / (entry - stop)"),
             pa.Check(lambda f: (f["stop"] < f["entry"]) & (f["entry"] < f["target"]), name="stop_entry_target",
                      error="stop < entry < target must hold"),
             pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of and scorer"),

@@ -221,3 +221,40 @@ def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api
         body = client.get("/recommendations/latest").json()
         assert body["source"] == source and [r["market"] for r in body["rows"]] == served
         redis_store.client().delete(redis_store.key("recommendations"))  # the key expired: Postgres answers
+
+
+def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
+    """Prices to the row's tick (levels and zone bottoms down, zone tops up), percentages and scores to 2 decimals."""
+    client, redis_store, _ = api
+    as_of = pd.Timestamp("2026-03-10T11:00:00Z")
+    levels = pd.DataFrame({
+        "as_of": [as_of], "market": ["KRW-XRP"], "side": ["support"], "rank": [1], "price": [3044.0],
+        "level": [3012.7712345], "zone_low": [3001.2345], "zone_high": [3020.00001], "strength": [61.23456],
+        "distance_pct": [-1.027555], "tick_size": [1.0], "reasons": [{"volume_share": 0.1234}],
+    })
+    picks = pd.DataFrame({
+        "as_of": [as_of], "rank": [1], "market": ["KRW-XRP"], "score": [72.123456], "entry": [3045.0], "target": [3120.0],
+        "stop": [2995.0], "reward_risk": [1.5], "tick_size": [1.0], "caution": [[]],
+        "reasons": [{"trend": {"price": 3044.2, "ema20": 3031.98765}, "support_distance": {"support": 3020.4, "pct_above": 0.79123},
+                     "plan": {"target_level": 3121.6, "target_pct": 2.4630541, "stop_pct": -1.6420361}}],
+    })
+    status = pd.DataFrame({"as_of": [as_of], "regime": ["neutral"], "score": [51.2345], "btc_price": [150_012_345.6],
+                           "median_return_1h_pct": [-0.123456], "btc_ema_slope_pct_h": [0.0123456], "breadth_1h": [0.4567]})
+    for asset, frame in (("support_levels", levels), ("recommendations", picks), ("market_status", status)):
+        redis_store.push_snapshot(asset, frame, as_of=as_of, run_id="r", partition="2026-03-10-11:00", ttl=60,
+                                  per_market=asset == "support_levels")
+
+    level = client.get("/support-levels/KRW-XRP").json()
+    assert "nearest the price" in level["ranking"]
+    row = level["rows"][0]
+    assert (row["level"], row["zone_low"], row["zone_high"]) == (3012.0, 3001.0, 3021.0)
+    assert (row["strength"], row["distance_pct"], row["reasons"]) == (61.23, -1.03, {"volume_share": 0.1234})
+    pick = client.get("/recommendations/latest").json()["rows"][0]
+    assert (pick["entry"], pick["target"], pick["stop"], pick["score"], pick["caution"]) == (3045.0, 3120.0, 2995.0, 72.12, [])
+    assert pick["reasons"]["trend"]["ema20"] == 3031.0 and pick["reasons"]["support_distance"] == {"support": 3020.0, "pct_above": 0.79}
+    assert pick["reasons"]["plan"] == {"target_level": 3121.0, "target_pct": 2.46, "stop_pct": -1.64}
+    market = client.get("/market-status/latest").json()["rows"][0]
+    assert (market["btc_price"], market["score"], market["median_return_1h_pct"], market["btc_ema_slope_pct_h"]) == (
+        150_012_000.0, 51.23, -0.12, 0.01)
+    assert market["breadth_1h"] == 0.4567  # a share, not a percentage
+    assert redis_store.latest_snapshot("support_levels", "KRW-XRP")["rows"][0]["level"] == 3012.7712345  # storage untouched

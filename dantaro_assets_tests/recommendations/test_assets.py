@@ -82,8 +82,9 @@ def _materialise(asset, io_resources):
 def _table(postgres_resource, name: str) -> pd.DataFrame:
     """The stored rows; a plain query returns jsonb as text, decoded here as the IO manager decodes it."""
     frame = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, scorer, rank")
-    if "reasons" in frame:
-        frame["reasons"] = frame["reasons"].map(json.loads)
+    for column in ("reasons", "caution"):
+        if column in frame:
+            frame[column] = frame[column].map(json.loads)
     return frame
 
 
@@ -114,6 +115,8 @@ def test_recommendations_checks_metadata_and_redis(materialised, redis_resource)
     assert metadata["ticks"].value == 12
     assert metadata["excluded_warning"].value == 1 and metadata["excluded_turnover"].value == 1
     assert metadata["universe_size"].value == 10
+    assert metadata["min_reward_risk"].value == 1.5 and metadata["excluded_reward_risk"].value >= 0
+    assert metadata["regime"].value == rows["regime"].iloc[-1]
     table = metadata["latest_snapshot"].value
     header = table.splitlines()[2]
     assert all(column in header for column in ("rank", "market", "score", "summary", "entry", "target", "stop"))
@@ -166,7 +169,8 @@ def _good(materialised) -> pd.DataFrame:
 
 
 _COLUMNS = ["as_of", "scorer", "rank", "market", "score", "trend", "momentum", "volume_surge", "support_distance",
-            "resistance_distance", "volatility", "reasons", "summary", "entry", "target", "stop", "caution"]
+            "resistance_distance", "volatility", "reasons", "summary", "entry", "target", "stop", "reward_risk",
+            "tick_size", "regime", "caution"]
 _NO_WARNINGS = pd.DataFrame({"as_of": pd.Series(dtype="datetime64[ns, UTC]"), "market": pd.Series(dtype=object)})
 
 
@@ -178,11 +182,17 @@ _NO_WARNINGS = pd.DataFrame({"as_of": pd.Series(dtype="datetime64[ns, UTC]"), "m
         (lambda f: f.assign(stop=f["entry"] * 1.01), "stop < entry < target"),
         (lambda f: f.assign(as_of=f["as_of"] + pd.Timedelta(hours=1)), "at or after the window end"),
         (lambda f: f.assign(reasons="not json"), "must be a JSON object"),
+        (lambda f: f.assign(entry=f["entry"] + f["tick_size"] / 3), "tick grid"),
+        (lambda f: f.assign(target=f["entry"] + 0.5 * (f["entry"] - f["stop"]),
+                            reward_risk=0.5), "below the floor"),
+        (lambda f: f.assign(reward_risk=f["reward_risk"] * 2), "reward_risk must be"),
+        (lambda f: f.assign(caution=""), "caution must be a list"),
+        (lambda f: f.assign(regime="bullish"), "isin"),
     ],
 )
 def test_recommendations_schema_rejects_bad_rows(materialised, corrupt, check):
     good = _good(materialised)
-    schema = recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), _NO_WARNINGS)
+    schema = recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), _NO_WARNINGS, 1.5)
     assert pandera_check(schema, good).passed
     result = pandera_check(schema, corrupt(good))
     assert not result.passed
@@ -192,7 +202,7 @@ def test_recommendations_schema_rejects_bad_rows(materialised, corrupt, check):
 def test_recommendations_schema_rejects_a_warning_market(materialised):
     good = _good(materialised)
     warned = good[["as_of", "market"]].head(1)
-    result = pandera_check(recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), warned), good)
+    result = pandera_check(recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), warned, 1.5), good)
     assert not result.passed and "warning flag was recommended" in result.description
 
 

@@ -94,16 +94,20 @@ def test_served_first_orders_and_refuses_unknown_names():
 
 
 def test_every_scorer_ranks_its_own_list(market):
-    """Each scorer's picks are the top N of the eligible universe by that scorer's score, ranked 1..N."""
+    """Each scorer's picks are the top of the placeable universe (reward:risk floor met) by that scorer's score,
+    ranked 1..N, as many for every scorer (the regime's policy caps them alike)."""
     ticks = pit.ticks(END - pd.Timedelta(hours=3), END - pd.Timedelta(hours=2), 1800)
     inputs = analysis.TickInputs.prepare(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
                                          ticks[0], ticks[-1])
     picks, scored, _ = analysis.recommend_at(inputs, ticks[-1], compute_support_levels, min_turnover_krw=1e7, top_n=4,
                                              scorers=list(SCORERS))
     assert set(picks["scorer"]) == set(SCORERS)
+    placeable = scored[scored["excluded"].isna()]
+    sizes = picks.groupby("scorer").size()
+    assert sizes.nunique() == 1 and 1 <= sizes.iloc[0] <= 4
     for name, mine in picks.groupby("scorer"):
-        assert mine["rank"].tolist() == [1, 2, 3, 4]
-        best = scored[f"score_{name}"].sort_index().sort_values(ascending=False, kind="stable").head(4)
+        assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
+        best = placeable[f"score_{name}"].sort_index().sort_values(ascending=False, kind="stable").head(len(mine))
         assert mine["market"].tolist() == best.index.tolist()
         assert mine["score"].to_numpy() == pytest.approx(best.to_numpy(), abs=1e-4)
     served, _ = analysis.compute_recommendations(market.candles_1m, market.candles_1h, market.candles_1d,
