@@ -20,7 +20,8 @@ of the minute at as_of):
   decided race, maximum favourable / adverse excursion over 24 h (MFE/MAE, net of fees);
 - placeable picks: the smallest reward:risk (target - entry) / (entry - stop) among the picks, how
   many fall below ``DANTARO_MIN_REWARD_RISK``, and how many entry/target/stop prices are off Upbit's
-  KRW tick grid (dantaro_assets.lib.tick_grid, each price against its own band's tick).
+  KRW tick grid (dantaro_assets.lib.tick_grid; each price against the coarser of the pick's
+  ``tick_size`` and the documented tick at that price, the recommendations schema's rule).
 
 Confidence intervals are 95 % moving-block bootstrap intervals over the per-tick series, blocks as
 long as the horizon, because ticks closer than the horizon share most of their forward window.
@@ -229,14 +230,16 @@ def excursions(grid: MinuteGrid, picks: pd.DataFrame, entry: np.ndarray) -> pd.D
 def placeable(picks: pd.DataFrame, floor: float | None) -> dict:
     """Reward:risk of the picks against the floor, and how many prices are off Upbit's KRW tick grid."""
     reward_risk = (picks["target"] - picks["entry"]) / (picks["entry"] - picks["stop"])
-    prices = picks[["entry", "target", "stop"]].to_numpy(float).ravel()
+    prices = picks[["entry", "target", "stop"]].to_numpy(float)
+    # the recommendations schema's rule: the coarser of the pick's own tick and the documented tick at the price
+    ticks = np.fmax(tick_grid.krw_tick_size(prices), picks["tick_size"].to_numpy(float)[:, None])
     return {
         "picks": len(picks),
         "min_reward_risk": _round(reward_risk.min()),
         "median_reward_risk": _round(reward_risk.median()),
         "below_floor": int((reward_risk < floor - 1e-12).sum()) if floor is not None else None,
-        "off_grid_prices": int(tick_grid.off_grid(prices, tick_grid.krw_tick_size(prices)).sum()),
-        "prices": len(prices),
+        "off_grid_prices": int(tick_grid.off_grid(prices.ravel(), ticks.ravel()).sum()),
+        "prices": prices.size,
     }
 
 
