@@ -50,7 +50,7 @@ def backfill(data: quality.Dataset, step_minutes: int, min_turnover: float, floo
                                                   top_n=data.top_n, min_reward_risk=floor, regime=regime)
             picks.append(top)
             if len(every):
-                scored.append(every[["score"]].assign(as_of=as_of, regime=regime).rename_axis("market").reset_index())
+                scored.append(every[["score_v1"]].rename(columns={"score_v1": "score"}).assign(as_of=as_of, regime=regime).rename_axis("market").reset_index())
     return pd.concat(picks, ignore_index=True), pd.concat(scored, ignore_index=True)
 
 

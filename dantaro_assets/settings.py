@@ -96,6 +96,7 @@ class Settings(BaseModel):
     run_retries: int = Field(3, alias="DANTARO_RUN_RETRIES", ge=0, le=10, description="retries of steps that call Upbit")
     run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128, description="data-segment limit (RLIMIT_DATA) of each run process (MB); systemd MemoryMax caps each service")
     min_turnover_krw: float = Field(1e9, alias="DANTARO_MIN_TURNOVER_KRW", ge=0, description="24 h KRW turnover a market needs to be recommended")
+    scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$", description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked when the definitions load)")
     min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")
     min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
     retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")

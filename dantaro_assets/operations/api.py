@@ -42,6 +42,7 @@ from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
+from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.resources import storage_resources
 from dantaro_assets.settings import get_settings, redact_text
 
@@ -97,11 +98,14 @@ class SnapshotReader:
 
     def _from_postgres(self, asset: str, market: str | None) -> dict[str, Any] | None:
         table = self.postgres.table_name(asset)
-        market_filter, params = ("AND market = $1", [market]) if market else ("", None)
+        served = {"market": market} if market else {}
+        if asset == "recommendations":  # the shadow scorers' picks are stored beside the served ones
+            served["scorer"] = get_settings().scorer
+        row_filter = "".join(f" AND {quote_ident(column)} = ${i}" for i, column in enumerate(served, start=1))
         order = f"ORDER BY {quote_ident(_ROW_ORDER[asset])}" if asset in _ROW_ORDER else ""
-        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {market_filter}) {market_filter} {order}"
+        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {row_filter}) {row_filter} {order}"
         try:
-            result = self.postgres.read_arrow(sql, params)
+            result = self.postgres.read_arrow(sql, list(served.values()) or None)
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
                 return None
@@ -264,6 +268,15 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/recommendations/scorecard": {
+            "get": {
+                "summary": "How every scorer's picks did (served and shadow) over the last 7 and 30 days, per horizon",
+                "responses": {
+                    "200": {"description": "scorecard", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scorecard"}}}},
+                    "503": {"description": "storage unavailable"},
+                },
+            }
+        },
         "/support-levels/{market}": {
             "get": {
                 "summary": "The newest support/resistance levels of one market",
@@ -291,6 +304,24 @@ OPENAPI: dict[str, Any] = {
                              "description": "prices rounded to the tick, percentages to 2 decimals (storage keeps full precision)"},
                     "source": {"type": "string", "enum": ["redis", "postgres"]},
                     "ranking": {"type": "string", "description": "support levels only: how rank orders the levels"},
+                },
+            },
+            "Scorecard": {
+                "type": "object",
+                "required": ["until", "served", "rows"],
+                "properties": {
+                    "until": {"type": ["string", "null"], "format": "date-time", "description": "the newest graded tick: the windows end here"},
+                    "served": {"type": "string", "description": "the scorer whose picks /recommendations/latest serves"},
+                    "scorers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "windows": {"type": "array", "items": {"type": "string"}},
+                    "horizons": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "object", "properties": {
+                        "window": {"type": "string"}, "scorer": {"type": "string"}, "horizon": {"type": "string"},
+                        "picks": {"type": "integer"}, "ticks": {"type": "integer"},
+                        "hit_rate": {"type": ["number", "null"]}, "mean_excess": {"type": ["number", "null"]},
+                        "excess_ci_low": {"type": ["number", "null"]}, "excess_ci_high": {"type": ["number", "null"]},
+                        "rank_ic": {"type": ["number", "null"]}, "target_before_stop": {"type": ["number", "null"]},
+                    }}},
                 },
             },
             "Job": {
@@ -367,6 +398,9 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
     def recommendations(_: Request) -> JSONResponse:
         return snapshot_response("recommendations")
 
+    def scorecard(_: Request) -> JSONResponse:
+        return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), get_settings().scorer))
+
     def support_levels(request: Request) -> JSONResponse:
         market = parse_market(request.path_params["market"])
         if market is None:
@@ -387,6 +421,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
             Route("/worker/status", status),
             Route("/market-status/latest", market_status),
             Route("/recommendations/latest", recommendations),
+            Route("/recommendations/scorecard", scorecard),
             Route("/support-levels/{market}", support_levels),
             Route("/openapi.json", openapi),
         ],

@@ -6,25 +6,11 @@ forming hour of the closed minutes so far (dantaro_assets.lib.point_in_time). Al
 that hourly series, last ``HOURLY_BARS`` bars per market, so a snapshot never depends on how much
 older history happened to be loaded.
 
-Scoring rules (each component 0-100; ATR% = ATR14 / price on the hourly series):
+Scoring: every named scorer of dantaro_assets.recommendations.scorers scores the eligible universe
+(``v1``'s components are kept with every pick); each scorer's top N get entry, target, stop and reasons,
+and the rows carry the scorer's name. ``DANTARO_SCORER`` names the served one, the rest run in shadow.
 
-=================== ======================================================================= ======
-component           rule                                                                    weight
-=================== ======================================================================= ======
-trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
-                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
-momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
-                    -10, 10)), clipped 0..100: strength without overbought, and rising
-volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
-                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
-support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
-                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
-resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
-                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
-volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
-=================== ======================================================================= ======
-
-score = sum(weight * component). Entry, target and stop come from the nearest support and resistance
+Entry, target and stop come from the nearest support and resistance
 the summary names, on Upbit's price grid (dantaro_assets.recommendations.trade_plan); a market whose
 placed prices offer less than ``min_reward_risk`` reward per unit of risk is not recommended.
 The market's regime at ``as_of`` (market_status's rule on the same candles) gates the list
@@ -38,7 +24,7 @@ with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -49,6 +35,12 @@ from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.tick_grid import ticks_at
 from dantaro_assets.market_status.analysis import compute_market_status
 from dantaro_assets.recommendations import trade_plan
+from dantaro_assets.recommendations.scorers import (
+    COMPONENTS,
+    FEATURE_LAGS,
+    component_scores,
+    score_all,
+)
 
 HOURLY_BARS = 240
 MIN_HISTORY_BARS = 50
@@ -56,15 +48,7 @@ TOP_N = 20
 TURNOVER_WINDOW = pd.Timedelta(hours=24)
 SURGE_WINDOW = pd.Timedelta(hours=1)
 DEFAULT_MIN_REWARD_RISK = 1.5  # DANTARO_MIN_REWARD_RISK's default
-WEIGHTS: dict[str, float] = {
-    "trend": 0.25,
-    "momentum": 0.20,
-    "volume_surge": 0.15,
-    "support_distance": 0.15,
-    "resistance_distance": 0.15,
-    "volatility": 0.10,
-}
-COMPONENTS = list(WEIGHTS)
+DEFAULT_SCORERS = ("v1",)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 CAUTION_FLAGS = [
     "caution_price_fluctuations",
@@ -74,7 +58,7 @@ CAUTION_FLAGS = [
     "caution_concentration_of_small_accounts",
 ]
 RECOMMENDATION_COLUMNS = [
-    "as_of", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
+    "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
     "tick_size", "regime", "caution",
 ]  # fmt: skip
 
@@ -231,43 +215,10 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
             "rsi": take(rsi, last),
             "rsi_3h_ago": take(rsi, earlier),
             "atr": take(atr, last),
+            **{f"close_{lag}h_ago": take(bars["close"].to_numpy(), _last_rows(bars, lag=lag)) for lag in FEATURE_LAGS},
         },
         index=pd.Index(bars[pit.MARKET].to_numpy()[np.clip(last, 0, None)], name=pit.MARKET),
     )
-
-
-def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
-    """0 at ``zero_at``, 100 at ``full_at``, linear between, clipped (works in either direction)."""
-    return (100.0 * (x - zero_at) / (full_at - zero_at)).clip(0.0, 100.0)
-
-
-def component_scores(features: pd.DataFrame) -> pd.DataFrame:
-    """The six 0-100 components from per-market features (price, EMAs, RSI, ATR, surge, level distances)."""
-    atr_pct = features["atr"] / features["price"]
-    above_fast = (features["price"] / features["ema20"] - 1.0) / atr_pct
-    fast_over_slow = (features["ema20"] / features["ema50"] - 1.0) / atr_pct
-    trend = 50.0 + 25.0 * (above_fast / 2.0).clip(-1, 1) + 25.0 * (fast_over_slow / 2.0).clip(-1, 1)
-    rsi_level = (100.0 - 2.5 * (features["rsi"] - 60.0).abs()).clip(0.0, 100.0)
-    rsi_rising = 50.0 + 5.0 * (features["rsi"] - features["rsi_3h_ago"]).clip(-10, 10)
-    momentum = (0.7 * rsi_level + 0.3 * rsi_rising).clip(0.0, 100.0)
-    volume_surge = (50.0 + 25.0 * np.log2(features["surge"].clip(lower=1e-9))).clip(0.0, 100.0)
-    support_atr = (features["price"] / features["support_high"] - 1.0) / atr_pct
-    support = (100.0 - 25.0 * (support_atr.clip(lower=1.0) - 1.0)).clip(0.0, 100.0).fillna(0.0)
-    resistance_atr = (features["resistance_low"] / features["price"] - 1.0) / atr_pct
-    resistance = (100.0 * resistance_atr / 4.0).clip(0.0, 100.0).fillna(75.0)
-    volatility = np.minimum(_ramp(atr_pct, 0.0005, 0.003), _ramp(atr_pct, 0.04, 0.015))
-    scores = pd.DataFrame(
-        {
-            "trend": trend,
-            "momentum": momentum,
-            "volume_surge": volume_surge,
-            "support_distance": support,
-            "resistance_distance": resistance,
-            "volatility": volatility,
-        }
-    )
-    scores["score"] = sum(WEIGHTS[c] * scores[c] for c in COMPONENTS)
-    return scores
 
 
 def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
@@ -350,10 +301,13 @@ def _r(value: float | None) -> float | None:
 
 def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
                  min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
-                 regime: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
-    """One tick: (top-N recommendations, every eligible market's scores and trade plan, universe counts).
+                 regime: str | None = None, scorers: Sequence[str] = DEFAULT_SCORERS,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
+    """One tick: (each of ``scorers``' top-N recommendations, every eligible market's scores and trade plan, counts).
 
     ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise).
+    The scores frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the
+    counts' ``excluded_regime`` is the first scorer's.
     """
     universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
     every_hour = inputs.history.hourly(as_of)
@@ -379,16 +333,17 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     plans = trade_plan.plan_trades(scored, trade_plan.resistance_targets(levels, price),
                                    ticks_at(inputs.instruments, as_of), min_reward_risk)
     scored = scored.join(plans)
-    scored = scored.join(universe[CAUTION_FLAGS])
+    scored = scored.join(score_all(features).add_prefix("score_")).join(universe[CAUTION_FLAGS])
     counts.excluded_reward_risk = int(scored["excluded"].notna().sum())
     regime = inputs.regime(as_of) if regime is None else regime
-    picks = _top(scored[scored["excluded"].isna()], as_of, top_n, regime)
-    counts.excluded_regime = min(int(scored["excluded"].isna().sum()), top_n) - len(picks)
-    return picks, scored, counts
+    placeable = scored[scored["excluded"].isna()]
+    picks = [_top(placeable.assign(score=placeable[f"score_{name}"]), as_of, top_n, regime, scorer=name) for name in scorers]
+    counts.excluded_regime = min(len(placeable), top_n) - len(picks[0])
+    return pd.concat(picks, ignore_index=True), scored, counts
 
 
-def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str) -> pd.DataFrame:
-    """Rank by score (ties by market code, for determinism), apply the regime's policy, explain the top N."""
+def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
+    """Rank by ``scorer``'s score (ties by market code, for determinism), apply the regime's policy, explain the top N."""
     policy = REGIME_POLICY.get(regime, REGIME_POLICY["neutral"])
     ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable")
     ranked = ranked[ranked["score"] >= policy.min_score].head(min(top_n, policy.max_picks))
@@ -398,6 +353,7 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str) -> 
     out = pd.DataFrame(
         {
             "as_of": as_of,
+            "scorer": scorer,
             "rank": np.arange(1, len(ranked) + 1, dtype=np.int64),
             "market": ranked.index.to_numpy(),
             "score": ranked["score"].round(4).to_numpy(),
@@ -418,15 +374,16 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str) -> 
 
 def _empty_recommendations() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "rank": "int64", "market": object, "reasons": object,
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
                          "summary": object, "regime": object, "caution": object})
 
 
 def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                             markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
                             min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
-                            instruments: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations for every tick in ``as_ofs`` (one partition) and the universe counts and regime per tick."""
+                            instruments: pd.DataFrame | None = None,
+                            scorers: Sequence[str] = DEFAULT_SCORERS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendations of each of ``scorers`` for every tick in ``as_ofs`` (one partition) and the universe counts and regime per tick."""
     counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__, "regime"]
     if len(as_ofs) == 0:
         return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
@@ -435,7 +392,7 @@ def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, 
     for as_of in as_ofs:
         regime = inputs.regime(as_of)
         picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n,
-                                             min_reward_risk=min_reward_risk, regime=regime)
+                                             min_reward_risk=min_reward_risk, regime=regime, scorers=scorers)
         frames.append(picks)
         counts.append({"as_of": as_of, **asdict(tick_counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]

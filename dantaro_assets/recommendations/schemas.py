@@ -11,10 +11,13 @@ from dantaro_assets.lib.schemas import finite_floats
 from dantaro_assets.lib.tick_grid import off_grid, tick_for
 from dantaro_assets.recommendations.analysis import COMPONENTS, REGIME_POLICY
 from dantaro_assets.recommendations.outcomes import HORIZONS
+from dantaro_assets.recommendations.scorers import SCORERS
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 _MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"))
 _SCORE = pa.Check.in_range(0.0, 100.0)
+_SCORER = pa.Column(str, pa.Check.isin(list(SCORERS)))
+_KEY = ["as_of", "scorer", "market"]
 
 
 def _as_of(start: pd.Timestamp, end: pd.Timestamp) -> pa.Column:
@@ -31,10 +34,10 @@ def _json_object(value: object) -> bool:
 
 
 def _ranks_are_one_to_n(frame: pd.DataFrame) -> pd.Series:
-    """Within each tick, ranks are 1..N with no gaps or repeats, in descending score order."""
-    ordered = frame.sort_values(["as_of", "rank"], kind="stable")
-    expected = ordered.groupby("as_of").cumcount() + 1
-    falling = ordered.groupby("as_of")["score"].diff().fillna(0.0) <= 1e-9
+    """Within each tick and scorer, ranks are 1..N with no gaps or repeats, in descending score order."""
+    ordered = frame.sort_values(["as_of", "scorer", "rank"], kind="stable")
+    expected = ordered.groupby(["as_of", "scorer"]).cumcount() + 1
+    falling = ordered.groupby(["as_of", "scorer"])["score"].diff().fillna(0.0) <= 1e-9
     return ((ordered["rank"] == expected) & falling).reindex(frame.index)
 
 
@@ -66,6 +69,7 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
     return finite_floats(pa.DataFrameSchema(
         {
             "as_of": _as_of(start, end),
+            "scorer": _SCORER,
             "rank": pa.Column("int64", pa.Check.ge(1)),
             "market": _MARKET,
             "score": pa.Column(float, _SCORE),
@@ -87,10 +91,10 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
                      name="reward_risk_of_the_prices", error="reward_risk must be (target - entry) / (entry - stop)"),
             pa.Check(lambda f: (f["stop"] < f["entry"]) & (f["entry"] < f["target"]), name="stop_entry_target",
                      error="stop < entry < target must hold"),
-            pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of"),
+            pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of and scorer"),
             pa.Check(not_warned, name="no_warning_market", error="a market under Upbit's warning flag was recommended"),
         ],
-        unique=["as_of", "market"],
+        unique=_KEY,
         strict=True,
         ordered=False,
         coerce=False,
@@ -108,6 +112,7 @@ def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchem
     return finite_floats(pa.DataFrameSchema(
         {
             "as_of": _as_of(start, end),
+            "scorer": _SCORER,
             "rank": pa.Column("int64", pa.Check.ge(1)),
             "market": _MARKET,
             "score": pa.Column(float, _SCORE),
@@ -120,7 +125,7 @@ def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchem
             "first_hit": pa.Column(object, pa.Check.isin(["target", "stop", "neither"]), nullable=True),
             "minutes_to_hit": pa.Column(float, pa.Check.in_range(1, 24 * 60), nullable=True),
         },
-        unique=["as_of", "market"],
+        unique=_KEY,
         strict=True,
         name="recommendation_outcomes",
     ))

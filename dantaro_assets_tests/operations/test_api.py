@@ -21,6 +21,9 @@ from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
 from dantaro_assets.operations.job_log import SEED_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations.outcomes import HORIZONS
+from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
 
@@ -224,7 +227,54 @@ def test_openapi_lists_every_route(api):
     client, _, _ = api
     spec = client.get("/openapi.json").json()
     assert spec == OPENAPI
-    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/support-levels/{market}"}
+    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/recommendations/scorecard",
+                                  "/support-levels/{market}"}
+
+
+def _graded(hour: str, picks: list[tuple[str, str, float]], *, scorer: bool = True) -> pd.DataFrame:
+    """Outcome rows at minute 5 of ``hour``: (scorer, market, excess) each, the return = the excess, target first."""
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=5)
+    frame = pd.DataFrame([{"as_of": as_of, "scorer": name, "market": market, "score": 50.0, "first_hit": "target",
+                           **{f"{kind}_{h}": excess for h in HORIZONS for kind in ("return", "excess")}}
+                          for name, market, excess in picks])
+    return frame if scorer else frame.drop(columns="scorer")
+
+
+def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api, settings):
+    client, redis_store, postgres = api
+    body = client.get("/recommendations/scorecard").json()  # nothing graded yet: an empty card, not an error
+    assert (body["rows"], body["until"], body["served"]) == ([], None, settings.scorer)
+    assert set(body["scorers"]) == set(SCORERS)
+
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    # a table stored before picks carried a scorer (key as_of, market): its rows were v1's
+    legacy = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
+    write(io_manager, _graded(HOUR_A, [("v1", "KRW-BTC", 0.01), ("v1", "KRW-ETH", 0.03)], scorer=False),
+          "recommendation_outcomes", partitions=(HOUR_A, HOUR_A), metadata=legacy)
+    # now two scorers pick KRW-BTC at one tick: the key grew by the scorer column, and its index with it
+    graded = {**legacy, "primary_key": recommendation_outcomes.metadata_by_key[recommendation_outcomes.key]["primary_key"]}
+    write(io_manager, _graded(HOUR_B, [("v1", "KRW-BTC", -0.02), ("reversal", "KRW-BTC", -0.02), ("reversal", "KRW-XRP", 0.04)]),
+          "recommendation_outcomes", partitions=(HOUR_B, HOUR_B), metadata=graded)
+
+    body = client.get("/recommendations/scorecard").json()
+    assert body["until"] == "2025-09-01T01:05:00Z" and body["windows"] == ["7d", "30d"]
+    rows = {(r["window"], r["scorer"], r["horizon"]): r for r in body["rows"]}
+    assert set(rows) == {(w, s, h) for w in ("7d", "30d") for s in ("v1", "reversal") for h in HORIZONS}
+    v1, reversal = rows[("7d", "v1", "1h")], rows[("30d", "reversal", "4h")]
+    assert (v1["picks"], v1["ticks"], v1["target_before_stop"]) == (3, 2, 1.0) and v1["hit_rate"] == pytest.approx(2 / 3, abs=1e-6)
+    assert v1["mean_excess"] == pytest.approx((0.01 + 0.03 - 0.02) / 3, abs=1e-6)  # figures rounded to 6 decimals
+    assert (reversal["picks"], reversal["hit_rate"]) == (2, 0.5) and reversal["mean_excess"] == pytest.approx(0.01)
+
+    # the served list: Postgres holds every scorer's picks of the newest tick, the API serves the served scorer's
+    as_of = pd.Timestamp("2025-09-01T01:05:00Z")
+    picks = pd.DataFrame({"as_of": as_of, "scorer": ["v1", "reversal", "rs_btc"], "rank": 1, "market": ["KRW-BTC", "KRW-XRP", "KRW-SOL"]})
+    write(io_manager, picks, "recommendations", partitions=(HOUR_B, HOUR_B),
+          metadata={**graded, "snapshot": recommendations.metadata_by_key[recommendations.key]["snapshot"]})
+    served = picks.loc[picks["scorer"] == settings.scorer, "market"].tolist()
+    for source in ("redis", "postgres"):
+        body = client.get("/recommendations/latest").json()
+        assert body["source"] == source and [r["market"] for r in body["rows"]] == served
+        redis_store.client().delete(redis_store.key("recommendations"))  # the key expired: Postgres answers
 
 
 def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):

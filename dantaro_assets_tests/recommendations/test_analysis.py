@@ -11,8 +11,6 @@ from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid, tick_for
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.analysis import (
     COMPONENTS,
-    WEIGHTS,
-    component_scores,
     compute_recommendations,
 )
 from dantaro_assets.support_levels.analysis import compute_support_levels
@@ -39,35 +37,6 @@ def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None,
 @pytest.fixture(scope="module")
 def partition(market):
     return _run(market)
-
-
-def test_weights_sum_to_one():
-    assert sum(WEIGHTS.values()) == pytest.approx(1.0)
-
-
-def test_component_rules_on_hand_made_features():
-    features = pd.DataFrame(
-        {
-            "price": [100.0, 100.0],
-            "ema20": [100.0, 98.0],
-            "ema50": [100.0, 96.0],
-            "atr": [1.0, 1.0],  # ATR% = 1 %
-            "rsi": [60.0, 80.0],
-            "rsi_3h_ago": [60.0, 60.0],
-            "surge": [1.0, 4.0],
-            "support_high": [100 / 1.01, 90.0],  # 1 ATR above support / 11 ATR above
-            "resistance_low": [np.nan, 102.0],  # none above / 2 ATR of room
-        }
-    )
-    scores = component_scores(features)
-    flat, hot = scores.iloc[0], scores.iloc[1]
-    expected_flat = {"trend": 50, "momentum": 0.7 * 100 + 0.3 * 50, "volume_surge": 50, "support_distance": 100,
-                     "resistance_distance": 75, "volatility": 100}
-    expected_hot = {"trend": 100, "momentum": 0.7 * 50 + 0.3 * 100, "volume_surge": 100, "support_distance": 0,
-                    "resistance_distance": 50, "volatility": 100}
-    assert flat[COMPONENTS].to_dict() == pytest.approx(expected_flat)
-    assert hot[COMPONENTS].to_dict() == pytest.approx(expected_hot)
-    assert flat["score"] == pytest.approx(sum(WEIGHTS[c] * flat[c] for c in COMPONENTS))
 
 
 def test_snapshot_shape_and_invariants(partition, market):
