@@ -120,7 +120,7 @@ def main() -> int:
     finally:
         if dev.poll() is None:
             dev.kill()
-        stop = subprocess.run(["dantaro", "stop"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
+        stop = subprocess.run(["dantaro", "stop"], check=False, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
     time.sleep(1)
     leftover = state_processes(state)
     stop_output = [line for t, line in console.lines[lines_before_stop:]]
