@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -84,10 +87,19 @@ def _processes_of(state: Path) -> list[str]:
     return found
 
 
+@pytest.fixture
+def fresh_state() -> Iterator[Path]:
+    """A state folder outside pytest's base temp folder, which concurrent pytest sessions keep at mode 700:
+    as root the embedded Postgres runs as the user pgserver, who must reach its data folder."""
+    state = Path(tempfile.mkdtemp(prefix="dantaro-cli-test-"))
+    yield state
+    shutil.rmtree(state, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_process(tmp_path):
+def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_process(tmp_path, fresh_state):
     """`dantaro dev --offline` on a fresh state folder (embedded Postgres and Redis), stopped while runs are in flight."""
-    state = tmp_path / "state"
+    state = fresh_state
     env = _env(state, DATABASE_URL="", REDIS_URL="")
     dev = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "dev", "--offline", "--markets", "20", "--port", str(free_port())],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -109,6 +121,6 @@ def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_
     assert dev.returncode == 0 and took < 10, f"exit {dev.returncode} after {took:.1f} s:\n{output[-3000:]}"
     assert "Traceback" not in output and "Stack Trace" not in output, output[-3000:]
     assert _open_runs(home) == []
-    assert "Postgres, Redis" in stop.stdout, stop.stdout + stop.stderr
+    assert "Postgres, Redis" in stop.stdout, stop.stdout + stop.stderr[-4000:]
     time.sleep(1)
     assert _processes_of(state) == []
