@@ -27,7 +27,7 @@ def render_instance_config(settings: Settings | None = None, template: Path = TE
     # every run the queue may start can wait for the pool at its fetching step instead of in the queue
     config["concurrency"]["pools"]["op_granularity_run_buffer"] = settings.worker_max_workers
     # the level of each run's console logger and of the context.log messages kept (operations.console)
-    config.setdefault("python_logs", {})["python_log_level"] = settings.worker_log_level
+    config.setdefault("python_logs", {})["python_log_level"] = settings.worker_log_level  # the template may lack it
     return config
 
 
