@@ -98,7 +98,8 @@ def main() -> int:
     first: dict[str, float] = {}
     failed: list[str] = []
     try:
-        while not (home / "dagster.yaml").exists():
+        while not (state / "dev.json").exists():  # written once dantaro dev has created the instance's storage
+            assert dev.poll() is None, "dantaro dev exited"
             time.sleep(0.5)
         with dg.DagsterInstance.from_config(str(home)) as instance:
             while len(first) < len(PRODUCTS) and time.monotonic() - started < args.max_minutes * 60 and dev.poll() is None:

@@ -59,13 +59,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _running_dev(state_dir: Path) -> dict | None:
-    """The ``dantaro dev`` serving ``state_dir`` (its pid file), if it still runs."""
+def _dev_record(state_dir: Path) -> dict | None:
+    """What the last ``dantaro dev`` of ``state_dir`` wrote about itself (removed when it stops)."""
     try:
-        running = json.loads((state_dir / DEV_PID_FILE).read_text())
+        return json.loads((state_dir / DEV_PID_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return running if _alive(running["pid"]) else None
+
+
+def _running_dev(state_dir: Path) -> dict | None:
+    """The ``dantaro dev`` serving ``state_dir``, if it still runs."""
+    record = _dev_record(state_dir)
+    return record if record and _alive(record["pid"]) else None
+
+
+def _dagster_processes(pgid: int) -> list[int]:
+    """Processes of a `dagster dev` process group still alive (its leader may be gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and "dagster" in (stat.parent / "cmdline").read_text():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
@@ -113,6 +131,8 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C
         signal.signal(signum, lambda *_: stop.set())
+    # Opened before `dagster dev` starts: a fresh instance's storage is created once, not raced by its processes.
+    instance = dg.DagsterInstance.from_config(str(home))
     # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder;
     # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
     dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -123,14 +143,13 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     pid_file.write_text(json.dumps({"pid": os.getpid(), "dagster_pgid": dagster.pid}))
     print(f"dantaro dev: UI on http://{args.host}:{args.port}; Ctrl-C or `dantaro stop` stops it")
     try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            run_lines = RunLines(instance)
-            while not stop.wait(1):
-                if dagster.poll() is not None:
-                    print(f"dantaro dev: dagster dev exited with {dagster.returncode}", file=sys.stderr)
-                    return dagster.returncode or 1
-                for line in run_lines.poll():
-                    print(line, flush=True)
+        run_lines = RunLines(instance)
+        while not stop.wait(1):
+            if dagster.poll() is not None:
+                print(f"dantaro dev: dagster dev exited with {dagster.returncode}", file=sys.stderr)
+                return dagster.returncode or 1
+            for line in run_lines.poll():
+                print(line, flush=True)
         started = time.monotonic()
         print("dantaro dev: stopping (runs first, then the Dagster services)")
         closed = stop_dagster_dev(dagster, home)
@@ -139,6 +158,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
         return 0
     finally:
+        instance.dispose()
         if dagster.poll() is None:
             os.killpg(dagster.pid, signal.SIGKILL)
         if replay is not None:
@@ -150,19 +170,27 @@ def stop_state(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro stop``: the ``dantaro dev`` of the state folder, then its embedded Postgres and Redis."""
     from dantaro_assets.lib.embedded import stop_embedded
 
-    if running := _running_dev(settings.state_dir):
-        os.kill(running["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while _alive(running["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(running["pid"]):
-            os.kill(running["pid"], signal.SIGKILL)
-        try:
-            os.killpg(running["dagster_pgid"], signal.SIGKILL)  # anything its `dagster dev` left behind
-        except ProcessLookupError:
-            pass
+    if record := _dev_record(settings.state_dir):
+        if _alive(record["pid"]):
+            os.kill(record["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + args.timeout
+            while _alive(record["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(record["pid"]):
+                os.kill(record["pid"], signal.SIGKILL)
+            print(f"dantaro stop: stopped dantaro dev (pid {record['pid']})")
+        left = _dagster_processes(record["dagster_pgid"])  # what a killed `dantaro dev` left running
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        if left:
+            import dagster as dg
+
+            from dantaro_assets.operations.dev_server import close_runs
+
+            with dg.DagsterInstance.from_config(str(use_instance(settings))) as instance:
+                closed = close_runs(instance, "dantaro dev was killed before the run ended")
+            print(f"dantaro stop: killed {len(left)} process(es) left by dantaro dev; {closed} run(s) marked CANCELED")
         (settings.state_dir / DEV_PID_FILE).unlink(missing_ok=True)
-        print(f"dantaro stop: stopped dantaro dev (pid {running['pid']})")
     stopped = stop_embedded(settings.state_dir)
     print(f"dantaro stop: embedded servers of {settings.state_dir}: {', '.join(stopped) if stopped else 'none running'}")
     return 0

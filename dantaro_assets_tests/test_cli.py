@@ -106,7 +106,8 @@ def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_
     home = state / "dagster_home"
     try:
         deadline = time.monotonic() + 240
-        while not ((home / "dagster.yaml").exists() and any(" STARTED" in run for run in _open_runs(home))):
+        # dev.json is written once dantaro dev has created the instance's storage (opening it earlier would race)
+        while not ((state / "dev.json").exists() and any(" STARTED" in run for run in _open_runs(home))):
             assert dev.poll() is None, dev.stdout.read()
             assert time.monotonic() < deadline, "no run started within 240 s"
             time.sleep(1)
