@@ -10,7 +10,13 @@ import pytest
 
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
-from dantaro_assets.markets import assets, candles_1d, candles_1h, candles_1m, upbit_markets
+from dantaro_assets.markets import (
+    assets,
+    candles_1d,
+    candles_1h,
+    candles_1m,
+    upbit_markets,
+)
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
