@@ -61,9 +61,26 @@ def test_every_bad_variable_is_reported_at_once():
 
 def test_cli_refuses_to_start_with_bad_settings():
     result = subprocess.run(
-        [sys.executable, "-m", "dantaro_assets.cli", "settings"],
+        [sys.executable, "-m", "dantaro_assets.cli", "settings"], check=False,
         env={"PATH": "/usr/bin:/bin", "RECOMMENDATIONS_INTERVAL": "301"},
         capture_output=True, text=True, cwd=Path(__file__).parents[1],
     )
     assert result.returncode == 2
     assert "RECOMMENDATIONS_INTERVAL='301'" in result.stderr
+
+
+def test_the_state_folder_is_one_absolute_path_from_the_project_folder_whatever_the_current_one(monkeypatch, tmp_path):
+    from dantaro_assets.settings import PROJECT_DIR
+
+    monkeypatch.chdir(tmp_path)  # a relative value never depends on where a process starts
+    assert load_settings({}).state_dir == PROJECT_DIR / ".dantaro"
+    assert load_settings({"DANTARO_STATE_DIR": "state/x"}).state_dir == PROJECT_DIR / "state" / "x"
+    assert load_settings({"DANTARO_STATE_DIR": str(tmp_path / "s")}).state_dir == tmp_path / "s"
+
+
+def test_dagster_home_is_the_state_folders_unless_set():
+    derived = load_settings({"DANTARO_STATE_DIR": "/srv/dantaro"})
+    assert derived.dagster_home is None and derived.instance_home == Path("/srv/dantaro/dagster_home")
+    assert derived.display_values()["DAGSTER_HOME"] == "/srv/dantaro/dagster_home"
+    overridden = load_settings({"DANTARO_STATE_DIR": "/srv/dantaro", "DAGSTER_HOME": "/var/lib/dagster"})
+    assert overridden.instance_home == Path("/var/lib/dagster")

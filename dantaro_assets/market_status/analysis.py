@@ -198,7 +198,8 @@ def _score(frame: pd.DataFrame, params: StatusParams) -> pd.DataFrame:
     frame["score_momentum"] = _signed_score(frame["median_return_1h_pct"], params.momentum_scale_pct)
     # Calm: 50 when the last hour is as volatile as the 24 h norm, ~12 at twice it, ~88 at half.
     surge = frame["btc_vol_1h_pct"] / frame["btc_vol_24h_pct"]
-    frame["score_calm"] = _signed_score(-np.log2(surge), 1.0)
+    with np.errstate(divide="ignore"):  # a flat hour (surge 0) is the calmest: -log2(0) = inf scores 100
+        frame["score_calm"] = _signed_score(-np.log2(surge), 1.0)
     parts = frame[["score_breadth", "score_trend", "score_momentum", "score_calm"]].fillna(50.0)
     frame["score"] = (parts.to_numpy() @ np.array(list(WEIGHTS.values()))).round(2)
     frame["regime"] = np.where(frame["score"] >= params.risk_on, "risk_on",

@@ -20,7 +20,12 @@ from dantaro_assets.lib.snapshots import (
     latest_table,
     partition_ticks,
 )
-from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.partitions import (
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+    lookback_hours,
+)
 from dantaro_assets.recommendations.analysis import (
     TURNOVER_WINDOW,
     compute_recommendations,
@@ -80,6 +85,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 
 @dg.asset(
     partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(int(TURNOVER_WINDOW / pit.HOUR))),
         "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),

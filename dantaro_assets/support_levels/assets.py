@@ -9,7 +9,12 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
-from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.partitions import (
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+    lookback_hours,
+)
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
 from dantaro_assets.support_levels.schemas import support_levels_schema
@@ -24,6 +29,7 @@ PREVIEW_MARKETS = 5
 
 @dg.asset(
     partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
         "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),

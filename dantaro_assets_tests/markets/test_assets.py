@@ -265,8 +265,9 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         assert meta["primary_key"] == (["day", "market"] if daily_listing else ["market", "candle_start"])
         assert meta["write_mode"] == (WriteMode.REPLACE if daily_listing else WriteMode.MERGE), name
         assert all(spec.blocking for spec in asset.check_specs), name
-    # a backfill run pages at most 4 x 200 candles per market, so it stays inside the run timeout
+    # a backfill run pages at most 4 x 200 of a partitioning's finest candles per market, so it stays inside
+    # the run timeout; the daily assets share one policy (daily_candles_job runs them together)
     assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
-        "upbit_markets": None, "upbit_instruments": None, "candles_1m": 13, "candles_1h": 33, "candles_1d": 800,
+        "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33,
     }
 
