@@ -49,6 +49,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 from websockets.datastructures import Headers
 from websockets.frames import Opcode
 from websockets.http11 import Response
@@ -197,7 +198,7 @@ def candle_message(code: str, candle: Candles, stream_type: str, now: float, sim
         "high_price": float(candle.high[0]),
         "low_price": float(candle.low[0]),
         "trade_price": float(candle.close[0]),
-        "candle_acc_trade_volume": round(float(candle.volume[0]), 8),
+        "candle_acc_trade_volume": float(np.round(candle.volume[:1], 8)[0]),  # as the REST candles round it
         "candle_acc_trade_price": float(candle.value[0]),
         "timestamp": int(now * 1000),
         "stream_type": stream_type,
@@ -237,7 +238,7 @@ class MinuteStates:
 
 def _values(candle: Candles) -> tuple:
     return (int(candle.start[0]), float(candle.open[0]), float(candle.high[0]), float(candle.low[0]),
-            float(candle.close[0]), round(float(candle.volume[0]), 8), float(candle.value[0]))
+            float(candle.close[0]), float(candle.volume[0]), float(candle.value[0]))
 
 
 class CandleStreamConnection:
