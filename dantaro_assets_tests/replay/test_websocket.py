@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from websockets.sync.client import connect
 from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.replay.websocket import SIMPLE_NAMES
 
-START = datetime(2025, 9, 3, 12, 34, 30, tzinfo=timezone.utc)
+START = datetime(2025, 9, 3, 12, 34, 30, tzinfo=UTC)
 DEFAULT_FIELDS = set(SIMPLE_NAMES)
 
 
@@ -158,7 +159,7 @@ def test_duplicate_and_out_of_order_faults(small_replay):
     assert "2025-09-03T12:35:00" in minutes
     assert minutes.index("2025-09-03T12:35:00") < len(minutes) - 1 - minutes[::-1].index("2025-09-03T12:34:00")
     volumes = [(m["candle_date_time_utc"], m["candle_acc_trade_volume"]) for m in later]
-    assert any(b < a for a, b in zip(volumes, volumes[1:]))  # a stale state after a newer one
+    assert any(b < a for a, b in pairwise(volumes))  # a stale state after a newer one
 
 
 def test_slow_consumer_is_dropped(small_replay):
