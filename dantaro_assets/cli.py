@@ -1,4 +1,4 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, show settings, repair candles.
+"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
 
 ``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
 Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
@@ -83,6 +83,16 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
             replay.stop()
 
 
+def stream(_: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro stream``: closed 1-minute candles from Upbit's WebSocket into Postgres, recorded into Dagster."""
+    import dagster as dg
+
+    from dantaro_assets.markets.stream import run_stream
+
+    home = _dagster_home(settings, dict(os.environ))
+    return run_stream(settings, dg.DagsterInstance.from_config(str(home)))
+
+
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
     """Print every setting with its variable, value and meaning (the README's configuration table)."""
     print("| variable | value | meaning |\n|---|---|---|")
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
+    commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
 
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return {"dev": dev, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    return {"dev": dev, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
 
 
 if __name__ == "__main__":
