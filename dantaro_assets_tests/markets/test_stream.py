@@ -233,3 +233,32 @@ def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_r
     assert got["volume"].tolist() == expected["volume"].round(8).tolist()
     typical = (expected["open"] + expected["high"] + expected["low"] + expected["close"]) / 4
     assert got["value"].tolist() == pytest.approx((expected["volume"] * typical).tolist(), rel=1e-12)
+
+
+def test_a_changed_universe_is_resubscribed(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS[:2], redis_resource)
+    small_replay.set_clock(T0, running=False)
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=20)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=2))
+        store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS[:3], redis_resource)
+        wait_subscribed(small_replay, requests=2)
+        resubscribed = small_replay.clock()
+        wait_for_clock(small_replay, resubscribed + timedelta(minutes=3))
+    got = stored(pg_url, stream_schema)
+    assert set(got["market"]) == set(SIM_MARKETS[:3])
+    assert got.loc[got["market"] == SIM_MARKETS[2], "candle_start"].min() > pd.Timestamp(T0 + timedelta(minutes=1))
+    assert small_replay.stats()["websocket"]["connections"] == 1  # resubscribed on the open connection
+
+
+def test_a_stalled_connection_is_replaced(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=True, speed=1)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home, DANTARO_STREAM_STALL_SECONDS="3"):
+        wait_subscribed(small_replay)
+        small_replay.inject("stall", path="/websocket/v1", seconds=8)
+        wait_subscribed(small_replay, requests=2, timeout=60)
+    assert small_replay.stats()["websocket"]["connections"] == 2
+    assert "StreamStalled: no message for 3 s" in (home / "stream.log").read_text()
