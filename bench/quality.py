@@ -1,56 +1,79 @@
-"""Evidence of quality: do the recommendations beat the market they pick from, do support levels hold?
+"""Evidence of quality: which scorer ranks best, do the picks beat the market they come from, do support levels hold?
 
 Backfills the analyses tick by tick over (1) the recorded real Upbit candles in ../shared/data/upbit
 and (2) the deterministic simulated market of dantaro_assets/replay/simulated.py, calling the pure
 analysis functions directly (no Dagster, no database: the same code the assets run, minus the I/O),
-then measures what happened next in the 1-minute candles:
+then measures what happened next in the 1-minute candles. Every scorer of
+dantaro_assets.recommendations.scorers ranks the same universe at the same ticks, and each is
+measured the same way (alphalens-style; returns net of Upbit's 0.05 % fee each way, entry at the open
+of the minute at as_of):
 
-- recommendations: net forward return (0.05 % fee each way, entry at the open of the minute at
-  as_of) of the top picks at 1 h, 4 h and 24 h, minus the equal-weight eligible universe and minus
-  random picks of the same size from the same universe (200 draws per tick); the mean rank IC
-  (Spearman of score vs forward return over the whole eligible universe, per tick); and how often
-  target or stop was reached first within 24 h (same minute = stop). Confidence intervals are 95 %
-  moving-block bootstrap intervals over the per-tick series, blocks as long as the horizon, because
-  ticks closer than the horizon share most of their forward window.
-- support levels: a support zone [low, high] reported at a tick with the price above it is
-  *touched* when a later 1-minute low reaches the zone top within 24 h. After the touch it *holds*
-  if a high reaches zone top + 1 ATR (hourly ATR14 of the level) before a 1-minute close below
-  zone bottom - 0.5 ATR (*break*; break also when both happen in the touch minute, or in one later
-  minute). Neither within the 24 h: unresolved, left out. Hold rate = holds / (holds + breaks).
-  Placebo levels: the same distance below the price, the same zone width and ATR (in % of price),
-  placed at a random other tick of the same market (5 draws per level), judged by the same rule.
-  Intervals: bootstrap over UTC days (levels of one day share price paths).
+- rank IC per horizon (1 h, 4 h, 24 h): Spearman of score vs forward return over the whole eligible
+  universe, per tick; its mean, t-stat (mean / sd * sqrt(ticks), as alphalens prints it: overlapping
+  horizons make it optimistic, the bootstrap interval is the honest one) and interval;
+- top-minus-bottom spread: mean return of the top third of the universe by score minus the bottom
+  third (at least one market each), per tick;
+- the picks (top N): excess return vs the equal-weight universe and vs random picks of the same size
+  from the same universe (200 draws per tick), pick turnover (share of a tick's picks that were not
+  picked at the previous tick), target-before-stop rate within 24 h (same minute = stop) against the
+  break-even rate its reward:risk implies (1 / (1 + R), fees aside) and the mean net payoff of a
+  decided race, maximum favourable / adverse excursion over 24 h (MFE/MAE, net of fees);
+- placeable picks: the smallest reward:risk (target - entry) / (entry - stop) among the picks, how
+  many fall below ``DANTARO_MIN_REWARD_RISK``, and how many entry/target/stop prices are off Upbit's
+  KRW tick grid (dantaro_assets.lib.tick_grid; each price against the coarser of the pick's
+  ``tick_size`` and the documented tick at that price, the recommendations schema's rule).
 
-The recorded data has only 4 markets (KRW-BTC, ETH, XRP, SOL) in 1 m, so "top pick vs universe" is
-the best of 4 vs the 4: a tiny cross-section, and no warning/caution flags were recorded for it.
-Its 1 m and 1 h files carry no KRW turnover: value = volume x (open+high+low+close)/4 (the replay
-server's derivation); hours from 2025-09-01 on and all days are rolled up from the recorded minutes.
+Confidence intervals are 95 % moving-block bootstrap intervals over the per-tick series, blocks as
+long as the horizon, because ticks closer than the horizon share most of their forward window.
 
-Run: python bench/quality.py [--data-dir ../shared/data/upbit] [--sim-markets 100] [--sim-days 7]
-     [--step-minutes 15] [--seed 7]
+Support levels: a support zone [low, high] reported at a tick with the price above it is *touched*
+when a later 1-minute low reaches the zone top within 24 h. After the touch it *holds* if a high
+reaches zone top + 1 ATR (hourly ATR14 of the level) before a 1-minute close below zone bottom - 0.5
+ATR (*break*; break also when both happen in the touch minute, or in one later minute). Neither within
+the 24 h: unresolved, left out. Hold rate = holds / (holds + breaks). Placebo levels: the same
+distance below the price, the same zone width and ATR (in % of price), placed at a random other tick
+of the same market (5 draws per level), judged by the same rule. Intervals: bootstrap over UTC days.
+
+The recorded data's markets are those of its 1-minute file (a market with hourly candles but no
+minutes cannot be graded and is reported as dropped); with a handful of markets the pick is the top 1,
+and no warning/caution flags were recorded. Its 1 m and 1 h files carry no KRW turnover: value =
+volume x (open+high+low+close)/4 (the replay server's derivation); hours from the first recorded
+minute on and all days are rolled up from the recorded minutes.
+
+Run: python bench/quality.py [--data-dir ../shared/data/upbit] [--step-minutes 60] [--skip-simulated]
+     [--sim-markets 100] [--sim-days 7] [--seed 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib import tick_grid
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.outcomes import (
+    BOOTSTRAP,
+    HIT_WINDOW,
     HORIZONS,
+    MinuteGrid,
+    block_bootstrap,
     first_hit,
     forward_returns,
     minute_grid,
+    net_return,
     rank_ic,
 )
+from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.replay.core import CAUTION_KEYS
 from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.settings import get_settings
@@ -59,7 +82,7 @@ from dantaro_assets.support_levels.analysis import compute_support_levels
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
 RANDOM_DRAWS = 200
 PLACEBO_DRAWS = 5
-BOOTSTRAP = 2000
+QUANTILES = 3  # top-minus-bottom spread: thirds of the universe
 HOLD_ATR, BREAK_ATR = 1.0, 0.5
 WINDOW = 24 * 60
 
@@ -74,6 +97,7 @@ class Dataset:
     first_tick: pd.Timestamp
     last_tick: pd.Timestamp  # the last tick with 24 h of minutes after it
     top_n: int
+    dropped: dict[str, str] = field(default_factory=dict)  # market -> why it is not evaluated
 
 
 def _daily_universe(markets: list[str], days: pd.DatetimeIndex) -> pd.DataFrame:
@@ -82,26 +106,41 @@ def _daily_universe(markets: list[str], days: pd.DatetimeIndex) -> pd.DataFrame:
     return frame.assign(warning=False, **{flag: False for flag in analysis.CAUTION_FLAGS})
 
 
+def _short(markets: list[str]) -> str:
+    return ", ".join(m.removeprefix("KRW-") for m in markets)
+
+
 def load_recorded(data_dir: Path) -> Dataset:
-    """The recorded candles with turnover derived; hours from the 1 m span and all days rolled up from minutes/hours."""
+    """The recorded candles with turnover derived; hours from the 1 m span and all days rolled up from minutes/hours.
+
+    The markets are those with 1-minute candles; any other market of the hourly/daily files is reported as dropped.
+    """
     m1 = pd.read_parquet(data_dir / "candles_1m.parquet").rename(columns={"candle_start_utc": "candle_start"})
     h1 = pd.read_parquet(data_dir / "candles_1h.parquet").rename(columns={"candle_start_utc": "candle_start"})
+    others = set(h1["market"])
+    if (data_dir / "candles_1d.parquet").exists():
+        others |= set(pd.read_parquet(data_dir / "candles_1d.parquet", columns=["market"])["market"])
+    with_minutes = sorted(m1["market"].unique())
+    dropped = {m: "no 1-minute candles to grade picks against" for m in sorted(others - set(with_minutes))}
+    h1 = h1[h1["market"].isin(with_minutes)]
     for frame in (m1, h1):
         frame["value"] = frame["volume"] * frame[["open", "high", "low", "close"]].mean(axis=1)
     minutes_from = m1["candle_start"].min()
+    minutes_to = m1["candle_start"].max() + pit.MINUTE
     hourly = pd.concat([h1[h1["candle_start"] < minutes_from], pit.resample_bars(m1, pit.HOUR)], ignore_index=True)
     hourly = hourly.sort_values(["market", "candle_start"], ignore_index=True)
     daily = pit.resample_bars(hourly, pit.DAY)
-    days = pd.date_range(minutes_from.floor("D"), m1["candle_start"].max().ceil("D"), freq="D")
+    days = pd.date_range(minutes_from.floor("D"), minutes_to.ceil("D"), freq="D")
     return Dataset(
-        name="recorded (4 markets)",
+        name=f"recorded ({len(with_minutes)} markets: {_short(with_minutes)}; minutes {minutes_from:%Y-%m-%d} to {minutes_to:%Y-%m-%d})",
         candles_1m=m1[["market", "candle_start", *pit.OHLCV]],
         candles_1h=hourly,
         candles_1d=daily,
-        markets=_daily_universe(sorted(m1["market"].unique()), days),
+        markets=_daily_universe(with_minutes, days),
         first_tick=minutes_from + pd.Timedelta(days=1),
-        last_tick=m1["candle_start"].max() + pit.MINUTE - pd.Timedelta(days=1),
+        last_tick=minutes_to - pd.Timedelta(days=1),
         top_n=1,
+        dropped=dropped,
     )
 
 
@@ -140,10 +179,12 @@ def load_simulated(n_markets: int, days: int, seed: int, top_n: int) -> Dataset:
     )
 
 
-def backfill(data: Dataset, step_minutes: int, min_turnover: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
-    """Every tick's top picks, every eligible market's score, and the support levels; seconds per tick."""
+def backfill(data: Dataset, step_minutes: int, min_turnover: float,
+             min_reward_risk: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
+    """Every scorer's top picks per tick, every eligible market's scores, and the support levels; seconds per tick."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
     picks, scored, levels = [], [], []
+    score_columns = [f"score_{name}" for name in SCORERS]
 
     def capture_levels(hourly, daily, price, as_of):
         found = compute_support_levels(hourly, daily, price, as_of)
@@ -155,65 +196,88 @@ def backfill(data: Dataset, step_minutes: int, min_turnover: float) -> tuple[pd.
         inputs = analysis.TickInputs.prepare(data.candles_1m, data.candles_1h, data.candles_1d, data.markets,
                                              day_ticks.iloc[0], day_ticks.iloc[-1])
         for as_of in day_ticks:
-            top, every, _ = analysis.recommend_at(inputs, as_of, capture_levels, min_turnover_krw=min_turnover, top_n=data.top_n)
+            top, every, _ = analysis.recommend_at(inputs, as_of, capture_levels, min_turnover_krw=min_turnover,
+                                                  top_n=data.top_n, min_reward_risk=min_reward_risk, scorers=list(SCORERS))
             picks.append(top)
             if len(every):
-                scored.append(every[["score"]].assign(as_of=as_of).rename_axis("market").reset_index())
+                scored.append(every[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
     seconds_per_tick = (time.perf_counter() - started) / max(len(ticks), 1)
     return (pd.concat(picks, ignore_index=True), pd.concat(scored, ignore_index=True),
             pd.concat([lv for lv in levels if len(lv)], ignore_index=True), seconds_per_tick)
 
 
-def block_bootstrap(series: np.ndarray, block: int, rng: np.random.Generator) -> tuple[float, float]:
-    """95 % moving-block bootstrap interval of the mean of a serially correlated series."""
-    values = series[np.isfinite(series)]
-    n = len(values)
-    if n < 2:
-        return float("nan"), float("nan")
-    block = max(1, min(block, n))
-    blocks_needed = int(np.ceil(n / block))
-    starts = rng.integers(0, n - block + 1, size=(BOOTSTRAP, blocks_needed))
-    index = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(BOOTSTRAP, -1)[:, :n]
-    means = values[index].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+def excursions(grid: MinuteGrid, picks: pd.DataFrame, entry: np.ndarray) -> pd.DataFrame:
+    """Maximum favourable and adverse excursion within 24 h of each pick, net of fees (NaN without the whole window)."""
+    window = int(HIT_WINDOW / pit.MINUTE)
+    rows, cols = grid.row(picks["as_of"]), grid.column(picks["market"])
+    pad = lambda a: np.vstack([a, np.full((window, a.shape[1]), np.nan)])
+    high, low = pad(grid.high), pad(grid.low)
+    best, worst = np.full(len(picks), np.nan), np.full(len(picks), np.nan)
+    complete = np.asarray(pd.DatetimeIndex(picks["as_of"]) + HIT_WINDOW <= grid.end) & (rows >= 0) & (cols >= 0)
+    for lo in range(0, len(picks), 2048):
+        part = slice(lo, lo + 2048)
+        idx = np.clip(rows[part], 0, None)[:, None] + np.arange(window)[None, :]
+        col = np.clip(cols[part], 0, None)[:, None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a window without a single trade: NaN
+            best[part] = np.nanmax(high[idx, col], axis=1)
+            worst[part] = np.nanmin(low[idx, col], axis=1)
+    mfe = np.where(complete, net_return(entry, best), np.nan)
+    mae = np.where(complete, net_return(entry, worst), np.nan)
+    return pd.DataFrame({"mfe": mfe, "mae": mae}, index=picks.index)
 
 
-def evaluate_recommendations(data: Dataset, picks: pd.DataFrame, scored: pd.DataFrame, step_minutes: int,
-                             rng: np.random.Generator) -> dict:
-    grid = minute_grid(data.candles_1m)
-    universe = scored.reset_index(drop=True)
-    universe = pd.concat([universe, forward_returns(grid, universe)], axis=1)
-    top = picks.merge(universe[["as_of", "market", *[f"return_{h}" for h in HORIZONS]]], on=["as_of", "market"])
-    out: dict = {"ticks": int(picks["as_of"].nunique()), "picks_per_tick": data.top_n,
-                 "mean_universe_size": round(float(universe.groupby("as_of").size().mean()), 1)}
-    for label, horizon in HORIZONS.items():
-        col = f"return_{label}"
-        pick_mean = top.groupby("as_of")[col].mean()
-        uni = universe.dropna(subset=[col])
-        uni_mean = uni.groupby("as_of")[col].mean()
-        random_mean = _random_picks_mean(uni, col, data.top_n, rng)
-        block = max(1, int(horizon / pd.Timedelta(minutes=step_minutes)))
-        vs_universe = (pick_mean - uni_mean).dropna()
-        vs_random = (pick_mean - random_mean).dropna()
-        ic = rank_ic(uni, "score", col)
-        out[label] = {
-            "pick_return": _pct(pick_mean.mean()),
-            "universe_return": _pct(uni_mean.mean()),
-            "excess_vs_universe": _pct(vs_universe.mean()),
-            "excess_vs_universe_ci": [_pct(x) for x in block_bootstrap(vs_universe.to_numpy(), block, rng)],
-            "excess_vs_random": _pct(vs_random.mean()),
-            "excess_vs_random_ci": [_pct(x) for x in block_bootstrap(vs_random.to_numpy(), block, rng)],
-            "rank_ic": round(float(ic.mean()), 4) if len(ic) else None,
-            "rank_ic_ci": [round(x, 4) for x in block_bootstrap(ic.to_numpy(), block, rng)] if len(ic) > 1 else None,
-            "ticks": len(vs_universe),
-        }
-    hits = first_hit(grid, picks)["first_hit"].dropna()
-    out["first_hit"] = {k: round(float((hits == k).mean()), 4) for k in ("target", "stop", "neither")} | {
-        "n": len(hits),
-        "mean_target_pct": _pct((picks["target"] / picks["entry"] - 1.0).mean()),
-        "mean_stop_pct": _pct((1.0 - picks["stop"] / picks["entry"]).mean()),
+def placeable(picks: pd.DataFrame, floor: float | None) -> dict:
+    """Reward:risk of the picks against the floor, and how many prices are off Upbit's KRW tick grid."""
+    reward_risk = (picks["target"] - picks["entry"]) / (picks["entry"] - picks["stop"])
+    prices = picks[["entry", "target", "stop"]].to_numpy(float)
+    # the recommendations schema's rule: the coarser of the pick's own tick and the documented tick at the price
+    ticks = np.fmax(tick_grid.krw_tick_size(prices), picks["tick_size"].to_numpy(float)[:, None])
+    return {
+        "picks": len(picks),
+        "min_reward_risk": _round(reward_risk.min()),
+        "median_reward_risk": _round(reward_risk.median()),
+        "below_floor": int((reward_risk < floor - 1e-12).sum()) if floor is not None else None,
+        "off_grid_prices": int(tick_grid.off_grid(prices.ravel(), ticks.ravel()).sum()),
+        "prices": prices.size,
     }
-    return out
+
+
+def _round(value: float, digits: int = 4) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def _t_stat(series: pd.Series) -> float | None:
+    values = series.dropna()
+    if len(values) < 2 or values.std() == 0:
+        return None
+    return _round(values.mean() / values.std() * np.sqrt(len(values)), 2)
+
+
+def _top_minus_bottom(universe: pd.DataFrame, score: str, col: str) -> pd.Series:
+    """Per tick: mean return of the top third by score minus the bottom third (at least one market each)."""
+    data = universe[["as_of", score, col]].dropna()
+    size = data.groupby("as_of")[col].transform("size")
+    data = data[size >= 2]
+    size = size[size >= 2]
+    rank = data.groupby("as_of")[score].rank(method="first")
+    k = np.maximum(1, size // QUANTILES)
+    top = data[col].where(rank > size - k).groupby(data["as_of"]).mean()
+    bottom = data[col].where(rank <= k).groupby(data["as_of"]).mean()
+    return (top - bottom).dropna()
+
+
+def _turnover(picks: pd.DataFrame) -> float | None:
+    """Mean share of a tick's picks that were not among the previous tick's picks."""
+    ticks = pd.DatetimeIndex(picks["as_of"].drop_duplicates().sort_values())
+    if len(ticks) < 2:
+        return None
+    previous = pd.Series(ticks[:-1], index=ticks[1:])
+    later = picks[picks["as_of"].isin(previous.index)]
+    held = pd.MultiIndex.from_frame(picks[["as_of", "market"]])
+    asked = pd.MultiIndex.from_arrays([previous.reindex(later["as_of"]).to_numpy(), later["market"].to_numpy()])
+    new = pd.Series(~asked.isin(held), index=later.index)
+    return _round(float(new.groupby(later["as_of"]).mean().mean()))
 
 
 def _random_picks_mean(universe: pd.DataFrame, col: str, k: int, rng: np.random.Generator) -> pd.Series:
@@ -229,6 +293,78 @@ def _random_picks_mean(universe: pd.DataFrame, col: str, k: int, rng: np.random.
 
 def _pct(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else round(100.0 * float(value), 4)
+
+
+def _ci(values: pd.Series, block: int, rng: np.random.Generator, scale=_pct) -> list[float | None]:
+    return [scale(x) for x in block_bootstrap(values.to_numpy(dtype=float), block, rng)]
+
+
+def evaluate_recommendations(data: Dataset, picks: pd.DataFrame, scored: pd.DataFrame, step_minutes: int,
+                             rng: np.random.Generator, floor: float | None) -> dict:
+    """Every scorer's figures on one dataset: {"ticks", "mean_universe_size", "scorers": {name: figures}}."""
+    grid = minute_grid(data.candles_1m)
+    universe = scored.reset_index(drop=True)
+    universe = pd.concat([universe, forward_returns(grid, universe)], axis=1)
+    returns = [f"return_{h}" for h in HORIZONS]
+    out: dict = {"ticks": int(universe["as_of"].nunique()), "picks_per_tick": data.top_n,
+                 "mean_universe_size": round(float(universe.groupby("as_of").size().mean()), 1), "scorers": {}}
+    baselines = {}
+    for label in HORIZONS:
+        uni = universe.dropna(subset=[f"return_{label}"])
+        baselines[label] = (uni.groupby("as_of")[f"return_{label}"].mean(), _random_picks_mean(uni, f"return_{label}", data.top_n, rng))
+    hits = first_hit(grid, picks)
+    entry_price = grid.price_at(picks["as_of"], picks["market"])
+    picks = pd.concat([picks, hits, excursions(grid, picks, entry_price)], axis=1).assign(entry_price=entry_price)
+    picks = picks.merge(universe[["as_of", "market", *returns]], on=["as_of", "market"], how="left")
+    day_block = max(1, int(HIT_WINDOW / pd.Timedelta(minutes=step_minutes)))
+    for name in SCORERS:
+        mine = picks[picks["scorer"] == name]
+        figures: dict = {}
+        for label, horizon in HORIZONS.items():
+            col = f"return_{label}"
+            block = max(1, int(horizon / pd.Timedelta(minutes=step_minutes)))
+            uni_mean, random_mean = baselines[label]
+            pick_mean = mine.groupby("as_of")[col].mean()
+            vs_universe = (pick_mean - uni_mean).dropna()
+            vs_random = (pick_mean - random_mean).dropna()
+            ic = rank_ic(universe, f"score_{name}", col)
+            spread = _top_minus_bottom(universe, f"score_{name}", col)
+            figures[label] = {
+                "rank_ic": _round(ic.mean()) if len(ic) else None,
+                "rank_ic_t": _t_stat(ic),
+                "rank_ic_ci": _ci(ic, block, rng, _round),
+                "spread": _pct(spread.mean()),
+                "spread_ci": _ci(spread, block, rng),
+                "pick_return": _pct(pick_mean.mean()),
+                "universe_return": _pct(uni_mean.mean()),
+                "excess_vs_universe": _pct(vs_universe.mean()),
+                "excess_vs_universe_ci": _ci(vs_universe, block, rng),
+                "excess_vs_random": _pct(vs_random.mean()),
+                "excess_vs_random_ci": _ci(vs_random, block, rng),
+                "ticks": len(vs_universe),
+            }
+        decided = mine[mine["first_hit"].isin(["target", "stop"])]
+        reward_risk = (mine["target"] - mine["entry"]) / (mine["entry"] - mine["stop"])
+        payoff = net_return(decided["entry_price"].to_numpy(), np.where(decided["first_hit"] == "target", decided["target"], decided["stop"]))
+        payoff = pd.Series(payoff, index=decided.index).groupby(decided["as_of"]).mean()
+        resolved = mine["first_hit"].dropna()
+        figures["turnover"] = _turnover(mine)
+        figures["first_hit"] = {
+            "n": len(resolved),
+            **{k: _round(float((resolved == k).mean())) if len(resolved) else None for k in ("target", "stop", "neither")},
+            "target_before_stop": _round(float((decided["first_hit"] == "target").mean())) if len(decided) else None,
+            "break_even": _round(float((1.0 / (1.0 + reward_risk.clip(lower=0))).mean())) if len(mine) else None,
+            "mean_reward_risk": _round(reward_risk.mean()),
+            "net_payoff": _pct(payoff.mean()),
+            "net_payoff_ci": _ci(payoff, day_block, rng),
+            "mean_target_pct": _pct((mine["target"] / mine["entry"] - 1.0).mean()),
+            "mean_stop_pct": _pct((1.0 - mine["stop"] / mine["entry"]).mean()),
+        }
+        figures["mfe_24h"] = _pct(mine["mfe"].mean())
+        figures["mae_24h"] = _pct(mine["mae"].mean())
+        figures["placeable"] = placeable(mine, floor)
+        out["scorers"][name] = figures
+    return out
 
 
 def judge_levels(grid, as_of: pd.Series, market: pd.Series, zone_low: np.ndarray, zone_high: np.ndarray,
@@ -310,22 +446,36 @@ def _hold_difference_ci(real, real_as_of, fake, fake_as_of, rng) -> list[float |
     return [round(float(np.quantile(diff, q)), 4) for q in (0.025, 0.975)]
 
 
-def report(data: Dataset, recs: dict, levels: dict, seconds_per_tick: float) -> None:
+def _with_ci(value, ci) -> str:
+    return f"{value} [{ci[0]}, {ci[1]}]"
+
+
+def report(data: Dataset, recs: dict, levels: dict, seconds_per_tick: float, served: str) -> None:
     print(f"\n## {data.name}: ticks {data.first_tick:%Y-%m-%d %H:%M} .. {data.last_tick:%Y-%m-%d %H:%M} UTC, "
           f"top {data.top_n} pick(s) of ~{recs['mean_universe_size']} eligible, {seconds_per_tick * 1000:.0f} ms/tick")
-    rows = []
-    for label in HORIZONS:
-        r = recs[label]
-        rows.append({
-            "horizon": label, "ticks": r["ticks"], "pick %": r["pick_return"], "universe %": r["universe_return"],
-            "excess vs universe % [95% CI]": f"{r['excess_vs_universe']} {r['excess_vs_universe_ci']}",
-            "excess vs random % [95% CI]": f"{r['excess_vs_random']} {r['excess_vs_random_ci']}",
-            "rank IC [95% CI]": f"{r['rank_ic']} {r['rank_ic_ci']}",
+    for market, why in data.dropped.items():
+        print(f"dropped {market}: {why}")
+    rows, picks_rows = [], []
+    for name, figures in recs["scorers"].items():
+        label = f"{name} (served)" if name == served else name
+        for horizon in HORIZONS:
+            r = figures[horizon]
+            rows.append({
+                "scorer": label, "horizon": horizon, "rank IC [95% CI]": _with_ci(r["rank_ic"], r["rank_ic_ci"]), "IC t": r["rank_ic_t"],
+                "top-bottom third % [95% CI]": _with_ci(r["spread"], r["spread_ci"]),
+                "pick excess vs universe % [95% CI]": _with_ci(r["excess_vs_universe"], r["excess_vs_universe_ci"]),
+                "vs random % [95% CI]": _with_ci(r["excess_vs_random"], r["excess_vs_random_ci"]),
+            })
+        hit, place = figures["first_hit"], figures["placeable"]
+        picks_rows.append({
+            "scorer": label, "turnover": figures["turnover"], "target before stop": hit["target_before_stop"],
+            "break-even": hit["break_even"], "net payoff % [95% CI]": _with_ci(hit["net_payoff"], hit["net_payoff_ci"]),
+            "MFE 24h %": figures["mfe_24h"], "MAE 24h %": figures["mae_24h"], "min R:R": place["min_reward_risk"],
+            "median R:R": place["median_reward_risk"], "below floor": place["below_floor"], "off-grid prices": place["off_grid_prices"],
         })
     print(pd.DataFrame(rows).to_markdown(index=False))
-    hit = recs["first_hit"]
-    print(f"\nfirst within 24 h (n={hit['n']}): target {hit['target']:.1%}, stop {hit['stop']:.1%}, neither {hit['neither']:.1%}"
-          f" (target {hit['mean_target_pct']} % above entry, stop {hit['mean_stop_pct']} % below, on average)")
+    print()
+    print(pd.DataFrame(picks_rows).to_markdown(index=False))
     table = pd.DataFrame([{"zones": name, **levels[name]} for name in ("real", "placebo")])
     print(f"\nsupport zones below the price: {levels['support_zones']} (mean depth {levels['mean_depth_pct']} % below)")
     print(table.to_markdown(index=False))
@@ -338,26 +488,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-markets", type=int, default=100)
     parser.add_argument("--sim-days", type=int, default=7)
     parser.add_argument("--sim-top", type=int, default=analysis.TOP_N)
-    parser.add_argument("--step-minutes", type=int, default=15, help="tick spacing (the asset's cadence is 5 min)")
+    parser.add_argument("--step-minutes", type=int, default=60, help="tick spacing (the asset's cadence is 5 min)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-recorded", action="store_true")
+    parser.add_argument("--skip-simulated", action="store_true")
     args = parser.parse_args(argv)
     print("command: python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    min_turnover = get_settings().min_turnover_krw
+    settings = get_settings()
     rng = np.random.default_rng(args.seed)
     datasets = []
     if not args.skip_recorded and (args.data_dir / "candles_1m.parquet").exists():
         datasets.append(load_recorded(args.data_dir))
     elif not args.skip_recorded:
         print(f"recorded data not found in {args.data_dir}: skipped")
-    datasets.append(load_simulated(args.sim_markets, args.sim_days, args.seed, args.sim_top))
-    summary = {"step_minutes": args.step_minutes, "min_turnover_krw": min_turnover, "fee_each_way": 0.0005}
+    if not args.skip_simulated:
+        datasets.append(load_simulated(args.sim_markets, args.sim_days, args.seed, args.sim_top))
+    summary: dict = {"step_minutes": args.step_minutes, "min_turnover_krw": settings.min_turnover_krw, "fee_each_way": 0.0005,
+                     "scorer": settings.scorer, "reward_risk_floor": settings.min_reward_risk}
+    every_pick, previous = [], {}
     for data in datasets:
-        picks, scored, levels, per_tick = backfill(data, args.step_minutes, min_turnover)
-        recs = evaluate_recommendations(data, picks, scored, args.step_minutes, rng)
+        picks, scored, levels, per_tick = backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk)
+        every_pick.append(picks)
+        recs = evaluate_recommendations(data, picks, scored, args.step_minutes, rng, settings.min_reward_risk)
         held = evaluate_levels(data, levels, rng)
-        report(data, recs, held, per_tick)
-        summary[data.name] = {"recommendations": recs, "support_levels": held, "seconds_per_tick": round(per_tick, 4)}
+        report(data, recs, held, per_tick, settings.scorer)
+        summary[data.name] = {"recommendations": recs["scorers"][settings.scorer], "scorers": recs["scorers"],
+                              "ticks": recs["ticks"], "mean_universe_size": recs["mean_universe_size"],
+                              "support_levels": held, "seconds_per_tick": round(per_tick, 4), "dropped_markets": data.dropped}
+        previous[data.name] = recs["scorers"]["v1"]
+    overall = placeable(pd.concat(every_pick, ignore_index=True), settings.min_reward_risk) if every_pick else {}
+    summary |= {"min_reward_risk": overall.get("min_reward_risk"), "picks_below_floor": overall.get("below_floor"),
+                "off_grid_prices": overall.get("off_grid_prices"), "picks_checked": overall.get("picks"),
+                "previous_rules": previous, "load_average": [round(x, 2) for x in os.getloadavg()]}
+    print(f"\nall scorers' picks: {overall.get('picks')}, smallest reward:risk {overall.get('min_reward_risk')} "
+          f"(floor {settings.min_reward_risk}: {overall.get('below_floor')} below), off-grid prices {overall.get('off_grid_prices')} "
+          f"of {overall.get('prices')}; load average {summary['load_average']}")
     print("\n" + json.dumps(summary, default=str))
     return 0
 

@@ -3,19 +3,25 @@
 ``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
 Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
 cannot be reached (or ``--offline`` is given), points ``DAGSTER_HOME`` at the local state folder
-with the project's ``dagster.yaml``, and hands over to ``dagster dev``.
+with the project's ``dagster.yaml``, and hands over to ``dagster dev``. Every subcommand finds the
+state folder and the Dagster instance the same way (:func:`use_instance`), from any folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from dantaro_assets.replay.process import start_replay_server
@@ -23,6 +29,7 @@ from dantaro_assets.settings import Settings, SettingsError, load_settings, reda
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LIVE_UPBIT = "https://api.upbit.com"
+DEV_PID_FILE = "dev.json"  # in the state folder: the running `dantaro dev` and its `dagster dev` process group
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
@@ -35,52 +42,158 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _dagster_home(settings: Settings, env: dict[str, str]) -> Path:
-    """A Dagster home in the state folder with the project's dagster.yaml rendered from the settings.
+def use_instance(settings: Settings, refresh: bool = False) -> Path:
+    """Point this process, and every process it starts, at the settings' state folder and Dagster instance."""
+    from dantaro_assets.operations.instance import prepare_instance_home
 
-    A ``DAGSTER_HOME`` set by the operator is used as it is: its dagster.yaml is theirs.
-    """
-    from dantaro_assets.operations.instance import write_instance_config
-
-    if env.get("DAGSTER_HOME"):
-        return Path(env["DAGSTER_HOME"])
-    home = settings.state_dir.resolve() / "dagster_home"
-    write_instance_config(home, settings)
+    home = prepare_instance_home(settings, refresh=refresh)
+    os.environ["DANTARO_STATE_DIR"] = str(settings.state_dir)
+    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
-def dev(args: argparse.Namespace, settings: Settings) -> int:
-    from dantaro_assets.lib import embedded
+def _alive(pid: int) -> bool:
+    try:
+        return "dantaro" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
 
-    env = dict(os.environ)
-    env["DANTARO_STATE_DIR"] = str(settings.state_dir.resolve())  # children run from DAGSTER_HOME, not from here
+
+def _dev_record(state_dir: Path) -> dict | None:
+    """What the last ``dantaro dev`` of ``state_dir`` wrote about itself (removed when it stops)."""
+    try:
+        return json.loads((state_dir / DEV_PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _running_dev(state_dir: Path) -> dict | None:
+    """The ``dantaro dev`` serving ``state_dir``, if it still runs."""
+    record = _dev_record(state_dir)
+    return record if record and _alive(record["pid"]) else None
+
+
+def _dagster_processes(pgid: int) -> list[int]:
+    """Processes of a `dagster dev` process group still alive (its leader may be gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and "dagster" in (stat.parent / "cmdline").read_text():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
+    """Copy `dagster dev`'s output (its services, code servers and run workers) to ours, line by line."""
+    for line in output:
+        if keep(line):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def dev(args: argparse.Namespace, settings: Settings) -> int:
+    import dagster as dg
+
+    from dantaro_assets.lib import embedded
+    from dantaro_assets.operations.console import (
+        RunLines,
+        StackTraceFilter,
+        service_log_level,
+    )
+    from dantaro_assets.operations.dev_server import stop_dagster_dev
+
+    if running := _running_dev(settings.state_dir):
+        print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
+        return 1
+    if args.verbose:
+        settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
+    home = use_instance(settings, refresh=True)
+    env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
     postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
-    env["DAGSTER_HOME"] = str(_dagster_home(settings, env))
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     if args.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
         replay = start_replay_server("--simulated", str(args.markets), "--seed", str(args.seed))
         env["UPBIT_BASE_URL"] = replay.url
         print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
-    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {env['DAGSTER_HOME']}")
-    command = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder.
-    dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a service manager's stop ends the children too
+    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+    services = service_log_level(settings.worker_log_level)
+    command = [
+        # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
+        sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+        "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port),
+        "--log-level", services, "--code-server-log-level", services,
+    ]
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C
+        signal.signal(signum, lambda *_: stop.set())
+    # Opened before `dagster dev` starts: a fresh instance's storage is created once, not raced by its processes.
+    instance = dg.DagsterInstance.from_config(str(home))
+    # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder;
+    # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
+    dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    keep = (lambda _: True) if args.verbose else StackTraceFilter().keep
+    echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
+    echo.start()
+    pid_file = settings.state_dir / DEV_PID_FILE
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "dagster_pgid": dagster.pid}))
+    print(f"dantaro dev: UI on http://{args.host}:{args.port}; Ctrl-C or `dantaro stop` stops it")
     try:
-        return dagster.wait()
-    except (KeyboardInterrupt, SystemExit):
-        return 130
+        run_lines = RunLines(instance)
+        while not stop.wait(1):
+            if dagster.poll() is not None:
+                print(f"dantaro dev: dagster dev exited with {dagster.returncode}", file=sys.stderr)
+                return dagster.returncode or 1
+            for line in run_lines.poll():
+                print(line, flush=True)
+        started = time.monotonic()
+        print("dantaro dev: stopping (runs first, then the Dagster services)")
+        closed = stop_dagster_dev(dagster, home)
+        note = f", {closed} run(s) marked CANCELED" if closed else ""
+        echo.join(timeout=1)
+        print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
+        return 0
     finally:
+        instance.dispose()
         if dagster.poll() is None:
-            os.killpg(dagster.pid, signal.SIGINT)  # dagster dev stops its webserver, daemon and code servers
-            try:
-                dagster.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dagster.pid, signal.SIGKILL)
+            os.killpg(dagster.pid, signal.SIGKILL)
         if replay is not None:
             replay.stop()
+        pid_file.unlink(missing_ok=True)
+
+
+def stop_state(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro stop``: the ``dantaro dev`` of the state folder, then its embedded Postgres and Redis."""
+    from dantaro_assets.lib.embedded import stop_embedded
+
+    if record := _dev_record(settings.state_dir):
+        if _alive(record["pid"]):
+            os.kill(record["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + args.timeout
+            while _alive(record["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(record["pid"]):
+                os.kill(record["pid"], signal.SIGKILL)
+            print(f"dantaro stop: stopped dantaro dev (pid {record['pid']})")
+        left = _dagster_processes(record["dagster_pgid"])  # what a killed `dantaro dev` left running
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        if left:
+            import dagster as dg
+
+            from dantaro_assets.operations.dev_server import close_runs
+
+            with dg.DagsterInstance.from_config(str(use_instance(settings))) as instance:
+                closed = close_runs(instance, "dantaro dev was killed before the run ended")
+            print(f"dantaro stop: killed {len(left)} process(es) left by dantaro dev; {closed} run(s) marked CANCELED")
+        (settings.state_dir / DEV_PID_FILE).unlink(missing_ok=True)
+    stopped = stop_embedded(settings.state_dir)
+    print(f"dantaro stop: embedded servers of {settings.state_dir}: {', '.join(stopped) if stopped else 'none running'}")
+    return 0
 
 
 def stream(_: argparse.Namespace, settings: Settings) -> int:
@@ -89,8 +202,7 @@ def stream(_: argparse.Namespace, settings: Settings) -> int:
 
     from dantaro_assets.markets.stream import run_stream
 
-    home = _dagster_home(settings, dict(os.environ))
-    return run_stream(settings, dg.DagsterInstance.from_config(str(home)))
+    return run_stream(settings, dg.DagsterInstance.from_config(str(use_instance(settings))))
 
 
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
@@ -125,7 +237,11 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
 def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
     from dantaro_assets.lib.postgres import PostgresResource
-    from dantaro_assets.markets.repair import CandleSelection, CandleSelectionError, delete_candles
+    from dantaro_assets.markets.repair import (
+        CandleSelection,
+        CandleSelectionError,
+        delete_candles,
+    )
 
     try:
         selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))
@@ -156,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser.add_argument("--offline", action="store_true", help="always use the simulated replay server")
     dev_parser.add_argument("--markets", type=int, default=250, help="simulated markets when offline")
     dev_parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
+    dev_parser.add_argument("--verbose", action="store_true", help="everything on the console: as WORKER_LOG_LEVEL=DEBUG")
+    stop_parser = commands.add_parser("stop", help="stop the state folder's `dantaro dev` and its embedded Postgres and Redis")
+    stop_parser.add_argument("--timeout", type=float, default=15.0, help="seconds `dantaro dev` gets to stop before it is killed")
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
     commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
@@ -166,17 +285,25 @@ def main(argv: list[str] | None = None) -> int:
         from dantaro_assets.replay.server import main as replay_main
 
         return replay_main(argv[1:]) or 0
-    if argv[:1] == ["api"]:
-        from dantaro_assets.operations.api import main as api_main
-
-        return api_main(argv[1:]) or 0
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv) if argv[:1] != ["api"] else None
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return {"dev": dev, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    if args is None:
+        from dantaro_assets.operations.api import main as api_main
+
+        use_instance(settings)
+        return api_main(argv[1:]) or 0
+    if args.command == "dev":
+        code = dev(args, settings)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
+        # takes seconds on a loaded machine, out of the 10 s a stop may take.
+        os._exit(code)
+    return {"stop": stop_state, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -88,7 +89,8 @@ class Settings(BaseModel):
     upbit_base_url: str = Field("https://api.upbit.com", alias="UPBIT_BASE_URL", description="Upbit quotation API, or the replay server")
     upbit_requests_per_second: int = Field(10, alias="UPBIT_REQUESTS_PER_SECOND", ge=1, le=10, description="per-group request budget shared by all processes")
     upbit_max_retries: int = Field(3, alias="UPBIT_MAX_RETRIES", ge=0, le=10, description="attempts after the first on 429, 5xx and timeouts")
-    state_dir: Path = Field(Path(".dantaro"), alias="DANTARO_STATE_DIR", description="local state: embedded Postgres/Redis, Dagster home")
+    state_dir: Path = Field(PROJECT_DIR / ".dantaro", alias="DANTARO_STATE_DIR", description="local state: embedded Postgres/Redis, Dagster home; a relative path is taken from the project folder")
+    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME", description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
     partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
     db_schema: str = Field("dantaro", alias="DANTARO_SCHEMA", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Postgres schema of the tables")
     redis_prefix: str = Field("dantaro", alias="DANTARO_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of every Redis key")
@@ -96,6 +98,8 @@ class Settings(BaseModel):
     run_retries: int = Field(3, alias="DANTARO_RUN_RETRIES", ge=0, le=10, description="retries of steps that call Upbit")
     run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128, description="data-segment limit (RLIMIT_DATA) of each run process (MB); systemd MemoryMax caps each service")
     min_turnover_krw: float = Field(1e9, alias="DANTARO_MIN_TURNOVER_KRW", ge=0, description="24 h KRW turnover a market needs to be recommended")
+    scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$", description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked when the definitions load)")
+    min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")
     min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
     retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")
     retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
@@ -122,6 +126,12 @@ class Settings(BaseModel):
         if isinstance(value, str) and value.upper() in _LOG_LEVELS:
             return value.upper()
         raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+
+    @field_validator("state_dir", "dagster_home")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Every process, whatever folder it starts in, resolves the same absolute path."""
+        return None if value is None else (PROJECT_DIR / value.expanduser()).resolve()
 
     @field_validator("market_status_interval", "recommendations_interval", "support_levels_interval")
     @classmethod
@@ -157,11 +167,17 @@ class Settings(BaseModel):
 
     def display_values(self) -> dict[str, str]:
         """Each variable's effective value as text, URLs redacted: what ``dantaro settings`` prints."""
-        return {
+        values = {
             field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None else str(value)
             for name, field in Settings.model_fields.items()
             for value in [getattr(self, name)]
         }
+        return {**values, "DAGSTER_HOME": str(self.instance_home)}
+
+    @property
+    def instance_home(self) -> Path:
+        """The Dagster instance folder every ``dantaro`` command uses: ``DAGSTER_HOME`` if set, else the state folder's."""
+        return self.dagster_home or self.state_dir / "dagster_home"
 
     @property
     def cadences(self) -> dict[str, int]:

@@ -61,6 +61,7 @@ pytest_plugins = [
     "dantaro_assets_tests.fixtures.storage",
     "dantaro_assets_tests.fixtures.replay",
     "dantaro_assets_tests.fixtures.servers",
+    "dantaro_assets_tests.fixtures.progress",
 ]
 
 
@@ -70,3 +71,13 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     stop_embedded(Path(STATE_DIR))
     shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Modules with slow tests first, so their minutes overlap the fast modules on the other workers.
+
+    pytest-xdist hands whole modules (``--dist loadfile``) to workers in collection order; a three-minute
+    `dagster dev` test collected last would run alone at the end.
+    """
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_modules)

@@ -15,6 +15,7 @@ def test_defaults_are_the_seed_workers():
     assert settings.cache_ttls == {"market_status": 300, "recommendations": 300, "support_levels": 1800}
     assert settings.database_url is None and settings.redis_url is None
     assert settings.partitions_start == date(2025, 9, 1)
+    assert settings.min_reward_risk == 1.5
 
 
 def test_values_are_parsed_from_the_environment():
@@ -41,6 +42,7 @@ def test_values_are_parsed_from_the_environment():
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("DANTARO_PARTITIONS_START", "yesterday", "date"),
+        ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, value, expected):
@@ -59,9 +61,26 @@ def test_every_bad_variable_is_reported_at_once():
 
 def test_cli_refuses_to_start_with_bad_settings():
     result = subprocess.run(
-        [sys.executable, "-m", "dantaro_assets.cli", "settings"],
+        [sys.executable, "-m", "dantaro_assets.cli", "settings"], check=False,
         env={"PATH": "/usr/bin:/bin", "RECOMMENDATIONS_INTERVAL": "301"},
         capture_output=True, text=True, cwd=Path(__file__).parents[1],
     )
     assert result.returncode == 2
     assert "RECOMMENDATIONS_INTERVAL='301'" in result.stderr
+
+
+def test_the_state_folder_is_one_absolute_path_from_the_project_folder_whatever_the_current_one(monkeypatch, tmp_path):
+    from dantaro_assets.settings import PROJECT_DIR
+
+    monkeypatch.chdir(tmp_path)  # a relative value never depends on where a process starts
+    assert load_settings({}).state_dir == PROJECT_DIR / ".dantaro"
+    assert load_settings({"DANTARO_STATE_DIR": "state/x"}).state_dir == PROJECT_DIR / "state" / "x"
+    assert load_settings({"DANTARO_STATE_DIR": str(tmp_path / "s")}).state_dir == tmp_path / "s"
+
+
+def test_dagster_home_is_the_state_folders_unless_set():
+    derived = load_settings({"DANTARO_STATE_DIR": "/srv/dantaro"})
+    assert derived.dagster_home is None and derived.instance_home == Path("/srv/dantaro/dagster_home")
+    assert derived.display_values()["DAGSTER_HOME"] == "/srv/dantaro/dagster_home"
+    overridden = load_settings({"DANTARO_STATE_DIR": "/srv/dantaro", "DAGSTER_HOME": "/var/lib/dagster"})
+    assert overridden.instance_home == Path("/var/lib/dagster")

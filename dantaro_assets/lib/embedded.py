@@ -132,17 +132,29 @@ def embedded_redis_url(state_dir: Path) -> str:
     return url
 
 
-def stop_embedded(state_dir: Path) -> None:
-    """Stop the embedded servers of ``state_dir`` if they run (data is kept)."""
+def stop_embedded(state_dir: Path) -> list[str]:
+    """Stop the embedded servers of ``state_dir`` that run (data is kept); returns which were stopped."""
     state_dir = Path(state_dir).resolve()
+    stopped = []
+    failure = None
     pgdata = state_dir / "postgres"
     with _file_lock(state_dir / "postgres.lock"):
         if pgdata.exists() and _running_postgres_url(pgdata):
             user = "pgserver" if os.geteuid() == 0 else None
-            _pgserver().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+            if user:  # pgserver opened the folders above pgdata to its user at start; a tmp cleaner may have closed them
+                _pgserver().utils.ensure_prefix_permissions(pgdata)
+            try:
+                _pgserver().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+                stopped.append("Postgres")
+            except subprocess.CalledProcessError as exc:  # Redis is still stopped; the error is raised after
+                failure = exc
     folder = state_dir / "redis"
     with _file_lock(state_dir / "redis.lock"):
         socket = _redis_socket(folder)
         if _redis_alive(socket):
             with redis.Redis(unix_socket_path=str(socket), socket_timeout=5) as client, contextlib.suppress(redis.ConnectionError):
                 client.shutdown(nosave=True)
+            stopped.append("Redis")
+    if failure is not None:
+        raise failure
+    return stopped

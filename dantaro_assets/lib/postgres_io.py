@@ -10,11 +10,16 @@ Asset metadata read here:
 - ``write_mode`` (required): a :class:`WriteMode`, how a write treats the rows already stored;
 - ``partition_expr``: the timestamptz column holding the partition time (required when partitioned);
 - ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing);
-- ``snapshot``: ``{"ttl": seconds, "per_market": bool}`` pushes the newest ``as_of`` rows to Redis
-  after the commit (see :mod:`dantaro_assets.lib.redis_store`).
+- ``snapshot``: ``{"ttl": seconds, "per_market": bool, "rows": {column: value}}`` pushes the newest
+  ``as_of`` rows (only those matching ``rows`` when given) to Redis after the commit (see
+  :mod:`dantaro_assets.lib.redis_store`).
+
+Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materialised upstream as an
+empty frame instead of failing (an input the asset has a fallback for).
 
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
-in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its
+in the write's transaction; when it is part of the primary key, the key's unique index is rebuilt
+over the declared key, which stored rows satisfy since their new column is NULL); a table column the frame lacks is written as NULL (a merge keeps its
 stored value on rows it updates); a frame column whose type cannot be cast to the table's type is an
 error naming both types. A frame without columns is refused: it cannot say which rows it holds.
 """
@@ -30,7 +35,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident, timestamptz_literal
+from dantaro_assets.lib.postgres import (
+    PostgresResource,
+    arrow_to_pandas,
+    quote_ident,
+    timestamptz_literal,
+)
 from dantaro_assets.lib.redis_store import RedisResource
 
 # Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.
@@ -288,6 +298,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         except adbc_driver_manager.ProgrammingError as exc:
             if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
                 raise
+            if (context.definition_metadata or {}).get("optional"):
+                return pd.DataFrame()  # an input the asset can do without (metadata {"optional": True})
             raise MissingUpstreamTableError(
                 f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
                 f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."
@@ -315,15 +327,18 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         schema = self.postgres.db_schema
         definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns.items())
         statements = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"]
+        # The key's unique index leads with the time column: it also serves the window's DELETE, the
+        # ranged read and its ORDER BY, and rows arrive sorted, so inserts append at its right edge.
+        unique = storage_order(partition_expr, primary_key) if partition_expr in primary_key else primary_key
+        create_key = f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, unique))})"
         if exists:
             statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
+            if set(columns) & set(primary_key):  # the key grew by a new column: rebuild its index over the declared key
+                statements += [f"DROP INDEX IF EXISTS {quote_ident(schema)}.{quote_ident(table + '_key')}", create_key]
         else:
             statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
-            # The key's unique index leads with the time column: it also serves the window's DELETE, the
-            # ranged read and its ORDER BY, and rows arrive sorted, so inserts append at its right edge.
-            unique = storage_order(partition_expr, primary_key) if partition_expr in primary_key else primary_key
             if unique:
-                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, unique))})")
+                statements.append(create_key)
             if partition_expr in columns and unique[:1] != [partition_expr]:
                 statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
         advisory_lock(conn, schema)
@@ -367,6 +382,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
 
     def _push_snapshot(self, context: dg.OutputContext, asset: str, frame: pd.DataFrame, as_of_column: str, snapshot: dict) -> str:
         """Push the newest as_of's rows; any failure is logged and reported, never raised (Postgres has committed)."""
+        for column, value in (snapshot.get("rows") or {}).items():
+            frame = frame[frame[column] == value]
         if frame.empty:
             return "skipped: no rows"
         as_of = frame[as_of_column].max()

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SqliteEventLogStorage,
+)
 
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.settings import Settings, get_settings
@@ -25,6 +27,7 @@ RETENTION: Mapping[str, tuple[str, str]] = {
     "candles_1h": ("candle_start", "retention_candles_days"),
     "candles_1d": ("candle_start", "retention_candles_days"),
     "upbit_markets": ("day", "retention_candles_days"),
+    "upbit_instruments": ("day", "retention_candles_days"),
     "market_status": ("as_of", "retention_analyses_days"),
     "support_levels": ("as_of", "retention_analyses_days"),
     "recommendations": ("as_of", "retention_analyses_days"),

@@ -29,7 +29,8 @@ Formulas and windows (README "Market status"):
   score_calm = s(-log2(btc_vol_1h_pct / btc_vol_24h_pct), 1) (an hour twice as volatile as the day -> ~12);
   a sub-score without data (e.g. BTC missing) counts as 50;
 - score: 0-100 = 0.35 breadth + 0.25 trend + 0.20 momentum + 0.20 calm;
-- regime: risk_on when score >= 60, risk_off when score < 40, else neutral.
+- regime: risk_on when score >= 60, risk_off when score < 40, else neutral;
+- summary: one plain-language line with the regime, the score and the figures behind it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dantaro_assets.lib.point_in_time import HOUR, MARKET, MINUTE, START, Candle
 BTC = "KRW-BTC"
 BTC_COLUMNS = ["btc_price", "btc_return_1h_pct", "btc_ema_20h", "btc_vs_ema_pct", "btc_ema_slope_pct_h",
                "btc_vol_1h_pct", "btc_vol_24h_pct", "btc_vol_annualised_pct"]
-COLUMNS = ["as_of", "regime", "score", "score_breadth", "score_trend", "score_momentum", "score_calm",
+COLUMNS = ["as_of", "regime", "summary", "score", "score_breadth", "score_trend", "score_momentum", "score_calm",
            "markets", "markets_warning", "markets_caution", "breadth_1h", "breadth_day", "median_return_1h_pct", "dispersion_1h_pct",
            "turnover_krw_1h", "turnover_ratio_24h", *BTC_COLUMNS]
 WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
@@ -131,7 +132,9 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
             "turnover_ratio_24h": np.where(baseline > 0, turnover_1h / baseline, np.nan),
         })
     frame = frame.join(_btc(minutes, hours, grid, rows, ticks, params))
-    return _score(frame, params)[COLUMNS]
+    frame = _score(frame, params)
+    frame["summary"] = summaries(frame)
+    return frame[COLUMNS]
 
 
 def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,7 +198,8 @@ def _score(frame: pd.DataFrame, params: StatusParams) -> pd.DataFrame:
     frame["score_momentum"] = _signed_score(frame["median_return_1h_pct"], params.momentum_scale_pct)
     # Calm: 50 when the last hour is as volatile as the 24 h norm, ~12 at twice it, ~88 at half.
     surge = frame["btc_vol_1h_pct"] / frame["btc_vol_24h_pct"]
-    frame["score_calm"] = _signed_score(-np.log2(surge), 1.0)
+    with np.errstate(divide="ignore"):  # a flat hour (surge 0) is the calmest: -log2(0) = inf scores 100
+        frame["score_calm"] = _signed_score(-np.log2(surge), 1.0)
     parts = frame[["score_breadth", "score_trend", "score_momentum", "score_calm"]].fillna(50.0)
     frame["score"] = (parts.to_numpy() @ np.array(list(WEIGHTS.values()))).round(2)
     frame["regime"] = np.where(frame["score"] >= params.risk_on, "risk_on",
@@ -203,7 +207,29 @@ def _score(frame: pd.DataFrame, params: StatusParams) -> pd.DataFrame:
     return frame
 
 
+def _figure(value: float, text: str) -> str | None:
+    return None if value is None or not np.isfinite(value) else text
+
+
+def summaries(frame: pd.DataFrame) -> list[str]:
+    """One plain-language line per tick: the regime and the figures that drive the score, in words."""
+    lines = []
+    for row in frame.to_dict("records"):
+        surge = row["btc_vol_1h_pct"] / row["btc_vol_24h_pct"] if row["btc_vol_24h_pct"] else float("nan")
+        parts = [
+            _figure(row["breadth_1h"], f"{100 * row['breadth_1h']:.0f}% of {row['markets']} markets up over the hour"),
+            _figure(row["median_return_1h_pct"], f"median {row['median_return_1h_pct']:+.2f}% in 1 h"),
+            _figure(row["btc_vs_ema_pct"], f"BTC {abs(row['btc_vs_ema_pct']):.2f}% {'above' if row['btc_vs_ema_pct'] >= 0 else 'below'} "
+                                           f"its 20 h EMA, which is {'rising' if row['btc_ema_slope_pct_h'] >= 0 else 'falling'}"),
+            _figure(surge, f"BTC's last hour {surge:.1f}x as volatile as the day"),
+            _figure(row["turnover_ratio_24h"], f"turnover {row['turnover_ratio_24h']:.1f}x normal"),
+        ]
+        regime = row["regime"].replace("_", "-")
+        lines.append(f"{regime} (score {row['score']:.0f}/100): " + ", ".join(p for p in parts if p))
+    return lines
+
+
 def _empty() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "regime": object, "markets": "int64", "markets_warning": "int64",
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "regime": object, "summary": object, "markets": "int64", "markets_warning": "int64",
                          "markets_caution": "int64"})

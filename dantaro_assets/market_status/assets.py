@@ -11,7 +11,12 @@ from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.snapshots import days_back, partition_ticks
 from dantaro_assets.market_status.analysis import StatusParams, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
-from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.partitions import (
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+    lookback_hours,
+)
 from dantaro_assets.settings import get_settings
 
 _SETTINGS = get_settings()
@@ -25,6 +30,7 @@ HOURLY_LOOKBACK_DAYS = 5
 
 @dg.asset(
     partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
         "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),

@@ -22,6 +22,7 @@ def market_status_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         "as_of": pa.Column(_UTC, [pa.Check.ge(start, error=f">= {start.isoformat()} (partition start)"),
                                   pa.Check.lt(end, error=f"< {end.isoformat()} (partition end)")], nullable=False, unique=True),
         "regime": pa.Column(str, pa.Check.isin(["risk_on", "neutral", "risk_off"]), nullable=False),
+        "summary": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
         "score": score, "score_breadth": component, "score_trend": component, "score_momentum": component,
         "score_calm": component,
         "markets": pa.Column("int64", pa.Check.ge(1, error="no market has a 60-minute return at this tick: are candles_1m "

@@ -1,12 +1,13 @@
-"""Upbit market data: the daily KRW universe and 1-minute, 1-hour and 1-day candles."""
+"""Upbit market data: the daily KRW universe, its order price units, and 1-minute, 1-hour and 1-day candles."""
 
 from dantaro_assets.markets.assets import (
     candles_1d,
     candles_1h,
     candles_1m,
+    upbit_instruments,
     upbit_markets,
 )
 
-assets = [upbit_markets, candles_1m, candles_1h, candles_1d]
+assets = [upbit_markets, upbit_instruments, candles_1m, candles_1h, candles_1d]
 
-__all__ = ["assets", "candles_1d", "candles_1h", "candles_1m", "upbit_markets"]
+__all__ = ["assets", "candles_1d", "candles_1h", "candles_1m", "upbit_instruments", "upbit_markets"]

@@ -7,12 +7,12 @@ their window for every market of the window's universe. Candles are facts: a ref
 (market, candle_start) and a market that returned nothing keeps what is stored; only
 ``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``backfill_policy``).
+candles a request over each range (see ``partitions.backfill_policy``).
 """
 
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -20,28 +20,36 @@ import pandas as pd
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
-from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
     keep_listed,
     universe_markets,
 )
-from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
-from dantaro_assets.partitions import daily_partitions, freshness, hourly_partitions
+from dantaro_assets.markets.schemas import (
+    candles_schema,
+    upbit_instruments_schema,
+    upbit_markets_schema,
+)
+from dantaro_assets.partitions import (
+    daily_backfill,
+    daily_partitions,
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+)
 from dantaro_assets.settings import get_settings
 
 _SETTINGS = get_settings()
 UPBIT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=_SETTINGS.run_retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-PAGES_PER_BACKFILL_RUN = 4
 _UPBIT_STEP = {"retry_policy": UPBIT_RETRY_POLICY, "pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill,
     # The listing as fetched: Upbit keeps no history of it, so the day's newest listing stands.
     metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
     check_specs=[schema_check_spec("upbit_markets")],
@@ -60,21 +68,37 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
     yield dg.Output(frame, metadata=metadata)
 
 
-def backfill_policy(candles_per_partition: int) -> dg.BackfillPolicy:
-    """Backfill runs of as many partitions as ``PAGES_PER_BACKFILL_RUN`` pages of 200 candles hold.
-
-    One run per range pages Upbit 200 candles a request; bounding the range keeps a run inside the
-    run timeout (250 markets x 4 pages = 1,000 requests = 100 s at 10/s) instead of one run of a
-    month of minutes (54,000 requests, 90 minutes) that the timeout would kill.
-    """
-    return dg.BackfillPolicy.multi_run(max_partitions_per_run=max(1, PAGES_PER_BACKFILL_RUN * MAX_CANDLES_PER_REQUEST // candles_per_partition))
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=daily_backfill,
+    # Like the universe, Upbit keeps no history of tick sizes: the day's newest answer stands.
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
+    check_specs=[schema_check_spec("upbit_instruments")],
+    freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
+    description=("Order price unit (tick_size) of each KRW market of the day, from /v1/orderbook/instruments: "
+                 "the grid recommendation prices are rounded to (the documented KRW table where none is stored)."),
+    **_UPBIT_STEP,
+)
+def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+    listed = upbit_markets[(upbit_markets["day"] >= start) & (upbit_markets["day"] < end)]
+    if listed.empty:
+        raise dg.Failure(f"no KRW universe stored for {start:%Y-%m-%d}..{end:%Y-%m-%d}: materialise upbit_markets first",
+                         allow_retries=False)
+    ticks = upbit.instruments(sorted(listed["market"].unique()))
+    frame = listed[["day", "market"]].merge(ticks, on="market", how="inner").reset_index(drop=True)
+    metadata = {"markets": int(ticks["market"].nunique()), "unanswered": int(listed["market"].nunique() - ticks["market"].nunique()),
+                "tick_sizes": int(ticks["tick_size"].nunique())}
+    yield from checked(pandera_check(upbit_instruments_schema(start, end), frame), metadata=metadata)
+    yield dg.Output(frame, metadata=metadata)
 
 
 def _candle_asset(
     name: str,
     interval_name: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    partition_width: timedelta,
+    backfill: dg.BackfillPolicy,
     refresh_seconds: int,
     description: str,
 ) -> dg.AssetsDefinition:
@@ -83,7 +107,7 @@ def _candle_asset(
     @dg.asset(
         name=name,
         partitions_def=partitions_def,
-        backfill_policy=backfill_policy(partition_width // spec.width),
+        backfill_policy=backfill,
         # Candles are facts: a refetch adds and corrects rows, never deletes them (README: Storage).
         metadata={
             "partition_expr": "candle_start",
@@ -124,8 +148,7 @@ def _candle_asset(
     return _asset
 
 
-HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 # candles_1m is refreshed by every analysis job, so it is as fresh as the fastest cadence (market status).
-candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, HOUR, _SETTINGS.market_status_interval, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
-candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, DAY, 3600, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
-candles_1d = _candle_asset("candles_1d", "day", daily_partitions, DAY, 3600, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")
+candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, hourly_backfill, _SETTINGS.market_status_interval, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
+candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, daily_backfill, 3600, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
+candles_1d = _candle_asset("candles_1d", "day", daily_partitions, daily_backfill, 3600, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")

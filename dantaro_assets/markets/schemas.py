@@ -55,3 +55,17 @@ def upbit_markets_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrame
         name="upbit_markets",
     ))
 
+
+
+def upbit_instruments_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
+    """A day's order price units: one positive tick per (day, market)."""
+    return finite_floats(pa.DataFrameSchema(
+        {
+            "day": pa.Column(_UTC, [*_in_window(start, end), pa.Check(lambda s: s == s.dt.floor("D"), name="midnight UTC")], nullable=False),
+            "market": _MARKET,
+            "tick_size": pa.Column("float64", pa.Check.gt(0), nullable=False),
+        },
+        unique=["day", "market"],
+        strict=True,
+        name="upbit_instruments",
+    ))

@@ -14,12 +14,20 @@ dependency order across ticks:
    one Upbit request, and everything else (the schedules' runs included) fails without it, so it
    runs at the highest priority;
 2. once those days' universe is stored, the 1-hour and 1-day candles of the 14 days as ONE range
-   run of ``daily_candles_job``, and the closed hours of 1-minute candles of the last 24 h in
-   ranges of at most ``MINUTE_HOURS_PER_RUN`` hours, newest first (market status needs only the
-   last 2 h, so it turns green after the first of them).
+   run of ``daily_candles_job``;
+3. then the closed hours of 1-minute candles of the last 24 h in ranges of at most
+   ``MINUTE_HOURS_PER_RUN`` hours, newest first (market status needs only the last 2 h, so it can
+   run after the first of them).
 
-A step with a run still queued or in progress is not requested again; run keys carry the range and
-the hour of the request, so a failed range is retried at most once an hour.
+Until an analysis's own lookback is stored, its schedule skips with the reason (``operations/schedules.py``).
+
+One history run at a time, whatever its step: it holds at most one of the two ``upbit_api`` pool
+slots and one of the three run slots, so the schedules' live runs always have a fetch slot and two run
+slots (``test_limits`` shows a live run fetching beside a history run, not behind it). Run keys carry
+the range and the hour of the request, so a failed range is retried at most once an hour.
+
+Progress (lookback partitions stored of those needed, per step) is the sensor's cursor, shown on its
+page in the UI, and is logged once each time it changes: ``history: 12 of 69 partitions stored ...``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PRIORITY_TAG,
+    RUN_KEY_TAG,
 )
 from dagster._time import get_current_datetime
 
@@ -103,6 +112,15 @@ def _day_of_hour(hour_key: str) -> str:
     return daily_partitions.get_partition_key_for_timestamp(hourly_partitions.time_window_for_partition_key(hour_key).start.timestamp())
 
 
+def _failed_this_hour(instance: dg.DagsterInstance, now: datetime) -> set[str]:
+    """Run keys of history runs that failed since the hour began: Dagster would not launch the same key again."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], tags={HISTORY_TAG: ["universe", "daily", "minute"]}, created_after=hour)
+    )
+    return {run.tags[RUN_KEY_TAG] for run in runs if RUN_KEY_TAG in run.tags}
+
+
 def _in_flight(instance: dg.DagsterInstance) -> set[str]:
     """Bootstrap steps with a run queued or in progress."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: ["universe", "daily", "minute"]}))
@@ -120,45 +138,64 @@ def _request(
     )
 
 
-def history_run_requests(instance: dg.DagsterInstance, now: datetime) -> tuple[list[dg.RunRequest], list[str]]:
-    """The runs fetching the missing lookback history at ``now``, and why anything missing waits."""
+_STEP_NAMES = {"universe": "universe", "daily": "1-hour/1-day candles", "minute": "1-minute candles"}
+
+
+@dataclass(frozen=True)
+class HistoryPlan:
+    """The next history run (None while one is in flight or nothing is missing), why nothing else goes, and progress."""
+
+    request: dg.RunRequest | None
+    waiting: tuple[str, ...]
+    stored: Mapping[str, tuple[int, int]]  # step -> (partitions stored, partitions needed)
+
+    def progress(self) -> str:
+        stored, needed = (sum(counts[i] for counts in self.stored.values()) for i in (0, 1))
+        steps = ", ".join(f"{_STEP_NAMES[step]} {have}/{want}" for step, (have, want) in self.stored.items())
+        return f"history: {stored} of {needed} partitions stored ({steps})"
+
+
+def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
+    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes)."""
     days, hours = daily_lookback(now), minute_lookback(now)
     stamp = now.strftime("%Y-%m-%dT%H")
-    in_flight = _in_flight(instance)
     present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in ("upbit_markets", *DAILY_CANDLES, "candles_1m")}
     universe = present["upbit_markets"]
-    requests: list[dg.RunRequest] = []
-    waiting: list[str] = []
+    stored = {
+        "universe": (len(universe.intersection(days)), len(days)),
+        "daily": (sum(len(present[name].intersection(days)) for name in DAILY_CANDLES), len(DAILY_CANDLES) * len(days)),
+        "minute": (len(present["candles_1m"].intersection(hours)), len(hours)),
+    }
+    in_flight = _in_flight(instance)
+    if in_flight:
+        return HistoryPlan(None, tuple(f"the {_STEP_NAMES[step]} history run is still queued or running" for step in sorted(in_flight)), stored)
 
-    universe_missing = missing_ranges(days, universe)
-    if universe_missing and "universe" in in_flight:
-        waiting.append("the universe run is still queued or running")
-    elif universe_missing:
-        top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
-        for key_range in universe_missing:
-            requests.append(_request(daily_candles_job.name, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
+    candidates: list[dg.RunRequest] = []
+    waiting: list[str] = []
+    top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
+    for key_range in missing_ranges(days, universe):
+        candidates.append(_request(daily_candles_job.name, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
 
     daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
     if daily_missing:
         span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
         assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
-        if "daily" in in_flight:
-            waiting.append("the daily candles run is still queued or running")
-        elif not universe.issuperset(span.keys):
-            waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
+        if universe.issuperset(span.keys):
+            candidates.append(_request(daily_candles_job.name, "daily", "daily_candles", span, assets, stamp))
         else:
-            requests.append(_request(daily_candles_job.name, "daily", "daily_candles", span, assets, stamp))
+            waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
 
-    minute_missing = missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)
-    if minute_missing and "minute" in in_flight:
-        waiting.append("a 1-minute candles run is still queued or running")
-    elif minute_missing:
-        for key_range in reversed(minute_missing):
-            if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
-                requests.append(_request(candles_1m_job.name, "minute", "history", key_range, ["candles_1m"], stamp))
-            else:
-                waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
-    return requests, waiting
+    for key_range in reversed(missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)):
+        if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
+            candidates.append(_request(candles_1m_job.name, "minute", "history", key_range, ["candles_1m"], stamp))
+        else:
+            waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
+    failed = _failed_this_hour(instance, now) if candidates else set()
+    waiting += [f"{request.run_key} failed this hour: retried next hour" for request in candidates if request.run_key in failed]
+    candidates = [request for request in candidates if request.run_key not in failed]
+    if len(candidates) > 1:
+        waiting.append(f"{len(candidates) - 1} more history run(s) follow, one at a time")
+    return HistoryPlan(candidates[0] if candidates else None, tuple(waiting), stored)
 
 
 def default_sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
@@ -179,13 +216,16 @@ def build_history_sensor(settings: Settings | None = None) -> dg.SensorDefinitio
             f"{DAILY_LOOKBACK_DAYS} days, 1-minute candles of the last {MINUTE_LOOKBACK_HOURS} closed hours."
         ),
     )
-    def history_sensor(context: dg.SensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-        requests, waiting = history_run_requests(context.instance, get_current_datetime())
-        if requests:
-            for reason in waiting:
-                context.log.info(reason)
-            return requests
-        return dg.SkipReason("; ".join(waiting) if waiting else "the lookback history is complete")
+    def history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        plan = history_plan(context.instance, get_current_datetime())
+        progress = plan.progress()
+        if progress != context.cursor:  # one line per step of progress, not per tick
+            context.log.info(progress)
+        if plan.request is not None:
+            return dg.SensorResult(run_requests=[plan.request], cursor=progress)
+        if plan.waiting:
+            return dg.SensorResult(skip_reason=f"{progress}; {'; '.join(plan.waiting)}", cursor=progress)
+        return dg.SensorResult(skip_reason=f"{progress}: the lookback history is complete", cursor=progress)
 
     return history_sensor
 

@@ -2,6 +2,7 @@
 
 Used by the end-to-end test, the cycle benchmark and the screenshot script: each needs a real
 instance under its own DAGSTER_HOME, runs launched into the run queue and backfills over ranges.
+:func:`stop_dagster_dev` is how ``dantaro dev`` and these stop it: no run left queued or in flight.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
+import dagster as dg
 import httpx
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from dantaro_assets.operations.instance import PROJECT_DIR, write_instance_config
 
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+QUEUED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)
+IN_FLIGHT = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 _BACKFILL = """
 mutation Backfill($params: LaunchBackfillParams!) {
@@ -39,6 +43,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def open_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Runs queued or in flight."""
+    return list(instance.get_runs(dg.RunsFilter(statuses=[*QUEUED, *IN_FLIGHT])))
+
+
+def cancel_runs(instance: dg.DagsterInstance) -> None:
+    """Cancel queued runs and ask in-flight ones to stop, as the UI's Terminate does (through the code server)."""
+    for run in open_runs(instance):
+        if run.status != dg.DagsterRunStatus.CANCELING:
+            try:
+                instance.run_coordinator.cancel_run(run.run_id)
+            except dg.DagsterError:  # its code server is gone: close_runs marks it below
+                pass
+
+
+def close_runs(instance: dg.DagsterInstance, reason: str) -> int:
+    """Mark every run still queued or in flight CANCELED with ``reason`` (its process is gone); returns how many."""
+    runs = open_runs(instance)
+    for run in runs:
+        if run.status != dg.DagsterRunStatus.CANCELING:
+            instance.report_run_canceling(run, message=reason)
+        instance.report_run_canceled(run, message=reason)
+    return len(runs)
+
+
+def stop_dagster_dev(process: subprocess.Popen, dagster_home: Path, timeout: float = 6.0) -> int:
+    """Stop a `dagster dev` started in a session of its own within ``timeout`` s; returns the runs it left open.
+
+    Runs are canceled first, while the code server can still pass the request to their workers; then
+    `dagster dev` gets SIGINT and shuts its daemon, webserver and code servers down itself. What is
+    left of its process group when the time is up is killed, and runs still open are marked CANCELED,
+    so no run stays STARTED or QUEUED for the next start.
+    """
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        cancel_runs(instance)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        while time.monotonic() < deadline and (process.poll() is None or any(r.status in IN_FLIGHT for r in open_runs(instance))):
+            time.sleep(0.2)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the leader, or run workers and log tails it left behind
+        except ProcessLookupError:
+            pass
+        process.wait()
+        return close_runs(instance, "dagster dev was stopped before the run ended")
 
 
 class DagsterDev:
@@ -74,15 +126,9 @@ class DagsterDev:
             time.sleep(1)
 
     def __exit__(self, *_: object) -> None:
-        """Stop the whole process group (webserver, daemon, code servers, run workers)."""
-        if self.process is None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """Stop the whole process group (webserver, daemon, code servers, run workers), no run left open."""
+        if self.process is not None:
+            stop_dagster_dev(self.process, self.home, timeout=30)
 
     def query(self, text: str, variables: Mapping[str, object] | None = None) -> dict:
         return self.client._execute(text, dict(variables or {}))
@@ -128,11 +174,14 @@ class DagsterDev:
         return status
 
 
-def prepare_history(dev: DagsterDev, now: float | None = None, timeout: float = 1800) -> str:
+def prepare_history(
+    dev: DagsterDev, now: float | None = None, timeout: float = 1800, progress: Callable[[str], None] = lambda _: None
+) -> str:
     """Materialise what the hourly analyses look back over; returns the current hour's partition key.
 
     Yesterday's and today's universe and 1h/1d candles (daily_candles_job), and 26 hours of 1-minute
-    candles in one backfill run (candles_1m has a single-run backfill policy).
+    candles in one backfill run (candles_1m has a single-run backfill policy). ``progress`` hears of
+    each step as it ends.
     """
     from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
@@ -141,8 +190,10 @@ def prepare_history(dev: DagsterDev, now: float | None = None, timeout: float = 
         run_id = dev.launch("daily_candles_job", day)
         if (status := dev.wait(run_id, timeout=timeout)) != "SUCCESS":
             raise RuntimeError(f"daily_candles_job {day}: run {run_id} ended {status}")
+        progress(f"history: daily_candles_job {day} succeeded")
     hour = hourly_partitions.get_partition_key_for_timestamp(now)
     first = hourly_partitions.get_partition_key_for_timestamp(now - 26 * 3600)
     if (status := dev.backfill({"candles_1m": (first, hour)}, timeout=timeout)) not in ("COMPLETED", "COMPLETED_SUCCESS"):
         raise RuntimeError(f"candles_1m backfill {first}...{hour} ended {status}")
+    progress(f"history: candles_1m backfill {first}...{hour} completed")
     return hour

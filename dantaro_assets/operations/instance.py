@@ -1,8 +1,9 @@
-"""The Dagster instance config: the project's dagster.yaml with the settings' run limit filled in.
+"""The Dagster instance config: the project's dagster.yaml with the settings' run limit and log level filled in.
 
-``concurrency.runs.max_concurrent_runs`` is a plain int in Dagster's schema (no ``{env: ...}``), so the
-file written into DAGSTER_HOME is rendered from the template with ``WORKER_MAX_WORKERS`` (and the pool's
-run buffer, equal to it) rather than copied; ``limits.instance_limit_problems`` tells whether a running
+``concurrency.runs.max_concurrent_runs`` and ``python_logs.python_log_level`` are plain values in
+Dagster's schema (no ``{env: ...}``), so the file written into DAGSTER_HOME is rendered from the
+template with ``WORKER_MAX_WORKERS`` (and the pool's run buffer, equal to it) and ``WORKER_LOG_LEVEL``
+rather than copied; ``limits.instance_limit_problems`` tells whether a running
 instance agrees with the settings.
 """
 
@@ -25,6 +26,8 @@ def render_instance_config(settings: Settings | None = None, template: Path = TE
     config["concurrency"]["runs"]["max_concurrent_runs"] = settings.worker_max_workers
     # every run the queue may start can wait for the pool at its fetching step instead of in the queue
     config["concurrency"]["pools"]["op_granularity_run_buffer"] = settings.worker_max_workers
+    # the level of each run's console logger and of the context.log messages kept (operations.console)
+    config.setdefault("python_logs", {})["python_log_level"] = settings.worker_log_level  # the template may lack it
     return config
 
 
@@ -35,6 +38,21 @@ def write_instance_config(dagster_home: Path, settings: Settings | None = None, 
     header = f"# written by dantaro_assets.operations.instance from {template}; edit the template, not this file\n"
     target.write_text(header + yaml.safe_dump(render_instance_config(settings, template), sort_keys=False))
     return target
+
+
+def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
+    """The Dagster instance folder of every ``dantaro`` command and the processes it starts.
+
+    ``DAGSTER_HOME`` when the operator set it (its dagster.yaml is theirs), else
+    ``DANTARO_STATE_DIR/dagster_home`` with the project's dagster.yaml: written when missing, and
+    rewritten from the current settings with ``refresh`` (``dantaro dev`` at start).
+    """
+    if settings.dagster_home is not None:
+        return settings.dagster_home
+    home = settings.state_dir / "dagster_home"
+    if refresh or not (home / "dagster.yaml").exists():
+        write_instance_config(home, settings)
+    return home
 
 
 def main(argv: list[str] | None = None) -> int:

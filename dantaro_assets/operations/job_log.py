@@ -1,13 +1,17 @@
 """The seed worker's job log, read from Dagster: runs are the jobs, their events the details.
 
-One entry per run: job id (run id), job type (the ``dantaro/job`` tag), status, duration, markets
-processed (the largest ``markets`` / ``markets_returned`` count in the run's materialisation metadata), error
-(the run's or first step's failure message) and timestamp. Nothing is written twice: Dagster's run
-and event storage is the record, so the log survives restarts and follows the run retention.
+One entry per run, in the seed's fields: ``job_id`` (run id), ``job_type`` (the ``dantaro/job`` tag),
+``status`` (``completed``/``failed``/``running``/``queued``), ``duration`` (seconds), ``symbols_processed``
+(the largest ``markets`` / ``markets_returned`` count in the run's materialisation metadata), ``error`` (the
+first step's or the run's failure message) and ``timestamp``; beside them Dagster's own view (``dagster_status``,
+``job_name``, ``partition``, start and end) and the project's earlier names (``duration_s``, ``markets_processed``).
+Nothing is written twice: Dagster's run and event storage is the record, so the log survives restarts and
+follows the run retention. A finished run's counts and error never change, so ``JobLog`` reads them once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +22,20 @@ from dantaro_assets.settings import redact_text
 
 MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}
+_RUNNING, _QUEUED, _COMPLETED, _FAILED = "running", "queued", "completed", "failed"
+SEED_STATUS: Mapping[dg.DagsterRunStatus, str] = {
+    dg.DagsterRunStatus.QUEUED: _QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED: _QUEUED,
+    dg.DagsterRunStatus.SUSPENDED: _QUEUED,  # paused until resumed: waiting, like a queued run
+    dg.DagsterRunStatus.STARTING: _RUNNING,
+    dg.DagsterRunStatus.STARTED: _RUNNING,
+    dg.DagsterRunStatus.CANCELING: _RUNNING,
+    dg.DagsterRunStatus.MANAGED: _RUNNING,  # a run driven from outside Dagster: not finished as far as Dagster knows
+    dg.DagsterRunStatus.SUCCESS: _COMPLETED,
+    dg.DagsterRunStatus.FAILURE: _FAILED,
+    dg.DagsterRunStatus.CANCELED: _FAILED,  # the seed had no cancel: a canceled job did not complete
+}
+_FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -49,30 +67,61 @@ def _error(instance: dg.DagsterInstance, run_id: str) -> str | None:
     return None
 
 
-def job_log(instance: dg.DagsterInstance, limit: int = 20, job_type: str | None = None) -> list[dict[str, Any]]:
-    """The newest ``limit`` runs (of one job type when given), newest first."""
-    filters = dg.RunsFilter(tags={JOB_TAG: job_type}) if job_type else None
-    entries = []
-    for record in instance.get_run_records(filters=filters, limit=limit):
+class JobLog:
+    """The job log of one instance, remembering each finished run's counts and error (they never change).
+
+    A refresh then costs one run query plus two event queries per run finished since the last one,
+    instead of two per listed run.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self._finished: dict[str, tuple[int | None, str | None]] = {}
+
+    def _details(self, run: dg.DagsterRun) -> tuple[int | None, str | None]:
+        if run.status not in _FINISHED:
+            return None, None
+        if run.run_id not in self._finished:
+            error = _error(self.instance, run.run_id) if run.status == dg.DagsterRunStatus.FAILURE else None
+            if run.status == dg.DagsterRunStatus.CANCELED:
+                error = "canceled"
+            self._finished[run.run_id] = (_markets_processed(self.instance, run.run_id), error)
+        return self._finished[run.run_id]
+
+    def entries(self, limit: int = 20, job_type: str | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs (of one job type when given), newest first."""
+        filters = dg.RunsFilter(tags={JOB_TAG: job_type}) if job_type else None
+        records = self.instance.get_run_records(filters=filters, limit=limit)
+        entries = [self._entry(record) for record in records]
+        listed = {entry["job_id"] for entry in entries}
+        self._finished = {run_id: details for run_id, details in self._finished.items() if run_id in listed}  # bounded by limit
+        return entries
+
+    def _entry(self, record: dg.RunRecord) -> dict[str, Any]:
         run = record.dagster_run
-        finished = run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
         duration = None
         if record.start_time is not None:
             end = record.end_time if record.end_time is not None else datetime.now(UTC).timestamp()
             duration = round(end - record.start_time, 3)
-        entries.append(
-            {
-                "job_id": run.run_id,
-                "job_type": run.tags.get(JOB_TAG, run.job_name),
-                "job_name": run.job_name,
-                "partition": run.tags.get("dagster/partition"),
-                "status": run.status.value,
-                "duration_s": duration,
-                "markets_processed": _markets_processed(instance, run.run_id) if finished else None,
-                "error": _error(instance, run.run_id) if run.status == dg.DagsterRunStatus.FAILURE else None,
-                "timestamp": _iso(record.create_timestamp.timestamp()),
-                "started_at": _iso(record.start_time),
-                "ended_at": _iso(record.end_time),
-            }
-        )
-    return entries
+        markets, error = self._details(run)
+        return {
+            "job_id": run.run_id,
+            "job_type": run.tags.get(JOB_TAG, run.job_name),
+            "status": SEED_STATUS[run.status],
+            "duration": duration,
+            "symbols_processed": markets,
+            "error": error,
+            "timestamp": _iso(record.create_timestamp.timestamp()),
+            "dagster_status": run.status.value,
+            "job_name": run.job_name,
+            "partition": run.tags.get("dagster/partition"),
+            "duration_s": duration,
+            "markets_processed": markets,
+            "started_at": _iso(record.start_time),
+            "ended_at": _iso(record.end_time),
+        }
+
+
+def job_log(instance: dg.DagsterInstance, limit: int = 20, job_type: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs (of one job type when given), newest first."""
+    return JobLog(instance).entries(limit, job_type)

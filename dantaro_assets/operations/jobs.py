@@ -43,8 +43,8 @@ recommendation_outcomes_job = _asset_job(
     "Score an hour's recommendations by their forward returns.",
 )
 daily_candles_job = _asset_job(
-    "daily_candles_job", "daily_candles", ["upbit_markets", "candles_1h", "candles_1d"],
-    "Refresh the day's KRW universe and its 1-hour and 1-day candles.",
+    "daily_candles_job", "daily_candles", ["upbit_markets", "upbit_instruments", "candles_1h", "candles_1d"],
+    "Refresh the day's KRW universe, its order price units and its 1-hour and 1-day candles.",
 )
 candles_1m_job = _asset_job(
     "candles_1m_job", "history", ["candles_1m"],

@@ -5,10 +5,16 @@ the seed's cadences tick several times per hour, so each schedule here maps its 
 hourly (or daily) partition key itself. The first tick of a new period also requests the period that
 just closed, once, so its candles are fetched complete and its analyses recomputed over them: that
 run is tagged ``dantaro/finalise`` and goes ahead of the open period's run of the same job.
+
+A run is requested only when the lookback its assets read is stored: the upstream partitions their
+partition mappings reach from the run's partition, less those the run materialises itself. Until then
+(a first start, while the history sensor loads the lookback) the tick skips, naming what it waits for
+(``waiting for history: ...`` in the schedule's tick history), instead of launching a run that fails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -70,6 +76,81 @@ def period_run_requests(
     return requests
 
 
+def lookback_needs(
+    repository: dg.RepositoryDefinition, job_assets: Collection[dg.AssetKey], partition_key: str, now: datetime
+) -> dict[dg.AssetKey, set[str]]:
+    """The upstream partitions that ``job_assets`` read for ``partition_key`` through their partition mappings,
+    less the partitions the run materialises itself (``job_assets`` at ``partition_key``) and inputs the
+    asset can do without (input metadata ``{"optional": True}``, read as empty when never stored)."""
+    assets = repository.assets_defs_by_key
+    needs: dict[dg.AssetKey, set[str]] = {}
+    for key in job_assets:
+        asset = assets[key]
+        if asset.partitions_def is None:
+            continue
+        own = asset.partitions_def.subset_with_partition_keys([partition_key])
+        optional = {asset.keys_by_input_name[name] for name, put in asset.op.ins.items() if (put.metadata or {}).get("optional")}
+        for parent in asset.dependency_keys - optional:
+            parent_partitions = assets[parent].partitions_def if parent in assets else None
+            if parent_partitions is None:
+                continue
+            # an input without a declared mapping reads the parent's window covering its own (Dagster's default)
+            mapping = asset.get_partition_mapping(parent) or dg.TimeWindowPartitionMapping()
+            upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(own, asset.partitions_def, parent_partitions, current_time=now)
+            keys = set(upstream.partitions_subset.get_partition_keys())
+            if parent in job_assets:
+                keys.discard(partition_key)
+            if keys:
+                needs.setdefault(parent, set()).update(keys)
+    return needs
+
+
+def missing_lookback(instance: dg.DagsterInstance, needs: Mapping[dg.AssetKey, set[str]]) -> dict[dg.AssetKey, set[str]]:
+    """The needed partitions never materialised: one indexed query per upstream asset, over the needed keys only."""
+    missing = {}
+    for key, keys in needs.items():
+        stored = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=keys)
+        if lacking := keys.difference(stored):
+            missing[key] = lacking
+    return missing
+
+
+def describe_missing(missing: Mapping[dg.AssetKey, set[str]], needs: Mapping[dg.AssetKey, set[str]]) -> str:
+    return ", ".join(
+        f"{key.to_user_string()} {len(keys)} of {len(needs[key])} partitions ({min(keys)}...{max(keys)})" if len(keys) > 1
+        else f"{key.to_user_string()} {next(iter(keys))}"
+        for key, keys in sorted(missing.items(), key=lambda item: item[0].to_user_string())
+    )
+
+
+def requests_with_history(
+    context: dg.ScheduleEvaluationContext, job: UnresolvedAssetJobDefinition, requests: Sequence[dg.RunRequest]
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """``requests`` whose lookback is stored; a skip naming the missing partitions when none is ready."""
+    repository = context.repository_def
+    job_assets = job.selection.resolve(list(repository.assets_defs_by_key.values()))
+    now = context.scheduled_execution_time
+    needs = {request.partition_key: lookback_needs(repository, job_assets, request.partition_key, now) for request in requests}
+    every_need: dict[dg.AssetKey, set[str]] = {}
+    for need in needs.values():
+        for key, keys in need.items():
+            every_need.setdefault(key, set()).update(keys)
+    missing = missing_lookback(context.instance, every_need) if every_need else {}
+    ready, waiting = [], []
+    for request in requests:
+        lacking = {key: keys & missing.get(key, set()) for key, keys in needs[request.partition_key].items()}
+        lacking = {key: keys for key, keys in lacking.items() if keys}
+        if lacking:
+            waiting.append(f"waiting for history: {request.partition_key} needs {describe_missing(lacking, needs[request.partition_key])}")
+        else:
+            ready.append(request)
+    if not ready:
+        return dg.SkipReason("; ".join(waiting))
+    for reason in waiting:
+        context.log.info(reason)
+    return ready
+
+
 def _partitioned_schedule(
     job: UnresolvedAssetJobDefinition,
     job_type: str,
@@ -88,8 +169,8 @@ def _partitioned_schedule(
         default_status=status,
         description=f"{cron} (UTC): the current {period}'s partition; the first tick of a {period} also finalises the one before.",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        return period_run_requests(job_type, partitions_def, context.scheduled_execution_time, first_tick_window)
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        return requests_with_history(context, job, period_run_requests(job_type, partitions_def, context.scheduled_execution_time, first_tick_window))
 
     return _schedule
 

@@ -6,27 +6,15 @@ forming hour of the closed minutes so far (dantaro_assets.lib.point_in_time). Al
 that hourly series, last ``HOURLY_BARS`` bars per market, so a snapshot never depends on how much
 older history happened to be loaded.
 
-Scoring rules (each component 0-100; ATR% = ATR14 / price on the hourly series):
+Scoring: every named scorer of dantaro_assets.recommendations.scorers scores the eligible universe
+(``v1``'s components are kept with every pick); each scorer's top N get entry, target, stop and reasons,
+and the rows carry the scorer's name. ``DANTARO_SCORER`` names the served one, the rest run in shadow.
 
-=================== ======================================================================= ======
-component           rule                                                                    weight
-=================== ======================================================================= ======
-trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
-                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
-momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
-                    -10, 10)), clipped 0..100: strength without overbought, and rising
-volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
-                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
-support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
-                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
-resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
-                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
-volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
-=================== ======================================================================= ======
-
-score = sum(weight * component). Entry is the last traded price before ``as_of``; target is the
-bottom of the nearest resistance zone at least 1 ATR above it (entry + 3 ATR when none); stop is
-half an ATR below the bottom of the nearest support zone under it (entry - 2 ATR when none).
+Entry, target and stop come from the nearest support and resistance
+the summary names, on Upbit's price grid (dantaro_assets.recommendations.trade_plan); a market whose
+placed prices offer less than ``min_reward_risk`` reward per unit of risk is not recommended.
+The market's regime at ``as_of`` (market_status's rule on the same candles) gates the list
+(``REGIME_POLICY``) and is stated in every row and summary.
 
 Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
 with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with at least
@@ -36,7 +24,7 @@ with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -44,25 +32,23 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.tick_grid import ticks_at
+from dantaro_assets.market_status.analysis import compute_market_status
+from dantaro_assets.recommendations import trade_plan
+from dantaro_assets.recommendations.scorers import (
+    COMPONENTS,
+    FEATURE_LAGS,
+    component_scores,
+    score_all,
+)
 
 HOURLY_BARS = 240
 MIN_HISTORY_BARS = 50
 TOP_N = 20
 TURNOVER_WINDOW = pd.Timedelta(hours=24)
 SURGE_WINDOW = pd.Timedelta(hours=1)
-TARGET_MIN_ATR = 1.0  # a target is a resistance at least this many ATR above the entry ...
-TARGET_DEFAULT_ATR = 3.0  # ... else the entry plus this many ATR
-STOP_BELOW_SUPPORT_ATR = 0.5  # the stop sits this many ATR under the nearest support zone ...
-STOP_DEFAULT_ATR = 2.0  # ... or this many ATR under the entry when there is no support below
-WEIGHTS: dict[str, float] = {
-    "trend": 0.25,
-    "momentum": 0.20,
-    "volume_surge": 0.15,
-    "support_distance": 0.15,
-    "resistance_distance": 0.15,
-    "volatility": 0.10,
-}
-COMPONENTS = list(WEIGHTS)
+DEFAULT_MIN_REWARD_RISK = 1.5  # DANTARO_MIN_REWARD_RISK's default
+DEFAULT_SCORERS = ("v1",)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 CAUTION_FLAGS = [
     "caution_price_fluctuations",
@@ -72,11 +58,33 @@ CAUTION_FLAGS = [
     "caution_concentration_of_small_accounts",
 ]
 RECOMMENDATION_COLUMNS = [
-    "as_of", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "caution",
+    "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
+    "tick_size", "regime", "caution",
 ]  # fmt: skip
 
 # support_levels.analysis.compute_support_levels(hourly, daily, price, as_of) or a stand-in with its columns.
 LevelFinder = Callable[[pd.DataFrame, pd.DataFrame, pd.Series, pd.Timestamp], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class RegimePolicy:
+    """What a regime does to the list: at most ``max_picks`` picks, each scoring at least ``min_score``."""
+
+    max_picks: int
+    min_score: float
+
+
+RISK_OFF_MAX_PICKS = 3
+# From the recorded markets (bench/regime.py, README "Recommendations"): in risk_off hours the top pick
+# trailed the universe at 1 h, 4 h and 24 h and the score's rank IC was negative at every horizon, so
+# risk_off cuts the list to a shortlist; a higher score floor would lean on a score that ranked the
+# wrong way there, and an empty list would leave the API serving the previous (older) snapshot.
+REGIME_POLICY: dict[str, RegimePolicy] = {
+    "risk_on": RegimePolicy(max_picks=TOP_N, min_score=0.0),
+    "neutral": RegimePolicy(max_picks=TOP_N, min_score=0.0),
+    "unknown": RegimePolicy(max_picks=TOP_N, min_score=0.0),
+    "risk_off": RegimePolicy(max_picks=RISK_OFF_MAX_PICKS, min_score=0.0),
+}
 
 
 @dataclass
@@ -88,6 +96,8 @@ class UniverseCounts:
     excluded_turnover: int = 0
     excluded_history: int = 0
     eligible: int = 0
+    excluded_reward_risk: int = 0  # eligible, but its placed target/stop offer less than the floor (or no room)
+    excluded_regime: int = 0  # recommendable, but left out by the regime's policy
 
 
 @dataclass(frozen=True)
@@ -123,17 +133,28 @@ class TickInputs:
     history: pit.CandleHistory
     markets: pd.DataFrame
     turnover: Turnover = field(repr=False)
+    instruments: pd.DataFrame | None = None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
 
     @classmethod
     def prepare(cls, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
-                markets: pd.DataFrame, first_tick: pd.Timestamp, last_tick: pd.Timestamp) -> TickInputs:
+                markets: pd.DataFrame, first_tick: pd.Timestamp, last_tick: pd.Timestamp,
+                instruments: pd.DataFrame | None = None) -> TickInputs:
         """Candle history from 24 h before the first tick (the turnover window) to the last tick."""
         minutes_start = (first_tick - TURNOVER_WINDOW).floor("h")
         return cls(
             history=pit.CandleHistory(candles_1m, candles_1h, candles_1d, minutes_start, last_tick),
             markets=markets,
             turnover=Turnover.from_candles(candles_1m, minutes_start, last_tick),
+            instruments=instruments,
         )
+
+    def regime(self, as_of: pd.Timestamp) -> str:
+        """The market's regime at as_of by market_status's rule (``unknown`` when no 60-minute return exists)."""
+        try:
+            status = compute_market_status(self.history, self.markets, pd.DatetimeIndex([as_of]))
+        except ValueError:  # the minutes do not reach 60 minutes before the tick
+            return "unknown"
+        return str(status["regime"].iloc[0]) if len(status) and status["markets"].iloc[0] > 0 else "unknown"
 
 
 def universe_at(markets: pd.DataFrame, turnover: Turnover, as_of: pd.Timestamp,
@@ -194,77 +215,52 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
             "rsi": take(rsi, last),
             "rsi_3h_ago": take(rsi, earlier),
             "atr": take(atr, last),
+            **{f"close_{lag}h_ago": take(bars["close"].to_numpy(), _last_rows(bars, lag=lag)) for lag in FEATURE_LAGS},
         },
         index=pd.Index(bars[pit.MARKET].to_numpy()[np.clip(last, 0, None)], name=pit.MARKET),
     )
 
 
-def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
-    """0 at ``zero_at``, 100 at ``full_at``, linear between, clipped (works in either direction)."""
-    return (100.0 * (x - zero_at) / (full_at - zero_at)).clip(0.0, 100.0)
-
-
-def component_scores(features: pd.DataFrame) -> pd.DataFrame:
-    """The six 0-100 components from per-market features (price, EMAs, RSI, ATR, surge, level distances)."""
-    atr_pct = features["atr"] / features["price"]
-    above_fast = (features["price"] / features["ema20"] - 1.0) / atr_pct
-    fast_over_slow = (features["ema20"] / features["ema50"] - 1.0) / atr_pct
-    trend = 50.0 + 25.0 * (above_fast / 2.0).clip(-1, 1) + 25.0 * (fast_over_slow / 2.0).clip(-1, 1)
-    rsi_level = (100.0 - 2.5 * (features["rsi"] - 60.0).abs()).clip(0.0, 100.0)
-    rsi_rising = 50.0 + 5.0 * (features["rsi"] - features["rsi_3h_ago"]).clip(-10, 10)
-    momentum = (0.7 * rsi_level + 0.3 * rsi_rising).clip(0.0, 100.0)
-    volume_surge = (50.0 + 25.0 * np.log2(features["surge"].clip(lower=1e-9))).clip(0.0, 100.0)
-    support_atr = (features["price"] / features["support_high"] - 1.0) / atr_pct
-    support = (100.0 - 25.0 * (support_atr.clip(lower=1.0) - 1.0)).clip(0.0, 100.0).fillna(0.0)
-    resistance_atr = (features["resistance_low"] / features["price"] - 1.0) / atr_pct
-    resistance = (100.0 * resistance_atr / 4.0).clip(0.0, 100.0).fillna(75.0)
-    volatility = np.minimum(_ramp(atr_pct, 0.0005, 0.003), _ramp(atr_pct, 0.04, 0.015))
-    scores = pd.DataFrame(
-        {
-            "trend": trend,
-            "momentum": momentum,
-            "volume_surge": volume_surge,
-            "support_distance": support,
-            "resistance_distance": resistance,
-            "volatility": volatility,
-        }
-    )
-    scores["score"] = sum(WEIGHTS[c] * scores[c] for c in COMPONENTS)
-    return scores
-
-
-def nearest_levels(levels: pd.DataFrame, price: pd.Series, atr: pd.Series) -> pd.DataFrame:
-    """Per market: the nearest support zone below the price, the nearest resistance above, and the target level.
+def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
+    """Per market: the nearest support zone below the price and the nearest resistance above.
 
     ``levels`` is support_levels' output (side, level, zone_low, zone_high; zones clipped at the
     price). A resistance is referenced by its zone's bottom, or by the level itself when the price is
-    already inside the zone. The target is the nearest resistance at least ``TARGET_MIN_ATR`` ATR
-    above the price: a closer one would not pay the fees and the stop's risk.
+    already inside the zone (``trade_plan.resistance_targets``): the summary names the nearest, and the
+    pick's target is it or, when it is too near for the reward:risk floor, a farther one.
     """
-    frame = levels.assign(price=levels[pit.MARKET].map(price), atr=levels[pit.MARKET].map(atr))
+    frame = levels.assign(price=levels[pit.MARKET].map(price))
     supports = frame[(frame["side"] == "support") & (frame["level"] < frame["price"])]
-    resistances = frame[(frame["side"] == "resistance") & (frame["level"] > frame["price"])]
     support = supports.sort_values("level").groupby(pit.MARKET)[["zone_low", "zone_high"]].last()
-    reference = resistances["zone_low"].where(resistances["zone_low"] > resistances["price"], resistances["level"])
-    resistance = reference.groupby(resistances[pit.MARKET]).min()
-    far_enough = reference >= resistances["price"] + TARGET_MIN_ATR * resistances["atr"]
-    target = reference[far_enough].groupby(resistances.loc[far_enough, pit.MARKET]).min()
+    targets = trade_plan.resistance_targets(levels, price)
+    resistance = targets[targets["order"] == 1].set_index(pit.MARKET)["target_level"]
     out = pd.DataFrame(index=price.index)
     out["support_low"] = support["zone_low"].reindex(price.index)
     out["support_high"] = support["zone_high"].reindex(price.index).clip(upper=price)
     out["resistance_low"] = resistance.reindex(price.index)
-    out["target_level"] = target.reindex(price.index)
     return out
 
 
-def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[dict], list[str]]:
+def _price_text(value: float, tick: float) -> str:
+    """A price as people read it: thousands separated, as many decimals as the tick has."""
+    decimals = max(0, -int(np.floor(np.log10(tick)))) if np.isfinite(tick) and tick > 0 else 2
+    return f"{value:,.{decimals}f}"
+
+
+def _ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def _reasons_and_summary(picks: pd.DataFrame, regime: str) -> tuple[list[dict], list[str]]:
     """Machine-readable reasons (a JSON object: jsonb in Postgres, nested in the Redis payload) and one human
-    line per pick: only for the top N, so a loop is fine."""
+    line per pick naming the levels its target and stop come from: only for the top N, so a loop is fine."""
     reasons, summaries = [], []
     for market, row in picks.iterrows():
         atr_pct = row["atr"] / row["price"]
         support_pct = 100.0 * (row["price"] / row["support_high"] - 1.0) if pd.notna(row["support_high"]) else None
         resistance_pct = 100.0 * (row["resistance_low"] / row["price"] - 1.0) if pd.notna(row["resistance_low"]) else None
+        target_pct = 100.0 * (row["target"] / row["entry"] - 1.0)
+        stop_pct = 100.0 * (row["stop"] / row["entry"] - 1.0)
         detail = {
             "trend": {"score": _r(row["trend"]), "price": row["price"], "ema20": _r(row["ema20"]), "ema50": _r(row["ema50"])},
             "momentum": {"score": _r(row["momentum"]), "rsi14": _r(row["rsi"]), "rsi14_change_3h": _r(row["rsi"] - row["rsi_3h_ago"])},
@@ -272,16 +268,30 @@ def _reasons_and_summary(picks: pd.DataFrame) -> tuple[list[dict], list[str]]:
             "support_distance": {"score": _r(row["support_distance"]), "support": _r(row["support_high"]), "pct_above": _r(support_pct)},
             "resistance_distance": {"score": _r(row["resistance_distance"]), "resistance": _r(row["resistance_low"]), "pct_below": _r(resistance_pct)},
             "volatility": {"score": _r(row["volatility"]), "atr14_pct": _r(100.0 * atr_pct)},
+            "plan": {"target_level": _r(row["target_level"]), "target_resistance": int(row["target_order"]) or None,
+                     "stop_from": row["stop_from"], "target_pct": _r(target_pct),
+                     "stop_pct": _r(stop_pct), "reward_risk": _r(row["reward_risk"]), "tick_size": row["tick_size"],
+                     "regime": regime},
         }  # fmt: skip
         json.dumps(detail, allow_nan=False)  # raises on NaN/inf: every figure must be a real number or None
         reasons.append(detail)
         trend = "uptrend above EMA20" if row["price"] > row["ema20"] and row["ema20"] > row["ema50"] else (
             "above EMA20" if row["price"] > row["ema20"] else "below EMA20")
         direction = "rising" if row["rsi"] > row["rsi_3h_ago"] else "falling"
+        tick = row["tick_size"]
         parts = [trend, f"RSI {row['rsi']:.0f} {direction}", f"volume {row['surge']:.1f}x"]
-        parts.append(f"{support_pct:.1f}% above support" if support_pct is not None else "no support below")
-        parts.append(f"{resistance_pct:.1f}% to resistance" if resistance_pct is not None else "no resistance above")
-        summaries.append(f"{market} {row['score']:.0f}: " + ", ".join(parts))
+        parts.append(f"support {_price_text(row['support_high'], tick)} ({support_pct:.2f}% below)" if support_pct is not None
+                     else "no support below")
+        parts.append(f"resistance {_price_text(row['resistance_low'], tick)} ({resistance_pct:.2f}% above)"
+                     if resistance_pct is not None else "no resistance above")
+        order = int(row["target_order"])
+        target_note = ("that resistance" if order == 1 else "3 ATR, no resistance above" if order == 0
+                       else f"the {_ordinal(order)} resistance, {_price_text(row['target_level'], tick)}")
+        stop_note = "under that support zone" if row["stop_from"] == "support" else "2 ATR, no support below"
+        plan = (f"buy {_price_text(row['entry'], tick)}, target {_price_text(row['target'], tick)} ({target_pct:+.2f}%, "
+                f"{target_note}), stop {_price_text(row['stop'], tick)} ({stop_pct:+.2f}%, {stop_note}), "
+                f"reward:risk {row['reward_risk']:.2f}")
+        summaries.append(f"{market} {row['score']:.0f} ({regime.replace('_', '-')} market): " + ", ".join(parts) + "; " + plan)
     return reasons, summaries
 
 
@@ -290,8 +300,15 @@ def _r(value: float | None) -> float | None:
 
 
 def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
-                 min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
-    """One tick: (top-N recommendations, every eligible market's scores, universe counts)."""
+                 min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
+                 regime: str | None = None, scorers: Sequence[str] = DEFAULT_SCORERS,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
+    """One tick: (each of ``scorers``' top-N recommendations, every eligible market's scores and trade plan, counts).
+
+    ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise).
+    The scores frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the
+    counts' ``excluded_regime`` is the first scorer's.
+    """
     universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
     every_hour = inputs.history.hourly(as_of)
     hourly = every_hour[every_hour[pit.MARKET].isin(universe.index)]
@@ -311,59 +328,73 @@ def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFind
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
     daily = inputs.history.daily(as_of, every_hour)
     levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
-    features = features.join(nearest_levels(levels, price, features["atr"]))
+    features = features.join(nearest_levels(levels, price))
     scored = features.join(component_scores(features))
-    scored = scored.join(universe[CAUTION_FLAGS])
-    return _top(scored, as_of, top_n), scored, counts
+    plans = trade_plan.plan_trades(scored, trade_plan.resistance_targets(levels, price),
+                                   ticks_at(inputs.instruments, as_of), min_reward_risk)
+    scored = scored.join(plans)
+    scored = scored.join(score_all(features).add_prefix("score_")).join(universe[CAUTION_FLAGS])
+    counts.excluded_reward_risk = int(scored["excluded"].notna().sum())
+    regime = inputs.regime(as_of) if regime is None else regime
+    placeable = scored[scored["excluded"].isna()]
+    picks = [_top(placeable.assign(score=placeable[f"score_{name}"]), as_of, top_n, regime, scorer=name) for name in scorers]
+    counts.excluded_regime = min(len(placeable), top_n) - len(picks[0])
+    return pd.concat(picks, ignore_index=True), scored, counts
 
 
-def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int) -> pd.DataFrame:
-    """Rank by score (ties by market code, for determinism), set entry/target/stop, explain the top N."""
-    ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable").head(top_n)
-    atr = ranked["atr"]
-    entry = ranked["price"]
-    target = ranked["target_level"].fillna(entry + TARGET_DEFAULT_ATR * atr)
-    stop = (ranked["support_low"] - STOP_BELOW_SUPPORT_ATR * atr).fillna(entry - STOP_DEFAULT_ATR * atr)
-    reasons, summaries = _reasons_and_summary(ranked)
-    caution = ranked[CAUTION_FLAGS].astype(bool)
-    caution_text = caution.apply(lambda row: ",".join(f.removeprefix("caution_") for f in CAUTION_FLAGS if row[f]), axis=1)
+def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
+    """Rank by ``scorer``'s score (ties by market code, for determinism), apply the regime's policy, explain the top N."""
+    policy = REGIME_POLICY.get(regime, REGIME_POLICY["neutral"])
+    ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable")
+    ranked = ranked[ranked["score"] >= policy.min_score].head(min(top_n, policy.max_picks))
+    reasons, summaries = _reasons_and_summary(ranked, regime)
+    flags = ranked[CAUTION_FLAGS].astype(bool).to_numpy()
+    cautions = [[f.removeprefix("caution_") for f, on in zip(CAUTION_FLAGS, row) if on] for row in flags]
     out = pd.DataFrame(
         {
             "as_of": as_of,
+            "scorer": scorer,
             "rank": np.arange(1, len(ranked) + 1, dtype=np.int64),
             "market": ranked.index.to_numpy(),
             "score": ranked["score"].round(4).to_numpy(),
             **{c: ranked[c].round(4).to_numpy() for c in COMPONENTS},
             "reasons": reasons,
             "summary": summaries,
-            "entry": entry.to_numpy(),
-            "target": target.to_numpy(),
-            "stop": stop.to_numpy(),
-            "caution": caution_text.reindex(ranked.index).fillna("").to_numpy() if len(ranked) else [],
+            "entry": ranked["entry"].to_numpy(),
+            "target": ranked["target"].to_numpy(),
+            "stop": ranked["stop"].to_numpy(),
+            "reward_risk": ranked["reward_risk"].to_numpy(),
+            "tick_size": ranked["tick_size"].to_numpy(),
+            "regime": regime,
+            "caution": pd.Series(cautions, dtype=object),
         }
     )
-    return out[RECOMMENDATION_COLUMNS]
+    return out[RECOMMENDATION_COLUMNS] if len(out) else _empty_recommendations()
 
 
 def _empty_recommendations() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "rank": "int64", "market": object, "reasons": object,
-                         "summary": object, "caution": object})
+    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
+                         "summary": object, "regime": object, "caution": object})
 
 
 def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                             markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
-                            min_turnover_krw: float, top_n: int = TOP_N) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations for every tick in ``as_ofs`` (one partition) and the universe counts per tick."""
-    counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__]
+                            min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
+                            instruments: pd.DataFrame | None = None,
+                            scorers: Sequence[str] = DEFAULT_SCORERS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendations of each of ``scorers`` for every tick in ``as_ofs`` (one partition) and the universe counts and regime per tick."""
+    counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__, "regime"]
     if len(as_ofs) == 0:
         return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
-    inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1])
+    inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1], instruments)
     frames, counts = [], []
     for as_of in as_ofs:
-        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n)
+        regime = inputs.regime(as_of)
+        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n,
+                                             min_reward_risk=min_reward_risk, regime=regime, scorers=scorers)
         frames.append(picks)
-        counts.append({"as_of": as_of, **asdict(tick_counts)})
+        counts.append({"as_of": as_of, **asdict(tick_counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]
     recommendations = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()
     return recommendations, pd.DataFrame(counts, columns=counts_columns)

@@ -13,13 +13,19 @@ import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
+from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.snapshots import (
     days_back,
     latest_table,
     partition_ticks,
 )
-from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.partitions import (
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+    lookback_hours,
+)
 from dantaro_assets.recommendations.analysis import (
     TURNOVER_WINDOW,
     compute_recommendations,
@@ -34,13 +40,21 @@ from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
     recommendations_schema,
 )
+from dantaro_assets.recommendations.scorecard import (
+    SCORECARD_SCHEMA,
+    recent_outcomes,
+    scorecard_report,
+)
+from dantaro_assets.recommendations.scorers import served_first
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
 
 _SETTINGS = get_settings()
 _LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
-_KEY = ["as_of", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "caution"]
+_KEY = ["as_of", "scorer", "market"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
+_SCORERS = served_first(_SETTINGS.scorer)  # the served scorer first, the challengers in shadow
+_SERVED = {"scorer": _SETTINGS.scorer}
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -71,23 +85,27 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 
 @dg.asset(
     partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(int(TURNOVER_WINDOW / pit.HOUR))),
         "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),
         "candles_1d": dg.AssetIn(partition_mapping=days_back(2)),  # pivots use the previous day
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+        # optional: without stored tick sizes the documented KRW table applies
+        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
     },
     metadata={
         "partition_expr": "as_of",
         "primary_key": _KEY,
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False},
+        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False, "rows": _SERVED},
     },
     check_specs=[schema_check_spec("recommendations")],
     freshness_policy=freshness(_SETTINGS.recommendations_interval),
     group_name="analysis",
     kinds={"pandas", "postgres"},
-    description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop.",
+    description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop; "
+                "one list per scorer, the DANTARO_SCORER one served, the others in shadow.",
 )
 def recommendations(
     context: dg.AssetExecutionContext,
@@ -95,14 +113,17 @@ def recommendations(
     candles_1h: pd.DataFrame,
     candles_1d: pd.DataFrame,
     upbit_markets: pd.DataFrame,
+    upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
     picks, counts = compute_recommendations(
         candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
-        min_turnover_krw=_SETTINGS.min_turnover_krw,
+        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk, instruments=upbit_instruments,
+        scorers=_SCORERS,
     )
-    yield from checked(pandera_check(recommendations_schema(start, end, _warned(upbit_markets, as_ofs)), picks))
+    yield from checked(pandera_check(
+        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -114,8 +135,17 @@ def recommendations(
             "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
+            "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
+            "excluded_reward_risk_reason": (f"placed target/stop offer less than {_SETTINGS.min_reward_risk} reward:risk, "
+                                            "or no room below the nearest resistance"),
+            "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
+            "regime": str(latest["regime"]) if latest is not None else "none",
             "min_turnover_krw": _SETTINGS.min_turnover_krw,
-            "latest_snapshot": latest_table(picks, _TABLE_COLUMNS),
+            "min_reward_risk": _SETTINGS.min_reward_risk,
+            "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
+            "served_scorer": _SETTINGS.scorer,
+            "shadow_scorers": ", ".join(_SCORERS[1:]),
+            "latest_snapshot": latest_table(picks[picks["scorer"] == _SETTINGS.scorer], _TABLE_COLUMNS),
         },
     )
 
@@ -137,10 +167,12 @@ def recommendations(
     freshness_policy=freshness(3600),  # rescored every hour as horizons close
     group_name="analysis",
     kinds={"pandas", "postgres"},
-    description="Net forward returns (1 h, 4 h, 24 h) of each recommendation of the hour vs the equal-weight universe, and target/stop first hit.",
+    description="Net forward returns (1 h, 4 h, 24 h) of each scorer's recommendations of the hour vs the equal-weight universe, "
+                "target/stop first hit, and the scorecard of every scorer over the last 7 and 30 days.",
 )
 def recommendation_outcomes(
     context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
     recommendations: pd.DataFrame,
     candles_1m: pd.DataFrame,
     upbit_markets: pd.DataFrame,
@@ -150,7 +182,12 @@ def recommendation_outcomes(
     universe = eligible_universe(candles_1m, upbit_markets, as_ofs, _SETTINGS.min_turnover_krw)
     outcomes = compute_outcomes(recommendations, candles_1m, universe)
     yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
-    summary = summarise_outcomes(outcomes)
+    summary = summarise_outcomes(outcomes[outcomes["scorer"] == _SETTINGS.scorer])
+    # the scorecard of every scorer over the stored outcomes, this partition's rows as just computed
+    stored = recent_outcomes(postgres)
+    stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
+    graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
+    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
     data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,
@@ -158,6 +195,9 @@ def recommendation_outcomes(
             **{k: (v if v is not None else "n/a") for k, v in summary.items()},
             "candles_until": str(data_end) if data_end is not None else "none",
             "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
+            "served_scorer": _SETTINGS.scorer,
+            "scorecard": dg.MetadataValue.table([dg.TableRecord(row) for row in card["rows"]], schema=SCORECARD_SCHEMA),
         },
     )
+
 

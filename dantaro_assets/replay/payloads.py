@@ -1,12 +1,15 @@
 """Upbit quotation JSON bodies built from a candle source, with Upbit's field names, order and types.
 
-Field lists follow the recorded responses in ../shared/data/upbit/api_captures.json.
+Field lists follow the recorded responses in ../shared/data/upbit/api_captures.json; the instruments
+body (not recorded) follows docs.upbit.com's reference of ``GET /v1/orderbook/instruments`` (market,
+quote_currency, tick_size as a decimal string, supported_levels).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from dantaro_assets.replay.core import (
     CandleSource,
     MarketInfo,
     iso_seconds,
+    tick_size,
 )
 
 KST = timezone(timedelta(hours=9))
@@ -70,6 +74,16 @@ def _clean(x: float) -> float:
     return float(f"{x:.10g}") if x else 0.0
 
 
+def instrument_entry(source: CandleSource, market: str, now: float) -> dict:
+    """``/v1/orderbook/instruments`` for one market: the order price unit at its last price (a decimal string,
+    as Upbit sends it) and the grouping levels, multiples of it."""
+    last = source.candles(market, DAY_MINUTES, now, 1, now)
+    tick = float(tick_size(float(last.close[-1]) if len(last) else 1.0))
+    text = format(Decimal(repr(tick)).normalize(), "f")
+    levels = [format(Decimal(text) * factor, "f") for factor in (1, 10, 100)]
+    return {"market": market, "quote_currency": market.split("-")[0], "tick_size": text, "supported_levels": levels}
+
+
 def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
     """``/v1/ticker`` for one market at ``now``: the UTC-day candle, the last trade, 24 h sums, 52-week extremes."""
     days = source.candles(market, DAY_MINUTES, now, 2, now)
@@ -89,12 +103,12 @@ def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
     change = trade_price - prev_close
     rate = round(change / prev_close, 10) if prev_close else 0.0
     high52, high52_date, low52, low52_date = source.extremes_52w(market, now)
-    today_date = datetime.fromtimestamp(today_start, tz=timezone.utc).strftime("%Y-%m-%d")
+    today_date = datetime.fromtimestamp(today_start, tz=UTC).strftime("%Y-%m-%d")
     if today is not None and float(today.high[0]) > high52:
         high52, high52_date = float(today.high[0]), today_date
     if today is not None and (float(today.low[0]) < low52 or not low52_date):
         low52, low52_date = float(today.low[0]), today_date
-    last_trade = datetime.fromtimestamp(last_ms / 1000, tz=timezone.utc)
+    last_trade = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
     last_trade_kst = last_trade.astimezone(KST)
     return {
         "market": market,

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,7 +32,12 @@ from dantaro_assets.replay.faults import (
     FaultBook,
     RateLimiter,
 )
-from dantaro_assets.replay.payloads import candle_entries, market_entry, ticker_entry
+from dantaro_assets.replay.payloads import (
+    candle_entries,
+    instrument_entry,
+    market_entry,
+    ticker_entry,
+)
 from dantaro_assets.replay.websocket import (
     WEBSOCKET_PATH,
     WebSocketGate,
@@ -84,7 +89,7 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise RequestError(400, f"invalid time {text!r}: use e.g. 2025-09-01T00:00:00, ...Z or ...+09:00") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -123,7 +128,7 @@ class Clock:
         now = self.now()
         start, running, speed = self.settings()
         mode = "real" if start is None else "running" if running else "frozen"
-        described = {"now": datetime.fromtimestamp(now, tz=timezone.utc).isoformat().replace("+00:00", "Z"), "mode": mode}
+        described = {"now": datetime.fromtimestamp(now, tz=UTC).isoformat().replace("+00:00", "Z"), "mode": mode}
         if mode == "running":
             described["speed"] = speed
         return described
@@ -168,6 +173,8 @@ def _group(path: str) -> str:
         return "candles"
     if path in ("/v1/ticker", "/v1/ticker/all"):
         return "ticker"
+    if path.startswith("/v1/orderbook"):
+        return "orderbook"
     return "default"
 
 
@@ -386,6 +393,13 @@ class UpbitHandler(BaseHTTPRequestHandler):
             if not quotes:
                 raise RequestError(400, "quote_currencies is required (e.g. quote_currencies=KRW)")
             return [ticker_entry(source, info.market, now) for info in source.markets(now) if info.market.split("-")[0] in quotes]
+        if path == "/v1/orderbook/instruments":
+            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
+            if not codes:
+                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
+            if not all(source.has_market(code) for code in codes):
+                raise RequestError(404, "Code not found")
+            return [instrument_entry(source, code, now) for code in codes]
         if path == "/v1/candles/days":
             return self._candles(query, DAY_MINUTES, now)
         if path.startswith("/v1/candles/minutes/"):

@@ -12,8 +12,10 @@ Three methods with a long track record feed one set of candidate prices per mark
 Candidates closer than ``cluster_atr`` x ATR(14, hourly) chain into one level (single-linkage along
 the price axis, ATR-scaled so the tolerance follows each coin's volatility); a chain wider than
 ``max_width_atr`` x ATR is cut into slices of that width so dense swings cannot make a huge zone.
-Each level gets a zone, its evidence and a 0-100 strength (see ``strength``). Everything is
-vectorised over all markets: one sorted array per step, no loop over markets or levels.
+Each level gets a zone, its evidence and a 0-100 strength (see ``strength``); zones of one side that
+overlap merge into one level (``merge_overlapping``), so a side's zones never overlap. Per side, rank 1
+is the level nearest the price (``RANKING``). Everything is vectorised over all markets: one sorted
+array per step, no loop over markets or levels.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib.point_in_time import CandleHistory
+from dantaro_assets.lib.tick_grid import tick_for, ticks_at
 
 MARKET = "market"
 START = "candle_start"
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
            "volume_share", "pivot", "distance_pct", "atr", "reasons"]
-SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution"]
+SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution", "tick_size"]
+RANKING = ("per market and side, rank 1 is the level nearest the price, then outwards; strength (0-100) "
+           "grades each level's evidence and does not set the order")
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,14 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
 
 
 def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
-                    params: LevelParams = LevelParams()) -> pd.DataFrame:
+                    params: LevelParams = LevelParams(), instruments: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
     ``universe`` is upbit_markets rows (day, market, warning, ...); without a day <= the tick every
-    market with candles counts. Each row carries its market's ``warning`` flag of that day and
-    ``caution`` (any of Upbit's five caution flags).
+    market with candles counts. Each row carries its market's ``warning`` flag of that day,
+    ``caution`` (any of Upbit's five caution flags) and ``tick_size``, the market's order price unit
+    at the price (upbit_instruments' newest day <= the tick, else the documented KRW table), which the
+    API rounds the level prices to.
     """
     frames = []
     for as_of in ticks:
@@ -114,9 +121,13 @@ def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.Da
         levels = compute_support_levels(hourly, history.daily(as_of, hourly), price, as_of, params)
         flags = pd.DataFrame({"warning": members["warning"], "caution": members.filter(like="caution_").any(axis=1)}
                              if members is not None else {"warning": [], "caution": []}, dtype=bool)
-        frames.append(levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True)))
+        levels = levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
+        stored = ticks_at(instruments, as_of)
+        levels["tick_size"] = tick_for(pd.Series(levels["price"].to_numpy(), index=levels[MARKET].to_numpy()), stored)
+        frames.append(levels)
     if not frames:
-        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool))
+        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool),
+                                     tick_size=pd.Series(dtype=float))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -261,8 +272,9 @@ def _cluster(candidates: dict[str, np.ndarray], atr: np.ndarray, params: LevelPa
         "last_touch": np.maximum.reduceat(time, starts),
         "poc": np.maximum.reduceat(kind == POC, starts),
         "hvn": np.maximum.reduceat(kind == HVN, starts),
-        "pivot": _PIVOT_LABELS[np.bitwise_or.reduceat(pivot, starts)],
+        "pivot_mask": np.bitwise_or.reduceat(pivot, starts),
     })
+    levels["pivot"] = _PIVOT_LABELS[levels["pivot_mask"]]
     levels["node"] = np.where(levels["poc"], "poc", np.where(levels["hvn"], "hvn", None))
     margin = params.zone_atr * atr[level_code]
     levels["zone_low"] = levels["low"] - margin
@@ -309,6 +321,7 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     levels["side"] = np.where(below, "support", "resistance")
     levels["zone_high"] = np.where(below, np.minimum(levels["zone_high"], levels["price"]), levels["zone_high"])
     levels["zone_low"] = np.where(below, levels["zone_low"], np.maximum(levels["zone_low"], levels["price"]))
+    levels = merge_overlapping(levels)
     levels["distance_pct"] = (levels["level"] / levels["price"] - 1.0) * 100.0
     levels["distance"] = levels["distance_pct"].abs()
     levels = levels.sort_values([MARKET, "side", "distance"], kind="stable")
@@ -320,9 +333,38 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     return out.astype({"rank": "int64", "touches": "int64"}).reset_index(drop=True)
 
 
+def merge_overlapping(levels: pd.DataFrame) -> pd.DataFrame:
+    """Zones of one market and side that overlap become one level: zone = their union, the strongest
+    member's level price, strength, volume node and ATR, touches summed, pivots united, the newest touch.
+
+    Overlaps arise where a long chain is cut into ``max_width_atr`` slices (each slice's zone reaches
+    ``zone_atr`` into its neighbour) and where zones are clipped at the price. Sorted by zone bottom
+    within (market, side), a zone starts a new level when its bottom is at or above the highest top
+    seen so far (zones that only touch stay apart).
+    """
+    if levels.empty:
+        return levels.assign(merged=pd.Series(dtype="int64"))
+    ordered = levels.sort_values([MARKET, "side", "zone_low"], kind="stable").reset_index(drop=True)
+    group_keys = [ordered[MARKET], ordered["side"]]
+    reach = ordered.groupby(group_keys, sort=False)["zone_high"].cummax()
+    previous_reach = reach.groupby(group_keys, sort=False).shift()
+    new_level = previous_reach.isna() | (ordered["zone_low"] >= previous_reach)
+    starts = np.flatnonzero(new_level.to_numpy())
+    group = np.cumsum(new_level.to_numpy()) - 1
+    strongest = ordered.groupby(group)["strength"].idxmax().to_numpy()
+    merged = ordered.loc[strongest].reset_index(drop=True)
+    merged["zone_low"] = np.minimum.reduceat(ordered["zone_low"].to_numpy(), starts)
+    merged["zone_high"] = np.maximum.reduceat(ordered["zone_high"].to_numpy(), starts)
+    merged["touches"] = np.add.reduceat(ordered["touches"].to_numpy(), starts)
+    merged["last_touch"] = np.maximum.reduceat(ordered["last_touch"].to_numpy(), starts)
+    merged["pivot"] = _PIVOT_LABELS[np.bitwise_or.reduceat(ordered["pivot_mask"].to_numpy(), starts)]
+    merged["merged"] = np.diff(np.r_[starts, len(ordered)])
+    return merged
+
+
 def _reasons(levels: pd.DataFrame) -> list[dict]:
     """A JSON-able object per level naming its evidence (stored as jsonb, served by the API)."""
-    records = levels[["touches", "last_touch", "volume_share", "node", "pivot", "atr"]].to_dict("records")
+    records = levels[["touches", "last_touch", "volume_share", "node", "pivot", "atr", "merged"]].to_dict("records")
     return [{
         "swing_touches": int(r["touches"]),
         "last_touch": None if r["last_touch"] == _NO_TIME else pd.Timestamp(r["last_touch"], tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -330,6 +372,7 @@ def _reasons(levels: pd.DataFrame) -> list[dict]:
         "volume_node": r["node"],
         "pivots": [] if r["pivot"] is None else r["pivot"].split(","),
         "atr": round(float(r["atr"]), 8),
+        "merged_zones": int(r["merged"]),
     } for r in records]
 
 

@@ -9,7 +9,12 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
-from dantaro_assets.partitions import freshness, hourly_partitions, lookback_hours
+from dantaro_assets.partitions import (
+    freshness,
+    hourly_backfill,
+    hourly_partitions,
+    lookback_hours,
+)
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
 from dantaro_assets.support_levels.schemas import support_levels_schema
@@ -24,11 +29,14 @@ PREVIEW_MARKETS = 5
 
 @dg.asset(
     partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
     ins={
         "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
         "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),
         "candles_1d": dg.AssetIn(partition_mapping=days_back(1)),
         "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+        # optional: without stored tick sizes the documented KRW table applies
+        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
     },
     metadata={
         "partition_expr": "as_of",
@@ -44,13 +52,13 @@ PREVIEW_MARKETS = 5
                  "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
 )
 def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
-                   candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame) -> Iterator:
+                   candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame, upbit_instruments: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     ticks = partition_ticks(context, _SETTINGS.support_levels_interval)
     history = CandleHistory(candles_1m, candles_1h, candles_1d, start - MINUTE_LOOKBACK_HOURS * HOUR,
                             ticks.max() if len(ticks) else start)
-    frame = levels_at_ticks(history, upbit_markets, ticks, PARAMS)
+    frame = levels_at_ticks(history, upbit_markets, ticks, PARAMS, upbit_instruments)
     yield from checked(pandera_check(support_levels_schema(start, end, PARAMS.per_side), frame))
     yield dg.Output(frame, metadata={
         "ticks": len(ticks),

@@ -32,6 +32,7 @@ def support_levels_schema(start: pd.Timestamp, end: pd.Timestamp, per_side: int 
             "atr": positive,
             "warning": pa.Column(bool, nullable=False),
             "caution": pa.Column(bool, nullable=False),
+            "tick_size": positive,
             "reasons": pa.Column(object, pa.Check(lambda s: s.map(lambda r: isinstance(r, dict)), name="reasons is an object"),
                                  nullable=False),
         },
@@ -41,6 +42,7 @@ def support_levels_schema(start: pd.Timestamp, end: pd.Timestamp, per_side: int 
             pa.Check(lambda df: (df["side"] != "support") | (df["level"] < df["price"]), name="supports below the price"),
             pa.Check(lambda df: (df["side"] != "resistance") | (df["level"] > df["price"]), name="resistances above the price"),
             pa.Check(lambda df: _ranked_by_distance(df), name="rank 1 is the nearest level of its side"),
+            pa.Check(lambda df: _zones_apart(df), name="zones of one side never overlap"),
         ],
         unique=["as_of", "market", "side", "rank"],
         strict=True,
@@ -54,3 +56,10 @@ def _ranked_by_distance(frame: pd.DataFrame) -> pd.Series:
     distance = (ordered["level"] - ordered["price"]).abs()
     previous = distance.groupby([ordered["as_of"], ordered["market"], ordered["side"]]).shift()
     return (previous.isna() | (distance >= previous)).reindex(frame.index)
+
+
+def _zones_apart(frame: pd.DataFrame) -> pd.Series:
+    """Within (as_of, market, side), each zone starts at or above the top of the zone below it."""
+    ordered = frame.sort_values(["as_of", "market", "side", "zone_low"])
+    below_top = ordered.groupby([ordered["as_of"], ordered["market"], ordered["side"]])["zone_high"].shift()
+    return (below_top.isna() | (ordered["zone_low"] >= below_top)).reindex(frame.index)

@@ -46,6 +46,18 @@ def synthetic_minutes(markets: int, start: str, end: str, seed: int = 7, gap_sha
     return frame[kept].sort_values(["market", "candle_start"]).reset_index(drop=True)
 
 
+def with_future_bars(bars: pd.DataFrame, after: pd.Timestamp, width: pd.Timedelta, count: int = 3,
+                     factor: float = 10.0) -> pd.DataFrame:
+    """``bars`` plus ``count`` bars per market starting at or after ``after`` (aligned to ``width``), each a copy of
+    the market's last bar with prices and volume times ``factor``: stored candles an analysis at a tick before
+    ``after`` must never read (a leak moves prices tenfold)."""
+    last = bars.sort_values("candle_start").groupby("market").tail(1)
+    first = after.ceil(width)
+    future = pd.concat([last.assign(candle_start=first + k * width) for k in range(count)], ignore_index=True)
+    future[["open", "high", "low", "close", "volume", "value"]] *= factor
+    return pd.concat([bars[~(bars["candle_start"] >= first)], future], ignore_index=True).sort_values(
+        ["market", "candle_start"], ignore_index=True)
+
 
 def universe(markets: list[str], days: list[str], warning: tuple[str, ...] = (), caution: tuple[str, ...] = ()) -> pd.DataFrame:
     """upbit_markets rows of ``markets`` for each UTC day in ``days``; ``warning`` / ``caution`` markets carry a flag."""

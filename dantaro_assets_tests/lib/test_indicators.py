@@ -1,4 +1,5 @@
-"""Indicators agree with TA-Lib on real candles, and the grouped application never mixes markets."""
+"""Indicators agree with their definitions written out here (loops and pandas formulas) and with TA-Lib on
+real candles, and the grouped application never mixes markets."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def hourly(upbit_data_dir) -> pd.DataFrame:
 def _reference(frame: pd.DataFrame, func, *columns, **params) -> np.ndarray:
     """TA-Lib called market by market: the definition the grouped version must reproduce."""
     out = np.full(len(frame), np.nan)
-    for _, rows in frame.groupby("market", sort=False).groups.items():
+    for rows in frame.groupby("market", sort=False).groups.values():
         result = func(*(frame.loc[rows, c].to_numpy(dtype=float) for c in columns), **params)
         out[np.asarray(rows)] = result
     return out
@@ -48,6 +49,59 @@ def _own_wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
         avg_loss = (avg_loss * (period - 1) + loss[i - 1]) / period
         out[i] = 100 * avg_gain / (avg_gain + avg_loss)
     return out
+
+
+def _own_wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's ATR written out: true range = max(high - low, |high - previous close|, |low - previous close|)
+    from the second bar on; the first ATR is the mean of the first ``period`` true ranges, then (prev*(n-1)+TR)/n."""
+    true_range = np.full(len(close), np.nan)
+    for i in range(1, len(close)):
+        true_range[i] = max(high[i] - low[i], abs(high[i] - close[i - 1]), abs(low[i] - close[i - 1]))
+    out = np.full(len(close), np.nan)
+    if len(close) <= period:
+        return out
+    out[period] = true_range[1 : period + 1].mean()
+    for i in range(period + 1, len(close)):
+        out[i] = (out[i - 1] * (period - 1) + true_range[i]) / period
+    return out
+
+
+def _pandas_rsi(close: pd.Series, period: int) -> pd.Series:
+    """Wilder's RSI as a pandas formula: gains and losses smoothed with alpha = 1/period (SMA-seeded)."""
+    delta = close.diff()
+    smoothed = {}
+    for name, moves in (("gain", delta.clip(lower=0)), ("loss", (-delta).clip(lower=0))):
+        seeded = moves.copy()
+        seeded.iloc[: period + 1] = np.nan
+        seeded.iloc[period] = moves.iloc[1 : period + 1].mean()
+        smoothed[name] = seeded.ewm(alpha=1.0 / period, adjust=False, ignore_na=True).mean()
+    return 100.0 * smoothed["gain"] / (smoothed["gain"] + smoothed["loss"])
+
+
+def test_atr_sma_and_rsi_follow_their_written_out_definitions_on_real_candles(hourly):
+    for _, market in hourly.groupby("market", sort=False):
+        market = market.reset_index(drop=True)
+        high, low, close = (market[c].to_numpy() for c in ("high", "low", "close"))
+        np.testing.assert_allclose(indicators.atr(market, 14).to_numpy(), _own_wilder_atr(high, low, close, 14),
+                                   rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(indicators.sma(market, 20).to_numpy(), market["close"].rolling(20).mean().to_numpy(),
+                                   rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(indicators.rsi(market, 14).to_numpy(), _pandas_rsi(market["close"], 14).to_numpy(),
+                                   rtol=1e-9, atol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(indicators.ema(market, 20).to_numpy(), _own_ema(close, 20), rtol=1e-9, equal_nan=True)
+
+
+def test_grouped_indicators_follow_the_definitions_per_market_with_gaps_and_a_short_market():
+    frame = synthetic_minutes(8, "2025-09-01 00:00", "2025-09-01 03:00", gap_share=0.2)
+    short = frame[frame["market"] == "KRW-C000"].head(10)
+    frame = indicators.sort_candles(pd.concat([frame[frame["market"] != "KRW-C000"], short]))
+    atr, ema = indicators.atr(frame, 14).to_numpy(), indicators.ema(frame, 20).to_numpy()
+    for rows in frame.groupby("market", sort=False).indices.values():
+        part = frame.iloc[rows]
+        high, low, close = (part[c].to_numpy() for c in ("high", "low", "close"))
+        np.testing.assert_allclose(atr[rows], _own_wilder_atr(high, low, close, 14), rtol=1e-9, equal_nan=True)
+        expected_ema = _own_ema(close, 20) if len(close) >= 20 else np.full(len(close), np.nan)
+        np.testing.assert_allclose(ema[rows], expected_ema, rtol=1e-9, equal_nan=True)
 
 
 def test_ema_and_rsi_follow_the_textbook_seeding_on_real_candles(hourly):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
@@ -21,8 +21,15 @@ from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.schemas import FINITE
 from dantaro_assets.lib.upbit import UpbitClient, UpbitResponseError, interval, parsing
 from dantaro_assets.market_status.schemas import market_status_schema
-from dantaro_assets.markets.schemas import candles_schema, upbit_markets_schema
-from dantaro_assets.recommendations.schemas import outcomes_schema, recommendations_schema
+from dantaro_assets.markets.schemas import (
+    candles_schema,
+    upbit_instruments_schema,
+    upbit_markets_schema,
+)
+from dantaro_assets.recommendations.schemas import (
+    outcomes_schema,
+    recommendations_schema,
+)
 from dantaro_assets.support_levels.schemas import support_levels_schema
 
 MINUTE = interval("minute1")
@@ -60,7 +67,7 @@ def test_a_ticker_with_a_non_finite_number_is_a_typed_error(literal):
         parsing.parse_tickers(payload, endpoint="/v1/ticker", markets=["KRW-BTC"])
 
 
-CLOCK = datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc)
+CLOCK = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 HOUR = (pd.Timestamp("2026-03-02T09:00Z"), pd.Timestamp("2026-03-02T10:00Z"))
 
 
@@ -91,7 +98,8 @@ SCHEMAS = {
     "upbit_markets": upbit_markets_schema(START, END),
     "market_status": market_status_schema(START, END),
     "support_levels": support_levels_schema(START, END),
-    "recommendations": recommendations_schema(START, END, pd.DataFrame(columns=["as_of", "market"])),
+    "upbit_instruments": upbit_instruments_schema(START, END),
+    "recommendations": recommendations_schema(START, END, pd.DataFrame(columns=["as_of", "market"]), 1.5),
     "recommendation_outcomes": outcomes_schema(START, END),
 }
 

@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets_tests.lib.candle_data import real_candles, synthetic_minutes
+from dantaro_assets_tests.lib.candle_data import (
+    real_candles,
+    synthetic_minutes,
+    with_future_bars,
+)
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -82,6 +86,24 @@ def test_history_at_as_of_ignores_everything_after_it(history_inputs, as_of):
     pd.testing.assert_series_equal(full.price(as_of), cut.price(as_of))
     pd.testing.assert_frame_equal(full.hourly(as_of), cut.hourly(as_of))
     pd.testing.assert_frame_equal(full.daily(as_of), cut.daily(as_of))
+
+
+@pytest.mark.parametrize("as_of", ["2025-09-02 12:00", "2025-09-02 12:37", "2025-09-02 12:58"])
+def test_stored_hours_and_days_after_as_of_never_reach_it(history_inputs, as_of):
+    """Storage holding the hours from as_of on and the days from as_of's day on (tenfold prices): price, hours
+    and days at as_of equal those from the closed candles alone; a leak through stored bars fails here."""
+    minutes, hours, days = history_inputs
+    as_of = ts(as_of)
+    closed_hours = hours[hours["candle_start"] + HOUR <= as_of]
+    closed_days = days[days["candle_start"] + pd.Timedelta(days=1) <= as_of]
+    leaky = _history(minutes, with_future_bars(closed_hours, as_of.floor("h"), HOUR, count=5),
+                     with_future_bars(closed_days, as_of.floor("D"), pd.Timedelta(days=1), count=3))
+    assert (leaky.stored_hourly["candle_start"] >= as_of.floor("h")).any()
+    assert (leaky.stored_daily["candle_start"] >= as_of.floor("D")).any()
+    cut = _history(minutes, closed_hours, closed_days, as_of_limit=as_of)
+    pd.testing.assert_series_equal(leaky.price(as_of), cut.price(as_of))
+    pd.testing.assert_frame_equal(leaky.hourly(as_of), cut.hourly(as_of))
+    pd.testing.assert_frame_equal(leaky.daily(as_of), cut.daily(as_of))
 
 
 def test_forming_hour_and_day_are_built_from_closed_minutes(history_inputs):

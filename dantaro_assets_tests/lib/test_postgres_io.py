@@ -8,9 +8,21 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import MissingUpstreamTableError, RefusedFrameError, WriteMode
+from dantaro_assets.lib.postgres_io import (
+    MissingUpstreamTableError,
+    RefusedFrameError,
+    WriteMode,
+)
 from dantaro_assets.partitions import hourly_partitions, lookback_hours
-from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, MERGE_METADATA, candles, read, write
+from dantaro_assets_tests.lib.storage_data import (
+    HOUR_A,
+    HOUR_B,
+    HOUR_C,
+    MERGE_METADATA,
+    candles,
+    read,
+    write,
+)
 
 
 @pytest.fixture
@@ -217,6 +229,29 @@ def test_new_columns_are_added_and_conflicting_types_refused(io_manager):
 
     with pytest.raises(TypeError, match=r"column 'close' \(string\) does not fit evolving_candles.close \(double precision\)"):
         write(io_manager, candles(HOUR_C).assign(close="high"), "evolving_candles", partitions=(HOUR_C, HOUR_C))
+
+
+def test_a_key_that_grows_by_a_new_column_rebuilds_the_key_index(io_manager, postgres_resource):
+    """Rows stored under key (candle_start, market) get the new column as NULL; the index then allows one
+    row per (candle_start, market, source), which the old index would refuse."""
+    write(io_manager, candles(HOUR_A), "growing_key", partitions=(HOUR_A, HOUR_A))
+    wider = {**MERGE_METADATA, "primary_key": ["market", "candle_start", "source"]}
+    two_sources = pd.concat([candles(HOUR_B).assign(source=name) for name in ("a", "b")], ignore_index=True)
+    write(io_manager, two_sources, "growing_key", partitions=(HOUR_B, HOUR_B), metadata=wider)
+    got = read(io_manager, "growing_key", partitions=(HOUR_A, HOUR_B), metadata=wider)
+    assert len(got) == 3 * len(candles(HOUR_A)) and got["source"].isna().sum() == len(candles(HOUR_A))
+    [index] = postgres_resource.read_frame("SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'growing_key'",
+                                           (postgres_resource.db_schema,))["indexdef"]
+    assert "UNIQUE" in index and index.endswith("(candle_start, market, source)")
+
+
+def test_the_snapshot_pushes_only_the_rows_it_names(io_manager, redis_resource):
+    frame = candles(HOUR_A).rename(columns={"candle_start": "as_of"})
+    metadata = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE,
+                "snapshot": {"ttl": 60, "per_market": False, "rows": {"market": "KRW-ETH"}}}
+    write(io_manager, frame, "named_rows", partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    snapshot = redis_resource.latest_snapshot("named_rows")
+    assert [row["market"] for row in snapshot["rows"]] == ["KRW-ETH"] and snapshot["as_of"] == "2025-09-01T00:02:00Z"
 
 
 def test_unpartitioned_asset_replaces_the_whole_table(io_manager):

@@ -138,3 +138,20 @@ def test_duplicates_identical_kept_once_conflicting_quarantined():
 def test_unknown_interval_names_the_known_ones():
     with pytest.raises(ValueError, match="minute1, minute3"):
         interval("minute2")
+
+
+def test_instruments_parse_tick_strings_and_refuse_bad_ones():
+    payload = [{"market": "KRW-BTC", "quote_currency": "KRW", "tick_size": "1000", "supported_levels": ["1000"]},
+               {"market": "KRW-DOGE", "quote_currency": "KRW", "tick_size": "0.1", "supported_levels": ["0.1"]}]
+    frame = parsing.parse_instruments(payload, endpoint="/v1/orderbook/instruments", markets=["KRW-BTC", "KRW-DOGE"])
+    assert frame.to_dict("list") == {"market": ["KRW-BTC", "KRW-DOGE"], "tick_size": [1000.0, 0.1]}
+    for bad, message in [
+        ([{**payload[0], "tick_size": "0"}], "not a positive number for KRW-BTC"),
+        ([{**payload[0], "tick_size": None}], "not a positive number for KRW-BTC"),
+        ([{**payload[0], "tick_size": "abc"}], "not a positive number"),
+        ([payload[0], payload[0]], "duplicate markets"),
+        ([{**payload[0], "market": "KRW-ETH"}], "markets not asked for: KRW-ETH"),
+        ({"error": {}}, "expected a JSON array"),
+    ]:
+        with pytest.raises(UpbitResponseError, match=message):
+            parsing.parse_instruments(bad, endpoint="/v1/orderbook/instruments", markets=["KRW-BTC"])

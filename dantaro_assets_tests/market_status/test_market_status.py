@@ -13,10 +13,20 @@ from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.market_status import market_status
 from dantaro_assets.market_status.analysis import COLUMNS, compute_market_status
-from dantaro_assets.market_status.assets import HOURLY_LOOKBACK_DAYS, MINUTE_LOOKBACK_HOURS
+from dantaro_assets.market_status.assets import (
+    HOURLY_LOOKBACK_DAYS,
+    MINUTE_LOOKBACK_HOURS,
+)
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets_tests.lib.candle_data import always_failing_schema, materialise, real_candles, store, universe
+from dantaro_assets_tests.lib.candle_data import (
+    always_failing_schema,
+    materialise,
+    real_candles,
+    store,
+    universe,
+    with_future_bars,
+)
 
 HOUR = pd.Timestamp("2025-09-27 15:00", tz="UTC")
 PARTITION = "2025-09-27-15:00"
@@ -112,11 +122,29 @@ def test_ticks_do_not_change_when_later_candles_are_cut_off(candles, status):
         pd.testing.assert_frame_equal(cut, status.iloc[[position]].reset_index(drop=True))
 
 
+def test_stored_hours_after_the_tick_change_nothing(candles, status):
+    """Stored hours from the tick's hour on (tenfold prices) leave every tick as it is."""
+    minutes, hours, markets = candles
+    leaky = _status(minutes, with_future_bars(hours, HOUR, pit.HOUR, count=6), markets, pd.DatetimeIndex(status["as_of"]))
+    pd.testing.assert_frame_equal(leaky, status)
+
+
 def test_score_and_regime_follow_the_documented_rule(status):
     parts = status[["score_breadth", "score_trend", "score_momentum", "score_calm"]].to_numpy()
     np.testing.assert_allclose(status["score"], (parts @ [0.35, 0.25, 0.20, 0.20]).round(2))
     expected = np.where(status["score"] >= 60, "risk_on", np.where(status["score"] < 40, "risk_off", "neutral"))
     assert (status["regime"] == expected).all()
+
+
+def test_each_tick_has_a_plain_language_summary_of_its_figures(status):
+    for row in status.to_dict("records"):
+        line = row["summary"]
+        assert line.startswith(f"{row['regime'].replace('_', '-')} (score {row['score']:.0f}/100): ")
+        assert f"{100 * row['breadth_1h']:.0f}% of {row['markets']} markets up over the hour" in line
+        assert f"median {row['median_return_1h_pct']:+.2f}% in 1 h" in line
+        side = "above" if row["btc_vs_ema_pct"] >= 0 else "below"
+        assert f"BTC {abs(row['btc_vs_ema_pct']):.2f}% {side} its 20 h EMA" in line
+        assert "nan" not in line
 
 
 @pytest.mark.parametrize(
@@ -127,6 +155,7 @@ def test_score_and_regime_follow_the_documented_rule(status):
         (lambda f: f.assign(as_of=f["as_of"] + pd.Timedelta(hours=1)), "partition end"),
         (lambda f: pd.concat([f, f.tail(1)], ignore_index=True), "unique"),
         (lambda f: f.assign(regime="euphoric"), "isin"),
+        (lambda f: f.assign(summary=""), "str_length"),
     ],
 )
 def test_schema_check_names_what_is_wrong(status, change, message):

@@ -10,7 +10,14 @@ import pytest
 
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
-from dantaro_assets.markets import assets, candles_1d, candles_1h, candles_1m, upbit_markets
+from dantaro_assets.markets import (
+    assets,
+    candles_1d,
+    candles_1h,
+    candles_1m,
+    upbit_instruments,
+    upbit_markets,
+)
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
@@ -50,6 +57,24 @@ def test_upbit_markets_stores_the_day_universe(resources, postgres_resource):
     assert sorted(stored["market"]) == RECORDED and list(stored.columns) == ["day", *MARKET_COLUMNS]
     assert (stored["day"] == pd.Timestamp("2025-09-15T00:00Z")).all()
     assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_upbit_instruments_stores_each_markets_tick_size_for_the_day(resources, postgres_resource):
+    """Ticks from /v1/orderbook/instruments (served by the replay at each market's price): BTC and ETH trade in
+    the millions (1,000 KRW), SOL in the hundreds of thousands (100), XRP in the thousands (1)."""
+    assert _materialize([upbit_markets], "2025-09-15", resources).success
+    result = _materialize([upbit_instruments], "2025-09-15", resources)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    stored = _read(postgres_resource, "upbit_instruments", "day", "2025-09-15T00:00Z", "2025-09-16T00:00Z")
+    assert dict(zip(stored["market"], stored["tick_size"])) == {"KRW-BTC": 1000.0, "KRW-ETH": 1000.0, "KRW-SOL": 100.0, "KRW-XRP": 1.0}
+    metadata = result.asset_materializations_for_node("upbit_instruments")[0].metadata
+    assert metadata["markets"].value == 4 and metadata["unanswered"].value == 0
+
+
+def test_upbit_instruments_without_the_days_universe_fail_with_a_clear_message(resources):
+    result = _materialize([upbit_instruments], "2025-09-04", resources, raise_on_error=False)
+    assert not result.success
+    assert "materialise upbit_markets first" in result.failure_data_for_node("upbit_instruments").error.to_string()
 
 
 def test_recorded_hour_round_trips_exactly_into_candles_1m(resources, postgres_resource, upbit_data_dir):
@@ -235,12 +260,14 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         policy = asset.op.retry_policy
         assert (policy.max_retries, policy.backoff, policy.jitter) == (settings.run_retries, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
         meta = asset.specs_by_key[asset.key].metadata
-        assert meta["partition_expr"] == ("day" if name == "upbit_markets" else "candle_start")
-        assert meta["primary_key"] == (["day", "market"] if name == "upbit_markets" else ["market", "candle_start"])
-        assert meta["write_mode"] == (WriteMode.REPLACE if name == "upbit_markets" else WriteMode.MERGE), name
+        daily_listing = name in ("upbit_markets", "upbit_instruments")
+        assert meta["partition_expr"] == ("day" if daily_listing else "candle_start")
+        assert meta["primary_key"] == (["day", "market"] if daily_listing else ["market", "candle_start"])
+        assert meta["write_mode"] == (WriteMode.REPLACE if daily_listing else WriteMode.MERGE), name
         assert all(spec.blocking for spec in asset.check_specs), name
-    # a backfill run pages at most 4 x 200 candles per market, so it stays inside the run timeout
+    # a backfill run pages at most 4 x 200 of a partitioning's finest candles per market, so it stays inside
+    # the run timeout; the daily assets share one policy (daily_candles_job runs them together)
     assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
-        "upbit_markets": None, "candles_1m": 13, "candles_1h": 33, "candles_1d": 800,
+        "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33,
     }
 

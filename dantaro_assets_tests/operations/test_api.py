@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -18,8 +18,12 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
+from dantaro_assets.operations.job_log import SEED_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations.outcomes import HORIZONS
+from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
 
@@ -34,13 +38,27 @@ def broken() -> None:
     raise ValueError("Upbit answered 418: IP blocked")
 
 
+STATUS_REFRESH_S = 0.2  # the served status refreshes fast enough for a test to wait for its next refresh
+
+
+@dg.op
+def idle() -> None:
+    pass
+
+
+@dg.job
+def waiting_job() -> None:
+    """A job whose run the test only queues."""
+    idle()
+
+
 @pytest.fixture
 def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
     """The API over a schema and key prefix of its own: other tests' snapshots must not answer for it."""
     own = f"api_{uuid.uuid4().hex[:6]}"
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
-    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres))) as client:
+    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres), STATUS_REFRESH_S)) as client:
         yield client, redis_store, postgres
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
@@ -50,31 +68,70 @@ def _heartbeat(instance: dg.DagsterInstance, daemon_type: str, at: float) -> Non
     instance.add_daemon_heartbeat(DaemonHeartbeat(timestamp=at, daemon_type=daemon_type, daemon_id="test-daemon", errors=[]))
 
 
-def test_worker_status_reports_jobs_and_daemon_health(api, instance):
+def status_once(client: httpx.Client, until: Callable[[dict], bool], timeout: float = 10.0, **params) -> dict:
+    """The first /worker/status answer for which ``until`` holds (the background refresh catches up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/worker/status", params=params).json()
+        if until(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+SEED_JOB_FIELDS = {"job_id", "job_type", "status", "duration", "symbols_processed", "error", "timestamp"}
+
+
+def test_worker_status_keeps_the_seed_contract(api, instance):
     client, _, _ = api
     dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
     dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+    # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (SEED_STATUS covers every status)
+    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=job_tags("market_status"))
 
-    body = client.get("/worker/status").json()
+    body = status_once(client, lambda b: len(b["last_jobs"]) == 3)
+    assert {"worker_active", "last_jobs", "uptime"} <= set(body)
     assert body["worker_active"] is False  # no daemon has ever beaten
     assert body["config_problems"] == []
-    assert body["uptime_s"] >= 0
-    failed, succeeded = body["last_jobs"]  # newest first
-    assert succeeded["job_type"] == "market_status" and succeeded["status"] == "SUCCESS"
-    assert succeeded["markets_processed"] == 250 and succeeded["error"] is None
-    assert succeeded["duration_s"] > 0 and succeeded["timestamp"].endswith("Z")
-    assert failed["job_type"] == "recommendations" and failed["status"] == "FAILURE"
-    assert "ValueError: Upbit answered 418: IP blocked" in failed["error"]
+    assert body["uptime"] >= 0 and body["uptime_s"] == body["uptime"]
+    waiting, failed, succeeded = body["last_jobs"]  # newest first
+    for job in body["last_jobs"]:
+        assert SEED_JOB_FIELDS <= set(job)
+    assert succeeded["job_type"] == "market_status" and succeeded["status"] == "completed" and succeeded["dagster_status"] == "SUCCESS"
+    assert succeeded["symbols_processed"] == 250 == succeeded["markets_processed"] and succeeded["error"] is None
+    assert succeeded["duration"] > 0 and succeeded["duration"] == succeeded["duration_s"] and succeeded["timestamp"].endswith("Z")
+    assert failed["job_type"] == "recommendations" and (failed["status"], failed["dagster_status"]) == ("failed", "FAILURE")
+    assert "ValueError: Upbit answered 418: IP blocked" in failed["error"] and failed["symbols_processed"] is None
+    assert waiting["job_id"] == queued.run_id and waiting["status"] == "queued" and waiting["duration"] is None
+    assert set(SEED_STATUS) == set(dg.DagsterRunStatus) and set(SEED_STATUS.values()) == {"completed", "failed", "running", "queued"}
 
     now = time.time()
     _heartbeat(instance, "SCHEDULER", now - 600)  # a daemon silent for 10 minutes is dead
     _heartbeat(instance, "QUEUED_RUN_COORDINATOR", now)
-    body = client.get("/worker/status").json()
+    body = status_once(client, lambda b: b["daemons"]["QUEUED_RUN_COORDINATOR"]["healthy"])
     assert body["worker_active"] is False and body["daemons"]["QUEUED_RUN_COORDINATOR"]["healthy"] is True
     _heartbeat(instance, "SCHEDULER", now)
-    body = client.get("/worker/status", params={"limit": 1}).json()
+    body = status_once(client, lambda b: b["worker_active"], limit=1)
     assert body["worker_active"] is True and len(body["last_jobs"]) == 1
     assert client.get("/worker/status", params={"limit": "x"}).status_code == 400
+    assert client.get("/worker/status", params={"limit": 201}).status_code == 400
+
+
+def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(instance, settings, pg_url):
+    snapshots = SnapshotReader(RedisResource(url=settings.redis_url, prefix=settings.redis_prefix), PostgresResource(url=pg_url, db_schema=settings.db_schema))
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0)) as client:
+        first = client.get("/worker/status").json()
+        assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
+        dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
+        stale = client.get("/worker/status").json()
+        fresh = status_once(client, lambda b: b["cached_at"] != stale["cached_at"] and b["last_jobs"], timeout=5)
+        [job] = fresh["last_jobs"]
+        assert job["status"] == "completed" and fresh["cache_age"] < 1.5
+        if stale["cached_at"] == first["cached_at"]:  # asked within the same refresh: the same answer, older
+            assert stale["last_jobs"] == [] and stale["cache_age"] >= first["cache_age"]
+
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0)) as client:
+        body = client.get("/worker/status").json()  # computed for the request
+        assert body["cache_age"] < 0.5 and [job["status"] for job in body["last_jobs"]] == ["completed"]
 
 
 def test_snapshots_come_from_redis_then_postgres(api, pg_url):
@@ -170,4 +227,88 @@ def test_openapi_lists_every_route(api):
     client, _, _ = api
     spec = client.get("/openapi.json").json()
     assert spec == OPENAPI
-    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/support-levels/{market}"}
+    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/recommendations/scorecard",
+                                  "/support-levels/{market}"}
+
+
+def _graded(hour: str, picks: list[tuple[str, str, float]], *, scorer: bool = True) -> pd.DataFrame:
+    """Outcome rows at minute 5 of ``hour``: (scorer, market, excess) each, the return = the excess, target first."""
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=5)
+    frame = pd.DataFrame([{"as_of": as_of, "scorer": name, "market": market, "score": 50.0, "first_hit": "target",
+                           **{f"{kind}_{h}": excess for h in HORIZONS for kind in ("return", "excess")}}
+                          for name, market, excess in picks])
+    return frame if scorer else frame.drop(columns="scorer")
+
+
+def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api, settings):
+    client, redis_store, postgres = api
+    body = client.get("/recommendations/scorecard").json()  # nothing graded yet: an empty card, not an error
+    assert (body["rows"], body["until"], body["served"]) == ([], None, settings.scorer)
+    assert set(body["scorers"]) == set(SCORERS)
+
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    # a table stored before picks carried a scorer (key as_of, market): its rows were v1's
+    legacy = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
+    write(io_manager, _graded(HOUR_A, [("v1", "KRW-BTC", 0.01), ("v1", "KRW-ETH", 0.03)], scorer=False),
+          "recommendation_outcomes", partitions=(HOUR_A, HOUR_A), metadata=legacy)
+    # now two scorers pick KRW-BTC at one tick: the key grew by the scorer column, and its index with it
+    graded = {**legacy, "primary_key": recommendation_outcomes.metadata_by_key[recommendation_outcomes.key]["primary_key"]}
+    write(io_manager, _graded(HOUR_B, [("v1", "KRW-BTC", -0.02), ("reversal", "KRW-BTC", -0.02), ("reversal", "KRW-XRP", 0.04)]),
+          "recommendation_outcomes", partitions=(HOUR_B, HOUR_B), metadata=graded)
+
+    body = client.get("/recommendations/scorecard").json()
+    assert body["until"] == "2025-09-01T01:05:00Z" and body["windows"] == ["7d", "30d"]
+    rows = {(r["window"], r["scorer"], r["horizon"]): r for r in body["rows"]}
+    assert set(rows) == {(w, s, h) for w in ("7d", "30d") for s in ("v1", "reversal") for h in HORIZONS}
+    v1, reversal = rows[("7d", "v1", "1h")], rows[("30d", "reversal", "4h")]
+    assert (v1["picks"], v1["ticks"], v1["target_before_stop"]) == (3, 2, 1.0) and v1["hit_rate"] == pytest.approx(2 / 3, abs=1e-6)
+    assert v1["mean_excess"] == pytest.approx((0.01 + 0.03 - 0.02) / 3, abs=1e-6)  # figures rounded to 6 decimals
+    assert (reversal["picks"], reversal["hit_rate"]) == (2, 0.5) and reversal["mean_excess"] == pytest.approx(0.01)
+
+    # the served list: Postgres holds every scorer's picks of the newest tick, the API serves the served scorer's
+    as_of = pd.Timestamp("2025-09-01T01:05:00Z")
+    picks = pd.DataFrame({"as_of": as_of, "scorer": ["v1", "reversal", "rs_btc"], "rank": 1, "market": ["KRW-BTC", "KRW-XRP", "KRW-SOL"]})
+    write(io_manager, picks, "recommendations", partitions=(HOUR_B, HOUR_B),
+          metadata={**graded, "snapshot": recommendations.metadata_by_key[recommendations.key]["snapshot"]})
+    served = picks.loc[picks["scorer"] == settings.scorer, "market"].tolist()
+    for source in ("redis", "postgres"):
+        body = client.get("/recommendations/latest").json()
+        assert body["source"] == source and [r["market"] for r in body["rows"]] == served
+        redis_store.client().delete(redis_store.key("recommendations"))  # the key expired: Postgres answers
+
+
+def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
+    """Prices to the row's tick (levels and zone bottoms down, zone tops up), percentages and scores to 2 decimals."""
+    client, redis_store, _ = api
+    as_of = pd.Timestamp("2026-03-10T11:00:00Z")
+    levels = pd.DataFrame({
+        "as_of": [as_of], "market": ["KRW-XRP"], "side": ["support"], "rank": [1], "price": [3044.0],
+        "level": [3012.7712345], "zone_low": [3001.2345], "zone_high": [3020.00001], "strength": [61.23456],
+        "distance_pct": [-1.027555], "tick_size": [1.0], "reasons": [{"volume_share": 0.1234}],
+    })
+    picks = pd.DataFrame({
+        "as_of": [as_of], "rank": [1], "market": ["KRW-XRP"], "score": [72.123456], "entry": [3045.0], "target": [3120.0],
+        "stop": [2995.0], "reward_risk": [1.5], "tick_size": [1.0], "caution": [[]],
+        "reasons": [{"trend": {"price": 3044.2, "ema20": 3031.98765}, "support_distance": {"support": 3020.4, "pct_above": 0.79123},
+                     "plan": {"target_level": 3121.6, "target_pct": 2.4630541, "stop_pct": -1.6420361}}],
+    })
+    status = pd.DataFrame({"as_of": [as_of], "regime": ["neutral"], "score": [51.2345], "btc_price": [150_012_345.6],
+                           "median_return_1h_pct": [-0.123456], "btc_ema_slope_pct_h": [0.0123456], "breadth_1h": [0.4567]})
+    for asset, frame in (("support_levels", levels), ("recommendations", picks), ("market_status", status)):
+        redis_store.push_snapshot(asset, frame, as_of=as_of, run_id="r", partition="2026-03-10-11:00", ttl=60,
+                                  per_market=asset == "support_levels")
+
+    level = client.get("/support-levels/KRW-XRP").json()
+    assert "nearest the price" in level["ranking"]
+    row = level["rows"][0]
+    assert (row["level"], row["zone_low"], row["zone_high"]) == (3012.0, 3001.0, 3021.0)
+    assert (row["strength"], row["distance_pct"], row["reasons"]) == (61.23, -1.03, {"volume_share": 0.1234})
+    pick = client.get("/recommendations/latest").json()["rows"][0]
+    assert (pick["entry"], pick["target"], pick["stop"], pick["score"], pick["caution"]) == (3045.0, 3120.0, 2995.0, 72.12, [])
+    assert pick["reasons"]["trend"]["ema20"] == 3031.0 and pick["reasons"]["support_distance"] == {"support": 3020.0, "pct_above": 0.79}
+    assert pick["reasons"]["plan"] == {"target_level": 3121.0, "target_pct": 2.46, "stop_pct": -1.64}
+    market = client.get("/market-status/latest").json()["rows"][0]
+    assert (market["btc_price"], market["score"], market["median_return_1h_pct"], market["btc_ema_slope_pct_h"]) == (
+        150_012_000.0, 51.23, -0.12, 0.01)
+    assert market["breadth_1h"] == 0.4567  # a share, not a percentage
+    assert redis_store.latest_snapshot("support_levels", "KRW-XRP")["rows"][0]["level"] == 3012.7712345  # storage untouched

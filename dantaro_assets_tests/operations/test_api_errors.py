@@ -11,7 +11,12 @@ import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.operations.api import SnapshotReader, create_app, parse_market, worker_status
+from dantaro_assets.operations.api import (
+    SnapshotReader,
+    create_app,
+    parse_market,
+    worker_status,
+)
 from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets_tests.fixtures.servers import serve_http
@@ -63,6 +68,22 @@ def leaky() -> None:
 def test_worker_status_shows_run_errors_with_urls_redacted(instance):
     dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
     [job] = worker_status(instance, time.monotonic())["last_jobs"]
-    assert job["status"] == "FAILURE"
+    assert (job["status"], job["dagster_status"]) == ("failed", "FAILURE")
     assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
     assert SECRET not in job["error"]
+
+
+def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path):
+    """The run storage's SQLite file disappears under a running API: refreshes fail, the last answer stays and ages."""
+    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    snapshots = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0"), PostgresResource(url="postgresql://127.0.0.1:1/none"))
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2)) as client:
+        before = client.get("/worker/status").json()
+        assert [job["status"] for job in before["last_jobs"]] == ["failed"]
+        runs_db = tmp_path / "history" / "runs.db"
+        assert runs_db.exists()
+        runs_db.rename(tmp_path / "runs.db.moved")
+        time.sleep(1.0)  # several refreshes fail
+        after = client.get("/worker/status").json()
+        assert after["last_jobs"] == before["last_jobs"] and after["cache_age"] >= 0.8  # no refresh succeeded since
+        assert after["uptime"] > before["uptime"]

@@ -36,9 +36,13 @@ def _materialise(instance: dg.DagsterInstance, asset: str, keys: list[str]) -> N
         instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(asset), partition=key))
 
 
-def _evaluate(instance: dg.DagsterInstance, now: datetime = NOW) -> list[dg.RunRequest] | dg.SkipReason:
+def _evaluate(instance: dg.DagsterInstance, now: datetime = NOW, cursor: str | None = None) -> dg.SensorResult:
     with freeze_time(now):
-        return history_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        return history_sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+
+
+def _requests(instance: dg.DagsterInstance, now: datetime = NOW) -> list[dg.RunRequest]:
+    return list(_evaluate(instance, now).run_requests or [])
 
 
 def _summary(requests: list[dg.RunRequest]) -> list[tuple]:
@@ -61,26 +65,29 @@ def test_lookbacks_cover_today_and_14_days_and_the_24_closed_hours():
 
 
 def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
-    requests = _evaluate(instance)
+    requests = _requests(instance)
     assert _summary(requests) == [("daily_candles_job", "universe", "2026-02-24", "2026-03-10", ["upbit_markets"])]
     tags = requests[0].tags
     assert int(tags["dagster/priority"]) > max(PRIORITIES.values()) + 1  # ahead of finalising runs too
     assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "330"  # monitoring backstop: 300 s + 30 s
 
 
-def test_with_the_universe_stored_daily_candles_go_as_one_run_and_minutes_in_12h_ranges_newest_first(instance):
+def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes_in_12h_ranges_newest_first(instance):
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
-    requests = _evaluate(instance)
-    assert _summary(requests) == [
-        ("daily_candles_job", "daily", "2026-02-24", "2026-03-10", ["candles_1d", "candles_1h"]),
-        ("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"]),
-        ("candles_1m_job", "minute", "2026-03-09-10:00", "2026-03-09-21:00", ["candles_1m"]),
-    ]
-    daily, minute = requests[0].tags, requests[1].tags
+    result = _evaluate(instance)
+    assert _summary(result.run_requests) == [("daily_candles_job", "daily", "2026-02-24", "2026-03-10", ["candles_1d", "candles_1h"])]
+    daily = result.run_requests[0].tags
     assert daily[JOB_TAG] == "daily_candles" and daily["dagster/priority"] == str(PRIORITIES["daily_candles"])
-    assert minute[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(minute["dagster/priority"]) < PRIORITIES["daily_candles"]
-    assert len({request.run_key for request in requests}) == 3
-    assert requests[1].run_key == "minute:2026-03-09-22:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
+
+    for asset in ("candles_1h", "candles_1d"):
+        _materialise(instance, asset, daily_lookback(NOW))
+    [newest] = _requests(instance)
+    assert _summary([newest]) == [("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"])]
+    assert newest.tags[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(newest.tags["dagster/priority"]) < PRIORITIES["daily_candles"]
+    assert newest.run_key == "minute:2026-03-09-22:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
+
+    _materialise(instance, "candles_1m", minute_lookback(NOW)[12:])
+    assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-09-10:00", "2026-03-09-21:00", ["candles_1m"])]
 
 
 def test_only_the_gaps_are_requested(instance):
@@ -89,11 +96,11 @@ def test_only_the_gaps_are_requested(instance):
         _materialise(instance, asset, daily_lookback(NOW))
     _materialise(instance, "candles_1d", [day for day in daily_lookback(NOW) if day not in ("2026-03-01", "2026-03-05")])
     _materialise(instance, "candles_1m", [hour for hour in minute_lookback(NOW) if hour not in missing_hours])
-    assert _summary(_evaluate(instance)) == [
-        ("daily_candles_job", "daily", "2026-03-01", "2026-03-05", ["candles_1d"]),
-        ("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-08:00", ["candles_1m"]),
-        ("candles_1m_job", "minute", "2026-03-10-03:00", "2026-03-10-04:00", ["candles_1m"]),
-    ]
+    assert _summary(_requests(instance)) == [("daily_candles_job", "daily", "2026-03-01", "2026-03-05", ["candles_1d"])]
+    _materialise(instance, "candles_1d", ["2026-03-01", "2026-03-05"])
+    assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-08:00", ["candles_1m"])]
+    _materialise(instance, "candles_1m", ["2026-03-10-08:00"])
+    assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-10-03:00", "2026-03-10-04:00", ["candles_1m"])]
 
 
 def test_candles_wait_for_their_days_universe(instance):
@@ -101,26 +108,51 @@ def test_candles_wait_for_their_days_universe(instance):
     _materialise(instance, "candles_1h", daily_lookback(NOW)[:-1])
     _materialise(instance, "candles_1d", daily_lookback(NOW))
     _materialise(instance, "candles_1m", minute_lookback(NOW)[:-1])  # 09:00 today missing
-    assert _summary(_evaluate(instance)) == [("daily_candles_job", "universe", "2026-03-09", "2026-03-10", ["upbit_markets"])]
+    assert _summary(_requests(instance)) == [("daily_candles_job", "universe", "2026-03-09", "2026-03-10", ["upbit_markets"])]
 
 
 def test_nothing_is_requested_when_the_history_is_complete(instance):
     _store_everything(instance)
     result = _evaluate(instance)
-    assert isinstance(result, dg.SkipReason) and "complete" in result.skip_message
+    assert not result.run_requests and "complete" in result.skip_reason.skip_message
+    assert result.cursor == "history: 69 of 69 partitions stored (universe 15/15, 1-hour/1-day candles 30/30, 1-minute candles 24/24)"
     # An hour later only the hour that just closed is new, and it is the schedules' (here: missing) hour.
-    later = _evaluate(instance, NOW + timedelta(hours=1))
-    assert _summary(later) == [("candles_1m_job", "minute", "2026-03-10-10:00", "2026-03-10-10:00", ["candles_1m"])]
+    assert _summary(_requests(instance, NOW + timedelta(hours=1))) == [("candles_1m_job", "minute", "2026-03-10-10:00", "2026-03-10-10:00", ["candles_1m"])]
 
 
-def test_a_step_with_a_run_in_flight_is_not_requested_again(instance):
+def test_no_history_run_is_requested_while_one_is_in_flight(instance):
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
-    # Not yet started (as a queued run is) and started: both hold their step back.
+    # Not yet started (as a queued run is) or started: either holds every step back, so history never holds
+    # more than one upbit_api slot.
     for step, job, status in (("daily", "daily_candles_job", dg.DagsterRunStatus.NOT_STARTED), ("minute", "candles_1m_job", dg.DagsterRunStatus.STARTED)):
-        instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=status, tags={HISTORY_TAG: step}))
+        run = instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=status, tags={HISTORY_TAG: step}))
+        result = _evaluate(instance)
+        assert not result.run_requests and f"the {'1-hour/1-day' if step == 'daily' else '1-minute'} candles history run is still queued" in result.skip_reason.skip_message
+        instance.delete_run(run.run_id)
+
+
+def test_a_run_that_failed_this_hour_lets_the_next_step_go(instance):
+    _materialise(instance, "upbit_markets", daily_lookback(NOW))
+    [daily] = _requests(instance)
+    instance.add_run(dg.DagsterRun(job_name=daily.job_name, run_id=make_new_run_id(), status=dg.DagsterRunStatus.FAILURE,
+                                   tags={**daily.tags, "dagster/run_key": daily.run_key}))
     result = _evaluate(instance)
-    assert isinstance(result, dg.SkipReason)
-    assert "daily candles run is still queued" in result.skip_message and "1-minute candles run is still queued" in result.skip_message
+    assert _summary(result.run_requests) == [("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"])]
+    # the next hour's key differs: the daily range is tried again first
+    assert _summary(_requests(instance, NOW + timedelta(hours=1)))[0][1] == "daily"
+
+
+def test_progress_is_the_cursor_and_one_console_line_per_change(instance, capfd):
+    fresh = _evaluate(instance)
+    assert fresh.cursor == "history: 0 of 69 partitions stored (universe 0/15, 1-hour/1-day candles 0/30, 1-minute candles 0/24)"
+    _materialise(instance, "upbit_markets", daily_lookback(NOW))
+    capfd.readouterr()
+    progressed = _evaluate(instance, cursor=fresh.cursor)
+    unchanged = _evaluate(instance, cursor=progressed.cursor)
+    assert progressed.cursor.startswith("history: 15 of 69 partitions stored") and unchanged.cursor == progressed.cursor
+    console = "".join(capfd.readouterr())
+    assert [line for line in console.splitlines() if "partitions stored" in line] == [line for line in console.splitlines() if progressed.cursor in line]
+    assert console.count(progressed.cursor) == 1
 
 
 def test_sensor_is_in_the_definitions_targeting_both_jobs():

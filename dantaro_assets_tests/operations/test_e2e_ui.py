@@ -44,7 +44,7 @@ SCHEDULES_QUERY = """
 
 
 @pytest.fixture
-def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings) -> Iterator[DagsterDev]:
+def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings, progress) -> Iterator[DagsterDev]:
     """Schedules stopped (WORKER_ENABLED=false) so only the test's runs happen; Upbit replayed.
 
     Its Redis keys get a prefix of their own: the snapshots' high-water marks never expire, and a
@@ -53,17 +53,22 @@ def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings) -
     prefix = f"{settings.redis_prefix}.e2e"
     env = {"UPBIT_BASE_URL": replay_server.url, "WORKER_ENABLED": "false", "DANTARO_REDIS_PREFIX": prefix}
     try:
+        progress("starting dagster dev (webserver + daemon)")
         with DagsterDev(tmp_path / "dagster_home", env) as dev:
+            progress(f"dagster dev answers at {dev.url}")
             yield dev
+            progress("stopping dagster dev")
     finally:
         keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
         if keys:
             redis_client.delete(*keys)
 
 
-def _run_to_success(dev: DagsterDev, job: str, partition: str) -> str:
+def _run_to_success(dev: DagsterDev, job: str, partition: str, progress) -> str:
     run_id = dev.launch(job, partition)
+    progress(f"{job} {partition}: run {run_id[:8]} queued")
     status = dev.wait(run_id, timeout=240)
+    progress(f"{job} {partition}: run {run_id[:8]} {status}")
     if status != "SUCCESS":
         with dg.DagsterInstance.from_config(str(dev.home)) as instance:
             entry = next(e for e in job_log(instance) if e["job_id"] == run_id)
@@ -72,10 +77,10 @@ def _run_to_success(dev: DagsterDev, job: str, partition: str) -> str:
 
 
 @pytest.mark.slow
-def test_jobs_launched_through_graphql_materialise_with_passing_checks(dagster_dev: DagsterDev):
+def test_jobs_launched_through_graphql_materialise_with_passing_checks(dagster_dev: DagsterDev, progress):
     dev = dagster_dev
-    hour = prepare_history(dev, timeout=300)  # 2 days of universe and 1h/1d candles, 26 h of minutes
-    run_id = _run_to_success(dev, "market_status_job", hour)
+    hour = prepare_history(dev, timeout=300, progress=progress)  # 2 days of universe and 1h/1d candles, 26 h of minutes
+    run_id = _run_to_success(dev, "market_status_job", hour, progress)
 
     run = dev.query(RUN_QUERY, {"runId": run_id})["runOrError"]
     tags = {tag["key"]: tag["value"] for tag in run["tags"]}

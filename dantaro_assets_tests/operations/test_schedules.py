@@ -1,31 +1,81 @@
-"""Schedules at hour and day boundaries: which partitions each tick requests, with which tags."""
+"""Schedules at hour and day boundaries: which partitions each tick requests, with which tags, and the
+skip while the lookback is not stored; evaluated against real instances and the project's definitions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from dantaro_assets.definitions import defs
+from dantaro_assets.operations.bootstrap import daily_lookback, minute_lookback
+from dantaro_assets.operations.jobs import (
+    market_status_job,
+    recommendations_job,
+    support_levels_job,
+)
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
-from dantaro_assets.operations.schedules import build_schedules, schedules
+from dantaro_assets.operations.schedules import (
+    build_schedules,
+    lookback_needs,
+    schedules,
+)
 from dantaro_assets.settings import load_settings
 
 BY_NAME = {schedule.name: schedule for schedule in schedules}
+REPOSITORY = defs.get_repository_def()
+DAILY_ASSETS = ("upbit_markets", "candles_1h", "candles_1d")
 
 
-def _tick(name: str, when: str) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(scheduled_execution_time=datetime.fromisoformat(when).replace(tzinfo=UTC))
-    result = BY_NAME[name](context)
-    return list(result) if isinstance(result, list) else [result]
+def _at(when: str) -> datetime:
+    return datetime.fromisoformat(when).replace(tzinfo=UTC)
+
+
+def _store(instance: dg.DagsterInstance, asset: str, keys: Iterable[str]) -> None:
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(asset), partition=key))
+
+
+def _hours(first: str, last: str) -> list[str]:
+    return [t.strftime("%Y-%m-%d-%H:00") for t in pd.date_range(first, last, freq="h")]
+
+
+def _days(first: str, last: str) -> list[str]:
+    return [t.strftime("%Y-%m-%d") for t in pd.date_range(first, last, freq="D")]
+
+
+@pytest.fixture(scope="module")
+def stored() -> Iterator[dg.DagsterInstance]:
+    """An instance holding every partition the ticks below look back over (8 Mar to 12 Mar, days from 20 Feb)."""
+    with dg.instance_for_test() as instance:
+        _store(instance, "candles_1m", _hours("2026-03-08T00:00", "2026-03-12T23:00"))
+        for asset in DAILY_ASSETS:
+            _store(instance, asset, _days("2026-02-20", "2026-03-12"))
+        yield instance
+
+
+def _evaluate(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, when: str) -> list[dg.RunRequest] | dg.SkipReason:
+    return schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=_at(when), repository_def=REPOSITORY))
+
+
+@pytest.fixture
+def tick(stored):
+    def _tick(name: str, when: str) -> list[dg.RunRequest]:
+        result = _evaluate(BY_NAME[name], stored, when)
+        return list(result) if isinstance(result, list) else [result]
+
+    return _tick
 
 
 def _keys(requests: list[dg.RunRequest]) -> list[str]:
     return [request.partition_key for request in requests]
 
 
-def test_market_status_mid_hour_targets_the_open_hour_only():
-    requests = _tick("market_status_schedule", "2026-03-10T10:58:00")
+def test_market_status_mid_hour_targets_the_open_hour_only(tick):
+    requests = tick("market_status_schedule", "2026-03-10T10:58:00")
     assert _keys(requests) == ["2026-03-10-10:00"]
     tags = requests[0].tags
     assert tags["dagster/priority"] == str(PRIORITIES["market_status"])
@@ -33,8 +83,8 @@ def test_market_status_mid_hour_targets_the_open_hour_only():
     assert FINALISE_TAG not in tags
 
 
-def test_first_tick_of_an_hour_finalises_the_closed_hour_first():
-    requests = _tick("market_status_schedule", "2026-03-10T11:00:00")
+def test_first_tick_of_an_hour_finalises_the_closed_hour_first(tick):
+    requests = tick("market_status_schedule", "2026-03-10T11:00:00")
     assert _keys(requests) == ["2026-03-10-10:00", "2026-03-10-11:00"]
     final, current = requests
     assert final.tags[FINALISE_TAG] == "true"
@@ -43,34 +93,34 @@ def test_first_tick_of_an_hour_finalises_the_closed_hour_first():
     assert len({r.run_key for r in requests}) == 2
 
 
-def test_second_tick_of_an_hour_does_not_finalise_again():
-    assert _keys(_tick("market_status_schedule", "2026-03-10T11:02:00")) == ["2026-03-10-11:00"]
-    assert _keys(_tick("support_levels_schedule", "2026-03-10T11:15:00")) == ["2026-03-10-11:00"]
-    assert _keys(_tick("recommendations_schedule", "2026-03-10T11:05:00")) == ["2026-03-10-11:00"]
+def test_second_tick_of_an_hour_does_not_finalise_again(tick):
+    assert _keys(tick("market_status_schedule", "2026-03-10T11:02:00")) == ["2026-03-10-11:00"]
+    assert _keys(tick("support_levels_schedule", "2026-03-10T11:15:00")) == ["2026-03-10-11:00"]
+    assert _keys(tick("recommendations_schedule", "2026-03-10T11:05:00")) == ["2026-03-10-11:00"]
 
 
-def test_day_change_finalises_the_last_hour_of_yesterday():
-    assert _keys(_tick("recommendations_schedule", "2026-03-10T23:55:00")) == ["2026-03-10-23:00"]
-    assert _keys(_tick("recommendations_schedule", "2026-03-11T00:00:00")) == ["2026-03-10-23:00", "2026-03-11-00:00"]
+def test_day_change_finalises_the_last_hour_of_yesterday(tick):
+    assert _keys(tick("recommendations_schedule", "2026-03-10T23:55:00")) == ["2026-03-10-23:00"]
+    assert _keys(tick("recommendations_schedule", "2026-03-11T00:00:00")) == ["2026-03-10-23:00", "2026-03-11-00:00"]
 
 
-def test_daily_candles_refresh_today_and_finalise_yesterday_after_midnight():
-    assert _keys(_tick("daily_candles_schedule", "2026-03-11T00:01:00")) == ["2026-03-10", "2026-03-11"]
-    assert _keys(_tick("daily_candles_schedule", "2026-03-11T13:01:00")) == ["2026-03-11"]
+def test_daily_candles_refresh_today_and_finalise_yesterday_after_midnight(tick):
+    assert _keys(tick("daily_candles_schedule", "2026-03-11T00:01:00")) == ["2026-03-10", "2026-03-11"]
+    assert _keys(tick("daily_candles_schedule", "2026-03-11T13:01:00")) == ["2026-03-11"]
     assert BY_NAME["daily_candles_schedule"].cron_schedule == "1 * * * *"
 
 
-def test_outcomes_score_the_hours_whose_horizons_closed():
-    requests = _tick("recommendation_outcomes_schedule", "2026-03-11T12:10:00")
+def test_outcomes_score_the_hours_whose_horizons_closed(tick):
+    requests = tick("recommendation_outcomes_schedule", "2026-03-11T12:10:00")
     # hour H is complete for horizon h once H + 1 h + h has passed: 1 h -> 10:00, 4 h -> 07:00, 24 h -> yesterday 11:00
     assert _keys(requests) == ["2026-03-11-10:00", "2026-03-11-07:00", "2026-03-10-11:00"]
     assert all(r.tags[JOB_TAG] == "recommendation_outcomes" for r in requests)
 
 
-def test_cleanup_runs_every_six_hours_with_the_lowest_priority():
+def test_cleanup_runs_every_six_hours_with_the_lowest_priority(tick):
     schedule = BY_NAME["cleanup_schedule"]
     assert schedule.cron_schedule == "0 */6 * * *"
-    (request,) = _tick("cleanup_schedule", "2026-03-11T06:00:00")
+    (request,) = tick("cleanup_schedule", "2026-03-11T06:00:00")
     assert request.partition_key is None
     assert int(request.tags["dagster/priority"]) == min(PRIORITIES.values())
 
@@ -91,13 +141,11 @@ def test_intervals_come_from_settings(seconds: int, cron: str):
     assert built["market_status_schedule"].cron_schedule == cron
 
 
-def test_an_interval_of_ten_minutes_finalises_on_any_tick_before_ten_past():
+def test_an_interval_of_ten_minutes_finalises_on_any_tick_before_ten_past(stored):
     settings = load_settings({"MARKET_STATUS_INTERVAL": "600"})
     schedule = {s.name: s for s in build_schedules(settings)}["market_status_schedule"]
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 0, tzinfo=UTC))
-    assert [r.partition_key for r in schedule(context)] == ["2026-03-10-10:00", "2026-03-10-11:00"]
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 11, 10, tzinfo=UTC))
-    assert [r.partition_key for r in schedule(context)] == ["2026-03-10-11:00"]
+    assert [r.partition_key for r in _evaluate(schedule, stored, "2026-03-10T11:00:00")] == ["2026-03-10-10:00", "2026-03-10-11:00"]
+    assert [r.partition_key for r in _evaluate(schedule, stored, "2026-03-10T11:10:00")] == ["2026-03-10-11:00"]
 
 
 def test_worker_disabled_leaves_every_schedule_stopped():
@@ -105,3 +153,53 @@ def test_worker_disabled_leaves_every_schedule_stopped():
     assert {s.default_status for s in stopped} == {dg.DefaultScheduleStatus.STOPPED}
     running = build_schedules(load_settings({"WORKER_ENABLED": "true"}))
     assert {s.default_status for s in running} == {dg.DefaultScheduleStatus.RUNNING}
+
+
+# What market status reads for hour 10:00 of 10 March (its own hour's 1-minute candles are fetched by the run):
+MARKET_STATUS_NEEDS = {
+    "candles_1m": ["2026-03-10-08:00", "2026-03-10-09:00"],  # 2 h of minutes before the hour
+    "candles_1h": _days("2026-03-05", "2026-03-10"),  # 5 days back
+    "upbit_markets": ["2026-03-09", "2026-03-10"],
+}
+
+
+def test_a_tick_whose_lookback_is_not_stored_skips_naming_what_it_waits_for(instance):
+    result = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == (
+        "waiting for history: 2026-03-10-10:00 needs candles_1h 6 of 6 partitions (2026-03-05...2026-03-10), "
+        "candles_1m 2 of 2 partitions (2026-03-10-08:00...2026-03-10-09:00), upbit_markets 2 of 2 partitions (2026-03-09...2026-03-10)"
+    )
+
+    for asset, keys in MARKET_STATUS_NEEDS.items():
+        _store(instance, asset, [key for key in keys if key != "2026-03-07"])
+    result = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")
+    assert result.skip_message == "waiting for history: 2026-03-10-10:00 needs candles_1h 2026-03-07"
+
+    _store(instance, "candles_1h", ["2026-03-07"])
+    [request] = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")
+    assert request.partition_key == "2026-03-10-10:00" and request.tags[JOB_TAG] == "market_status"
+
+
+def test_the_closed_hour_is_finalised_while_the_open_hour_still_waits(instance):
+    for asset, keys in MARKET_STATUS_NEEDS.items():
+        _store(instance, asset, keys)
+    # at 11:00 the closed hour 10:00 has its lookback; the open hour 11:00 also needs 10:00's minutes, not stored yet
+    [final] = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T11:00:00")
+    assert final.partition_key == "2026-03-10-10:00" and final.tags[FINALISE_TAG] == "true"
+    _store(instance, "candles_1m", ["2026-03-10-10:00"])
+    assert [r.partition_key for r in _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T11:02:00")] == ["2026-03-10-11:00"]
+
+
+@pytest.mark.parametrize("job", [market_status_job, recommendations_job, support_levels_job], ids=lambda job: job.name)
+def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
+    """The needs come from the assets' partition mappings; the sensor's lookback must cover them, or a tick would wait forever."""
+    now = _at("2026-03-10T10:05:00")
+    needs = lookback_needs(REPOSITORY, job.selection.resolve(list(REPOSITORY.assets_defs_by_key.values())), "2026-03-10-10:00", now)
+    assert set(needs[dg.AssetKey("candles_1m")]) <= set(minute_lookback(now))
+    for asset in DAILY_ASSETS:
+        assert needs.get(dg.AssetKey(asset), set()) <= set(daily_lookback(now))
+    assert set(needs) <= {dg.AssetKey(name) for name in ("candles_1m", *DAILY_ASSETS)}
+    if job is recommendations_job:  # the turnover window and the levels' 14 days: the sensor's whole lookback
+        assert needs[dg.AssetKey("candles_1m")] == set(minute_lookback(now))
+        assert needs[dg.AssetKey("candles_1h")] == set(daily_lookback(now))

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid, tick_for
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.analysis import (
     COMPONENTS,
-    WEIGHTS,
-    component_scores,
     compute_recommendations,
 )
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_assets_tests.lib.candle_data import with_future_bars
 
 from .conftest import END
 
@@ -23,12 +23,14 @@ HOUR = END - pd.Timedelta(hours=5)
 TICKS = pit.ticks(HOUR, HOUR + pd.Timedelta(hours=1), 300)
 
 
-def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None, top_n=analysis.TOP_N):
+def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None, top_n=analysis.TOP_N,
+         min_reward_risk=analysis.DEFAULT_MIN_REWARD_RISK):
     return compute_recommendations(
         market.candles_1m if candles_1m is None else candles_1m,
         market.candles_1h if candles_1h is None else candles_1h,
         market.candles_1d if candles_1d is None else candles_1d,
         market.upbit_markets, ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER, top_n=top_n,
+        min_reward_risk=min_reward_risk,
     )
 
 
@@ -37,38 +39,9 @@ def partition(market):
     return _run(market)
 
 
-def test_weights_sum_to_one():
-    assert sum(WEIGHTS.values()) == pytest.approx(1.0)
-
-
-def test_component_rules_on_hand_made_features():
-    features = pd.DataFrame(
-        {
-            "price": [100.0, 100.0],
-            "ema20": [100.0, 98.0],
-            "ema50": [100.0, 96.0],
-            "atr": [1.0, 1.0],  # ATR% = 1 %
-            "rsi": [60.0, 80.0],
-            "rsi_3h_ago": [60.0, 60.0],
-            "surge": [1.0, 4.0],
-            "support_high": [100 / 1.01, 90.0],  # 1 ATR above support / 11 ATR above
-            "resistance_low": [np.nan, 102.0],  # none above / 2 ATR of room
-        }
-    )
-    scores = component_scores(features)
-    flat, hot = scores.iloc[0], scores.iloc[1]
-    expected_flat = {"trend": 50, "momentum": 0.7 * 100 + 0.3 * 50, "volume_surge": 50, "support_distance": 100,
-                     "resistance_distance": 75, "volatility": 100}
-    expected_hot = {"trend": 100, "momentum": 0.7 * 50 + 0.3 * 100, "volume_surge": 100, "support_distance": 0,
-                    "resistance_distance": 50, "volatility": 100}
-    assert flat[COMPONENTS].to_dict() == pytest.approx(expected_flat)
-    assert hot[COMPONENTS].to_dict() == pytest.approx(expected_hot)
-    assert flat["score"] == pytest.approx(sum(WEIGHTS[c] * flat[c] for c in COMPONENTS))
-
-
 def test_snapshot_shape_and_invariants(partition, market):
     recs, counts = partition
-    assert set(recs["as_of"]) == set(TICKS)
+    assert set(recs["as_of"]) == set(TICKS)  # every tick has markets offering the floor in this market
     for _, tick in recs.groupby("as_of"):
         assert list(tick["rank"]) == list(range(1, len(tick) + 1))
         assert tick["score"].is_monotonic_decreasing
@@ -77,22 +50,29 @@ def test_snapshot_shape_and_invariants(partition, market):
     assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
     assert "KRW-M000" not in set(recs["market"])  # warning
     assert "KRW-M002" not in set(recs["market"])  # thin turnover
-    assert (recs.loc[recs["market"] == "KRW-M001", "caution"] == "price_fluctuations").all()
-    assert (recs.loc[recs["market"] != "KRW-M001", "caution"] == "").all()
+    assert all(flags == ["price_fluctuations"] for flags in recs.loc[recs["market"] == "KRW-M001", "caution"])
+    assert all(flags == [] for flags in recs.loc[recs["market"] != "KRW-M001", "caution"])
     assert list(counts["as_of"]) == list(TICKS)
     assert (counts["excluded_warning"] == 1).all() and (counts["excluded_turnover"] == 1).all()
     assert (counts["eligible"] == market.upbit_markets["market"].nunique() - 2).all()
+    picked = recs.groupby("as_of").size().reindex(counts["as_of"]).to_numpy()
+    assert (picked == counts["eligible"] - counts["excluded_reward_risk"] - counts["excluded_regime"]).all()
+    assert counts["excluded_reward_risk"].sum() > 0  # the floor bites in this market
     reasons = recs["reasons"].iloc[0]
-    assert set(reasons) == set(COMPONENTS)
-    assert recs["summary"].iloc[0].startswith(f"{recs['market'].iloc[0]} {recs['score'].iloc[0]:.0f}: ")
+    assert set(reasons) == {*COMPONENTS, "plan"}
+    first = recs.iloc[0]
+    assert first["summary"].startswith(f"{first['market']} {first['score']:.0f} ({first['regime'].replace('_', '-')} market): ")
+    assert (recs["regime"] == recs["as_of"].map(counts.set_index("as_of")["regime"])).all()
 
 
-def test_entry_is_the_last_price_before_as_of(partition, market):
+def test_entry_is_the_last_price_before_as_of_rounded_up_to_the_tick(partition, market):
     recs, _ = partition
     row = recs.iloc[-1]
     minutes = market.candles_1m
     before = minutes[(minutes["market"] == row["market"]) & (minutes["candle_start"] < row["as_of"])]
-    assert row["entry"] == before.sort_values("candle_start")["close"].iloc[-1]
+    last = before.sort_values("candle_start")["close"].iloc[-1]
+    assert row["reasons"]["trend"]["price"] == last
+    assert row["entry"] == np.ceil(last / row["tick_size"]) * row["tick_size"]
 
 
 def test_top_n_keeps_the_best(market, partition):
@@ -113,6 +93,20 @@ def test_point_in_time_truncating_at_as_of_changes_nothing(market, partition, ti
     full = partition[0][partition[0]["as_of"] == as_of].reset_index(drop=True)
     assert len(full) > 0
     pd.testing.assert_frame_equal(truncated, full)
+
+
+@pytest.mark.parametrize("tick", [0, 11])
+def test_stored_hours_and_days_after_the_tick_change_nothing(market, partition, tick):
+    """Storage also holding hours from the tick's hour on and days from its day on (tenfold prices): the same
+    snapshot, so nothing reads a stored bar that had not closed at as_of."""
+    as_of = TICKS[tick]
+    h1 = market.candles_1h[market.candles_1h["candle_start"] + pit.HOUR <= as_of]
+    d1 = market.candles_1d[market.candles_1d["candle_start"] + pit.DAY <= as_of]
+    leaky, _ = _run(market, ticks=TICKS[tick : tick + 1], candles_1h=with_future_bars(h1, as_of.floor("h"), pit.HOUR, count=6),
+                    candles_1d=with_future_bars(d1, as_of.floor("D"), pit.DAY))
+    full = partition[0][partition[0]["as_of"] == as_of].reset_index(drop=True)
+    assert len(full) > 0
+    pd.testing.assert_frame_equal(leaky, full)
 
 
 def test_missing_stored_hours_are_rebuilt_from_minutes(market, partition):
@@ -137,7 +131,7 @@ def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
     assert tick["eligible"] == 0 and tick["excluded_turnover"] == tick["listed"] - tick["excluded_warning"]
 
 
-def test_nearest_levels_and_a_target_worth_the_trade():
+def test_nearest_levels():
     levels = pd.DataFrame(
         {
             "market": ["KRW-A"] * 4 + ["KRW-B"],
@@ -148,13 +142,11 @@ def test_nearest_levels_and_a_target_worth_the_trade():
         }
     )
     price = pd.Series({"KRW-A": 100.0, "KRW-B": 50.0})
-    atr = pd.Series({"KRW-A": 1.0, "KRW-B": 1.0})
-    out = analysis.nearest_levels(levels, price, atr)
+    out = analysis.nearest_levels(levels, price)
     a, b = out.loc["KRW-A"], out.loc["KRW-B"]
     assert (a["support_low"], a["support_high"]) == (97.5, 98.5)  # the nearest support below
-    assert a["resistance_low"] == 100.2  # the nearest resistance, 0.2 ATR away ...
-    assert a["target_level"] == 103.0  # ... is too close for a target: the next one, >= 1 ATR away
-    assert b["support_high"] == 41.0 and np.isnan(b["resistance_low"]) and np.isnan(b["target_level"])
+    assert a["resistance_low"] == 100.2  # the nearest resistance's zone bottom
+    assert b["support_high"] == 41.0 and np.isnan(b["resistance_low"])
 
 
 def test_recorded_upbit_candles(upbit_data_dir):
@@ -170,14 +162,93 @@ def test_recorded_upbit_candles(upbit_data_dir):
     universe = universe.assign(**{flag: False for flag in analysis.CAUTION_FLAGS})
     ticks = pit.ticks(hour, hour + pd.Timedelta(hours=1), 300)
     recs, counts = compute_recommendations(m1, h1, daily, universe, ticks, compute_support_levels, min_turnover_krw=1e9)
-    assert (counts["eligible"] == 4).all() and len(recs) == 4 * len(ticks)
+    assert (counts["eligible"] == 4).all()
+    assert len(recs) == (4 - counts["excluded_reward_risk"] - counts["excluded_regime"]).sum() > 0
     assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
+    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
     last = ticks[-1]
     cut, _ = compute_recommendations(
         m1[m1["candle_start"] < last], h1[h1["candle_start"] + pit.HOUR <= last], daily[daily["candle_start"] + pit.DAY <= last],
         universe, ticks[-1:], compute_support_levels, min_turnover_krw=1e9,
     )
     pd.testing.assert_frame_equal(cut, recs[recs["as_of"] == last].reset_index(drop=True))
+
+
+def assert_placeable(recs: pd.DataFrame, floor: float) -> None:
+    """Every price of every pick is on Upbit's grid and the placed prices offer the floor."""
+    for column in ("entry", "target", "stop"):
+        prices = pd.Series(recs[column].to_numpy(), index=recs["market"].to_numpy())
+        ticks = tick_for(prices, pd.Series(recs["tick_size"].to_numpy(), index=recs["market"].to_numpy()))
+        assert not off_grid(prices.to_numpy(), ticks).any(), recs.loc[off_grid(prices.to_numpy(), ticks), column]
+        assert (ticks >= krw_tick_size(prices.to_numpy())).all()
+    assert ((recs["target"] - recs["entry"]) / (recs["entry"] - recs["stop"]) >= floor).all()
+    assert np.allclose(recs["reward_risk"], (recs["target"] - recs["entry"]) / (recs["entry"] - recs["stop"]))
+
+
+def test_every_price_of_every_pick_is_on_the_grid_and_offers_the_floor(partition):
+    recs, _ = partition
+    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+    assert (recs["entry"] >= recs["reasons"].map(lambda r: r["trend"]["price"])).all()  # entry rounded up
+
+
+def test_rounding_never_flatters_the_pick(partition):
+    """Placed prices against the levels they come from: target at or below its resistance, stop at or below
+    half an ATR under its support zone, entry at or above the price."""
+    recs, _ = partition
+    plan = recs["reasons"].map(lambda r: r["plan"])
+    nearest = plan.map(lambda p: p["target_resistance"] == 1)
+    resistance = recs["reasons"].map(lambda r: r["resistance_distance"]["resistance"])
+    assert (recs.loc[nearest, "target"] <= resistance[nearest] + 1e-4).all()
+    assert (recs["target"] <= plan.map(lambda p: p["target_level"]) + 1e-4).all()
+    assert (recs["target"] > recs["entry"]).all()
+
+
+def test_the_summary_names_the_levels_of_target_and_stop(partition):
+    recs, _ = partition
+    for _, row in recs.iterrows():
+        plan = row["reasons"]["plan"]
+        assert f"reward:risk {row['reward_risk']:.2f}" in row["summary"]
+        decimals = max(0, -int(np.floor(np.log10(row["tick_size"]))))
+        assert f"target {row['target']:,.{decimals}f}" in row["summary"] and f"stop {row['stop']:,.{decimals}f}" in row["summary"]
+        if plan["target_resistance"] == 1:
+            assert "that resistance" in row["summary"]
+        elif plan["target_resistance"]:
+            assert f"{plan['target_level']:,.{decimals}f}" in row["summary"]
+        if plan["stop_from"] == "support":
+            assert "under that support zone" in row["summary"]
+
+
+def test_a_stored_tick_coarser_than_the_table_is_used(market):
+    """upbit_instruments' tick wins where it is coarser: a 100 KRW tick puts every price on hundreds."""
+    instruments = pd.DataFrame({"day": market.upbit_markets["day"], "market": market.upbit_markets["market"],
+                                "tick_size": 100.0})
+    recs, _ = compute_recommendations(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
+                                      TICKS[:2], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                      instruments=instruments)
+    assert len(recs) and (recs["tick_size"] == 100.0).all()
+    assert ((recs[["entry", "target", "stop"]] % 100.0) == 0).all().all()
+    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+
+
+def test_a_risk_off_market_gets_a_shortlist_counted_and_said(market):
+    inputs = analysis.TickInputs.prepare(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
+                                         TICKS[0], TICKS[0])
+    normal, _, normal_counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                                     regime="neutral")
+    off, _, counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                           regime="risk_off")
+    assert len(normal) > analysis.RISK_OFF_MAX_PICKS and normal_counts.excluded_regime == 0
+    assert len(off) == analysis.RISK_OFF_MAX_PICKS and counts.excluded_regime == len(normal) - len(off)
+    assert list(off["market"]) == list(normal["market"].head(len(off)))
+    assert (off["regime"] == "risk_off").all() and off["summary"].str.contains("(risk-off market)", regex=False).all()
+
+
+def test_a_higher_floor_excludes_more_and_every_pick_meets_it(market, partition):
+    recs, counts = _run(market, ticks=TICKS[:3], min_reward_risk=3.0)
+    base = partition[1].iloc[:3]
+    assert (counts["excluded_reward_risk"] >= base["excluded_reward_risk"]).all()
+    assert counts["excluded_reward_risk"].sum() > base["excluded_reward_risk"].sum()
+    assert_placeable(recs, 3.0)
 
 
 def test_turnover_of_a_partly_stored_window_is_scaled_to_24_hours_not_read_as_a_quiet_day():

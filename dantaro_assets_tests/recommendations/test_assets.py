@@ -16,10 +16,12 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations
 from dantaro_assets.recommendations.analysis import compute_recommendations
+from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
     recommendations_schema,
 )
+from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
@@ -29,6 +31,7 @@ from .conftest import END
 HOUR = END - pd.Timedelta(hours=5)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
 MIN_TURNOVER = get_settings().min_turnover_krw
+SERVED = get_settings().scorer
 
 
 def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDefinition:
@@ -78,9 +81,10 @@ def _materialise(asset, io_resources):
 
 def _table(postgres_resource, name: str) -> pd.DataFrame:
     """The stored rows; a plain query returns jsonb as text, decoded here as the IO manager decodes it."""
-    frame = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, rank")
-    if "reasons" in frame:
-        frame["reasons"] = frame["reasons"].map(json.loads)
+    frame = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name(name)} ORDER BY as_of, scorer, rank")
+    for column in ("reasons", "caution"):
+        if column in frame:
+            frame[column] = frame[column].map(json.loads)
     return frame
 
 
@@ -95,8 +99,11 @@ def test_recommendations_rows_match_the_pure_function(stored, materialised):
     _, rows = materialised
     ticks = pd.date_range(HOUR, HOUR + pd.Timedelta(hours=1), freq="5min", inclusive="left")
     expected, _ = compute_recommendations(stored["candles_1m"], stored["candles_1h"], stored["candles_1d"],
-                                          stored["upbit_markets"], ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER)
+                                          stored["upbit_markets"], ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER,
+                                          scorers=list(SCORERS))
     assert set(rows["as_of"]) == set(ticks)
+    assert set(rows["scorer"]) == set(SCORERS)  # the served scorer's list and every challenger's, in shadow
+    expected = expected.sort_values(["as_of", "scorer", "rank"], ignore_index=True)
     pd.testing.assert_frame_equal(rows[expected.columns].reset_index(drop=True), expected, check_dtype=False)
 
 
@@ -108,13 +115,18 @@ def test_recommendations_checks_metadata_and_redis(materialised, redis_resource)
     assert metadata["ticks"].value == 12
     assert metadata["excluded_warning"].value == 1 and metadata["excluded_turnover"].value == 1
     assert metadata["universe_size"].value == 10
+    assert metadata["min_reward_risk"].value == 1.5 and metadata["excluded_reward_risk"].value >= 0
+    assert metadata["regime"].value == rows["regime"].iloc[-1]
     table = metadata["latest_snapshot"].value
     header = table.splitlines()[2]
     assert all(column in header for column in ("rank", "market", "score", "summary", "entry", "target", "stop"))
-    assert rows[rows["as_of"] == rows["as_of"].max()]["summary"].iloc[0] in table
+    served = rows[(rows["as_of"] == rows["as_of"].max()) & (rows["scorer"] == SERVED)]
+    assert served["summary"].iloc[0] in table
+    assert metadata["served_scorer"].value == SERVED
     snapshot = redis_resource.latest_snapshot("recommendations")
     assert snapshot["as_of"] == f"{rows['as_of'].max():%Y-%m-%dT%H:%M:%S}Z"
-    assert [r["market"] for r in snapshot["rows"]] == list(rows[rows["as_of"] == rows["as_of"].max()]["market"])
+    assert [r["market"] for r in snapshot["rows"]] == list(served["market"])  # the shadow lists are not served
+    assert {r["scorer"] for r in snapshot["rows"]} == {SERVED}
 
 
 def test_rematerialising_gives_identical_rows(materialised, io_resources, postgres_resource):
@@ -135,8 +147,19 @@ def test_outcomes_materialise_with_unreached_horizons_null(materialised, io_reso
     assert outcomes["return_24h"].isna().all() and outcomes["excess_24h"].isna().all()
     assert set(outcomes["first_hit"].dropna()) <= {"target", "stop"}  # 'neither' needs the whole 24 h
     metadata = result.asset_materializations_for_node("recommendation_outcomes")[0].metadata
-    assert metadata["evaluated_4h"].value == len(rows) and metadata["final"].value is False
+    assert set(outcomes["scorer"]) == set(SCORERS)
+    assert metadata["evaluated_4h"].value == (rows["scorer"] == SERVED).sum() and metadata["final"].value is False
     assert isinstance(metadata["rank_ic_1h"].value, float)
+    card = metadata["scorecard"].value  # every scorer, both windows, every horizon
+    assert {(r.data["window"], r.data["scorer"], r.data["horizon"]) for r in card.records} == {
+        (w, s, h) for w in SCORECARD_WINDOWS for s in SCORERS for h in HORIZONS}
+    four_hours = {r.data["scorer"]: r.data for r in card.records if r.data["window"] == "7d" and r.data["horizon"] == "4h"}
+    for name, row in four_hours.items():
+        graded = outcomes[outcomes["scorer"] == name]
+        assert row["picks"] == len(graded)
+        assert row["mean_excess"] == pytest.approx(graded["excess_4h"].mean(), abs=1e-6)
+        assert row["hit_rate"] == pytest.approx((graded["excess_4h"] > 0).mean(), abs=1e-6)
+        assert row["excess_ci_low"] is None and row["excess_ci_high"] is None  # one graded hour: no interval yet
 
 
 # --- bad data never passes the checks ---------------------------------------------------------
@@ -145,8 +168,9 @@ def _good(materialised) -> pd.DataFrame:
     return materialised[1].drop(columns=[c for c in materialised[1].columns if c not in _COLUMNS]).copy()
 
 
-_COLUMNS = ["as_of", "rank", "market", "score", "trend", "momentum", "volume_surge", "support_distance",
-            "resistance_distance", "volatility", "reasons", "summary", "entry", "target", "stop", "caution"]
+_COLUMNS = ["as_of", "scorer", "rank", "market", "score", "trend", "momentum", "volume_surge", "support_distance",
+            "resistance_distance", "volatility", "reasons", "summary", "entry", "target", "stop", "reward_risk",
+            "tick_size", "regime", "caution"]
 _NO_WARNINGS = pd.DataFrame({"as_of": pd.Series(dtype="datetime64[ns, UTC]"), "market": pd.Series(dtype=object)})
 
 
@@ -158,11 +182,17 @@ _NO_WARNINGS = pd.DataFrame({"as_of": pd.Series(dtype="datetime64[ns, UTC]"), "m
         (lambda f: f.assign(stop=f["entry"] * 1.01), "stop < entry < target"),
         (lambda f: f.assign(as_of=f["as_of"] + pd.Timedelta(hours=1)), "at or after the window end"),
         (lambda f: f.assign(reasons="not json"), "must be a JSON object"),
+        (lambda f: f.assign(entry=f["entry"] + f["tick_size"] / 3), "tick grid"),
+        (lambda f: f.assign(target=f["entry"] + 0.5 * (f["entry"] - f["stop"]),
+                            reward_risk=0.5), "below the floor"),
+        (lambda f: f.assign(reward_risk=f["reward_risk"] * 2), "reward_risk must be"),
+        (lambda f: f.assign(caution=""), "caution must be a list"),
+        (lambda f: f.assign(regime="bullish"), "isin"),
     ],
 )
 def test_recommendations_schema_rejects_bad_rows(materialised, corrupt, check):
     good = _good(materialised)
-    schema = recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), _NO_WARNINGS)
+    schema = recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), _NO_WARNINGS, 1.5)
     assert pandera_check(schema, good).passed
     result = pandera_check(schema, corrupt(good))
     assert not result.passed
@@ -172,7 +202,7 @@ def test_recommendations_schema_rejects_bad_rows(materialised, corrupt, check):
 def test_recommendations_schema_rejects_a_warning_market(materialised):
     good = _good(materialised)
     warned = good[["as_of", "market"]].head(1)
-    result = pandera_check(recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), warned), good)
+    result = pandera_check(recommendations_schema(HOUR, HOUR + pd.Timedelta(hours=1), warned, 1.5), good)
     assert not result.passed and "warning flag was recommended" in result.description
 
 

@@ -8,10 +8,12 @@ import pytest
 
 from dantaro_assets.recommendations.outcomes import (
     UPBIT_FEE,
+    block_bootstrap,
     compute_outcomes,
     minute_grid,
     net_return,
     rank_ic,
+    scorecard,
     summarise_outcomes,
 )
 
@@ -38,7 +40,7 @@ def _candles(market: str, closes: list[float], start: pd.Timestamp = T0, drop: t
 
 
 def _recs(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["as_of", "rank", "market", "score", "entry", "target", "stop"])
+    return pd.DataFrame(rows, columns=["as_of", "rank", "market", "score", "entry", "target", "stop"]).assign(scorer="v1")
 
 
 def test_net_return_pays_fee_on_both_legs():
@@ -122,3 +124,40 @@ def test_rank_ic_and_summary():
     assert summary["target_before_stop_rate"] == 0.5
     assert summary["mean_excess_1h"] == pytest.approx(0.015)
     assert summary["rank_ic_1h"] == 0.0
+
+
+def test_scorecard_per_window_scorer_and_horizon():
+    """Two scorers over 10 days of hourly ticks: the 7-day window sees only the last week, figures per scorer."""
+    now = T0 + pd.Timedelta(days=10, hours=1)  # one hour after the newest tick: the windows end at that tick
+    ticks = pd.date_range(T0 + pd.Timedelta(hours=1), now, freq="h", inclusive="left")
+    rows = []
+    for scorer, excess in (("v1", -0.01), ("reversal", 0.02)):
+        for i, as_of in enumerate(ticks):
+            for rank, market in enumerate(("KRW-A", "KRW-B", "KRW-C"), start=1):
+                value = excess + 0.001 * (2 - rank) + (0.05 if as_of < now - pd.Timedelta(days=7) else 0.0)
+                rows.append({"as_of": as_of, "scorer": scorer, "market": market, "score": 90.0 - rank,
+                             "first_hit": "target" if scorer == "reversal" else ("stop" if i % 2 else None),
+                             **{f"return_{h}": value for h in ("1h", "4h", "24h")},
+                             **{f"excess_{h}": value for h in ("1h", "4h", "24h")}})
+    outcomes = pd.DataFrame(rows)
+    outcomes.loc[outcomes["as_of"] >= now - pd.Timedelta(hours=24), "excess_24h"] = np.nan  # 24 h not reached yet
+    card = scorecard(outcomes).set_index(["window", "scorer", "horizon"])
+    week = card.loc[("7d", "reversal", "1h")]
+    assert week["picks"] == 3 * 7 * 24 and week["ticks"] == 7 * 24
+    assert week["mean_excess"] == pytest.approx(0.02) and week["hit_rate"] == 1.0
+    assert week["rank_ic"] == pytest.approx(1.0)  # a higher score always did better
+    assert week["target_before_stop"] == 1.0
+    assert card.loc[("7d", "v1", "1h"), "hit_rate"] == 0.0 and card.loc[("7d", "v1", "1h"), "target_before_stop"] == 0.0
+    month = card.loc[("30d", "reversal", "1h")]
+    assert month["picks"] == 3 * 10 * 24
+    assert month["mean_excess"] == pytest.approx(0.02 + 0.05 * 3 / 10)  # the older 3 days were 5 points better
+    assert month["excess_ci_low"] < month["mean_excess"] < month["excess_ci_high"]
+    assert card.loc[("7d", "v1", "24h"), "picks"] == 3 * 6 * 24  # the last day's 24 h horizon is still open
+
+
+def test_block_bootstrap_interval_covers_the_mean_and_needs_two_values():
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.5, 1.0, 500)
+    low, high = block_bootstrap(values, 10, rng)
+    assert low < values.mean() < high and high - low < 0.5
+    assert np.isnan(block_bootstrap(np.array([1.0, np.nan]), 4, rng)).all()

@@ -92,3 +92,36 @@ def test_error_bodies_match_recorded(replay, upbit_data_dir, path, params, statu
     assert response.status_code == status
     assert response.json() == body
     assert json.dumps(body, sort_keys=True) in recorded
+
+
+def _instruments(server, markets: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/v1/orderbook/instruments", params={"markets": markets})
+
+
+@pytest.mark.parametrize("mode", ["simulated", "recorded"])
+def test_orderbook_instruments_serve_the_tick_of_each_markets_price(request, mode):
+    """docs.upbit.com's shape (market, quote_currency, tick_size as a decimal string, supported_levels), in the
+    orderbook rate-limit group; the tick is the documented one at the market's last price."""
+    from dantaro_assets.lib.tick_grid import krw_tick_size
+
+    server = request.getfixturevalue("replay" if mode == "simulated" else "recorded_replay")
+    markets = [e["market"] for e in httpx.get(f"{server.url}/v1/market/all").json()][:4]
+    response = _instruments(server, ",".join(markets))
+    assert response.status_code == 200
+    assert response.headers["remaining-req"].startswith("group=orderbook; min=600; sec=")
+    served = response.json()
+    assert [e["market"] for e in served] == markets
+    assert all(list(e) == ["market", "quote_currency", "tick_size", "supported_levels"] for e in served)
+    assert all(e["quote_currency"] == "KRW" and isinstance(e["tick_size"], str) for e in served)
+    tickers = {t["market"]: t["trade_price"] for t in httpx.get(f"{server.url}/v1/ticker", params={"markets": ",".join(markets)}).json()}
+    for entry in served:
+        price = tickers[entry["market"]]
+        if price >= 10:  # the replay keeps the previous table's finer units below 10 KRW
+            assert float(entry["tick_size"]) == krw_tick_size([price])[0], entry
+        assert entry["supported_levels"][0] == entry["tick_size"]
+
+
+def test_orderbook_instruments_errors(replay):
+    assert _instruments(replay, "").status_code == 400
+    missing = _instruments(replay, "KRW-BTC,KRW-NOPE")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Code not found"

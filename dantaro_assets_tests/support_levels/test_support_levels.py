@@ -10,12 +10,28 @@ import pytest
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.support_levels import support_levels
-from dantaro_assets.support_levels.analysis import COLUMNS, SNAPSHOT_COLUMNS, LevelParams, compute_support_levels, levels_at_ticks
-from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS, MINUTE_LOOKBACK_HOURS
-from dantaro_assets.support_levels.schemas import support_levels_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets_tests.lib.candle_data import always_failing_schema, materialise, real_candles, store, universe
+from dantaro_assets.support_levels import support_levels
+from dantaro_assets.support_levels.analysis import (
+    COLUMNS,
+    SNAPSHOT_COLUMNS,
+    LevelParams,
+    compute_support_levels,
+    levels_at_ticks,
+)
+from dantaro_assets.support_levels.assets import (
+    HOURLY_LOOKBACK_DAYS,
+    MINUTE_LOOKBACK_HOURS,
+)
+from dantaro_assets.support_levels.schemas import support_levels_schema
+from dantaro_assets_tests.lib.candle_data import (
+    always_failing_schema,
+    materialise,
+    real_candles,
+    store,
+    universe,
+    with_future_bars,
+)
 
 HOUR = pd.Timestamp("2025-09-24 09:00", tz="UTC")
 PARTITION = "2025-09-24-09:00"
@@ -55,6 +71,34 @@ def test_range_bound_market_has_support_at_the_floor_and_resistance_at_the_ceili
     assert any("P" in names.split(",") and lo <= p <= hi
                for names, lo, hi in pivots[["pivot", "zone_low", "zone_high"]].itertuples(index=False))
     assert floor["reasons"]["swing_touches"] == floor["touches"] and floor["reasons"]["last_touch"].endswith("Z")
+
+
+def test_zones_of_a_side_never_overlap_and_merged_levels_keep_their_strength(levels):
+    for _, side in levels.groupby(["as_of", "market", "side"]):
+        zones = side.sort_values("zone_low")
+        assert (zones["zone_low"].to_numpy()[1:] >= zones["zone_high"].to_numpy()[:-1]).all()
+    assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
+    assert levels["reasons"].map(lambda r: r["merged_zones"] >= 1).all()
+
+
+def test_overlapping_zones_merge_into_the_strongest_level():
+    """Three supports whose zones chain into each other and one apart: two levels; the merged one keeps the
+    strongest member's level and strength, the union of the zones, the summed touches and every pivot."""
+    from dantaro_assets.support_levels.analysis import merge_overlapping
+
+    levels = pd.DataFrame({
+        "market": "KRW-AAA", "side": ["support", "support", "support", "support", "resistance"],
+        "level": [90.0, 93.0, 95.0, 80.0, 110.0], "zone_low": [89.0, 92.0, 94.5, 79.0, 109.0],
+        "zone_high": [92.5, 95.0, 96.0, 81.0, 111.0], "strength": [40.0, 70.0, 30.0, 50.0, 60.0],
+        "touches": [2, 3, 1, 1, 4], "last_touch": [5, 9, 7, 1, 3], "pivot_mask": [1, 0, 2, 0, 0],
+        "volume_share": 0.1, "node": None, "atr": 1.0, "price": 100.0,
+    })
+    merged = merge_overlapping(levels).set_index("level")
+    assert sorted(merged.index) == [80.0, 93.0, 110.0]
+    top = merged.loc[93.0]
+    assert (top["zone_low"], top["zone_high"], top["strength"], top["touches"]) == (89.0, 96.0, 70.0, 6)
+    assert (top["last_touch"], top["pivot"], top["merged"]) == (9, "P,R1", 3)
+    assert merged.loc[80.0, "merged"] == 1 and merged.loc[110.0, "strength"] == 60.0
 
 
 def test_pivots_follow_the_floor_trader_formulas():
@@ -122,6 +166,16 @@ def test_levels_do_not_change_when_later_candles_are_cut_off(candles, levels):
         pd.testing.assert_frame_equal(cut, expected)
 
 
+def test_stored_hours_and_days_after_the_tick_change_nothing(candles, levels):
+    """Stored hours from each tick's hour on and days from its day on (tenfold prices) leave every tick's levels
+    as they are: a leak through stored hourly or daily candles fails here."""
+    minutes, hours, days, markets = candles
+    for as_of in pd.DatetimeIndex(levels["as_of"].unique()):
+        leaky = _levels(minutes, with_future_bars(hours, as_of.floor("h"), pit.HOUR, count=6),
+                        with_future_bars(days, as_of.floor("D"), pit.DAY), markets, pd.DatetimeIndex([as_of]))
+        pd.testing.assert_frame_equal(leaky, levels[levels["as_of"] == as_of].reset_index(drop=True))
+
+
 def test_hours_missing_from_storage_are_built_from_minutes(candles, levels):
     """candles_1h lags: hours 07:00-08:00 come from the 1-minute lookback and give the same levels.
 
@@ -151,6 +205,13 @@ def _swap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
     return bad
 
 
+def _overlap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first market's rank-2 support zone reaches up into its rank-1 zone."""
+    bad = frame.copy()
+    bad.loc[1, "zone_high"] = (bad.loc[0, "zone_low"] + bad.loc[0, "level"]) / 2
+    return bad
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -161,6 +222,7 @@ def _swap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
         (lambda f: _bad(f, "as_of", HOUR - pit.MINUTE), "partition start"),
         (lambda f: pd.concat([f, f.head(1)], ignore_index=True), "unique"),
         (lambda f: _swap_first_two(f), "rank 1 is the nearest"),
+        (lambda f: _overlap_first_two(f), "zones of one side never overlap"),
     ],
 )
 def test_schema_check_names_what_is_wrong(levels, change, message):

@@ -19,9 +19,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -167,17 +167,17 @@ class UpbitClient(dg.ConfigurableResource):
         default=DEFAULT_STORE_WAIT_SECONDS,
         description="seconds a request waits for an unreachable limiter Redis (sending nothing) before failing",
     )
-    redis: Optional[RedisResource] = None
+    redis: RedisResource | None = None
 
-    _http: Optional[httpx.Client] = PrivateAttr(default=None)
-    _limiter: Optional[RateLimiter] = PrivateAttr(default=None)
+    _http: httpx.Client | None = PrivateAttr(default=None)
+    _limiter: RateLimiter | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _run: Optional[tuple[dg.DagsterInstance, str]] = PrivateAttr(default=None)
+    _run: tuple[dg.DagsterInstance, str] | None = PrivateAttr(default=None)
 
     # --- lifecycle -------------------------------------------------------------------------
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.instance is not None and context.run_id:
-            self._run = (context.instance, context.run_id)
+        if context.instance is not None and context.run is not None:
+            self._run = (context.instance, context.run.run_id)
 
     def _ensure_run_goes_on(self) -> None:
         """Refuse to fetch for a run being stopped: a step retried after the stop's interrupt must not fetch again."""
@@ -303,6 +303,20 @@ class UpbitClient(dg.ConfigurableResource):
 
         frames = self._parallel(fetch, batches)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.TICKER_COLUMNS)
+
+    def instruments(self, markets: list[str]) -> pd.DataFrame:
+        """Each market's order price unit now (``tick_size``), ``max_symbols_per_batch`` markets a request."""
+        self._ensure_run_goes_on()
+        path = "/v1/orderbook/instruments"
+        batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
+        counters = _Counters()
+
+        def fetch(batch: list[str]) -> pd.DataFrame:
+            answer = self._get(path, {"markets": ",".join(batch)}, group="orderbook", market=",".join(batch), counters=counters)
+            return parsing.parse_instruments(answer.payload, endpoint=path, markets=batch)
+
+        frames = self._parallel(fetch, batches)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.INSTRUMENT_COLUMNS)
 
     def candles(self, markets: list[str], interval: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, FetchStats]:
         """Closed candles with ``start <= candle_start < end`` for every market, fetched concurrently.
@@ -435,7 +449,7 @@ def _server_time(response: httpx.Response) -> pd.Timestamp:
             return pd.Timestamp(parsedate_to_datetime(header)).tz_convert("UTC")
         except (TypeError, ValueError):
             pass
-    return pd.Timestamp(datetime.now(timezone.utc))
+    return pd.Timestamp(datetime.now(UTC))
 
 
 def _block_seconds(response: httpx.Response, detail: str) -> float | None:

@@ -192,6 +192,39 @@ def parse_markets(payload: object, *, endpoint: str) -> pd.DataFrame:
     return frame[MARKET_COLUMNS]
 
 
+INSTRUMENT_COLUMNS = ["market", "tick_size"]
+
+
+def _tick(value: object) -> float:
+    """A tick size as Upbit sends it (a decimal string such as "0.01"; a number is accepted) -> float, NaN if not positive."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return float("nan")
+    try:
+        tick = float(value)
+    except ValueError:
+        return float("nan")
+    return tick if np.isfinite(tick) and tick > 0 else float("nan")
+
+
+def parse_instruments(payload: object, *, endpoint: str, markets: list[str]) -> pd.DataFrame:
+    """``/v1/orderbook/instruments`` -> one row per asked market with its order price unit (``tick_size``)."""
+    label = ",".join(markets)
+    raw = records(payload, endpoint=endpoint, market=label)
+    _require(raw, ["market", "tick_size"], endpoint=endpoint, market=label)
+    if raw.empty:
+        return pd.DataFrame({"market": pd.Series(dtype=object), "tick_size": pd.Series(dtype=float)})
+    frame = pd.DataFrame({"market": raw["market"].astype(str), "tick_size": raw["tick_size"].map(_tick)})
+    bad = frame.loc[frame["tick_size"].isna(), "market"]
+    if len(bad):
+        raise UpbitResponseError(f"tick_size missing or not a positive number for {', '.join(sorted(bad))}", endpoint=endpoint, market=label)
+    unasked = sorted(set(frame["market"]) - set(markets))
+    if unasked:
+        raise UpbitResponseError(f"markets not asked for: {', '.join(unasked)}", endpoint=endpoint, market=label)
+    if frame["market"].duplicated().any():
+        raise UpbitResponseError(f"duplicate markets {sorted(frame.loc[frame['market'].duplicated(), 'market'])}", endpoint=endpoint, market=label)
+    return frame[INSTRUMENT_COLUMNS]
+
+
 def parse_tickers(payload: object, *, endpoint: str, markets: list[str]) -> pd.DataFrame:
     """``/v1/ticker`` -> one row per market with the last trade time (UTC) and 24 h turnover."""
     label = ",".join(markets)

@@ -1,0 +1,101 @@
+"""Upbit's KRW price grid: the tick size a price must be a multiple of, and rounding onto it.
+
+Upbit rejects an order whose price is not a multiple of the pair's tick (``invalid_price_bid``).
+Each pair's tick comes from ``GET /v1/orderbook/instruments``; :func:`krw_tick_size` is the
+documented KRW table in force since 2025-07-31 (docs.upbit.com, "원화(KRW) 마켓 주문 가격 단위"),
+the fallback for a market with no stored tick. Pairs with their own rule (USDT/KRW, USDC/KRW)
+differ from the table, which is why the stored tick wins when there is one.
+
+Rounding is exact on the decimal grid: a tick is an integer times a power of ten, the price is
+counted in ticks (a count within 1e-9 of a whole number *is* that number, so ``1.23 / 0.01`` stays
+123 and not 122.99999999999999), and the result is ``count * mantissa / 10**k``: one correctly
+rounded division, i.e. the same float as the decimal literal (``1.23``, never ``1.2300000000000002``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+# Lower bound of each band (KRW) and the band's tick, ascending; below the first bound: 1e-8.
+_KRW_BOUNDS = np.array(
+    [0.00001, 0.0001, 0.001, 0.01, 0.1, 1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000],
+    dtype=float,
+)
+_KRW_TICKS = np.array(
+    [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 1, 5, 10, 50, 100, 500, 1_000],
+    dtype=float,
+)
+KRW_TABLE_SINCE = "2025-07-31"
+_SNAP = 1e-9  # a tick count this close (relative) to a whole number is that number
+
+Direction = Literal["down", "up"]
+
+
+def krw_tick_size(prices) -> np.ndarray:
+    """Upbit's documented KRW tick for each price (NaN where the price is NaN or not positive)."""
+    values = np.asarray(prices, dtype=float)
+    ticks = _KRW_TICKS[np.searchsorted(_KRW_BOUNDS, values, side="right")]
+    return np.where(np.isfinite(values) & (values > 0), ticks, np.nan)
+
+
+def _decimal_parts(ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each tick as ``mantissa / 10**k`` with integer mantissa and k >= 0 (from its shortest repr)."""
+    mantissa = np.full(ticks.shape, np.nan)
+    scale = np.full(ticks.shape, np.nan)
+    for tick in np.unique(ticks[np.isfinite(ticks) & (ticks > 0)]):
+        exponent = Decimal(repr(float(tick))).normalize().as_tuple().exponent
+        k = max(0, -int(exponent))
+        where = ticks == tick
+        mantissa[where] = float(int(Decimal(repr(float(tick))).scaleb(k)))
+        scale[where] = 10.0**k
+    return mantissa, scale
+
+
+def round_to_tick(prices, ticks, direction: Direction) -> np.ndarray:
+    """``prices`` moved onto their tick grid, ``"down"`` (floor) or ``"up"`` (ceiling), as exact decimals.
+
+    ``ticks`` is one tick or one per price. A price already on the grid is returned as the grid's
+    float. NaN prices, and prices with a NaN or non-positive tick, give NaN.
+    """
+    if direction not in ("down", "up"):
+        raise ValueError(f"direction must be 'down' or 'up', got {direction!r}")
+    values = np.asarray(prices, dtype=float)
+    tick_array = np.broadcast_to(np.asarray(ticks, dtype=float), values.shape).copy()
+    mantissa, scale = _decimal_parts(tick_array)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = values * scale / mantissa
+        nearest = np.round(count)
+        on_grid = np.abs(count - nearest) <= _SNAP * np.maximum(1.0, np.abs(nearest))
+        whole = np.where(on_grid, nearest, np.floor(count) if direction == "down" else np.ceil(count))
+        return whole * mantissa / scale
+
+
+def off_grid(prices, ticks) -> np.ndarray:
+    """True where a price is not exactly a grid float of its tick (NaN prices are not off the grid)."""
+    values = np.asarray(prices, dtype=float)
+    snapped = round_to_tick(values, ticks, "down")
+    return np.isfinite(values) & ~(snapped == values)
+
+
+def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
+    """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
+    if instruments is None or instruments.empty:
+        return pd.Series(dtype=float)
+    known = instruments[instruments["day"] <= as_of]
+    if known.empty:
+        return pd.Series(dtype=float)
+    newest = known[known["day"] == known["day"].max()]
+    return newest.set_index("market")["tick_size"].astype(float)
+
+
+def tick_for(prices: pd.Series, stored: pd.Series) -> np.ndarray:
+    """The tick each price (indexed by market) must sit on: the coarser of the market's tick in ``stored``
+    (index market) and the documented table's at the price. Upbit's ticks nest (a coarser tick is a
+    multiple of every finer one), so a price on the coarser grid is placeable on both."""
+    table = krw_tick_size(prices.to_numpy())
+    market_tick = stored.reindex(prices.index).to_numpy(dtype=float)
+    return np.where(np.isfinite(market_tick), np.fmax(market_tick, table), table)

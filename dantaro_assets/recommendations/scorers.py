@@ -1,0 +1,151 @@
+"""Named scorers: one contract, a per-market features DataFrame in and a 0-100 score Series out.
+
+Every tick all scorers score the same eligible universe (features from
+``dantaro_assets.recommendations.analysis.hourly_features`` plus the level distances and the volume
+surge). The one named by ``DANTARO_SCORER`` ranks the served list; the others run in shadow: their
+picks are stored and graded (``recommendation_outcomes``, the scorecard), never served.
+``bench/quality.py`` evaluates all of them on recorded data in one run, and README's quality section
+says which one the evidence supports.
+
+``v1``: the hand-weighted rules below (each component 0-100; ATR% = ATR14 / price, hourly series).
+
+=================== ======================================================================= ======
+component           rule                                                                    weight
+=================== ======================================================================= ======
+trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
+                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
+momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
+                    -10, 10)), clipped 0..100: strength without overbought, and rising
+volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
+                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
+support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
+                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
+resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
+                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
+volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
+=================== ======================================================================= ======
+
+Challengers (each one idea, so the evidence says which idea carries the signal):
+
+- ``reversal``: short-horizon reversal, buy what fell over the last 4 hours. Short-term reversal is
+  the best documented cross-sectional effect at hourly horizons, strongest in thin markets (liquidity
+  provision: a seller pushing the price pays the buyers who absorb it). Score 50 - 12.5 * the 4 h
+  return in ATR units: 4 ATR down = 100, 4 ATR up = 0. Lags count hourly bars (``close_4h_ago`` is
+  the close 4 bars back), which are hours except across hours nobody traded.
+- ``rs_btc``: relative strength against KRW-BTC over 24 h (the market factor of the KRW board):
+  50 + 10 * (return - KRW-BTC's return) in ATR units, so 5 ATR ahead of BTC = 100. KRW-BTC itself
+  scores 50; a tick without KRW-BTC in the universe measures against the universe's median return.
+- ``volume_surge``: v1's volume component alone (attention and news arrive as volume first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+BENCHMARK_MARKET = "KRW-BTC"
+REVERSAL_HOURS = 4
+RELATIVE_STRENGTH_HOURS = 24
+WEIGHTS: dict[str, float] = {
+    "trend": 0.25,
+    "momentum": 0.20,
+    "volume_surge": 0.15,
+    "support_distance": 0.15,
+    "resistance_distance": 0.15,
+    "volatility": 0.10,
+}
+COMPONENTS = list(WEIGHTS)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A named ranking rule: ``score(features)`` is 0-100 per market (index), higher is a better buy."""
+
+    name: str
+    description: str
+    score: Callable[[pd.DataFrame], pd.Series]
+
+
+def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
+    """0 at ``zero_at``, 100 at ``full_at``, linear between, clipped (works in either direction)."""
+    return (100.0 * (x - zero_at) / (full_at - zero_at)).clip(0.0, 100.0)
+
+
+def _atr_pct(features: pd.DataFrame) -> pd.Series:
+    return features["atr"] / features["price"]
+
+
+def component_scores(features: pd.DataFrame) -> pd.DataFrame:
+    """v1's six 0-100 components from per-market features (price, EMAs, RSI, ATR, surge, level distances)."""
+    atr_pct = _atr_pct(features)
+    above_fast = (features["price"] / features["ema20"] - 1.0) / atr_pct
+    fast_over_slow = (features["ema20"] / features["ema50"] - 1.0) / atr_pct
+    trend = 50.0 + 25.0 * (above_fast / 2.0).clip(-1, 1) + 25.0 * (fast_over_slow / 2.0).clip(-1, 1)
+    rsi_level = (100.0 - 2.5 * (features["rsi"] - 60.0).abs()).clip(0.0, 100.0)
+    rsi_rising = 50.0 + 5.0 * (features["rsi"] - features["rsi_3h_ago"]).clip(-10, 10)
+    momentum = (0.7 * rsi_level + 0.3 * rsi_rising).clip(0.0, 100.0)
+    support_atr = (features["price"] / features["support_high"] - 1.0) / atr_pct
+    support = (100.0 - 25.0 * (support_atr.clip(lower=1.0) - 1.0)).clip(0.0, 100.0).fillna(0.0)
+    resistance_atr = (features["resistance_low"] / features["price"] - 1.0) / atr_pct
+    resistance = (100.0 * resistance_atr / 4.0).clip(0.0, 100.0).fillna(75.0)
+    volatility = np.minimum(_ramp(atr_pct, 0.0005, 0.003), _ramp(atr_pct, 0.04, 0.015))
+    return pd.DataFrame(
+        {
+            "trend": trend,
+            "momentum": momentum,
+            "volume_surge": volume_surge(features),
+            "support_distance": support,
+            "resistance_distance": resistance,
+            "volatility": volatility,
+        }
+    )
+
+
+def v1(features: pd.DataFrame) -> pd.Series:
+    components = component_scores(features)
+    return sum(WEIGHTS[c] * components[c] for c in COMPONENTS)
+
+
+def volume_surge(features: pd.DataFrame) -> pd.Series:
+    return (50.0 + 25.0 * np.log2(features["surge"].clip(lower=1e-9))).clip(0.0, 100.0)
+
+
+def reversal(features: pd.DataFrame) -> pd.Series:
+    moved = (features["price"] / features[f"close_{REVERSAL_HOURS}h_ago"] - 1.0) / _atr_pct(features)
+    return (50.0 - 12.5 * moved).clip(0.0, 100.0).fillna(50.0)
+
+
+def rs_btc(features: pd.DataFrame) -> pd.Series:
+    returns = features["price"] / features[f"close_{RELATIVE_STRENGTH_HOURS}h_ago"] - 1.0
+    benchmark = returns.get(BENCHMARK_MARKET, np.nan)
+    if not np.isfinite(benchmark):
+        benchmark = returns.median()
+    ahead = (returns - benchmark) / _atr_pct(features)
+    return (50.0 + 10.0 * ahead).clip(0.0, 100.0).fillna(50.0)
+
+
+SCORERS: dict[str, Scorer] = {
+    scorer.name: scorer
+    for scorer in (
+        Scorer("v1", "hand-weighted trend, momentum, volume, level distances and volatility", v1),
+        Scorer("reversal", f"short-horizon reversal: the {REVERSAL_HOURS} h return in ATR units, reversed", reversal),
+        Scorer("rs_btc", f"relative strength vs {BENCHMARK_MARKET}: {RELATIVE_STRENGTH_HOURS} h return ahead of it in ATR units", rs_btc),
+        Scorer("volume_surge", "the last hour's turnover against the 24 h hourly mean, alone", volume_surge),
+    )
+}
+FEATURE_LAGS = sorted({REVERSAL_HOURS, RELATIVE_STRENGTH_HOURS})  # hourly closes the challengers need
+
+
+def served_first(name: str) -> list[str]:
+    """Every scorer's name, the served one (``DANTARO_SCORER``) first; an unknown name is an error naming the known ones."""
+    if name not in SCORERS:
+        raise ValueError(f"DANTARO_SCORER={name!r} is not a scorer: one of {', '.join(SCORERS)}")
+    return [name, *(other for other in SCORERS if other != name)]
+
+
+def score_all(features: pd.DataFrame) -> pd.DataFrame:
+    """Every scorer's score per market: one column per scorer name."""
+    return pd.DataFrame({name: scorer.score(features) for name, scorer in SCORERS.items()}, index=features.index)
