@@ -194,6 +194,7 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
         wait_for_clock(small_replay, T0 + timedelta(minutes=10))
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
     assert small_replay.stats()["websocket"]["connections"] >= 2
+    assert small_replay.stats()["websocket"]["origin"] == 0  # no Origin header, on the first connection or a reconnect
     got = stored(pg_url, stream_schema)
     expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=10))
     merged = got.merge(expected, on=["market", "candle_start"], how="left", suffixes=("", "_rest"), indicator=True)
