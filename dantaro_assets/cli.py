@@ -1,4 +1,4 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, show settings, repair candles.
+"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
 
 ``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
 Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
@@ -196,6 +196,15 @@ def stop_state(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def stream(_: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro stream``: closed 1-minute candles from Upbit's WebSocket into Postgres, recorded into Dagster."""
+    import dagster as dg
+
+    from dantaro_assets.markets.stream import run_stream
+
+    return run_stream(settings, dg.DagsterInstance.from_config(str(use_instance(settings))))
+
+
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
     """Print every setting with its variable, value and meaning (the README's configuration table)."""
     print("| variable | value | meaning |\n|---|---|---|")
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_parser.add_argument("--timeout", type=float, default=15.0, help="seconds `dantaro dev` gets to stop before it is killed")
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
+    commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
 
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
-    return {"stop": stop_state, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    return {"stop": stop_state, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
 
 
 if __name__ == "__main__":

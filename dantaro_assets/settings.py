@@ -105,6 +105,10 @@ class Settings(BaseModel):
     retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
     retention_analyses_days: int = Field(180, alias="DANTARO_RETENTION_ANALYSES_DAYS", ge=1, description="days of analysis snapshots kept")
     retention_runs_days: int = Field(30, alias="DANTARO_RETENTION_RUNS_DAYS", ge=1, description="days of Dagster run and event history kept")
+    stream_grace_seconds: float = Field(5.0, alias="DANTARO_STREAM_GRACE_SECONDS", ge=0, le=60, description="`dantaro stream`: seconds after a minute's end before it is written without a next-minute message")
+    stream_stall_seconds: float = Field(30.0, alias="DANTARO_STREAM_STALL_SECONDS", ge=1, le=600, description="`dantaro stream`: reconnect after this long without a message")
+    stream_report_seconds: float = Field(60.0, alias="DANTARO_STREAM_REPORT_SECONDS", ge=1, le=3600, description="`dantaro stream`: seconds between metric reports, Dagster materialisations and universe re-reads")
+    stream_codes_per_connection: int = Field(250, alias="DANTARO_STREAM_CODES_PER_CONNECTION", ge=1, le=1000, description="`dantaro stream`: markets per WebSocket connection")
 
     @field_validator("worker_enabled", mode="before")
     @classmethod

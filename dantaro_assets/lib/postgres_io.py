@@ -213,10 +213,20 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: the Postgres IO manager stores pandas DataFrames, got {type(obj).__name__}")
         metadata = context.definition_metadata or {}
         table = context.asset_key.path[-1]
+        window = context.asset_partitions_time_window if context.has_asset_partitions else None
+        output = self.write(table, obj, metadata, window)
+        snapshot = metadata.get("snapshot")
+        if snapshot:
+            output["redis_snapshot"] = self._push_snapshot(context, table, obj, metadata.get("partition_expr") or "as_of", dict(snapshot))
+        context.add_output_metadata(output)
+
+    def write(self, table: str, obj: pd.DataFrame, metadata: dict, window: dg.TimeWindow | None) -> dict[str, Any]:
+        """Store ``obj`` in ``table`` by the asset ``metadata``'s write mode, in one transaction under
+        the table's lock; the output metadata. Also the write path of ``dantaro stream`` (candles
+        that arrive outside a run merge exactly as a run's do)."""
         partition_expr = metadata.get("partition_expr")
         primary_key = list(metadata.get("primary_key") or [])
         mode = write_mode(metadata, table)
-        window = context.asset_partitions_time_window if context.has_asset_partitions else None
         if window is not None and not partition_expr:
             raise ValueError(f"{table} is partitioned but has no 'partition_expr' metadata naming its time column")
         if mode is WriteMode.MERGE and not primary_key:
@@ -259,10 +269,7 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             }
         else:
             output["dagster/row_count"] = len(obj)
-        snapshot = metadata.get("snapshot")
-        if snapshot:
-            output["redis_snapshot"] = self._push_snapshot(context, table, obj, partition_expr or "as_of", dict(snapshot))
-        context.add_output_metadata(output)
+        return output
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         metadata = context.upstream_output.definition_metadata or {}

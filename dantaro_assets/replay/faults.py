@@ -3,6 +3,8 @@
 Faults are rules matched in the order they were added; each fires ``count`` times (or forever
 with ``count`` null) on requests whose path matches (exact, or a prefix ending in ``*``, or any
 ``/v1`` path when omitted) and, optionally, whose ``market``/``markets`` parameter names ``market``.
+WebSocket kinds (``WEBSOCKET_FAULT_KINDS``) apply to ``/websocket/v1`` only: a connection takes
+them once per stream tick, matched against its subscribed codes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle")
+WEBSOCKET_PATH = "/websocket/v1"
+WEBSOCKET_FAULT_KINDS = ("disconnect", "stall", "duplicate", "out_of_order", "slow_consumer")
+FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle", *WEBSOCKET_FAULT_KINDS)
 BAD_CANDLE_VARIANTS = ("high_low", "missing_field", "negative_price", "duplicate_timestamp", "infinite_price", "nan_volume")
 EMPTY_VARIANTS = ("list", "body")
 
@@ -42,10 +46,16 @@ class Fault:
                 raise ValueError(f"{self.kind} variant must be one of {', '.join(allowed)}, got {self.variant!r}")
         elif self.variant is not None:
             raise ValueError(f"fault kind {self.kind!r} takes no variant")
+        if self.kind in WEBSOCKET_FAULT_KINDS and self.path not in (None, "", "*", WEBSOCKET_PATH):
+            raise ValueError(f"fault kind {self.kind!r} applies to {WEBSOCKET_PATH} only, got path {self.path!r}")
+        if self.kind not in WEBSOCKET_FAULT_KINDS and self.path == WEBSOCKET_PATH:
+            raise ValueError(f"fault kind {self.kind!r} is an HTTP fault; {WEBSOCKET_PATH} takes {', '.join(WEBSOCKET_FAULT_KINDS)}")
 
     def matches(self, path: str, markets: list[str]) -> bool:
+        if (self.kind in WEBSOCKET_FAULT_KINDS) != (path == WEBSOCKET_PATH):
+            return False
         if self.path in (None, "", "*"):
-            path_ok = path.startswith("/v1/")
+            path_ok = path.startswith("/v1/") or path == WEBSOCKET_PATH
         elif self.path.endswith("*"):
             path_ok = path.startswith(self.path[:-1])
         else:

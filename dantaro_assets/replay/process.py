@@ -31,11 +31,17 @@ class ReplayServer:
         response.raise_for_status()
         return response.json()
 
-    def set_clock(self, now: datetime | str | None, running: bool = False) -> dict:
-        """Freeze the replay clock at ``now`` (naive datetimes are UTC); None returns to real time."""
+    def set_clock(self, now: datetime | str | None, running: bool = False, speed: float = 1.0) -> dict:
+        """Freeze the replay clock at ``now`` (naive datetimes are UTC), or let it run from there at
+        ``speed`` replay seconds per real second; None returns to real time."""
         if isinstance(now, datetime):
             now = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).isoformat()
-        return self._call("POST", "/_replay/clock", {"now": now, "running": running})
+        return self._call("POST", "/_replay/clock", {"now": now, "running": running, "speed": speed})
+
+    @property
+    def websocket_url(self) -> str:
+        """Upbit's quotation WebSocket on this server (``ws://host:port/websocket/v1``)."""
+        return "ws" + self.url.removeprefix("http") + "/websocket/v1"
 
     def clock(self) -> datetime:
         return datetime.fromisoformat(self._call("GET", "/_replay/clock")["now"])

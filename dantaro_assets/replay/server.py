@@ -38,6 +38,11 @@ from dantaro_assets.replay.payloads import (
     market_entry,
     ticker_entry,
 )
+from dantaro_assets.replay.websocket import (
+    WEBSOCKET_PATH,
+    WebSocketGate,
+    serve_websocket,
+)
 
 
 def dumps_with_literals(value: object) -> bytes:
@@ -89,32 +94,44 @@ def parse_time(text: str) -> float:
 
 
 class Clock:
-    """The replay clock: the real time, or a set instant that stays frozen or runs on from there."""
+    """The replay clock: the real time, or a set instant that stays frozen or runs on from there,
+    ``speed`` replay seconds per real second (a recorded hour streams in a minute at speed 60)."""
 
-    def __init__(self, start: float | None = None, running: bool = False):
+    def __init__(self, start: float | None = None, running: bool = False, speed: float = 1.0):
         self._lock = threading.Lock()
-        self.set(start, running)
+        self.set(start, running, speed)
 
-    def set(self, start: float | None, running: bool = False) -> None:
+    def set(self, start: float | None, running: bool = False, speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"clock speed must be positive, got {speed!r}")
         with self._lock:
-            self._start, self._running, self._set_at = start, running, time.time()
+            self._start, self._running, self._speed, self._set_at = start, running, float(speed), time.time()
 
-    def settings(self) -> tuple[float | None, bool]:
-        """What was set: (start or None for real time, running)."""
+    def settings(self) -> tuple[float | None, bool, float]:
+        """What was set: (start or None for real time, running, speed)."""
         with self._lock:
-            return self._start, self._running
+            return self._start, self._running, self._speed
+
+    @property
+    def speed(self) -> float:
+        """Replay seconds per real second (1 for the real time and a frozen clock)."""
+        with self._lock:
+            return self._speed if self._start is not None and self._running else 1.0
 
     def now(self) -> float:
         with self._lock:
             if self._start is None:
                 return time.time()
-            return self._start + (time.time() - self._set_at if self._running else 0.0)
+            return self._start + ((time.time() - self._set_at) * self._speed if self._running else 0.0)
 
     def describe(self) -> dict:
         now = self.now()
-        start, running = self.settings()
+        start, running, speed = self.settings()
         mode = "real" if start is None else "running" if running else "frozen"
-        return {"now": datetime.fromtimestamp(now, tz=UTC).isoformat().replace("+00:00", "Z"), "mode": mode}
+        described = {"now": datetime.fromtimestamp(now, tz=UTC).isoformat().replace("+00:00", "Z"), "mode": mode}
+        if mode == "running":
+            described["speed"] = speed
+        return described
 
 
 class ReplayState:
@@ -126,6 +143,7 @@ class ReplayState:
         self.initial_clock = clock.settings()
         self.limiter = limiter
         self.faults = FaultBook()
+        self.websocket = WebSocketGate()
         self.description = description
         self.started = time.time()
 
@@ -134,10 +152,12 @@ class ReplayState:
         self.faults.clear()
         self.faults.reset_counts()
         self.limiter.reset()
+        self.websocket.reset()
 
     def stats(self) -> dict:
         return {
             "groups": self.limiter.snapshot(),
+            "websocket": self.websocket.snapshot(),
             "faults_fired": dict(self.faults.fired),
             "active_faults": self.faults.snapshot(),
             "clock": self.clock.describe(),
@@ -209,6 +229,8 @@ class UpbitHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith("/_replay/"):
             self._control("GET", url.path)
+        elif url.path == WEBSOCKET_PATH:
+            self._websocket()
         else:
             self._upbit(url.path, parse_qs(url.query, keep_blank_values=True))
 
@@ -229,6 +251,7 @@ class UpbitHandler(BaseHTTPRequestHandler):
             elif (method, path) == ("POST", "/_replay/stats/reset"):
                 state.limiter.reset_stats()
                 state.faults.reset_counts()
+                state.websocket.reset()
                 self._send_json(200, state.stats())
             elif (method, path) == ("POST", "/_replay/reset"):
                 state.reset()
@@ -251,12 +274,26 @@ class UpbitHandler(BaseHTTPRequestHandler):
             elif (method, path) == ("POST", "/_replay/clock"):
                 body = self._read_json()
                 now = body.get("now")
-                state.clock.set(None if now is None else parse_time(str(now)), bool(body.get("running", False)))
+                speed = body.get("speed", 1.0)
+                if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed > 0:
+                    raise RequestError(400, f"speed must be a positive number, got {speed!r}")
+                state.clock.set(None if now is None else parse_time(str(now)), bool(body.get("running", False)), speed)
                 self._send_json(200, state.clock.describe())
             else:
                 raise RequestError(404, f"no control endpoint {method} {path}")
         except RequestError as error:
             self._send_json(error.status, error.body)
+
+    # --- Upbit WebSocket ---
+    def _websocket(self) -> None:
+        """Hand the connection to the candle stream after an HTTP upgrade (426 without one)."""
+        self.close_connection = True
+        if (self.headers.get("Upgrade") or "").lower() != "websocket":
+            self._send_json(426, {"error": {"name": 426, "message": "WebSocket upgrade required"}})
+            return
+        state = self.state
+        serve_websocket(self.connection, self.client_address[0], self.path, list(self.headers.items()),
+                        source=state.source, clock=state.clock, faults=state.faults, gate=state.websocket)
 
     # --- Upbit API ---
     def _upbit(self, path: str, query: dict[str, list[str]]) -> None:
@@ -446,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market (default 7)")
     parser.add_argument("--clock", metavar="ISO", help="frozen replay clock (default: real time when simulated, end of the data when recorded)")
     parser.add_argument("--clock-running", action="store_true", help="let the clock set by --clock run on in real time")
+    parser.add_argument("--clock-speed", type=float, default=1.0, metavar="X", help="replay seconds per real second of a running clock (default 1)")
     parser.add_argument("--rate-limit", type=int, default=10, metavar="N", help="requests per second per group and client IP; 0 = off (default 10)")
     parser.add_argument("--block-after", type=int, default=20, metavar="N", help="429s within 10 s that get the IP blocked with 418 (default 20)")
     parser.add_argument("--block-seconds", type=float, default=30.0, metavar="S", help="how long a block lasts (default 30)")
@@ -467,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         source, description = _build_source(args)
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    clock = Clock(start if args.clock else source.default_clock(), running=args.clock_running and bool(args.clock))
+    if not args.clock_speed > 0:
+        parser.error("--clock-speed must be positive")
+    clock = Clock(start if args.clock else source.default_clock(), running=args.clock_running and bool(args.clock), speed=args.clock_speed)
     state = ReplayState(source, clock, RateLimiter(args.rate_limit, args.block_after, args.block_seconds), description)
     for spec in args.fault:
         try:

@@ -397,10 +397,10 @@ class SimulatedMarket:
         minutes = self._day_minutes(m, day).before(now)
         if len(minutes) == 0 or minutes.start[-1] + 60 <= now:
             return minutes
-        return _with_forming_last(minutes, (now - minutes.start[-1]) / 60.0, now)
+        return with_forming_last(minutes, (now - minutes.start[-1]) / 60.0, now)
 
 
-def _with_forming_last(minutes: Candles, fraction: float, now: float) -> Candles:
+def with_forming_last(minutes: Candles, fraction: float, now: float) -> Candles:
     """Replace the last minute by its state after ``fraction`` of the minute: a forming candle."""
     i = len(minutes) - 1
     o, h, l, c = minutes.open[i], minutes.high[i], minutes.low[i], minutes.close[i]

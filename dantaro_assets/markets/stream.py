@@ -1,0 +1,432 @@
+"""``dantaro stream``: closed 1-minute candles from Upbit's WebSocket into ``candles_1m`` as each minute closes.
+
+Dagster is not a stream processor, so the stream runs beside it as a service and records into it:
+every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runless
+``AssetMaterialization`` of ``candles_1m`` (source ``stream``), which keeps the UI's freshness truthful.
+
+- **Subscription.** One WebSocket connection per ``DANTARO_STREAM_CODES_PER_CONNECTION`` markets of
+  the newest stored ``upbit_markets`` day, each subscribed to ``candle.1m`` (format SIMPLE); the
+  universe is re-read at every report and the connections resubscribe when it changed.
+- **When a minute closes.** Upbit pushes the forming candle every second while it trades, repeats a
+  minute, and sends nothing for a minute without trades. A minute is closed, and written, when the
+  market's next minute arrives or when the minute's end plus ``DANTARO_STREAM_GRACE_SECONDS`` has
+  passed on the server's clock (the newest message ``timestamp`` plus the local time since) with no
+  further update. A forming minute is never written; a minute without trades stays a gap.
+- **Duplicates, order, late updates.** A minute's traded volume only grows, so of two states of one
+  minute the one with more volume (then the later timestamp) is the newer: repeats and stale
+  out-of-order messages change nothing, and a newer state of a minute already written writes it again
+  (the merge replaces the stored row).
+- **Same semantics as REST.** Messages become Upbit's REST field names and go through the REST path's
+  parsing and quarantine (``parse_candle_page``), the ``candles_1m`` pandera schema, and the IO
+  manager's merge write with ``candles_1m``'s own metadata (one transaction under the table's lock).
+- **Connections.** ``websockets`` with PING every 20 s (a PONG missing for 20 s closes the
+  connection; Upbit closes connections idle for 120 s), no ``Origin`` header (Upbit allows those one
+  request per 10 s), reconnects with exponential backoff (1 s doubling to 60 s, ±50 % jitter), and a
+  reconnect when no message came for ``DANTARO_STREAM_STALL_SECONDS``. Upbit's limits (5 connection
+  requests a second per IP, 5 data requests a second and 100 a minute per connection) are far above
+  what this sends: one subscription per connection and universe change.
+- **Metrics** (log line per report, and on each materialisation): messages/s, minutes written and
+  rewritten, lag (server time from a minute's end to its commit, p50/max), reconnects, quarantined
+  rows and gaps (market-minutes of the universe that closed without a stored candle: no trade, or
+  missed while disconnected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from statistics import median
+
+import adbc_driver_manager
+import dagster as dg
+import pandas as pd
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, WebSocketException
+
+from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.lib.postgres import PostgresUnavailableError
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.upbit import interval
+from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
+from dantaro_assets.markets.schemas import candles_schema
+
+log = logging.getLogger("dantaro.stream")
+
+ASSET = "candles_1m"
+ENDPOINT = "/websocket/v1 candle.1m"
+MINUTE = interval("minute1")
+PING_SECONDS = 20.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+KEEP_WRITTEN_SECONDS = 2 * 3600
+# SIMPLE -> DEFAULT field names (Upbit's candle WebSocket reference); "code" is REST's "market".
+DEFAULT_NAMES = {
+    "ty": "type", "cd": "code", "cdttmu": "candle_date_time_utc", "cdttmk": "candle_date_time_kst",
+    "op": "opening_price", "hp": "high_price", "lp": "low_price", "tp": "trade_price",
+    "catv": "candle_acc_trade_volume", "catp": "candle_acc_trade_price", "tms": "timestamp", "st": "stream_type",
+}
+
+
+def websocket_url(base_url: str) -> str:
+    """Upbit's quotation WebSocket beside its REST base URL: ``https://api.upbit.com`` ->
+    ``wss://api.upbit.com/websocket/v1`` (the replay server serves both on one port)."""
+    scheme, rest = base_url.rstrip("/").split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/websocket/v1"
+
+
+def subscription(codes: list[str]) -> str:
+    return json.dumps([{"ticket": f"dantaro-{uuid.uuid4()}"}, {"type": "candle.1m", "codes": codes}, {"format": "SIMPLE"}])
+
+
+def rest_fields(message: dict) -> dict | None:
+    """A candle message in REST's field names (``market`` for ``code``); None for anything else."""
+    named = {DEFAULT_NAMES.get(k, k): v for k, v in message.items()}
+    if named.get("type") != "candle.1m" or "code" not in named:
+        return None
+    named["market"] = named.pop("code")
+    return named
+
+
+def _minute_start(message: dict) -> int | None:
+    try:
+        return int(pd.Timestamp(message["candle_date_time_utc"], tz="UTC").timestamp())
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _order(message: dict) -> tuple[float, float]:
+    """How new a state of one minute is: its traded volume only grows, then the message time."""
+    volume, stamp = message.get("candle_acc_trade_volume"), message.get("timestamp")
+    return (float(volume) if isinstance(volume, (int, float)) else -1.0, float(stamp) if isinstance(stamp, (int, float)) else -1.0)
+
+
+@dataclass
+class Closed:
+    market: str
+    start: int
+    message: dict
+    rewrite: bool  # a newer state of a minute already written
+
+
+class MinuteBook:
+    """The newest state of each market's open minutes, and which of them closed (no I/O here)."""
+
+    def __init__(self, grace_seconds: float):
+        self.grace = grace_seconds
+        self.open: dict[tuple[str, int], dict] = {}
+        self.latest: dict[str, int] = {}  # market -> newest minute seen
+        self.written: dict[tuple[str, int], tuple[float, float]] = {}
+        self.pending: dict[tuple[str, int], Closed] = {}
+        self.server_ms = 0.0
+        self._server_seen = time.monotonic()
+
+    def server_now(self) -> float:
+        """The server's clock: the newest message time plus the local time since it arrived."""
+        return self.server_ms / 1000 + (time.monotonic() - self._server_seen)
+
+    def add(self, message: dict) -> None:
+        start = _minute_start(message)
+        market = message.get("market")
+        if start is None or not isinstance(market, str):
+            return
+        stamp = message.get("timestamp")
+        if isinstance(stamp, (int, float)) and stamp > self.server_ms:
+            self.server_ms, self._server_seen = float(stamp), time.monotonic()
+        key = (market, start)
+        if key in self.written:
+            if _order(message) > self.written[key]:
+                self.written[key] = _order(message)
+                self.pending[key] = Closed(market, start, message, rewrite=True)
+            return
+        if key not in self.open or _order(message) > _order(self.open[key]):
+            self.open[key] = message
+        self.latest[market] = max(self.latest.get(market, start), start)
+
+    def closed(self) -> list[Closed]:
+        """Minutes closed since the last call: superseded by a later minute, or past their end plus grace."""
+        cutoff = self.server_now() - 60 - self.grace
+        for key in [k for k in self.open if k[1] < self.latest[k[0]] or k[1] <= cutoff]:
+            message = self.open.pop(key)
+            self.written[key] = _order(message)
+            self.pending[key] = Closed(key[0], key[1], message, rewrite=False)
+        ready, self.pending = list(self.pending.values()), {}
+        oldest = self.server_now() - KEEP_WRITTEN_SECONDS
+        for key in [k for k in self.written if k[1] < oldest]:
+            del self.written[key]
+        return ready
+
+    def forget_unwritten(self, closed: list[Closed]) -> None:
+        """A write failed: these minutes may come again (a later state, or REST repair) and be written then."""
+        for item in closed:
+            self.written.pop((item.market, item.start), None)
+
+
+def candles_frame(closed: list[Closed], before: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Closed minutes as ``candles_1m`` rows through the REST parser (bad rows quarantined with reasons)."""
+    by_market: dict[str, list[dict]] = {}
+    for item in closed:
+        by_market.setdefault(item.market, []).append(item.message)
+    frames, quarantined = [empty_candles()], []
+    for market, payload in by_market.items():
+        good, bad = parse_candle_page(payload, market=market, interval=MINUTE, to=before, endpoint=ENDPOINT)
+        frames.append(good)
+        quarantined.append(bad)
+    candles = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
+    return candles.sort_values(["candle_start", "market"], ignore_index=True), pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame()
+
+
+@dataclass
+class Metrics:
+    """What happened since the last report."""
+
+    messages: int = 0
+    written: int = 0
+    rewritten: int = 0
+    quarantined: int = 0
+    reconnects: int = 0
+    lags: list[float] = field(default_factory=list)
+    partitions: dict[str, int] = field(default_factory=dict)  # hour key -> rows written
+    started: float = field(default_factory=time.monotonic)
+    first_minute: int | None = None
+    last_minute: int | None = None
+
+    def as_dict(self, markets: int) -> dict[str, float | int]:
+        seconds = max(1e-9, time.monotonic() - self.started)
+        closed_minutes = 0 if self.first_minute is None else (self.last_minute - self.first_minute) // 60 + 1
+        return {
+            "messages_per_s": round(self.messages / seconds, 2),
+            "minutes_written": self.written,
+            "minutes_rewritten": self.rewritten,
+            "lag_p50_s": round(median(self.lags), 3) if self.lags else None,
+            "lag_max_s": round(max(self.lags), 3) if self.lags else None,
+            "reconnects": self.reconnects,
+            "quarantined": self.quarantined,
+            "gaps": max(0, markets * closed_minutes - self.written),
+        }
+
+
+class StreamStalled(Exception):
+    """No message for the stall timeout although the connection looked open."""
+
+
+class CandleStream:
+    """The service: connections, the minute book, the writer and the reports."""
+
+    def __init__(self, *, url: str, io_manager: PostgresDataFrameIOManager, grace_seconds: float, stall_seconds: float,
+                 report_seconds: float, codes_per_connection: int, instance: dg.DagsterInstance | None = None):
+        from dantaro_assets.markets.assets import candles_1m
+
+        self.url = url
+        self.io = io_manager
+        self.metadata = dict(candles_1m.metadata_by_key[dg.AssetKey(ASSET)])
+        self.book = MinuteBook(grace_seconds)
+        self.stall_seconds = stall_seconds
+        self.report_seconds = report_seconds
+        self.codes_per_connection = codes_per_connection
+        self.instance = instance
+        self.metrics = Metrics()
+        self.universe: list[str] = []
+        self.chunks: list[list[str]] = []
+        self.version = 0
+        self.stop = asyncio.Event()
+
+    # --- universe ---
+    def read_universe(self) -> list[str]:
+        """Markets of the newest stored ``upbit_markets`` day up to today (UTC)."""
+        table = self.io.postgres.table_name("upbit_markets")
+        today = pd.Timestamp.now(tz="UTC").floor("D")
+        frame = self.io.postgres.read_frame(
+            f"SELECT DISTINCT market FROM {table} WHERE day = (SELECT max(day) FROM {table} WHERE day <= $1) ORDER BY market", (today,))
+        return frame["market"].tolist()
+
+    async def refresh_universe(self) -> None:
+        try:
+            markets = await asyncio.to_thread(self.read_universe)
+        except (PostgresUnavailableError, adbc_driver_manager.Error) as exc:  # keep streaming the known universe
+            log.warning("stream: cannot read the universe from upbit_markets (%s); keeping %d markets", exc, len(self.universe))
+            return
+        if not markets:
+            log.warning("stream: upbit_markets holds no universe; materialise upbit_markets first")
+        if markets != self.universe:
+            log.info("stream: universe of %d markets (was %d): subscribing", len(markets), len(self.universe))
+            self.universe = markets
+            size = self.codes_per_connection
+            self.chunks = [markets[i : i + size] for i in range(0, len(markets), size)]
+            self.version += 1
+
+    # --- connections ---
+    async def connection(self, index: int) -> None:
+        attempt = 0
+        await asyncio.sleep(0.25 * index)  # Upbit allows 5 connection requests a second per IP
+        while not self.stop.is_set():
+            version = self.version
+            codes = self.chunks[index] if index < len(self.chunks) else []
+            if not codes:
+                return
+            try:
+                # No Origin header: Upbit allows requests carrying one once per 10 s.
+                async with connect(self.url, ping_interval=PING_SECONDS, ping_timeout=PING_SECONDS, open_timeout=10,
+                                   max_size=2**22, max_queue=None, user_agent_header="dantaro-stream") as ws:
+                    await ws.send(subscription(codes))
+                    log.info("stream: connection %d subscribed to %d markets", index, len(codes))
+                    last_message = time.monotonic()
+                    while not self.stop.is_set():
+                        if self.version != version:
+                            version = self.version
+                            codes = self.chunks[index] if index < len(self.chunks) else []
+                            if not codes:
+                                return
+                            await ws.send(subscription(codes))
+                            log.info("stream: connection %d resubscribed to %d markets", index, len(codes))
+                        try:
+                            raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
+                        except TimeoutError:
+                            if time.monotonic() - last_message > self.stall_seconds:
+                                raise StreamStalled(f"no message for {self.stall_seconds:g} s") from None
+                            continue
+                        last_message = time.monotonic()
+                        attempt = 0
+                        self.receive(raw)
+                    return
+            except (OSError, TimeoutError, InvalidHandshake, WebSocketException, StreamStalled) as exc:
+                if self.stop.is_set():
+                    return
+                self.metrics.reconnects += 1
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.5)
+                attempt += 1
+                log.warning("stream: connection %d lost (%s: %s); reconnecting in %.1f s", index, type(exc).__name__, exc, delay)
+                try:
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    def receive(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("stream: a message that is not JSON: %r", raw[:200])
+            return
+        if isinstance(message, dict) and "error" in message:
+            log.error("stream: Upbit refused the request: %s", message["error"])
+            return
+        candle = rest_fields(message) if isinstance(message, dict) else None
+        if candle is not None:
+            self.metrics.messages += 1
+            self.book.add(candle)
+
+    # --- writes ---
+    async def writer(self) -> None:
+        while not self.stop.is_set():
+            await self.flush()
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+        await self.flush()
+
+    async def flush(self) -> None:
+        closed = self.book.closed()
+        if not closed:
+            return
+        try:
+            await asyncio.to_thread(self.write, closed)
+        except Exception:
+            log.exception("stream: writing %d closed minutes failed; they are written again if they come again", len(closed))
+            self.book.forget_unwritten(closed)
+
+    def write(self, closed: list[Closed]) -> None:
+        before = pd.Timestamp(self.book.server_now(), unit="s", tz="UTC").floor("min")
+        candles, quarantined = candles_frame(closed, before)
+        if len(quarantined):
+            log.warning("stream: quarantined %d rows: %s", len(quarantined), quarantined.head(5).to_dict("records"))
+            self.metrics.quarantined += len(quarantined)
+        if candles.empty:
+            return
+        start, end = candles["candle_start"].min().floor("h"), candles["candle_start"].max().floor("h") + pd.Timedelta(hours=1)
+        result = pandera_check(candles_schema(start, end), candles)
+        if not result.passed:
+            raise ValueError(f"candles_1m schema check failed, nothing written: {result.description}")
+        self.io.write(ASSET, candles, self.metadata, dg.TimeWindow(start.to_pydatetime(), end.to_pydatetime()))
+        now = self.book.server_now()
+        rewrites = {(item.market, item.start) for item in closed if item.rewrite}
+        for market, stamp in zip(candles["market"], candles["candle_start"]):
+            minute = int(stamp.timestamp())
+            if (market, minute) in rewrites:
+                self.metrics.rewritten += 1
+            else:
+                self.metrics.written += 1
+                self.metrics.lags.append(now - minute - 60)
+                self.metrics.first_minute = minute if self.metrics.first_minute is None else min(self.metrics.first_minute, minute)
+                self.metrics.last_minute = max(self.metrics.last_minute or minute, minute)
+            key = stamp.strftime("%Y-%m-%d-%H:00")
+            self.metrics.partitions[key] = self.metrics.partitions.get(key, 0) + 1
+
+    # --- reports ---
+    async def reporter(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=self.report_seconds)
+            except TimeoutError:
+                pass
+            await self.report()
+            await self.refresh_universe()
+
+    async def report(self) -> None:
+        metrics, self.metrics = self.metrics, Metrics()
+        figures = metrics.as_dict(len(self.universe))
+        log.info("stream: %s", ", ".join(f"{k} {v}" for k, v in figures.items()))
+        if self.instance is not None and metrics.partitions:
+            await asyncio.to_thread(self._record, metrics.partitions, figures)
+
+    def _record(self, partitions: dict[str, int], figures: dict) -> None:
+        """Runless materialisations of the partitions written, so Dagster sees candles_1m as fresh."""
+        for partition, rows in sorted(partitions.items()):
+            metadata = {"source": "stream", "write_mode": "merge", "rows_written": rows, "markets": len(self.universe),
+                        "dagster/table_name": f"{self.io.postgres.db_schema}.{ASSET}", **{k: v for k, v in figures.items() if v is not None}}
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ASSET, partition=partition, metadata=metadata))
+
+    # --- service ---
+    async def run(self) -> None:
+        await self.refresh_universe()
+        tasks = [asyncio.create_task(self.writer()), asyncio.create_task(self.reporter())]
+        connections: dict[int, asyncio.Task] = {}
+        while not self.stop.is_set():
+            for index in range(len(self.chunks)):
+                if index not in connections or connections[index].done():
+                    connections[index] = asyncio.create_task(self.connection(index))
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+        await asyncio.gather(*connections.values(), return_exceptions=True)
+        await asyncio.gather(*tasks)
+        await self.report()
+
+
+def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
+    """Run the service until SIGTERM or SIGINT; minutes closed by then are written, forming ones are not."""
+    from dantaro_assets.resources import storage_resources
+
+    logging.basicConfig(level=settings.worker_log_level, format="%(asctime)s %(levelname)s %(message)s")
+    redis, postgres = storage_resources(settings)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    stream = CandleStream(
+        url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
+        stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,
+        codes_per_connection=settings.stream_codes_per_connection, instance=instance,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stream.stop.set)
+        log.info("stream: %s, grace %g s, reports every %g s", stream.url, settings.stream_grace_seconds, settings.stream_report_seconds)
+        await stream.run()
+
+    asyncio.run(main())
+    return 0

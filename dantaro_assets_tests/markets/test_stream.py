@@ -1,0 +1,265 @@
+"""``dantaro stream`` as a real process against the replay's WebSocket, writing to a schema of its own."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.markets.stream import MinuteBook, websocket_url
+from dantaro_assets.replay.simulated import SimulatedMarket
+
+VALUES = ["open", "high", "low", "close", "volume", "value"]
+REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low", "trade_price": "close",
+              "candle_acc_trade_volume": "volume", "candle_acc_trade_price": "value"}
+_SCHEMAS = itertools.count()
+
+
+def message(minute: str, volume: float, stamp: int, market: str = "KRW-BTC") -> dict:
+    return {"type": "candle.1m", "market": market, "candle_date_time_utc": minute, "opening_price": 1.0, "high_price": 1.0,
+            "low_price": 1.0, "trade_price": 1.0, "candle_acc_trade_volume": volume, "candle_acc_trade_price": volume,
+            "timestamp": stamp, "stream_type": "REALTIME"}
+
+
+def test_minute_book_closes_on_the_next_minute_keeps_the_newest_state_and_rewrites_late_updates():
+    book = MinuteBook(grace_seconds=3600)
+    t = int(pd.Timestamp("2025-09-03T12:00:00Z").timestamp() * 1000)
+    book.add(message("2025-09-03T12:00:00", 1.0, t + 1000))
+    book.add(message("2025-09-03T12:00:00", 3.0, t + 3000))
+    book.add(message("2025-09-03T12:00:00", 2.0, t + 2000))  # stale, out of order
+    book.add(message("2025-09-03T12:00:00", 3.0, t + 3000))  # duplicate
+    assert book.closed() == []  # forming: never closed while it is the newest minute
+    book.add(message("2025-09-03T12:01:00", 0.5, t + 61_000))
+    [closed] = book.closed()
+    assert (closed.start, closed.message["candle_acc_trade_volume"], closed.rewrite) == (t // 1000, 3.0, False)
+    book.add(message("2025-09-03T12:00:00", 2.5, t + 59_000))  # stale state of a written minute
+    assert book.closed() == []
+    book.add(message("2025-09-03T12:00:00", 4.0, t + 62_000))  # a late update of a written minute
+    [late] = book.closed()
+    assert (late.message["candle_acc_trade_volume"], late.rewrite) == (4.0, True)
+
+
+def test_minute_book_closes_a_quiet_minute_after_its_end_plus_grace():
+    book = MinuteBook(grace_seconds=0)
+    now_ms = int(time.time() * 1000)
+    start = now_ms // 60_000 * 60_000 - 120_000
+    book.add(message(pd.Timestamp(start, unit="ms").strftime("%Y-%m-%dT%H:%M:%S"), 1.0, now_ms))
+    assert [c.start for c in book.closed()] == [start // 1000]
+
+
+def test_websocket_url_beside_the_rest_base_url():
+    assert websocket_url("https://api.upbit.com") == "wss://api.upbit.com/websocket/v1"
+    assert websocket_url("http://127.0.0.1:8765/") == "ws://127.0.0.1:8765/websocket/v1"
+
+
+@pytest.fixture
+def stream_schema(pg_url: str, settings) -> Iterator[str]:
+    """A schema of the test's own: candles merge, so rows another test stored would count here."""
+    schema = f"{settings.db_schema}_stream{next(_SCHEMAS)}"
+    yield schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def store_universe(pg_url: str, schema: str, day: str, markets: list[str], redis_resource) -> None:
+    frame = pd.DataFrame({"day": pd.Timestamp(day, tz="UTC"), "market": markets, "korean_name": markets, "english_name": markets})
+    for column in MARKET_COLUMNS[3:]:
+        frame[column] = False
+    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=pg_url, db_schema=schema), redis=redis_resource)
+    start = pd.Timestamp(day, tz="UTC")
+    io.write("upbit_markets", frame, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": "replace"},
+             dg.TimeWindow(start.to_pydatetime(), (start + pd.Timedelta(days=1)).to_pydatetime()))
+
+
+@contextmanager
+def streaming(replay, schema: str, dagster_home: Path, **settings: str) -> Iterator[subprocess.Popen]:
+    """``dantaro stream`` as a process against ``replay``; stopped with SIGTERM at the end of the block."""
+    dagster_home.mkdir(exist_ok=True)
+    env = {**os.environ, "UPBIT_BASE_URL": replay.url, "DANTARO_SCHEMA": schema, "DAGSTER_HOME": str(dagster_home),
+           "DANTARO_STREAM_GRACE_SECONDS": "2", "DANTARO_STREAM_STALL_SECONDS": "5", "DANTARO_STREAM_REPORT_SECONDS": "2", **settings}
+    log = dagster_home / "stream.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def wait_subscribed(replay, requests: int = 1, timeout: float = 120) -> None:
+    """Until the stream process has sent its subscription (it starts in a few seconds, longer under load)."""
+    deadline = time.monotonic() + timeout
+    while replay.stats()["websocket"]["requests"] < requests:
+        assert time.monotonic() < deadline, "dantaro stream never subscribed"
+        time.sleep(0.2)
+
+
+def wait_for_clock(replay, moment: datetime, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while replay.clock() < moment:
+        assert time.monotonic() < deadline, f"replay clock {replay.clock()} never reached {moment}"
+        time.sleep(0.2)
+
+
+def stored(pg_url: str, schema: str) -> pd.DataFrame:
+    with psycopg.connect(pg_url) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".candles_1m',)).fetchone()[0]
+        if exists is None:
+            return pd.DataFrame(columns=["market", "candle_start", *VALUES])
+        rows = conn.execute(f'SELECT market, candle_start, {", ".join(VALUES)} FROM "{schema}".candles_1m ORDER BY market, candle_start').fetchall()
+    frame = pd.DataFrame(rows, columns=["market", "candle_start", *VALUES])
+    frame["candle_start"] = pd.to_datetime(frame["candle_start"], utc=True)
+    return frame
+
+
+def rest(replay, markets: list[str], start: datetime, end: datetime) -> pd.DataFrame:
+    """The closed candles the replay's REST API serves for ``[start, end)``."""
+    frames = []
+    for market in markets:
+        answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+        answer.raise_for_status()
+        frame = pd.DataFrame(answer.json()).rename(columns=REST_NAMES)
+        frame["candle_start"] = pd.to_datetime(frame["candle_date_time_utc"]).dt.tz_localize("UTC")
+        frames.append(frame[frame["candle_start"] >= start][["market", "candle_start", *VALUES]])
+    return pd.concat(frames).sort_values(["market", "candle_start"], ignore_index=True)
+
+
+def in_range(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    return frame[(frame["candle_start"] >= start) & (frame["candle_start"] < end)].reset_index(drop=True)
+
+
+SIM_MARKETS = [spec.info.market for spec in SimulatedMarket(8, 7).specs]
+T0 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("fault", ["duplicate", "out_of_order"])
+def test_duplicated_and_out_of_order_messages_store_the_final_candles(small_replay, stream_schema, pg_url, redis_resource, tmp_path, fault):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=False)
+    small_replay.inject(fault, path="/websocket/v1", count=None)
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=20)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=6))
+    got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=5))
+    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=5))
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert small_replay.stats()["faults_fired"][fault] > 20
+
+
+def test_a_forming_minute_is_never_stored_as_closed(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    start = T0 + timedelta(seconds=50)
+    small_replay.set_clock(start, running=False)
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(start, running=True, speed=2)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=1, seconds=40))
+        assert stored(pg_url, stream_schema)["candle_start"].max() == pd.Timestamp(T0)
+    got = stored(pg_url, stream_schema)
+    assert set(got["candle_start"]) == {pd.Timestamp(T0)}, "the forming 12:01 minute was stored"
+    pd.testing.assert_frame_equal(got, rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=1)), check_dtype=False)
+
+
+def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=False)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=20)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=4))
+        small_replay.inject("disconnect", path="/websocket/v1")
+        wait_for_clock(small_replay, T0 + timedelta(minutes=10))
+    assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
+    assert small_replay.stats()["websocket"]["connections"] >= 2
+    assert small_replay.stats()["websocket"]["origin"] == 0  # no Origin header, on the first connection or a reconnect
+    got = stored(pg_url, stream_schema)
+    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=10))
+    merged = got.merge(expected, on=["market", "candle_start"], how="left", suffixes=("", "_rest"), indicator=True)
+    assert (merged["_merge"] == "both").all()
+    for column in VALUES:
+        assert (merged[column] == merged[f"{column}_rest"]).all(), column
+    before = in_range(expected, T0, T0 + timedelta(minutes=3))
+    after = in_range(expected, T0 + timedelta(minutes=6), T0 + timedelta(minutes=9))
+    pd.testing.assert_frame_equal(in_range(got, T0, T0 + timedelta(minutes=3)), before, check_dtype=False)
+    pd.testing.assert_frame_equal(in_range(got, T0 + timedelta(minutes=6), T0 + timedelta(minutes=9)), after, check_dtype=False)
+    assert "reconnecting in" in (home / "stream.log").read_text()
+    instance = dg.DagsterInstance.from_config(str(home))
+    events = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=100).records
+    assert events and {e.asset_materialization.partition for e in events} == {"2025-09-03-12:00"}
+    metadata = events[0].asset_materialization.metadata
+    assert metadata["source"].value == "stream" and "lag_p50_s" in metadata and "reconnects" in metadata
+
+
+@pytest.mark.slow
+def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_replay, upbit_data_dir, stream_schema, pg_url, redis_resource, tmp_path):
+    hour = datetime(2025, 9, 20, 19, tzinfo=UTC)  # KRW-SOL did not trade in three of its minutes
+    recorded = pd.read_parquet(upbit_data_dir / "candles_1m.parquet")
+    markets = sorted(recorded["market"].unique())
+    store_universe(pg_url, stream_schema, "2025-09-20", markets, redis_resource)
+    recorded_replay.set_clock(hour, running=False)
+    with streaming(recorded_replay, stream_schema, tmp_path / "dagster"):
+        wait_subscribed(recorded_replay)
+        recorded_replay.set_clock(hour, running=True, speed=60)
+        wait_for_clock(recorded_replay, hour + timedelta(minutes=61))
+    expected = recorded[(recorded["candle_start_utc"] >= hour) & (recorded["candle_start_utc"] < hour + timedelta(hours=1))]
+    expected = expected.rename(columns={"candle_start_utc": "candle_start"}).sort_values(["market", "candle_start"], ignore_index=True)
+    got = in_range(stored(pg_url, stream_schema), hour, hour + timedelta(hours=1))
+    assert len(got) == len(expected) == 4 * 60 - 3  # the minutes without trades stay gaps
+    assert got[["market", "candle_start"]].equals(expected[["market", "candle_start"]].astype({"candle_start": got["candle_start"].dtype}))
+    for column in ["open", "high", "low", "close"]:
+        assert got[column].tolist() == expected[column].tolist(), column
+    assert got["volume"].tolist() == expected["volume"].round(8).tolist()
+    typical = (expected["open"] + expected["high"] + expected["low"] + expected["close"]) / 4
+    assert got["value"].tolist() == pytest.approx((expected["volume"] * typical).tolist(), rel=1e-12)
+
+
+def test_a_changed_universe_is_resubscribed(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS[:2], redis_resource)
+    small_replay.set_clock(T0, running=False)
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=20)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=2))
+        store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS[:3], redis_resource)
+        wait_subscribed(small_replay, requests=2)
+        resubscribed = small_replay.clock()
+        wait_for_clock(small_replay, resubscribed + timedelta(minutes=3))
+    got = stored(pg_url, stream_schema)
+    assert set(got["market"]) == set(SIM_MARKETS[:3])
+    assert got.loc[got["market"] == SIM_MARKETS[2], "candle_start"].min() > pd.Timestamp(T0 + timedelta(minutes=1))
+    assert small_replay.stats()["websocket"]["connections"] == 1  # resubscribed on the open connection
+
+
+def test_a_stalled_connection_is_replaced(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=True, speed=1)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home, DANTARO_STREAM_STALL_SECONDS="3"):
+        wait_subscribed(small_replay)
+        small_replay.inject("stall", path="/websocket/v1", seconds=8)
+        wait_subscribed(small_replay, requests=2, timeout=60)
+    assert small_replay.stats()["websocket"]["connections"] == 2
+    assert "StreamStalled: no message for 3 s" in (home / "stream.log").read_text()
