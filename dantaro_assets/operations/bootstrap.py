@@ -52,7 +52,6 @@ from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.settings import Settings, get_settings
 
 HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
-PROGRESS_TAG = "dantaro/history_progress"  # how much of the lookback was stored when the run was requested
 SENSOR_INTERVAL = 30
 DAILY_LOOKBACK_DAYS = 14  # support levels / recommendations: 14 days of 1-hour candles
 MINUTE_LOOKBACK_HOURS = 24  # recommendations' turnover window
@@ -223,8 +222,7 @@ def build_history_sensor(settings: Settings | None = None) -> dg.SensorDefinitio
         if progress != context.cursor:  # one line per step of progress, not per tick
             context.log.info(progress)
         if plan.request is not None:
-            request = plan.request.with_replaced_attrs(tags={**plan.request.tags, PROGRESS_TAG: progress})
-            return dg.SensorResult(run_requests=[request], cursor=progress)
+            return dg.SensorResult(run_requests=[plan.request], cursor=progress)
         if plan.waiting:
             return dg.SensorResult(skip_reason=f"{progress}; {'; '.join(plan.waiting)}", cursor=progress)
         return dg.SensorResult(skip_reason=f"{progress}: the lookback history is complete", cursor=progress)

@@ -27,8 +27,6 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from dantaro_assets.operations.bootstrap import PROGRESS_TAG
-
 # The first line of a stack: Dagster's error events and Python's tracebacks; frames follow, indented.
 _STACK_START = re.compile(r"^(Stack Trace:|Traceback \(most recent call last\):)\s*$")
 _FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -58,8 +56,7 @@ class RunLines:
             name = " ".join(filter(None, (run.job_name, _partitions(run.tags), f"({run.run_id[:8]})")))
             if record.start_time and dg.DagsterRunStatus.STARTED not in announced:
                 announced.add(dg.DagsterRunStatus.STARTED)
-                progress = f" ({run.tags[PROGRESS_TAG]})" if PROGRESS_TAG in run.tags else ""
-                lines.append(f"{_stamp(record.start_time)} run {name} started{progress}")
+                lines.append(f"{_stamp(record.start_time)} run {name} started")
             if run.status in _FINISHED and run.status not in announced:
                 announced.add(run.status)
                 took = f" in {record.end_time - record.start_time:.1f} s" if record.start_time and record.end_time else ""

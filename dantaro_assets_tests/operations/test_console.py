@@ -8,7 +8,6 @@ import warnings
 import dagster as dg
 
 from dantaro_assets.definitions import defs
-from dantaro_assets.operations.bootstrap import PROGRESS_TAG
 from dantaro_assets.operations.console import (
     RunLines,
     StackTraceFilter,
@@ -55,15 +54,6 @@ def test_one_line_when_a_run_starts_and_one_when_it_ends(instance: dg.DagsterIns
     assert started.endswith(f"run cleanup_job ({run.run_id[:8]}) started")
     assert f"run cleanup_job ({run.run_id[:8]}) SUCCESS in " in ended
     assert lines.poll() == []
-
-
-def test_a_history_run_s_start_line_says_how_much_history_is_stored(instance: dg.DagsterInstance):
-    lines = RunLines(instance)
-    progress = "history: 15 of 69 partitions stored (universe 15/15, 1-hour/1-day candles 0/30, 1-minute candles 0/24)"
-    run = instance.create_run_for_job(defs.resolve_job_def("cleanup_job"), tags={PROGRESS_TAG: progress})
-    instance.handle_new_event(_event(run, dg.DagsterEventType.RUN_START))
-    (started,) = lines.poll()
-    assert started.endswith(f"run cleanup_job ({run.run_id[:8]}) started ({progress})")
 
 
 def _event(run: dg.DagsterRun, event_type: dg.DagsterEventType) -> dg.EventLogEntry:
