@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
+    commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
 
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from dantaro_assets.operations.api import main as api_main
 
         return api_main(argv[1:]) or 0
+    if argv[:1] == ["worker"]:
+        from dantaro_assets.operations.celery_runs import main as worker_main
+
+        return worker_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

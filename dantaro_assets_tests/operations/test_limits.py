@@ -86,7 +86,12 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 def test_job_tags_carry_the_settings_timeout():
     tags = job_tags("market_status")
     # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace
-    assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS)}
+    assert tags == {
+        "dagster/priority": "40",
+        JOB_TAG: "market_status",
+        "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS),
+        "dagster-celery/queue": "live",  # read only by the Celery run launcher
+    }
 
 
 def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
