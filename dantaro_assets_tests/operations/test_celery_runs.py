@@ -41,7 +41,12 @@ from dantaro_assets_tests.operations.daemon import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+
+def distributed(test):
+    """Marks a test that needs the two workers: `pytest -m distributed` runs these alone; slow, so skipped by -m "not slow"."""
+    return pytest.mark.slow(pytest.mark.distributed(test))
+
 
 DEFS = "dantaro_assets_tests.operations.limits_defs"
 WORKERS = (f"w1-{RUN_TAG}", f"w2-{RUN_TAG}")
@@ -139,6 +144,15 @@ def workers(instance: dg.DagsterInstance, celery_env: dict[str, str]) -> Iterato
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def test_a_worker_refuses_an_instance_without_the_celery_launcher(tmp_path, capsys):
+    from dantaro_assets.operations.celery_runs import main
+
+    write_instance_config(tmp_path)  # the local dagster.yaml: DefaultRunLauncher
+    with environ({"DAGSTER_HOME": str(tmp_path)}):
+        assert main(["--queue", "live"]) == 2
+    assert "not a Celery run launcher" in capsys.readouterr().err
+
+
 def _wait_config(seconds: float) -> dict:
     return {"ops": {"wait": {"config": {"seconds": seconds}}}}
 
@@ -161,11 +175,13 @@ def _worker(instance, run_id: str) -> str:
     return instance.get_run_by_id(run_id).tags[WORKER_TAG].split("@")[0]
 
 
+@distributed
 def test_the_celery_instance_launches_on_celery(instance):
     assert isinstance(instance.run_launcher, WorkerCheckingCeleryRunLauncher)
     assert instance.run_launcher.supports_check_run_worker_health
 
 
+@distributed
 def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, workspace, workers):
     run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in PRIORITIES]
     samples = _drain(instance, workspace, run_ids)
@@ -177,6 +193,7 @@ def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, wor
         assert len({_worker(instance, r) for r in started if WORKER_TAG in instance.get_run_by_id(r).tags}) == len(started) or len(started) < 2
 
 
+@distributed
 def test_queue_starts_highest_priority_first_and_one_run_per_job(instance, workspace, workers):
     order = ["cleanup", "support_levels", "recommendations", "market_status", "market_status"]  # lowest priority first
     run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(2)) for job_type in order]
@@ -192,6 +209,7 @@ def test_queue_starts_highest_priority_first_and_one_run_per_job(instance, works
     assert starts[run_ids[0]] == max(starts.values())
 
 
+@distributed
 def test_a_run_past_the_run_timeout_stops_itself_on_its_worker_and_is_not_retried(instance, workspace, workers):
     retrying = retries_daemon(workspace)
     run_id = submit(instance, workspace, "support_levels_job", _wait_config(120))
@@ -210,6 +228,7 @@ def test_a_run_past_the_run_timeout_stops_itself_on_its_worker_and_is_not_retrie
     assert instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id})) == []
 
 
+@distributed
 def test_a_run_allocating_past_the_memory_limit_fails_on_its_worker_and_one_under_it_succeeds(instance, workspace, workers, settings):
     over = submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": settings.run_memory_mb + 256}}}})
     _drain(instance, workspace, [over])
@@ -222,6 +241,7 @@ def test_a_run_allocating_past_the_memory_limit_fails_on_its_worker_and_one_unde
     assert instance.get_run_by_id(under).status == dg.DagsterRunStatus.SUCCESS
 
 
+@distributed
 def test_a_run_whose_process_dies_is_failed_by_monitoring_and_retried(instance, workspace, workers):
     """The run's process exits as if OOM-killed: Celery records the task's failure, monitoring fails the run."""
     retrying = retries_daemon(workspace)
@@ -238,6 +258,7 @@ def test_a_run_whose_process_dies_is_failed_by_monitoring_and_retried(instance, 
     instance.delete_run(retries[0].run_id)  # it would crash again: not this test's subject
 
 
+@distributed
 def test_a_killed_worker_has_its_run_relaunched_on_the_other(instance, workspace, workers):
     """Last in the module: it kills one of the two workers."""
     retrying = retries_daemon(workspace)
