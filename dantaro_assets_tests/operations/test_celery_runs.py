@@ -190,7 +190,7 @@ def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, wor
     assert set(where) == set(PRIORITIES) and set(where.values()) == set(WORKERS), where
     assert max(len(started) for _, started in samples) == 2  # WORKER_MAX_WORKERS (2 here), reached and never passed
     for _, started in samples:  # runs at the same time are on different workers: an idle worker is never passed over
-        assert len({_worker(instance, r) for r in started if WORKER_TAG in instance.get_run_by_id(r).tags}) == len(started) or len(started) < 2
+        assert len({_worker(instance, r) for r in started}) == len(started)  # the tag is set before the run starts
 
 
 @distributed
