@@ -11,6 +11,8 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-postgres==0.29.27",
         "dagster-graphql==1.13.27",
+        "dagster-celery==0.29.27",
+        "celery[redis]>=5.7,<6",
         "pandas>=2.2,<3",
         "pandera==0.35.0",
         "numpy>=1.26",

@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
     commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
+    commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
 
@@ -285,17 +286,23 @@ def main(argv: list[str] | None = None) -> int:
         from dantaro_assets.replay.server import main as replay_main
 
         return replay_main(argv[1:]) or 0
-    args = parser.parse_args(argv) if argv[:1] != ["api"] else None
+    own_parser = argv[:1] in (["api"], ["worker"])  # parsed by the subcommand itself, after the instance is set
+    args = None if own_parser else parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args is None:
+    if argv[:1] == ["api"]:
         from dantaro_assets.operations.api import main as api_main
 
         use_instance(settings)
         return api_main(argv[1:]) or 0
+    if argv[:1] == ["worker"]:
+        from dantaro_assets.operations.celery_runs import main as worker_main
+
+        use_instance(settings)
+        return worker_main(argv[1:])
     if args.command == "dev":
         code = dev(args, settings)
         sys.stdout.flush()

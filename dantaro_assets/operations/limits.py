@@ -37,6 +37,7 @@ JOB_TAG = "dantaro/job"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
 TIMED_OUT_TAG = "dantaro/timed_out"
+CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, read by the Celery run launcher
 STOP_GRACE_SECONDS = 10
 MONITORING_GRACE_SECONDS = 30
 
@@ -53,9 +54,21 @@ PRIORITIES: Mapping[str, int] = {
     "cleanup": -10,
 }
 
+# The Celery queue of each job type (deploy/dagster.celery.yaml): the cadence runs apart from bulk work, so a
+# history backfill or cleanup on a worker never holds up market status; other launchers ignore the tag.
+CELERY_QUEUES: Mapping[str, str] = {
+    "market_status": "live",
+    "recommendations": "live",
+    "support_levels": "live",
+    "daily_candles": "bulk",
+    "history": "bulk",
+    "recommendation_outcomes": "bulk",
+    "cleanup": "bulk",
+}
+
 
 def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool = False) -> dict[str, str]:
-    """Tags of every run of ``job_type``: queue priority, one-at-a-time key, timeout.
+    """Tags of every run of ``job_type``: queue priority, one-at-a-time key, timeout, Celery queue.
 
     A run finalising a closed period goes one step ahead of the same job's run for the open period,
     so the open period's lookback reads complete candles.
@@ -65,6 +78,7 @@ def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool 
         PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
         JOB_TAG: job_type,
         MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout + MONITORING_GRACE_SECONDS),
+        CELERY_QUEUE_TAG: CELERY_QUEUES[job_type],
     }
     if finalise:
         tags[FINALISE_TAG] = "true"

@@ -16,8 +16,16 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 
 from dantaro_assets.operations.instance import write_instance_config
-from dantaro_assets.operations.limits import JOB_TAG, MONITORING_GRACE_SECONDS, instance_limit_problems, job_tags
+from dantaro_assets.operations.limits import (
+    CELERY_QUEUE_TAG,
+    CELERY_QUEUES,
+    JOB_TAG,
+    MONITORING_GRACE_SECONDS,
+    instance_limit_problems,
+    job_tags,
+)
 from dantaro_assets_tests.operations.daemon import FINISHED, PROJECT_DIR, daemon_workspace, dequeue, monitor, retries_daemon, submit, wait_for
+
 
 @pytest.fixture
 def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
@@ -86,7 +94,12 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 def test_job_tags_carry_the_settings_timeout():
     tags = job_tags("market_status")
     # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace
-    assert tags == {"dagster/priority": "40", JOB_TAG: "market_status", "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS)}
+    assert tags == {
+        "dagster/priority": "40",
+        JOB_TAG: "market_status",
+        "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS),
+        "dagster-celery/queue": "live",  # read only by the Celery run launcher
+    }
 
 
 def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
@@ -109,6 +122,31 @@ def test_the_production_config_carries_the_same_limits(tmp_path: Path):
     for section in ("concurrency", "run_monitoring", "run_retries", "run_coordinator"):
         assert config[section] == local[section], section
     assert "postgres" in config["storage"]
+
+
+def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_queue(tmp_path: Path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
+    config, _ = dagster_instance_config(str(tmp_path))
+    local, _ = dagster_instance_config(str(_local_home(tmp_path)))
+    for section in ("run_monitoring", "run_retries", "run_coordinator"):
+        assert config[section] == local[section], section
+    assert config["concurrency"]["pools"] == local["concurrency"]["pools"]
+    runs, local_runs = config["concurrency"]["runs"], local["concurrency"]["runs"]
+    assert runs["max_concurrent_runs"] == local_runs["max_concurrent_runs"]
+    per_queue = [limit for limit in runs["tag_concurrency_limits"] if limit["key"] == CELERY_QUEUE_TAG]
+    assert [limit for limit in runs["tag_concurrency_limits"] if limit not in per_queue] == local_runs["tag_concurrency_limits"]
+    # every queue a job names has its run slots, and they add up to the run cap
+    assert {limit["value"] for limit in per_queue} == set(CELERY_QUEUES.values())
+    assert sum(limit["limit"] for limit in per_queue) == runs["max_concurrent_runs"]
+    assert config["run_launcher"]["class"] == "WorkerCheckingCeleryRunLauncher"
+
+
+def test_the_queue_tag_is_the_one_dagster_celery_reads():
+    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+    assert CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG
 
 
 def _local_home(tmp_path: Path) -> Path:

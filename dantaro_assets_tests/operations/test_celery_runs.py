@@ -1,0 +1,286 @@
+"""The seed's limits with runs on Celery workers: deploy/dagster.celery.yaml, two `dantaro worker` processes.
+
+Dagster's storage is a Postgres database of the module's own, the broker and result backend the test Redis
+under a key prefix of the run's own. The daemons' iterations are called directly (daemon.py) so each step
+can be observed; the runs execute in the workers' processes, launched by dagster-celery's run launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import psycopg
+import pytest
+import redis
+import yaml
+from dagster._core.workspace.context import WorkspaceProcessContext
+
+from dantaro_assets.operations.celery_runs import (
+    WORKER_TAG,
+    WorkerCheckingCeleryRunLauncher,
+)
+from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
+from dantaro_assets_tests.conftest import RUN_TAG
+from dantaro_assets_tests.fixtures.environment import environ
+from dantaro_assets_tests.operations.daemon import (
+    FINISHED,
+    PROJECT_DIR,
+    daemon_workspace,
+    dequeue,
+    monitor,
+    retries_daemon,
+    submit,
+    wait_for,
+)
+
+
+
+def distributed(test):
+    """Marks a test that needs the two workers: `pytest -m distributed` runs these alone; slow, so skipped by -m "not slow"."""
+    return pytest.mark.slow(pytest.mark.distributed(test))
+
+
+DEFS = "dantaro_assets_tests.operations.limits_defs"
+WORKERS = (f"w1-{RUN_TAG}", f"w2-{RUN_TAG}")
+RUN_TIMEOUT = 10  # DANTARO_RUN_TIMEOUT in the workers: the smallest the settings accept
+PREFIX = f"dantaro_test_{RUN_TAG}_celery:"
+
+
+@pytest.fixture(scope="module")
+def dagster_pg_url(pg_url: str) -> Iterator[str]:
+    """A database of the module's own for Dagster's storage (dagster-postgres creates its tables in it)."""
+    name = f"dantaro_celery_{RUN_TAG}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(pg_url)
+    # psycopg2: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, whose LISTEN/NOTIFY dagster-postgres does not support
+    yield urlunsplit(("postgresql+psycopg2", parts.netloc, f"/{name}", parts.query, ""))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def celery_env(dagster_pg_url: str, settings, tmp_path_factory) -> Iterator[dict[str, str]]:
+    """DAGSTER_HOME with the Celery template (two worker slots, both workers on both queues) and its variables."""
+    home = tmp_path_factory.mktemp("celery_home")
+    write_instance_config(home, template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    runs = config["concurrency"]["runs"]
+    runs["max_concurrent_runs"] = 2  # the two worker processes' slots
+    for limit in runs["tag_concurrency_limits"]:
+        if limit["key"] == "dagster-celery/queue":
+            limit["limit"] = 2  # both workers take from both queues
+    prefix = {"global_keyprefix": PREFIX}
+    config["run_launcher"]["config"]["config_source"] = {"broker_transport_options": prefix, "result_backend_transport_options": prefix}
+    config["compute_logs"]["config"]["base_dir"] = str(home / "compute_logs")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_pg_url,
+        "DANTARO_CELERY_BROKER_URL": settings.redis_url,
+        "DANTARO_CELERY_BACKEND_URL": settings.redis_url,
+    }
+    yield env
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(f"{PREFIX}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def instance(celery_env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    with environ(celery_env):
+        instance = dg.DagsterInstance.from_config(celery_env["DAGSTER_HOME"])
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+
+
+@pytest.fixture(scope="module")
+def workspace(instance: dg.DagsterInstance, celery_env) -> Iterator[WorkspaceProcessContext]:
+    with daemon_workspace(instance, DEFS, celery_env) as context:
+        yield context
+
+
+def _start_worker(name: str, env: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "dantaro_assets.cli", "worker", "--queue", "live", "--queue", "bulk", "--name", f"{name}@%h",
+               "--preload", DEFS, "--loglevel", "WARNING"]  # fmt: skip
+    return subprocess.Popen(command, env=env, cwd=PROJECT_DIR, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def workers(instance: dg.DagsterInstance, celery_env: dict[str, str]) -> Iterator[dict[str, subprocess.Popen]]:
+    """Two `dantaro worker` processes taking runs from both queues, one run at a time each."""
+    env = {**os.environ, **celery_env, "PYTHONPATH": str(PROJECT_DIR), "DANTARO_RUN_TIMEOUT": str(RUN_TIMEOUT)}
+    processes = {name: _start_worker(name, env) for name in WORKERS}
+    try:
+        app = instance.run_launcher.celery
+        deadline = time.monotonic() + 90
+        while True:
+            answered = {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
+            if set(WORKERS) <= answered:
+                break
+            assert all(p.poll() is None for p in processes.values()), "a worker exited at start"
+            assert time.monotonic() < deadline, f"workers did not answer: {answered}"
+        yield processes
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_worker_refuses_an_instance_without_the_celery_launcher(tmp_path, capsys):
+    from dantaro_assets.operations.celery_runs import main
+
+    write_instance_config(tmp_path)  # the local dagster.yaml: DefaultRunLauncher
+    with environ({"DAGSTER_HOME": str(tmp_path)}):
+        assert main(["--queue", "live"]) == 2
+    assert "not a Celery run launcher" in capsys.readouterr().err
+
+
+def _wait_config(seconds: float) -> dict:
+    return {"ops": {"wait": {"config": {"seconds": seconds}}}}
+
+
+def _drain(instance, workspace, run_ids: list[str], timeout: float = 180) -> list[tuple[float, set[str]]]:
+    """Dequeue until every run finished; returns (time, started run ids) samples taken between iterations."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = {run_id: instance.get_run_by_id(run_id) for run_id in run_ids}
+        samples.append((time.monotonic(), {r for r, run in runs.items() if run.status == dg.DagsterRunStatus.STARTED}))
+        if all(run.status in FINISHED for run in runs.values()):
+            return samples
+        assert time.monotonic() < deadline, {r: run.status for r, run in runs.items()}
+        dequeue(workspace)
+        time.sleep(0.3)
+
+
+def _worker(instance, run_id: str) -> str:
+    return instance.get_run_by_id(run_id).tags[WORKER_TAG].split("@")[0]
+
+
+@distributed
+def test_the_celery_instance_launches_on_celery(instance):
+    assert isinstance(instance.run_launcher, WorkerCheckingCeleryRunLauncher)
+    assert instance.run_launcher.supports_check_run_worker_health
+
+
+@distributed
+def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, workspace, workers):
+    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in PRIORITIES]
+    samples = _drain(instance, workspace, run_ids)
+    assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.SUCCESS}
+    where = {instance.get_run_by_id(r).tags[JOB_TAG]: _worker(instance, r) for r in run_ids}
+    assert set(where) == set(PRIORITIES) and set(where.values()) == set(WORKERS), where
+    assert max(len(started) for _, started in samples) == 2  # WORKER_MAX_WORKERS (2 here), reached and never passed
+    for _, started in samples:  # runs at the same time are on different workers: an idle worker is never passed over
+        assert len({_worker(instance, r) for r in started}) == len(started)  # the tag is set before the run starts
+
+
+@distributed
+def test_queue_starts_highest_priority_first_and_one_run_per_job(instance, workspace, workers):
+    order = ["cleanup", "support_levels", "recommendations", "market_status", "market_status"]  # lowest priority first
+    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(2)) for job_type in order]
+    dequeue(workspace)
+    launched = [r for r in run_ids if instance.get_run_by_id(r).status != dg.DagsterRunStatus.QUEUED]
+    assert sorted(instance.get_run_by_id(r).tags[JOB_TAG] for r in launched) == ["market_status", "recommendations"]
+    assert run_ids[3] in launched and run_ids[4] not in launched  # the second market status run waits for the first
+    _drain(instance, workspace, run_ids)
+    starts = {r: instance.get_run_record_by_id(r).start_time for r in run_ids}
+    assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.SUCCESS}
+    # the second market status run follows the first; cleanup, the lowest priority, starts last
+    assert starts[run_ids[4]] > starts[run_ids[3]]
+    assert starts[run_ids[0]] == max(starts.values())
+
+
+@distributed
+def test_a_run_past_the_run_timeout_stops_itself_on_its_worker_and_is_not_retried(instance, workspace, workers):
+    retrying = retries_daemon(workspace)
+    run_id = submit(instance, workspace, "support_levels_job", _wait_config(120))
+    began = time.monotonic()
+    statuses = wait_for(instance, [run_id], FINISHED, timeout=0)
+    while statuses[run_id] not in FINISHED:
+        assert time.monotonic() - began < RUN_TIMEOUT + 60, statuses
+        dequeue(workspace)
+        monitor(workspace)
+        time.sleep(1)
+        statuses = wait_for(instance, [run_id], FINISHED, timeout=0)
+    assert statuses[run_id] == dg.DagsterRunStatus.FAILURE
+    run = instance.get_run_by_id(run_id)
+    assert run.tags[TIMED_OUT_TAG] == "true" and run.tags["dagster/max_retries"] == "0"
+    list(retrying.run_iteration(workspace))
+    assert instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id})) == []
+
+
+@distributed
+def test_a_run_allocating_past_the_memory_limit_fails_on_its_worker_and_one_under_it_succeeds(instance, workspace, workers, settings):
+    over = submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": settings.run_memory_mb + 256}}}})
+    _drain(instance, workspace, [over])
+    assert instance.get_run_by_id(over).status == dg.DagsterRunStatus.FAILURE
+    failures = [e for e in instance.all_logs(over) if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures and "MemoryError" in str(failures[0].dagster_event.step_failure_data.error)
+
+    under = submit(instance, workspace, "allocating_job", {"ops": {"allocate": {"config": {"megabytes": 512}}}})
+    _drain(instance, workspace, [under])
+    assert instance.get_run_by_id(under).status == dg.DagsterRunStatus.SUCCESS
+
+
+@distributed
+def test_a_run_whose_process_dies_is_failed_by_monitoring_and_retried(instance, workspace, workers):
+    """The run's process exits as if OOM-killed: Celery records the task's failure, monitoring fails the run."""
+    retrying = retries_daemon(workspace)
+    run_id = submit(instance, workspace, "crashing_job", {})
+    deadline = time.monotonic() + 90
+    while instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.FAILURE:
+        assert time.monotonic() < deadline, f"run still {instance.get_run_by_id(run_id).status} after its process died"
+        dequeue(workspace)
+        monitor(workspace)
+        time.sleep(1)
+    list(retrying.run_iteration(workspace))
+    retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
+    assert len(retries) == 1 and retries[0].tags[JOB_TAG] == "market_status"
+    instance.delete_run(retries[0].run_id)  # it would crash again: not this test's subject
+
+
+@distributed
+def test_a_killed_worker_has_its_run_relaunched_on_the_other(instance, workspace, workers):
+    """Last in the module: it kills one of the two workers."""
+    retrying = retries_daemon(workspace)
+    run_id = submit(instance, workspace, "market_status_job", _wait_config(8))
+    deadline = time.monotonic() + 60
+    while WORKER_TAG not in instance.get_run_by_id(run_id).tags or instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.STARTED:
+        assert time.monotonic() < deadline, instance.get_run_by_id(run_id).status
+        dequeue(workspace)
+        time.sleep(0.3)
+    victim = _worker(instance, run_id)
+    os.killpg(workers[victim].pid, signal.SIGKILL)  # the worker and its run process, as when the host is lost
+    workers[victim].wait(timeout=10)
+
+    detected = time.monotonic()
+    while instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.FAILURE:
+        assert time.monotonic() - detected < 60, "the dead worker's run was not detected"
+        monitor(workspace)
+        time.sleep(1)
+    list(retrying.run_iteration(workspace))
+    retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
+    assert len(retries) == 1
+    _drain(instance, workspace, [retries[0].run_id])
+    assert instance.get_run_by_id(retries[0].run_id).status == dg.DagsterRunStatus.SUCCESS
+    survivor = next(name for name in WORKERS if name != victim)
+    assert _worker(instance, retries[0].run_id) == survivor
