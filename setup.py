@@ -30,7 +30,7 @@ setup(
         "tabulate>=0.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "psycopg[binary]>=3.2"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},
 )

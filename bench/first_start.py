@@ -38,7 +38,9 @@ from dantaro_assets.operations.dev_server import IN_FLIGHT, QUEUED, free_port
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PRODUCTS = ("market_status", "recommendations", "support_levels")
 CONSOLE_PATTERNS = {
-    "daemon iteration lines": re.compile(r"Priority sorting|runs are currently in progress|Checking run |Collected \d+ runs|Evaluating schedule|Checking for new runs"),
+    "daemon iteration lines": re.compile(
+        r"Priority sorting|runs are currently in progress|Checking run |Collected \d+ runs|Evaluating schedule|Checking for new runs"
+    ),
     "DEBUG events": re.compile(r" - DEBUG - (?!.*(RUN_START|RUN_SUCCESS))"),
     "warnings": re.compile(r"Warning:|warnings.warn|RuntimeWarning"),
     "traceback lines": re.compile(r"^\s+File \"|^Traceback"),

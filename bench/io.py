@@ -132,7 +132,8 @@ def main() -> None:
         return lambda: io_manager.load_input(context)
 
     def to_sql(method: str | None) -> Callable[[], None]:
-        return lambda: frame.to_sql("candles_to_sql", engine, schema=schema, if_exists="replace", index=False, method=method, chunksize=10_000 if method else None)
+        return lambda: frame.to_sql("candles_to_sql", engine, schema=schema, if_exists="replace", index=False, method=method,
+            chunksize=10_000 if method else None)
 
     def read_sql() -> pd.DataFrame:
         query = sa.text(f'SELECT * FROM "{schema}".candles_1m WHERE candle_start >= :start AND candle_start < :end ORDER BY candle_start, market')

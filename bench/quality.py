@@ -192,7 +192,7 @@ def backfill(data: Dataset, step_minutes: int, min_turnover: float,
         return found
 
     started = time.perf_counter()
-    for day, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
+    for _day, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
         inputs = analysis.TickInputs.prepare(data.candles_1m, data.candles_1h, data.candles_1d, data.markets,
                                              day_ticks.iloc[0], day_ticks.iloc[-1])
         for as_of in day_ticks:

@@ -97,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     # /worker/status reads no snapshot: the reader's servers are never contacted
-    snapshots = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix="bench"), PostgresResource(url="postgresql://127.0.0.1:1/none", db_schema="bench"))
+    snapshots = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix="bench"), PostgresResource(url="postgresql://127.0.0.1:1/none",
+        db_schema="bench"))
     with tempfile.TemporaryDirectory() as home:
         write_instance_config(Path(home))
         instance = dg.DagsterInstance.from_config(home)

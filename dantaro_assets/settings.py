@@ -89,26 +89,34 @@ class Settings(BaseModel):
     upbit_base_url: str = Field("https://api.upbit.com", alias="UPBIT_BASE_URL", description="Upbit quotation API, or the replay server")
     upbit_requests_per_second: int = Field(10, alias="UPBIT_REQUESTS_PER_SECOND", ge=1, le=10, description="per-group request budget shared by all processes")
     upbit_max_retries: int = Field(3, alias="UPBIT_MAX_RETRIES", ge=0, le=10, description="attempts after the first on 429, 5xx and timeouts")
-    state_dir: Path = Field(PROJECT_DIR / ".dantaro", alias="DANTARO_STATE_DIR", description="local state: embedded Postgres/Redis, Dagster home; a relative path is taken from the project folder")
-    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME", description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
+    state_dir: Path = Field(PROJECT_DIR / ".dantaro", alias="DANTARO_STATE_DIR",
+        description="local state: embedded Postgres/Redis, Dagster home; a relative path is taken from the project folder")
+    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME",
+        description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
     partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
     db_schema: str = Field("dantaro", alias="DANTARO_SCHEMA", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Postgres schema of the tables")
     redis_prefix: str = Field("dantaro", alias="DANTARO_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of every Redis key")
     run_timeout: int = Field(300, alias="DANTARO_RUN_TIMEOUT", ge=10, description="seconds before a run is stopped")
     run_retries: int = Field(3, alias="DANTARO_RUN_RETRIES", ge=0, le=10, description="retries of steps that call Upbit")
-    run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128, description="data-segment limit (RLIMIT_DATA) of each run process (MB); systemd MemoryMax caps each service")
+    run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128,
+        description="data-segment limit (RLIMIT_DATA) of each run process (MB); systemd MemoryMax caps each service")
     min_turnover_krw: float = Field(1e9, alias="DANTARO_MIN_TURNOVER_KRW", ge=0, description="24 h KRW turnover a market needs to be recommended")
-    scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$", description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked when the definitions load)")
+    scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$",
+        description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked at load)")
     min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")
     min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
     retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")
     retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
     retention_analyses_days: int = Field(180, alias="DANTARO_RETENTION_ANALYSES_DAYS", ge=1, description="days of analysis snapshots kept")
     retention_runs_days: int = Field(30, alias="DANTARO_RETENTION_RUNS_DAYS", ge=1, description="days of Dagster run and event history kept")
-    stream_grace_seconds: float = Field(5.0, alias="DANTARO_STREAM_GRACE_SECONDS", ge=0, le=60, description="`dantaro stream`: seconds after a minute's end before it is written without a next-minute message")
-    stream_stall_seconds: float = Field(30.0, alias="DANTARO_STREAM_STALL_SECONDS", ge=1, le=600, description="`dantaro stream`: reconnect after this long without a message")
-    stream_report_seconds: float = Field(60.0, alias="DANTARO_STREAM_REPORT_SECONDS", ge=1, le=3600, description="`dantaro stream`: seconds between metric reports, Dagster materialisations and universe re-reads")
-    stream_codes_per_connection: int = Field(250, alias="DANTARO_STREAM_CODES_PER_CONNECTION", ge=1, le=1000, description="`dantaro stream`: markets per WebSocket connection")
+    stream_grace_seconds: float = Field(5.0, alias="DANTARO_STREAM_GRACE_SECONDS", ge=0, le=60,
+        description="`dantaro stream`: seconds after a minute's end before it is written without a next-minute message")
+    stream_stall_seconds: float = Field(30.0, alias="DANTARO_STREAM_STALL_SECONDS", ge=1, le=600,
+        description="`dantaro stream`: reconnect after this long without a message")
+    stream_report_seconds: float = Field(60.0, alias="DANTARO_STREAM_REPORT_SECONDS", ge=1, le=3600,
+        description="`dantaro stream`: seconds between metric reports, Dagster materialisations and universe re-reads")
+    stream_codes_per_connection: int = Field(250, alias="DANTARO_STREAM_CODES_PER_CONNECTION", ge=1, le=1000,
+        description="`dantaro stream`: markets per WebSocket connection")
 
     @field_validator("worker_enabled", mode="before")
     @classmethod

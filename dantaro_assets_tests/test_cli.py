@@ -118,7 +118,8 @@ def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_
     finally:
         if dev.poll() is None:
             dev.kill()
-        stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=120)
     assert dev.returncode == 0 and took < 10, f"exit {dev.returncode} after {took:.1f} s:\n{output[-3000:]}"
     assert "Traceback" not in output and "Stack Trace" not in output, output[-3000:]
     assert _open_runs(home) == []

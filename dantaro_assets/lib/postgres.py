@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import dagster as dg
@@ -63,7 +63,7 @@ class PostgresUnavailableError(ConnectionError):
 class PostgresResource(dg.ConfigurableResource):
     """Connections to the Dantaro database; ``url=None`` uses the embedded server in the state folder."""
 
-    url: Optional[str] = None
+    url: str | None = None
     db_schema: str = "dantaro"
 
     def resolved_url(self) -> str:

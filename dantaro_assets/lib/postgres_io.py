@@ -404,7 +404,7 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 ttl=int(snapshot["ttl"]),
                 per_market=bool(snapshot.get("per_market", False)),
             )
-        except Exception as exc:  # a cache outage must never fail a committed write
+        except Exception as exc:  # noqa: BLE001 - a cache outage must never fail a committed write
             reason = f"{type(exc).__name__}: {exc}"
             context.log.warning(f"{asset}: Redis snapshot push failed, Postgres write stands: {reason}")
             return f"failed: {reason}"

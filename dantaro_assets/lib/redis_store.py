@@ -11,7 +11,7 @@ snapshot with an older one, even after the newer one's key has expired.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -49,10 +49,10 @@ def iso_utc(value: pd.Timestamp) -> str:
 class RedisResource(dg.ConfigurableResource):
     """The snapshot cache; ``url=None`` uses the embedded Redis in the state folder."""
 
-    url: Optional[str] = None
+    url: str | None = None
     prefix: str = "dantaro"
 
-    _client: Optional[redis.Redis] = PrivateAttr(default=None)
+    _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""

@@ -149,6 +149,8 @@ def _candle_asset(
 
 
 # candles_1m is refreshed by every analysis job, so it is as fresh as the fastest cadence (market status).
-candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, hourly_backfill, _SETTINGS.market_status_interval, "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
-candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, daily_backfill, 3600, "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
+candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, hourly_backfill, _SETTINGS.market_status_interval,
+    "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
+candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, daily_backfill, 3600,
+    "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")
 candles_1d = _candle_asset("candles_1d", "day", daily_partitions, daily_backfill, 3600, "Closed UTC-day OHLCV + KRW turnover of every KRW market, per UTC day.")

@@ -116,7 +116,8 @@ def _failed_this_hour(instance: dg.DagsterInstance, now: datetime) -> set[str]:
     """Run keys of history runs that failed since the hour began: Dagster would not launch the same key again."""
     hour = now.replace(minute=0, second=0, microsecond=0)
     runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], tags={HISTORY_TAG: ["universe", "daily", "minute"]}, created_after=hour)
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], tags={HISTORY_TAG: ["universe", "daily", "minute"]},
+            created_after=hour)
     )
     return {run.tags[RUN_KEY_TAG] for run in runs if RUN_KEY_TAG in run.tags}
 

@@ -186,7 +186,8 @@ def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
     for name, horizon in HORIZONS.items():
         closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
         requests.append(
-            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"), TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
+            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"),
+                TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
         )
     return requests
 

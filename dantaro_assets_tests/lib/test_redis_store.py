@@ -94,7 +94,8 @@ def test_io_manager_pushes_after_commit_and_survives_redis_down(postgres_resourc
     metadata = write(down, frame, "pushed_levels", partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT_METADATA)
 
     assert metadata["redis_snapshot"].value.startswith("failed: ConnectionError")
-    pd.testing.assert_frame_equal(read(down, "pushed_levels", partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT_METADATA), frame.sort_values(["as_of", "market", "level"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(read(down, "pushed_levels", partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT_METADATA), frame.sort_values(["as_of", "market",
+        "level"]).reset_index(drop=True))
     assert redis_resource.latest_snapshot("pushed_levels")["as_of"] == "2025-09-01T00:02:00Z"  # untouched, not erased
 
 

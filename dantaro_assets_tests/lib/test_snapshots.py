@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
+
 from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 

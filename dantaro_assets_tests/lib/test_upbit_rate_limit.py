@@ -18,7 +18,6 @@ import uuid
 
 import pandas as pd
 import pytest
-
 import redis
 
 from dantaro_assets.lib.redis_store import RedisResource

@@ -29,7 +29,8 @@ def tables(pg_url: str, settings) -> Iterator[str]:
         conn.execute(f'CREATE TABLE "{schema}".candles_1m (market text, candle_start timestamptz, close double precision)')
         conn.execute(f'CREATE TABLE "{schema}".market_status (as_of timestamptz, score double precision)')
         for age in ages:
-            conn.execute(f'INSERT INTO "{schema}".candles_1m VALUES (%s, %s, 1.0), (%s, %s, 2.0)', ("KRW-BTC", NOW - timedelta(days=age), "KRW-ETH", NOW - timedelta(days=age)))
+            conn.execute(f'INSERT INTO "{schema}".candles_1m VALUES (%s, %s, 1.0), (%s, %s, 2.0)', ("KRW-BTC", NOW - timedelta(days=age), "KRW-ETH",
+                NOW - timedelta(days=age)))
             conn.execute(f'INSERT INTO "{schema}".market_status VALUES (%s, 0.5)', (NOW - timedelta(days=age),))
     yield schema
     with psycopg.connect(pg_url, autocommit=True) as conn:

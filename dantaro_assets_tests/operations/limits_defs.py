@@ -11,7 +11,6 @@ from dantaro_assets.operations.limits import (
     memory_limited_executor,
 )
 
-
 # the job types whose runs fetch from Upbit: their steps claim an upbit_api slot, as the candle assets do
 FETCHING = {"market_status", "recommendations", "support_levels", "daily_candles", "history"}
 

@@ -140,7 +140,8 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url):
     assert client.get("/market-status/latest").status_code == 404  # nothing written anywhere yet
 
     redis_store.push_snapshot(
-        "market_status", pd.DataFrame({"as_of": [as_of], "score": [0.4], "regime": ["risk-on"]}), as_of=as_of, run_id="run-1", partition="2026-03-10-10:00", ttl=60
+        "market_status", pd.DataFrame({"as_of": [as_of], "score": [0.4], "regime": ["risk-on"]}), as_of=as_of, run_id="run-1", partition="2026-03-10-10:00",
+            ttl=60
     )
     body = client.get("/market-status/latest").json()
     assert body["source"] == "redis" and body["run_id"] == "run-1" and body["as_of"] == "2026-03-10T10:58:00Z"
@@ -219,7 +220,8 @@ def test_a_newer_postgres_snapshot_beats_an_older_live_redis_key(api):
 
 
 def test_redis_outage_falls_back_to_postgres(pg_url, settings):
-    reader = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix), PostgresResource(url=pg_url, db_schema=settings.db_schema))
+    reader = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix), PostgresResource(url=pg_url,
+        db_schema=settings.db_schema))
     assert reader.latest("recommendations") is None  # Redis refused, the table does not exist: no snapshot, no error
 
 

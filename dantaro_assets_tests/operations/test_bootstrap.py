@@ -127,7 +127,8 @@ def test_no_history_run_is_requested_while_one_is_in_flight(instance):
     for step, job, status in (("daily", "daily_candles_job", dg.DagsterRunStatus.NOT_STARTED), ("minute", "candles_1m_job", dg.DagsterRunStatus.STARTED)):
         run = instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=status, tags={HISTORY_TAG: step}))
         result = _evaluate(instance)
-        assert not result.run_requests and f"the {'1-hour/1-day' if step == 'daily' else '1-minute'} candles history run is still queued" in result.skip_reason.skip_message
+        candles = "1-hour/1-day" if step == "daily" else "1-minute"
+        assert not result.run_requests and f"the {candles} candles history run is still queued" in result.skip_reason.skip_message
         instance.delete_run(run.run_id)
 
 

@@ -42,7 +42,6 @@ from dantaro_assets_tests.operations.daemon import (
 )
 
 
-
 def distributed(test):
     """Marks a test that needs the two workers: `pytest -m distributed` runs these alone; slow, so skipped by -m "not slow"."""
     return pytest.mark.slow(pytest.mark.distributed(test))

@@ -34,7 +34,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _cli(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dantaro_assets.cli", *args], env=_env(tmp_path, **extra),
-                          capture_output=True, text=True, cwd=PROJECT_DIR, timeout=120)
+                          capture_output=True, text=True, cwd=PROJECT_DIR, timeout=120, check=False)
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,8 @@ def run_without_step_retries(
 ) -> dg.ExecuteJobResult:
     """The run of ``materialize`` through ``dg.execute_job`` on ``instance``, step retries off, never raising."""
     job = dg.build_reconstructable_job(__name__, "asset_job", reconstructable_args=(settings.model_dump_json(by_alias=True), asset))
-    with storage_env(settings), dg.execute_job(job, instance, run_config=NO_STEP_RETRIES, tags=_range_tags(partition, last) if last else {"dagster/partition": partition},
+    with storage_env(settings), dg.execute_job(job, instance, run_config=NO_STEP_RETRIES, tags=_range_tags(partition,
+        last) if last else {"dagster/partition": partition},
                         raise_on_error=False) as result:
         return result
 

@@ -162,7 +162,8 @@ class UpbitClient(dg.ConfigurableResource):
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
-    window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS, description="Upbit's 1 s window plus clock-tick margin; a slot is held until this long after the answer")
+    window_seconds: float = Field(default=DEFAULT_WINDOW_SECONDS,
+        description="Upbit's 1 s window plus clock-tick margin; a slot is held until this long after the answer")
     store_wait_seconds: float = Field(
         default=DEFAULT_STORE_WAIT_SECONDS,
         description="seconds a request waits for an unreachable limiter Redis (sending nothing) before failing",
@@ -407,7 +408,7 @@ class UpbitClient(dg.ConfigurableResource):
                     return
                 try:
                     results[index] = fetch(item)
-                except BaseException as exc:  # handed to the caller's thread below
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                     errors.append(exc)
                     done.set()
                     return
