@@ -33,6 +33,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dantaro_assets.cli import processes_naming
 from dantaro_assets.operations.dev_server import IN_FLIGHT, QUEUED, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -65,19 +66,6 @@ class Console:
 
     def count(self, pattern: re.Pattern | None = None, until: float | None = None) -> int:
         return sum(1 for t, line in self.lines if (until is None or t <= until) and (pattern is None or pattern.search(line)))
-
-
-def state_processes(state: Path) -> list[str]:
-    """Processes whose command line names the state folder (embedded servers, dev, workers)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(state) in text and "first_start.py" not in text:
-            found.append(f"{cmdline.parent.name}: {text[:120]}")
-    return found
 
 
 def main() -> int:
@@ -125,7 +113,7 @@ def main() -> int:
             dev.kill()
         stop = subprocess.run(["dantaro", "stop"], check=False, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
     time.sleep(1)
-    leftover = state_processes(state)
+    leftover = [line for line in processes_naming(state) if "first_start.py" not in line]
     stop_output = [line for t, line in console.lines[lines_before_stop:]]
     if args.log:
         args.log.write_text("\n".join(f"{t:8.1f} {line}" for t, line in console.lines) + "\n")

@@ -193,7 +193,26 @@ def stop_state(args: argparse.Namespace, settings: Settings) -> int:
         (settings.state_dir / DEV_PID_FILE).unlink(missing_ok=True)
     stopped = stop_embedded(settings.state_dir)
     print(f"dantaro stop: embedded servers of {settings.state_dir}: {', '.join(stopped) if stopped else 'none running'}")
+    deadline = time.monotonic() + 5  # servers just told to stop may take a moment to exit
+    while (left := processes_naming(settings.state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        print(f"dantaro stop: {len(left)} process(es) still name the state folder:", *left, sep="\n  ", file=sys.stderr)
+        return 1
     return 0
+
+
+def processes_naming(state: Path) -> list[str]:
+    """Processes other than this one whose command line names the state folder (servers, dev, workers)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(state) in text and cmdline.parent.name != str(os.getpid()):
+            found.append(f"{cmdline.parent.name}: {text[:160]}")
+    return found
 
 
 def stream(_: argparse.Namespace, settings: Settings) -> int:
