@@ -1,18 +1,23 @@
-"""Benchmark: launch-to-start overhead of a run, Celery run launcher vs the default launcher, in one run.
+"""Benchmark: launch-to-start overhead and market status tick-to-Redis, Celery run launcher vs default, in one run.
 
 Both instances keep Dagster's storage in Postgres (a database of the benchmark's own) and the project's run
 queue; the default one launches each run as a `dagster api execute_run` process from the code server
 (deploy/dagster.prod.yaml), the Celery one as a task for a `dantaro worker` (deploy/dagster.celery.yaml),
-which forks a child per run from a parent that has imported the code. The job (bench/launchers_defs.py)
-imports the project's definitions and does nothing, so the times are the launcher's. Runs go one after
-another through the run queue (the daemon's iteration called directly); per run, from its event log:
+which forks a child per run from a parent that has imported the code. Runs go one after another through
+the run queue (the daemon's iteration called directly). First a no-op job (bench/launchers_defs.py) whose
+code location imports the project's definitions, so the times are the launcher's; per run, from its event log:
 
   start   RUN_STARTING (dequeued, launch begins) -> RUN_START (the run worker executes)
   done    RUN_STARTING -> RUN_SUCCESS
 
-    python bench/launchers.py [--runs 10]
+Then the real market_status_job for the current hour against the replay server simulating --markets
+markets (history prepared once, as bench/cycle.py does), timed from the run's submission (what a schedule
+tick does) until Redis's market status snapshot is that run's, carrying the submission's tick as_of or a
+later one; split into phases by bench/cycle.py's `phases` (queue, startup, fetch, ...).
 
-Not measured here: tick-to-Redis of a real market status run under each launcher (see README).
+    python bench/launchers.py [--runs 10] [--status-runs 5] [--markets 40]
+
+Uses DATABASE_URL/REDIS_URL; schema and Redis prefix dantaro_bench_launchers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,10 +42,18 @@ import redis
 import yaml
 from tabulate import tabulate
 
-from dantaro_assets.operations.instance import write_instance_config
-from dantaro_assets.settings import get_settings
-from dantaro_assets_tests.fixtures.environment import environ
-from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit
+os.environ.setdefault("DANTARO_SCHEMA", "dantaro_bench_launchers")
+os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_bench_launchers")
+os.environ["WORKER_ENABLED"] = "false"  # no schedules in the history's dagster dev: only the benchmark's runs
+
+from bench.cycle import percentile, phases  # noqa: E402  (after the environment the settings read)
+from dantaro_assets.operations.dev_server import DagsterDev, prepare_history  # noqa: E402
+from dantaro_assets.operations.instance import write_instance_config  # noqa: E402
+from dantaro_assets.partitions import hourly_partitions  # noqa: E402
+from dantaro_assets.replay.process import start_replay_server  # noqa: E402
+from dantaro_assets.settings import get_settings  # noqa: E402
+from dantaro_assets_tests.fixtures.environment import environ  # noqa: E402
+from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFS = "bench.launchers_defs"
@@ -54,25 +68,52 @@ def _times(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     return {"start": first["PIPELINE_START"] - starting, "done": first["PIPELINE_SUCCESS"] - starting}
 
 
-def _measure(home: Path, env: dict[str, str], runs: int) -> list[dict[str, float]]:
-    rows = []
+def _run(instance: dg.DagsterInstance, workspace, job: str, tags: dict | None = None, seen=lambda run_id: False) -> tuple[str, float | None]:
+    """Submit ``job`` and dequeue it until it succeeds; returns its run id and when ``seen(run_id)`` first held."""
+    run_id = submit(instance, workspace, job, tags=tags)
+    seen_at = None
+    deadline = time.monotonic() + 300
+    while (status := instance.get_run_by_id(run_id).status) not in FINISHED:
+        assert time.monotonic() < deadline, f"run {run_id} did not finish"
+        if status == dg.DagsterRunStatus.QUEUED:
+            dequeue(workspace)
+        if seen_at is None and seen(run_id):
+            seen_at = time.time()
+        time.sleep(0.05)
+    assert status == dg.DagsterRunStatus.SUCCESS, f"{job} run {run_id} ended {status}"
+    return run_id, seen_at
+
+
+def _measure(home: Path, env: dict[str, str], runs: int, status_runs: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    cache = redis.Redis.from_url(get_settings().redis_url)
+    key = f"{get_settings().redis_prefix}:market_status:latest"
+    interval = get_settings().market_status_interval
+    launches, statuses = [], []
     with environ(env):
         instance = dg.DagsterInstance.from_config(str(home))
         try:
             with daemon_workspace(instance, DEFS, env) as workspace:
                 for index in range(runs + 1):  # the first run warms the code server / worker: not counted
-                    run_id = submit(instance, workspace, "tick_job")
-                    deadline = time.monotonic() + 120
-                    while instance.get_run_by_id(run_id).status not in FINISHED:
-                        assert time.monotonic() < deadline, f"run {run_id} did not finish"
-                        dequeue(workspace)
-                        time.sleep(0.05)
-                    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS, run_id
+                    run_id, _ = _run(instance, workspace, "tick_job")
                     if index:
-                        rows.append(_times(instance, run_id))
+                        launches.append(_times(instance, run_id))
+                for _ in range(status_runs):
+                    submitted = time.time()
+                    tick = datetime.fromtimestamp(submitted - submitted % interval, timezone.utc)
+
+                    def snapshot_of(run_id: str, tick: datetime = tick) -> bool:
+                        raw = cache.get(key)
+                        snapshot = json.loads(raw) if raw is not None else {}
+                        return snapshot.get("run_id") == run_id and datetime.fromisoformat(snapshot["as_of"].replace("Z", "+00:00")) >= tick
+
+                    hour = hourly_partitions.get_partition_key_for_timestamp(submitted)
+                    run_id, seen_at = _run(instance, workspace, "market_status_job", {"dagster/partition": hour}, snapshot_of)
+                    assert seen_at is not None, f"run {run_id} succeeded without its snapshot in {key}"
+                    statuses.append(phases(instance, run_id, submitted, seen_at))
+                    print(f"  market status run: {statuses[-1]['total']:.2f} s tick-to-Redis", flush=True)
         finally:
             instance.dispose()
-    return rows
+    return launches, statuses
 
 
 def _home(root: Path, name: str, template: str) -> Path:
@@ -86,7 +127,9 @@ def _home(root: Path, name: str, template: str) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=10, help="no-op runs per launcher")
+    parser.add_argument("--status-runs", type=int, default=5, help="market_status_job runs per launcher")
+    parser.add_argument("--markets", type=int, default=40, help="markets the replay server simulates")
     args = parser.parse_args()
     settings = get_settings()
     tag = uuid.uuid4().hex[:8]
@@ -97,9 +140,15 @@ def main() -> int:
     parts = urlsplit(settings.database_url)
     pg_url = urlunsplit(("postgresql+psycopg2", parts.netloc, f"/{database}", parts.query, ""))
     results: dict[str, list[dict[str, float]]] = {}
+    status_results: dict[str, list[dict[str, float]]] = {}
+    replay = start_replay_server("--simulated", str(args.markets))
+    os.environ["UPBIT_BASE_URL"] = replay.url
     worker = None
     try:
         with tempfile.TemporaryDirectory(prefix="dantaro-bench-launchers-") as root:
+            print(f"preparing: universe and 1h/1d candles for 2 days, 1m candles for 26 h of {args.markets} markets", flush=True)
+            with DagsterDev(Path(root) / "history") as dev:
+                prepare_history(dev)
             default_home = _home(Path(root), "default", "dagster.prod.yaml")
             celery_home = _home(Path(root), "celery", "dagster.celery.yaml")
             config = yaml.safe_load((celery_home / "dagster.yaml").read_text())
@@ -110,7 +159,7 @@ def main() -> int:
             base = {"DAGSTER_PG_URL": pg_url, "PYTHONPATH": str(PROJECT_DIR),
                     "DANTARO_CELERY_BROKER_URL": settings.redis_url, "DANTARO_CELERY_BACKEND_URL": settings.redis_url}  # fmt: skip
             print("default launcher ...", flush=True)
-            results["default"] = _measure(default_home, {**base, "DAGSTER_HOME": str(default_home)}, args.runs)
+            results["default"], status_results["default"] = _measure(default_home, {**base, "DAGSTER_HOME": str(default_home)}, args.runs, args.status_runs)
             print("celery launcher ...", flush=True)
             celery_env = {**base, "DAGSTER_HOME": str(celery_home)}
             worker = subprocess.Popen(
@@ -118,8 +167,9 @@ def main() -> int:
                  "--name", f"bench-{tag}@%h", "--preload", DEFS, "--loglevel", "WARNING"],
                 env={**os.environ, **celery_env}, cwd=PROJECT_DIR, start_new_session=True,
             )  # fmt: skip
-            results["celery"] = _measure(celery_home, celery_env, args.runs)
+            results["celery"], status_results["celery"] = _measure(celery_home, celery_env, args.runs, args.status_runs)
     finally:
+        replay.stop()
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
@@ -140,7 +190,17 @@ def main() -> int:
             table.append([launcher, measure, f"{p50:.3f}", f"{values[-1]:.3f}"])
     summary["start_ratio_default_over_celery"] = round(summary["default_start_p50_s"] / summary["celery_start_p50_s"], 1)
     print(tabulate(table, headers=["launcher", "from RUN_STARTING to", "p50 s", "max s"], tablefmt="github"))
-    print(f"command: python bench/launchers.py --runs {args.runs}")
+    table = []
+    for launcher, rows in status_results.items():
+        for phase in ("queue", "startup", "fetch", "compute", "total"):
+            values = [row[phase] for row in rows]
+            table.append([launcher, phase, f"{percentile(values, 0.5):.2f}", f"{percentile(values, 0.95):.2f}"])
+        summary[f"{launcher}_status_p50_s"] = round(percentile([row["total"] for row in rows], 0.5), 2)
+        summary[f"{launcher}_status_p95_s"] = round(percentile([row["total"] for row in rows], 0.95), 2)
+    summary["status_ratio_default_over_celery"] = round(summary["default_status_p50_s"] / summary["celery_status_p50_s"], 2)
+    print()
+    print(tabulate(table, headers=["launcher", f"market status, {args.markets} markets", "p50 s", "p95 s"], tablefmt="github"))
+    print(f"command: python bench/launchers.py --runs {args.runs} --status-runs {args.status_runs} --markets {args.markets}")
     print(json.dumps(summary))
     return 0
 
