@@ -80,7 +80,7 @@ class Settings(BaseModel):
     database_url: str | None = Field(None, alias="DATABASE_URL", description="Postgres URL; unset starts an embedded Postgres")
     redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis URL; unset starts an embedded Redis")
     upbit_api_timeout: float = Field(30.0, alias="UPBIT_API_TIMEOUT", gt=0, le=300, description="seconds per Upbit request")
-    max_symbols_per_batch: int = Field(50, alias="MAX_SYMBOLS_PER_BATCH", ge=1, le=200, description="markets per ticker request")
+    max_symbols_per_batch: int = Field(50, alias="MAX_SYMBOLS_PER_BATCH", ge=1, le=200, description="markets per orderbook/instruments request")
     market_status_cache_ttl: int = Field(300, alias="MARKET_STATUS_CACHE_TTL", ge=1, description="TTL of the market status snapshot in Redis (s)")
     recommendations_cache_ttl: int = Field(300, alias="RECOMMENDATIONS_CACHE_TTL", ge=1, description="TTL of the recommendations snapshot in Redis (s)")
     support_levels_cache_ttl: int = Field(1800, alias="SUPPORT_LEVELS_CACHE_TTL", ge=1, description="TTL of the support level snapshots in Redis (s)")
