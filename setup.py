@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="Dantaro: Upbit KRW market status, support levels and recommendations as Dagster assets",
     packages=find_packages(exclude=["dantaro_assets_tests", "dantaro_assets_tests.*"]),
+    # the instance template dantaro renders into DAGSTER_HOME (the project folder's dagster.yaml links to it)
+    package_data={"dantaro_assets.operations": ["dagster.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "dagster==1.13.27",
@@ -17,7 +19,6 @@ setup(
         "pandera==0.35.0",
         "numpy>=1.26",
         "redis>=5",
-        "pyupbit==0.2.34",
         "httpx>=0.27",
         "ta-lib>=0.6.5",
         "pyarrow>=16",
@@ -27,9 +28,10 @@ setup(
         "starlette>=0.40",
         "uvicorn>=0.30",
         "websockets>=14",
-        "tabulate>=0.9",
     ],
     extras_require={
+        # Only bench/ imports these (tables, the launch bench's direct Postgres queries): pip install -e '.[bench]'
+        "bench": ["tabulate>=0.9", "psycopg[binary]>=3.2"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import Settings, SettingsError, load_settings, redact_url
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 LIVE_UPBIT = "https://api.upbit.com"
 DEV_PID_FILE = "dev.json"  # in the state folder: the running `dantaro dev` and its `dagster dev` process group
 
@@ -125,7 +124,8 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     command = [
         # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
         sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
-        "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", args.host, "-p", str(args.port),
+        # the code location by module (what workspace.yaml names), so an installed package needs no project folder
+        "-m", "dantaro_assets.definitions", "-h", args.host, "-p", str(args.port),
         "--log-level", services, "--code-server-log-level", services,
     ]
     stop = threading.Event()

@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
+
+
+def base_dir() -> Path:
+    """Where the default and relative state folders start: the project folder of a source checkout
+    (it holds ``setup.py``), else, for a plain ``pip install .``, the current folder."""
+    return PROJECT_DIR if (PROJECT_DIR / "setup.py").is_file() else Path.cwd()
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -80,7 +88,7 @@ class Settings(BaseModel):
     database_url: str | None = Field(None, alias="DATABASE_URL", description="Postgres URL; unset starts an embedded Postgres")
     redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis URL; unset starts an embedded Redis")
     upbit_api_timeout: float = Field(30.0, alias="UPBIT_API_TIMEOUT", gt=0, le=300, description="seconds per Upbit request")
-    max_symbols_per_batch: int = Field(50, alias="MAX_SYMBOLS_PER_BATCH", ge=1, le=200, description="markets per ticker request")
+    max_symbols_per_batch: int = Field(50, alias="MAX_SYMBOLS_PER_BATCH", ge=1, le=200, description="markets per orderbook/instruments request")
     market_status_cache_ttl: int = Field(300, alias="MARKET_STATUS_CACHE_TTL", ge=1, description="TTL of the market status snapshot in Redis (s)")
     recommendations_cache_ttl: int = Field(300, alias="RECOMMENDATIONS_CACHE_TTL", ge=1, description="TTL of the recommendations snapshot in Redis (s)")
     support_levels_cache_ttl: int = Field(1800, alias="SUPPORT_LEVELS_CACHE_TTL", ge=1, description="TTL of the support level snapshots in Redis (s)")
@@ -89,8 +97,9 @@ class Settings(BaseModel):
     upbit_base_url: str = Field("https://api.upbit.com", alias="UPBIT_BASE_URL", description="Upbit quotation API, or the replay server")
     upbit_requests_per_second: int = Field(10, alias="UPBIT_REQUESTS_PER_SECOND", ge=1, le=10, description="per-group request budget shared by all processes")
     upbit_max_retries: int = Field(3, alias="UPBIT_MAX_RETRIES", ge=0, le=10, description="attempts after the first on 429, 5xx and timeouts")
-    state_dir: Path = Field(PROJECT_DIR / ".dantaro", alias="DANTARO_STATE_DIR",
-        description="local state: embedded Postgres/Redis, Dagster home; a relative path is taken from the project folder")
+    state_dir: Path = Field(default_factory=lambda: base_dir() / ".dantaro", alias="DANTARO_STATE_DIR",
+        description="local state: embedded Postgres/Redis, Dagster home; a relative path is taken from the project folder "
+        "(the current folder when installed without a source checkout)")
     dagster_home: Path | None = Field(None, alias="DAGSTER_HOME",
         description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
     partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
@@ -139,7 +148,7 @@ class Settings(BaseModel):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Every process, whatever folder it starts in, resolves the same absolute path."""
-        return None if value is None else (PROJECT_DIR / value.expanduser()).resolve()
+        return None if value is None else (base_dir() / value.expanduser()).resolve()
 
     @field_validator("market_status_interval", "recommendations_interval", "support_levels_interval")
     @classmethod

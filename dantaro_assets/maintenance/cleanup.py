@@ -13,11 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    SqliteEventLogStorage,
-)
 
+from dantaro_assets.lib.dagster_internals import SqliteEventLogStorage
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.settings import Settings, get_settings
 
@@ -34,6 +31,7 @@ RETENTION: Mapping[str, tuple[str, str]] = {
     "recommendation_outcomes": ("as_of", "retention_analyses_days"),
 }
 _RUN_PAGE = 200
+FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 def table_cutoffs(now: datetime, settings: Settings) -> dict[str, datetime]:
     """The oldest time each table keeps."""
@@ -76,7 +74,7 @@ def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
     removed = 0
     while True:
         records = instance.get_run_records(
-            filters=dg.RunsFilter(created_before=created_before, statuses=list(FINISHED_STATUSES)),
+            filters=dg.RunsFilter(created_before=created_before, statuses=FINISHED_STATUSES),
             limit=_RUN_PAGE,
             ascending=True,
         )

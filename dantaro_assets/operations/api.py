@@ -30,13 +30,12 @@ import dagster as dg
 import pyarrow as pa
 import redis
 import uvicorn
-from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
-from dagster._daemon.controller import get_daemon_statuses
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
 from dantaro_assets.operations.for_people import for_people

@@ -37,22 +37,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PRIORITY_TAG,
-    RUN_KEY_TAG,
-)
-from dagster._time import get_current_datetime
 
+from dantaro_assets.lib.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, get_current_datetime
 from dantaro_assets.operations.jobs import candles_1m_job, daily_candles_job
-from dantaro_assets.operations.limits import PRIORITIES, job_tags
+from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.settings import Settings, get_settings
 
 HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
 SENSOR_INTERVAL = 30
+# a run in any of these may still materialise what it was asked for, so its partitions are not asked again
+NOT_FINISHED_STATUSES = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+]
 DAILY_LOOKBACK_DAYS = 14  # support levels / recommendations: 14 days of 1-hour candles
 MINUTE_LOOKBACK_HOURS = 24  # recommendations' turnover window
 MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 
 import dagster as dg
 from celery.signals import task_prerun
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._serdes import unpack_value
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
+
+from dantaro_assets.lib.dagster_internals import CheckRunHealthResult, WorkerStatus
 
 WORKER_TAG = "dantaro/worker"
 INSPECT_TIMEOUT_SECONDS = 2.0
@@ -74,7 +75,7 @@ def _tag_run_with_worker(sender=None, kwargs=None, **_) -> None:
     packed = (kwargs or {}).get("execute_job_args_packed")
     if packed is None:
         return
-    run_id = unpack_value(packed).run_id
+    run_id = dg.deserialize_value(json.dumps(packed)).run_id
     with dg.DagsterInstance.get() as instance:
         instance.add_run_tags(run_id, {WORKER_TAG: sender.request.hostname})
 

@@ -21,7 +21,8 @@ import dagster as dg
 import httpx
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-from dantaro_assets.operations.instance import PROJECT_DIR, write_instance_config
+from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.settings import PROJECT_DIR
 
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 QUEUED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)

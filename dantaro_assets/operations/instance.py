@@ -1,4 +1,7 @@
-"""The Dagster instance config: the project's dagster.yaml with the settings' run limit and log level filled in.
+"""The Dagster instance config: the packaged dagster.yaml with the settings' run limit and log level filled in.
+
+The template ships inside the package (``dantaro_assets/operations/dagster.yaml``) so that a plain
+``pip install .`` can render it; the project folder's ``dagster.yaml`` is a symlink to it.
 
 ``concurrency.runs.max_concurrent_runs`` and ``python_logs.python_log_level`` are plain values in
 Dagster's schema (no ``{env: ...}``), so the file written into DAGSTER_HOME is rendered from the
@@ -15,8 +18,7 @@ import yaml
 
 from dantaro_assets.settings import Settings, get_settings
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-TEMPLATE = PROJECT_DIR / "dagster.yaml"
+TEMPLATE = Path(__file__).resolve().with_name("dagster.yaml")
 
 
 def render_instance_config(settings: Settings | None = None, template: Path = TEMPLATE) -> dict:

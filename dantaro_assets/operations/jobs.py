@@ -8,10 +8,8 @@ the tags of its type (priority, one-at-a-time key, timeout) and runs in one memo
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
+from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.maintenance import enforce_retention
 from dantaro_assets.operations.limits import job_tags, memory_limited_executor
 

@@ -27,12 +27,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
-from dagster._core.instance.config import PoolGranularity
-from dagster._core.storage.tags import MAX_RETRIES_TAG, MAX_RUNTIME_SECONDS_TAG, PRIORITY_TAG
 
+from dantaro_assets.lib.dagster_internals import PoolGranularity
 from dantaro_assets.lib.upbit.client import stop_fetches
 from dantaro_assets.settings import Settings, get_settings
 
+# Dagster reads these run tags; their names are documented (run queue priority, run retries) but not exported.
+PRIORITY_TAG = "dagster/priority"
+MAX_RETRIES_TAG = "dagster/max_retries"
 JOB_TAG = "dantaro/job"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
@@ -77,7 +79,7 @@ def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool 
     tags = {
         PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
         JOB_TAG: job_type,
-        MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout + MONITORING_GRACE_SECONDS),
+        dg.MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout + MONITORING_GRACE_SECONDS),
         CELERY_QUEUE_TAG: CELERY_QUEUES[job_type],
     }
     if finalise:

@@ -18,10 +18,8 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
+from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.operations.jobs import (
     cleanup_job,
     daily_candles_job,

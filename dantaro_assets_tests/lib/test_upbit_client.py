@@ -53,12 +53,12 @@ def test_markets_are_krw_with_flags(client_factory, replay):
     assert replay.stats()["groups"]["market"]["origin"] == 0, "never an Origin header"
 
 
-def test_tickers_are_batched(client_factory, replay):
+def test_instruments_are_batched(client_factory, replay):
     markets = list(client_factory().markets()["market"])
-    frame = client_factory(max_symbols_per_batch=15).tickers(markets)
+    frame = client_factory(max_symbols_per_batch=15).instruments(markets)
     assert sorted(frame["market"]) == sorted(markets)
-    assert _requests(replay, "ticker") == 3
-    assert frame["trade_price"].gt(0).all()
+    assert _requests(replay, "orderbook") == 3
+    assert frame["tick_size"].gt(0).all()
 
 
 def test_candles_of_a_window_are_whole_in_window_and_in_contract(client_factory, replay):

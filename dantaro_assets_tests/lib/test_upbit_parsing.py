@@ -57,16 +57,6 @@ def test_market_list_without_details_is_an_error(captures):
         parsing.parse_markets([{"market": "KRW-BTC", "korean_name": "비트코인", "english_name": "Bitcoin"}], endpoint="/v1/market/all")
 
 
-@pytest.mark.parametrize("capture_id", ["docs_ticker_btc_eth", "maxt_ticker_btc"])
-def test_recorded_tickers_parse(captures, capture_id):
-    body = json.loads(captures[capture_id]["body_raw"])
-    markets = [t["market"] for t in body]
-    frame = parsing.parse_tickers(body, endpoint="/v1/ticker", markets=markets)
-    assert list(frame["market"]) == markets
-    assert frame["trade_price"].tolist() == [t["trade_price"] for t in body]
-    assert frame["trade_time"].iloc[0] == pd.Timestamp(body[0]["trade_timestamp"], unit="ms", tz="UTC")
-
-
 def test_recorded_raw_minute_candles_parse_without_quarantine(upbit_data_dir):
     raw = pd.read_csv(upbit_data_dir / "raw_minute_candles_KRW-OM_60rows.csv").to_dict("records")
     good, bad = parsing.parse_candle_page(raw, market="KRW-OM", interval=MINUTE, to=pd.Timestamp("2025-05-21T07:05Z"), endpoint="/v1/candles/minutes/1")

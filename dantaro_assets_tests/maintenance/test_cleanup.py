@@ -9,11 +9,20 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from dagster._core.storage.compute_log_manager import ComputeIOType
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.maintenance.cleanup import purge_runs, purge_tables, table_cutoffs
-from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, project_instance, submit, wait_for
+from dantaro_assets_tests.operations.daemon import (
+    FINISHED,
+    ComputeIOType,
+    RunsTable,
+    create_run_for_test,
+    daemon_workspace,
+    dequeue,
+    project_instance,
+    submit,
+    wait_for,
+)
 
 NOW = datetime.now(UTC)
 
@@ -52,14 +61,12 @@ def test_purge_tables_keeps_each_tables_window(tables, pg_url, settings):
 
 
 def _run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus) -> str:
-    from dagster._core.test_utils import create_run_for_test
 
     return create_run_for_test(instance, job_name="some_job", status=status).run_id
 
 
 def _age_run(instance: dg.DagsterInstance, run_id: str, days: int) -> None:
     """Backdate a run (Dagster has no API to create a run in the past)."""
-    from dagster._core.storage.runs.schema import RunsTable
 
     with instance.run_storage.connect() as conn:
         conn.execute(RunsTable.update().where(RunsTable.c.run_id == run_id).values(create_timestamp=datetime.now() - timedelta(days=days)))

@@ -3,6 +3,20 @@ worker processes of a real code server, monitored and retried by the daemons' ow
 
 The daemons' iterations are called directly (rather than a ``dagster-daemon`` process polling on its own
 clock) so a test can observe each step of the queue and act between them.
+
+This module is also the tests' (and benches') only import of Dagster's private modules; each name has
+no public API that serves:
+- ``create_test_daemon_workspace_context``, ``WorkspaceProcessContext``, ``ModuleTarget``: a code
+  server and workspace that the daemons' iterations accept, outside a ``dagster-daemon`` process;
+- ``QueuedRunCoordinatorDaemon``, ``execute_run_monitoring_iteration``, ``EventLogConsumerDaemon``:
+  the run queue, run monitoring and run retries, one iteration at a time;
+- ``DaemonHeartbeat``: a daemon's heartbeat written as the daemon writes it (``/worker/status``);
+- ``freeze_time``: the clock sensors read (``dantaro_assets.lib.dagster_internals.get_current_datetime``);
+- ``create_run_for_test``, ``RunsTable``: a stored run of a job that no code location holds, with its
+  creation time moved into the past (retention);
+- ``ComputeIOType``: which compute-log stream a test writes;
+- ``dagster_instance_config``: an instance folder's ``dagster.yaml`` validated and defaulted as Dagster
+  reads it, to compare two rendered configs.
 """
 
 from __future__ import annotations
@@ -15,7 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.storage.compute_log_manager import ComputeIOType
+from dagster._core.storage.runs.schema import RunsTable
+from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.auto_run_reexecution.event_log_consumer import (
@@ -25,9 +42,21 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
+from dagster._daemon.types import DaemonHeartbeat
 
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets_tests.fixtures.environment import environ
+
+__all__ = [  # re-exported for the tests (see the docstring)
+    "ComputeIOType",
+    "DaemonHeartbeat",
+    "EventLogConsumerDaemon",
+    "RunsTable",
+    "WorkspaceProcessContext",
+    "create_run_for_test",
+    "dagster_instance_config",
+    "freeze_time",
+]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}

@@ -12,7 +12,6 @@ import httpx
 import pandas as pd
 import psycopg
 import pytest
-from dagster._daemon.types import DaemonHeartbeat
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
@@ -26,6 +25,7 @@ from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
+from dantaro_assets_tests.operations.daemon import DaemonHeartbeat
 
 
 @dg.asset(name="market_status")

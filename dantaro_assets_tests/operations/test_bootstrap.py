@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import freeze_time
-from dagster._core.utils import make_new_run_id
 
 from dantaro_assets.definitions import defs
 from dantaro_assets.operations.bootstrap import (
@@ -20,6 +19,7 @@ from dantaro_assets.operations.bootstrap import (
 )
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.operations.daemon import freeze_time
 
 NOW = datetime(2026, 3, 10, 10, 25, tzinfo=UTC)
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -125,7 +125,7 @@ def test_no_history_run_is_requested_while_one_is_in_flight(instance):
     # Not yet started (as a queued run is) or started: either holds every step back, so history never holds
     # more than one upbit_api slot.
     for step, job, status in (("daily", "daily_candles_job", dg.DagsterRunStatus.NOT_STARTED), ("minute", "candles_1m_job", dg.DagsterRunStatus.STARTED)):
-        run = instance.add_run(dg.DagsterRun(job_name=job, run_id=make_new_run_id(), status=status, tags={HISTORY_TAG: step}))
+        run = instance.add_run(dg.DagsterRun(job_name=job, run_id=str(uuid.uuid4()), status=status, tags={HISTORY_TAG: step}))
         result = _evaluate(instance)
         candles = "1-hour/1-day" if step == "daily" else "1-minute"
         assert not result.run_requests and f"the {candles} candles history run is still queued" in result.skip_reason.skip_message
@@ -135,7 +135,7 @@ def test_no_history_run_is_requested_while_one_is_in_flight(instance):
 def test_a_run_that_failed_this_hour_lets_the_next_step_go(instance):
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
     [daily] = _requests(instance)
-    instance.add_run(dg.DagsterRun(job_name=daily.job_name, run_id=make_new_run_id(), status=dg.DagsterRunStatus.FAILURE,
+    instance.add_run(dg.DagsterRun(job_name=daily.job_name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.FAILURE,
                                    tags={**daily.tags, "dagster/run_key": daily.run_key}))
     result = _evaluate(instance)
     assert _summary(result.run_requests) == [("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"])]

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 import redis
 import yaml
-from dagster._core.workspace.context import WorkspaceProcessContext
 
 from dantaro_assets.operations.celery_runs import (
     WORKER_TAG,
@@ -33,6 +32,7 @@ from dantaro_assets_tests.fixtures.environment import environ
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     PROJECT_DIR,
+    WorkspaceProcessContext,
     daemon_workspace,
     dequeue,
     monitor,

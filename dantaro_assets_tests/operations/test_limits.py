@@ -12,8 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import (
@@ -24,7 +22,19 @@ from dantaro_assets.operations.limits import (
     instance_limit_problems,
     job_tags,
 )
-from dantaro_assets_tests.operations.daemon import FINISHED, PROJECT_DIR, daemon_workspace, dequeue, monitor, retries_daemon, submit, wait_for
+from dantaro_assets_tests.operations.daemon import (
+    FINISHED,
+    PROJECT_DIR,
+    EventLogConsumerDaemon,
+    WorkspaceProcessContext,
+    daemon_workspace,
+    dagster_instance_config,
+    dequeue,
+    monitor,
+    retries_daemon,
+    submit,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -115,7 +125,6 @@ def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(
 
 def test_the_production_config_carries_the_same_limits(tmp_path: Path):
     write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.prod.yaml")
-    from dagster._core.instance.config import dagster_instance_config
 
     config, _ = dagster_instance_config(str(tmp_path))
     local, _ = dagster_instance_config(str(_local_home(tmp_path)))
@@ -125,7 +134,6 @@ def test_the_production_config_carries_the_same_limits(tmp_path: Path):
 
 
 def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_queue(tmp_path: Path):
-    from dagster._core.instance.config import dagster_instance_config
 
     write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
     config, _ = dagster_instance_config(str(tmp_path))

@@ -12,7 +12,6 @@ import pandas as pd
 import psutil
 import psycopg
 import pytest
-from dagster._core.workspace.context import WorkspaceProcessContext
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
@@ -21,6 +20,7 @@ from dantaro_assets.markets import assets, upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
+    WorkspaceProcessContext,
     daemon_workspace,
     dequeue,
     monitor,

@@ -65,7 +65,7 @@ def run_without_step_retries(
 
 def throwaway_instance() -> dg.DagsterInstance:
     """A throwaway persistent instance (``execute_job`` needs one) without compute-log capture (slow, unused)."""
-    return dg.instance_for_test(overrides={"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}})
+    return dg.instance_for_test(overrides={"compute_logs": {"module": "dagster.core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}})
 
 
 def root_error(result: dg.ExecuteJobResult | dg.ExecuteInProcessResult, node: str) -> tuple[str, str]:

@@ -147,7 +147,7 @@ class _Answer:
 
 
 class UpbitClient(dg.ConfigurableResource):
-    """Upbit quotation API (market list, tickers, candles) under the IP-wide rate limit.
+    """Upbit quotation API (market list, order price units, candles) under the IP-wide rate limit.
 
     ``redis`` holds the limiter shared by every process. When it does not answer, nothing is sent:
     a request waits up to ``store_wait_seconds`` for it, then raises ``UpbitLimiterUnavailableError``.
@@ -158,7 +158,7 @@ class UpbitClient(dg.ConfigurableResource):
     timeout: float = Field(default=_SETTINGS.upbit_api_timeout, description="seconds per request (UPBIT_API_TIMEOUT)")
     max_retries: int = Field(default=_SETTINGS.upbit_max_retries, description="retries after the first attempt on 429, 5xx, timeouts")
     requests_per_second: int = Field(default=_SETTINGS.upbit_requests_per_second, description="per-group budget shared by all processes")
-    max_symbols_per_batch: int = Field(default=_SETTINGS.max_symbols_per_batch, description="markets per ticker request")
+    max_symbols_per_batch: int = Field(default=_SETTINGS.max_symbols_per_batch, description="markets per orderbook/instruments request")
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
@@ -290,20 +290,6 @@ class UpbitClient(dg.ConfigurableResource):
         path = "/v1/market/all"
         answer = self._get(path, {"isDetails": "true"}, group="market", market=None, counters=_Counters())
         return parsing.parse_markets(answer.payload, endpoint=path)
-
-    def tickers(self, markets: list[str]) -> pd.DataFrame:
-        """Current tickers, ``max_symbols_per_batch`` markets a request, batches in parallel."""
-        self._ensure_run_goes_on()
-        path = "/v1/ticker"
-        batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
-        counters = _Counters()
-
-        def fetch(batch: list[str]) -> pd.DataFrame:
-            answer = self._get(path, {"markets": ",".join(batch)}, group="ticker", market=",".join(batch), counters=counters)
-            return parsing.parse_tickers(answer.payload, endpoint=path, markets=batch)
-
-        frames = self._parallel(fetch, batches)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.TICKER_COLUMNS)
 
     def instruments(self, markets: list[str]) -> pd.DataFrame:
         """Each market's order price unit now (``tick_size``), ``max_symbols_per_batch`` markets a request."""

@@ -36,17 +36,6 @@ _CAUTIONS = {
     "CONCENTRATION_OF_SMALL_ACCOUNTS": "caution_concentration_of_small_accounts",
 }
 MARKET_COLUMNS = ["market", "korean_name", "english_name", "warning", *_CAUTIONS.values()]
-_TICKER_FIELDS = [
-    "trade_price",
-    "opening_price",
-    "high_price",
-    "low_price",
-    "prev_closing_price",
-    "signed_change_rate",
-    "acc_trade_price_24h",
-    "acc_trade_volume_24h",
-]
-TICKER_COLUMNS = ["market", "trade_time", *_TICKER_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -223,21 +212,3 @@ def parse_instruments(payload: object, *, endpoint: str, markets: list[str]) -> 
     if frame["market"].duplicated().any():
         raise UpbitResponseError(f"duplicate markets {sorted(frame.loc[frame['market'].duplicated(), 'market'])}", endpoint=endpoint, market=label)
     return frame[INSTRUMENT_COLUMNS]
-
-
-def parse_tickers(payload: object, *, endpoint: str, markets: list[str]) -> pd.DataFrame:
-    """``/v1/ticker`` -> one row per market with the last trade time (UTC) and 24 h turnover."""
-    label = ",".join(markets)
-    raw = records(payload, endpoint=endpoint, market=label)
-    _require(raw, ["market", "trade_timestamp", *_TICKER_FIELDS], endpoint=endpoint, market=label)
-    if raw.empty:
-        raise UpbitResponseError("empty ticker array", endpoint=endpoint, market=label)
-    values = {f: _numeric(raw[f]) for f in ["trade_timestamp", *_TICKER_FIELDS]}
-    broken = [f for f, v in values.items() if not np.isfinite(v).all()]
-    if broken:
-        raise UpbitResponseError(f"missing, non-numeric or non-finite {', '.join(broken)}", endpoint=endpoint, market=label)
-    unexpected = sorted(set(raw["market"]) - set(markets))
-    if unexpected:
-        raise UpbitResponseError(f"tickers for markets not asked for: {unexpected}", endpoint=endpoint, market=label)
-    trade_time = pd.to_datetime(values.pop("trade_timestamp").astype("int64"), unit="ms", utc=True)
-    return pd.DataFrame({"market": raw["market"], "trade_time": trade_time, **values})[TICKER_COLUMNS]
