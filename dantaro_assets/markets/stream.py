@@ -160,6 +160,14 @@ class MinuteBook:
             del self.written[key]
         return ready
 
+    def drop_open(self, markets: set[str]) -> int:
+        """Forget the open minutes of markets whose connection dropped: their close was not seen, so they are
+        not written from a partial state (a later snapshot brings a still-forming minute back; REST repairs the rest)."""
+        dropped = [key for key in self.open if key[0] in markets]
+        for key in dropped:
+            del self.open[key]
+        return len(dropped)
+
     def forget_unwritten(self, closed: list[Closed]) -> None:
         """A write failed: these minutes may come again (a later state, or REST repair) and be written then."""
         for item in closed:
@@ -297,9 +305,11 @@ class CandleStream:
                 if self.stop.is_set():
                     return
                 self.metrics.reconnects += 1
+                dropped = self.book.drop_open(set(codes))
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.5)
                 attempt += 1
-                log.warning("stream: connection %d lost (%s: %s); reconnecting in %.1f s", index, type(exc).__name__, exc, delay)
+                log.warning("stream: connection %d lost (%s: %s); %d open minute(s) dropped unwritten; reconnecting in %.1f s",
+                            index, type(exc).__name__, exc, dropped, delay)
                 try:
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
                 except TimeoutError:

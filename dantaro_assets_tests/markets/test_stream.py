@@ -63,6 +63,16 @@ def test_minute_book_closes_a_quiet_minute_after_its_end_plus_grace():
     assert [c.start for c in book.closed()] == [start // 1000]
 
 
+def test_a_dropped_connection_s_open_minutes_are_never_written_from_their_partial_state():
+    book = MinuteBook(grace_seconds=0)
+    now_ms = int(time.time() * 1000)
+    start = now_ms // 60_000 * 60_000 - 120_000
+    book.add(message(pd.Timestamp(start, unit="ms").strftime("%Y-%m-%dT%H:%M:%S"), 1.0, now_ms))
+    assert book.drop_open({"KRW-OTHER"}) == 0
+    assert book.drop_open({message("2025-09-03T12:00:00", 1.0, 0)["market"]}) == 1
+    assert book.closed() == []  # past its end plus grace, yet not written: its close was not seen
+
+
 def test_websocket_url_beside_the_rest_base_url():
     assert websocket_url("https://api.upbit.com") == "wss://api.upbit.com/websocket/v1"
     assert websocket_url("http://127.0.0.1:8765/") == "ws://127.0.0.1:8765/websocket/v1"
