@@ -71,8 +71,9 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill,
-    # Like the universe, Upbit keeps no history of tick sizes: the day's newest answer stands.
-    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
+    # Upbit keeps no history of tick sizes: the day's newest answer corrects a stored tick, and a market
+    # left unanswered (or an empty answer) keeps the tick stored for it.
+    metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.MERGE.value},
     check_specs=[schema_check_spec("upbit_instruments")],
     freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description=("Order price unit (tick_size) of each KRW market of the day, from /v1/orderbook/instruments: "

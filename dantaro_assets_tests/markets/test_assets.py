@@ -71,6 +71,17 @@ def test_upbit_instruments_stores_each_markets_tick_size_for_the_day(resources, 
     assert metadata["markets"].value == 4 and metadata["unanswered"].value == 0
 
 
+def test_an_empty_instruments_answer_keeps_the_stored_tick_sizes(resources, postgres_resource, recorded_replay):
+    assert _materialize([upbit_markets], "2025-09-16", resources).success
+    assert _materialize([upbit_instruments], "2025-09-16", resources).success
+    before = _read(postgres_resource, "upbit_instruments", "day", "2025-09-16T00:00Z", "2025-09-17T00:00Z")
+    assert len(before) == 4
+    recorded_replay.inject("empty", path="/v1/orderbook/instruments", count=None, variant="list")
+    _materialize([upbit_instruments], "2025-09-16", resources, raise_on_error=False)
+    after = _read(postgres_resource, "upbit_instruments", "day", "2025-09-16T00:00Z", "2025-09-17T00:00Z")
+    pd.testing.assert_frame_equal(after, before)
+
+
 def test_upbit_instruments_without_the_days_universe_fail_with_a_clear_message(resources):
     result = _materialize([upbit_instruments], "2025-09-04", resources, raise_on_error=False)
     assert not result.success
@@ -263,7 +274,7 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         daily_listing = name in ("upbit_markets", "upbit_instruments")
         assert meta["partition_expr"] == ("day" if daily_listing else "candle_start")
         assert meta["primary_key"] == (["day", "market"] if daily_listing else ["market", "candle_start"])
-        assert meta["write_mode"] == (WriteMode.REPLACE if daily_listing else WriteMode.MERGE), name
+        assert meta["write_mode"] == (WriteMode.REPLACE if name == "upbit_markets" else WriteMode.MERGE), name
         assert all(spec.blocking for spec in asset.check_specs), name
     # a backfill run pages at most 4 x 200 of a partitioning's finest candles per market, so it stays inside
     # the run timeout; the daily assets share one policy (daily_candles_job runs them together)
