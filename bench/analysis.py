@@ -1,6 +1,6 @@
 """Benchmark: one snapshot tick of each analysis asset for 250 markets, split into read, compute, write, push.
 
-Candles of the replay's simulated market (dantaro_assets/replay/simulated.py: 250 KRW markets,
+Candles of the replay's simulated market (dantaro_replay/simulated.py: 250 KRW markets,
 BTC-correlated, no-trade gaps) are written through the Postgres IO manager into a temporary schema
 of the machine's Postgres, as the candle assets would store them. For each asset, one tick is timed:
 
@@ -47,12 +47,12 @@ from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
 from dantaro_assets.recommendations import recommendations
 from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW as RECS_MINUTE_WINDOW
-from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
 from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
 from dantaro_assets.support_levels.assets import support_levels
+from dantaro_replay.simulated import SimulatedMarket
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")

@@ -43,8 +43,8 @@ import redis
 from dantaro_assets.lib import embedded
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import get_settings
+from dantaro_replay.process import start_replay_server
 
 PHASES = ("queue", "startup", "fetch", "store", "compute", "write", "push")
 

@@ -1,6 +1,6 @@
 """Benchmark: refresh one hour of candles_1m for 250 simulated markets through the replay server.
 
-Starts ``python -m dantaro_assets.replay --simulated 250`` (Upbit's real limit: 10 requests/s per
+Starts ``python -m dantaro_replay --simulated 250`` (Upbit's real limit: 10 requests/s per
 group, 429 past it) and fetches the last closed hour of 1-minute candles of every market twice:
 
 - ``UpbitClient``: concurrent requests under the shared Redis limiter (in-process without Redis);
@@ -27,8 +27,8 @@ from tabulate import tabulate
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient, interval
 from dantaro_assets.lib.upbit.parsing import parse_candle_page
-from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import redact_url
+from dantaro_replay.process import start_replay_server
 
 RATE = 10
 MINUTE = interval("minute1")

@@ -50,10 +50,10 @@ from bench.cycle import percentile, phases  # noqa: E402  (after the environment
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history  # noqa: E402
 from dantaro_assets.operations.instance import write_instance_config  # noqa: E402
 from dantaro_assets.partitions import hourly_partitions  # noqa: E402
-from dantaro_assets.replay.process import start_replay_server  # noqa: E402
 from dantaro_assets.settings import get_settings  # noqa: E402
 from dantaro_assets_tests.fixtures.environment import environ  # noqa: E402
 from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit  # noqa: E402
+from dantaro_replay.process import start_replay_server  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFS = "bench.launchers_defs"

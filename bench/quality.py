@@ -1,7 +1,7 @@
 """Evidence of quality: which scorer ranks best, do the picks beat the market they come from, do support levels hold?
 
 Backfills the analyses tick by tick over (1) the recorded real Upbit candles in ../shared/data/upbit
-and (2) the deterministic simulated market of dantaro_assets/replay/simulated.py, calling the pure
+and (2) the deterministic simulated market of dantaro_replay/simulated.py, calling the pure
 analysis functions directly (no Dagster, no database: the same code the assets run, minus the I/O),
 then measures what happened next in the 1-minute candles. Every scorer of
 dantaro_assets.recommendations.scorers ranks the same universe at the same ticks, and each is
@@ -74,10 +74,10 @@ from dantaro_assets.recommendations.outcomes import (
     rank_ic,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.replay.core import CAUTION_KEYS
-from dantaro_assets.replay.simulated import SimulatedMarket
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_replay.core import CAUTION_KEYS
+from dantaro_replay.simulated import SimulatedMarket
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
 RANDOM_DRAWS = 200

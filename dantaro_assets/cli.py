@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.settings import Settings, SettingsError, load_settings, redact_url
+from dantaro_replay.process import start_replay_server
 
 LIVE_UPBIT = "https://api.upbit.com"
 DEV_PID_FILE = "dev.json"  # in the state folder: the running `dantaro dev` and its `dagster dev` process group
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_candles_parser(commands)
 
     if argv[:1] == ["replay"]:
-        from dantaro_assets.replay.server import main as replay_main
+        from dantaro_replay.server import main as replay_main
 
         return replay_main(argv[1:]) or 0
     own_parser = argv[:1] in (["api"], ["worker"])  # parsed by the subcommand itself, after the instance is set

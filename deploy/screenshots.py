@@ -30,9 +30,9 @@ import dagster as dg
 from dantaro_assets.lib import embedded
 from dantaro_assets.operations.api import SnapshotReader, worker_status
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
-from dantaro_assets.replay.process import start_replay_server
 from dantaro_assets.resources import storage_resources
 from dantaro_assets.settings import get_settings
+from dantaro_replay.process import start_replay_server
 
 PAGES = {
     "asset_graph.png": "/asset-groups",

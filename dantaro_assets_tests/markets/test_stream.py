@@ -23,7 +23,7 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.markets.stream import MinuteBook, websocket_url
-from dantaro_assets.replay.simulated import SimulatedMarket
+from dantaro_replay.simulated import SimulatedMarket
 
 VALUES = ["open", "high", "low", "close", "volume", "value"]
 REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low", "trade_price": "close",

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dantaro_assets.replay.simulated import SimulatedMarket
+from dantaro_replay.simulated import SimulatedMarket
 
 # A fixed replay clock in the middle of a minute, so the newest candle is forming.
 CLOCK = datetime(2025, 9, 3, 12, 34, 30, tzinfo=timezone.utc)

@@ -19,7 +19,7 @@ import pytest
     ],
 )
 def test_bad_options_fail_with_a_clear_message(args, message):
-    done = subprocess.run([sys.executable, "-m", "dantaro_assets.replay", "--port", "0", *args], check=False,
+    done = subprocess.run([sys.executable, "-m", "dantaro_replay", "--port", "0", *args], check=False,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
 

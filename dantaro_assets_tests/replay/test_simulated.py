@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from dantaro_assets.replay.core import DAY_MINUTES, Candles, tick_size
-from dantaro_assets.replay.simulated import SimulatedMarket
+from dantaro_replay.core import DAY_MINUTES, Candles, tick_size
+from dantaro_replay.simulated import SimulatedMarket
 
 DAY = datetime(2025, 9, 2, tzinfo=timezone.utc).timestamp()
 END = DAY + 86_400

@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from dantaro_assets.replay.simulated import SimulatedMarket
-from dantaro_assets.replay.websocket import SIMPLE_NAMES
+from dantaro_replay.simulated import SimulatedMarket
+from dantaro_replay.websocket import SIMPLE_NAMES
 
 START = datetime(2025, 9, 3, 12, 34, 30, tzinfo=UTC)
 DEFAULT_FIELDS = set(SIMPLE_NAMES)

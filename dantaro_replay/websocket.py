@@ -56,9 +56,9 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from dantaro_assets.replay.core import Candles, CandleSource, iso_seconds
-from dantaro_assets.replay.faults import WEBSOCKET_PATH, FaultBook
-from dantaro_assets.replay.simulated import with_forming_last
+from dantaro_replay.core import Candles, CandleSource, iso_seconds
+from dantaro_replay.faults import WEBSOCKET_PATH, FaultBook
+from dantaro_replay.simulated import with_forming_last
 
 CANDLE_TYPE = "candle.1m"
 FORMATS = ("DEFAULT", "SIMPLE")

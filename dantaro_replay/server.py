@@ -1,6 +1,6 @@
 """Offline Upbit quotation API: a loopback HTTP server replaying a simulated or recorded market.
 
-Run ``python -m dantaro_assets.replay --simulated 250 --seed 7`` (or ``dantaro replay ...``); it prints
+Run ``python -m dantaro_replay --simulated 250 --seed 7`` (or ``dantaro replay ...``); it prints
 one line with its URL when ready. Besides Upbit's ``/v1`` endpoints it serves a control API under
 ``/_replay`` (clock, faults, request statistics) for tests and benchmarks.
 
@@ -25,20 +25,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from dantaro_assets.replay.core import DAY_MINUTES, MINUTE_UNITS, CandleSource
-from dantaro_assets.replay.faults import (
+from dantaro_replay.core import DAY_MINUTES, MINUTE_UNITS, CandleSource
+from dantaro_replay.faults import (
     BAD_CANDLE_VARIANTS,
     Fault,
     FaultBook,
     RateLimiter,
 )
-from dantaro_assets.replay.payloads import (
+from dantaro_replay.payloads import (
     candle_entries,
     instrument_entry,
     market_entry,
     ticker_entry,
 )
-from dantaro_assets.replay.websocket import (
+from dantaro_replay.websocket import (
     WEBSOCKET_PATH,
     WebSocketGate,
     serve_websocket,
@@ -464,11 +464,11 @@ def make_server(state: ReplayState, host: str, port: int) -> ReplayHTTPServer:
 
 def _build_source(args: argparse.Namespace) -> tuple[CandleSource, str]:
     if args.data:
-        from dantaro_assets.replay.recorded import RecordedMarket
+        from dantaro_replay.recorded import RecordedMarket
 
         source = RecordedMarket(Path(args.data))
         return source, f"recorded {args.data} ({len(source.markets(0))} markets)"
-    from dantaro_assets.replay.simulated import SimulatedMarket
+    from dantaro_replay.simulated import SimulatedMarket
 
     return SimulatedMarket(args.simulated, args.seed), f"simulated {args.simulated} markets, seed {args.seed}"
 

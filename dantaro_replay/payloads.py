@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from dantaro_assets.replay.core import (
+from dantaro_replay.core import (
     CAUTION_KEYS,
     DAY_MINUTES,
     Candles,

@@ -48,7 +48,7 @@ class ReplayServer:
 
     def inject(self, kind: str, path: str | None = None, count: int | None = 1, seconds: float | None = None,
                variant: str | None = None, market: str | None = None) -> dict:
-        """Add a fault rule (see dantaro_assets.replay.faults); ``count=None`` keeps it forever."""
+        """Add a fault rule (see dantaro_replay.faults); ``count=None`` keeps it forever."""
         spec = {"kind": kind, "path": path, "count": count, "variant": variant, "market": market}
         if seconds is not None:
             spec["seconds"] = seconds
@@ -84,11 +84,11 @@ class ReplayServer:
 
 
 def start_replay_server(*args: str, timeout: float = 60.0) -> ReplayServer:
-    """Start ``python -m dantaro_assets.replay --port 0 ARGS`` and wait until it answers."""
+    """Start ``python -m dantaro_replay --port 0 ARGS`` and wait until it answers."""
     log_path = Path(tempfile.mkstemp(prefix="dantaro-replay-", suffix=".log")[1])
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dantaro_assets.replay", "--port", "0", *args],
+            [sys.executable, "-m", "dantaro_replay", "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=log, text=True,
         )
     first_line: list[str] = []

@@ -37,7 +37,7 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 
-from dantaro_assets.replay.core import (
+from dantaro_replay.core import (
     CAUTION_KEYS,
     DAY_MINUTES,
     DAY_SECONDS,

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dantaro_assets.replay.core import DAY_MINUTES, Candles, MarketInfo, aggregate
-from dantaro_assets.replay.simulated import KNOWN_NAMES
+from dantaro_replay.core import DAY_MINUTES, Candles, MarketInfo, aggregate
+from dantaro_replay.simulated import KNOWN_NAMES
 
 FILES = {1: "candles_1m.parquet", 60: "candles_1h.parquet", DAY_MINUTES: "candles_1d.parquet"}
 

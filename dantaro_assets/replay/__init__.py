@@ -1,1 +1,0 @@
-"""Offline Upbit quotation API (simulated or recorded market) for tests, the offline demo and benchmarks."""
