@@ -47,7 +47,7 @@ from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
 from dantaro_assets.recommendations import recommendations
 from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW as RECS_MINUTE_WINDOW
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
 from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
@@ -152,7 +152,7 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
     recs, _ = recs_analysis.compute_recommendations(
         inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1d"], inputs["upbit_markets"], pd.DatetimeIndex([tick]),
-        levels_analysis.compute_support_levels, min_turnover_krw=get_settings().min_turnover_krw)
+        levels_analysis.compute_support_levels, min_turnover_krw=load_settings().min_turnover_krw)
     return recs
 
 

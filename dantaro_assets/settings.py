@@ -12,7 +12,6 @@ import functools
 import os
 import re
 from collections.abc import Mapping
-from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -102,7 +101,6 @@ class Settings(BaseModel):
         "(the current folder when installed without a source checkout)")
     dagster_home: Path | None = Field(None, alias="DAGSTER_HOME",
         description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
-    partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
     db_schema: str = Field("dantaro", alias="DANTARO_SCHEMA", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Postgres schema of the tables")
     redis_prefix: str = Field("dantaro", alias="DANTARO_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of every Redis key")
     run_timeout: int = Field(300, alias="DANTARO_RUN_TIMEOUT", ge=10, description="seconds before a run is stopped")

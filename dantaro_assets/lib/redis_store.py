@@ -11,6 +11,7 @@ snapshot with an older one, even after the newer one's key has expired.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,7 +20,6 @@ import redis
 from pydantic import PrivateAttr
 
 from dantaro_assets.lib.embedded import embedded_redis_url
-from dantaro_assets.settings import get_settings
 
 # KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. Write the snapshot (with its TTL)
 # and raise the mark, unless the mark or the live key holds a strictly newer as_of; the live key counts
@@ -47,17 +47,20 @@ def iso_utc(value: pd.Timestamp) -> str:
 
 
 class RedisResource(dg.ConfigurableResource):
-    """The snapshot cache; ``url=None`` uses the embedded Redis in the state folder."""
+    """The snapshot cache; ``url=None`` uses the embedded Redis in ``state_dir``."""
 
     url: str | None = None
     prefix: str = "dantaro"
+    state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
 
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""
         if self._client is None:
-            url = self.url or embedded_redis_url(get_settings().state_dir)
+            if not self.url and self.state_dir is None:
+                raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
+            url = self.url or embedded_redis_url(Path(self.state_dir))
             self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         return self._client
 

@@ -8,11 +8,12 @@ import pandas as pd
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, CandleHistory
 from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.snapshots import days_back, partition_ticks
 from dantaro_assets.market_status.analysis import StatusParams, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
+from dantaro_assets.operations.jobs import NO_RETRIES
 from dantaro_assets.partitions import (
-    freshness,
     hourly_backfill,
     hourly_partitions,
     lookback_hours,
@@ -43,16 +44,16 @@ HOURLY_LOOKBACK_DAYS = 5
         "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
     },
     check_specs=[schema_check_spec("market_status")],
-    freshness_policy=freshness(_SETTINGS.market_status_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: market_status/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres", "redis"},
     description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
                  "volatility, 0-100 score with its components (README: Market status)."),
 )
-def market_status(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+def market_status(context: dg.AssetExecutionContext, run_settings: RunSettings, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                   upbit_markets: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
-    ticks = partition_ticks(context, _SETTINGS.market_status_interval)
+    ticks = partition_ticks(context, run_settings.market_status_interval)
     start = pd.Timestamp(window.start)
     history = CandleHistory(candles_1m, candles_1h, candles_1h.iloc[:0], start - MINUTE_LOOKBACK_HOURS * HOUR,
                             ticks.max() if len(ticks) else start)

@@ -15,11 +15,13 @@ from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.snapshots import (
     days_back,
     latest_table,
     partition_ticks,
 )
+from dantaro_assets.operations.jobs import NO_RETRIES
 from dantaro_assets.partitions import (
     freshness,
     hourly_backfill,
@@ -53,7 +55,6 @@ _SETTINGS = get_settings()
 _LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
 _KEY = ["as_of", "scorer", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
-_SCORERS = served_first(_SETTINGS.scorer)  # the served scorer first, the challengers in shadow
 _SERVED = {"scorer": _SETTINGS.scorer}
 
 
@@ -101,7 +102,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False, "rows": _SERVED},
     },
     check_specs=[schema_check_spec("recommendations")],
-    freshness_policy=freshness(_SETTINGS.recommendations_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: recommendations/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres"},
     description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop; "
@@ -109,6 +110,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 )
 def recommendations(
     context: dg.AssetExecutionContext,
+    run_settings: RunSettings,
     candles_1m: pd.DataFrame,
     candles_1h: pd.DataFrame,
     candles_1d: pd.DataFrame,
@@ -116,14 +118,15 @@ def recommendations(
     upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
-    as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
+    as_ofs = partition_ticks(context, run_settings.recommendations_interval, now=_reached(candles_1m, start))
+    scorers = served_first(run_settings.scorer)  # the served scorer first, the challengers in shadow
     picks, counts = compute_recommendations(
         candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
-        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk, instruments=upbit_instruments,
-        scorers=_SCORERS,
+        min_turnover_krw=run_settings.min_turnover_krw, min_reward_risk=run_settings.min_reward_risk, instruments=upbit_instruments,
+        scorers=scorers,
     )
     yield from checked(pandera_check(
-        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
+        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), run_settings.min_reward_risk), picks))
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -136,16 +139,16 @@ def recommendations(
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
             "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
-            "excluded_reward_risk_reason": (f"placed target/stop offer less than {_SETTINGS.min_reward_risk} reward:risk, "
+            "excluded_reward_risk_reason": (f"placed target/stop offer less than {run_settings.min_reward_risk} reward:risk, "
                                             "or no room below the nearest resistance"),
             "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
             "regime": str(latest["regime"]) if latest is not None else "none",
-            "min_turnover_krw": _SETTINGS.min_turnover_krw,
-            "min_reward_risk": _SETTINGS.min_reward_risk,
+            "min_turnover_krw": run_settings.min_turnover_krw,
+            "min_reward_risk": run_settings.min_reward_risk,
             "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
-            "served_scorer": _SETTINGS.scorer,
-            "shadow_scorers": ", ".join(_SCORERS[1:]),
-            "latest_snapshot": latest_table(picks[picks["scorer"] == _SETTINGS.scorer], _TABLE_COLUMNS),
+            "served_scorer": run_settings.scorer,
+            "shadow_scorers": ", ".join(scorers[1:]),
+            "latest_snapshot": latest_table(picks[picks["scorer"] == run_settings.scorer], _TABLE_COLUMNS),
         },
     )
 
@@ -173,21 +176,22 @@ def recommendations(
 def recommendation_outcomes(
     context: dg.AssetExecutionContext,
     postgres: PostgresResource,
+    run_settings: RunSettings,
     recommendations: pd.DataFrame,
     candles_1m: pd.DataFrame,
     upbit_markets: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     as_ofs = pd.DatetimeIndex(recommendations["as_of"].drop_duplicates().sort_values())
-    universe = eligible_universe(candles_1m, upbit_markets, as_ofs, _SETTINGS.min_turnover_krw)
+    universe = eligible_universe(candles_1m, upbit_markets, as_ofs, run_settings.min_turnover_krw)
     outcomes = compute_outcomes(recommendations, candles_1m, universe)
     yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
-    summary = summarise_outcomes(outcomes[outcomes["scorer"] == _SETTINGS.scorer])
+    summary = summarise_outcomes(outcomes[outcomes["scorer"] == run_settings.scorer])
     # the scorecard of every scorer over the stored outcomes, this partition's rows as just computed
     stored = recent_outcomes(postgres)
     stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
     graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
-    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
+    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, run_settings.scorer)
     data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,
@@ -195,7 +199,7 @@ def recommendation_outcomes(
             **{k: (v if v is not None else "n/a") for k, v in summary.items()},
             "candles_until": str(data_end) if data_end is not None else "none",
             "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
-            "served_scorer": _SETTINGS.scorer,
+            "served_scorer": run_settings.scorer,
             "scorecard": dg.MetadataValue.table([dg.TableRecord(row) for row in card["rows"]], schema=SCORECARD_SCHEMA),
         },
     )

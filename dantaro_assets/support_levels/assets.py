@@ -8,9 +8,10 @@ import pandas as pd
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
 from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
+from dantaro_assets.operations.jobs import NO_RETRIES
 from dantaro_assets.partitions import (
-    freshness,
     hourly_backfill,
     hourly_partitions,
     lookback_hours,
@@ -45,17 +46,17 @@ PREVIEW_MARKETS = 5
         "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
     },
     check_specs=[schema_check_spec("support_levels")],
-    freshness_policy=freshness(_SETTINGS.support_levels_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: support_levels/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres", "redis"},
     description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
                  "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
 )
-def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+def support_levels(context: dg.AssetExecutionContext, run_settings: RunSettings, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                    candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame, upbit_instruments: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    ticks = partition_ticks(context, _SETTINGS.support_levels_interval)
+    ticks = partition_ticks(context, run_settings.support_levels_interval)
     history = CandleHistory(candles_1m, candles_1h, candles_1d, start - MINUTE_LOOKBACK_HOURS * HOUR,
                             ticks.max() if len(ticks) else start)
     frame = levels_at_ticks(history, upbit_markets, ticks, PARAMS, upbit_instruments)

@@ -22,7 +22,7 @@ from dantaro_assets.recommendations.schemas import (
     recommendations_schema,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
@@ -30,8 +30,9 @@ from .conftest import END
 
 HOUR = END - pd.Timedelta(hours=5)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
-MIN_TURNOVER = get_settings().min_turnover_krw
-SERVED = get_settings().scorer
+SETTINGS = load_settings()  # what conftest's environment gives, as the io_resources fixture's run_settings
+MIN_TURNOVER = SETTINGS.min_turnover_krw
+SERVED = SETTINGS.scorer
 
 
 def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDefinition:
