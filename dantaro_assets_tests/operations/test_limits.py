@@ -49,7 +49,7 @@ def _wait_config(seconds: float) -> dict:
 
 
 def test_the_instance_config_matches_the_settings(instance: dg.DagsterInstance):
-    assert instance_limit_problems(instance) == []
+    assert instance_limit_problems(instance, load_settings()) == []
     assert instance.run_retries_max_retries == 3
 
 

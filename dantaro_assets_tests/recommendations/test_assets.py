@@ -22,6 +22,7 @@ from dantaro_assets.recommendations.schemas import (
     recommendations_schema,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
+from dantaro_assets.resources import run_settings
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
@@ -30,7 +31,7 @@ from .conftest import END
 
 HOUR = END - pd.Timedelta(hours=5)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
-SETTINGS = load_settings()  # what conftest's environment gives, as the io_resources fixture's run_settings
+SETTINGS = load_settings()  # what conftest's environment gives, as the settings fixture
 MIN_TURNOVER = SETTINGS.min_turnover_krw
 SERVED = SETTINGS.scorer
 
@@ -56,9 +57,9 @@ def postgres_resource(pg_url, settings):
 
 
 @pytest.fixture(scope="module")
-def io_resources(postgres_resource, redis_resource):
+def io_resources(postgres_resource, redis_resource, settings):
     return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource, redis=redis_resource),
-            "postgres": postgres_resource, "redis": redis_resource}
+            "postgres": postgres_resource, "redis": redis_resource, "run_settings": run_settings(settings)}
 
 
 @pytest.fixture(scope="module")
