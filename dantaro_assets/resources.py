@@ -27,8 +27,9 @@ def _url(variable: str, value: str | None) -> dg.EnvVar | None:
     return dg.EnvVar(variable) if value else None
 
 
-def _snapshots(settings: Settings, redis: RedisResource, postgres: PostgresResource) -> SnapshotStore:
-    # the shadow scorers' picks are stored beside the served scorer's, and only the served ones are published
+def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: PostgresResource) -> SnapshotStore:
+    """The Redis snapshots of the analyses with their TTLs; of the recommendations only the served scorer's
+    picks are published (the shadow scorers' are stored beside them)."""
     return SnapshotStore(redis=redis, postgres=postgres, ttls=settings.cache_ttls, served_rows={"recommendations": {"scorer": settings.scorer}})
 
 
@@ -38,7 +39,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix)
     return {
         "io_manager": PostgresDataFrameIOManager(postgres=postgres),
-        "snapshots": _snapshots(settings, redis, postgres),
+        "snapshots": build_snapshot_store(settings, redis, postgres),
         "postgres": postgres,
         "redis": redis,
         "upbit": UpbitClient(
@@ -60,4 +61,4 @@ def storage_resources(settings: Settings) -> tuple[RedisResource, PostgresResour
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
     """The snapshot store for use outside a run (the API), over Redis and Postgres initialised now (EnvVars read)."""
-    return _snapshots(settings, *storage_resources(settings))
+    return build_snapshot_store(settings, *storage_resources(settings))

@@ -17,10 +17,13 @@ from dantaro_assets.lib.snapshot_store import SnapshotStore
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
-    if not context.has_partition_key_range:
-        return None
-    keys = context.partition_key_range
-    return keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
+    """The run's partition key, ``start...end`` for a backfill range."""
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        keys = context.partition_key_range
+        return f"{keys.start}...{keys.end}"
+    return None
 
 
 def redis_publish_asset(analysis: dg.AssetsDefinition, *, per_market: bool = False) -> dg.AssetsDefinition:
@@ -44,7 +47,7 @@ def redis_publish_asset(analysis: dg.AssetsDefinition, *, per_market: bool = Fal
     )
     def publish(context: dg.AssetExecutionContext, snapshots: SnapshotStore, stored: pd.DataFrame) -> dg.MaterializeResult:
         try:
-            metadata = snapshots.publish(name, stored, run_id=context.run_id, partition=_partition(context), per_market=per_market)
+            metadata = snapshots.publish(name, stored, run_id=context.run.run_id, partition=_partition(context), per_market=per_market)
         except (redis.RedisError, OSError) as exc:  # a cache outage must never fail a committed write
             reason = f"{type(exc).__name__}: {exc}"
             context.log.warning(f"{name}: Redis snapshot push failed, Postgres write stands: {reason}")
