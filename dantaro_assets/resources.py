@@ -29,8 +29,12 @@ def _url(variable: str, value: str | None) -> dg.EnvVar | None:
 
 def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: PostgresResource) -> SnapshotStore:
     """The Redis snapshots of the analyses with their TTLs; of the recommendations only the served scorer's
-    picks are published (the shadow scorers' are stored beside them)."""
-    return SnapshotStore(redis=redis, postgres=postgres, ttls=settings.cache_ttls, served_rows={"recommendations": {"scorer": settings.scorer}})
+    picks are published (the shadow scorers' are stored beside them), ranked."""
+    return SnapshotStore(
+        redis=redis, postgres=postgres, ttls=settings.cache_ttls,
+        served_rows={"recommendations": {"scorer": settings.scorer}},
+        row_order={"recommendations": ["rank"], "support_levels": ["market", "side", "rank"]},
+    )
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import adbc_driver_manager
@@ -25,7 +24,7 @@ import pandas as pd
 import redis
 from pydantic import Field
 
-from dantaro_assets.lib.postgres import PostgresResource, quote_ident
+from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
 from dantaro_assets.lib.postgres_io import read_table
 from dantaro_assets.lib.redis_store import RedisResource
 
@@ -70,13 +69,15 @@ class SnapshotStore(dg.ConfigurableResource):
     """Snapshots of the analyses in Redis (written by the publish steps) with Postgres behind them (read by the API).
 
     ``ttls`` is each asset's snapshot TTL in seconds; ``served_rows`` the rows of an asset that are served,
-    by column value (``{"recommendations": {"scorer": "v1"}}``: the shadow scorers' picks are stored, not served).
+    by column value (``{"recommendations": {"scorer": "v1"}}``: the shadow scorers' picks are stored, not served);
+    ``row_order`` the columns that order an asset's rows, the same from Redis and from Postgres.
     """
 
     redis: RedisResource
     postgres: PostgresResource
     ttls: dict[str, int]
     served_rows: dict[str, dict[str, str]] = Field(default_factory=dict)
+    row_order: dict[str, list[str]] = Field(default_factory=dict)
 
     def key(self, asset: str, market: str | None = None) -> str:
         return f"{self.redis.prefix}:{asset}:{market or 'latest'}"
@@ -104,6 +105,8 @@ class SnapshotStore(dg.ConfigurableResource):
             return {"published": "skipped: no rows", "ttl_seconds": ttl}
         as_of = frame[AS_OF].max()
         rows = frame[frame[AS_OF] == as_of]
+        if order := self.row_order.get(asset):
+            rows = rows.sort_values(order, kind="stable")
         header = {"asset": asset, "as_of": iso_utc(as_of), "run_id": run_id, "partition": partition}
         payloads = {None: _payload(header, rows)}
         if per_market:
@@ -131,7 +134,7 @@ class SnapshotStore(dg.ConfigurableResource):
         raw = self.redis.client().get(self.key(asset, market))
         return None if raw is None else json.loads(raw)
 
-    def stored(self, asset: str, market: str | None = None, *, newer_than: str | None = None, order: Sequence[str] = ()) -> dict[str, Any] | None:
+    def stored(self, asset: str, market: str | None = None, *, newer_than: str | None = None) -> dict[str, Any] | None:
         """The newest served snapshot of ``asset`` (of one market) in Postgres, if it is newer than ``newer_than``:
         one query, one backward step on the key index (which leads with as_of) to find it."""
         table = self.postgres.table_name(asset)
@@ -143,7 +146,7 @@ class SnapshotStore(dg.ConfigurableResource):
         if newer_than is not None:
             params.append(pd.Timestamp(newer_than).to_pydatetime())
             where.append(f"{AS_OF} > ${len(params)}")
-        frame = read_table(self.postgres, asset, where=" AND ".join(where), params=params or None, order=order)
+        frame = read_table(self.postgres, asset, where=" AND ".join(where), params=params or None, order=self.row_order.get(asset, ()))
         if frame is None or frame.empty:
             return None
         as_of = frame[AS_OF].iloc[0]
@@ -156,7 +159,7 @@ class SnapshotStore(dg.ConfigurableResource):
             "source": "postgres",
         }
 
-    def latest(self, asset: str, market: str | None = None, *, order: Sequence[str] = ()) -> dict[str, Any] | None:
+    def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
         """The newer of Redis and Postgres (by as_of; Redis on a tie), with its ``source``; None when neither has one.
 
         Either store may be down: the other answers. Postgres errors are raised only when Redis had nothing.
@@ -167,8 +170,8 @@ class SnapshotStore(dg.ConfigurableResource):
             log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
             cached = None
         try:
-            stored = self.stored(asset, market, newer_than=None if cached is None else cached[AS_OF], order=order)
-        except adbc_driver_manager.Error as exc:
+            stored = self.stored(asset, market, newer_than=None if cached is None else cached[AS_OF])
+        except (adbc_driver_manager.Error, PostgresUnavailableError) as exc:
             if cached is None:
                 raise
             log.warning("postgres unavailable, serving %s from redis: %s", asset, exc)

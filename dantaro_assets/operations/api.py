@@ -49,7 +49,6 @@ HEARTBEAT_TOLERANCE_S = 60
 # ASCII only and matched whole: `$` would accept a trailing newline, and str.upper maps some non-ASCII
 # letters to ASCII ones ("ſ" -> "S"), so the raw value is checked before it is upper-cased.
 _MARKET = re.compile(r"[A-Za-z]{2,5}-[A-Za-z0-9]{1,15}")
-_ROW_ORDER = {"recommendations": ["rank"], "support_levels": ["market"]}  # of rows read from Postgres
 STATUS_REFRESH_S = 2.0
 MAX_JOBS = 200  # the largest ?limit= the endpoint serves
 
@@ -305,7 +304,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotSt
             worker.stop()
 
     def snapshot_response(asset: str, market: str | None = None) -> JSONResponse:
-        payload = snapshots.latest(asset, market, order=_ROW_ORDER.get(asset, ()))
+        payload = snapshots.latest(asset, market)
         if payload is None:
             return JSONResponse({"detail": f"no {asset} snapshot{' for ' + market if market else ''} yet"}, status_code=404)
         return JSONResponse(for_people(asset, payload))
