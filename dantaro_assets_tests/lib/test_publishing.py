@@ -90,3 +90,16 @@ def test_every_analysis_publishes_through_a_redis_asset_in_its_own_job():
         assert "redis" not in repository.assets_defs_by_key[dg.AssetKey(analysis)].specs_by_key[dg.AssetKey(analysis)].kinds
         job = defs.resolve_job_def(f"{analysis}_job")
         assert {dg.AssetKey(analysis), dg.AssetKey(f"{analysis}_redis")} <= job.asset_layer.executable_asset_keys
+
+
+def test_a_backfill_range_publishes_its_newest_tick_once(resources):
+    store: SnapshotStore = resources["snapshots"]
+    client = store.redis.client()
+    client.delete(*client.scan_iter(f"{store.redis.prefix}:*toy_levels:*"))  # the other tests' snapshots and marks
+    ranged = {"dagster/asset_partition_range_start": HOUR_A, "dagster/asset_partition_range_end": HOUR_B}
+    result = dg.materialize([toy_levels, toy_levels_redis], tags=ranged, resources=resources)
+    assert result.success
+    published = result.asset_materializations_for_node("toy_levels_redis")  # one per partition of the range, one push
+    assert {m.partition for m in published} == {HOUR_A, HOUR_B} and {m.metadata["keys_written"].value for m in published} == {3}
+    snapshot = store.cached("toy_levels")
+    assert (snapshot["partition"], snapshot["as_of"]) == (f"{HOUR_A}...{HOUR_B}", published[0].metadata["as_of"].value)
