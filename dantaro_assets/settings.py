@@ -8,7 +8,6 @@ A bad value fails at load time with the variable's name and what it accepts, nev
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Mapping
@@ -228,9 +227,3 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             shown = redact_url(value) if variable in _URL_VARIABLES else value
             lines.append(f"{variable}={shown!r}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None
-
-
-@functools.cache
-def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()

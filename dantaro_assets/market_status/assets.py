@@ -18,9 +18,7 @@ from dantaro_assets.partitions import (
     hourly_partitions,
     lookback_hours,
 )
-from dantaro_assets.settings import get_settings
 
-_SETTINGS = get_settings()
 PARAMS = StatusParams()
 # 1-minute candles: this hour and the hours before it that the first tick's 60-minute return reaches.
 MINUTE_LOOKBACK_HOURS = PARAMS.minute_lookback_hours
@@ -41,12 +39,11 @@ HOURLY_LOOKBACK_DAYS = 5
         "partition_expr": "as_of",
         "primary_key": ["as_of"],
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
     },
     check_specs=[schema_check_spec("market_status")],
     retry_policy=NO_RETRIES,  # freshness from the cadence: market_status/definitions.py
     group_name="analysis",
-    kinds={"pandas", "postgres", "redis"},
+    kinds={"pandas", "postgres"},
     description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
                  "volatility, 0-100 score with its components (README: Market status)."),
 )

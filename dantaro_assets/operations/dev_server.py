@@ -98,7 +98,7 @@ class DagsterDev:
     """A `dagster dev` of the project's workspace on a fresh DAGSTER_HOME (the project's instance config)."""
 
     def __init__(self, home: Path, env: Mapping[str, str] | None = None, port: int | None = None, *, settings: Settings):
-        """``settings`` render the instance config; pass the ones ``env`` gives the process (``load_settings(env)``)."""
+        """``settings`` render the instance config: the ones ``env`` gives the process it starts."""
         self.home = home
         self.settings = settings
         self.port = port or free_port()

@@ -48,14 +48,11 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
-from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
 
-_SETTINGS = get_settings()
 _LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
 _KEY = ["as_of", "scorer", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
-_SERVED = {"scorer": _SETTINGS.scorer}
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -99,7 +96,6 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "partition_expr": "as_of",
         "primary_key": _KEY,
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False, "rows": _SERVED},
     },
     check_specs=[schema_check_spec("recommendations")],
     retry_policy=NO_RETRIES,  # freshness from the cadence: recommendations/definitions.py

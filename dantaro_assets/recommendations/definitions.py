@@ -11,7 +11,7 @@ from dantaro_assets.operations.jobs import asset_job, upbit_retry_policy
 from dantaro_assets.operations.limits import TICK_TAG, job_tags
 from dantaro_assets.operations.schedules import cadence_schedule, default_status
 from dantaro_assets.partitions import freshness, hourly_partitions
-from dantaro_assets.recommendations.assets import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import served_first
 from dantaro_assets.settings import Settings
@@ -59,7 +59,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     served_first(settings.scorer)
     seconds = settings.recommendations_interval
     job = asset_job(
-        "recommendations_job", "recommendations", ["candles_1m", "recommendations"],
+        "recommendations_job", "recommendations", ["candles_1m", "recommendations", "recommendations_redis"],
         "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.", settings,
         retry_policy=upbit_retry_policy(settings.run_retries),
     )
@@ -70,6 +70,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [recommendations]),
+            recommendations_redis,
             recommendation_outcomes,
         ],
         jobs=[job, outcomes_job],

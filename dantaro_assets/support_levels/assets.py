@@ -16,11 +16,9 @@ from dantaro_assets.partitions import (
     hourly_partitions,
     lookback_hours,
 )
-from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
 from dantaro_assets.support_levels.schemas import support_levels_schema
 
-_SETTINGS = get_settings()
 PARAMS = LevelParams()
 # 1-minute candles of this hour (the forming hour) and the two before it (hours candles_1h may not hold yet).
 MINUTE_LOOKBACK_HOURS = 2
@@ -43,12 +41,11 @@ PREVIEW_MARKETS = 5
         "partition_expr": "as_of",
         "primary_key": ["as_of", "market", "side", "rank"],
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
     },
     check_specs=[schema_check_spec("support_levels")],
     retry_policy=NO_RETRIES,  # freshness from the cadence: support_levels/definitions.py
     group_name="analysis",
-    kinds={"pandas", "postgres", "redis"},
+    kinds={"pandas", "postgres"},
     description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
                  "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
 )
