@@ -170,14 +170,21 @@ class CandleHistory:
         self._forming_hours = forming_bars(traded, HOUR)
         hourly_start = self.stored_hourly[START].min() if not self.stored_hourly.empty else self.minutes_start
         self._derived_days_start = min(utc(hourly_start), self.minutes_start).ceil("D")
+        self._last_hourly: tuple[pd.Timestamp, pd.DataFrame] | None = None
 
     def price(self, as_of: pd.Timestamp) -> pd.Series:
         """Last price per market before ``as_of``."""
         return price_at(self.minutes, as_of)
 
     def hourly(self, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Hourly bars usable at ``as_of``: stored closed hours, minute-built hours, the forming hour last."""
-        return bars_as_of(self.stored_hourly, self._forming_hours, as_of, HOUR, self.minutes_start)
+        """Hourly bars usable at ``as_of``: stored closed hours, minute-built hours, the forming hour last.
+
+        The newest ``as_of``'s bars are kept: a tick's analyses (recommendations and the regime they
+        state) read them twice. Treat the frame as read-only.
+        """
+        if self._last_hourly is None or self._last_hourly[0] != as_of:
+            self._last_hourly = (as_of, bars_as_of(self.stored_hourly, self._forming_hours, as_of, HOUR, self.minutes_start))
+        return self._last_hourly[1]
 
     def daily(self, as_of: pd.Timestamp, hourly: pd.DataFrame | None = None) -> pd.DataFrame:
         """Daily bars usable at ``as_of``: stored closed days, then days built from the hourly bars (the forming day last).

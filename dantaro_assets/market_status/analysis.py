@@ -106,7 +106,7 @@ def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, param
         raise ValueError(f"the 1-minute series starts at {history.minutes_start}: too late for the 60-minute return of {ticks[0]}")
     markets = close.columns
     members, warnings, cautions = _universe(inputs.universe, ticks, markets)
-    hours = history.hourly(hour)
+    hours = history.hourly(ticks[0])  # the hours closed before the tick's hour are the same at every tick
     hours = hours[hours["complete"] & (hours[START] < hour)]
 
     prices = close.to_numpy()
