@@ -17,8 +17,9 @@ Every snapshot analysis (market status, support levels, recommendations) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -173,8 +174,14 @@ class AnalysisInputs:
 
     history: CandleHistory
     universe: pd.DataFrame  # upbit_markets rows (day, market, warning, caution_*)
-    turnover: Turnover
-    instruments: pd.DataFrame | None = None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
+    instruments: pd.DataFrame | None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
+    _turnover_inputs: tuple = field(repr=False)
+
+    @cached_property
+    def turnover(self) -> Turnover:
+        """KRW turnover per market over windows ending at the ticks (built on first use: market status and support
+        levels never need it)."""
+        return Turnover(*self._turnover_inputs)
 
     @classmethod
     def assemble(cls, lookback: Lookback, ticks: pd.DatetimeIndex, *, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
@@ -194,6 +201,6 @@ class AnalysisInputs:
         return cls(
             history=CandleHistory(candles_1m, candles_1h, daily, minutes_start, last),
             universe=upbit_markets,
-            turnover=Turnover(candles_1m, candles_1h, minutes_start, last, hours_start=first - turnover_window),
             instruments=instruments,
+            _turnover_inputs=(candles_1m, candles_1h, minutes_start, last, first - turnover_window),
         )
