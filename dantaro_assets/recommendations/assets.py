@@ -166,7 +166,7 @@ def recommendation_outcomes(
     stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
     graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
     card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
-    data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
+    data_end = candles_1m[pit.START].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,
         metadata={
@@ -186,5 +186,5 @@ def _last_hourly_close(candles_1h: pd.DataFrame, candles_1m: pd.DataFrame) -> pd
     before the minute lookback carries into it (an hour's close is its last trade's)."""
     if candles_1m.empty:
         return pd.Series(dtype=float)
-    before = candles_1h[candles_1h["candle_start"] + pit.HOUR <= candles_1m["candle_start"].min().floor("h")]
-    return before.sort_values("candle_start").groupby("market")["close"].last()
+    before = candles_1h[candles_1h[pit.START] + pit.HOUR <= candles_1m[pit.START].min().floor("h")]
+    return before.sort_values(pit.START).groupby(pit.MARKET)["close"].last()

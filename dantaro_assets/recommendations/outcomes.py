@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.lib.point_in_time import MARKET, MINUTE, START
+
 UPBIT_FEE = 0.0005
 HORIZONS: dict[str, pd.Timedelta] = {"1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4), "24h": pd.Timedelta(hours=24)}
 HIT_WINDOW = pd.Timedelta(hours=24)
-MINUTE = pd.Timedelta(minutes=1)
 _CHUNK = 2048  # recommendations scanned at once for target/stop hits (x 1440 minutes of floats)
 
 
@@ -65,10 +66,10 @@ def minute_grid(candles_1m: pd.DataFrame, previous_close: pd.Series | None = Non
     """
     if candles_1m.empty:
         raise ValueError("no 1-minute candles to evaluate outcomes against")
-    start = candles_1m["candle_start"].min()
-    end = candles_1m["candle_start"].max() + MINUTE
+    start = candles_1m[START].min()
+    end = candles_1m[START].max() + MINUTE
     minutes = pd.date_range(start, end, freq="1min", inclusive="left")
-    wide = candles_1m.pivot(index="candle_start", columns="market")
+    wide = candles_1m.pivot(index=START, columns=MARKET)
     markets = wide["close"].columns
     if previous_close is not None:
         markets = markets.union(previous_close.index)
