@@ -421,8 +421,8 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     from dantaro_assets.resources import storage_resources
 
     logging.basicConfig(level=settings.worker_log_level, format="%(asctime)s %(levelname)s %(message)s")
-    redis, postgres = storage_resources(settings)
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    _, postgres = storage_resources(settings)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
         stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,

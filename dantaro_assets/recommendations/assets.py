@@ -74,7 +74,6 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "partition_expr": "as_of",
         "primary_key": _KEY,
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False, "rows": _SERVED},
     },
     check_specs=[schema_check_spec("recommendations")],
     freshness_policy=freshness(_SETTINGS.recommendations_interval),
