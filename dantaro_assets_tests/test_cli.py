@@ -179,5 +179,6 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
             if child.is_running() and "dantaro_replay" in " ".join(child.cmdline()):
                 child.kill()
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
-    assert f"stopped the stream (pid {second}) left by dantaro dev" in stop.stdout and stop.returncode == 0, stop.stdout + stop.stderr[-3000:]
+    postgres_log = (state / "postgres" / "log").read_text()[-2000:] if (state / "postgres" / "log").exists() else ""
+    assert f"stopped the stream (pid {second}) left by dantaro dev" in stop.stdout and stop.returncode == 0, stop.stdout + stop.stderr[-3000:] + postgres_log
     assert processes_naming(state) == []
