@@ -73,12 +73,13 @@ def _running_dev(state_dir: Path) -> dict | None:
 
 
 def _dagster_processes(pgid: int) -> list[int]:
-    """Processes of a `dagster dev` process group still alive (its leader may be gone)."""
+    """Processes of a `dagster dev` process group still alive (its leader may be gone): Dagster's services and
+    code servers, and the run workers the code server starts as `multiprocessing` spawn children."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and "dagster" in (stat.parent / "cmdline").read_text():
+            if int(fields[2]) == pgid and any(name in (stat.parent / "cmdline").read_text() for name in ("dagster", "multiprocessing")):
                 found.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
