@@ -431,8 +431,8 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")
     log.setLevel(settings.worker_log_level)
-    redis, postgres = storage_resources(settings)
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    _, postgres = storage_resources(settings)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
         stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,

@@ -91,7 +91,7 @@ def store_universe(pg_url: str, schema: str, day: str, markets: list[str], redis
     frame = pd.DataFrame({"day": pd.Timestamp(day, tz="UTC"), "market": markets, "korean_name": markets, "english_name": markets})
     for column in MARKET_COLUMNS[3:]:
         frame[column] = False
-    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=pg_url, db_schema=schema), redis=redis_resource)
+    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=pg_url, db_schema=schema))
     start = pd.Timestamp(day, tz="UTC")
     io.write("upbit_markets", frame, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": "replace"},
              dg.TimeWindow(start.to_pydatetime(), (start + pd.Timedelta(days=1)).to_pydatetime()))
