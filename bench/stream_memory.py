@@ -42,7 +42,6 @@ import redis
 from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
-from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.settings import get_settings
 from dantaro_replay.process import start_replay_server
@@ -90,8 +89,7 @@ def main() -> None:
     database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
     name = f"dantaro_bench_stream_{os.getpid()}"
     home = Path(tempfile.mkdtemp(prefix="dantaro-bench-stream-"))
-    redis_resource = RedisResource(url=redis_url, prefix=name)
-    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=database_url, db_schema=name), redis=redis_resource)
+    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=database_url, db_schema=name))
     replay = start_replay_server("--simulated", str(args.markets), "--seed", "7", "--clock", START.isoformat())
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "UPBIT_BASE_URL": replay.url, "DANTARO_SCHEMA": name,
            "DANTARO_REDIS_PREFIX": name, "DAGSTER_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
