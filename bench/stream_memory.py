@@ -124,6 +124,7 @@ def main() -> None:
                 break
             time.sleep(args.every)
         load_after = os.getloadavg()
+        print("the stream's last lines:", *log_path.read_text().splitlines()[-3:], sep="\n  ")
         written = [(minutes, rss) for minutes, rows, rss in samples if rows > 0]
         last_hour = [(minutes, rss) for minutes, rss in written if minutes >= samples[-1][0] - 60]
         result = {
