@@ -52,7 +52,7 @@ class StreamChild:
                     return
                 self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            self.on_start(self.process.pid)
+                self.on_start(self.process.pid)
             for line in self.process.stdout:
                 if self.keep(line):
                     sys.stdout.write(line)
