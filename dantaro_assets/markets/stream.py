@@ -49,7 +49,7 @@ import pandas as pd
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
-from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.lib.checks import pandera_check, require_passed
 from dantaro_assets.lib.postgres import PostgresUnavailableError
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import interval
@@ -362,9 +362,7 @@ class CandleStream:
         if candles.empty:
             return
         start, end = candles["candle_start"].min().floor("h"), candles["candle_start"].max().floor("h") + pd.Timedelta(hours=1)
-        result = pandera_check(candles_schema(start, end), candles)
-        if not result.passed:
-            raise ValueError(f"candles_1m schema check failed, nothing written: {result.description}")
+        require_passed(pandera_check(candles_schema(start, end), candles))
         self.io.write(ASSET, candles, self.metadata, dg.TimeWindow(start.to_pydatetime(), end.to_pydatetime()))
         now = self.book.server_now()
         rewrites = {(item.market, item.start) for item in closed if item.rewrite}
