@@ -48,7 +48,7 @@ from dantaro_assets.market_status.assets import market_status
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
 from dantaro_assets.recommendations import recommendations
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import support_levels
 from dantaro_replay.simulated import SimulatedMarket
@@ -145,7 +145,7 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 # --- recommendations -----------------------------------------------------------------------
 
 def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    params = recs_analysis.RecommendationParams(min_turnover_krw=get_settings().min_turnover_krw)
+    params = recs_analysis.RecommendationParams(min_turnover_krw=load_settings().min_turnover_krw)
     recs, _ = recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params)
     return recs
 
@@ -293,7 +293,7 @@ def main() -> None:
     redis = RedisResource(url=args.redis, prefix=prefix)
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     snapshots = SnapshotStore(redis=redis, postgres=postgres, ttls={bench.name: 300 for bench in BENCHES},
-                              served_rows={"recommendations": {"scorer": get_settings().scorer}})
+                              served_rows={"recommendations": {"scorer": load_settings().scorer}})
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = time.perf_counter()
     data = simulated_inputs(args.markets)

@@ -43,7 +43,7 @@ import redis
 from dantaro_assets.lib import embedded
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_replay.process import start_replay_server
 
 PHASES = ("queue", "startup", "fetch", "store", "compute", "write", "push")
@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=250)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    settings = get_settings()
+    settings = load_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
     os.environ["REDIS_URL"] = embedded.redis_url(settings)
     replay = start_replay_server("--simulated", str(args.markets))
@@ -112,7 +112,7 @@ def main() -> int:
     key = f"{settings.redis_prefix}:market_status:latest"
     rows = []
     try:
-        with tempfile.TemporaryDirectory(prefix="dantaro-bench-") as home, DagsterDev(Path(home)) as dev:
+        with tempfile.TemporaryDirectory(prefix="dantaro-bench-") as home, DagsterDev(Path(home), settings=settings) as dev:
             print(f"preparing: universe and 1h/1d candles for 2 days, 1m candles for 26 h of {args.markets} markets", flush=True)
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:

@@ -50,7 +50,7 @@ from bench.cycle import percentile, phases  # noqa: E402  (after the environment
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history  # noqa: E402
 from dantaro_assets.operations.instance import write_instance_config  # noqa: E402
 from dantaro_assets.partitions import hourly_partitions  # noqa: E402
-from dantaro_assets.settings import get_settings  # noqa: E402
+from dantaro_assets.settings import load_settings  # noqa: E402
 from dantaro_assets_tests.fixtures.environment import environ  # noqa: E402
 from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit  # noqa: E402
 from dantaro_replay.process import start_replay_server  # noqa: E402
@@ -85,9 +85,9 @@ def _run(instance: dg.DagsterInstance, workspace, job: str, tags: dict | None = 
 
 
 def _measure(home: Path, env: dict[str, str], runs: int, status_runs: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    cache = redis.Redis.from_url(get_settings().redis_url)
-    key = f"{get_settings().redis_prefix}:market_status:latest"
-    interval = get_settings().market_status_interval
+    cache = redis.Redis.from_url(load_settings().redis_url)
+    key = f"{load_settings().redis_prefix}:market_status:latest"
+    interval = load_settings().market_status_interval
     launches, statuses = [], []
     with environ(env):
         instance = dg.DagsterInstance.from_config(str(home))
@@ -118,7 +118,7 @@ def _measure(home: Path, env: dict[str, str], runs: int, status_runs: int) -> tu
 
 def _home(root: Path, name: str, template: str) -> Path:
     home = root / name
-    write_instance_config(home, template=PROJECT_DIR / "deploy" / template)
+    write_instance_config(home, load_settings(), template=PROJECT_DIR / "deploy" / template)
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     config["compute_logs"]["config"]["base_dir"] = str(home / "compute_logs")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -131,7 +131,7 @@ def main() -> int:
     parser.add_argument("--status-runs", type=int, default=5, help="market_status_job runs per launcher")
     parser.add_argument("--markets", type=int, default=40, help="markets the replay server simulates")
     args = parser.parse_args()
-    settings = get_settings()
+    settings = load_settings()
     tag = uuid.uuid4().hex[:8]
     database = f"dantaro_bench_launchers_{tag}"
     prefix = f"dantaro_bench_{tag}_celery:"
@@ -147,7 +147,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="dantaro-bench-launchers-") as root:
             print(f"preparing: universe and 1h/1d candles for 2 days, 1m candles for 26 h of {args.markets} markets", flush=True)
-            with DagsterDev(Path(root) / "history") as dev:
+            with DagsterDev(Path(root) / "history", settings=settings) as dev:
                 prepare_history(dev)
             default_home = _home(Path(root), "default", "dagster.prod.yaml")
             celery_home = _home(Path(root), "celery", "dagster.celery.yaml")

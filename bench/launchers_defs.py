@@ -8,7 +8,10 @@ definitions, is the real run whose tick-to-Redis each launcher is measured on.
 import dagster as dg
 
 from dantaro_assets.definitions import defs as project_defs
-from dantaro_assets.operations.limits import job_tags, memory_limited_executor
+from dantaro_assets.operations.jobs import run_executor, run_tags
+from dantaro_assets.settings import load_settings
+
+_SETTINGS = load_settings()  # this file is a code location of its own: its entry point reads them
 
 
 @dg.op
@@ -16,7 +19,7 @@ def tick() -> None:
     """Nothing: the run's cost is its launch and start-up."""
 
 
-@dg.job(tags=job_tags("market_status"), executor_def=memory_limited_executor)
+@dg.job(tags=run_tags("market_status", _SETTINGS), executor_def=run_executor(_SETTINGS))
 def tick_job() -> None:
     tick()
 

@@ -75,7 +75,7 @@ from dantaro_assets.recommendations.outcomes import (
     rank_ic,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_replay.simulated import SimulatedMarket
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-simulated", action="store_true")
     args = parser.parse_args(argv)
     print("command: python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    settings = get_settings()
+    settings = load_settings()
     rng = np.random.default_rng(args.seed)
     datasets = []
     if not args.skip_recorded and (args.data_dir / "candles_1m.parquet").exists():

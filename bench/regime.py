@@ -33,7 +33,7 @@ from dantaro_assets.recommendations.outcomes import (
     minute_grid,
     rank_ic,
 )
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 
 
 def backfill(data: quality.Dataset, step_minutes: int, min_turnover: float, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulated", action="store_true", help="also the simulated market (100 markets, 7 days)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = load_settings()
     rng = np.random.default_rng(args.seed)
     datasets = [quality.load_recorded(args.data_dir)]
     if args.simulated:

@@ -43,6 +43,7 @@ from dantaro_assets.operations.dev_server import free_port
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.settings import load_settings
 
 CACHED = f"GET /worker/status, background refresh every {STATUS_REFRESH_S:g} s"
 UNCACHED = "GET /worker/status, computed per request (--status-refresh 0)"
@@ -100,22 +101,26 @@ def main() -> None:
     snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0", prefix="bench"),
                               postgres=PostgresResource(url="postgresql://127.0.0.1:1/none", db_schema="bench"), ttls={})
     with tempfile.TemporaryDirectory() as home:
-        write_instance_config(Path(home))
+        settings = load_settings()
+        write_instance_config(Path(home), settings)
         instance = dg.DagsterInstance.from_config(home)
         try:
             fill_job_log(instance, args.jobs)
             samples: dict[str, list[float]] = {CACHED: [], UNCACHED: [], COMPUTE: [], REFRESH: []}
-            with served(create_app(lambda: instance, snapshots)) as cached, served(create_app(lambda: instance, snapshots, 0)) as uncached:
+            with (
+                served(create_app(lambda: instance, snapshots, settings=settings)) as cached,
+                served(create_app(lambda: instance, snapshots, 0, settings=settings)) as uncached,
+            ):
                 for client in (cached, uncached):  # warm up: connections, the first refresh
                     assert len(client.get("/worker/status").json()["last_jobs"]) == min(args.jobs, 20)
                 memo = JobLog(instance)
-                worker_status(instance, time.monotonic(), MAX_JOBS, memo)
+                worker_status(instance, time.monotonic(), MAX_JOBS, memo, settings=settings)
                 for _ in range(args.requests):
                     samples[CACHED].append(timed(lambda: cached.get("/worker/status").raise_for_status()))
                     samples[UNCACHED].append(timed(lambda: uncached.get("/worker/status").raise_for_status()))
                 for _ in range(max(5, args.requests // 10)):
-                    samples[COMPUTE].append(timed(lambda: worker_status(instance, time.monotonic())))
-                    samples[REFRESH].append(timed(lambda: worker_status(instance, time.monotonic(), MAX_JOBS, memo)))
+                    samples[COMPUTE].append(timed(lambda: worker_status(instance, time.monotonic(), settings=settings)))
+                    samples[REFRESH].append(timed(lambda: worker_status(instance, time.monotonic(), MAX_JOBS, memo, settings=settings)))
                 age = cached.get("/worker/status").json()["cache_age"]
         finally:
             instance.dispose()

@@ -43,7 +43,7 @@ from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_replay.process import start_replay_server
 
 START = datetime(2025, 9, 3, tzinfo=UTC)
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=5.0, help="real seconds between RSS samples")
     args = parser.parse_args()
 
-    settings = get_settings()
+    settings = load_settings()
     database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
     name = f"dantaro_bench_stream_{os.getpid()}"
     home = Path(tempfile.mkdtemp(prefix="dantaro-bench-stream-"))

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         from dantaro_assets.operations.api import main as api_main
 
         use_instance(settings)
-        return api_main(argv[1:]) or 0
+        return api_main(argv[1:], settings) or 0
     if argv[:1] == ["worker"]:
         from dantaro_assets.operations.celery_runs import main as worker_main
 

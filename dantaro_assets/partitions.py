@@ -8,12 +8,13 @@ import dagster as dg
 
 from dantaro_assets.lib.analysis_inputs import Lookback
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
-from dantaro_assets.settings import get_settings
 
-_START = get_settings().partitions_start.isoformat()
+# The first partition of every asset (UTC). It is part of each asset's identity (its partition keys),
+# so changing it is a code change that re-partitions stored history, not a deployment setting.
+PARTITIONS_START = "2025-09-01"
 
-hourly_partitions = dg.HourlyPartitionsDefinition(start_date=f"{_START}-00:00", end_offset=1, timezone="UTC")
-daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, end_offset=1, timezone="UTC")
+hourly_partitions = dg.HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1, timezone="UTC")
+daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
 
 # A backfill runs ranges of partitions: each candle request pages 200 candles over the range. At most
 # PAGES_PER_BACKFILL_RUN pages per market keeps a run inside the run timeout (250 markets x 4 pages =

@@ -18,6 +18,7 @@ import dagster as dg
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.settings import Settings
@@ -25,6 +26,11 @@ from dantaro_assets.settings import Settings
 
 def _url(variable: str, value: str | None) -> dg.EnvVar | None:
     return dg.EnvVar(variable) if value else None
+
+
+def run_settings(settings: Settings) -> RunSettings:
+    """The values runs read while computing (cadences for ticks, thresholds, scorer, retention)."""
+    return RunSettings(**{name: getattr(settings, name) for name in RunSettings.model_fields})
 
 
 def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: PostgresResource) -> SnapshotStore:
@@ -38,9 +44,11 @@ def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: Pos
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
-    """``io_manager`` (Postgres history), ``snapshots`` (Redis snapshots, with their TTLs), ``postgres``, ``redis`` and ``upbit``."""
-    postgres = PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema)
-    redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix)
+    """``io_manager`` (Postgres history), ``snapshots`` (Redis snapshots, with their TTLs), ``postgres``, ``redis``, ``upbit``
+    and ``run_settings``."""
+    state_dir = str(settings.state_dir)
+    postgres = PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema, state_dir=state_dir)
+    redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix, state_dir=state_dir)
     return {
         "io_manager": PostgresDataFrameIOManager(postgres=postgres),
         "snapshots": build_snapshot_store(settings, redis, postgres),
@@ -54,6 +62,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_symbols_per_batch=settings.max_symbols_per_batch,
             redis=redis,
         ),
+        "run_settings": run_settings(settings),
     }
 
 

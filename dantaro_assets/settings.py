@@ -8,11 +8,9 @@ A bad value fails at load time with the variable's name and what it accepts, nev
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Mapping
-from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -102,7 +100,6 @@ class Settings(BaseModel):
         "(the current folder when installed without a source checkout)")
     dagster_home: Path | None = Field(None, alias="DAGSTER_HOME",
         description="Dagster instance folder; unset = DANTARO_STATE_DIR/dagster_home with the project's dagster.yaml")
-    partitions_start: date = Field(date(2025, 9, 1), alias="DANTARO_PARTITIONS_START", description="first partition of every asset (UTC)")
     db_schema: str = Field("dantaro", alias="DANTARO_SCHEMA", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Postgres schema of the tables")
     redis_prefix: str = Field("dantaro", alias="DANTARO_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of every Redis key")
     run_timeout: int = Field(300, alias="DANTARO_RUN_TIMEOUT", ge=10, description="seconds before a run is stopped")
@@ -230,9 +227,3 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             shown = redact_url(value) if variable in _URL_VARIABLES else value
             lines.append(f"{variable}={shown!r}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None
-
-
-@functools.cache
-def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()

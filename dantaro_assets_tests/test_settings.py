@@ -1,6 +1,5 @@
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ def test_defaults_are_the_seed_workers():
     assert (settings.worker_max_workers, settings.upbit_api_timeout, settings.max_symbols_per_batch) == (3, 30.0, 50)
     assert settings.cache_ttls == {"market_status": 300, "recommendations": 300, "support_levels": 1800}
     assert settings.database_url is None and settings.redis_url is None
-    assert settings.partitions_start == date(2025, 9, 1)
     assert settings.min_reward_risk == 1.5
 
 
@@ -41,7 +39,6 @@ def test_values_are_parsed_from_the_environment():
         ("MAX_SYMBOLS_PER_BATCH", "0", "greater than or equal to 1"),
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
-        ("DANTARO_PARTITIONS_START", "yesterday", "date"),
         ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
     ],
 )

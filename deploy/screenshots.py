@@ -31,7 +31,7 @@ from dantaro_assets.lib import embedded
 from dantaro_assets.operations.api import worker_status
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.resources import snapshot_store
-from dantaro_assets.settings import get_settings
+from dantaro_assets.settings import load_settings
 from dantaro_replay.process import start_replay_server
 
 PAGES = {
@@ -63,8 +63,8 @@ def capture(browser: str, url: str, target: Path) -> None:
 def write_api_examples(home: Path, target: Path) -> None:
     """/worker/status and the snapshot endpoints' answers, trimmed to a few rows each."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        status = worker_status(instance, time.monotonic(), last_jobs=3)
-    reader = snapshot_store(get_settings())
+        status = worker_status(instance, time.monotonic(), last_jobs=3, settings=load_settings())
+    reader = snapshot_store(load_settings())
     examples = {"GET /worker/status?limit=3": status}
     for path, (asset, market) in {
         "GET /market-status/latest": ("market_status", None),
@@ -83,13 +83,13 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=40)
     args = parser.parse_args()
     browser = chromium()
-    settings = get_settings()
+    settings = load_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
     os.environ["REDIS_URL"] = embedded.redis_url(settings)
     replay = start_replay_server("--simulated", str(args.markets))
     os.environ["UPBIT_BASE_URL"] = replay.url
     try:
-        with tempfile.TemporaryDirectory(prefix="dantaro-screens-") as home, DagsterDev(Path(home)) as dev:
+        with tempfile.TemporaryDirectory(prefix="dantaro-screens-") as home, DagsterDev(Path(home), settings=settings) as dev:
             hour = prepare_history(dev)
             for job in ("market_status_job", "support_levels_job", "recommendations_job"):
                 print(job, dev.wait(dev.launch(job, hour)), flush=True)

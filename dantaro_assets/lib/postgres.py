@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -19,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dantaro_assets.lib.embedded import embedded_postgres_url
-from dantaro_assets.settings import get_settings, redact_text, redact_url
+from dantaro_assets.settings import redact_text, redact_url
 
 
 def quote_ident(name: str) -> str:
@@ -61,13 +62,18 @@ class PostgresUnavailableError(ConnectionError):
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """Connections to the Dantaro database; ``url=None`` uses the embedded server in the state folder."""
+    """Connections to the Dantaro database; ``url=None`` uses the embedded server in ``state_dir``."""
 
     url: str | None = None
     db_schema: str = "dantaro"
+    state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
 
     def resolved_url(self) -> str:
-        return self.url or embedded_postgres_url(get_settings().state_dir)
+        if self.url:
+            return self.url
+        if self.state_dir is None:
+            raise ValueError("PostgresResource needs a url or a state_dir (for the embedded server)")
+        return embedded_postgres_url(Path(self.state_dir))
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[adbc.Connection]:

@@ -6,25 +6,29 @@ This module is the connection; the snapshot keys and their format live in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import redis
 from pydantic import PrivateAttr
 
 from dantaro_assets.lib.embedded import embedded_redis_url
-from dantaro_assets.settings import get_settings
 
 
 class RedisResource(dg.ConfigurableResource):
-    """A Redis connection and the prefix of every key; ``url=None`` uses the embedded Redis in the state folder."""
+    """A Redis connection and the prefix of every key; ``url=None`` uses the embedded Redis in ``state_dir``."""
 
     url: str | None = None
     prefix: str = "dantaro"
+    state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
 
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""
         if self._client is None:
-            url = self.url or embedded_redis_url(get_settings().state_dir)
+            if not self.url and self.state_dir is None:
+                raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
+            url = self.url or embedded_redis_url(Path(self.state_dir))
             self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         return self._client

@@ -1,4 +1,4 @@
-"""Housekeeping: retention of the tables and of Dagster's own run history (the job is in operations/jobs.py)."""
+"""Housekeeping: retention of the tables and of Dagster's own run history (job and schedule: definitions.py)."""
 
 from dantaro_assets.maintenance.cleanup import (
     enforce_retention,

@@ -16,9 +16,9 @@ import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import SqliteEventLogStorage
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
-from dantaro_assets.settings import Settings, get_settings
+from dantaro_assets.lib.run_settings import RunSettings
 
-# table -> (time column, settings field with its retention in days)
+# table -> (time column, RunSettings field with its retention in days)
 RETENTION: Mapping[str, tuple[str, str]] = {
     "candles_1m": ("candle_start", "retention_candles_1m_days"),
     "candles_1h": ("candle_start", "retention_candles_days"),
@@ -33,7 +33,7 @@ RETENTION: Mapping[str, tuple[str, str]] = {
 _RUN_PAGE = 200
 FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
-def table_cutoffs(now: datetime, settings: Settings) -> dict[str, datetime]:
+def table_cutoffs(now: datetime, settings: RunSettings) -> dict[str, datetime]:
     """The oldest time each table keeps."""
     return {table: now - timedelta(days=getattr(settings, field)) for table, (_, field) in RETENTION.items()}
 
@@ -86,16 +86,15 @@ def purge_runs(instance: dg.DagsterInstance, created_before: datetime) -> int:
 
 
 @dg.op(tags={"kind": "postgres"}, out=dg.Out(dg.Nothing))
-def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.Output:
+def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource, run_settings: RunSettings) -> dg.Output:
     """Apply every retention window; the output's metadata lists rows removed per table and runs removed.
 
     The output is ``Nothing``: the counts travel as metadata only, so no IO manager is asked to store
     them (the jobs' default IO manager writes asset partitions to Postgres and refuses an op's output).
     """
-    settings = get_settings()
     now = datetime.now(UTC)
-    removed = purge_tables(postgres, table_cutoffs(now, settings))
-    runs = purge_runs(context.instance, now - timedelta(days=settings.retention_runs_days))
+    removed = purge_tables(postgres, table_cutoffs(now, run_settings))
+    runs = purge_runs(context.instance, now - timedelta(days=run_settings.retention_runs_days))
     context.log.info(f"retention removed {sum(removed.values())} rows ({removed}) and {runs} runs")
     return dg.Output(
         None,
@@ -103,6 +102,6 @@ def enforce_retention(context: dg.OpExecutionContext, postgres: PostgresResource
             **{f"rows_removed/{table}": count for table, count in removed.items()},
             "rows_removed": sum(removed.values()),
             "runs_removed": runs,
-            "runs_cutoff": dg.MetadataValue.timestamp(now - timedelta(days=settings.retention_runs_days)),
+            "runs_cutoff": dg.MetadataValue.timestamp(now - timedelta(days=run_settings.retention_runs_days)),
         },
     )

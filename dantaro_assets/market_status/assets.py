@@ -8,12 +8,12 @@ import pandas as pd
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.market_status.analysis import LOOKBACK, StatusParams, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
-from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
-from dantaro_assets.settings import get_settings
+from dantaro_assets.operations.jobs import NO_RETRIES
+from dantaro_assets.partitions import analysis_ins, hourly_backfill, hourly_partitions
 
-_SETTINGS = get_settings()
 PARAMS = StatusParams()
 
 
@@ -27,17 +27,17 @@ PARAMS = StatusParams()
         "write_mode": WriteMode.REPLACE.value,
     },
     check_specs=[schema_check_spec("market_status")],
-    freshness_policy=freshness(_SETTINGS.market_status_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: market_status/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres"},
     description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
                  "volatility, 0-100 score with its components (README: Market status)."),
 )
-def market_status(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+def market_status(context: dg.AssetExecutionContext, run_settings: RunSettings, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                   upbit_markets: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
     start = pd.Timestamp(window.start)
-    ticks = stored_ticks(window.start, window.end, _SETTINGS.market_status_interval, candles_1m)
+    ticks = stored_ticks(window.start, window.end, run_settings.market_status_interval, candles_1m)
     inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=candles_1m, candles_1h=candles_1h, upbit_markets=upbit_markets)
     frame = compute_market_status(inputs, ticks, PARAMS)
     yield from checked(pandera_check(market_status_schema(start, pd.Timestamp(window.end)), frame))

@@ -1,4 +1,7 @@
-"""Upbit market data: the daily KRW universe, its order price units, and 1-minute, 1-hour and 1-day candles."""
+"""Upbit market data: the daily KRW universe, its order price units, and 1-minute, 1-hour and 1-day candles.
+
+Its jobs, schedule and history sensor are in ``jobs.py`` and ``history.py``, merged by ``definitions.build_defs``.
+"""
 
 from dantaro_assets.markets.assets import (
     candles_1d,

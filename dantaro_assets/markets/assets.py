@@ -19,6 +19,7 @@ import pandas as pd
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
@@ -38,13 +39,9 @@ from dantaro_assets.partitions import (
     hourly_backfill,
     hourly_partitions,
 )
-from dantaro_assets.settings import get_settings
 
-_SETTINGS = get_settings()
-UPBIT_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=_SETTINGS.run_retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-_UPBIT_STEP = {"retry_policy": UPBIT_RETRY_POLICY, "pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
+# Step retries (DANTARO_RUN_RETRIES) are the jobs' op_retry_policy (markets/jobs.py, operations/jobs.py).
+_UPBIT_STEP = {"pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
 
 
 @dg.asset(
@@ -100,7 +97,7 @@ def _candle_asset(
     interval_name: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     backfill: dg.BackfillPolicy,
-    refresh_seconds: int,
+    refresh_seconds: int | None,
     description: str,
 ) -> dg.AssetsDefinition:
     spec = interval(interval_name)
@@ -118,13 +115,13 @@ def _candle_asset(
         },
         check_specs=[
             schema_check_spec(name),
-            dg.AssetCheckSpec("coverage", asset=name, blocking=True, description=f"share of the universe answered (>= {_SETTINGS.min_coverage})"),
+            dg.AssetCheckSpec("coverage", asset=name, blocking=True, description="share of the universe answered (>= DANTARO_MIN_COVERAGE)"),
         ],
-        freshness_policy=freshness(refresh_seconds),
+        freshness_policy=None if refresh_seconds is None else freshness(refresh_seconds),
         description=description,
         **_UPBIT_STEP,
     )
-    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, run_settings: RunSettings, upbit_markets: pd.DataFrame) -> Iterator:
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
         try:
@@ -134,7 +131,7 @@ def _candle_asset(
         fetched, stats = upbit.candles(markets, interval_name, start, end)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
-        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), _SETTINGS.min_coverage)
+        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), run_settings.min_coverage)
         coverage_result = dg.AssetCheckResult(
             check_name="coverage",
             passed=covered.passed,
@@ -149,8 +146,8 @@ def _candle_asset(
     return _asset
 
 
-# candles_1m is refreshed by every analysis job, so it is as fresh as the fastest cadence (market status).
-candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, hourly_backfill, _SETTINGS.market_status_interval,
+# candles_1m's freshness follows the market status cadence, a setting: markets/definitions.py sets it.
+candles_1m = _candle_asset("candles_1m", "minute1", hourly_partitions, hourly_backfill, None,
     "Closed 1-minute OHLCV + KRW turnover of every KRW market, per UTC hour.")
 candles_1h = _candle_asset("candles_1h", "minute60", daily_partitions, daily_backfill, 3600,
     "Closed 1-hour OHLCV + KRW turnover of every KRW market, per UTC day.")

@@ -1,9 +1,2 @@
-"""Operations: jobs, schedules at the seed's cadences, run limits, the job log and the HTTP API."""
-
-from dantaro_assets.operations.bootstrap import history_sensor
-from dantaro_assets.operations.jobs import jobs
-from dantaro_assets.operations.schedules import schedules
-
-sensors = [history_sensor]
-
-__all__ = ["jobs", "schedules", "sensors"]
+"""What every domain shares to run: run limits and tags, the job and schedule factories, the instance
+config, the job log, the HTTP API, the console, the dev server and the Celery runs."""

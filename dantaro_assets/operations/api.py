@@ -39,7 +39,7 @@ from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.resources import snapshot_store
-from dantaro_assets.settings import get_settings, redact_text
+from dantaro_assets.settings import Settings, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,12 @@ def parse_market(raw: str) -> str | None:
     return raw.upper() if _MARKET.fullmatch(raw) else None
 
 
-def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int = 20, jobs: JobLog | None = None) -> dict[str, Any]:
+def worker_status(
+    instance: dg.DagsterInstance, started: float, last_jobs: int = 20, jobs: JobLog | None = None, *, settings: Settings
+) -> dict[str, Any]:
     """Health of the worker (daemon heartbeats), its recent jobs (from ``jobs``, which remembers finished
-    runs' details, when given), and the API's uptime in seconds."""
+    runs' details, when given), and the API's uptime in seconds; ``settings`` say whether schedules run by
+    default and what the instance's run queue should allow."""
     statuses = get_daemon_statuses(instance, WORKER_DAEMONS, ignore_errors=True, heartbeat_tolerance_seconds=HEARTBEAT_TOLERANCE_S)
     daemons = {
         name: {
@@ -72,7 +75,7 @@ def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int =
     # Schedules default to RUNNING in code (unless WORKER_ENABLED=false), which the instance stores as
     # DECLARED_IN_CODE until an operator starts or stops one in the UI.
     running_states = {InstigatorStatus.RUNNING, InstigatorStatus.AUTOMATICALLY_RUNNING}
-    if get_settings().worker_enabled:
+    if settings.worker_enabled:
         running_states.add(InstigatorStatus.DECLARED_IN_CODE)
     running = sorted(
         state.instigator_name
@@ -87,7 +90,7 @@ def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int =
         "uptime_s": uptime,
         "daemons": daemons,
         "running_schedules": running,
-        "config_problems": instance_limit_problems(instance),
+        "config_problems": instance_limit_problems(instance, settings),
     }
 
 
@@ -100,8 +103,11 @@ class WorkerStatusCache:
     fails the last answer stays, its age growing. ``refresh_s=0`` computes every request afresh (no thread).
     """
 
-    def __init__(self, instance: Callable[[], dg.DagsterInstance], started: float, refresh_s: float = STATUS_REFRESH_S) -> None:
+    def __init__(
+        self, instance: Callable[[], dg.DagsterInstance], started: float, refresh_s: float = STATUS_REFRESH_S, *, settings: Settings
+    ) -> None:
         self._instance = instance
+        self._settings = settings
         self._started = started
         self.refresh_s = refresh_s
         self._jobs: JobLog | None = None
@@ -114,7 +120,7 @@ class WorkerStatusCache:
         instance = self._instance()
         if self._jobs is None or self._jobs.instance is not instance:
             self._jobs = JobLog(instance)
-        return worker_status(instance, self._started, limit, self._jobs), time.time()
+        return worker_status(instance, self._started, limit, self._jobs, settings=self._settings), time.time()
 
     def _refresh(self) -> None:
         with self._lock:
@@ -141,7 +147,7 @@ class WorkerStatusCache:
     def status(self, limit: int) -> dict[str, Any]:
         """The last answer cut to ``limit`` jobs, with the uptime of now (computed here when there is none yet)."""
         if self.refresh_s <= 0:
-            payload, computed = worker_status(self._instance(), self._started, limit), time.time()
+            payload, computed = worker_status(self._instance(), self._started, limit, settings=self._settings), time.time()
         else:
             if self._latest is None:
                 with self._lock:
@@ -290,10 +296,13 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotStore, status_refresh_s: float = STATUS_REFRESH_S) -> Starlette:
-    """The API over an instance and the snapshots; the handlers are plain functions, which Starlette runs
-    in its thread pool, since Dagster's storage, Redis and Postgres clients all block."""
-    worker = WorkerStatusCache(instance, time.monotonic(), status_refresh_s)
+def create_app(
+    instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotStore, status_refresh_s: float = STATUS_REFRESH_S, *, settings: Settings
+) -> Starlette:
+    """The API over an instance and the snapshots, under ``settings`` (``dantaro api`` passes the ones it read);
+    the handlers are plain functions, which Starlette runs in its thread pool, since Dagster's storage, Redis
+    and Postgres clients all block."""
+    worker = WorkerStatusCache(instance, time.monotonic(), status_refresh_s, settings=settings)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -325,7 +334,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotSt
         return snapshot_response("recommendations")
 
     def scorecard(_: Request) -> JSONResponse:
-        return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), get_settings().scorer))
+        return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), settings.scorer))
 
     def support_levels(request: Request) -> JSONResponse:
         market = parse_market(request.path_params["market"])
@@ -356,8 +365,8 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotSt
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``dantaro api [--host H] [--port N]``: serve the API against $DAGSTER_HOME's instance."""
+def main(argv: list[str], settings: Settings) -> int:
+    """``dantaro api [--host H] [--port N]``: serve the API against $DAGSTER_HOME's instance (``cli.py`` reads ``settings``)."""
     parser = argparse.ArgumentParser(prog="dantaro api", description="Serve /worker/status and the latest Dantaro snapshots.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -366,12 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"how often /worker/status is recomputed in the background (default {STATUS_REFRESH_S:g}; 0: on every request)",
     )
     args = parser.parse_args(argv)
-    settings = get_settings()
     instance = dg.DagsterInstance.get()
     snapshots = snapshot_store(settings)
-    uvicorn.run(create_app(lambda: instance, snapshots, args.status_refresh), host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
+    app = create_app(lambda: instance, snapshots, args.status_refresh, settings=settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

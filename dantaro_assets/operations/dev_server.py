@@ -22,7 +22,7 @@ import httpx
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from dantaro_assets.operations.instance import write_instance_config
-from dantaro_assets.settings import PROJECT_DIR
+from dantaro_assets.settings import PROJECT_DIR, Settings
 
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 QUEUED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)
@@ -97,8 +97,10 @@ def stop_dagster_dev(process: subprocess.Popen, dagster_home: Path, timeout: flo
 class DagsterDev:
     """A `dagster dev` of the project's workspace on a fresh DAGSTER_HOME (the project's instance config)."""
 
-    def __init__(self, home: Path, env: Mapping[str, str] | None = None, port: int | None = None):
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None, port: int | None = None, *, settings: Settings):
+        """``settings`` render the instance config: the ones ``env`` gives the process it starts."""
         self.home = home
+        self.settings = settings
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
@@ -107,7 +109,7 @@ class DagsterDev:
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
 
     def __enter__(self) -> Self:
-        write_instance_config(self.home)
+        write_instance_config(self.home, self.settings)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-p", str(self.port)],

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from dantaro_assets.settings import Settings, get_settings
+from dantaro_assets.settings import Settings, load_settings
 
 TEMPLATE = Path(__file__).resolve().with_name("dagster.yaml")
 
 
-def render_instance_config(settings: Settings | None = None, template: Path = TEMPLATE) -> dict:
+def render_instance_config(settings: Settings, template: Path = TEMPLATE) -> dict:
     """The template's config with the run limit taken from the settings."""
-    settings = settings or get_settings()
     config = yaml.safe_load(template.read_text())
     config["concurrency"]["runs"]["max_concurrent_runs"] = settings.worker_max_workers
     # every run the queue may start can wait for the pool at its fetching step instead of in the queue
@@ -33,7 +32,7 @@ def render_instance_config(settings: Settings | None = None, template: Path = TE
     return config
 
 
-def write_instance_config(dagster_home: Path, settings: Settings | None = None, template: Path = TEMPLATE) -> Path:
+def write_instance_config(dagster_home: Path, settings: Settings, template: Path = TEMPLATE) -> Path:
     """Write ``dagster.yaml`` into ``dagster_home`` (created if missing); returns its path."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
@@ -58,14 +57,17 @@ def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dantaro_assets.operations.instance DAGSTER_HOME [--template deploy/dagster.prod.yaml]``."""
+    """``python -m dantaro_assets.operations.instance DAGSTER_HOME [--template deploy/dagster.prod.yaml]``.
+
+    An entry point of its own (deploy/README.md runs it before any service starts), so it reads the settings.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(description="Write DAGSTER_HOME/dagster.yaml from a template with WORKER_MAX_WORKERS filled in.")
     parser.add_argument("dagster_home", type=Path)
     parser.add_argument("--template", type=Path, default=TEMPLATE)
     args = parser.parse_args(argv)
-    print(write_instance_config(args.dagster_home, template=args.template))
+    print(write_instance_config(args.dagster_home, load_settings(), template=args.template))
     return 0
 
 

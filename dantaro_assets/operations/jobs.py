@@ -1,8 +1,7 @@
-"""One asset job per product, built on asset keys so the jobs do not import the assets they run.
+"""How every job is built: tags of its type, the run-limited executor, the Upbit steps' retries.
 
-Each hourly analysis job re-fetches the hour's 1-minute candles before computing, so a run is one
-self-contained "fetch then compute then publish" cycle, like the seed worker's jobs. Every job carries
-the tags of its type (priority, one-at-a-time key, timeout) and runs in one memory-capped process.
+Each domain's ``build_defs(settings)`` calls these for its own jobs (``markets/definitions.py`` and
+the others), so a job sits beside the assets it runs while the run limits stay one concern here.
 """
 
 from __future__ import annotations
@@ -10,52 +9,43 @@ from __future__ import annotations
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.maintenance import enforce_retention
-from dantaro_assets.operations.limits import job_tags, memory_limited_executor
+from dantaro_assets.operations.limits import job_tags, run_limited_executor, timeout_tags
+from dantaro_assets.settings import Settings
 
 
-def _asset_job(name: str, job_type: str, keys: list[str], description: str) -> UnresolvedAssetJobDefinition:
+def upbit_retry_policy(retries: int) -> dg.RetryPolicy:
+    """Step retries of the assets that call Upbit (``DANTARO_RUN_RETRIES``), on top of the client's own request retries."""
+    return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def run_tags(job_type: str, settings: Settings) -> dict[str, str]:
+    """A job's tags, which Dagster puts on each of its runs: its type's queue tags and the run timeout."""
+    return {**job_tags(job_type), **timeout_tags(settings.run_timeout)}
+
+
+def run_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The in-process executor holding ``DANTARO_RUN_MEMORY_MB`` and ``DANTARO_RUN_TIMEOUT``."""
+    return run_limited_executor(settings.run_memory_mb, settings.run_timeout)
+
+
+# Analyses and scoring are pure over their stored inputs: a retry would compute the same failure. Steps in
+# a job with an op_retry_policy (the Upbit fetches' retries) keep this policy of their own.
+NO_RETRIES = dg.RetryPolicy(max_retries=0)
+
+
+def asset_job(
+    name: str, job_type: str, keys: list[str], description: str, settings: Settings, *, retry_policy: dg.RetryPolicy | None = None
+) -> UnresolvedAssetJobDefinition:
+    """A job of asset keys (so it does not import the assets it runs), in one memory-capped process.
+
+    ``retry_policy`` (public ``op_retry_policy``) is how a setting reaches step retries: Dagster applies
+    it to every step of the job that declares no policy of its own.
+    """
     return dg.define_asset_job(
         name=name,
         selection=dg.AssetSelection.assets(*keys),
-        tags=job_tags(job_type),
-        executor_def=memory_limited_executor,
+        tags=run_tags(job_type, settings),
+        executor_def=run_executor(settings),
+        op_retry_policy=retry_policy,
         description=description,
     )
-
-
-market_status_job = _asset_job(
-    "market_status_job", "market_status", ["candles_1m", "market_status", "market_status_redis"],
-    "Fetch the hour's 1-minute candles, then compute and publish market status snapshots.",
-)
-recommendations_job = _asset_job(
-    "recommendations_job", "recommendations", ["candles_1m", "recommendations", "recommendations_redis"],
-    "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.",
-)
-support_levels_job = _asset_job(
-    "support_levels_job", "support_levels", ["candles_1m", "support_levels", "support_levels_redis"],
-    "Fetch the hour's 1-minute candles, then compute and publish support/resistance levels.",
-)
-recommendation_outcomes_job = _asset_job(
-    "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
-    "Score an hour's recommendations by their forward returns.",
-)
-daily_candles_job = _asset_job(
-    "daily_candles_job", "daily_candles", ["upbit_markets", "upbit_instruments", "candles_1h", "candles_1d"],
-    "Refresh the day's KRW universe, its order price units and its 1-hour and 1-day candles.",
-)
-candles_1m_job = _asset_job(
-    "candles_1m_job", "history", ["candles_1m"],
-    "Fetch closed hours of 1-minute candles the analyses look back over (the history sensor's backfill).",
-)
-
-
-@dg.job(tags=job_tags("cleanup"), executor_def=memory_limited_executor)
-def cleanup_job() -> None:
-    """Retention of the Postgres tables and of Dagster's run history (lowest priority)."""
-    enforce_retention()
-
-
-jobs = [
-    market_status_job, recommendations_job, support_levels_job, recommendation_outcomes_job, daily_candles_job, candles_1m_job, cleanup_job,
-]

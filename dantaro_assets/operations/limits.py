@@ -30,7 +30,7 @@ import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import PoolGranularity
 from dantaro_assets.lib.upbit.client import stop_fetches
-from dantaro_assets.settings import Settings, get_settings
+from dantaro_assets.settings import Settings
 
 # Dagster reads these run tags; their names are documented (run queue priority, run retries) but not exported.
 PRIORITY_TAG = "dagster/priority"
@@ -45,7 +45,7 @@ MONITORING_GRACE_SECONDS = 30
 
 # Higher runs first. Seed order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
 # universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
-# "history" is the bootstrap's 1-minute candle backfill (operations/bootstrap.py), after the daily refresh.
+# "history" is the history sensor's 1-minute candle backfill (markets/history.py), after the daily refresh.
 PRIORITIES: Mapping[str, int] = {
     "market_status": 40,
     "recommendations": 30,
@@ -69,22 +69,26 @@ CELERY_QUEUES: Mapping[str, str] = {
 }
 
 
-def job_tags(job_type: str, settings: Settings | None = None, *, finalise: bool = False) -> dict[str, str]:
-    """Tags of every run of ``job_type``: queue priority, one-at-a-time key, timeout, Celery queue.
+def job_tags(job_type: str, *, finalise: bool = False) -> dict[str, str]:
+    """Tags of every run of ``job_type``: queue priority, one-at-a-time key, Celery queue.
 
     A run finalising a closed period goes one step ahead of the same job's run for the open period,
-    so the open period's lookback reads complete candles.
+    so the open period's lookback reads complete candles. The timeout tag is the job's own
+    (:func:`timeout_tags`), which Dagster adds to every run of the job.
     """
-    settings = settings or get_settings()
     tags = {
         PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
         JOB_TAG: job_type,
-        dg.MAX_RUNTIME_SECONDS_TAG: str(settings.run_timeout + MONITORING_GRACE_SECONDS),
         CELERY_QUEUE_TAG: CELERY_QUEUES[job_type],
     }
     if finalise:
         tags[FINALISE_TAG] = "true"
     return tags
+
+
+def timeout_tags(run_timeout: int) -> dict[str, str]:
+    """Run monitoring's backstop: ``dagster/max_runtime`` a grace period past the executor's own timeout."""
+    return {dg.MAX_RUNTIME_SECONDS_TAG: str(run_timeout + MONITORING_GRACE_SECONDS)}
 
 
 def apply_memory_limit(megabytes: int) -> None:
@@ -159,21 +163,25 @@ class _DeadlineExecutor(dg.Executor):
             yield from self._inner.execute(plan_context, execution_plan)
 
 
-@dg.executor(name="in_process_memory_limited", config_schema=dg.in_process_executor.config_schema)
-def memory_limited_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    """The in-process executor after capping the run worker at ``DANTARO_RUN_MEMORY_MB``, within ``DANTARO_RUN_TIMEOUT``.
+def run_limited_executor(memory_mb: int, timeout_seconds: int) -> dg.ExecutorDefinition:
+    """The in-process executor after capping the run worker at ``memory_mb``, within ``timeout_seconds``.
 
     In-process because a run here is a few short steps: one process per step would cost more start-up
-    than the steps take, and a single process is what the limits can hold as a whole.
+    than the steps take, and a single process is what the limits can hold as a whole. The limits are
+    arguments (definitions.py passes the settings') rather than ``.configured`` executor config, so the
+    in-process executor's own run config (step retries) stays open to each run.
     """
-    settings = get_settings()
-    apply_memory_limit(settings.run_memory_mb)
-    return _DeadlineExecutor(dg.in_process_executor.executor_creation_fn(init_context), settings.run_timeout)
+
+    @dg.executor(name="in_process_memory_limited", config_schema=dg.in_process_executor.config_schema)
+    def memory_limited_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+        apply_memory_limit(memory_mb)
+        return _DeadlineExecutor(dg.in_process_executor.executor_creation_fn(init_context), timeout_seconds)
+
+    return memory_limited_executor
 
 
-def instance_limit_problems(instance: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
+def instance_limit_problems(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
     """Where the instance's run queue disagrees with the settings (dagster.yaml is static config)."""
-    settings = settings or get_settings()
     problems = []
     queue = instance.get_concurrency_config().run_queue_config
     if queue is None:

@@ -1,4 +1,4 @@
-"""Schedules at the seed's cadences, each run targeting the partition its tick falls in.
+"""The schedule machinery every domain builds its schedules with; each run targets the partition its tick falls in.
 
 A partitioned job's own schedule (``build_schedule_from_partitioned_job``) ticks once per partition;
 the seed's cadences tick several times per hour, so each schedule here maps its tick time to the
@@ -20,22 +20,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.jobs import (
-    cleanup_job,
-    daily_candles_job,
-    market_status_job,
-    recommendation_outcomes_job,
-    recommendations_job,
-    support_levels_job,
-)
 from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.recommendations.outcomes import HORIZONS
-from dantaro_assets.settings import Settings, get_settings
-
-CLEANUP_CRON = "0 */6 * * *"
-DAILY_CANDLES_CRON = "1 * * * *"  # minute 1: the day's universe exists before the hour's analyses need it
-OUTCOMES_CRON = "10 * * * *"
+from dantaro_assets.partitions import hourly_partitions
 
 
 def cron_every(seconds: int) -> str:
@@ -44,9 +30,8 @@ def cron_every(seconds: int) -> str:
     return "0 * * * *" if minutes == 60 else f"*/{minutes} * * * *"
 
 
-def default_status(settings: Settings | None = None) -> dg.DefaultScheduleStatus:
+def default_status(enabled: bool) -> dg.DefaultScheduleStatus:
     """WORKER_ENABLED=false leaves every schedule stopped (an operator can still start one in the UI)."""
-    enabled = (settings or get_settings()).worker_enabled
     return dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED
 
 
@@ -149,7 +134,7 @@ def requests_with_history(
     return ready
 
 
-def _partitioned_schedule(
+def partitioned_schedule(
     job: UnresolvedAssetJobDefinition,
     job_type: str,
     cron: str,
@@ -157,6 +142,7 @@ def _partitioned_schedule(
     first_tick_window: timedelta,
     status: dg.DefaultScheduleStatus,
 ) -> dg.ScheduleDefinition:
+    """``job``'s schedule at ``cron``: the open period's run, the closed one's finalised on a period's first tick."""
     period = "hour" if partitions_def is hourly_partitions else "day"
 
     @dg.schedule(
@@ -173,71 +159,6 @@ def _partitioned_schedule(
     return _schedule
 
 
-def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
-    """Outcome runs for the hours whose 1 h, 4 h and 24 h horizons closed in the last hour.
-
-    An hour H of recommendations reaches horizon h once H + 1 h + h has passed; rescoring it then fills
-    in the returns that were still null on earlier runs.
-    """
-    hour_start = tick.replace(minute=0, second=0, microsecond=0)
-    requests = []
-    for name, horizon in HORIZONS.items():
-        closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
-        requests.append(
-            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"),
-                TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
-        )
-    return requests
-
-
-def _outcomes_schedule(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        name="recommendation_outcomes_schedule",
-        cron_schedule=OUTCOMES_CRON,
-        job=recommendation_outcomes_job,
-        execution_timezone="UTC",
-        default_status=status,
-        description=f"{OUTCOMES_CRON} (UTC): score the hours whose 1 h, 4 h and 24 h horizons just closed.",
-    )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        return closed_hour_run_requests(context.scheduled_execution_time)
-
-    return _schedule
-
-
-def _cleanup_schedule(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        name="cleanup_schedule",
-        cron_schedule=CLEANUP_CRON,
-        job=cleanup_job,
-        execution_timezone="UTC",
-        default_status=status,
-        description=f"{CLEANUP_CRON} (UTC): retention of tables and of Dagster's run history, lowest priority.",
-    )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M"), tags=job_tags("cleanup"))
-
-    return _schedule
-
-
-def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinition]:
-    """Every schedule, with cadences and on/off state from ``settings``."""
-    settings = settings or get_settings()
-    status = default_status(settings)
-    hourly = [
-        (market_status_job, "market_status", settings.market_status_interval),
-        (recommendations_job, "recommendations", settings.recommendations_interval),
-        (support_levels_job, "support_levels", settings.support_levels_interval),
-    ]
-    return [
-        *(
-            _partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), status)
-            for job, job_type, seconds in hourly
-        ),
-        _partitioned_schedule(daily_candles_job, "daily_candles", DAILY_CANDLES_CRON, daily_partitions, timedelta(hours=1), status),
-        _outcomes_schedule(status),
-        _cleanup_schedule(status),
-    ]
-
-
-schedules = build_schedules()
+def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: str, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
+    """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last."""
+    return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))

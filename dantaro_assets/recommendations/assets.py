@@ -17,6 +17,8 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.previews import latest_table
+from dantaro_assets.lib.run_settings import RunSettings
+from dantaro_assets.operations.jobs import NO_RETRIES
 from dantaro_assets.partitions import analysis_ins, days_back, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.recommendations.analysis import (
     LOOKBACK,
@@ -40,15 +42,15 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
-from dantaro_assets.settings import get_settings
 
-_SETTINGS = get_settings()
 _KEY = ["as_of", "scorer", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
-_SERVED = {"scorer": _SETTINGS.scorer}
-# the served scorer first, the challengers in shadow
-PARAMS = RecommendationParams(min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk,
-                              scorers=tuple(served_first(_SETTINGS.scorer)))
+
+
+def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
+    """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
+    return RecommendationParams(min_turnover_krw=run_settings.min_turnover_krw, min_reward_risk=run_settings.min_reward_risk,
+                                scorers=tuple(served_first(run_settings.scorer)))
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -76,7 +78,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "write_mode": WriteMode.REPLACE.value,
     },
     check_specs=[schema_check_spec("recommendations")],
-    freshness_policy=freshness(_SETTINGS.recommendations_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: recommendations/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres"},
     description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop; "
@@ -84,6 +86,7 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 )
 def recommendations(
     context: dg.AssetExecutionContext,
+    run_settings: RunSettings,
     candles_1m: pd.DataFrame,
     candles_1h: pd.DataFrame,
     candles_1d: pd.DataFrame,
@@ -91,12 +94,13 @@ def recommendations(
     upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
-    as_ofs = stored_ticks(start, end, _SETTINGS.recommendations_interval, candles_1m)
+    params = recommendation_params(run_settings)
+    as_ofs = stored_ticks(start, end, run_settings.recommendations_interval, candles_1m)
     inputs = AnalysisInputs.assemble(LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
                                      upbit_markets=upbit_markets, upbit_instruments=upbit_instruments)
-    picks, counts = compute_recommendations(inputs, as_ofs, PARAMS)
+    picks, counts = compute_recommendations(inputs, as_ofs, params)
     yield from checked(pandera_check(
-        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
+        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), run_settings.min_reward_risk), picks))
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -109,16 +113,16 @@ def recommendations(
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
             "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
-            "excluded_reward_risk_reason": (f"placed target/stop offer less than {_SETTINGS.min_reward_risk} reward:risk, "
+            "excluded_reward_risk_reason": (f"placed target/stop offer less than {run_settings.min_reward_risk} reward:risk, "
                                             "or no room below the nearest resistance"),
             "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
             "regime": str(latest["regime"]) if latest is not None else "none",
-            "min_turnover_krw": _SETTINGS.min_turnover_krw,
-            "min_reward_risk": _SETTINGS.min_reward_risk,
+            "min_turnover_krw": run_settings.min_turnover_krw,
+            "min_reward_risk": run_settings.min_reward_risk,
             "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
-            "served_scorer": _SETTINGS.scorer,
-            "shadow_scorers": ", ".join(PARAMS.scorers[1:]),
-            "latest_snapshot": latest_table(picks[picks["scorer"] == _SETTINGS.scorer], _TABLE_COLUMNS),
+            "served_scorer": run_settings.scorer,
+            "shadow_scorers": ", ".join(params.scorers[1:]),
+            "latest_snapshot": latest_table(picks[picks["scorer"] == run_settings.scorer], _TABLE_COLUMNS),
         },
     )
 
@@ -148,6 +152,7 @@ def recommendations(
 def recommendation_outcomes(
     context: dg.AssetExecutionContext,
     postgres: PostgresResource,
+    run_settings: RunSettings,
     recommendations: pd.DataFrame,
     candles_1m: pd.DataFrame,
     candles_1h: pd.DataFrame,
@@ -156,15 +161,15 @@ def recommendation_outcomes(
     start, end = _window(context)
     as_ofs = pd.DatetimeIndex(recommendations["as_of"].drop_duplicates().sort_values())
     inputs = AnalysisInputs.assemble(OUTCOMES_LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, upbit_markets=upbit_markets)
-    universe = eligible_universe(inputs, as_ofs, PARAMS.min_turnover_krw)
+    universe = eligible_universe(inputs, as_ofs, run_settings.min_turnover_krw)
     outcomes = compute_outcomes(recommendations, candles_1m, universe, previous_close=_last_hourly_close(candles_1h, candles_1m))
     yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
-    summary = summarise_outcomes(outcomes[outcomes["scorer"] == _SETTINGS.scorer])
+    summary = summarise_outcomes(outcomes[outcomes["scorer"] == run_settings.scorer])
     # the scorecard of every scorer over the stored outcomes, this partition's rows as just computed
     stored = recent_outcomes(postgres)
     stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
     graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
-    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
+    card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, run_settings.scorer)
     data_end = candles_1m[pit.START].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,
@@ -172,7 +177,7 @@ def recommendation_outcomes(
             **{k: (v if v is not None else "n/a") for k, v in summary.items()},
             "candles_until": str(data_end) if data_end is not None else "none",
             "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
-            "served_scorer": _SETTINGS.scorer,
+            "served_scorer": run_settings.scorer,
             "scorecard": dg.MetadataValue.table([dg.TableRecord(row) for row in card["rows"]], schema=SCORECARD_SCHEMA),
         },
     )

@@ -10,12 +10,12 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.point_in_time import MARKET
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.previews import latest_table
-from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
-from dantaro_assets.settings import get_settings
+from dantaro_assets.lib.run_settings import RunSettings
+from dantaro_assets.operations.jobs import NO_RETRIES
+from dantaro_assets.partitions import analysis_ins, hourly_backfill, hourly_partitions
 from dantaro_assets.support_levels.analysis import LOOKBACK, LevelParams, compute_support_levels
 from dantaro_assets.support_levels.schemas import support_levels_schema
 
-_SETTINGS = get_settings()
 PARAMS = LevelParams()
 PREVIEW_MARKETS = 5
 
@@ -30,17 +30,17 @@ PREVIEW_MARKETS = 5
         "write_mode": WriteMode.REPLACE.value,
     },
     check_specs=[schema_check_spec("support_levels")],
-    freshness_policy=freshness(_SETTINGS.support_levels_interval),
+    retry_policy=NO_RETRIES,  # freshness from the cadence: support_levels/definitions.py
     group_name="analysis",
     kinds={"pandas", "postgres"},
     description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
                  "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
 )
-def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+def support_levels(context: dg.AssetExecutionContext, run_settings: RunSettings, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                    candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame, upbit_instruments: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    ticks = stored_ticks(start, end, _SETTINGS.support_levels_interval, candles_1m)
+    ticks = stored_ticks(start, end, run_settings.support_levels_interval, candles_1m)
     inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
                                      upbit_markets=upbit_markets, upbit_instruments=upbit_instruments)
     frame = compute_support_levels(inputs, ticks, PARAMS)

@@ -108,7 +108,7 @@ def materialise(assets: list, partition: str, io_resources: dict, *, raise_on_er
     from dantaro_assets.markets import assets as market_assets
 
     return dg.materialize([*market_assets, *assets], selection=assets, partition_key=partition,
-                          resources={"upbit": UpbitClient(), **io_resources}, raise_on_error=raise_on_error)
+                          resources={"upbit": UpbitClient(base_url="http://127.0.0.1:9"), **io_resources}, raise_on_error=raise_on_error)
 
 
 def always_failing_schema(*_args, **_kwargs):

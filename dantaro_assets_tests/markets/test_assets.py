@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from dantaro_assets.definitions import build_definitions
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
 from dantaro_assets.markets import (
@@ -18,6 +19,7 @@ from dantaro_assets.markets import (
     upbit_instruments,
     upbit_markets,
 )
+from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
@@ -208,7 +210,7 @@ def test_quarantined_candles_keep_the_stored_good_rows(resources, postgres_resou
     pd.testing.assert_frame_equal(_stored_hour(postgres_resource, "2025-09-21T10:00Z"), before)
 
 
-def test_a_market_whose_every_row_is_quarantined_keeps_its_stored_candle(resources, postgres_resource, recorded_replay, monkeypatch):
+def test_a_market_whose_every_row_is_quarantined_keeps_its_stored_candle(resources, postgres_resource, recorded_replay, settings):
     def stored_day() -> pd.DataFrame:
         return _read(postgres_resource, "candles_1d", "candle_start", "2025-09-18T00:00Z", "2025-09-19T00:00Z")
 
@@ -219,10 +221,9 @@ def test_a_market_whose_every_row_is_quarantined_keeps_its_stored_candle(resourc
     # One market of four below the default 0.9 coverage would block the write (as tested above); with
     # a threshold that lets one market in four go unanswered, as one in 250 does by default, the run is
     # green and the merge must keep that market's stored candle.
-    module = importlib.import_module("dantaro_assets.markets.assets")
-    monkeypatch.setattr(module, "_SETTINGS", module._SETTINGS.model_copy(update={"min_coverage": 0.7}))
+    lenient = {**resources, "run_settings": run_settings(settings.model_copy(update={"min_coverage": 0.7}))}
     recorded_replay.inject("bad_candle", path="/v1/candles/days", count=None, variant="high_low", market="KRW-ETH")
-    result = _materialize([candles_1d], "2025-09-18", resources)
+    result = _materialize([candles_1d], "2025-09-18", lenient)
 
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     meta = result.asset_materializations_for_node("candles_1d")[0].metadata
@@ -265,11 +266,17 @@ def test_a_failing_universe_check_keeps_the_stored_universe(resources, postgres_
 
 
 def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
+    definitions = build_definitions(settings.model_copy(update={"run_retries": 5}))
+    for job_name in ("daily_candles_job", "candles_1m_job", "market_status_job", "recommendations_job", "support_levels_job"):
+        # a job's op_retry_policy (DANTARO_RUN_RETRIES) applies to its steps without a policy of their own
+        policy = definitions.resolve_job_def(job_name).op_retry_policy
+        assert (policy.max_retries, policy.backoff, policy.jitter) == (5, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS), job_name
+    assert all(asset.op.retry_policy is None for asset in assets)  # so every fetch takes the job's retries
+    for analysis in ("market_status", "recommendations", "support_levels"):  # an analysis keeps its own: none
+        assert definitions.resolve_assets_def(analysis).op.retry_policy.max_retries == 0, analysis
     for asset in assets:
         name = asset.key.to_user_string()
         assert asset.op.pool == "upbit_api", name
-        policy = asset.op.retry_policy
-        assert (policy.max_retries, policy.backoff, policy.jitter) == (settings.run_retries, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
         meta = asset.specs_by_key[asset.key].metadata
         daily_listing = name in ("upbit_markets", "upbit_instruments")
         assert meta["partition_expr"] == ("day" if daily_listing else "candle_start")

@@ -45,6 +45,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from dagster._daemon.types import DaemonHeartbeat
 
 from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.fixtures.environment import environ
 
 __all__ = [  # re-exported for the tests (see the docstring)
@@ -66,7 +67,7 @@ _LOG = logging.getLogger("daemon_test")
 @contextmanager
 def project_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     """A real instance configured by the project's dagster.yaml (SQLite under ``dagster_home``)."""
-    write_instance_config(dagster_home)
+    write_instance_config(dagster_home, load_settings())
     # Not ``with instance``: entering an instance makes its storage the process's current one, and module-scoped
     # instances torn down out of order would leave a disposed instance's storage current for later tests.
     instance = dg.DagsterInstance.from_config(str(dagster_home))

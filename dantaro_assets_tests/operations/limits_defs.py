@@ -5,11 +5,12 @@ import time
 
 import dagster as dg
 
-from dantaro_assets.operations.limits import (
-    PRIORITIES,
-    job_tags,
-    memory_limited_executor,
-)
+from dantaro_assets.operations.jobs import run_executor, run_tags
+from dantaro_assets.operations.limits import PRIORITIES
+from dantaro_assets.settings import load_settings
+
+SETTINGS = load_settings()  # a code location of its own, loaded by the test's workspace: it reads them as definitions.py does
+EXECUTOR = run_executor(SETTINGS)
 
 # the job types whose runs fetch from Upbit: their steps claim an upbit_api slot, as the candle assets do
 FETCHING = {"market_status", "recommendations", "support_levels", "daily_candles", "history"}
@@ -48,19 +49,19 @@ def crash() -> None:
 def _waiting_job(job_type: str) -> dg.JobDefinition:
     step = fetch.alias("wait") if job_type in FETCHING else wait
 
-    @dg.job(name=f"{job_type}_job", tags=job_tags(job_type), executor_def=memory_limited_executor)
+    @dg.job(name=f"{job_type}_job", tags=run_tags(job_type, SETTINGS), executor_def=EXECUTOR)
     def _job() -> None:
         step()
 
     return _job
 
 
-@dg.job(tags=job_tags("market_status"), executor_def=memory_limited_executor)
+@dg.job(tags=run_tags("market_status", SETTINGS), executor_def=EXECUTOR)
 def allocating_job() -> None:
     allocate()
 
 
-@dg.job(tags=job_tags("market_status"), executor_def=memory_limited_executor)
+@dg.job(tags=run_tags("market_status", SETTINGS), executor_def=EXECUTOR)
 def crashing_job() -> None:
     crash()
 

@@ -60,7 +60,7 @@ def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client
     own = f"api_{uuid.uuid4().hex[:6]}"
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
-    with serve_http(create_app(lambda: instance, store, STATUS_REFRESH_S)) as client:
+    with serve_http(create_app(lambda: instance, store, STATUS_REFRESH_S, settings=settings)) as client:
         yield client, store, postgres
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
@@ -121,7 +121,7 @@ def test_worker_status_keeps_the_seed_contract(api, instance):
 def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(instance, settings, pg_url):
     snapshots = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
                                      PostgresResource(url=pg_url, db_schema=settings.db_schema))
-    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0)) as client:
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0, settings=settings)) as client:
         first = client.get("/worker/status").json()
         assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
         dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
@@ -132,7 +132,7 @@ def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(ins
         if stale["cached_at"] == first["cached_at"]:  # asked within the same refresh: the same answer, older
             assert stale["last_jobs"] == [] and stale["cache_age"] >= first["cache_age"]
 
-    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0)) as client:
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0, settings=settings)) as client:
         body = client.get("/worker/status").json()  # computed for the request
         assert body["cache_age"] < 0.5 and [job["status"] for job in body["last_jobs"]] == ["completed"]
 

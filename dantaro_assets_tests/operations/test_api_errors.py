@@ -25,12 +25,12 @@ SECRET = "s3cret"
 
 
 @pytest.fixture(scope="module")
-def unreachable_api() -> Iterator[tuple[httpx.Client, int]]:
+def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
     """The API over a Postgres and a Redis nobody listens for (one closed port), both URLs carrying a password."""
     port = free_port()
     snapshots = SnapshotStore(redis=RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
                               postgres=PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"), ttls={})
-    with serve_http(create_app(dg.DagsterInstance.ephemeral, snapshots)) as client:
+    with serve_http(create_app(dg.DagsterInstance.ephemeral, snapshots, settings=settings)) as client:
         yield client, port
 
 
@@ -65,19 +65,19 @@ def leaky() -> None:
     raise ConnectionError(f"could not reach postgresql://user:{SECRET}@db.internal:5432/dantaro")
 
 
-def test_worker_status_shows_run_errors_with_urls_redacted(instance):
+def test_worker_status_shows_run_errors_with_urls_redacted(instance, settings):
     dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
-    [job] = worker_status(instance, time.monotonic())["last_jobs"]
+    [job] = worker_status(instance, time.monotonic(), settings=settings)["last_jobs"]
     assert (job["status"], job["dagster_status"]) == ("failed", "FAILURE")
     assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
     assert SECRET not in job["error"]
 
 
-def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path):
+def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path, settings):
     """The run storage's SQLite file disappears under a running API: refreshes fail, the last answer stays and ages."""
     dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
     snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=PostgresResource(url="postgresql://127.0.0.1:1/none"), ttls={})
-    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2)) as client:
+    with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2, settings=settings)) as client:
         before = client.get("/worker/status").json()
         assert [job["status"] for job in before["last_jobs"]] == ["failed"]
         runs_db = tmp_path / "history" / "runs.db"

@@ -27,6 +27,7 @@ from dantaro_assets.operations.celery_runs import (
 )
 from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
+from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.conftest import RUN_TAG
 from dantaro_assets_tests.fixtures.environment import environ
 from dantaro_assets_tests.operations.daemon import (
@@ -70,7 +71,7 @@ def dagster_pg_url(pg_url: str) -> Iterator[str]:
 def celery_env(dagster_pg_url: str, settings, tmp_path_factory) -> Iterator[dict[str, str]]:
     """DAGSTER_HOME with the Celery template (two worker slots, both workers on both queues) and its variables."""
     home = tmp_path_factory.mktemp("celery_home")
-    write_instance_config(home, template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
+    write_instance_config(home, load_settings(), template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     runs = config["concurrency"]["runs"]
     runs["max_concurrent_runs"] = 2  # the two worker processes' slots
@@ -146,7 +147,7 @@ def workers(instance: dg.DagsterInstance, celery_env: dict[str, str]) -> Iterato
 def test_a_worker_refuses_an_instance_without_the_celery_launcher(tmp_path, capsys):
     from dantaro_assets.operations.celery_runs import main
 
-    write_instance_config(tmp_path)  # the local dagster.yaml: DefaultRunLauncher
+    write_instance_config(tmp_path, load_settings())  # the local dagster.yaml: DefaultRunLauncher
     with environ({"DAGSTER_HOME": str(tmp_path)}):
         assert main(["--queue", "live"]) == 2
     assert "not a Celery run launcher" in capsys.readouterr().err

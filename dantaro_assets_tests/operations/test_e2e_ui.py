@@ -3,6 +3,7 @@ jobs and a backfill launched through GraphQL into the run queue, results read ba
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.operations.job_log import JobLog
+from dantaro_assets.settings import load_settings
 
 RUN_QUERY = """
 query Run($runId: ID!) {
@@ -54,7 +56,7 @@ def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings, p
     env = {"UPBIT_BASE_URL": replay_server.url, "WORKER_ENABLED": "false", "DANTARO_REDIS_PREFIX": prefix}
     try:
         progress("starting dagster dev (webserver + daemon)")
-        with DagsterDev(tmp_path / "dagster_home", env) as dev:
+        with DagsterDev(tmp_path / "dagster_home", env, settings=load_settings({**os.environ, **env})) as dev:
             progress(f"dagster dev answers at {dev.url}")
             yield dev
             progress("stopping dagster dev")

@@ -14,14 +14,15 @@ import dagster as dg
 import pytest
 
 from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.operations.jobs import run_tags
 from dantaro_assets.operations.limits import (
     CELERY_QUEUE_TAG,
     CELERY_QUEUES,
     JOB_TAG,
     MONITORING_GRACE_SECONDS,
     instance_limit_problems,
-    job_tags,
 )
+from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     PROJECT_DIR,
@@ -48,7 +49,7 @@ def _wait_config(seconds: float) -> dict:
 
 
 def test_the_instance_config_matches_the_settings(instance: dg.DagsterInstance):
-    assert instance_limit_problems(instance) == []
+    assert instance_limit_problems(instance, load_settings()) == []
     assert instance.run_retries_max_retries == 3
 
 
@@ -102,7 +103,7 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 
 
 def test_job_tags_carry_the_settings_timeout():
-    tags = job_tags("market_status")
+    tags = run_tags("market_status", load_settings({}))
     # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace
     assert tags == {
         "dagster/priority": "40",
@@ -113,8 +114,6 @@ def test_job_tags_carry_the_settings_timeout():
 
 
 def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
-    from dantaro_assets.settings import load_settings
-
     five = load_settings({"WORKER_MAX_WORKERS": "5"})
     write_instance_config(tmp_path, five)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -124,7 +123,7 @@ def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(
 
 
 def test_the_production_config_carries_the_same_limits(tmp_path: Path):
-    write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.prod.yaml")
+    write_instance_config(tmp_path, load_settings({}), template=PROJECT_DIR / "deploy" / "dagster.prod.yaml")
 
     config, _ = dagster_instance_config(str(tmp_path))
     local, _ = dagster_instance_config(str(_local_home(tmp_path)))
@@ -135,7 +134,7 @@ def test_the_production_config_carries_the_same_limits(tmp_path: Path):
 
 def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_queue(tmp_path: Path):
 
-    write_instance_config(tmp_path, template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
+    write_instance_config(tmp_path, load_settings(), template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
     local, _ = dagster_instance_config(str(_local_home(tmp_path)))
     for section in ("run_monitoring", "run_retries", "run_coordinator"):
@@ -159,7 +158,7 @@ def test_the_queue_tag_is_the_one_dagster_celery_reads():
 
 def _local_home(tmp_path: Path) -> Path:
     home = tmp_path / "local"
-    write_instance_config(home)
+    write_instance_config(home, load_settings())
     return home
 
 

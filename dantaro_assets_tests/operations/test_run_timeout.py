@@ -18,6 +18,7 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.markets import assets, upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
+from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     WorkspaceProcessContext,
@@ -44,11 +45,11 @@ def storage(pg_url: str, settings) -> Iterator[PostgresResource]:
 
 
 @pytest.fixture(scope="module")
-def closed_hour(replay_server, storage, redis_resource) -> pd.Timestamp:
+def closed_hour(replay_server, storage, redis_resource, settings) -> pd.Timestamp:
     """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
     hour = pd.Timestamp(replay_server.clock()).floor("h") - timedelta(hours=1)
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
-    resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "upbit": upbit}
+    resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "upbit": upbit, "run_settings": run_settings(settings)}
     result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
     upbit.close()
     assert result.success

@@ -10,23 +10,23 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from dantaro_assets.definitions import defs
-from dantaro_assets.operations.bootstrap import daily_lookback, minute_lookback
-from dantaro_assets.operations.jobs import (
-    market_status_job,
-    recommendations_job,
-    support_levels_job,
-)
+from dantaro_assets.definitions import build_definitions
+from dantaro_assets.markets.history import daily_lookback, minute_lookback
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
-from dantaro_assets.operations.schedules import (
-    build_schedules,
-    lookback_needs,
-    schedules,
-)
-from dantaro_assets.settings import load_settings
+from dantaro_assets.operations.schedules import lookback_needs
+from dantaro_assets.partitions import freshness
+from dantaro_assets.settings import Settings, load_settings
 
-BY_NAME = {schedule.name: schedule for schedule in schedules}
-REPOSITORY = defs.get_repository_def()
+
+def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """Every domain's schedules under ``settings``."""
+    return list(build_definitions(settings).schedules or [])
+
+
+DEFS = build_definitions(load_settings({}))
+BY_NAME = {schedule.name: schedule for schedule in DEFS.schedules or []}
+JOBS = {job.name: job for job in DEFS.jobs or []}
+REPOSITORY = DEFS.get_repository_def()
 DAILY_ASSETS = ("upbit_markets", "candles_1h", "candles_1d")
 
 
@@ -79,7 +79,9 @@ def test_market_status_mid_hour_targets_the_open_hour_only(tick):
     assert _keys(requests) == ["2026-03-10-10:00"]
     tags = requests[0].tags
     assert tags["dagster/priority"] == str(PRIORITIES["market_status"])
-    assert tags[JOB_TAG] == "market_status" and tags["dagster/max_runtime"] == "330"  # monitoring backstop: 300 s + 30 s
+    assert tags[JOB_TAG] == "market_status"
+    # the run takes its job's tags too: the monitoring backstop, 300 s + 30 s
+    assert DEFS.resolve_job_def("market_status_job").run_tags["dagster/max_runtime"] == "330"
     assert FINALISE_TAG not in tags
 
 
@@ -191,7 +193,7 @@ def test_the_closed_hour_is_finalised_while_the_open_hour_still_waits(instance):
     assert [r.partition_key for r in _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T11:02:00")] == ["2026-03-10-11:00"]
 
 
-@pytest.mark.parametrize("job", [market_status_job, recommendations_job, support_levels_job], ids=lambda job: job.name)
+@pytest.mark.parametrize("job", [JOBS["market_status_job"], JOBS["recommendations_job"], JOBS["support_levels_job"]], ids=lambda job: job.name)
 def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
     """The needs come from the assets' partition mappings; the sensor's lookback must cover them, or a tick would wait forever."""
     now = _at("2026-03-10T10:05:00")
@@ -200,6 +202,14 @@ def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
     for asset in DAILY_ASSETS:
         assert needs.get(dg.AssetKey(asset), set()) <= set(daily_lookback(now))
     assert set(needs) <= {dg.AssetKey(name) for name in ("candles_1m", *DAILY_ASSETS)}
-    if job is recommendations_job:  # the turnover window and the levels' 14 days: the sensor's whole lookback
+    if job.name == "recommendations_job":  # the turnover window and the levels' 14 days: the sensor's whole lookback
         assert needs[dg.AssetKey("candles_1m")] == set(minute_lookback(now))
         assert needs[dg.AssetKey("candles_1h")] == set(daily_lookback(now))
+
+
+def test_one_cadence_sets_the_cron_the_freshness_policy_and_the_ticks():
+    definitions = build_definitions(load_settings({"MARKET_STATUS_INTERVAL": "600"}))
+    assert definitions.resolve_schedule_def("market_status_schedule").cron_schedule == "*/10 * * * *"
+    for asset in ("market_status", "candles_1m"):  # candles_1m is refreshed by the fastest cadence's job
+        assert definitions.resolve_assets_def(asset).specs_by_key[dg.AssetKey(asset)].freshness_policy == freshness(600), asset
+    assert definitions.resources["run_settings"].market_status_interval == 600

@@ -23,16 +23,17 @@ from dantaro_assets.recommendations.schemas import (
     recommendations_schema,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.resources import build_snapshot_store
-from dantaro_assets.settings import get_settings
+from dantaro_assets.resources import build_snapshot_store, run_settings
+from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 from .conftest import END
 
 HOUR = END - pd.Timedelta(hours=5)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
-MIN_TURNOVER = get_settings().min_turnover_krw
-SERVED = get_settings().scorer
+SETTINGS = load_settings()  # what conftest's environment gives, as the settings fixture
+MIN_TURNOVER = SETTINGS.min_turnover_krw
+SERVED = SETTINGS.scorer
 
 
 def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDefinition:
@@ -61,9 +62,9 @@ def snapshot_store(postgres_resource, redis_resource, settings):
 
 
 @pytest.fixture(scope="module")
-def io_resources(postgres_resource, redis_resource, snapshot_store):
+def io_resources(postgres_resource, redis_resource, snapshot_store, settings):
     return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource),
-            "postgres": postgres_resource, "redis": redis_resource, "snapshots": snapshot_store}
+            "postgres": postgres_resource, "redis": redis_resource, "snapshots": snapshot_store, "run_settings": run_settings(settings)}
 
 
 @pytest.fixture(scope="module")

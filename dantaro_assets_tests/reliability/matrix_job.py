@@ -1,9 +1,10 @@
 """How the fault matrix runs assets: real Dagster runs with the project's resources built from settings.
 
 ``materialize`` is the usual in-process ``dg.materialize``. ``run_without_step_retries`` runs the same
-asset through ``dg.execute_job`` with the executor's step retries off, for runs a fault must fail:
-``dg.materialize`` always honours the RetryPolicy, and a retry repeats the same fetch and the same
-write, so it would change no outcome the matrix asserts, only add its delays (5, 10, 20 s) to each row.
+asset through ``dg.execute_job`` on a persistent instance with the executor's step retries off, for runs
+a fault must fail. Neither retries a step (step retries are the project jobs' ``op_retry_policy``): a
+retry repeats the same fetch and the same write, so it would change no outcome the matrix asserts, only
+add its delays (5, 10, 20 s) to each row.
 """
 
 from __future__ import annotations

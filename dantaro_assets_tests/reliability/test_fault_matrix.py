@@ -253,7 +253,7 @@ def _market_status_inputs(settings) -> None:
 
 def _api_latest(storage) -> dict:
     """``GET /market-status/latest`` from the API over the private Redis and Postgres."""
-    app = create_app(lambda: None, _snapshots(storage))
+    app = create_app(lambda: None, _snapshots(storage), settings=storage.base_settings)
     with serve_http(app) as client:
         response = client.get("/market-status/latest")
     assert response.status_code == 200, response.text

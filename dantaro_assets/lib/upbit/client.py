@@ -50,13 +50,11 @@ from dantaro_assets.lib.upbit.rate_limit import (
     make_rate_limiter,
     parse_remaining_req,
 )
-from dantaro_assets.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 MAX_CANDLES_PER_REQUEST = 200
 _MAX_BACKOFF_SECONDS = 8.0
-_SETTINGS = get_settings()
 _INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 # Set once this process's run is being stopped (terminated, or past its timeout): no request starts after it.
 _STOPPING = threading.Event()
@@ -154,11 +152,12 @@ class UpbitClient(dg.ConfigurableResource):
     Only a client built without any ``redis`` keeps the limit in this process alone (with a warning).
     """
 
-    base_url: str = Field(default=_SETTINGS.upbit_base_url, description="Upbit API or the replay server (UPBIT_BASE_URL)")
-    timeout: float = Field(default=_SETTINGS.upbit_api_timeout, description="seconds per request (UPBIT_API_TIMEOUT)")
-    max_retries: int = Field(default=_SETTINGS.upbit_max_retries, description="retries after the first attempt on 429, 5xx, timeouts")
-    requests_per_second: int = Field(default=_SETTINGS.upbit_requests_per_second, description="per-group budget shared by all processes")
-    max_symbols_per_batch: int = Field(default=_SETTINGS.max_symbols_per_batch, description="markets per orderbook/instruments request")
+    # resources.py sets these from the settings; the defaults are Upbit's published limits, for tests and benches
+    base_url: str = Field(description="Upbit API or the replay server (UPBIT_BASE_URL)")
+    timeout: float = Field(default=30.0, description="seconds per request (UPBIT_API_TIMEOUT)")
+    max_retries: int = Field(default=3, description="retries after the first attempt on 429, 5xx, timeouts")
+    requests_per_second: int = Field(default=10, description="per-group budget shared by all processes")
+    max_symbols_per_batch: int = Field(default=50, description="markets per orderbook/instruments request")
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
@@ -200,7 +199,7 @@ class UpbitClient(dg.ConfigurableResource):
                     limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
                 )
                 client = self.redis.client() if self.redis is not None else None
-                prefix = self.redis.prefix if self.redis is not None else _SETTINGS.redis_prefix
+                prefix = self.redis.prefix if self.redis is not None else ""  # the in-process limiter keys nothing
                 # A request cannot be in flight much longer than its timeouts (connect, then read).
                 self._limiter = make_rate_limiter(
                     client, prefix, self.requests_per_second, self.window_seconds, 3 * self.timeout, self.store_wait_seconds

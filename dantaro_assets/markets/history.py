@@ -39,13 +39,18 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.analysis_inputs import Lookback
-from dantaro_assets.lib.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, get_current_datetime
+from dantaro_assets.lib.dagster_internals import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    RUN_KEY_TAG,
+    UnresolvedAssetJobDefinition,
+    get_current_datetime,
+)
 from dantaro_assets.market_status import analysis as market_status
-from dantaro_assets.operations.jobs import candles_1m_job, daily_candles_job
+from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB
 from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recommendations
-from dantaro_assets.settings import Settings, get_settings
 from dantaro_assets.support_levels import analysis as support_levels
 
 HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
@@ -184,20 +189,20 @@ def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
     waiting: list[str] = []
     top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
     for key_range in missing_ranges(days, universe):
-        candidates.append(_request(daily_candles_job.name, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
+        candidates.append(_request(DAILY_CANDLES_JOB, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
 
     daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
     if daily_missing:
         span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
         assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
         if universe.issuperset(span.keys):
-            candidates.append(_request(daily_candles_job.name, "daily", "daily_candles", span, assets, stamp))
+            candidates.append(_request(DAILY_CANDLES_JOB, "daily", "daily_candles", span, assets, stamp))
         else:
             waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
 
     for key_range in reversed(missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)):
         if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
-            candidates.append(_request(candles_1m_job.name, "minute", "history", key_range, ["candles_1m"], stamp))
+            candidates.append(_request(CANDLES_1M_JOB, "minute", "history", key_range, ["candles_1m"], stamp))
         else:
             waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
     failed = _failed_this_hour(instance, now) if candidates else set()
@@ -208,19 +213,19 @@ def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
     return HistoryPlan(candidates[0] if candidates else None, tuple(waiting), stored)
 
 
-def default_sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
+def default_sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
     """Off with the schedules when WORKER_ENABLED=false (an operator can still start it in the UI)."""
-    return dg.DefaultSensorStatus.RUNNING if settings.worker_enabled else dg.DefaultSensorStatus.STOPPED
+    return dg.DefaultSensorStatus.RUNNING if enabled else dg.DefaultSensorStatus.STOPPED
 
 
-def build_history_sensor(settings: Settings | None = None) -> dg.SensorDefinition:
-    settings = settings or get_settings()
+def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: bool) -> dg.SensorDefinition:
+    """The sensor over ``jobs`` (``daily_candles_job`` and ``candles_1m_job``), running unless ``enabled`` is false."""
 
     @dg.sensor(
         name="history_sensor",
-        jobs=[daily_candles_job, candles_1m_job],
+        jobs=list(jobs),
         minimum_interval_seconds=SENSOR_INTERVAL,
-        default_status=default_sensor_status(settings),
+        default_status=default_sensor_status(enabled),
         description=(
             f"Fetches the lookback history nobody has materialised: the universe and 1-hour/1-day candles of the last "
             f"{DAILY_LOOKBACK_DAYS} days, 1-minute candles of the last {MINUTE_LOOKBACK_HOURS} closed hours."
@@ -238,6 +243,3 @@ def build_history_sensor(settings: Settings | None = None) -> dg.SensorDefinitio
         return dg.SensorResult(skip_reason=f"{progress}: the lookback history is complete", cursor=progress)
 
     return history_sensor
-
-
-history_sensor = build_history_sensor()

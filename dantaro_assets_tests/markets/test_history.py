@@ -9,14 +9,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from dantaro_assets.definitions import defs
+from dantaro_assets.definitions import build_definitions
 from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
-from dantaro_assets.operations.bootstrap import (
+from dantaro_assets.markets.history import (
     HISTORY_TAG,
     MINUTE_HOURS_PER_RUN,
-    build_history_sensor,
     daily_lookback,
-    history_sensor,
     minute_lookback,
     missing_ranges,
 )
@@ -26,6 +24,9 @@ from dantaro_assets.recommendations.analysis import OUTCOMES_LOOKBACK
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS_LOOKBACK
 from dantaro_assets_tests.operations.daemon import freeze_time
+
+defs = build_definitions(load_settings({}))
+history_sensor = defs.resolve_sensor_def("history_sensor")
 
 NOW = datetime(2026, 3, 10, 10, 25, tzinfo=UTC)
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -80,7 +81,9 @@ def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
     assert _summary(requests) == [("daily_candles_job", "universe", "2026-02-24", "2026-03-10", ["upbit_markets"])]
     tags = requests[0].tags
     assert int(tags["dagster/priority"]) > max(PRIORITIES.values()) + 1  # ahead of finalising runs too
-    assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "330"  # monitoring backstop: 300 s + 30 s
+    assert tags[JOB_TAG] == "daily_candles"
+    # the run takes its job's tags too: the monitoring backstop, 300 s + 30 s
+    assert defs.resolve_job_def("daily_candles_job").run_tags["dagster/max_runtime"] == "330"
 
 
 def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes(instance):
@@ -168,11 +171,12 @@ def test_progress_is_the_cursor_and_one_console_line_per_change(instance, capfd)
 
 
 def test_sensor_is_in_the_definitions_targeting_both_jobs():
-    sensor = defs.get_repository_def().get_sensor_def("history_sensor")
+    sensor = history_sensor
     assert {target.job_name for target in sensor.targets} == {"daily_candles_job", "candles_1m_job"}
     assert sensor.minimum_interval_seconds == 30
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_worker_disabled_leaves_the_sensor_stopped():
-    assert build_history_sensor(load_settings({"WORKER_ENABLED": "false"})).default_status == dg.DefaultSensorStatus.STOPPED
+    stopped = build_definitions(load_settings({"WORKER_ENABLED": "false"}))
+    assert stopped.resolve_sensor_def("history_sensor").default_status == dg.DefaultSensorStatus.STOPPED

@@ -1,0 +1,27 @@
+"""The settings a run reads while it computes, as a resource: resources.py builds it from ``Settings``.
+
+Assets and ops take it by name (``run_settings``) instead of reading the environment, so a test or a
+bench runs them under any values by passing another ``RunSettings``. Definition-time values (cron,
+freshness policies, retry counts) never come from here: each domain's ``build_defs(settings)`` sets
+them from the same ``Settings``, so a cadence is read once for its schedule, freshness and ticks.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+class RunSettings(dg.ConfigurableResource):
+    """Cadences, thresholds, the served scorer and retention windows; no defaults: ``Settings`` holds them."""
+
+    market_status_interval: int
+    recommendations_interval: int
+    support_levels_interval: int
+    min_coverage: float
+    min_turnover_krw: float
+    min_reward_risk: float
+    scorer: str
+    retention_candles_1m_days: int
+    retention_candles_days: int
+    retention_analyses_days: int
+    retention_runs_days: int

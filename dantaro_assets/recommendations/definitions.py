@@ -1,0 +1,78 @@
+"""The recommendations domain's wiring: its two assets, their jobs, the cadence schedule and the outcomes schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
+from dantaro_assets.operations.jobs import asset_job, upbit_retry_policy
+from dantaro_assets.operations.limits import TICK_TAG, job_tags
+from dantaro_assets.operations.schedules import cadence_schedule, default_status
+from dantaro_assets.partitions import freshness, hourly_partitions
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
+from dantaro_assets.recommendations.outcomes import HORIZONS
+from dantaro_assets.recommendations.scorers import served_first
+from dantaro_assets.settings import Settings
+
+OUTCOMES_CRON = "10 * * * *"
+
+
+def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
+    """Outcome runs for the hours whose 1 h, 4 h and 24 h horizons closed in the last hour.
+
+    An hour H of recommendations reaches horizon h once H + 1 h + h has passed; rescoring it then fills
+    in the returns that were still null on earlier runs.
+    """
+    hour_start = tick.replace(minute=0, second=0, microsecond=0)
+    requests = []
+    for name, horizon in HORIZONS.items():
+        closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
+        requests.append(
+            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"),
+                TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
+        )
+    return requests
+
+
+def outcomes_schedule(job: UnresolvedAssetJobDefinition, enabled: bool) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="recommendation_outcomes_schedule",
+        cron_schedule=OUTCOMES_CRON,
+        job=job,
+        execution_timezone="UTC",
+        default_status=default_status(enabled),
+        description=f"{OUTCOMES_CRON} (UTC): score the hours whose 1 h, 4 h and 24 h horizons just closed.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        return closed_hour_run_requests(context.scheduled_execution_time)
+
+    return _schedule
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """One cadence (RECOMMENDATIONS_INTERVAL) sets the cron, the freshness policy and, through ``run_settings``, the ticks.
+
+    An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are.
+    """
+    served_first(settings.scorer)
+    seconds = settings.recommendations_interval
+    job = asset_job(
+        "recommendations_job", "recommendations", ["candles_1m", "recommendations", "recommendations_redis"],
+        "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.", settings,
+        retry_policy=upbit_retry_policy(settings.run_retries),
+    )
+    outcomes_job = asset_job(
+        "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
+        "Score an hour's recommendations by their forward returns.", settings,
+    )
+    return dg.Definitions(
+        assets=[
+            *dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [recommendations]),
+            recommendations_redis,
+            recommendation_outcomes,
+        ],
+        jobs=[job, outcomes_job],
+        schedules=[cadence_schedule(job, "recommendations", seconds, settings.worker_enabled), outcomes_schedule(outcomes_job, settings.worker_enabled)],
+    )
