@@ -1,8 +1,8 @@
 """Dantaro's settings: one typed object read once from the environment.
 
-The seed worker's variable names are kept (``WORKER_*``, ``*_INTERVAL``, ``DATABASE_URL``,
-``REDIS_URL``, ``UPBIT_API_TIMEOUT``, ``MAX_SYMBOLS_PER_BATCH``) because operators already have
-them in their unit files; what Dagster made new is prefixed ``DANTARO_`` or ``UPBIT_``.
+The worker's variable names (``WORKER_*``, ``*_INTERVAL``, ``DATABASE_URL``, ``REDIS_URL``,
+``UPBIT_API_TIMEOUT``, ``MAX_SYMBOLS_PER_BATCH``) are a contract: operators have them in their unit
+files. The project's own knobs are prefixed ``DANTARO_`` or ``UPBIT_``.
 A bad value fails at load time with the variable's name and what it accepts, never later in a run.
 """
 
@@ -76,7 +76,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    # --- the seed worker's names ---
+    # --- the worker contract's names ---
     worker_enabled: bool = Field(True, alias="WORKER_ENABLED", description="false leaves every schedule stopped")
     worker_log_level: str = Field("INFO", alias="WORKER_LOG_LEVEL", description="log level of runs and services")
     worker_max_workers: int = Field(3, alias="WORKER_MAX_WORKERS", ge=1, le=64, description="runs in flight at once")

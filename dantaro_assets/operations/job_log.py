@@ -1,6 +1,6 @@
-"""The seed worker's job log, read from Dagster: runs are the jobs, their events the details.
+"""The worker's job log, read from Dagster: runs are the jobs, their events the details.
 
-One entry per run, in the seed's fields: ``job_id`` (run id), ``job_type`` (the ``dantaro/job`` tag),
+One entry per run, in the job log's contract fields (README: Job log and API): ``job_id`` (run id), ``job_type`` (the ``dantaro/job`` tag),
 ``status`` (``completed``/``failed``/``running``/``queued``), ``duration`` (seconds), ``symbols_processed``
 (the largest ``markets`` / ``markets_returned`` count in the run's materialisation metadata), ``error`` (the
 first step's or the run's failure message) and ``timestamp``; beside them Dagster's own view (``dagster_status``,
@@ -23,7 +23,7 @@ from dantaro_assets.settings import redact_text
 MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}
 _RUNNING, _QUEUED, _COMPLETED, _FAILED = "running", "queued", "completed", "failed"
-SEED_STATUS: Mapping[dg.DagsterRunStatus, str] = {
+CONTRACT_STATUS: Mapping[dg.DagsterRunStatus, str] = {
     dg.DagsterRunStatus.QUEUED: _QUEUED,
     dg.DagsterRunStatus.NOT_STARTED: _QUEUED,
     dg.DagsterRunStatus.SUSPENDED: _QUEUED,  # paused until resumed: waiting, like a queued run
@@ -33,7 +33,7 @@ SEED_STATUS: Mapping[dg.DagsterRunStatus, str] = {
     dg.DagsterRunStatus.MANAGED: _RUNNING,  # a run driven from outside Dagster: not finished as far as Dagster knows
     dg.DagsterRunStatus.SUCCESS: _COMPLETED,
     dg.DagsterRunStatus.FAILURE: _FAILED,
-    dg.DagsterRunStatus.CANCELED: _FAILED,  # the seed had no cancel: a canceled job did not complete
+    dg.DagsterRunStatus.CANCELED: _FAILED,  # the contract has no cancel status: a canceled job did not complete
 }
 _FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
@@ -107,7 +107,7 @@ class JobLog:
         return {
             "job_id": run.run_id,
             "job_type": run.tags.get(JOB_TAG, run.job_name),
-            "status": SEED_STATUS[run.status],
+            "status": CONTRACT_STATUS[run.status],
             "duration": duration,
             "symbols_processed": markets,
             "error": error,

@@ -1,6 +1,6 @@
-"""The seed worker's limits as Dagster run tags, an executor and instance checks.
+"""The worker's limits as Dagster run tags, an executor and instance checks.
 
-Priorities reproduce the seed's order (market status first, cleanup last) in the run queue, where a
+Priorities keep the worker's order (market status first, cleanup last) in the run queue, where a
 higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the instance's
 ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
 The memory limit and the timeout are held by the executor inside the run worker process, so they hold
@@ -43,7 +43,7 @@ CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_
 STOP_GRACE_SECONDS = 10
 MONITORING_GRACE_SECONDS = 30
 
-# Higher runs first. Seed order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
+# Higher runs first. The worker's order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
 # universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
 # "history" is the history sensor's 1-minute candle backfill (markets/history.py), after the daily refresh.
 PRIORITIES: Mapping[str, int] = {

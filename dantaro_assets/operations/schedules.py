@@ -1,7 +1,7 @@
 """The schedule machinery every domain builds its schedules with; each run targets the partition its tick falls in.
 
 A partitioned job's own schedule (``build_schedule_from_partitioned_job``) ticks once per partition;
-the seed's cadences tick several times per hour, so each schedule here maps its tick time to the
+the analyses' cadences tick several times per hour, so each schedule here maps its tick time to the
 hourly (or daily) partition key itself. The first tick of a new period also requests the period that
 just closed, once, so its candles are fetched complete and its analyses recomputed over them: that
 run is tagged ``dantaro/finalise`` and goes ahead of the open period's run of the same job.
