@@ -18,7 +18,7 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.api import OPENAPI, create_app
-from dantaro_assets.operations.job_log import SEED_STATUS
+from dantaro_assets.operations.job_log import CONTRACT_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations import recommendation_outcomes
@@ -87,7 +87,7 @@ def test_worker_status_keeps_the_seed_contract(api, instance):
     client, _, _ = api
     dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
     dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
-    # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (SEED_STATUS covers every status)
+    # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (CONTRACT_STATUS covers every status)
     queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=job_tags("market_status"))
 
     body = status_once(client, lambda b: len(b["last_jobs"]) == 3)
@@ -104,7 +104,7 @@ def test_worker_status_keeps_the_seed_contract(api, instance):
     assert failed["job_type"] == "recommendations" and (failed["status"], failed["dagster_status"]) == ("failed", "FAILURE")
     assert "ValueError: Upbit answered 418: IP blocked" in failed["error"] and failed["symbols_processed"] is None
     assert waiting["job_id"] == queued.run_id and waiting["status"] == "queued" and waiting["duration"] is None
-    assert set(SEED_STATUS) == set(dg.DagsterRunStatus) and set(SEED_STATUS.values()) == {"completed", "failed", "running", "queued"}
+    assert set(CONTRACT_STATUS) == set(dg.DagsterRunStatus) and set(CONTRACT_STATUS.values()) == {"completed", "failed", "running", "queued"}
 
     now = time.time()
     _heartbeat(instance, "SCHEDULER", now - 600)  # a daemon silent for 10 minutes is dead
