@@ -1,4 +1,4 @@
-"""The seed's limits with runs on Celery workers: deploy/dagster.celery.yaml, two `dantaro worker` processes.
+"""The worker's limits with runs on Celery workers: deploy/dagster.celery.yaml, two `dantaro worker` processes.
 
 Dagster's storage is a Postgres database of the module's own, the broker and result backend the test Redis
 under a key prefix of the run's own. The daemons' iterations are called directly (daemon.py) so each step

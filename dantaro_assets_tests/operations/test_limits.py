@@ -1,4 +1,4 @@
-"""The seed's limits on a real Dagster instance: run queue order and caps, run timeout, memory cap.
+"""The worker's limits on a real Dagster instance: run queue order and caps, run timeout, memory cap.
 
 Runs are launched by the real DefaultRunLauncher into run worker processes; the daemons' iterations
 are called directly so each step of the queue can be observed.
