@@ -7,6 +7,7 @@ import sys
 
 import yaml
 
+from dantaro_assets.definitions import defs
 from dantaro_assets.operations.instance import TEMPLATE, render_instance_config
 from dantaro_assets.settings import PROJECT_DIR, load_settings
 
@@ -27,3 +28,29 @@ def test_the_built_package_ships_the_dagster_yaml_template(tmp_path):
 def test_the_project_folders_dagster_yaml_is_the_packaged_template():
     top = PROJECT_DIR / "dagster.yaml"
     assert top.resolve() == TEMPLATE and yaml.safe_load(top.read_text()) == yaml.safe_load(TEMPLATE.read_text())
+
+
+def test_a_plain_install_loads_the_definitions_without_the_checkout(tmp_path):
+    """``pip install .`` (not ``-e``): the installed copy, not the source checkout, loads every asset and job."""
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(PROJECT_DIR)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert (site / "dantaro_replay" / "server.py").is_file()
+    assert (site / "dantaro_assets" / "operations" / "dagster.yaml").is_file()
+    probe = (
+        "import dantaro_assets, dantaro_assets.definitions as d; "
+        "print(dantaro_assets.__file__); "
+        "print(' '.join(sorted(k.to_user_string() for k in d.defs.resolve_asset_graph().get_all_asset_keys())))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    where, keys = loaded.stdout.strip().splitlines()[-2:]
+    assert where.startswith(str(site)), where
+    expected = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
+    assert keys.split() == expected and "market_status" in expected
