@@ -203,11 +203,11 @@ def plan_fetch(store: SeenStore | None, markets: list[str], start: pd.Timestamp,
     fetch = missing(windows, markets, start, need_end) if need_end > start else {}
     if not fetch:
         return Plan("stream", {}, "the stream saw every minute", health)
-    subscribed = set().union(*(w.markets for w in health.open_windows)) if health is not None else set()
+    subscribed = set().union(*(w.markets for w in windows if w.source == "stream"))
     unsubscribed = sorted(set(fetch) - subscribed)
     reasons = [problem] if problem else []
     if unsubscribed and health is not None:
-        reasons.append(f"{len(unsubscribed)} market(s) not subscribed ({', '.join(unsubscribed[:5])}{', ...' if len(unsubscribed) > 5 else ''})")
+        reasons.append(f"{len(unsubscribed)} market(s) the stream did not subscribe ({', '.join(unsubscribed[:5])}{', ...' if len(unsubscribed) > 5 else ''})")
     if len(unsubscribed) < len(fetch):
         reasons.append(f"{len(fetch) - len(unsubscribed)} subscribed market(s) with minutes the stream did not see (start-up, disconnects)")
     return Plan("rest fallback", fetch, "; ".join(reasons), health)

@@ -46,6 +46,7 @@ from statistics import median
 import adbc_driver_manager
 import dagster as dg
 import pandas as pd
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
@@ -55,6 +56,7 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
+from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, ceil_minute, floor_minute
 
 log = logging.getLogger("dantaro.stream")
 
@@ -62,6 +64,7 @@ ASSET = "candles_1m"
 ENDPOINT = "/websocket/v1 candle.1m"
 MINUTE = interval("minute1")
 PING_SECONDS = 20.0
+PUBLISH_SECONDS = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 KEEP_WRITTEN_SECONDS = 2 * 3600
 # SIMPLE -> DEFAULT field names (Upbit's candle WebSocket reference); "code" is REST's "market".
@@ -242,6 +245,13 @@ class CandleStream:
         self.chunks: list[list[str]] = []
         self.version = 0
         self.stop = asyncio.Event()
+        self.store = SeenStore(io_manager.redis.client(), io_manager.redis.prefix, io_manager.postgres.db_schema)
+        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
+        self.ended: list[Window] = []  # published once every minute in them is committed
+        self.covered_through = 0.0
+        self.totals = {"reconnects": 0, "gaps": 0, "minutes_written": 0}
+        self.last_figures: dict = {}
+        self._published = 0.0
 
     # --- universe ---
     def read_universe(self) -> list[str]:
@@ -281,6 +291,7 @@ class CandleStream:
                 async with connect(self.url, ping_interval=PING_SECONDS, ping_timeout=PING_SECONDS, open_timeout=10,
                                    max_size=2**22, max_queue=None, user_agent_header="dantaro-stream") as ws:
                     await ws.send(subscription(codes))
+                    self.open_windows.pop(index, None)  # opened by the first message on this subscription
                     log.info("stream: connection %d subscribed to %d markets", index, len(codes))
                     last_message = time.monotonic()
                     while not self.stop.is_set():
@@ -289,6 +300,7 @@ class CandleStream:
                             codes = self.chunks[index] if index < len(self.chunks) else []
                             if not codes:
                                 return
+                            self.end_window(index, floor_minute(self.book.server_now()))
                             await ws.send(subscription(codes))
                             log.info("stream: connection %d resubscribed to %d markets", index, len(codes))
                         try:
@@ -299,12 +311,18 @@ class CandleStream:
                             continue
                         last_message = time.monotonic()
                         attempt = 0
-                        self.receive(raw)
+                        stamp = self.receive(raw)
+                        if stamp is not None and index not in self.open_windows:
+                            self.open_windows[index] = (ceil_minute(stamp), frozenset(codes))
                     return
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException, StreamStalled) as exc:
                 if self.stop.is_set():
                     return
                 self.metrics.reconnects += 1
+                self.totals["reconnects"] += 1
+                # Minutes from the earliest one left open were not seen to their end: the window stops there.
+                unseen = [start for market, start in self.book.open if market in set(codes)]
+                self.end_window(index, min([floor_minute(self.book.server_now()), *unseen]))
                 dropped = self.book.drop_open(set(codes))
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.5)
                 attempt += 1
@@ -315,19 +333,56 @@ class CandleStream:
                 except TimeoutError:
                     pass
 
-    def receive(self, raw: str | bytes) -> None:
+    def receive(self, raw: str | bytes) -> float | None:
+        """Take one message; the server time (epoch s) of a candle message, else None."""
         try:
             message = json.loads(raw)
         except ValueError:
             log.warning("stream: a message that is not JSON: %r", raw[:200])
-            return
+            return None
         if isinstance(message, dict) and "error" in message:
             log.error("stream: Upbit refused the request: %s", message["error"])
-            return
+            return None
         candle = rest_fields(message) if isinstance(message, dict) else None
-        if candle is not None:
-            self.metrics.messages += 1
-            self.book.add(candle)
+        if candle is None:
+            return None
+        self.metrics.messages += 1
+        self.book.add(candle)
+        stamp = candle.get("timestamp")
+        return stamp / 1000 if isinstance(stamp, (int, float)) else None
+
+    # --- seen windows ---
+    def end_window(self, index: int, end: int) -> None:
+        """The connection stops seeing its markets at ``end``; published once the minutes before it are committed."""
+        opened = self.open_windows.pop(index, None)
+        if opened is not None and end > opened[0]:
+            self.ended.append(Window(opened[0], end, opened[1], "stream"))
+
+    def truncate_windows(self, first_unwritten: int, restart: int) -> None:
+        """A write failed from ``first_unwritten`` on: no window claims those minutes; open ones resume at ``restart``."""
+        self.ended = [Window(w.start, min(w.end, first_unwritten), w.markets, w.source) for w in self.ended]
+        for index, (start, markets) in list(self.open_windows.items()):
+            if first_unwritten > start:
+                self.ended.append(Window(start, first_unwritten, markets, "stream"))
+            self.open_windows[index] = (max(start, restart), markets)
+
+    def health(self, running: bool = True) -> StreamHealth:
+        server_now = self.book.server_now() if self.book.server_ms else 0.0
+        lag = max(0.0, server_now - self.covered_through) if self.covered_through else None
+        windows = [Window(start, int(self.covered_through), markets, "stream") for start, markets in self.open_windows.values()]
+        figures = {"markets": len(self.universe), "connections": len(self.chunks), "lag_s": None if lag is None else round(lag, 1),
+                   **self.totals, "last_report": self.last_figures}
+        return StreamHealth(time.time(), server_now, self.covered_through, running, windows, figures)
+
+    def publish(self, running: bool = True) -> None:
+        """Health, open windows and the ended windows now committed, to Redis (read by the analyses and the API)."""
+        ready = [w for w in self.ended if w.end <= self.covered_through]
+        try:
+            self.store.publish(self.health(running), ready)
+        except redis.RedisError as exc:  # analyses then see the stream as down and fetch over REST
+            log.warning("stream: cannot record its health in Redis (%s: %s)", type(exc).__name__, exc)
+            return
+        self.ended = [w for w in self.ended if w not in ready]
 
     # --- writes ---
     async def writer(self) -> None:
@@ -340,14 +395,23 @@ class CandleStream:
         await self.flush()
 
     async def flush(self) -> None:
+        # Every minute that ended a grace before ``cut`` is closed by the call below (its cutoff is later).
+        cut = self.book.server_now() if self.book.server_ms else None
         closed = self.book.closed()
-        if not closed:
-            return
         try:
-            await asyncio.to_thread(self.write, closed)
+            if closed:
+                await asyncio.to_thread(self.write, closed)
         except Exception:
             log.exception("stream: writing %d closed minutes failed; they are written again if they come again", len(closed))
             self.book.forget_unwritten(closed)
+            if cut is not None:
+                self.truncate_windows(min(item.start for item in closed), ceil_minute(cut))
+        else:
+            if cut is not None:
+                self.covered_through = max(self.covered_through, cut - self.book.grace)
+        if time.monotonic() - self._published >= PUBLISH_SECONDS:
+            self._published = time.monotonic()
+            await asyncio.to_thread(self.publish)
 
     def write(self, closed: list[Closed]) -> None:
         before = pd.Timestamp(self.book.server_now(), unit="s", tz="UTC").floor("min")
@@ -370,6 +434,7 @@ class CandleStream:
                 self.metrics.rewritten += 1
             else:
                 self.metrics.written += 1
+                self.totals["minutes_written"] += 1
                 self.metrics.lags.append(now - minute - 60)
                 self.metrics.first_minute = minute if self.metrics.first_minute is None else min(self.metrics.first_minute, minute)
                 self.metrics.last_minute = max(self.metrics.last_minute or minute, minute)
@@ -389,6 +454,8 @@ class CandleStream:
     async def report(self) -> None:
         metrics, self.metrics = self.metrics, Metrics()
         figures = metrics.as_dict(len(self.universe))
+        self.last_figures = figures
+        self.totals["gaps"] += figures["gaps"]
         log.info("stream: %s", ", ".join(f"{k} {v}" for k, v in figures.items()))
         if self.instance is not None and metrics.partitions:
             await asyncio.to_thread(self._record, metrics.partitions, figures)
@@ -416,6 +483,9 @@ class CandleStream:
         await asyncio.gather(*connections.values(), return_exceptions=True)
         await asyncio.gather(*tasks)
         await self.report()
+        for index in list(self.open_windows):  # what this process saw outlives it; the next one opens its own
+            self.end_window(index, floor_minute(self.covered_through))
+        await asyncio.to_thread(self.publish, False)
 
 
 def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
