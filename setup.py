@@ -18,6 +18,7 @@ setup(
         "pandas>=2.2,<3",
         "pandera==0.35.0",
         "numpy>=1.26",
+        "pydantic>=2.6,<3",
         "redis>=5",
         "httpx>=0.27",
         "ta-lib>=0.6.5",

@@ -29,7 +29,6 @@ _KRW_TICKS = np.array(
     [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 1, 5, 10, 50, 100, 500, 1_000],
     dtype=float,
 )
-KRW_TABLE_SINCE = "2025-07-31"
 _SNAP = 1e-9  # a tick count this close (relative) to a whole number is that number
 
 Direction = Literal["down", "up"]

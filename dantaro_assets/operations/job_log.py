@@ -121,7 +121,3 @@ class JobLog:
             "ended_at": _iso(record.end_time),
         }
 
-
-def job_log(instance: dg.DagsterInstance, limit: int = 20, job_type: str | None = None) -> list[dict[str, Any]]:
-    """The newest ``limit`` runs (of one job type when given), newest first."""
-    return JobLog(instance).entries(limit, job_type)

@@ -78,13 +78,11 @@ def _pandas_rsi(close: pd.Series, period: int) -> pd.Series:
     return 100.0 * smoothed["gain"] / (smoothed["gain"] + smoothed["loss"])
 
 
-def test_atr_sma_and_rsi_follow_their_written_out_definitions_on_real_candles(hourly):
+def test_atr_ema_and_rsi_follow_their_written_out_definitions_on_real_candles(hourly):
     for _, market in hourly.groupby("market", sort=False):
         market = market.reset_index(drop=True)
         high, low, close = (market[c].to_numpy() for c in ("high", "low", "close"))
         np.testing.assert_allclose(indicators.atr(market, 14).to_numpy(), _own_wilder_atr(high, low, close, 14),
-                                   rtol=1e-9, equal_nan=True)
-        np.testing.assert_allclose(indicators.sma(market, 20).to_numpy(), market["close"].rolling(20).mean().to_numpy(),
                                    rtol=1e-9, equal_nan=True)
         np.testing.assert_allclose(indicators.rsi(market, 14).to_numpy(), _pandas_rsi(market["close"], 14).to_numpy(),
                                    rtol=1e-9, atol=1e-9, equal_nan=True)
@@ -114,18 +112,9 @@ def test_ema_and_rsi_follow_the_textbook_seeding_on_real_candles(hourly):
     np.testing.assert_allclose(rsi[200:], _own_wilder_rsi(close, 14)[200:], atol=1e-6)
 
 
-def test_bollinger_uses_population_std(hourly):
-    btc = hourly[hourly["market"] == "KRW-BTC"].reset_index(drop=True)
-    bands = indicators.bollinger(btc, 20, 2.0)
-    std = btc["close"].rolling(20).std(ddof=0)
-    np.testing.assert_allclose(bands["upper"] - bands["middle"], 2.0 * std, rtol=1e-6, equal_nan=True)
-    np.testing.assert_allclose(bands["middle"], btc["close"].rolling(20).mean(), rtol=1e-9, equal_nan=True)
-
-
 @pytest.mark.parametrize(
     ("name", "func", "columns", "params"),
     [
-        ("sma", talib.SMA, ("close",), {"timeperiod": 20}),
         ("ema", talib.EMA, ("close",), {"timeperiod": 20}),
         ("rsi", talib.RSI, ("close",), {"timeperiod": 14}),
         ("atr", talib.ATR, ("high", "low", "close"), {"timeperiod": 14}),
@@ -145,9 +134,6 @@ def test_grouped_matches_per_market_talib_with_gaps_and_short_markets():
     np.testing.assert_array_equal(indicators.ema(frame, 20).to_numpy(), _reference(frame, talib.EMA, "close", timeperiod=20))
     np.testing.assert_array_equal(indicators.atr(frame, 14).to_numpy(),
                                   _reference(frame, talib.ATR, "high", "low", "close", timeperiod=14))
-    bands = indicators.bollinger(frame, 20)
-    upper = _reference(frame, lambda c: talib.BBANDS(c, timeperiod=20, nbdevup=2, nbdevdn=2, matype=0)[0], "close")
-    np.testing.assert_array_equal(bands["upper"].to_numpy(), upper)
     assert indicators.ema(frame, 20)[frame["market"] == "KRW-C000"].isna().all()
 
 

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
-from dantaro_assets.operations.job_log import job_log
+from dantaro_assets.operations.job_log import JobLog
 
 RUN_QUERY = """
 query Run($runId: ID!) {
@@ -71,7 +71,7 @@ def _run_to_success(dev: DagsterDev, job: str, partition: str, progress) -> str:
     progress(f"{job} {partition}: run {run_id[:8]} {status}")
     if status != "SUCCESS":
         with dg.DagsterInstance.from_config(str(dev.home)) as instance:
-            entry = next(e for e in job_log(instance) if e["job_id"] == run_id)
+            entry = next(e for e in JobLog(instance).entries() if e["job_id"] == run_id)
         pytest.fail(f"{job} run {run_id} ended {status}: {entry['error']}")
     return run_id
 

@@ -18,7 +18,6 @@ import pandas as pd
 from dantaro_assets.lib.upbit.errors import UpbitResponseError
 
 CANDLE_COLUMNS = ["market", "candle_start", "open", "high", "low", "close", "volume", "value"]
-QUARANTINE_COLUMNS = ["market", "candle_start", "reason"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 _CANDLE_FIELDS = {
     "opening_price": "open",
