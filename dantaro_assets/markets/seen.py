@@ -236,3 +236,28 @@ def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestam
             if key[1] > key[0]:
                 grouped.setdefault(key, set()).add(market)
     return [Window(s, e, frozenset(m), "rest") for (s, e), m in grouped.items()]
+
+
+def stream_status(store: SeenStore, max_lag: float, wall_now: float | None = None) -> dict:
+    """The stream as ``/worker/status`` shows it: state (healthy, down, lagging, stopped, never ran), lag,
+    messages/s of its last report, reconnects and gaps since it started, markets subscribed."""
+    wall_now = time.time() if wall_now is None else wall_now
+    health = store.health()
+    if health is None:
+        return {"state": "never ran", "healthy": False, "problem": "stream never ran"}
+    problem = health.problem(wall_now, max_lag)
+    state = "healthy" if problem is None else problem.split(":")[0].removeprefix("stream ")
+    figures = health.figures
+    return {
+        "state": state,
+        "healthy": problem is None,
+        "problem": problem,
+        "lag_s": round(health.lag(wall_now), 1) if health.covered_through else None,
+        "messages_per_s": figures.get("last_report", {}).get("messages_per_s"),
+        "reconnects": figures.get("reconnects"),
+        "gaps": figures.get("gaps"),
+        "markets": figures.get("markets"),
+        "minutes_written": figures.get("minutes_written"),
+        "heartbeat": pd.Timestamp(health.heartbeat, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "covered_through": pd.Timestamp(health.covered_through, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

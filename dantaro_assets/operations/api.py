@@ -38,6 +38,7 @@ from starlette.routing import Route
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
 from dantaro_assets.lib.redis_store import RedisResource, iso_utc
+from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
@@ -129,6 +130,16 @@ class SnapshotReader:
 def parse_market(raw: str) -> str | None:
     """An Upbit market code from a request (``krw-btc`` is read as ``KRW-BTC``), or None if ``raw`` is not one."""
     return raw.upper() if _MARKET.fullmatch(raw) else None
+
+
+def stream(snapshots: SnapshotReader) -> dict[str, Any]:
+    """``dantaro stream``'s health from Redis, read per request (one GET); unknown when Redis is down."""
+    try:
+        store = SeenStore(snapshots.redis.client(), snapshots.redis.prefix, snapshots.postgres.db_schema)
+        return stream_status(store, get_settings().stream_max_lag_seconds)
+    except redis.RedisError as exc:
+        log.warning("stream status unreadable: %s", redact_text(str(exc)))
+        return {"state": "unknown", "healthy": False, "problem": "Redis unavailable"}
 
 
 def worker_status(instance: dg.DagsterInstance, started: float, last_jobs: int = 20, jobs: JobLog | None = None) -> dict[str, Any]:
@@ -356,6 +367,8 @@ OPENAPI: dict[str, Any] = {
                     "config_problems": {"type": "array", "items": {"type": "string"}},
                     "cached_at": {"type": "string", "format": "date-time", "description": "when this answer was computed"},
                     "cache_age": {"type": "number", "description": "seconds since cached_at"},
+                    "stream": {"type": "object", "description": "dantaro stream: state, healthy, problem, lag_s, messages_per_s, "
+                               "reconnects, gaps, markets, minutes_written, heartbeat, covered_through (read per request)"},
                 },
             },
         }
@@ -389,7 +402,7 @@ def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotRe
             limit = 0
         if not 1 <= limit <= MAX_JOBS:
             return JSONResponse({"detail": f"limit must be an integer from 1 to {MAX_JOBS}"}, status_code=400)
-        return JSONResponse(worker.status(limit))
+        return JSONResponse({**worker.status(limit), "stream": stream(snapshots)})
 
     def market_status(_: Request) -> JSONResponse:
         return snapshot_response("market_status")
