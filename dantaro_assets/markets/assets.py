@@ -7,7 +7,8 @@ their window for every market of the window's universe. Candles are facts: a ref
 (market, candle_start) and a market that returned nothing keeps what is stored; only
 ``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``partitions.backfill_policy``).
+candles a request over each range (see ``partitions.backfill_policy``). In the analysis jobs,
+``candles_1m`` reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
 """
 
 

@@ -25,6 +25,10 @@ every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runl
   reconnect when no message came for ``DANTARO_STREAM_STALL_SECONDS``. Upbit's limits (5 connection
   requests a second per IP, 5 data requests a second and 100 a minute per connection) are far above
   what this sends: one subscription per connection and universe change.
+- **What it saw.** Every second the stream records in Redis its health (heartbeat, Upbit's clock, the
+  server time up to which every closed minute is committed) and per connection the window of minutes it
+  saw (``markets/seen.py``), so the analyses fetch nothing while it is healthy and an hour's final run
+  repairs over REST only the minutes a disconnect, a resubscription or a failed write left unseen.
 - **Metrics** (log line per report, and on each materialisation): messages/s, minutes written and
   rewritten, lag (server time from a minute's end to its commit, p50/max), reconnects, quarantined
   rows and gaps (market-minutes of the universe that closed without a stored candle: no trade, or

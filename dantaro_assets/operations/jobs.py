@@ -1,7 +1,7 @@
 """One asset job per product, built on asset keys so the jobs do not import the assets they run.
 
-Each hourly analysis job re-fetches the hour's 1-minute candles before computing, so a run is one
-self-contained "fetch then compute then publish" cycle, like the seed worker's jobs. Every job carries
+Each hourly analysis job completes the hour's 1-minute candles before computing (over REST only what
+``dantaro stream`` did not store: markets/seen.py), so a run is one self-contained cycle. Every job carries
 the tags of its type (priority, one-at-a-time key, timeout) and runs in one memory-capped process.
 """
 
