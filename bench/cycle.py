@@ -5,7 +5,8 @@ server simulating N KRW markets with Upbit's real rate limits (10 requests/s per
 history the analysis looks back over, then launches market_status_job for the current hour R times
 through GraphQL, one after another, timing each from launch until Redis carries that run's snapshot:
 
-  rest    no `dantaro stream`: the candles_1m step fetches the open hour's new minutes of every market
+  rest    no `dantaro stream` and no record of earlier fetches: the candles_1m step fetches the open hour of
+          every market (one request each), as every tick does without the stream
   stream  `dantaro stream` feeding candles_1m from the replay's WebSocket: the step reads what the stream
           saw and fetches nothing while it is healthy (one warm-up run first fetches the minutes of the
           hour before the stream started, once; it is reported, not timed)
@@ -68,9 +69,10 @@ def accepted_requests(replay_url: str) -> int:
     return sum(group["ok"] for group in groups.values())
 
 
-def phases(instance: dg.DagsterInstance, run_id: str, launched: float, redis_seen: float) -> dict[str, float]:
+def phases(instance: dg.DagsterInstance, run_id: str, launched: float, redis_seen: float) -> dict:
     """Split launch -> Redis into phases from the run's event log."""
     first: dict[tuple[str | None, str], float] = {}
+    source = "?"
     last_input = 0.0
     write_seconds = 0.0
     for entry in instance.all_logs(run_id):
@@ -82,6 +84,8 @@ def phases(instance: dg.DagsterInstance, run_id: str, launched: float, redis_see
             last_input = max(last_input, entry.timestamp)
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and entry.step_key == "market_status":
             write_seconds = float(event.event_specific_data.materialization.metadata["write_seconds"].value)
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and entry.step_key == "candles_1m":
+            source = event.event_specific_data.materialization.metadata["source"].value
     starting = first[(None, "PIPELINE_STARTING")]
     fetch_start = first[("candles_1m", "STEP_START")]
     fetch_end = first[("candles_1m", "STEP_OUTPUT")]
@@ -98,6 +102,7 @@ def phases(instance: dg.DagsterInstance, run_id: str, launched: float, redis_see
         "write": write_seconds,
         "push": redis_seen - compute_end - write_seconds,
         "total": redis_seen - launched,
+        "source": source,
     }
 
 
@@ -123,8 +128,7 @@ def cycle(dev: DagsterDev, instance: dg.DagsterInstance, cache: redis.Redis, key
     run_id = dev.launch("market_status_job", hour)
     seen = wait_for_snapshot(cache, key, run_id)
     assert dev.wait(run_id) == "SUCCESS", f"run {run_id} failed"
-    source = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=1).records[0].asset_materialization.metadata["source"].value
-    return phases(instance, run_id, launched, seen) | {"requests": accepted_requests(replay_url) - before, "source": source}
+    return phases(instance, run_id, launched, seen) | {"requests": accepted_requests(replay_url) - before}
 
 
 def start_stream(home: Path) -> subprocess.Popen:
@@ -134,11 +138,16 @@ def start_stream(home: Path) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_until_healthy(store: SeenStore, max_lag: float, timeout: float = 180) -> None:
+def wait_until_seeing(store: SeenStore, max_lag: float, timeout: float = 300) -> None:
+    """Until the stream is healthy and has committed the first whole minute it saw: from then on it covers every closed minute."""
     deadline = time.monotonic() + timeout
-    while (health := store.health()) is None or not health.covered_through or health.problem(time.time(), max_lag):
+    while True:
+        health = store.health()
+        if health is not None and health.open_windows and health.problem(time.time(), max_lag) is None:
+            if health.covered_through >= max(w.start for w in health.open_windows) + 60:
+                return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"dantaro stream not healthy after {timeout} s: {health}")
+            raise TimeoutError(f"dantaro stream not covering a whole minute after {timeout} s: {health}")
         time.sleep(1)
 
 
@@ -163,8 +172,6 @@ def main() -> int:
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = f"{settings.redis_prefix}:market_status:latest"
     store = SeenStore(cache, settings.redis_prefix, settings.db_schema)
-    for stale in (store.health_key, store.windows_key):  # an earlier run's record speaks of other candles
-        cache.delete(stale)
     rows: dict[str, list[dict]] = {"rest": [], "stream": []}
     warm_up: dict = {}
     stream: subprocess.Popen | None = None
@@ -174,14 +181,15 @@ def main() -> int:
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:
                 for index in range(args.runs):
+                    cache.delete(store.health_key, store.windows_key)  # every run fetches the open hour, as a tick 2 min after the last would
                     row = cycle(dev, instance, cache, key, replay_url)
                     rows["rest"].append(row)
                     print(f"rest run {index + 1}/{args.runs}: {row['total']:.2f} s, {row['requests']} requests ({row['source']})", flush=True)
                 stream = start_stream(Path(home))
-                wait_until_healthy(store, settings.stream_max_lag_seconds)
+                wait_until_seeing(store, settings.stream_max_lag_seconds)
                 warm_up = cycle(dev, instance, cache, key, replay_url)
                 print(f"stream warm-up run: {warm_up['total']:.2f} s, {warm_up['requests']} requests ({warm_up['source']}: "
-                      "the minutes before the stream's first whole minute)", flush=True)
+                      "the minutes between the last REST run and the stream's first whole minute, once)", flush=True)
                 for index in range(args.runs):
                     row = cycle(dev, instance, cache, key, replay_url)
                     rows["stream"].append(row)

@@ -202,7 +202,9 @@ def plan_fetch(store: SeenStore | None, markets: list[str], start: pd.Timestamp,
     need_end = end if final else min(end, pd.Timestamp(floor_minute(now), unit="s", tz="UTC"))
     fetch = missing(windows, markets, start, need_end) if need_end > start else {}
     if not fetch:
-        return Plan("stream", {}, "the stream saw every minute", health)
+        if problem is None:
+            return Plan("stream", {}, "the stream saw every closed minute", health)
+        return Plan("rest fallback", {}, f"{problem}; every closed minute is stored already", health)
     subscribed = set().union(*(w.markets for w in windows if w.source == "stream"))
     unsubscribed = sorted(set(fetch) - subscribed)
     reasons = [problem] if problem else []
