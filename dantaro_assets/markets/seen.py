@@ -204,7 +204,8 @@ def plan_fetch(store: SeenStore | None, markets: list[str], start: pd.Timestamp,
     if not fetch:
         if problem is None:
             return Plan("stream", {}, "the stream saw every closed minute", health)
-        return Plan("rest fallback", {}, f"{problem}; every closed minute is stored already", health)
+        # a final run judges by what was seen (the stream, and REST repairs); a tick would have fallen back
+        return Plan("stream" if final else "rest fallback", {}, f"{problem}; every minute is stored already or was seen untraded", health)
     subscribed = set().union(*(w.markets for w in windows if w.source == "stream"))
     unsubscribed = sorted(set(fetch) - subscribed)
     reasons = [problem] if problem else []

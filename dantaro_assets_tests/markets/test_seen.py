@@ -105,3 +105,10 @@ def test_no_record_means_rest(store):
     plan = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30)
     assert plan.source == "rest fallback" and plan.why == "stream never ran"
     assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
+
+
+def test_a_tick_that_needs_nothing_while_the_stream_is_down_says_rest_fallback(store):
+    store.publish(health(covered=30, running=False))
+    store.record([Window(t(0), t(40), frozenset(MARKETS), "rest")])
+    plan = plan_fetch(store, MARKETS, H12, H13, final=False, max_lag=30, wall_now=time.time())
+    assert (plan.source, plan.fetch) == ("rest fallback", {}) and plan.why.startswith("stream stopped; every minute is stored already")
