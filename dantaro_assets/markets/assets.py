@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
+import redis
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
@@ -178,7 +179,10 @@ def _candle_asset(
         if plan is not None and plan.fetch and stats.server_time is not None:
             # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
             answered = set(plan.fetch) - set(stats.skipped_markets)
-            store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=_SETTINGS.stream_grace_seconds)))
+            try:
+                store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=_SETTINGS.stream_grace_seconds)))
+            except redis.RedisError as exc:  # stored all the same; the next run fetches these ranges again
+                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded in Redis ({type(exc).__name__}: {exc})")
 
     return _asset
 

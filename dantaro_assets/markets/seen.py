@@ -189,11 +189,14 @@ def plan_fetch(store: SeenStore | None, markets: list[str], start: pd.Timestamp,
     """
     if store is None:
         return Plan("rest", {m: [(start, end)] for m in markets}, "no Redis: the stream's record is unreadable")
-    health = store.health()
-    if final:
-        health = wait_for_commit(store, health, end.timestamp(), max_lag)
+    try:
+        health = store.health()
+        if final:
+            health = wait_for_commit(store, health, end.timestamp(), max_lag)
+        windows = store.windows(start.timestamp())
+    except redis.RedisError as exc:
+        return Plan("rest", {m: [(start, end)] for m in markets}, f"the stream's record is unreadable ({type(exc).__name__}: {exc})")
     wall_now = time.time() if wall_now is None else wall_now
-    windows = store.windows(start.timestamp())
     problem = "stream never ran" if health is None else health.problem(wall_now, max_lag)
     if health is not None:
         trusted_until = health.covered_through if (final or problem) else math.inf

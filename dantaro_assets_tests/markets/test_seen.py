@@ -112,3 +112,12 @@ def test_a_tick_that_needs_nothing_while_the_stream_is_down_says_rest_fallback(s
     store.record([Window(t(0), t(40), frozenset(MARKETS), "rest")])
     plan = plan_fetch(store, MARKETS, H12, H13, final=False, max_lag=30, wall_now=time.time())
     assert (plan.source, plan.fetch) == ("rest fallback", {}) and plan.why.startswith("stream stopped; every minute is stored already")
+
+
+def test_an_unreadable_record_means_a_full_rest_fetch():
+    import redis
+
+    unreachable = SeenStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5), "p", "s")
+    plan = plan_fetch(unreachable, MARKETS, H12, H13, final=False, max_lag=30)
+    assert plan.source == "rest" and plan.why.startswith("the stream's record is unreadable (ConnectionError")
+    assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
