@@ -39,6 +39,7 @@ from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.market_status import analysis as status_analysis
 from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS
@@ -260,16 +261,15 @@ def write(io_manager: PostgresDataFrameIOManager, context: dg.OutputContext, fra
 
 
 def output_context(bench: AssetBench) -> dg.OutputContext:
-    """The asset's OutputContext for PARTITION without the snapshot metadata (the push is timed apart)."""
-    metadata = {k: v for k, v in bench.asset.metadata_by_key[bench.asset.key].items() if k != "snapshot"}
-    return dg.build_output_context(asset_key=bench.name, definition_metadata=metadata, asset_partitions_def=hourly_partitions,
+    """The asset's OutputContext for PARTITION."""
+    return dg.build_output_context(asset_key=bench.name, definition_metadata=bench.asset.metadata_by_key[bench.asset.key],
+                                   asset_partitions_def=hourly_partitions,
                                    partition_key=PARTITION, run_id="bench")
 
 
-def push(redis: RedisResource, bench: AssetBench, frame: pd.DataFrame) -> None:
-    snapshot = bench.asset.metadata_by_key[bench.asset.key]["snapshot"]
-    redis.push_snapshot(bench.name, frame, as_of=bench.tick, run_id="bench", partition=PARTITION,
-                        ttl=int(snapshot["ttl"]), per_market=bool(snapshot["per_market"]))
+def push(snapshots: SnapshotStore, bench: AssetBench, frame: pd.DataFrame) -> None:
+    """What the asset's publish step does (``support_levels_redis`` writes one key per market too)."""
+    snapshots.publish(bench.name, frame, run_id="bench", partition=PARTITION, per_market=bench.name == "support_levels")
 
 
 def timed(action: Callable[[], object], repeat: int) -> tuple[float, object]:
@@ -293,7 +293,9 @@ def main() -> None:
     schema, prefix = f"bench_analysis_{os.getpid()}", f"bench_analysis_{os.getpid()}"
     postgres = PostgresResource(url=args.url, db_schema=schema)
     redis = RedisResource(url=args.redis, prefix=prefix)
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
+    snapshots = SnapshotStore(redis=redis, postgres=postgres, ttls={bench.name: 300 for bench in BENCHES},
+                              served_rows={"recommendations": {"scorer": get_settings().scorer}})
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = time.perf_counter()
     data = simulated_inputs(args.markets)
@@ -312,7 +314,7 @@ def main() -> None:
             loop_s, looped = timed(lambda: bench.loop(inputs, bench.tick), 1)
             bench.same(frame, looped)
             write_s = statistics.median(write(io_manager, output_context(bench), frame) for _ in range(args.repeat))
-            push_s, _ = timed(lambda: push(redis, bench, frame), args.repeat)
+            push_s, _ = timed(lambda: push(snapshots, bench, frame), args.repeat)
             results[bench.name] = {
                 "rows_read": sum(len(f) for f in inputs.values()), "rows_written": len(frame),
                 "read": read_s, "compute": compute_s, "write": write_s, "push": push_s,

@@ -30,7 +30,6 @@ from tabulate import tabulate
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
-from dantaro_assets.lib.redis_store import RedisResource
 
 DAY = "2025-09-01"
 DAILY = dg.DailyPartitionsDefinition(start_date=DAY, timezone="UTC")
@@ -109,7 +108,7 @@ def main() -> None:
 
     schema = f"bench_io_{os.getpid()}"
     postgres = PostgresResource(url=args.url, db_schema=schema)
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=RedisResource(url="redis://127.0.0.1:1/0"))
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     engine = sa.create_engine(args.url.replace("postgresql://", "postgresql+psycopg2://", 1))
     frame = synthetic_candles(args.markets)
     rows = len(frame)

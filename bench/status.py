@@ -32,10 +32,10 @@ from tabulate import tabulate
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.api import (
     MAX_JOBS,
     STATUS_REFRESH_S,
-    SnapshotReader,
     create_app,
     worker_status,
 )
@@ -97,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     # /worker/status reads no snapshot: the reader's servers are never contacted
-    snapshots = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix="bench"), PostgresResource(url="postgresql://127.0.0.1:1/none",
-        db_schema="bench"))
+    snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0", prefix="bench"),
+                              postgres=PostgresResource(url="postgresql://127.0.0.1:1/none", db_schema="bench"), ttls={})
     with tempfile.TemporaryDirectory() as home:
         write_instance_config(Path(home))
         instance = dg.DagsterInstance.from_config(home)

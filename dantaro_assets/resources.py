@@ -18,6 +18,7 @@ import dagster as dg
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.settings import Settings
 
@@ -26,12 +27,23 @@ def _url(variable: str, value: str | None) -> dg.EnvVar | None:
     return dg.EnvVar(variable) if value else None
 
 
+def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: PostgresResource) -> SnapshotStore:
+    """The Redis snapshots of the analyses with their TTLs; of the recommendations only the served scorer's
+    picks are published (the shadow scorers' are stored beside them), ranked."""
+    return SnapshotStore(
+        redis=redis, postgres=postgres, ttls=settings.cache_ttls,
+        served_rows={"recommendations": {"scorer": settings.scorer}},
+        row_order={"recommendations": ["rank"], "support_levels": ["market", "side", "rank"]},
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
-    """``io_manager`` (Postgres history + Redis snapshots), ``postgres``, ``redis`` and ``upbit``."""
+    """``io_manager`` (Postgres history), ``snapshots`` (Redis snapshots, with their TTLs), ``postgres``, ``redis`` and ``upbit``."""
     postgres = PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema)
     redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix)
     return {
-        "io_manager": PostgresDataFrameIOManager(postgres=postgres, redis=redis),
+        "io_manager": PostgresDataFrameIOManager(postgres=postgres),
+        "snapshots": build_snapshot_store(settings, redis, postgres),
         "postgres": postgres,
         "redis": redis,
         "upbit": UpbitClient(
@@ -46,6 +58,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 def storage_resources(settings: Settings) -> tuple[RedisResource, PostgresResource]:
-    """Redis and Postgres for use outside a run (the API): initialised now, their EnvVars read."""
+    """Redis and Postgres for use outside a run (``dantaro stream``): initialised now, their EnvVars read."""
     resources = build_resources(settings)
     return resources["redis"].process_config_and_initialize(), resources["postgres"].process_config_and_initialize()
+
+
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    """The snapshot store for use outside a run (the API), over Redis and Postgres initialised now (EnvVars read)."""
+    return build_snapshot_store(settings, *storage_resources(settings))

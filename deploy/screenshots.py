@@ -28,9 +28,9 @@ os.environ["WORKER_ENABLED"] = "false"
 import dagster as dg
 
 from dantaro_assets.lib import embedded
-from dantaro_assets.operations.api import SnapshotReader, worker_status
+from dantaro_assets.operations.api import worker_status
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
-from dantaro_assets.resources import storage_resources
+from dantaro_assets.resources import snapshot_store
 from dantaro_assets.settings import get_settings
 from dantaro_replay.process import start_replay_server
 
@@ -64,7 +64,7 @@ def write_api_examples(home: Path, target: Path) -> None:
     """/worker/status and the snapshot endpoints' answers, trimmed to a few rows each."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         status = worker_status(instance, time.monotonic(), last_jobs=3)
-    reader = SnapshotReader(*storage_resources(get_settings()))
+    reader = snapshot_store(get_settings())
     examples = {"GET /worker/status?limit=3": status}
     for path, (asset, market) in {
         "GET /market-status/latest": ("market_status", None),

@@ -1,4 +1,4 @@
-"""The IO manager storing every asset's DataFrame in its own Postgres table, and its latest rows in Redis.
+"""The IO manager storing every asset's DataFrame in its own Postgres table, and :func:`read_table`, its reader.
 
 Modelled on Dagster's ``DbIOManager`` (``partition_expr`` metadata, a partition is a time window of
 that column) with what it lacks: every write is one transaction, so a failed write leaves the previous
@@ -9,10 +9,10 @@ Asset metadata read here:
 
 - ``write_mode`` (required): a :class:`WriteMode`, how a write treats the rows already stored;
 - ``partition_expr``: the timestamptz column holding the partition time (required when partitioned);
-- ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing);
-- ``snapshot``: ``{"ttl": seconds, "per_market": bool, "rows": {column: value}}`` pushes the newest
-  ``as_of`` rows (only those matching ``rows`` when given) to Redis after the commit (see
-  :mod:`dantaro_assets.lib.redis_store`).
+- ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing).
+
+It stores and loads, nothing else: publishing the newest rows to Redis is a step of its own
+(:mod:`dantaro_assets.lib.publishing`).
 
 Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materialised upstream as an
 empty frame instead of failing (an input the asset has a fallback for).
@@ -41,7 +41,6 @@ from dantaro_assets.lib.postgres import (
     quote_ident,
     timestamptz_literal,
 )
-from dantaro_assets.lib.redis_store import RedisResource
 
 # Postgres type (as information_schema.columns.data_type spells it) -> the Arrow type COPY binary needs.
 PG_ARROW_TYPES: dict[str, pa.DataType] = {
@@ -200,13 +199,49 @@ def storage_order(partition_expr: str | None, primary_key: Sequence[str]) -> lis
     return list(dict.fromkeys([c for c in [partition_expr, *primary_key] if c]))
 
 
+def read_table(
+    postgres: PostgresResource,
+    table: str,
+    *,
+    where: str | None = None,
+    params: Sequence[Any] | None = None,
+    order: Sequence[str] = (),
+) -> pd.DataFrame | None:
+    """The rows of ``table`` matching ``where`` (SQL over its columns, ``$n`` placeholders for ``params``),
+    ordered by ``order``, jsonb decoded: one query. None when the table does not exist (never written).
+
+    The read path of the IO manager and of the API, so both see stored rows the same way.
+    """
+    sql = f"SELECT * FROM {postgres.table_name(table)}"
+    if where:
+        sql += f" WHERE {where}"
+    if order:
+        sql += " ORDER BY " + ", ".join(map(quote_ident, order))
+    try:
+        with postgres.connect() as conn:
+            with conn.cursor() as cur:
+                # The key index (time column first) yields rows in this order already; right after a
+                # bulk write, before autovacuum's ANALYZE, the planner would rather sort the window on disk
+                # (with statistics it picks the same index scan, so this costs nothing then).
+                cur.execute("SET LOCAL enable_sort = off")
+            result = postgres.read_arrow(sql, params, conn=conn)
+    except adbc_driver_manager.ProgrammingError as exc:
+        if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
+            return None
+        raise
+    frame = arrow_to_pandas(result)
+    for field in result.schema:
+        if isinstance(field.type, pa.JsonType):
+            frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
+    return frame
+
+
 class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
     """DataFrames in ``schema.<asset name>``; a partition is the time window of ``partition_expr``."""
 
     # Plain resource annotations (Dagster's nested-resource pattern); this module must not use
     # ``from __future__ import annotations``, which hides them from Dagster's resource detection.
     postgres: PostgresResource
-    redis: RedisResource
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
@@ -214,11 +249,7 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         metadata = context.definition_metadata or {}
         table = context.asset_key.path[-1]
         window = context.asset_partitions_time_window if context.has_asset_partitions else None
-        output = self.write(table, obj, metadata, window)
-        snapshot = metadata.get("snapshot")
-        if snapshot:
-            output["redis_snapshot"] = self._push_snapshot(context, table, obj, metadata.get("partition_expr") or "as_of", dict(snapshot))
-        context.add_output_metadata(output)
+        context.add_output_metadata(self.write(table, obj, metadata, window))
 
     def write(self, table: str, obj: pd.DataFrame, metadata: dict, window: dg.TimeWindow | None) -> dict[str, Any]:
         """Store ``obj`` in ``table`` by the asset ``metadata``'s write mode, in one transaction under
@@ -275,40 +306,24 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         metadata = context.upstream_output.definition_metadata or {}
         table = context.asset_key.path[-1]
         partition_expr = metadata.get("partition_expr")
-        order = storage_order(partition_expr, metadata.get("primary_key") or [])
-        where = ""
+        where = None
         if context.has_asset_partitions:
             if not context.asset_partition_keys:
-                where = " WHERE false"
+                where = "false"
             else:
                 # Literal bounds, not $1/$2: ADBC streams a parameterless query as one binary COPY.
                 window = context.asset_partitions_time_window
                 column = quote_ident(partition_expr)
-                where = f" WHERE {column} >= {timestamptz_literal(window.start)} AND {column} < {timestamptz_literal(window.end)}"
-        order_by = (" ORDER BY " + ", ".join(map(quote_ident, order))) if order else ""
-        sql = f"SELECT * FROM {self.postgres.table_name(table)}{where}{order_by}"
-        try:
-            with self.postgres.connect() as conn:
-                with conn.cursor() as cur:
-                    # The key index (time column first) yields rows in this order already; right after a
-                    # bulk write, before autovacuum's ANALYZE, the planner would rather sort the window on disk
-                    # (with statistics it picks the same index scan, so this costs nothing then).
-                    cur.execute("SET LOCAL enable_sort = off")
-                result = self.postgres.read_arrow(sql, conn=conn)
-        except adbc_driver_manager.ProgrammingError as exc:
-            if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
-                raise
-            if (context.definition_metadata or {}).get("optional"):
-                return pd.DataFrame()  # an input the asset can do without (metadata {"optional": True})
-            raise MissingUpstreamTableError(
-                f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
-                f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."
-            ) from None
-        frame = arrow_to_pandas(result)
-        for field in result.schema:
-            if isinstance(field.type, pa.JsonType):
-                frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
-        return frame
+                where = f"{column} >= {timestamptz_literal(window.start)} AND {column} < {timestamptz_literal(window.end)}"
+        frame = read_table(self.postgres, table, where=where, order=storage_order(partition_expr, metadata.get("primary_key") or []))
+        if frame is not None:
+            return frame
+        if (context.definition_metadata or {}).get("optional"):
+            return pd.DataFrame()  # an input the asset can do without (metadata {"optional": True})
+        raise MissingUpstreamTableError(
+            f"upstream asset {context.asset_key.to_user_string()!r} was never materialised: table "
+            f"{self.postgres.db_schema}.{table} does not exist. Materialise {table} first."
+        )
 
     def _column_types(self, conn, table: str) -> dict[str, str]:
         rows = self.postgres.read_arrow(
@@ -379,33 +394,3 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             cur.adbc_ingest(f"{table}_merge_stage", data, mode="append", temporary=True)
             cur.execute(sql)
             return cur.rowcount
-
-    def _push_snapshot(self, context: dg.OutputContext, asset: str, frame: pd.DataFrame, as_of_column: str, snapshot: dict) -> str:
-        """Push the newest as_of's rows; any failure is logged and reported, never raised (Postgres has committed)."""
-        for column, value in (snapshot.get("rows") or {}).items():
-            frame = frame[frame[column] == value]
-        if frame.empty:
-            return "skipped: no rows"
-        as_of = frame[as_of_column].max()
-        if context.has_partition_key:
-            partition = context.partition_key
-        elif context.has_asset_partitions:
-            key_range = context.asset_partition_key_range
-            partition = f"{key_range.start}...{key_range.end}"
-        else:
-            partition = None
-        try:
-            pushed = self.redis.push_snapshot(
-                asset,
-                frame[frame[as_of_column] == as_of],
-                as_of=as_of,
-                run_id=context.run_id,
-                partition=partition,
-                ttl=int(snapshot["ttl"]),
-                per_market=bool(snapshot.get("per_market", False)),
-            )
-        except Exception as exc:  # noqa: BLE001 - a cache outage must never fail a committed write
-            reason = f"{type(exc).__name__}: {exc}"
-            context.log.warning(f"{asset}: Redis snapshot push failed, Postgres write stands: {reason}")
-            return f"failed: {reason}"
-        return f"pushed {pushed['written']} key(s), {pushed['skipped_newer']} kept a newer snapshot"

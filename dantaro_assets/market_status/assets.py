@@ -40,12 +40,11 @@ HOURLY_LOOKBACK_DAYS = 5
         "partition_expr": "as_of",
         "primary_key": ["as_of"],
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["market_status"], "per_market": False},
     },
     check_specs=[schema_check_spec("market_status")],
     freshness_policy=freshness(_SETTINGS.market_status_interval),
     group_name="analysis",
-    kinds={"pandas", "postgres", "redis"},
+    kinds={"pandas", "postgres"},
     description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
                  "volatility, 0-100 score with its components (README: Market status)."),
 )

@@ -233,7 +233,7 @@ class CandleStream:
     """The service: connections, the minute book, the writer and the reports."""
 
     def __init__(self, *, url: str, io_manager: PostgresDataFrameIOManager, grace_seconds: float, stall_seconds: float,
-                 report_seconds: float, codes_per_connection: int, instance: dg.DagsterInstance | None = None):
+                 report_seconds: float, codes_per_connection: int, seen: SeenStore, instance: dg.DagsterInstance | None = None):
         from dantaro_assets.markets.assets import candles_1m
 
         self.url = url
@@ -249,7 +249,7 @@ class CandleStream:
         self.chunks: list[list[str]] = []
         self.version = 0
         self.stop = asyncio.Event()
-        self.store = SeenStore(io_manager.redis.client(), io_manager.redis.prefix, io_manager.postgres.db_schema)
+        self.store = seen
         self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
         self.ended: list[Window] = []  # published once every minute in them is committed
         self.covered_through = 0.0
@@ -497,12 +497,13 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     from dantaro_assets.resources import storage_resources
 
     logging.basicConfig(level=settings.worker_log_level, format="%(asctime)s %(levelname)s %(message)s")
-    redis, postgres = storage_resources(settings)
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis)
+    redis_resource, postgres = storage_resources(settings)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
         stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,
         codes_per_connection=settings.stream_codes_per_connection, instance=instance,
+        seen=SeenStore(redis_resource.client(), redis_resource.prefix, postgres.db_schema),
     )
 
     async def main() -> None:

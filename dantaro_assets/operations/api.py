@@ -4,9 +4,9 @@
 comes from the Dagster daemon's heartbeats (scheduler and run queue both healthy), last_jobs from the job
 log, uptime from the API process. A background thread recomputes it every ``--status-refresh`` seconds and
 requests read the last answer, which says its age (``cached_at``, ``cache_age``).
-The snapshot endpoints serve the newer of the Redis key the IO manager pushes after each write and the
-newest ``as_of`` in Postgres, the record: one indexed ``max(as_of)`` decides, and rows are read from
-Postgres only when it holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
+The snapshot endpoints serve the newer of the Redis key that each analysis's publish step writes and the
+newest ``as_of`` in Postgres, the record (``SnapshotStore.latest``): one query on the key index returns
+rows only when Postgres holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
 never depends on the cache and never goes back in time. Rows are answered rounded for people (prices to
 the tick, percentages to 2 decimals: operations.for_people); storage keeps full precision.
 ``dantaro api --port N`` serves it with uvicorn.
@@ -15,19 +15,16 @@ the tick, percentages to 2 decimals: operations.for_people); storage keeps full 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import adbc_driver_manager
 import dagster as dg
-import pyarrow as pa
 import redis
 import uvicorn
 from starlette.applications import Starlette
@@ -36,14 +33,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
-from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas, quote_ident
-from dantaro_assets.lib.redis_store import RedisResource, iso_utc
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
-from dantaro_assets.resources import storage_resources
+from dantaro_assets.resources import snapshot_store
 from dantaro_assets.settings import get_settings, redact_text
 
 log = logging.getLogger(__name__)
@@ -54,77 +50,8 @@ HEARTBEAT_TOLERANCE_S = 60
 # ASCII only and matched whole: `$` would accept a trailing newline, and str.upper maps some non-ASCII
 # letters to ASCII ones ("ſ" -> "S"), so the raw value is checked before it is upper-cased.
 _MARKET = re.compile(r"[A-Za-z]{2,5}-[A-Za-z0-9]{1,15}")
-_UNDEFINED_TABLE = "42P01"
-_ROW_ORDER = {"recommendations": "rank", "support_levels": "market"}
 STATUS_REFRESH_S = 2.0
 MAX_JOBS = 200  # the largest ?limit= the endpoint serves
-
-
-class SnapshotReader:
-    """Latest snapshot of an analysis asset: the newer of Redis and Postgres (by as_of), Redis on a tie."""
-
-    def __init__(self, redis_store: RedisResource, postgres: PostgresResource):
-        self.redis = redis_store
-        self.postgres = postgres
-
-    def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
-        try:
-            cached = self.redis.latest_snapshot(asset, market)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
-            cached = None
-        if cached is not None:
-            try:
-                newest = self._newest_as_of(asset)
-            except adbc_driver_manager.Error as exc:
-                log.warning("postgres unavailable, serving %s from redis: %s", asset, exc)
-                return {**cached, "source": "redis"}
-            if newest is None or cached["as_of"] >= iso_utc(newest):
-                return {**cached, "source": "redis"}
-        stored = self._from_postgres(asset, market)
-        if cached is not None and (stored is None or stored["as_of"] <= cached["as_of"]):
-            return {**cached, "source": "redis"}  # the market is not in the table's newer snapshots
-        return stored
-
-    def _newest_as_of(self, asset: str) -> datetime | None:
-        """The table's newest as_of: one backward step on its key index, which leads with as_of."""
-        try:
-            newest = self.postgres.read_arrow(f"SELECT max(as_of) AS as_of FROM {self.postgres.table_name(asset)}").column("as_of")[0]
-        except adbc_driver_manager.ProgrammingError as exc:
-            if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
-                return None
-            raise
-        return newest.as_py() if newest.is_valid else None
-
-    def _from_postgres(self, asset: str, market: str | None) -> dict[str, Any] | None:
-        table = self.postgres.table_name(asset)
-        served = {"market": market} if market else {}
-        if asset == "recommendations":  # the shadow scorers' picks are stored beside the served ones
-            served["scorer"] = get_settings().scorer
-        row_filter = "".join(f" AND {quote_ident(column)} = ${i}" for i, column in enumerate(served, start=1))
-        order = f"ORDER BY {quote_ident(_ROW_ORDER[asset])}" if asset in _ROW_ORDER else ""
-        sql = f"SELECT * FROM {table} WHERE as_of = (SELECT max(as_of) FROM {table} WHERE true {row_filter}) {row_filter} {order}"
-        try:
-            result = self.postgres.read_arrow(sql, list(served.values()) or None)
-        except adbc_driver_manager.ProgrammingError as exc:
-            if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
-                return None
-            raise
-        if result.num_rows == 0:
-            return None
-        frame = arrow_to_pandas(result)
-        for field in result.schema:
-            if isinstance(field.type, pa.JsonType):
-                frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
-        as_of = frame["as_of"].iloc[0]
-        return {
-            "asset": asset,
-            "as_of": iso_utc(as_of),
-            "run_id": frame["run_id"].iloc[0] if "run_id" in frame else None,
-            "partition": as_of.strftime("%Y-%m-%d-%H:00"),
-            "rows": json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s")),
-            "source": "postgres",
-        }
 
 
 def parse_market(raw: str) -> str | None:
@@ -132,7 +59,7 @@ def parse_market(raw: str) -> str | None:
     return raw.upper() if _MARKET.fullmatch(raw) else None
 
 
-def stream(snapshots: SnapshotReader) -> dict[str, Any]:
+def stream(snapshots: SnapshotStore) -> dict[str, Any]:
     """``dantaro stream``'s health from Redis, read per request (one GET); unknown when Redis is down."""
     try:
         store = SeenStore(snapshots.redis.client(), snapshots.redis.prefix, snapshots.postgres.db_schema)
@@ -376,7 +303,7 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotReader, status_refresh_s: float = STATUS_REFRESH_S) -> Starlette:
+def create_app(instance: Callable[[], dg.DagsterInstance], snapshots: SnapshotStore, status_refresh_s: float = STATUS_REFRESH_S) -> Starlette:
     """The API over an instance and the snapshots; the handlers are plain functions, which Starlette runs
     in its thread pool, since Dagster's storage, Redis and Postgres clients all block."""
     worker = WorkerStatusCache(instance, time.monotonic(), status_refresh_s)
@@ -454,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     instance = dg.DagsterInstance.get()
-    snapshots = SnapshotReader(*storage_resources(settings))
+    snapshots = snapshot_store(settings)
     uvicorn.run(create_app(lambda: instance, snapshots, args.status_refresh), host=args.host, port=args.port, log_level=settings.worker_log_level.lower())
     return 0
 

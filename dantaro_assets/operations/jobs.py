@@ -25,15 +25,15 @@ def _asset_job(name: str, job_type: str, keys: list[str], description: str) -> U
 
 
 market_status_job = _asset_job(
-    "market_status_job", "market_status", ["candles_1m", "market_status"],
+    "market_status_job", "market_status", ["candles_1m", "market_status", "market_status_redis"],
     "Fetch the hour's 1-minute candles, then compute and publish market status snapshots.",
 )
 recommendations_job = _asset_job(
-    "recommendations_job", "recommendations", ["candles_1m", "recommendations"],
+    "recommendations_job", "recommendations", ["candles_1m", "recommendations", "recommendations_redis"],
     "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.",
 )
 support_levels_job = _asset_job(
-    "support_levels_job", "support_levels", ["candles_1m", "support_levels"],
+    "support_levels_job", "support_levels", ["candles_1m", "support_levels", "support_levels_redis"],
     "Fetch the hour's 1-minute candles, then compute and publish support/resistance levels.",
 )
 recommendation_outcomes_job = _asset_job(

@@ -54,7 +54,6 @@ _LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' r
 _KEY = ["as_of", "scorer", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
 _SCORERS = served_first(_SETTINGS.scorer)  # the served scorer first, the challengers in shadow
-_SERVED = {"scorer": _SETTINGS.scorer}
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -98,7 +97,6 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
         "partition_expr": "as_of",
         "primary_key": _KEY,
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["recommendations"], "per_market": False, "rows": _SERVED},
     },
     check_specs=[schema_check_spec("recommendations")],
     freshness_policy=freshness(_SETTINGS.recommendations_interval),

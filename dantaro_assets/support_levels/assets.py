@@ -42,12 +42,11 @@ PREVIEW_MARKETS = 5
         "partition_expr": "as_of",
         "primary_key": ["as_of", "market", "side", "rank"],
         "write_mode": WriteMode.REPLACE.value,
-        "snapshot": {"ttl": _SETTINGS.cache_ttls["support_levels"], "per_market": True},
     },
     check_specs=[schema_check_spec("support_levels")],
     freshness_policy=freshness(_SETTINGS.support_levels_interval),
     group_name="analysis",
-    kinds={"pandas", "postgres", "redis"},
+    kinds={"pandas", "postgres"},
     description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
                  "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
 )

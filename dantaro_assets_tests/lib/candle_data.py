@@ -96,8 +96,8 @@ def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first:
     io_manager.handle_output(context, inside.reset_index(drop=True))
 
 
-def materialise(asset, partition: str, io_resources: dict, *, raise_on_error: bool = True):
-    """``dg.materialize`` of one analysis asset, its upstream candle assets present but not run.
+def materialise(assets: list, partition: str, io_resources: dict, *, raise_on_error: bool = True):
+    """``dg.materialize`` of an analysis asset and its publish step, their upstream candle assets present but not run.
 
     The Upbit client is only there because the upstream definitions declare it: it points at the
     unreachable test URL and is never called.
@@ -107,7 +107,7 @@ def materialise(asset, partition: str, io_resources: dict, *, raise_on_error: bo
     from dantaro_assets.lib.upbit import UpbitClient
     from dantaro_assets.markets import assets as market_assets
 
-    return dg.materialize([*market_assets, asset], selection=[asset], partition_key=partition,
+    return dg.materialize([*market_assets, *assets], selection=assets, partition_key=partition,
                           resources={"upbit": UpbitClient(), **io_resources}, raise_on_error=raise_on_error)
 
 

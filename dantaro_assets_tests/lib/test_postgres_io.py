@@ -12,6 +12,7 @@ from dantaro_assets.lib.postgres_io import (
     MissingUpstreamTableError,
     RefusedFrameError,
     WriteMode,
+    read_table,
 )
 from dantaro_assets.partitions import hourly_partitions, lookback_hours
 from dantaro_assets_tests.lib.storage_data import (
@@ -245,15 +246,6 @@ def test_a_key_that_grows_by_a_new_column_rebuilds_the_key_index(io_manager, pos
     assert "UNIQUE" in index and index.endswith("(candle_start, market, source)")
 
 
-def test_the_snapshot_pushes_only_the_rows_it_names(io_manager, redis_resource):
-    frame = candles(HOUR_A).rename(columns={"candle_start": "as_of"})
-    metadata = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE,
-                "snapshot": {"ttl": 60, "per_market": False, "rows": {"market": "KRW-ETH"}}}
-    write(io_manager, frame, "named_rows", partitions=(HOUR_A, HOUR_A), metadata=metadata)
-    snapshot = redis_resource.latest_snapshot("named_rows")
-    assert [row["market"] for row in snapshot["rows"]] == ["KRW-ETH"] and snapshot["as_of"] == "2025-09-01T00:02:00Z"
-
-
 def test_unpartitioned_asset_replaces_the_whole_table(io_manager):
     metadata = {"primary_key": ["market"], "write_mode": WriteMode.REPLACE}
     write(io_manager, pd.DataFrame({"market": ["KRW-BTC", "KRW-ETH"], "tier": [1, 2]}), "market_tiers", metadata=metadata)
@@ -282,12 +274,7 @@ def graph_breadth(context: dg.AssetExecutionContext) -> pd.DataFrame:
         "graph_candles_1m": dg.AssetIn(partition_mapping=lookback_hours(2)),
         "graph_breadth": dg.AssetIn(partition_mapping=lookback_hours(2)),
     },
-    metadata={
-        "partition_expr": "as_of",
-        "primary_key": ["as_of", "market"],
-        "write_mode": WriteMode.REPLACE,
-        "snapshot": {"ttl": 120, "per_market": True},
-    },
+    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE},
 )
 def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFrame, graph_breadth: pd.DataFrame) -> pd.DataFrame:
     as_of = pd.Timestamp(context.partition_time_window.start) + pd.Timedelta(minutes=2)
@@ -295,7 +282,7 @@ def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFra
     return latest.assign(as_of=as_of, breadth_rows=len(graph_breadth))
 
 
-def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources, redis_resource, monkeypatch):
+def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources, monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
     assets = [graph_candles_1m, graph_breadth, graph_status]
     for hour in (HOUR_A, HOUR_B, HOUR_C):
@@ -317,9 +304,14 @@ def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources,
     assert (status["breadth_rows"] == 3).all()
     data_reads = [q for q in queries if "information_schema" not in q]
     assert len(data_reads) == 2, data_reads  # one ranged query per input, not one per upstream partition
+    metadata = result.asset_materializations_for_node("graph_status")[0].metadata
+    assert metadata["dagster/partition_row_count"].value == 2 and not any("redis" in name for name in metadata)  # storing only
 
-    materialization = result.asset_materializations_for_node("graph_status")[0]
-    assert materialization.metadata["redis_snapshot"].value == "pushed 3 key(s), 0 kept a newer snapshot"
-    snapshot = redis_resource.latest_snapshot("graph_status", "KRW-ETH")
-    assert snapshot["as_of"] == "2025-09-01T02:02:00Z" and snapshot["partition"] == HOUR_C
-    assert snapshot["run_id"] == result.run_id and [row["market"] for row in snapshot["rows"]] == ["KRW-ETH"]
+
+def test_read_table_is_the_one_reader_filtered_ordered_and_none_for_a_missing_table(io_manager, postgres_resource):
+    write(io_manager, candles(HOUR_A), "read_candles", partitions=(HOUR_A, HOUR_A))
+    eth = read_table(postgres_resource, "read_candles", where="market = $1 AND close > $2", params=["KRW-ETH", 104.0], order=["candle_start"])
+    expected = candles(HOUR_A).query("market == 'KRW-ETH' and close > 104").reset_index(drop=True)
+    pd.testing.assert_frame_equal(eth, expected[eth.columns])
+    assert read_table(postgres_resource, "never_stored_candles") is None
+

@@ -11,7 +11,7 @@ import talib
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.market_status import market_status
+from dantaro_assets.market_status import market_status, market_status_redis
 from dantaro_assets.market_status.analysis import COLUMNS, compute_market_status
 from dantaro_assets.market_status.assets import (
     HOURLY_LOOKBACK_DAYS,
@@ -171,7 +171,7 @@ def test_no_tick_yet_gives_an_empty_frame(candles):
 
 
 def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
-    candles, io_resources, redis_resource, postgres_resource, monkeypatch
+    candles, io_resources, snapshot_store, postgres_resource, monkeypatch
 ):
     minutes, hours, markets = candles
     io_manager = io_resources["io_manager"]
@@ -181,29 +181,32 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     store(io_manager, "upbit_markets", markets, partitions_def=daily_partitions, first="2025-09-26", last="2025-09-27")
 
     def run() -> pd.DataFrame:
-        result = materialise(market_status, PARTITION, io_resources)
+        result = materialise([market_status, market_status_redis], PARTITION, io_resources)
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert [c.passed for c in checks] == [True]
         metadata = result.asset_materializations_for_node("market_status")[0].metadata
         assert metadata["ticks"].value == 30 and "| score |" in metadata["latest"].value
+        published = result.asset_materializations_for_node("market_status_redis")[0].metadata
+        assert (published["as_of"].value, published["rows"].value, published["ttl_seconds"].value) == ("2025-09-27T15:58:00Z", 1, 300)
         return postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name('market_status')} ORDER BY as_of")
 
     first = run()
     assert len(first) == 30
-    snapshot = redis_resource.latest_snapshot("market_status")
+    snapshot = snapshot_store.cached("market_status")
     assert snapshot["as_of"] == "2025-09-27T15:58:00Z" and len(snapshot["rows"]) == 1
     second = run()
     pd.testing.assert_frame_equal(first, second)
-    published = redis_resource.latest_snapshot("market_status")
+    published = snapshot_store.cached("market_status")
 
     monkeypatch.setattr(importlib.import_module("dantaro_assets.market_status.assets"), "market_status_schema", always_failing_schema)
-    failed = materialise(market_status, PARTITION, io_resources, raise_on_error=False)
+    failed = materialise([market_status, market_status_redis], PARTITION, io_resources, raise_on_error=False)
     assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written (stored rows unchanged)" in failed.failure_data_for_node("market_status").error.to_string()
     stored = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name('market_status')} ORDER BY as_of")
     pd.testing.assert_frame_equal(stored, first)
-    assert redis_resource.latest_snapshot("market_status") == published
+    assert failed.asset_materializations_for_node("market_status_redis") == []  # the publish step never ran
+    assert snapshot_store.cached("market_status") == published
 
 
 def test_a_tick_without_candles_fails_the_check_with_the_likely_cause(candles):

@@ -91,7 +91,7 @@ def store_universe(pg_url: str, schema: str, day: str, markets: list[str], redis
     frame = pd.DataFrame({"day": pd.Timestamp(day, tz="UTC"), "market": markets, "korean_name": markets, "english_name": markets})
     for column in MARKET_COLUMNS[3:]:
         frame[column] = False
-    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=pg_url, db_schema=schema), redis=redis_resource)
+    io = PostgresDataFrameIOManager(postgres=PostgresResource(url=pg_url, db_schema=schema))
     start = pd.Timestamp(day, tz="UTC")
     io.write("upbit_markets", frame, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": "replace"},
              dg.TimeWindow(start.to_pydatetime(), (start + pd.Timedelta(days=1)).to_pydatetime()))
@@ -286,7 +286,7 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
 
     postgres = PostgresResource(url=pg_url, db_schema=schema)
     upbit = UpbitClient(base_url=replay.url, redis=redis_resource, backoff_seconds=0.05)
-    resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres, redis=redis_resource), "postgres": postgres,
+    resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres,
                  "redis": redis_resource, "upbit": upbit}
     try:
         return dg.materialize(assets, selection=[candles_1m], partition_key=partition, resources=resources, tags=tags)

@@ -16,13 +16,15 @@ import pytest
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.operations.api import OPENAPI, SnapshotReader, create_app
+from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.operations.api import OPENAPI, create_app
 from dantaro_assets.operations.job_log import SEED_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations import recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
+from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, HOUR_C, write
 from dantaro_assets_tests.operations.daemon import DaemonHeartbeat
@@ -53,13 +55,13 @@ def waiting_job() -> None:
 
 
 @pytest.fixture
-def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, RedisResource, PostgresResource]]:
+def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, SnapshotStore, PostgresResource]]:
     """The API over a schema and key prefix of its own: other tests' snapshots must not answer for it."""
     own = f"api_{uuid.uuid4().hex[:6]}"
-    redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
-    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres), STATUS_REFRESH_S)) as client:
-        yield client, redis_store, postgres
+    store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
+    with serve_http(create_app(lambda: instance, store, STATUS_REFRESH_S)) as client:
+        yield client, store, postgres
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
 
@@ -117,7 +119,8 @@ def test_worker_status_keeps_the_seed_contract(api, instance):
 
 
 def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(instance, settings, pg_url):
-    snapshots = SnapshotReader(RedisResource(url=settings.redis_url, prefix=settings.redis_prefix), PostgresResource(url=pg_url, db_schema=settings.db_schema))
+    snapshots = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
+                                     PostgresResource(url=pg_url, db_schema=settings.db_schema))
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0)) as client:
         first = client.get("/worker/status").json()
         assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
@@ -135,14 +138,11 @@ def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(ins
 
 
 def test_snapshots_come_from_redis_then_postgres(api, pg_url):
-    client, redis_store, postgres = api
+    client, store, postgres = api
     as_of = pd.Timestamp("2026-03-10T10:58:00Z")
     assert client.get("/market-status/latest").status_code == 404  # nothing written anywhere yet
 
-    redis_store.push_snapshot(
-        "market_status", pd.DataFrame({"as_of": [as_of], "score": [0.4], "regime": ["risk-on"]}), as_of=as_of, run_id="run-1", partition="2026-03-10-10:00",
-            ttl=60
-    )
+    store.publish("market_status", pd.DataFrame({"as_of": [as_of], "score": [0.4], "regime": ["risk-on"]}), run_id="run-1", partition="2026-03-10-10:00")
     body = client.get("/market-status/latest").json()
     assert body["source"] == "redis" and body["run_id"] == "run-1" and body["as_of"] == "2026-03-10T10:58:00Z"
     assert body["rows"] == [{"as_of": "2026-03-10T10:58:00Z", "score": 0.4, "regime": "risk-on"}]
@@ -151,9 +151,9 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url):
     schema = postgres.db_schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(f'CREATE TABLE "{schema}".support_levels (as_of timestamptz, market text, level double precision, kind text)')
+        conn.execute(f'CREATE TABLE "{schema}".support_levels (as_of timestamptz, market text, level double precision, side text, rank bigint)')
         conn.execute(
-            f'INSERT INTO "{schema}".support_levels VALUES (%s, %s, 1.0, %s), (%s, %s, 2.0, %s), (%s, %s, 9.0, %s)',
+            f'INSERT INTO "{schema}".support_levels VALUES (%s, %s, 1.0, %s, 1), (%s, %s, 2.0, %s, 1), (%s, %s, 9.0, %s, 1)',
             (datetime(2026, 3, 10, 10, 45, tzinfo=UTC), "KRW-BTC", "support",
              datetime(2026, 3, 10, 11, 0, tzinfo=UTC), "KRW-BTC", "support",
              datetime(2026, 3, 10, 11, 15, tzinfo=UTC), "KRW-ETH", "resistance"),
@@ -161,7 +161,7 @@ def test_snapshots_come_from_redis_then_postgres(api, pg_url):
     try:
         body = client.get("/support-levels/krw-btc").json()
         assert body["source"] == "postgres" and body["as_of"] == "2026-03-10T11:00:00Z"
-        assert body["rows"] == [{"as_of": "2026-03-10T11:00:00Z", "market": "KRW-BTC", "level": 2.0, "kind": "support"}]
+        assert body["rows"] == [{"as_of": "2026-03-10T11:00:00Z", "market": "KRW-BTC", "level": 2.0, "side": "support", "rank": 1}]
         assert client.get("/support-levels/KRW-XRP").status_code == 404
         assert client.get("/support-levels/not a market").status_code == 400
     finally:
@@ -179,17 +179,20 @@ def _status(hour: str, minute: int) -> pd.DataFrame:
 
 
 def test_latest_never_goes_back_when_an_older_hour_is_rematerialised_after_the_ttl(api):
-    client, redis_store, postgres = api
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
-    metadata = {**STATUS_METADATA, "snapshot": {"ttl": 1, "per_market": False}}
+    client, store, postgres = api
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
+    store = store.model_copy(update={"ttls": {"market_status": 1}})
 
     def publish(hour: str, minute: int) -> str:
-        return write(io_manager, _status(hour, minute), "market_status", partitions=(hour, hour), metadata=metadata)["redis_snapshot"].value
+        """What a run of market_status_job does: the write, then the publish step."""
+        frame = _status(hour, minute)
+        write(io_manager, frame, "market_status", partitions=(hour, hour), metadata=STATUS_METADATA)
+        return store.publish("market_status", frame, run_id="test-run", partition=hour)["published"]
 
     assert publish(HOUR_B, 58) == "pushed 1 key(s), 0 kept a newer snapshot"
     time.sleep(1.2)  # the newer snapshot's key expires
     assert publish(HOUR_A, 58) == "pushed 0 key(s), 1 kept a newer snapshot"
-    assert redis_store.latest_snapshot("market_status") is None
+    assert store.cached("market_status") is None
     body = client.get("/market-status/latest").json()
     assert (body["source"], body["as_of"], body["rows"][0]["score"]) == ("postgres", "2025-09-01T01:58:00Z", 58.0)
 
@@ -199,30 +202,40 @@ def test_latest_never_goes_back_when_an_older_hour_is_rematerialised_after_the_t
 
 
 def test_a_newer_postgres_snapshot_beats_an_older_live_redis_key(api):
-    client, redis_store, postgres = api
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    client, store, postgres = api
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     write(io_manager, _status(HOUR_B, 30), "market_status", partitions=(HOUR_B, HOUR_B), metadata=STATUS_METADATA)  # no snapshot pushed
-    older = _status(HOUR_A, 30)
-    redis_store.push_snapshot("market_status", older, as_of=older["as_of"].max(), run_id="late", partition=HOUR_A, ttl=60)
+    store.publish("market_status", _status(HOUR_A, 30), run_id="late", partition=HOUR_A)
     body = client.get("/market-status/latest").json()
     assert (body["source"], body["as_of"]) == ("postgres", "2025-09-01T01:30:00Z")
 
     # per market: the table's newest snapshot lacks KRW-BTC, so BTC's Redis key (newer than BTC's stored rows) wins
     as_of = [pd.Timestamp(f"2025-09-01T0{h}:15Z") for h in (0, 1, 2)]
-    levels = pd.DataFrame({"as_of": as_of, "market": ["KRW-BTC", "KRW-BTC", "KRW-ETH"], "level": [1.0, 2.0, 3.0]})
+    levels = pd.DataFrame({"as_of": as_of, "market": ["KRW-BTC", "KRW-BTC", "KRW-ETH"], "side": "support", "rank": 1, "level": [1.0, 2.0, 3.0]})
     write(io_manager, levels, "support_levels", partitions=(HOUR_A, HOUR_C), metadata=LEVELS_METADATA)
     btc = levels.iloc[[1]].assign(level=2.5)
-    redis_store.push_snapshot("support_levels", btc, as_of=as_of[1], run_id="r", partition=HOUR_B, ttl=60, per_market=True)
+    store.publish("support_levels", btc, run_id="r", partition=HOUR_B, per_market=True)
     body = client.get("/support-levels/KRW-BTC").json()
     assert (body["source"], body["as_of"], body["rows"][0]["level"]) == ("redis", "2025-09-01T01:15:00Z", 2.5)
     body = client.get("/support-levels/KRW-ETH").json()
     assert (body["source"], body["as_of"]) == ("postgres", "2025-09-01T02:15:00Z")
 
 
-def test_redis_outage_falls_back_to_postgres(pg_url, settings):
-    reader = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix), PostgresResource(url=pg_url,
-        db_schema=settings.db_schema))
-    assert reader.latest("recommendations") is None  # Redis refused, the table does not exist: no snapshot, no error
+def test_redis_outage_falls_back_to_postgres(api, settings):
+    _, store, postgres = api
+    down = store.model_copy(update={"redis": RedisResource(url="redis://127.0.0.1:1/0", prefix=settings.redis_prefix)})
+    assert down.latest("recommendations") is None  # Redis refused, the table does not exist: no snapshot, no error
+    write(PostgresDataFrameIOManager(postgres=postgres), _status(HOUR_A, 5), "market_status", partitions=(HOUR_A, HOUR_A), metadata=STATUS_METADATA)
+    latest = down.latest("market_status")
+    assert (latest["source"], latest["as_of"], latest["rows"][0]["score"]) == ("postgres", "2025-09-01T00:05:00Z", 5.0)
+
+
+def test_postgres_outage_serves_redis(api, settings):
+    _, store, _ = api
+    store.publish("market_status", _status(HOUR_A, 7), run_id="r", partition=HOUR_A)
+    down = store.model_copy(update={"postgres": PostgresResource(url="postgresql://127.0.0.1:1/none", db_schema=settings.db_schema)})
+    latest = down.latest("market_status")
+    assert (latest["source"], latest["as_of"]) == ("redis", "2025-09-01T00:07:00Z")
 
 
 def test_openapi_lists_every_route(api):
@@ -243,12 +256,12 @@ def _graded(hour: str, picks: list[tuple[str, str, float]], *, scorer: bool = Tr
 
 
 def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api, settings):
-    client, redis_store, postgres = api
+    client, store, postgres = api
     body = client.get("/recommendations/scorecard").json()  # nothing graded yet: an empty card, not an error
     assert (body["rows"], body["until"], body["served"]) == ([], None, settings.scorer)
     assert set(body["scorers"]) == set(SCORERS)
 
-    io_manager = PostgresDataFrameIOManager(postgres=postgres, redis=redis_store)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
     # a table stored before picks carried a scorer (key as_of, market): its rows were v1's
     legacy = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
     write(io_manager, _graded(HOUR_A, [("v1", "KRW-BTC", 0.01), ("v1", "KRW-ETH", 0.03)], scorer=False),
@@ -270,18 +283,18 @@ def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api
     # the served list: Postgres holds every scorer's picks of the newest tick, the API serves the served scorer's
     as_of = pd.Timestamp("2025-09-01T01:05:00Z")
     picks = pd.DataFrame({"as_of": as_of, "scorer": ["v1", "reversal", "rs_btc"], "rank": 1, "market": ["KRW-BTC", "KRW-XRP", "KRW-SOL"]})
-    write(io_manager, picks, "recommendations", partitions=(HOUR_B, HOUR_B),
-          metadata={**graded, "snapshot": recommendations.metadata_by_key[recommendations.key]["snapshot"]})
+    write(io_manager, picks, "recommendations", partitions=(HOUR_B, HOUR_B), metadata=graded)
+    assert store.publish("recommendations", picks, run_id="r", partition=HOUR_B)["rows"] == 1  # what recommendations_redis does
     served = picks.loc[picks["scorer"] == settings.scorer, "market"].tolist()
     for source in ("redis", "postgres"):
         body = client.get("/recommendations/latest").json()
         assert body["source"] == source and [r["market"] for r in body["rows"]] == served
-        redis_store.client().delete(redis_store.key("recommendations"))  # the key expired: Postgres answers
+        store.redis.client().delete(store.key("recommendations"))  # the key expired: Postgres answers
 
 
 def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
     """Prices to the row's tick (levels and zone bottoms down, zone tops up), percentages and scores to 2 decimals."""
-    client, redis_store, _ = api
+    client, store, _ = api
     as_of = pd.Timestamp("2026-03-10T11:00:00Z")
     levels = pd.DataFrame({
         "as_of": [as_of], "market": ["KRW-XRP"], "side": ["support"], "rank": [1], "price": [3044.0],
@@ -296,9 +309,9 @@ def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
     })
     status = pd.DataFrame({"as_of": [as_of], "regime": ["neutral"], "score": [51.2345], "btc_price": [150_012_345.6],
                            "median_return_1h_pct": [-0.123456], "btc_ema_slope_pct_h": [0.0123456], "breadth_1h": [0.4567]})
+    picks["scorer"] = store.served_rows["recommendations"]["scorer"]
     for asset, frame in (("support_levels", levels), ("recommendations", picks), ("market_status", status)):
-        redis_store.push_snapshot(asset, frame, as_of=as_of, run_id="r", partition="2026-03-10-11:00", ttl=60,
-                                  per_market=asset == "support_levels")
+        store.publish(asset, frame, run_id="r", partition="2026-03-10-11:00", per_market=asset == "support_levels")
 
     level = client.get("/support-levels/KRW-XRP").json()
     assert "nearest the price" in level["ranking"]
@@ -313,4 +326,4 @@ def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
     assert (market["btc_price"], market["score"], market["median_return_1h_pct"], market["btc_ema_slope_pct_h"]) == (
         150_012_000.0, 51.23, -0.12, 0.01)
     assert market["breadth_1h"] == 0.4567  # a share, not a percentage
-    assert redis_store.latest_snapshot("support_levels", "KRW-XRP")["rows"][0]["level"] == 3012.7712345  # storage untouched
+    assert store.cached("support_levels", "KRW-XRP")["rows"][0]["level"] == 3012.7712345  # storage untouched

@@ -11,8 +11,8 @@ import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.api import (
-    SnapshotReader,
     create_app,
     parse_market,
     worker_status,
@@ -28,8 +28,8 @@ SECRET = "s3cret"
 def unreachable_api() -> Iterator[tuple[httpx.Client, int]]:
     """The API over a Postgres and a Redis nobody listens for (one closed port), both URLs carrying a password."""
     port = free_port()
-    snapshots = SnapshotReader(RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
-                               PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"))
+    snapshots = SnapshotStore(redis=RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
+                              postgres=PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"), ttls={})
     with serve_http(create_app(dg.DagsterInstance.ephemeral, snapshots)) as client:
         yield client, port
 
@@ -76,7 +76,7 @@ def test_worker_status_shows_run_errors_with_urls_redacted(instance):
 def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path):
     """The run storage's SQLite file disappears under a running API: refreshes fail, the last answer stays and ages."""
     dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
-    snapshots = SnapshotReader(RedisResource(url="redis://127.0.0.1:1/0"), PostgresResource(url="postgresql://127.0.0.1:1/none"))
+    snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=PostgresResource(url="postgresql://127.0.0.1:1/none"), ttls={})
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2)) as client:
         before = client.get("/worker/status").json()
         assert [job["status"] for job in before["last_jobs"]] == ["failed"]

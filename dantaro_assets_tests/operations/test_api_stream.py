@@ -8,7 +8,8 @@ import uuid
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window
-from dantaro_assets.operations.api import SnapshotReader, create_app
+from dantaro_assets.operations.api import create_app
+from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets_tests.fixtures.servers import serve_http
 
 
@@ -17,7 +18,7 @@ def test_worker_status_reports_the_stream_s_lag_messages_reconnects_and_gaps(ins
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     store = SeenStore(redis_client, redis_store.prefix, postgres.db_schema)
-    with serve_http(create_app(lambda: instance, SnapshotReader(redis_store, postgres), 0)) as client:
+    with serve_http(create_app(lambda: instance, build_snapshot_store(settings, redis_store, postgres), 0)) as client:
         body = client.get("/worker/status").json()
         assert {"worker_active", "last_jobs", "uptime"} <= set(body)
         assert body["stream"] == {"state": "never ran", "healthy": False, "problem": "stream never ran"}

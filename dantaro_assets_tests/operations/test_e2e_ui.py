@@ -85,7 +85,8 @@ def test_jobs_launched_through_graphql_materialise_with_passing_checks(dagster_d
     run = dev.query(RUN_QUERY, {"runId": run_id})["runOrError"]
     tags = {tag["key"]: tag["value"] for tag in run["tags"]}
     assert tags["dantaro/job"] == "market_status" and tags["dagster/priority"] == "40"
-    assert {(m["assetKey"]["path"][0], m["partition"]) for m in run["assetMaterializations"]} == {("candles_1m", hour), ("market_status", hour)}
+    assert {(m["assetKey"]["path"][0], m["partition"]) for m in run["assetMaterializations"]} == {
+        ("candles_1m", hour), ("market_status", hour), ("market_status_redis", hour)}  # fetch, compute, publish
 
     for asset in ("candles_1m", "market_status"):
         checks = dev.query(ASSET_QUERY, {"path": [asset]})["assetNodeOrError"]["assetChecksOrError"]["checks"]

@@ -100,7 +100,7 @@ def test_postgres_resource_errors_name_the_server_without_its_password():
 def test_redis_resource_errors_carry_no_password():
     port = free_port()
     with pytest.raises(redis.ConnectionError) as excinfo:
-        RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0", prefix="p").latest_snapshot("market_status")
+        RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0", prefix="p").client().get("p:market_status:latest")
     assert SECRET not in str(excinfo.value) and str(port) in str(excinfo.value)
 
 

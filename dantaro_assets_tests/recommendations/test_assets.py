@@ -14,7 +14,7 @@ from dantaro_assets import markets
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
 from dantaro_assets.recommendations.analysis import compute_recommendations
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
@@ -22,6 +22,7 @@ from dantaro_assets.recommendations.schemas import (
     recommendations_schema,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
+from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
@@ -55,9 +56,14 @@ def postgres_resource(pg_url, settings):
 
 
 @pytest.fixture(scope="module")
-def io_resources(postgres_resource, redis_resource):
-    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource, redis=redis_resource),
-            "postgres": postgres_resource, "redis": redis_resource}
+def snapshot_store(postgres_resource, redis_resource, settings):
+    return build_snapshot_store(settings, redis_resource, postgres_resource)
+
+
+@pytest.fixture(scope="module")
+def io_resources(postgres_resource, redis_resource, snapshot_store):
+    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource),
+            "postgres": postgres_resource, "redis": redis_resource, "snapshots": snapshot_store}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def stored(market, io_resources):
 
 def _materialise(asset, io_resources):
     upstream = [a.to_source_asset() for a in markets.assets]
-    others = [recommendations.to_source_asset()] if asset is recommendation_outcomes else []
+    others = [recommendations.to_source_asset()] if asset is recommendation_outcomes else [recommendations_redis]  # and its publish step
     return dg.materialize([*upstream, *others, asset], partition_key=PARTITION, resources=io_resources)
 
 
@@ -107,7 +113,7 @@ def test_recommendations_rows_match_the_pure_function(stored, materialised):
     pd.testing.assert_frame_equal(rows[expected.columns].reset_index(drop=True), expected, check_dtype=False)
 
 
-def test_recommendations_checks_metadata_and_redis(materialised, redis_resource):
+def test_recommendations_checks_metadata_and_redis(materialised, snapshot_store):
     result, rows = materialised
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.check_name == "schema"
@@ -123,7 +129,9 @@ def test_recommendations_checks_metadata_and_redis(materialised, redis_resource)
     served = rows[(rows["as_of"] == rows["as_of"].max()) & (rows["scorer"] == SERVED)]
     assert served["summary"].iloc[0] in table
     assert metadata["served_scorer"].value == SERVED
-    snapshot = redis_resource.latest_snapshot("recommendations")
+    published = result.asset_materializations_for_node("recommendations_redis")[0].metadata
+    assert (published["rows"].value, published["keys"].value) == (len(served), [snapshot_store.key("recommendations")])
+    snapshot = snapshot_store.cached("recommendations")
     assert snapshot["as_of"] == f"{rows['as_of'].max():%Y-%m-%dT%H:%M:%S}Z"
     assert [r["market"] for r in snapshot["rows"]] == list(served["market"])  # the shadow lists are not served
     assert {r["scorer"] for r in snapshot["rows"]} == {SERVED}
@@ -217,9 +225,10 @@ def test_outcomes_schema_rejects_bad_rows(materialised, io_resources, postgres_r
     assert "isin" in result.description and "greater_than" in result.description
 
 
-def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_resource, monkeypatch):
-    """A blocking check failure stops the step before the IO manager: the previous rows stay."""
+def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_resource, snapshot_store, monkeypatch):
+    """A blocking check failure stops the step before the IO manager: the previous rows stay, nothing is published."""
     before = _table(postgres_resource, "recommendations")
+    published = snapshot_store.cached("recommendations")
     module = importlib.import_module("dantaro_assets.recommendations.assets")  # the package's ``assets`` is the list
 
     def corrupted(*args, **kwargs):
@@ -227,9 +236,10 @@ def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_res
         return picks.assign(score=-1.0), counts
 
     monkeypatch.setattr(module, "compute_recommendations", corrupted)
-    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations],
+    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations, recommendations_redis],
                             partition_key=PARTITION, resources=io_resources, raise_on_error=False)
     assert not result.success
+    assert result.asset_materializations_for_node("recommendations_redis") == [] and snapshot_store.cached("recommendations") == published
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
     pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)

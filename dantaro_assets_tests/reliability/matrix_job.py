@@ -13,13 +13,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from dantaro_assets.market_status import market_status
+from dantaro_assets.market_status import market_status, market_status_redis
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import Settings
 from dantaro_assets_tests.fixtures.environment import environ
 
-ASSETS = [*market_assets, market_status]
+ASSETS = [*market_assets, market_status, market_status_redis]
 NO_STEP_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 
@@ -35,10 +35,11 @@ def storage_env(settings: Settings) -> Iterator[None]:
         yield
 
 
-def materialize(settings: Settings, asset: str, partition: str, last: str | None = None) -> dg.ExecuteInProcessResult:
-    """``dg.materialize`` of ``asset`` for ``partition`` (or the range ``partition``..``last``), never raising."""
+def materialize(settings: Settings, asset: str | list[str], partition: str, last: str | None = None) -> dg.ExecuteInProcessResult:
+    """``dg.materialize`` of ``asset`` (or several) for ``partition`` (or the range ``partition``..``last``), never raising."""
     with storage_env(settings):
-        return dg.materialize(ASSETS, selection=[asset], partition_key=None if last else partition, tags=_range_tags(partition, last) if last else None,
+        return dg.materialize(ASSETS, selection=[asset] if isinstance(asset, str) else asset, partition_key=None if last else partition,
+                              tags=_range_tags(partition, last) if last else None,
                           resources=build_resources(settings), raise_on_error=False)
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.lib.upbit.errors import (
     UpbitIPBlockedError,
     UpbitRateLimitError,
@@ -26,7 +27,7 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitTransportError,
 )
 from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS
-from dantaro_assets.operations.api import SnapshotReader, create_app
+from dantaro_assets.operations.api import create_app
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.reliability.matrix_job import materialize, root_error, run_without_step_retries, throwaway_instance
@@ -252,13 +253,19 @@ def _market_status_inputs(settings) -> None:
 
 def _api_latest(storage) -> dict:
     """``GET /market-status/latest`` from the API over the private Redis and Postgres."""
-    app = create_app(lambda: None, SnapshotReader(storage.redis_resource, storage.postgres_resource))
+    app = create_app(lambda: None, _snapshots(storage))
     with serve_http(app) as client:
         response = client.get("/market-status/latest")
     assert response.status_code == 200, response.text
     return response.json()
 
 
+def _snapshots(storage) -> SnapshotStore:
+    return SnapshotStore(redis=storage.redis_resource, postgres=storage.postgres_resource, ttls={})
+
+
+# market_status_job's analysis steps: the analysis, then its publish step
+MARKET_STATUS_JOB = ["market_status", "market_status_redis"]
 PREVIOUS_HOUR = (WINDOW.start - pd.Timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
 
 
@@ -266,17 +273,17 @@ PREVIOUS_HOUR = (WINDOW.start - pd.Timedelta(hours=1)).strftime("%Y-%m-%d-%H:00"
 def test_redis_down_during_publish_keeps_the_postgres_write_and_says_the_snapshot_failed(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     _market_status_inputs(settings)
-    assert materialize(settings, "market_status", PREVIOUS_HOUR).success
-    assert private_storage.redis_resource.latest_snapshot("market_status")["as_of"] == "2025-09-15T09:58:00Z"
+    assert materialize(settings, MARKET_STATUS_JOB, PREVIOUS_HOUR).success
+    assert _snapshots(private_storage).cached("market_status")["as_of"] == "2025-09-15T09:58:00Z"
     before = _stored(private_storage, "market_status", "as_of", "2025-09-15T09:00Z", "2025-09-15T11:00Z")
     assert len(before) == 30
 
     private_storage.redis.kill()
-    result = materialize(settings, "market_status", HOUR)
+    result = materialize(settings, MARKET_STATUS_JOB, HOUR)
 
     assert result.success, "a cache outage never fails a committed write"
-    metadata = result.asset_materializations_for_node("market_status")[0].metadata
-    assert metadata["redis_snapshot"].value.startswith("failed: ConnectionError")
+    metadata = result.asset_materializations_for_node("market_status_redis")[0].metadata
+    assert metadata["published"].value.startswith("failed: ConnectionError")
     after = _stored(private_storage, "market_status", "as_of", "2025-09-15T09:00Z", "2025-09-15T11:00Z")
     assert len(after) == 60
     pd.testing.assert_frame_equal(after.iloc[:30], before)
@@ -290,7 +297,7 @@ def test_redis_down_during_publish_keeps_the_postgres_write_and_says_the_snapsho
 def test_rematerialising_an_old_hour_after_the_ttl_never_serves_it_as_latest(private_storage, small_replay):
     settings = private_storage.settings(small_replay.url)
     _market_status_inputs(settings)
-    assert materialize(settings, "market_status", HOUR).success
+    assert materialize(settings, MARKET_STATUS_JOB, HOUR).success
     newest = _stored(private_storage, "market_status", "as_of", WINDOW.start, WINDOW.end)
 
     # The snapshot's TTL runs out: every key that has a TTL expires now (a key without one stays).
@@ -299,7 +306,9 @@ def test_rematerialising_an_old_hour_after_the_ttl_never_serves_it_as_latest(pri
         if client.ttl(key) > 0:
             client.pexpire(key, 1)
     time.sleep(0.05)
-    assert materialize(settings, "market_status", PREVIOUS_HOUR).success
+    older = materialize(settings, MARKET_STATUS_JOB, PREVIOUS_HOUR)
+    assert older.success
+    assert older.asset_materializations_for_node("market_status_redis")[0].metadata["keys_kept_newer"].value == 1  # the mark refused it
 
     latest = _api_latest(private_storage)
     assert latest["as_of"] == "2025-09-15T10:58:00Z", latest

@@ -11,7 +11,7 @@ import pytest
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.support_levels import support_levels
+from dantaro_assets.support_levels import support_levels, support_levels_redis
 from dantaro_assets.support_levels.analysis import (
     COLUMNS,
     SNAPSHOT_COLUMNS,
@@ -234,7 +234,7 @@ def test_schema_check_names_what_is_wrong(levels, change, message):
 
 
 def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
-    candles, io_resources, redis_resource, postgres_resource, monkeypatch
+    candles, io_resources, snapshot_store, postgres_resource, monkeypatch
 ):
     minutes, hours, days, markets = candles
     io_manager = io_resources["io_manager"]
@@ -245,30 +245,33 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     store(io_manager, "upbit_markets", markets, partitions_def=daily_partitions, first="2025-09-23", last="2025-09-24")
 
     def run() -> pd.DataFrame:
-        result = materialise(support_levels, PARTITION, io_resources)
+        result = materialise([support_levels, support_levels_redis], PARTITION, io_resources)
         assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
         metadata = result.asset_materializations_for_node("support_levels")[0].metadata
         assert metadata["ticks"].value == 4 and metadata["markets"].value == 4
         assert "KRW-BTC" in metadata["latest"].value
+        published = result.asset_materializations_for_node("support_levels_redis")[0].metadata
+        assert (published["markets"].value, published["ttl_seconds"].value) == (4, 1800)
         table = postgres_resource.table_name("support_levels")
         return postgres_resource.read_frame(f"SELECT * FROM {table} ORDER BY as_of, market, side, rank")
 
     first = run()
     assert len(first) == len(_levels(*candles, pit.ticks(HOUR, HOUR + pit.HOUR, 900)))
     assert isinstance(first["reasons"].iloc[0], str | dict)
-    btc = redis_resource.latest_snapshot("support_levels", "KRW-BTC")
+    btc = snapshot_store.cached("support_levels", "KRW-BTC")
     assert btc["as_of"] == "2025-09-24T09:45:00Z" and {r["market"] for r in btc["rows"]} == {"KRW-BTC"}
-    assert redis_resource.latest_snapshot("support_levels")["as_of"] == "2025-09-24T09:45:00Z"
+    assert snapshot_store.cached("support_levels")["as_of"] == "2025-09-24T09:45:00Z"
     pd.testing.assert_frame_equal(first, run())
-    published = redis_resource.latest_snapshot("support_levels", "KRW-BTC")
+    published = snapshot_store.cached("support_levels", "KRW-BTC")
 
     monkeypatch.setattr(importlib.import_module("dantaro_assets.support_levels.assets"), "support_levels_schema", always_failing_schema)
-    failed = materialise(support_levels, PARTITION, io_resources, raise_on_error=False)
+    failed = materialise([support_levels, support_levels_redis], PARTITION, io_resources, raise_on_error=False)
     assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written (stored rows unchanged)" in str(failed.failure_data_for_node("support_levels").error)
     table = postgres_resource.table_name("support_levels")
     pd.testing.assert_frame_equal(postgres_resource.read_frame(f"SELECT * FROM {table} ORDER BY as_of, market, side, rank"), first)
-    assert redis_resource.latest_snapshot("support_levels", "KRW-BTC") == published
+    assert failed.asset_materializations_for_node("support_levels_redis") == []  # the publish step never ran
+    assert snapshot_store.cached("support_levels", "KRW-BTC") == published
 
 
 def test_all_markets_at_once_equal_one_market_at_a_time(candles):

@@ -1,0 +1,181 @@
+"""The latest snapshot of each analysis: written to Redis by the publish steps, read by the API.
+
+Keys are ``{prefix}:{asset}:latest`` (every row of the newest ``as_of``) and, for per-market assets,
+``{prefix}:{asset}:{MARKET}``. Payload: JSON ``{"asset", "as_of", "run_id", "partition", "rows"}`` with
+timestamps as UTC ISO-8601 ``Z`` strings and NaN as null. A push is a compare-and-set on ``as_of`` in
+one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:{latest|MARKET}``, the
+newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
+snapshot with an older one, even after the newer one's key has expired.
+
+A read serves the newer of the Redis key and the newest ``as_of`` in Postgres, the record (read with the
+IO manager's :func:`~dantaro_assets.lib.postgres_io.read_table`), so an answer never depends on the
+cache and never goes back in time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import adbc_driver_manager
+import dagster as dg
+import pandas as pd
+import redis
+from pydantic import Field
+
+from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
+from dantaro_assets.lib.postgres_io import read_table
+from dantaro_assets.lib.redis_store import RedisResource
+
+log = logging.getLogger(__name__)
+
+# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. Write the snapshot (with its TTL)
+# and raise the mark, unless the mark or the live key holds a strictly newer as_of; the live key counts
+# too so that a key pushed without a mark still wins over an older one. The as_of strings share one
+# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
+_PUSH_IF_NEWER = """
+local mark = redis.call('GET', KEYS[2])
+if mark and mark > ARGV[1] then return 0 end
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and type(decoded['as_of']) == 'string' and decoded['as_of'] > ARGV[1] then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+AS_OF = "as_of"
+
+
+def iso_utc(value: pd.Timestamp) -> str:
+    """UTC ISO-8601 with a ``Z``, to the second (the format of every snapshot timestamp)."""
+    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _records(rows: pd.DataFrame) -> str:
+    # pandas' JSON writer turns NaN/NaT into null and tz-aware timestamps into ISO-8601 Z in C.
+    return rows.to_json(orient="records", date_format="iso", date_unit="s")
+
+
+def _payload(header: dict[str, Any], rows: pd.DataFrame) -> str:
+    return json.dumps(header)[:-1] + ', "rows": ' + _records(rows) + "}"
+
+
+class SnapshotStore(dg.ConfigurableResource):
+    """Snapshots of the analyses in Redis (written by the publish steps) with Postgres behind them (read by the API).
+
+    ``ttls`` is each asset's snapshot TTL in seconds; ``served_rows`` the rows of an asset that are served,
+    by column value (``{"recommendations": {"scorer": "v1"}}``: the shadow scorers' picks are stored, not served);
+    ``row_order`` the columns that order an asset's rows, the same from Redis and from Postgres.
+    """
+
+    redis: RedisResource
+    postgres: PostgresResource
+    ttls: dict[str, int]
+    served_rows: dict[str, dict[str, str]] = Field(default_factory=dict)
+    row_order: dict[str, list[str]] = Field(default_factory=dict)
+
+    def key(self, asset: str, market: str | None = None) -> str:
+        return f"{self.redis.prefix}:{asset}:{market or 'latest'}"
+
+    def high_water_key(self, asset: str, market: str | None = None) -> str:
+        """The newest as_of ever pushed to ``key(asset, market)``; no TTL, so it outlives the snapshot."""
+        return f"{self.redis.prefix}:high_water:{asset}:{market or 'latest'}"
+
+    def served(self, asset: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` that ``asset`` serves."""
+        for column, value in self.served_rows.get(asset, {}).items():
+            frame = frame[frame[column] == value]
+        return frame
+
+    def publish(self, asset: str, frame: pd.DataFrame, *, run_id: str, partition: str | None, per_market: bool = False) -> dict[str, Any]:
+        """Push the served rows of ``frame``'s newest as_of with the asset's TTL; what was published, as metadata.
+
+        Raises ``redis.RedisError`` / ``OSError`` when Redis does not answer.
+        """
+        ttl = self.ttls.get(asset)
+        if ttl is None:
+            raise KeyError(f"{asset}: no snapshot TTL configured (SnapshotStore.ttls has {sorted(self.ttls)})")
+        frame = self.served(asset, frame)
+        if frame.empty:
+            return {"published": "skipped: no rows", "ttl_seconds": ttl}
+        as_of = frame[AS_OF].max()
+        rows = frame[frame[AS_OF] == as_of]
+        if order := self.row_order.get(asset):
+            rows = rows.sort_values(order, kind="stable")
+        header = {"asset": asset, "as_of": iso_utc(as_of), "run_id": run_id, "partition": partition}
+        payloads = {None: _payload(header, rows)}
+        if per_market:
+            for market, market_rows in rows.groupby("market", sort=False):
+                payloads[str(market)] = _payload(header, market_rows)
+        push = self.redis.client().register_script(_PUSH_IF_NEWER)
+        pipe = self.redis.client().pipeline(transaction=False)
+        for market, payload in payloads.items():
+            push(keys=[self.key(asset, market), self.high_water_key(asset, market)], args=[header["as_of"], payload, ttl], client=pipe)
+        written = sum(pipe.execute())
+        kept_newer = len(payloads) - written
+        keys = [self.key(asset)] + ([self.key(asset, "<MARKET>")] if per_market else [])
+        return {
+            "published": f"pushed {written} key(s), {kept_newer} kept a newer snapshot",
+            "keys": keys,
+            "keys_written": written,
+            "keys_kept_newer": kept_newer,  # the high-water mark refused this older snapshot there
+            "as_of": header["as_of"],
+            "rows": len(rows),
+            "ttl_seconds": ttl,
+        } | ({"markets": len(payloads) - 1} if per_market else {})
+
+    def cached(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
+        """The snapshot of ``asset`` (of one market when given) in Redis, or None when absent or expired."""
+        raw = self.redis.client().get(self.key(asset, market))
+        return None if raw is None else json.loads(raw)
+
+    def stored(self, asset: str, market: str | None = None, *, newer_than: str | None = None) -> dict[str, Any] | None:
+        """The newest served snapshot of ``asset`` (of one market) in Postgres, if it is newer than ``newer_than``:
+        one query, one backward step on the key index (which leads with as_of) to find it."""
+        table = self.postgres.table_name(asset)
+        match = ({"market": market} if market else {}) | self.served_rows.get(asset, {})
+        params: list[Any] = list(match.values())
+        row_filter = [f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1)]
+        newest = f"SELECT max({AS_OF}) FROM {table}" + (f" WHERE {' AND '.join(row_filter)}" if row_filter else "")
+        where = [f"{AS_OF} = ({newest})", *row_filter]
+        if newer_than is not None:
+            params.append(pd.Timestamp(newer_than).to_pydatetime())
+            where.append(f"{AS_OF} > ${len(params)}")
+        frame = read_table(self.postgres, asset, where=" AND ".join(where), params=params or None, order=self.row_order.get(asset, ()))
+        if frame is None or frame.empty:
+            return None
+        as_of = frame[AS_OF].iloc[0]
+        return {
+            "asset": asset,
+            "as_of": iso_utc(as_of),
+            "run_id": frame["run_id"].iloc[0] if "run_id" in frame else None,
+            "partition": as_of.strftime("%Y-%m-%d-%H:00"),
+            "rows": json.loads(_records(frame)),
+            "source": "postgres",
+        }
+
+    def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
+        """The newer of Redis and Postgres (by as_of; Redis on a tie), with its ``source``; None when neither has one.
+
+        Either store may be down: the other answers. Postgres errors are raised only when Redis had nothing.
+        """
+        try:
+            cached = self.cached(asset, market)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
+            cached = None
+        try:
+            stored = self.stored(asset, market, newer_than=None if cached is None else cached[AS_OF])
+        except (adbc_driver_manager.Error, PostgresUnavailableError) as exc:
+            if cached is None:
+                raise
+            log.warning("postgres unavailable, serving %s from redis: %s", asset, exc)
+            stored = None
+        if stored is not None:
+            return stored
+        return None if cached is None else {**cached, "source": "redis"}

@@ -1,0 +1,107 @@
+"""Redis snapshots on the real test Redis: payload format, TTL, newer-wins (past a TTL too), served rows only."""
+
+import time
+
+import pandas as pd
+import pytest
+
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets_tests.lib.storage_data import HOUR_A
+
+
+def _levels(minute: int, support: float = 100.0) -> pd.DataFrame:
+    as_of = pd.Timestamp("2025-09-01 00:00", tz="UTC") + pd.Timedelta(minutes=minute)
+    return pd.DataFrame(
+        {
+            "as_of": [as_of] * 3,
+            "market": ["KRW-BTC", "KRW-BTC", "KRW-ETH"],
+            "level": [1, 2, 1],
+            "support": [support, support - 5, float("nan")],
+            "touched_at": pd.to_datetime(["2025-08-31 22:00", "2025-08-31 23:00", None], utc=True),
+        }
+    )
+
+
+@pytest.fixture
+def store(redis_resource, postgres_resource) -> SnapshotStore:
+    ttls = {"fmt_levels": 120, "cas_levels": 300, "hwm_levels": 1, "named_rows": 60}
+    return SnapshotStore(redis=redis_resource, postgres=postgres_resource, ttls=ttls, served_rows={"named_rows": {"market": "KRW-ETH"}})
+
+
+def _publish(store: SnapshotStore, asset: str, rows: pd.DataFrame, per_market: bool = True) -> tuple[int, int]:
+    published = store.publish(asset, rows, run_id="run-1", partition=HOUR_A, per_market=per_market)
+    return published["keys_written"], published["keys_kept_newer"]
+
+
+def test_payload_format_ttl_and_what_was_published(store, redis_client):
+    published = store.publish("fmt_levels", pd.concat([_levels(10), _levels(15)]), run_id="run-1", partition=HOUR_A, per_market=True)
+    assert published == {
+        "published": "pushed 3 key(s), 0 kept a newer snapshot",
+        "keys": [f"{store.redis.prefix}:fmt_levels:latest", f"{store.redis.prefix}:fmt_levels:<MARKET>"],
+        "keys_written": 3, "keys_kept_newer": 0, "as_of": "2025-09-01T00:15:00Z", "rows": 3, "ttl_seconds": 120, "markets": 2,
+    }
+
+    latest = store.cached("fmt_levels")
+    assert latest == {
+        "asset": "fmt_levels",
+        "as_of": "2025-09-01T00:15:00Z",
+        "run_id": "run-1",
+        "partition": HOUR_A,
+        "rows": [
+            {"as_of": "2025-09-01T00:15:00Z", "market": "KRW-BTC", "level": 1, "support": 100.0, "touched_at": "2025-08-31T22:00:00Z"},
+            {"as_of": "2025-09-01T00:15:00Z", "market": "KRW-BTC", "level": 2, "support": 95.0, "touched_at": "2025-08-31T23:00:00Z"},
+            {"as_of": "2025-09-01T00:15:00Z", "market": "KRW-ETH", "level": 1, "support": None, "touched_at": None},
+        ],
+    }
+    eth = store.cached("fmt_levels", "KRW-ETH")
+    assert [row["market"] for row in eth["rows"]] == ["KRW-ETH"] and eth["as_of"] == latest["as_of"]
+    assert store.key("fmt_levels") == f"{store.redis.prefix}:fmt_levels:latest"
+    assert store.key("fmt_levels", "KRW-BTC") == f"{store.redis.prefix}:fmt_levels:KRW-BTC"
+    for key in (store.key("fmt_levels"), store.key("fmt_levels", "KRW-BTC")):
+        assert 110 <= redis_client.ttl(key) <= 120
+    assert store.cached("fmt_levels", "KRW-XRP") is None
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(store):
+    _publish(store, "cas_levels", _levels(30, support=300.0))
+    assert _publish(store, "cas_levels", _levels(15, support=150.0)) == (0, 3)
+    assert store.cached("cas_levels")["rows"][0]["support"] == 300.0
+
+    assert _publish(store, "cas_levels", _levels(30, support=301.0))[0] == 3  # same tick recomputed
+    assert _publish(store, "cas_levels", _levels(45, support=450.0))[0] == 3
+    assert store.cached("cas_levels", "KRW-BTC")["rows"][0]["support"] == 450.0
+
+
+def test_an_older_snapshot_is_refused_after_the_newer_key_expired(store, redis_client):
+    assert _publish(store, "hwm_levels", _levels(30, support=300.0))[0] == 3
+    time.sleep(1.2)  # the newer snapshot's keys expire (TTL 1 s); their high-water marks stay
+    assert store.cached("hwm_levels") is None and store.cached("hwm_levels", "KRW-BTC") is None
+
+    assert _publish(store, "hwm_levels", _levels(15, support=150.0)) == (0, 3)
+    assert store.cached("hwm_levels") is None and store.cached("hwm_levels", "KRW-ETH") is None
+    for market in (None, "KRW-BTC", "KRW-ETH"):
+        assert redis_client.get(store.high_water_key("hwm_levels", market)) == b"2025-09-01T00:30:00Z"
+        assert redis_client.ttl(store.high_water_key("hwm_levels", market)) == -1, "the mark never expires"
+    assert store.high_water_key("hwm_levels") == f"{store.redis.prefix}:high_water:hwm_levels:latest"
+
+    longer = store.model_copy(update={"ttls": {"hwm_levels": 60}})
+    assert _publish(longer, "hwm_levels", _levels(45, support=450.0))[0] == 3
+    assert store.cached("hwm_levels", "KRW-BTC")["rows"][0]["support"] == 450.0
+    assert redis_client.get(store.high_water_key("hwm_levels")) == b"2025-09-01T00:45:00Z"
+    assert 50 <= redis_client.ttl(store.key("hwm_levels")) <= 60, "the snapshot keys keep their TTL"
+
+
+def test_only_the_served_rows_are_published(store):
+    assert store.publish("named_rows", _levels(2), run_id="r", partition=HOUR_A)["rows"] == 1
+    snapshot = store.cached("named_rows")
+    assert [row["market"] for row in snapshot["rows"]] == ["KRW-ETH"] and snapshot["as_of"] == "2025-09-01T00:02:00Z"
+    nothing_served = _levels(4).query("market != 'KRW-ETH'")
+    assert store.publish("named_rows", nothing_served, run_id="r", partition=HOUR_A) == {"published": "skipped: no rows", "ttl_seconds": 60}
+    assert store.cached("named_rows")["as_of"] == "2025-09-01T00:02:00Z"
+
+
+def test_an_asset_without_a_ttl_is_refused_before_redis_is_touched(postgres_resource):
+    down = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=postgres_resource, ttls={"market_status": 300})
+    with pytest.raises(KeyError, match=r"unknown_levels: no snapshot TTL configured \(SnapshotStore.ttls has \['market_status'\]\)"):
+        down.publish("unknown_levels", _levels(2), run_id="r", partition=HOUR_A)
