@@ -20,7 +20,7 @@ Each cycle is split with the run's event-log timestamps:
   read     market_status start -> its last LOADED_INPUT  lookback read (IO manager)
   compute  last input -> market_status STEP_OUTPUT       indicators, checks
   write    Postgres write of the snapshots               (IO manager's write_seconds)
-  push     rest of the output handling -> Redis seen     Redis push and the poll's granularity
+  push     rest of the output handling -> Redis seen     the market_status_redis step (Redis push), the poll's granularity
 
 The fetch floor is the REST runs' Upbit requests / 10 per second (counted by the replay server). REST
 requests per hour in steady state: the candle requests of a stream run (counted by the replay) times the
