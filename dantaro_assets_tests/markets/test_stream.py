@@ -305,9 +305,10 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
         wait_subscribed(small_replay)
         small_replay.set_clock(T0, running=True, speed=30)
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
-        small_replay.inject("disconnect", path="/websocket/v1")
+        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 2 replay minutes, are unseen
+        small_replay.inject("disconnect", path="/websocket/v1", count=8)
         wait_for_clock(small_replay, T0 + timedelta(minutes=61))
-    assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
+    assert small_replay.stats()["websocket"]["dropped_disconnect"] == 8
     hour_end = T0 + timedelta(hours=1)
     expected = rest(small_replay, SIM_MARKETS, T0, hour_end)
     before = in_range(stored(pg_url, stream_schema), T0, hour_end)
@@ -320,7 +321,7 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
     assert metadata["source"].value == "rest fallback" and metadata["markets_fetched"].value == len(SIM_MARKETS)
     assert "with minutes the stream did not see" in metadata["why"].value
-    assert 0 < metadata["minutes_fetched"].value <= len(SIM_MARKETS) * 6  # the cut's open minutes and the reconnect's
+    assert 0 < metadata["minutes_fetched"].value <= len(SIM_MARKETS) * 12  # the outage, the cut's open minute and the reconnect's
     assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one range per market
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
 
