@@ -31,9 +31,9 @@ setup(
         "websockets>=14",
     ],
     extras_require={
-        # Only bench/ imports these (tables, the launch bench's direct Postgres queries): pip install -e '.[bench]'
-        "bench": ["tabulate>=0.9", "psycopg[binary]>=3.2"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2"],
+        # Only bench/ imports these (tables, the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
+        "bench": ["tabulate>=0.9", "psycopg[binary]>=3.2", "psutil>=5.9"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},
 )

@@ -6,7 +6,7 @@ of the machine's Postgres, as the candle assets would store them. For each asset
 
 - read: every input loaded through the IO manager over the asset's own partition mappings (one
   range query per input);
-- compute: CandleHistory (gap filling, forming bars) plus the asset's analysis at that tick;
+- compute: ``AnalysisInputs.assemble`` (gap filling, forming bars, turnover) plus the asset's analysis at that tick;
 - write: the tick's rows written to the asset's table (delete + COPY in one transaction);
   (the Dagster contexts are built beforehand: building one outside a run creates an ephemeral
   instance, ~0.1 s, which a real run does not pay per input)
@@ -36,22 +36,20 @@ import pandas as pd
 from tabulate import tabulate
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.lib.tick_grid import krw_tick_size
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.market_status import analysis as status_analysis
-from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS as STATUS_MINUTE_HOURS
 from dantaro_assets.market_status.assets import market_status
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
 from dantaro_assets.recommendations import recommendations
-from dantaro_assets.recommendations.analysis import TURNOVER_WINDOW as RECS_MINUTE_WINDOW
 from dantaro_assets.settings import get_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
-from dantaro_assets.support_levels.assets import HOURLY_LOOKBACK_DAYS as LEVELS_HOURLY_DAYS
-from dantaro_assets.support_levels.assets import MINUTE_LOOKBACK_HOURS as LEVELS_MINUTE_HOURS
 from dantaro_assets.support_levels.assets import support_levels
 from dantaro_replay.simulated import SimulatedMarket
 
@@ -63,6 +61,7 @@ UPSTREAM = {
     "candles_1h": (daily_partitions, CANDLE_METADATA),
     "candles_1d": (daily_partitions, CANDLE_METADATA),
     "upbit_markets": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE}),
+    "upbit_instruments": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.MERGE}),
 }
 
 
@@ -81,22 +80,23 @@ class AssetBench:
         return self.asset.key.to_user_string()
 
 
+def _inputs(lookback: Lookback, inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> AnalysisInputs:
+    """The analysis contract's inputs of one tick, from the frames the asset's inputs loaded."""
+    return AnalysisInputs.assemble(lookback, pd.DatetimeIndex([tick]), candles_1m=inputs["candles_1m"], candles_1h=inputs["candles_1h"],
+                                   candles_1d=inputs.get("candles_1d"), upbit_markets=inputs["upbit_markets"],
+                                   upbit_instruments=inputs.get("upbit_instruments"))
+
+
 # --- market_status -------------------------------------------------------------------------
 
-def _status_history(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pit.CandleHistory:
-    start = HOUR - pd.Timedelta(hours=STATUS_MINUTE_HOURS)
-    return pit.CandleHistory(inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1h"].iloc[:0], start, tick)
-
-
 def status_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    history = _status_history(inputs, tick)
-    return status_analysis.compute_market_status(history, inputs["upbit_markets"], pd.DatetimeIndex([tick]))
+    return status_analysis.compute_market_status(_inputs(status_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]))
 
 
 def status_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
     """Per market: reindex its minutes onto the grid, carry the close, read the returns and turnover."""
     candles, hours = inputs["candles_1m"], inputs["candles_1h"]
-    start = HOUR - pd.Timedelta(hours=STATUS_MINUTE_HOURS)
+    start = HOUR - pd.Timedelta(hours=status_analysis.LOOKBACK.minute_hours)
     grid = pd.date_range(start, tick, freq="1min", inclusive="left")
     rows = []
     for market in candles["market"].unique():
@@ -122,24 +122,18 @@ def status_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 
 # --- support_levels ------------------------------------------------------------------------
 
-def _levels_history(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pit.CandleHistory:
-    start = HOUR - pd.Timedelta(hours=LEVELS_MINUTE_HOURS)
-    return pit.CandleHistory(inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1d"], start, tick)
-
-
 def levels_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    history = _levels_history(inputs, tick)
-    return levels_analysis.levels_at_ticks(history, inputs["upbit_markets"], pd.DatetimeIndex([tick]))
+    return levels_analysis.compute_support_levels(_inputs(levels_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]))
 
 
 def levels_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
     """The same method called market by market on that market's slices."""
-    history = _levels_history(inputs, tick)
+    history = _inputs(levels_analysis.LOOKBACK, inputs, tick).history
     hourly, price = history.hourly(tick), history.price(tick)
     daily = history.daily(tick, hourly)
     frames = []
     for market in price.index:
-        frames.append(levels_analysis.compute_support_levels(
+        frames.append(levels_analysis.levels_at(
             hourly[hourly["market"] == market], daily[daily["market"] == market], price.loc[[market]], tick))
     return pd.concat(frames, ignore_index=True)
 
@@ -151,9 +145,8 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 # --- recommendations -----------------------------------------------------------------------
 
 def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    recs, _ = recs_analysis.compute_recommendations(
-        inputs["candles_1m"], inputs["candles_1h"], inputs["candles_1d"], inputs["upbit_markets"], pd.DatetimeIndex([tick]),
-        levels_analysis.compute_support_levels, min_turnover_krw=get_settings().min_turnover_krw)
+    params = recs_analysis.RecommendationParams(min_turnover_krw=get_settings().min_turnover_krw)
+    recs, _ = recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params)
     return recs
 
 
@@ -200,11 +193,16 @@ def simulated_inputs(markets: int) -> dict[str, pd.DataFrame]:
     universe = pd.DataFrame([(i.market, i.korean_name, i.english_name, i.warning, *i.caution) for i in infos],
                             columns=MARKET_COLUMNS)
     universe = pd.concat([universe.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
+    reach = Lookback.covering(status_analysis.LOOKBACK, levels_analysis.LOOKBACK, recs_analysis.LOOKBACK)
+    hours = frame(60, HOUR, reach.hourly_days * 24 + 10)
+    last_close = hours.sort_values("candle_start").groupby("market")["close"].last()
+    instruments = pd.DataFrame({"market": last_close.index, "tick_size": krw_tick_size(last_close.to_numpy())})
     return {
-        "candles_1m": frame(1, HOUR + pit.HOUR, (max(STATUS_MINUTE_HOURS, int(RECS_MINUTE_WINDOW / pit.HOUR)) + 1) * 60),
-        "candles_1h": frame(60, HOUR, LEVELS_HOURLY_DAYS * 24 + 10),
+        "candles_1m": frame(1, HOUR + pit.HOUR, (reach.minute_hours + 1) * 60),
+        "candles_1h": hours,
         "candles_1d": frame(24 * 60, day, 2),
         "upbit_markets": universe[["day", *MARKET_COLUMNS]],
+        "upbit_instruments": pd.concat([instruments.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True),
     }
 
 

@@ -60,6 +60,7 @@ import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib import tick_grid
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.outcomes import (
     BOOTSTRAP,
@@ -75,8 +76,6 @@ from dantaro_assets.recommendations.outcomes import (
 )
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.settings import get_settings
-from dantaro_assets.support_levels.analysis import compute_support_levels
-from dantaro_replay.core import CAUTION_KEYS
 from dantaro_replay.simulated import SimulatedMarket
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
@@ -103,7 +102,7 @@ class Dataset:
 def _daily_universe(markets: list[str], days: pd.DatetimeIndex) -> pd.DataFrame:
     """Every market listed every day without flags (none were recorded for this period)."""
     frame = pd.DataFrame([(d, m) for d in days for m in markets], columns=["day", "market"])
-    return frame.assign(warning=False, **{flag: False for flag in analysis.CAUTION_FLAGS})
+    return frame.assign(warning=False, **{flag: False for flag in CAUTION_FLAGS})
 
 
 def _short(markets: list[str]) -> str:
@@ -171,7 +170,7 @@ def load_simulated(n_markets: int, days: int, seed: int, top_n: int) -> Dataset:
     for day in day_index:
         for info in sim.markets(day.timestamp() + 3600):
             rows.append({"day": day, "market": info.market, "warning": info.warning,
-                         **{f"caution_{k.lower()}": v for k, v in zip(CAUTION_KEYS, info.caution)}})
+                         **dict(zip(CAUTION_FLAGS, info.caution))})  # the replay's flags in Upbit's order, as parsed
     return Dataset(
         name=f"simulated ({n_markets} markets, {days} days)",
         candles_1m=m1, candles_1h=h1, candles_1d=d1, markets=pd.DataFrame(rows),
@@ -179,28 +178,29 @@ def load_simulated(n_markets: int, days: int, seed: int, top_n: int) -> Dataset:
     )
 
 
+def day_inputs(data: Dataset, ticks: pd.Series) -> AnalysisInputs:
+    """The recommendations' inputs of one day's ticks, assembled as an asset assembles a partition's."""
+    return AnalysisInputs.assemble(analysis.LOOKBACK, pd.DatetimeIndex(ticks), candles_1m=data.candles_1m, candles_1h=data.candles_1h,
+                                   candles_1d=data.candles_1d, upbit_markets=data.markets)
+
+
 def backfill(data: Dataset, step_minutes: int, min_turnover: float,
              min_reward_risk: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
     """Every scorer's top picks per tick, every eligible market's scores, and the support levels; seconds per tick."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
+    params = analysis.RecommendationParams(min_turnover, min_reward_risk=min_reward_risk, top_n=data.top_n, scorers=tuple(SCORERS))
     picks, scored, levels = [], [], []
     score_columns = [f"score_{name}" for name in SCORERS]
 
-    def capture_levels(hourly, daily, price, as_of):
-        found = compute_support_levels(hourly, daily, price, as_of)
-        levels.append(found)
-        return found
-
     started = time.perf_counter()
     for _day, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
-        inputs = analysis.TickInputs.prepare(data.candles_1m, data.candles_1h, data.candles_1d, data.markets,
-                                             day_ticks.iloc[0], day_ticks.iloc[-1])
+        inputs = day_inputs(data, day_ticks)
         for as_of in day_ticks:
-            top, every, _ = analysis.recommend_at(inputs, as_of, capture_levels, min_turnover_krw=min_turnover,
-                                                  top_n=data.top_n, min_reward_risk=min_reward_risk, scorers=list(SCORERS))
-            picks.append(top)
-            if len(every):
-                scored.append(every[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
+            tick = analysis.recommend_at(inputs, as_of, params)
+            picks.append(tick.picks)
+            levels.append(tick.levels)
+            if len(tick.scored):
+                scored.append(tick.scored[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
     seconds_per_tick = (time.perf_counter() - started) / max(len(ticks), 1)
     return (pd.concat(picks, ignore_index=True), pd.concat(scored, ignore_index=True),
             pd.concat([lv for lv in levels if len(lv)], ignore_index=True), seconds_per_tick)

@@ -34,20 +34,18 @@ from dantaro_assets.recommendations.outcomes import (
     rank_ic,
 )
 from dantaro_assets.settings import get_settings
-from dantaro_assets.support_levels.analysis import compute_support_levels
 
 
 def backfill(data: quality.Dataset, step_minutes: int, min_turnover: float, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every tick's picks and every eligible market's score, each row with the tick's regime."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
+    params = analysis.RecommendationParams(min_turnover, min_reward_risk=floor, top_n=data.top_n)
     picks, scored = [], []
     for _, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
-        inputs = analysis.TickInputs.prepare(data.candles_1m, data.candles_1h, data.candles_1d, data.markets,
-                                             day_ticks.iloc[0], day_ticks.iloc[-1])
+        inputs = quality.day_inputs(data, day_ticks)
         for as_of in day_ticks:
-            regime = inputs.regime(as_of)
-            top, every, _ = analysis.recommend_at(inputs, as_of, compute_support_levels, min_turnover_krw=min_turnover,
-                                                  top_n=data.top_n, min_reward_risk=floor, regime=regime)
+            regime = analysis.regime_at(inputs, as_of)
+            top, every, _, _ = analysis.recommend_at(inputs, as_of, params, regime=regime)
             picks.append(top)
             if len(every):
                 scored.append(every[["score_v1"]].rename(columns={"score_v1": "score"}).assign(as_of=as_of, regime=regime).rename_axis("market").reset_index())

@@ -73,12 +73,13 @@ def _running_dev(state_dir: Path) -> dict | None:
 
 
 def _dagster_processes(pgid: int) -> list[int]:
-    """Processes of a `dagster dev` process group still alive (its leader may be gone)."""
+    """Processes of a `dagster dev` process group still alive (its leader may be gone): Dagster's services and
+    code servers, and the run workers the code server starts as `multiprocessing` spawn children."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and "dagster" in (stat.parent / "cmdline").read_text():
+            if int(fields[2]) == pgid and any(name in (stat.parent / "cmdline").read_text() for name in ("dagster", "multiprocessing")):
                 found.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
@@ -103,6 +104,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
         service_log_level,
     )
     from dantaro_assets.operations.dev_server import stop_dagster_dev
+    from dantaro_assets.operations.stream_child import StreamChild
 
     if running := _running_dev(settings.state_dir):
         print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
@@ -140,8 +142,15 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
     echo.start()
     pid_file = settings.state_dir / DEV_PID_FILE
-    pid_file.write_text(json.dumps({"pid": os.getpid(), "dagster_pgid": dagster.pid}))
-    print(f"dantaro dev: UI on http://{args.host}:{args.port}; Ctrl-C or `dantaro stop` stops it")
+    record = {"pid": os.getpid(), "dagster_pgid": dagster.pid}
+    pid_file.write_text(json.dumps(record))
+    stream = None
+    if not args.no_stream:  # beside Dagster, against UPBIT_BASE_URL's WebSocket (the replay's when offline)
+        stream = StreamChild(settings.state_dir, env, keep=keep if args.verbose else StackTraceFilter().keep,
+                             on_start=lambda pid: pid_file.write_text(json.dumps({**record, "stream_pid": pid})))
+        stream.start()
+    print(f"dantaro dev: UI on http://{args.host}:{args.port}; {'no stream (--no-stream)' if stream is None else 'stream started'}; "
+          "Ctrl-C or `dantaro stop` stops it")
     try:
         run_lines = RunLines(instance)
         while not stop.wait(1):
@@ -151,8 +160,12 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
             for line in run_lines.poll():
                 print(line, flush=True)
         started = time.monotonic()
-        print("dantaro dev: stopping (runs first, then the Dagster services)")
+        print("dantaro dev: stopping (the stream and runs first, then the Dagster services)")
+        if stream is not None:
+            stream.terminate()  # it writes its closed minutes while Dagster stops
         closed = stop_dagster_dev(dagster, home)
+        if stream is not None:
+            stream.wait()
         note = f", {closed} run(s) marked CANCELED" if closed else ""
         echo.join(timeout=1)
         print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
@@ -161,6 +174,9 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
         instance.dispose()
         if dagster.poll() is None:
             os.killpg(dagster.pid, signal.SIGKILL)
+        if stream is not None:
+            stream.terminate()
+            stream.wait(timeout=1)
         if replay is not None:
             replay.stop()
         pid_file.unlink(missing_ok=True)
@@ -179,6 +195,9 @@ def stop_state(args: argparse.Namespace, settings: Settings) -> int:
             if _alive(record["pid"]):
                 os.kill(record["pid"], signal.SIGKILL)
             print(f"dantaro stop: stopped dantaro dev (pid {record['pid']})")
+        if _alive(stream_pid := record.get("stream_pid", 0)) and str(settings.state_dir) in _cmdline(stream_pid):
+            _stop_stream(stream_pid)  # left running by a killed `dantaro dev`
+            print(f"dantaro stop: stopped the stream (pid {stream_pid}) left by dantaro dev")
         left = _dagster_processes(record["dagster_pgid"])  # what a killed `dantaro dev` left running
         for pid in left:
             os.kill(pid, signal.SIGKILL)
@@ -202,25 +221,40 @@ def stop_state(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_stream(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM (it writes the minutes already closed), SIGKILL after ``timeout`` s."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def processes_naming(state: Path) -> list[str]:
     """Processes other than this one whose command line names the state folder (servers, dev, workers)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(state) in text and cmdline.parent.name != str(os.getpid()):
-            found.append(f"{cmdline.parent.name}: {text[:160]}")
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name.isdigit() and str(state) in (text := _cmdline(int(proc.name))) and proc.name != str(os.getpid()):
+            found.append(f"{proc.name}: {text[:160]}")
     return found
 
 
-def stream(_: argparse.Namespace, settings: Settings) -> int:
+def stream(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro stream``: closed 1-minute candles from Upbit's WebSocket into Postgres, recorded into Dagster."""
     import dagster as dg
 
     from dantaro_assets.markets.stream import run_stream
 
+    if args.state_dir is not None:
+        settings = settings.model_copy(update={"state_dir": args.state_dir.resolve()})
     return run_stream(settings, dg.DagsterInstance.from_config(str(use_instance(settings))))
 
 
@@ -292,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser.add_argument("--markets", type=int, default=250, help="simulated markets when offline")
     dev_parser.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
     dev_parser.add_argument("--verbose", action="store_true", help="everything on the console: as WORKER_LOG_LEVEL=DEBUG")
+    dev_parser.add_argument("--no-stream", action="store_true", help="do not start `dantaro stream` beside Dagster")
     stop_parser = commands.add_parser("stop", help="stop the state folder's `dantaro dev` and its embedded Postgres and Redis")
     stop_parser.add_argument("--timeout", type=float, default=15.0, help="seconds `dantaro dev` gets to stop before it is killed")
     commands.add_parser("replay", help="serve the offline Upbit replay (see `dantaro replay --help`)", add_help=False)
     commands.add_parser("api", help="serve /worker/status and the latest snapshots (see `dantaro api --help`)", add_help=False)
-    commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
+    stream_parser = commands.add_parser("stream", help="write closed 1-minute candles from Upbit's WebSocket to Postgres as they close")
+    stream_parser.add_argument("--state-dir", type=Path, help="the state folder (DANTARO_STATE_DIR); `dantaro dev` names its own, "
+                               "so `dantaro stop` finds the stream")
     commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)

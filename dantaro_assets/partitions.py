@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from dantaro_assets.lib.analysis_inputs import Lookback
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.settings import get_settings
 
@@ -35,6 +36,26 @@ daily_backfill = backfill_policy(24)
 def lookback_hours(hours: int) -> dg.TimeWindowPartitionMapping:
     """An hourly asset reading the last ``hours`` hours before its own hour, its own hour included."""
     return dg.TimeWindowPartitionMapping(start_offset=-hours, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+def days_back(days: int) -> dg.TimeWindowPartitionMapping:
+    """An hourly asset reading a daily upstream: the last ``days`` days before its own day, its own day included."""
+    return dg.TimeWindowPartitionMapping(start_offset=-24 * days, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+def analysis_ins(lookback: Lookback) -> dict[str, dg.AssetIn]:
+    """The inputs of an hourly analysis asset over its ``lookback`` (``analysis_inputs.Lookback``): candles_1m,
+    candles_1h, candles_1d (when read), upbit_markets and the optional upbit_instruments (when read)."""
+    ins = {
+        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(lookback.minute_hours)),
+        "candles_1h": dg.AssetIn(partition_mapping=days_back(lookback.hourly_days)),
+    }
+    if lookback.daily_days:
+        ins["candles_1d"] = dg.AssetIn(partition_mapping=days_back(lookback.daily_days))
+    ins["upbit_markets"] = dg.AssetIn(partition_mapping=days_back(lookback.universe_days))
+    if lookback.instruments:  # optional: without stored tick sizes the documented KRW table applies
+        ins["upbit_instruments"] = dg.AssetIn(partition_mapping=days_back(lookback.universe_days), metadata={"optional": True})
+    return ins
 
 
 def freshness(seconds: int) -> dg.FreshnessPolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import psutil
 import pytest
 
 from dantaro_assets.cli import processes_naming, use_instance
@@ -113,3 +115,70 @@ def test_sigterm_stops_dev_within_10_s_with_no_run_left_open_and_stop_leaves_no_
     assert _open_runs(home) == []
     assert "Postgres, Redis" in stop.stdout and stop.returncode == 0, stop.stdout + stop.stderr[-4000:]
     assert processes_naming(state) == []  # `dantaro stop` exits 1 naming any process left
+
+
+def _stream_materialisations(home: Path) -> list[dict]:
+    """Metadata of the runless candles_1m materialisations `dantaro stream` recorded (source: stream)."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=500).records
+    found = []
+    for record in records:
+        metadata = record.asset_materialization.metadata
+        if record.run_id == "" and getattr(metadata.get("source"), "value", None) == "stream":
+            found.append({"partition": record.asset_materialization.partition, **{k: v.value for k, v in metadata.items()}})
+    return found
+
+
+def _dev_json(state: Path) -> dict:
+    try:
+        return json.loads((state / "dev.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.mark.slow
+def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_after_dev_was_killed(tmp_path, fresh_state):
+    """`dantaro dev --offline`: the stream writes minutes from the replay's WebSocket; a killed stream comes back; a killed
+    `dantaro dev` leaves its stream running, which `dantaro stop` stops."""
+    state = fresh_state
+    env = _env(state, DATABASE_URL="", REDIS_URL="", DANTARO_STREAM_REPORT_SECONDS="2")
+    log = tmp_path / "dev.log"
+    with log.open("w") as out:
+        dev = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "dev", "--offline", "--markets", "20", "--port", str(free_port())],
+                               cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    home = state / "dagster_home"
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 420  # the history sensor stores upbit_markets, then a minute closes
+        while not ((state / "dev.json").exists() and _stream_materialisations(home)):
+            assert dev.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the stream recorded no minute within 420 s:\n{log.read_text()[-3000:]}"
+            time.sleep(2)
+        [written, *_] = _stream_materialisations(home)
+        assert written["rows_written"] > 0 and written["markets"] == 20, written
+        first = _dev_json(state)["stream_pid"]
+        assert str(state) in " ".join(psutil.Process(first).cmdline())
+        os.kill(first, signal.SIGKILL)  # a crash
+        deadline = time.monotonic() + 60
+        while _dev_json(state).get("stream_pid", first) == first:
+            assert time.monotonic() < deadline, f"the stream was not restarted within 60 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert f"the stream (pid {first}) exited with -9" in log.read_text()
+        second = _dev_json(state)["stream_pid"]
+        assert psutil.Process(second).is_running()
+        children = psutil.Process(dev.pid).children(recursive=True)  # the replay, left running by a killed dev
+        dev.kill()
+        dev.wait(timeout=30)
+        assert psutil.Process(second).is_running()
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+        stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        for child in children:
+            if child.is_running() and "dantaro_replay" in " ".join(child.cmdline()):
+                child.kill()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    postgres_log = (state / "postgres" / "log").read_text()[-2000:] if (state / "postgres" / "log").exists() else ""
+    assert f"stopped the stream (pid {second}) left by dantaro dev" in stop.stdout and stop.returncode == 0, stop.stdout + stop.stderr[-3000:] + postgres_log
+    assert processes_naming(state) == []

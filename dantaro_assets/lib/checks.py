@@ -29,6 +29,12 @@ def checked(*results: dg.AssetCheckResult, metadata: dict[str, Any] | None = Non
     Not retried: the same data would fail the same check.
     """
     yield from results
+    require_passed(*results, metadata=metadata)
+
+
+def require_passed(*results: dg.AssetCheckResult, metadata: dict[str, Any] | None = None) -> None:
+    """The gate itself, for writers outside a run too (``dantaro stream``): raise ``BlockingCheckFailed``
+    naming every failed check, so nothing is written."""
     failed = [result for result in results if not result.passed]
     if failed:
         names = ", ".join(result.check_name for result in failed)

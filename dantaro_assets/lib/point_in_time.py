@@ -22,23 +22,10 @@ HOUR = pd.Timedelta(hours=1)
 DAY = pd.Timedelta(days=1)
 
 
-def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+def utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp (a naive one is taken as UTC)."""
     stamp = pd.Timestamp(moment)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def ticks(window_start: datetime, window_end: datetime, interval_seconds: int,
-          now: datetime | None = None) -> pd.DatetimeIndex:
-    """Snapshot times of a partition window [start, end): start + k*interval < end, and <= ``now`` if given.
-
-    With a 2-minute cadence an hour has ticks H:00, H:02, ..., H:58; the open hour only has the ticks
-    already reached, and an hour whose first tick is still ahead has none (an empty index).
-    """
-    start, end = _utc(window_start), _utc(window_end)
-    times = pd.date_range(start, end, freq=pd.Timedelta(seconds=interval_seconds), inclusive="left", name="as_of")
-    if now is not None:
-        times = times[times <= _utc(now)]
-    return times
 
 
 def closed_before(candles: pd.DataFrame, as_of: pd.Timestamp, interval: pd.Timedelta) -> pd.DataFrame:
@@ -55,7 +42,7 @@ def regular_minutes(candles_1m: pd.DataFrame, start: datetime, end: datetime,
     input, else ``previous_close`` (index market, e.g. the last stored hourly close), so a market
     that has not traded for a while still has a price; minutes before any known price are left out.
     """
-    start, end = _utc(start), _utc(end)
+    start, end = utc(start), utc(end)
     minutes = pd.date_range(start, end, freq=MINUTE, inclusive="left")
     data = candles_1m[candles_1m[START] < end]
     seed = previous_close.dropna() if previous_close is not None else pd.Series(dtype="float64")
@@ -173,24 +160,31 @@ class CandleHistory:
 
     def __init__(self, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
                  minutes_start: datetime, minutes_end: datetime):
-        self.minutes_start = _utc(minutes_start)
+        self.minutes_start = utc(minutes_start)
         self.stored_hourly = candles_1h[[MARKET, START, *OHLCV]]
         stored_before = closed_before(self.stored_hourly, self.minutes_start, HOUR).sort_values(START, kind="stable")
         last_stored_close = stored_before.groupby(MARKET)["close"].last()
-        self.minutes = regular_minutes(candles_1m, self.minutes_start, _utc(minutes_end), previous_close=last_stored_close)
-        traded = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < _utc(minutes_end))]
+        self.minutes = regular_minutes(candles_1m, self.minutes_start, utc(minutes_end), previous_close=last_stored_close)
+        traded = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < utc(minutes_end))]
         self.stored_daily = candles_1d[[MARKET, START, *OHLCV]]
         self._forming_hours = forming_bars(traded, HOUR)
         hourly_start = self.stored_hourly[START].min() if not self.stored_hourly.empty else self.minutes_start
-        self._derived_days_start = min(_utc(hourly_start), self.minutes_start).ceil("D")
+        self._derived_days_start = min(utc(hourly_start), self.minutes_start).ceil("D")
+        self._last_hourly: tuple[pd.Timestamp, pd.DataFrame] | None = None
 
     def price(self, as_of: pd.Timestamp) -> pd.Series:
         """Last price per market before ``as_of``."""
         return price_at(self.minutes, as_of)
 
     def hourly(self, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Hourly bars usable at ``as_of``: stored closed hours, minute-built hours, the forming hour last."""
-        return bars_as_of(self.stored_hourly, self._forming_hours, as_of, HOUR, self.minutes_start)
+        """Hourly bars usable at ``as_of``: stored closed hours, minute-built hours, the forming hour last.
+
+        The newest ``as_of``'s bars are kept: a tick's analyses (recommendations and the regime they
+        state) read them twice. Treat the frame as read-only.
+        """
+        if self._last_hourly is None or self._last_hourly[0] != as_of:
+            self._last_hourly = (as_of, bars_as_of(self.stored_hourly, self._forming_hours, as_of, HOUR, self.minutes_start))
+        return self._last_hourly[1]
 
     def daily(self, as_of: pd.Timestamp, hourly: pd.DataFrame | None = None) -> pd.DataFrame:
         """Daily bars usable at ``as_of``: stored closed days, then days built from the hourly bars (the forming day last).

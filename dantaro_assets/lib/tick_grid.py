@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.lib.analysis_inputs import listed_at
+
 # Lower bound of each band (KRW) and the band's tick, ascending; below the first bound: 1e-8.
 _KRW_BOUNDS = np.array(
     [0.00001, 0.0001, 0.001, 0.01, 0.1, 1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000],
@@ -82,13 +84,8 @@ def off_grid(prices, ticks) -> np.ndarray:
 
 def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
     """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
-    if instruments is None or instruments.empty:
-        return pd.Series(dtype=float)
-    known = instruments[instruments["day"] <= as_of]
-    if known.empty:
-        return pd.Series(dtype=float)
-    newest = known[known["day"] == known["day"].max()]
-    return newest.set_index("market")["tick_size"].astype(float)
+    newest = listed_at(instruments, as_of)
+    return pd.Series(dtype=float) if newest is None else newest["tick_size"].astype(float)
 
 
 def tick_for(prices: pd.Series, stored: pd.Series) -> np.ndarray:

@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.point_in_time import HOUR, MARKET, MINUTE, START, CandleHistory
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, latest_day
+from dantaro_assets.lib.point_in_time import HOUR, MARKET, MINUTE, START
 
 BTC = "KRW-BTC"
 BTC_COLUMNS = ["btc_price", "btc_return_1h_pct", "btc_ema_20h", "btc_vs_ema_pct", "btc_ema_slope_pct_h",
@@ -67,11 +68,14 @@ class StatusParams:
     risk_off: float = 40.0
 
     @property
-    def minute_lookback_hours(self) -> int:
-        """Whole hours of 1-minute candles before the tick's hour that the first tick's ret_1h needs."""
-        return -(-(self.return_minutes + 1) // 60)
+    def lookback(self) -> Lookback:
+        """1-minute candles: the whole hours before the tick's hour that the first tick's ret_1h reaches.
+        Hourly bars: the previous day's close, the 24 h norms, and BTC's EMA(20), for which five days
+        make the SMA seed's weight negligible ((19/21)^100 < 1e-4)."""
+        return Lookback(minute_hours=-(-(self.return_minutes + 1) // 60), hourly_days=5)
 
 
+LOOKBACK = StatusParams().lookback
 _PARKINSON = 1.0 / np.sqrt(4.0 * np.log(2.0))
 
 
@@ -80,11 +84,10 @@ def _signed_score(value: np.ndarray | float, scale: float) -> np.ndarray:
     return 50.0 * (1.0 + np.tanh(np.asarray(value, dtype=float) / scale))
 
 
-def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
-                          params: StatusParams = StatusParams()) -> pd.DataFrame:
-    """One market status row per tick (all ticks inside one hour). ``universe``: upbit_markets rows.
+def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: StatusParams = StatusParams()) -> pd.DataFrame:
+    """One market status row per tick (all ticks inside one hour).
 
-    The universe is that of the latest day <= each tick (every market of it is counted; flagged ones
+    The universe is that of the latest ``upbit_markets`` day <= each tick (every market of it is counted; flagged ones
     are counted in ``markets_warning`` / ``markets_caution``, any of Upbit's five caution flags).
     Without a universe row yet, every market with candles counts.
     """
@@ -93,6 +96,7 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
     hour = ticks[0].floor("h")
     if (ticks.floor("h") != hour).any():
         raise ValueError("market status ticks must lie inside one hour")
+    history = inputs.history
     minutes = history.minutes
     grid = pd.date_range(history.minutes_start, ticks.max(), freq=MINUTE, inclusive="left")
     close = minutes.pivot(index=START, columns=MARKET, values="close").reindex(grid)
@@ -101,8 +105,8 @@ def compute_market_status(history: CandleHistory, universe: pd.DataFrame, ticks:
     if rows.min() - params.return_minutes < 0:
         raise ValueError(f"the 1-minute series starts at {history.minutes_start}: too late for the 60-minute return of {ticks[0]}")
     markets = close.columns
-    members, warnings, cautions = _universe(universe, ticks, markets)
-    hours = history.hourly(hour)
+    members, warnings, cautions = _universe(inputs.universe, ticks, markets)
+    hours = history.hourly(ticks[0])  # the hours closed before the tick's hour are the same at every tick
     hours = hours[hours["complete"] & (hours[START] < hour)]
 
     prices = close.to_numpy()
@@ -144,14 +148,13 @@ def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index
     cautions = np.zeros((len(ticks), len(markets)), bool)
     if universe.empty:
         return members, warnings, cautions
-    days = pd.DatetimeIndex(np.sort(universe["day"].unique()))
-    day_of_tick = days.searchsorted(ticks, side="right") - 1
-    for position in np.unique(day_of_tick[day_of_tick >= 0]):
-        today = universe[universe["day"] == days[position]].set_index(MARKET)
-        selected = day_of_tick == position
+    day_of_tick = latest_day(universe["day"], ticks)
+    for day in day_of_tick.dropna().unique():
+        today = flags(universe[universe["day"] == day].set_index(MARKET))
+        selected = (day_of_tick == day)
         members[selected] = markets.isin(today.index)
         warnings[selected] = today["warning"].reindex(markets, fill_value=False).to_numpy(bool)
-        cautions[selected] = today.filter(like="caution_").any(axis=1).reindex(markets, fill_value=False).to_numpy(bool)
+        cautions[selected] = today["caution"].reindex(markets, fill_value=False).to_numpy(bool)
     return members, warnings, cautions
 
 

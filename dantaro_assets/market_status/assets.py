@@ -5,37 +5,22 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
-from dantaro_assets.lib.point_in_time import HOUR, CandleHistory
 from dantaro_assets.lib.postgres_io import WriteMode
-from dantaro_assets.lib.snapshots import days_back, partition_ticks
-from dantaro_assets.market_status.analysis import StatusParams, compute_market_status
+from dantaro_assets.market_status.analysis import LOOKBACK, StatusParams, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
-from dantaro_assets.partitions import (
-    freshness,
-    hourly_backfill,
-    hourly_partitions,
-    lookback_hours,
-)
+from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.settings import get_settings
 
 _SETTINGS = get_settings()
 PARAMS = StatusParams()
-# 1-minute candles: this hour and the hours before it that the first tick's 60-minute return reaches.
-MINUTE_LOOKBACK_HOURS = PARAMS.minute_lookback_hours
-# Hourly bars: the previous day's close, the 24 h norms, and BTC's EMA(20), for which five days make
-# the SMA seed's weight negligible ((19/21)^100 < 1e-4).
-HOURLY_LOOKBACK_DAYS = 5
 
 
 @dg.asset(
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-    ins={
-        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
-        "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),
-        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
-    },
+    ins=analysis_ins(LOOKBACK),
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of"],
@@ -51,11 +36,10 @@ HOURLY_LOOKBACK_DAYS = 5
 def market_status(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                   upbit_markets: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
-    ticks = partition_ticks(context, _SETTINGS.market_status_interval)
     start = pd.Timestamp(window.start)
-    history = CandleHistory(candles_1m, candles_1h, candles_1h.iloc[:0], start - MINUTE_LOOKBACK_HOURS * HOUR,
-                            ticks.max() if len(ticks) else start)
-    frame = compute_market_status(history, upbit_markets, ticks, PARAMS)
+    ticks = stored_ticks(window.start, window.end, _SETTINGS.market_status_interval, candles_1m)
+    inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=candles_1m, candles_1h=candles_1h, upbit_markets=upbit_markets)
+    frame = compute_market_status(inputs, ticks, PARAMS)
     yield from checked(pandera_check(market_status_schema(start, pd.Timestamp(window.end)), frame))
     yield dg.Output(frame, metadata={
         "ticks": len(frame),

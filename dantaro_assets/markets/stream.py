@@ -54,7 +54,7 @@ import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
-from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.lib.checks import pandera_check, require_passed
 from dantaro_assets.lib.postgres import PostgresUnavailableError
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import interval
@@ -259,8 +259,10 @@ class CandleStream:
 
     # --- universe ---
     def read_universe(self) -> list[str]:
-        """Markets of the newest stored ``upbit_markets`` day up to today (UTC)."""
+        """Markets of the newest stored ``upbit_markets`` day up to today (UTC); none before the table exists."""
         table = self.io.postgres.table_name("upbit_markets")
+        if not self.io.postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (table,))["present"][0].as_py():
+            return []
         today = pd.Timestamp.now(tz="UTC").floor("D")
         frame = self.io.postgres.read_frame(
             f"SELECT DISTINCT market FROM {table} WHERE day = (SELECT max(day) FROM {table} WHERE day <= $1) ORDER BY market", (today,))
@@ -272,10 +274,12 @@ class CandleStream:
         except (PostgresUnavailableError, adbc_driver_manager.Error) as exc:  # keep streaming the known universe
             log.warning("stream: cannot read the universe from upbit_markets (%s); keeping %d markets", exc, len(self.universe))
             return
-        if not markets:
-            log.warning("stream: upbit_markets holds no universe; materialise upbit_markets first")
-        if markets != self.universe:
-            log.info("stream: universe of %d markets (was %d): subscribing", len(markets), len(self.universe))
+        if markets != self.universe or self.version == 0:  # said once, not at every re-read
+            if markets:
+                log.info("stream: universe of %d markets (was %d): subscribing", len(markets), len(self.universe))
+            else:
+                log.warning("stream: upbit_markets holds no universe yet (dantaro dev's history sensor stores it first); "
+                            "subscribing once it is stored")
             self.universe = markets
             size = self.codes_per_connection
             self.chunks = [markets[i : i + size] for i in range(0, len(markets), size)]
@@ -426,9 +430,7 @@ class CandleStream:
         if candles.empty:
             return
         start, end = candles["candle_start"].min().floor("h"), candles["candle_start"].max().floor("h") + pd.Timedelta(hours=1)
-        result = pandera_check(candles_schema(start, end), candles)
-        if not result.passed:
-            raise ValueError(f"candles_1m schema check failed, nothing written: {result.description}")
+        require_passed(pandera_check(candles_schema(start, end), candles))
         self.io.write(ASSET, candles, self.metadata, dg.TimeWindow(start.to_pydatetime(), end.to_pydatetime()))
         now = self.book.server_now()
         rewrites = {(item.market, item.start) for item in closed if item.rewrite}
@@ -496,7 +498,11 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     """Run the service until SIGTERM or SIGINT; minutes closed by then are written, forming ones are not."""
     from dantaro_assets.resources import storage_resources
 
-    logging.basicConfig(level=settings.worker_log_level, format="%(asctime)s %(levelname)s %(message)s")
+    # as dantaro dev's console: the stream at WORKER_LOG_LEVEL, libraries (alembic opening the instance, websockets) only at DEBUG
+    debug = settings.worker_log_level == "DEBUG"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S %z")
+    log.setLevel(settings.worker_log_level)
     redis_resource, postgres = storage_resources(settings)
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(

@@ -1,9 +1,10 @@
 """Fetch the history the hourly analyses look back over, on a fresh install and after a long stop.
 
-The schedules only fetch the open hour and day, but the analyses read back further: support levels
-and recommendations need 14 days of 1-hour candles (>= 50 bars) and 2 days of daily candles, the
-recommendations' turnover window 24 h of 1-minute candles, market status 2 h, and every candle
-asset the universe of each day it covers. Without this sensor a fresh ``dantaro dev`` fails those
+The schedules only fetch the open hour and day, but the analyses read back further (each one's
+``Lookback``): support levels and recommendations need 14 days of 1-hour candles (>= 50 bars) and 2
+days of daily candles, every analysis the 2 closed hours of 1-minute candles before the open hour (the
+24 h turnover takes its older hours from candles_1h), and every candle asset the universe of each day
+it covers. Without this sensor a fresh ``dantaro dev`` fails those
 jobs for hours or days until the schedules have accumulated the history one period at a time.
 
 Every ``SENSOR_INTERVAL`` seconds the sensor compares the lookback partitions with what the instance
@@ -15,9 +16,8 @@ dependency order across ticks:
    runs at the highest priority;
 2. once those days' universe is stored, the 1-hour and 1-day candles of the 14 days as ONE range
    run of ``daily_candles_job``;
-3. then the closed hours of 1-minute candles of the last 24 h in ranges of at most
-   ``MINUTE_HOURS_PER_RUN`` hours, newest first (market status needs only the last 2 h, so it can
-   run after the first of them).
+3. then the closed hours of 1-minute candles of the minute lookback (2 h) in ranges of at most
+   ``MINUTE_HOURS_PER_RUN`` hours, newest first.
 
 Until an analysis's own lookback is stored, its schedule skips with the reason (``operations/schedules.py``).
 
@@ -27,7 +27,7 @@ slots (``test_limits`` shows a live run fetching beside a history run, not behin
 the range and the hour of the request, so a failed range is retried at most once an hour.
 
 Progress (lookback partitions stored of those needed, per step) is the sensor's cursor, shown on its
-page in the UI, and is logged once each time it changes: ``history: 12 of 69 partitions stored ...``.
+page in the UI, and is logged once each time it changes: ``history: 12 of 47 partitions stored ...``.
 """
 
 from __future__ import annotations
@@ -38,11 +38,15 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from dantaro_assets.lib.analysis_inputs import Lookback
 from dantaro_assets.lib.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, get_current_datetime
+from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.operations.jobs import candles_1m_job, daily_candles_job
 from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets.recommendations import analysis as recommendations
 from dantaro_assets.settings import Settings, get_settings
+from dantaro_assets.support_levels import analysis as support_levels
 
 HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
 SENSOR_INTERVAL = 30
@@ -55,8 +59,11 @@ NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
 ]
-DAILY_LOOKBACK_DAYS = 14  # support levels / recommendations: 14 days of 1-hour candles
-MINUTE_LOOKBACK_HOURS = 24  # recommendations' turnover window
+# every analysis's reach (analysis_inputs.Lookback): the sensor fetches what the widest of them reads
+HISTORY = Lookback.covering(market_status.LOOKBACK, support_levels.LOOKBACK, recommendations.LOOKBACK,
+                            recommendations.OUTCOMES_LOOKBACK)
+DAILY_LOOKBACK_DAYS = max(HISTORY.hourly_days, HISTORY.daily_days, HISTORY.universe_days)  # 1-hour candles of 14 days
+MINUTE_LOOKBACK_HOURS = HISTORY.minute_hours  # the closed hours of 1-minute candles before the open hour
 MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout
 DAILY_CANDLES = ("candles_1h", "candles_1d")
 

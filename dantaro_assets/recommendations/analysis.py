@@ -17,23 +17,25 @@ The market's regime at ``as_of`` (market_status's rule on the same candles) gate
 (``REGIME_POLICY``) and is stated in every row and summary.
 
 Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
-with at least ``min_turnover_krw`` traded over the 24 h before as_of, and with at least
-``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
+with at least ``min_turnover_krw`` traded over the 24 h before as_of (closed hours from candles_1h,
+the hours since the minute lookback's start from 1-minute candles: ``analysis_inputs.Turnover``),
+and with at least ``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, Lookback, listed_at
 from dantaro_assets.lib.tick_grid import ticks_at
-from dantaro_assets.market_status.analysis import compute_market_status
+from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
 from dantaro_assets.recommendations.scorers import (
     COMPONENTS,
@@ -41,6 +43,7 @@ from dantaro_assets.recommendations.scorers import (
     component_scores,
     score_all,
 )
+from dantaro_assets.support_levels import analysis as support_levels
 
 HOURLY_BARS = 240
 MIN_HISTORY_BARS = 50
@@ -50,20 +53,36 @@ SURGE_WINDOW = pd.Timedelta(hours=1)
 DEFAULT_MIN_REWARD_RISK = 1.5  # DANTARO_MIN_REWARD_RISK's default
 DEFAULT_SCORERS = ("v1",)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
-CAUTION_FLAGS = [
-    "caution_price_fluctuations",
-    "caution_trading_volume_soaring",
-    "caution_deposit_amount_soaring",
-    "caution_global_price_differences",
-    "caution_concentration_of_small_accounts",
-]
 RECOMMENDATION_COLUMNS = [
     "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
     "tick_size", "regime", "caution",
 ]  # fmt: skip
 
-# support_levels.analysis.compute_support_levels(hourly, daily, price, as_of) or a stand-in with its columns.
-LevelFinder = Callable[[pd.DataFrame, pd.DataFrame, pd.Series, pd.Timestamp], pd.DataFrame]
+
+_LEVEL_PARAMS, _STATUS_PARAMS = support_levels.LevelParams(), market_status.StatusParams()
+
+
+@dataclass(frozen=True)
+class RecommendationParams:
+    """The universe floor, the list's length, the placed prices' floor, the scorers, and the levels and regime
+    rules the picks use (support levels' and market status' own parameters)."""
+
+    min_turnover_krw: float  # DANTARO_MIN_TURNOVER_KRW
+    min_reward_risk: float = DEFAULT_MIN_REWARD_RISK
+    top_n: int = TOP_N
+    scorers: tuple[str, ...] = DEFAULT_SCORERS  # the first ranks the served list (``excluded_regime`` counts it)
+    levels: support_levels.LevelParams = _LEVEL_PARAMS
+    status: market_status.StatusParams = _STATUS_PARAMS
+
+    @property
+    def lookback(self) -> Lookback:
+        return lookback(self.levels, self.status)
+
+
+def lookback(levels: support_levels.LevelParams = _LEVEL_PARAMS, status: market_status.StatusParams = _STATUS_PARAMS) -> Lookback:
+    """The levels' and the regime's reach, and daily bars of the day before and the one before it. The 24 h
+    turnover reads no day of minutes: its closed hours come from candles_1h (``analysis_inputs.Turnover``)."""
+    return Lookback.covering(levels.lookback, status.lookback, Lookback(minute_hours=2, hourly_days=0, daily_days=2))
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,12 @@ REGIME_POLICY: dict[str, RegimePolicy] = {
 }
 
 
+LOOKBACK = lookback()
+# The outcomes' benchmark universe is the recommendations' (the same 24 h turnover rule): candles_1h of
+# the day before for the closed hours, 1-minute candles from the same minute lookback.
+OUTCOMES_LOOKBACK = Lookback(minute_hours=LOOKBACK.minute_hours, hourly_days=1)
+
+
 @dataclass
 class UniverseCounts:
     """How the tradable universe of one tick came about: the materialisation's counts."""
@@ -100,73 +125,33 @@ class UniverseCounts:
     excluded_regime: int = 0  # recommendable, but left out by the regime's policy
 
 
-@dataclass(frozen=True)
-class Turnover:
-    """Cumulative KRW turnover per market on a minute grid: any window's sum is two lookups."""
+class TickResult(NamedTuple):
+    """One tick's recommendations: each scorer's top N, every eligible market's scores and trade plan, the
+    universe counts and the support levels the plans come from."""
 
-    cumsum: pd.DataFrame  # minute x market; one zero row before the first minute
-    stored_from: pd.Timestamp | None = None  # the first stored minute: before it, "nothing traded" is unknown
-
-    @classmethod
-    def from_candles(cls, candles_1m: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> Turnover:
-        """Turnover grid over [start, end); minutes without a candle traded nothing."""
-        inside = candles_1m[(candles_1m[pit.START] >= start) & (candles_1m[pit.START] < end)]
-        value = inside.pivot(index=pit.START, columns=pit.MARKET, values="value")
-        grid = pd.date_range(start - pit.MINUTE, end, freq=pit.MINUTE, inclusive="left")
-        return cls(value.reindex(grid).fillna(0.0).cumsum(), inside[pit.START].min() if len(inside) else None)
-
-    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
-        """KRW traded per market over [start, end), both inside the grid."""
-        return self.cumsum.loc[end - pit.MINUTE] - self.cumsum.loc[start - pit.MINUTE]
-
-    def hours_stored(self, start: pd.Timestamp, end: pd.Timestamp) -> float:
-        """Hours of [start, end) that stored minutes cover (at least 1): a fresh install or a gap in
-        storage leaves the start of a 24 h window unknown, and its sum must not read as a quiet day."""
-        begin = start if self.stored_from is None else max(start, self.stored_from)
-        return max((end - begin) / pd.Timedelta(hours=1), 1.0)
+    picks: pd.DataFrame
+    scored: pd.DataFrame
+    counts: UniverseCounts
+    levels: pd.DataFrame
 
 
-@dataclass
-class TickInputs:
-    """Everything of a partition that does not depend on the tick: computed once, sampled per tick."""
-
-    history: pit.CandleHistory
-    markets: pd.DataFrame
-    turnover: Turnover = field(repr=False)
-    instruments: pd.DataFrame | None = None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
-
-    @classmethod
-    def prepare(cls, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
-                markets: pd.DataFrame, first_tick: pd.Timestamp, last_tick: pd.Timestamp,
-                instruments: pd.DataFrame | None = None) -> TickInputs:
-        """Candle history from 24 h before the first tick (the turnover window) to the last tick."""
-        minutes_start = (first_tick - TURNOVER_WINDOW).floor("h")
-        return cls(
-            history=pit.CandleHistory(candles_1m, candles_1h, candles_1d, minutes_start, last_tick),
-            markets=markets,
-            turnover=Turnover.from_candles(candles_1m, minutes_start, last_tick),
-            instruments=instruments,
-        )
-
-    def regime(self, as_of: pd.Timestamp) -> str:
-        """The market's regime at as_of by market_status's rule (``unknown`` when no 60-minute return exists)."""
-        try:
-            status = compute_market_status(self.history, self.markets, pd.DatetimeIndex([as_of]))
-        except ValueError:  # the minutes do not reach 60 minutes before the tick
-            return "unknown"
-        return str(status["regime"].iloc[0]) if len(status) and status["markets"].iloc[0] > 0 else "unknown"
+def regime_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: market_status.StatusParams = _STATUS_PARAMS) -> str:
+    """The market's regime at as_of by market_status's rule (``unknown`` when no 60-minute return exists)."""
+    try:
+        status = market_status.compute_market_status(inputs, pd.DatetimeIndex([as_of]), params)
+    except ValueError:  # the minutes do not reach 60 minutes before the tick
+        return "unknown"
+    return str(status["regime"].iloc[0]) if len(status) and status["markets"].iloc[0] > 0 else "unknown"
 
 
-def universe_at(markets: pd.DataFrame, turnover: Turnover, as_of: pd.Timestamp,
-                min_turnover_krw: float) -> tuple[pd.DataFrame, UniverseCounts]:
+def universe_at(inputs: AnalysisInputs, as_of: pd.Timestamp, min_turnover_krw: float) -> tuple[pd.DataFrame, UniverseCounts]:
     """Listed markets of the latest day <= as_of that pass the warning and turnover filters, and the counts."""
-    listed = markets[markets["day"] <= as_of]
-    if listed.empty:
-        return listed.set_index("market").assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
-    listed = listed[listed["day"] == listed["day"].max()].set_index("market")
+    listed = listed_at(inputs.universe, as_of)
+    if listed is None:
+        return inputs.universe.iloc[:0].set_index(pit.MARKET).assign(turnover_24h=pd.Series(dtype=float)), UniverseCounts()
     # KRW traded over the 24 h before as_of, scaled up from the hours actually stored (a fresh install)
-    hours = turnover.hours_stored(as_of - TURNOVER_WINDOW, as_of)
-    traded = turnover.between(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0) * (24.0 / hours)
+    hours = inputs.turnover.hours_stored(as_of - TURNOVER_WINDOW, as_of)
+    traded = inputs.turnover.between(as_of - TURNOVER_WINDOW, as_of).reindex(listed.index).fillna(0.0) * (24.0 / hours)
     listed = listed.assign(turnover_24h=traded)
     warning = listed["warning"].astype(bool)
     thin = ~warning & (traded < min_turnover_krw)
@@ -174,8 +159,7 @@ def universe_at(markets: pd.DataFrame, turnover: Turnover, as_of: pd.Timestamp,
     return listed[~warning & ~thin], counts
 
 
-def eligible_universe(candles_1m: pd.DataFrame, markets: pd.DataFrame, as_ofs: pd.DatetimeIndex,
-                      min_turnover_krw: float) -> pd.DataFrame:
+def eligible_universe(inputs: AnalysisInputs, as_ofs: pd.DatetimeIndex, min_turnover_krw: float) -> pd.DataFrame:
     """(as_of, market) pairs passing the warning and turnover filters: the benchmark universe of the outcomes.
 
     The history filter (``MIN_HISTORY_BARS`` hourly bars) is left out: it needs the hourly series and
@@ -183,8 +167,7 @@ def eligible_universe(candles_1m: pd.DataFrame, markets: pd.DataFrame, as_ofs: p
     """
     if len(as_ofs) == 0:
         return pd.DataFrame({"as_of": pd.Series(dtype=_UTC), "market": pd.Series(dtype=object)})
-    turnover = Turnover.from_candles(candles_1m, as_ofs[0] - TURNOVER_WINDOW, as_ofs[-1])
-    frames = [pd.DataFrame({"as_of": as_of, "market": universe_at(markets, turnover, as_of, min_turnover_krw)[0].index})
+    frames = [pd.DataFrame({"as_of": as_of, "market": universe_at(inputs, as_of, min_turnover_krw)[0].index})
               for as_of in as_ofs]
     return pd.concat(frames, ignore_index=True).astype({"as_of": _UTC, "market": object})
 
@@ -299,47 +282,47 @@ def _r(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
-def recommend_at(inputs: TickInputs, as_of: pd.Timestamp, find_levels: LevelFinder, *,
-                 min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
-                 regime: str | None = None, scorers: Sequence[str] = DEFAULT_SCORERS,
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, UniverseCounts]:
-    """One tick: (each of ``scorers``' top-N recommendations, every eligible market's scores and trade plan, counts).
+def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: RecommendationParams,
+                 regime: str | None = None) -> TickResult:
+    """One tick: each of ``params.scorers``' top-N recommendations, every eligible market's scores and trade
+    plan, the counts and the support levels.
 
     ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise).
     The scores frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the
     counts' ``excluded_regime`` is the first scorer's.
     """
-    universe, counts = universe_at(inputs.markets, inputs.turnover, as_of, min_turnover_krw)
+    universe, counts = universe_at(inputs, as_of, params.min_turnover_krw)
     every_hour = inputs.history.hourly(as_of)
     hourly = every_hour[every_hour[pit.MARKET].isin(universe.index)]
     if hourly.empty:
         counts.excluded_history += len(universe)
-        return _empty_recommendations(), pd.DataFrame(), counts
+        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels())
     features = hourly_features(hourly).reindex(universe.index)
     enough = features["bars"].fillna(0) >= MIN_HISTORY_BARS
     counts.excluded_history = int((~enough).sum())
     counts.eligible = int(enough.sum())
     features, universe = features[enough], universe[enough]
     if features.empty:
-        return _empty_recommendations(), pd.DataFrame(), counts
+        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels())
     price = features["close"].rename("price")
     features = features.assign(price=price, turnover_24h=universe["turnover_24h"])
     last_hour = inputs.turnover.between(as_of - SURGE_WINDOW, as_of).reindex(features.index)
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
     daily = inputs.history.daily(as_of, every_hour)
-    levels = find_levels(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of)
+    levels = support_levels.levels_at(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of, params.levels)
     features = features.join(nearest_levels(levels, price))
     scored = features.join(component_scores(features))
     plans = trade_plan.plan_trades(scored, trade_plan.resistance_targets(levels, price),
-                                   ticks_at(inputs.instruments, as_of), min_reward_risk)
+                                   ticks_at(inputs.instruments, as_of), params.min_reward_risk)
     scored = scored.join(plans)
-    scored = scored.join(score_all(features).add_prefix("score_")).join(universe[CAUTION_FLAGS])
+    scored = scored.join(score_all(features).add_prefix("score_")).join(universe.reindex(columns=CAUTION_FLAGS, fill_value=False))
     counts.excluded_reward_risk = int(scored["excluded"].notna().sum())
-    regime = inputs.regime(as_of) if regime is None else regime
+    regime = regime_at(inputs, as_of, params.status) if regime is None else regime
     placeable = scored[scored["excluded"].isna()]
-    picks = [_top(placeable.assign(score=placeable[f"score_{name}"]), as_of, top_n, regime, scorer=name) for name in scorers]
-    counts.excluded_regime = min(len(placeable), top_n) - len(picks[0])
-    return pd.concat(picks, ignore_index=True), scored, counts
+    picks = [_top(placeable.assign(score=placeable[f"score_{name}"]), as_of, params.top_n, regime, scorer=name)
+             for name in params.scorers]
+    counts.excluded_regime = min(len(placeable), params.top_n) - len(picks[0])
+    return TickResult(pd.concat(picks, ignore_index=True), scored, counts, levels)
 
 
 def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
@@ -378,23 +361,19 @@ def _empty_recommendations() -> pd.DataFrame:
                          "summary": object, "regime": object, "caution": object})
 
 
-def compute_recommendations(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, candles_1d: pd.DataFrame,
-                            markets: pd.DataFrame, as_ofs: pd.DatetimeIndex, find_levels: LevelFinder, *,
-                            min_turnover_krw: float, top_n: int = TOP_N, min_reward_risk: float = DEFAULT_MIN_REWARD_RISK,
-                            instruments: pd.DataFrame | None = None,
-                            scorers: Sequence[str] = DEFAULT_SCORERS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations of each of ``scorers`` for every tick in ``as_ofs`` (one partition) and the universe counts and regime per tick."""
+def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
+                            params: RecommendationParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendations of each of ``params.scorers`` for every tick (one partition), and the universe counts
+    and regime per tick."""
     counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__, "regime"]
-    if len(as_ofs) == 0:
+    if len(ticks) == 0:
         return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
-    inputs = TickInputs.prepare(candles_1m, candles_1h, candles_1d, markets, as_ofs[0], as_ofs[-1], instruments)
     frames, counts = [], []
-    for as_of in as_ofs:
-        regime = inputs.regime(as_of)
-        picks, _, tick_counts = recommend_at(inputs, as_of, find_levels, min_turnover_krw=min_turnover_krw, top_n=top_n,
-                                             min_reward_risk=min_reward_risk, regime=regime, scorers=scorers)
-        frames.append(picks)
-        counts.append({"as_of": as_of, **asdict(tick_counts), "regime": regime})
+    for as_of in ticks:
+        regime = regime_at(inputs, as_of, params.status)
+        tick = recommend_at(inputs, as_of, params, regime=regime)
+        frames.append(tick.picks)
+        counts.append({"as_of": as_of, **asdict(tick.counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]
     recommendations = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()
     return recommendations, pd.DataFrame(counts, columns=counts_columns)

@@ -12,22 +12,16 @@ import dagster as dg
 import pandas as pd
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, listed_at, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
-from dantaro_assets.lib.snapshots import (
-    days_back,
-    latest_table,
-    partition_ticks,
-)
-from dantaro_assets.partitions import (
-    freshness,
-    hourly_backfill,
-    hourly_partitions,
-    lookback_hours,
-)
+from dantaro_assets.lib.previews import latest_table
+from dantaro_assets.partitions import analysis_ins, days_back, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.recommendations.analysis import (
-    TURNOVER_WINDOW,
+    LOOKBACK,
+    OUTCOMES_LOOKBACK,
+    RecommendationParams,
     compute_recommendations,
     eligible_universe,
 )
@@ -47,13 +41,14 @@ from dantaro_assets.recommendations.scorecard import (
 )
 from dantaro_assets.recommendations.scorers import served_first
 from dantaro_assets.settings import get_settings
-from dantaro_assets.support_levels.analysis import LevelParams, compute_support_levels
 
 _SETTINGS = get_settings()
-_LOOKBACK_DAYS = -(-LevelParams().lookback_hours // 24)  # the support levels' reach in hourly bars, in days
 _KEY = ["as_of", "scorer", "market"]
 _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
-_SCORERS = served_first(_SETTINGS.scorer)  # the served scorer first, the challengers in shadow
+_SERVED = {"scorer": _SETTINGS.scorer}
+# the served scorer first, the challengers in shadow
+PARAMS = RecommendationParams(min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk,
+                              scorers=tuple(served_first(_SETTINGS.scorer)))
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -61,38 +56,20 @@ def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timesta
     return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
 
 
-def _reached(candles_1m: pd.DataFrame, start: pd.Timestamp) -> pd.Timestamp:
-    """How far the stored minutes reach, capped by the wall clock.
-
-    A tick needs the minutes before it stored: ticks after the newest stored minute's end wait for
-    the next run, so the open hour fills in as its candles arrive.
-    """
-    if candles_1m.empty:  # nothing stored at all: not even the tick at the hour's start has its inputs
-        return start - pit.MINUTE
-    return min(pd.Timestamp.now(tz="UTC"), candles_1m["candle_start"].max() + pit.MINUTE)
-
-
 def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFrame:
     """(as_of, market) pairs under the warning flag in the universe each tick uses (latest day <= as_of)."""
-    utc = "datetime64[ns, UTC]"
-    ticks = pd.DataFrame({"as_of": pd.DatetimeIndex(as_ofs).astype(utc)})
-    days = pd.DataFrame({"day": upbit_markets["day"].astype(utc).drop_duplicates().sort_values()})
-    day_of_tick = pd.merge_asof(ticks, days, left_on="as_of", right_on="day").dropna(subset=["day"])
-    flagged = upbit_markets.loc[upbit_markets["warning"].astype(bool), ["day", "market"]].astype({"day": utc})
-    return day_of_tick.merge(flagged, on="day")[["as_of", "market"]]
+    pairs = []
+    for as_of in as_ofs:
+        listed = listed_at(upbit_markets, as_of)
+        if listed is not None:
+            pairs += [(as_of, market) for market in listed.index[listed["warning"].astype(bool)]]
+    return pd.DataFrame(pairs, columns=["as_of", "market"]).astype({"as_of": "datetime64[ns, UTC]", "market": object})
 
 
 @dg.asset(
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-    ins={
-        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(int(TURNOVER_WINDOW / pit.HOUR))),
-        "candles_1h": dg.AssetIn(partition_mapping=days_back(_LOOKBACK_DAYS)),
-        "candles_1d": dg.AssetIn(partition_mapping=days_back(2)),  # pivots use the previous day
-        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
-        # optional: without stored tick sizes the documented KRW table applies
-        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
-    },
+    ins=analysis_ins(LOOKBACK),
     metadata={
         "partition_expr": "as_of",
         "primary_key": _KEY,
@@ -114,12 +91,10 @@ def recommendations(
     upbit_instruments: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
-    as_ofs = partition_ticks(context, _SETTINGS.recommendations_interval, now=_reached(candles_1m, start))
-    picks, counts = compute_recommendations(
-        candles_1m, candles_1h, candles_1d, upbit_markets, as_ofs, compute_support_levels,
-        min_turnover_krw=_SETTINGS.min_turnover_krw, min_reward_risk=_SETTINGS.min_reward_risk, instruments=upbit_instruments,
-        scorers=_SCORERS,
-    )
+    as_ofs = stored_ticks(start, end, _SETTINGS.recommendations_interval, candles_1m)
+    inputs = AnalysisInputs.assemble(LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
+                                     upbit_markets=upbit_markets, upbit_instruments=upbit_instruments)
+    picks, counts = compute_recommendations(inputs, as_ofs, PARAMS)
     yield from checked(pandera_check(
         recommendations_schema(start, end, _warned(upbit_markets, as_ofs), _SETTINGS.min_reward_risk), picks))
     latest = counts.iloc[-1] if len(counts) else None
@@ -142,7 +117,7 @@ def recommendations(
             "min_reward_risk": _SETTINGS.min_reward_risk,
             "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
             "served_scorer": _SETTINGS.scorer,
-            "shadow_scorers": ", ".join(_SCORERS[1:]),
+            "shadow_scorers": ", ".join(PARAMS.scorers[1:]),
             "latest_snapshot": latest_table(picks[picks["scorer"] == _SETTINGS.scorer], _TABLE_COLUMNS),
         },
     )
@@ -152,13 +127,15 @@ def recommendations(
     partitions_def=hourly_partitions,
     ins={
         "recommendations": dg.AssetIn(),
+        # 1-minute candles from the minute lookback to the hit window's end (25 h after the hour)
         "candles_1m": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-int(TURNOVER_WINDOW / pit.HOUR), end_offset=int(HIT_WINDOW / pit.HOUR) + 1,
+                start_offset=-OUTCOMES_LOOKBACK.minute_hours, end_offset=int(HIT_WINDOW / pit.HOUR) + 1,
                 allow_nonexistent_upstream_partitions=True,
             )
         ),
-        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
+        "candles_1h": dg.AssetIn(partition_mapping=days_back(OUTCOMES_LOOKBACK.hourly_days)),
+        "upbit_markets": dg.AssetIn(partition_mapping=days_back(OUTCOMES_LOOKBACK.universe_days)),
     },
     metadata={"partition_expr": "as_of", "primary_key": _KEY, "write_mode": WriteMode.REPLACE.value},
     check_specs=[schema_check_spec("recommendation_outcomes")],
@@ -173,12 +150,14 @@ def recommendation_outcomes(
     postgres: PostgresResource,
     recommendations: pd.DataFrame,
     candles_1m: pd.DataFrame,
+    candles_1h: pd.DataFrame,
     upbit_markets: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     as_ofs = pd.DatetimeIndex(recommendations["as_of"].drop_duplicates().sort_values())
-    universe = eligible_universe(candles_1m, upbit_markets, as_ofs, _SETTINGS.min_turnover_krw)
-    outcomes = compute_outcomes(recommendations, candles_1m, universe)
+    inputs = AnalysisInputs.assemble(OUTCOMES_LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, upbit_markets=upbit_markets)
+    universe = eligible_universe(inputs, as_ofs, PARAMS.min_turnover_krw)
+    outcomes = compute_outcomes(recommendations, candles_1m, universe, previous_close=_last_hourly_close(candles_1h, candles_1m))
     yield from checked(pandera_check(outcomes_schema(start, end), outcomes))
     summary = summarise_outcomes(outcomes[outcomes["scorer"] == _SETTINGS.scorer])
     # the scorecard of every scorer over the stored outcomes, this partition's rows as just computed
@@ -186,7 +165,7 @@ def recommendation_outcomes(
     stored = stored[(stored["as_of"] < start) | (stored["as_of"] >= end)]
     graded = [frame for frame in (stored, outcomes[stored.columns]) if len(frame)]
     card = scorecard_report(pd.concat(graded, ignore_index=True) if graded else stored, _SETTINGS.scorer)
-    data_end = candles_1m["candle_start"].max() + pit.MINUTE if len(candles_1m) else None
+    data_end = candles_1m[pit.START].max() + pit.MINUTE if len(candles_1m) else None
     yield dg.Output(
         outcomes,
         metadata={
@@ -199,3 +178,12 @@ def recommendation_outcomes(
     )
 
 
+
+
+def _last_hourly_close(candles_1h: pd.DataFrame, candles_1m: pd.DataFrame) -> pd.Series:
+    """Each market's last stored hourly close before the first minute read: the price a market quiet since
+    before the minute lookback carries into it (an hour's close is its last trade's)."""
+    if candles_1m.empty:
+        return pd.Series(dtype=float)
+    before = candles_1h[candles_1h[pit.START] + pit.HOUR <= candles_1m[pit.START].min().floor("h")]
+    return before.sort_values(pit.START).groupby(pit.MARKET)["close"].last()

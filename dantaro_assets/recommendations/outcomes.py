@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.lib.point_in_time import MARKET, MINUTE, START
+
 UPBIT_FEE = 0.0005
 HORIZONS: dict[str, pd.Timedelta] = {"1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4), "24h": pd.Timedelta(hours=24)}
 HIT_WINDOW = pd.Timedelta(hours=24)
-MINUTE = pd.Timedelta(minutes=1)
 _CHUNK = 2048  # recommendations scanned at once for target/stop hits (x 1440 minutes of floats)
 
 
@@ -57,22 +58,32 @@ class MinuteGrid:
         return out
 
 
-def minute_grid(candles_1m: pd.DataFrame) -> MinuteGrid:
-    """Pivot 1-minute candles to a gap-filled grid from the first candle to the end of the last one."""
+def minute_grid(candles_1m: pd.DataFrame, previous_close: pd.Series | None = None) -> MinuteGrid:
+    """Pivot 1-minute candles to a gap-filled grid from the first candle to the end of the last one.
+
+    ``previous_close`` (index market) is the price each market carries into the grid's first minute
+    (e.g. its last hourly close before the candles read), so a market quiet since before them has a price.
+    """
     if candles_1m.empty:
         raise ValueError("no 1-minute candles to evaluate outcomes against")
-    start = candles_1m["candle_start"].min()
-    end = candles_1m["candle_start"].max() + MINUTE
+    start = candles_1m[START].min()
+    end = candles_1m[START].max() + MINUTE
     minutes = pd.date_range(start, end, freq="1min", inclusive="left")
-    wide = candles_1m.pivot(index="candle_start", columns="market")
-    close = wide["close"].reindex(minutes).ffill()
-    opens = wide["open"].reindex(minutes).fillna(close.shift(1))
+    wide = candles_1m.pivot(index=START, columns=MARKET)
+    markets = wide["close"].columns
+    if previous_close is not None:
+        markets = markets.union(previous_close.index)
+    carried = (previous_close if previous_close is not None else pd.Series(dtype=float)).reindex(markets)
+    close = wide["close"].reindex(index=minutes, columns=markets)
+    close.iloc[0] = close.iloc[0].fillna(carried)
+    close = close.ffill()
+    opens = wide["open"].reindex(index=minutes, columns=markets).fillna(close.shift(1).fillna(carried))
     return MinuteGrid(
         start=start,
-        markets=close.columns,
+        markets=markets,
         open=opens.to_numpy(dtype=float),
-        high=wide["high"].reindex(minutes).to_numpy(dtype=float),
-        low=wide["low"].reindex(minutes).to_numpy(dtype=float),
+        high=wide["high"].reindex(index=minutes, columns=markets).to_numpy(dtype=float),
+        low=wide["low"].reindex(index=minutes, columns=markets).to_numpy(dtype=float),
         close=close.to_numpy(dtype=float),
     )
 
@@ -139,18 +150,20 @@ def first_hit(grid: MinuteGrid, picks: pd.DataFrame) -> pd.DataFrame:
 
 
 def compute_outcomes(
-    recommendations: pd.DataFrame, candles_1m: pd.DataFrame, universe: pd.DataFrame, fee: float = UPBIT_FEE
+    recommendations: pd.DataFrame, candles_1m: pd.DataFrame, universe: pd.DataFrame, fee: float = UPBIT_FEE,
+    previous_close: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per recommendation: net forward returns, the universe's at the same times, excess, first hit.
 
     ``universe`` lists the eligible markets per tick (columns as_of, market), the same universe the
-    recommendations were ranked in; ``candles_1m`` must reach from before the first ``as_of`` (for
-    the entry price of a quiet market) to as far ahead as is known.
+    recommendations were ranked in; ``candles_1m`` reach from before the first ``as_of`` to as far
+    ahead as is known, and ``previous_close`` is the price a market quiet since before them carries in
+    (``minute_grid``).
     """
     recs = recommendations[["as_of", "scorer", "rank", "market", "score", "entry", "target", "stop"]].reset_index(drop=True)
     if recs.empty:
         return _empty_outcomes()
-    grid = minute_grid(candles_1m)
+    grid = minute_grid(candles_1m, previous_close)
     out = pd.concat([recs, forward_returns(grid, recs, fee), first_hit(grid, recs)], axis=1)
     bench = universe_returns(grid, universe, fee)
     out = out.merge(bench, left_on="as_of", right_index=True, how="left")

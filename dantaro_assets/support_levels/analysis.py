@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.point_in_time import CandleHistory
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, listed_at
+from dantaro_assets.lib.point_in_time import MARKET, START
 from dantaro_assets.lib.tick_grid import tick_for, ticks_at
 
-MARKET = "market"
-START = "candle_start"
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
            "volume_share", "pivot", "distance_pct", "atr", "reasons"]
@@ -57,12 +56,19 @@ class LevelParams:
     min_strength: float = 20.0      # weaker levels are not reported
     per_side: int = 3               # nearest levels kept per side
 
+    @property
+    def lookback(self) -> Lookback:
+        """Hourly bars over ``lookback_hours``; 1-minute candles of the tick's hour (the forming hour) and the
+        two before it (hours candles_1h may not hold yet); the previous day's bar for the pivots."""
+        return Lookback(minute_hours=2, hourly_days=-(-self.lookback_hours // 24), daily_days=1, instruments=True)
 
+
+LOOKBACK = LevelParams().lookback
 WEIGHTS = {"touches": 0.40, "volume": 0.30, "pivot": 0.20, "recency": 0.10}
 
 
-def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of: pd.Timestamp,
-                           params: LevelParams = LevelParams()) -> pd.DataFrame:
+def levels_at(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of: pd.Timestamp,
+              params: LevelParams = LevelParams()) -> pd.DataFrame:
     """The nearest supports below and resistances above ``price`` for every market, at ``as_of``.
 
     ``hourly``: bars usable at as_of (market, candle_start, open, high, low, close, volume, value, and
@@ -100,29 +106,25 @@ def compute_support_levels(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.
     return _nearest(levels, as_of, params)
 
 
-def levels_at_ticks(history: CandleHistory, universe: pd.DataFrame, ticks: pd.DatetimeIndex,
-                    params: LevelParams = LevelParams(), instruments: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: LevelParams = LevelParams()) -> pd.DataFrame:
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
-    ``universe`` is upbit_markets rows (day, market, warning, ...); without a day <= the tick every
-    market with candles counts. Each row carries its market's ``warning`` flag of that day,
-    ``caution`` (any of Upbit's five caution flags) and ``tick_size``, the market's order price unit
-    at the price (upbit_instruments' newest day <= the tick, else the documented KRW table), which the
-    API rounds the level prices to.
+    Without a universe day <= the tick every market with candles counts. Each row carries its market's
+    ``warning`` flag of that day, ``caution`` (any of Upbit's caution flags) and ``tick_size``, the
+    market's order price unit at the price (upbit_instruments' newest day <= the tick, else the
+    documented KRW table), which the API rounds the level prices to.
     """
     frames = []
     for as_of in ticks:
-        hourly = history.hourly(as_of)
-        price = history.price(as_of)
-        days = universe["day"][universe["day"] <= as_of]
-        members = universe[universe["day"] == days.max()].set_index(MARKET) if len(days) else None
-        if members is not None:
-            price = price[price.index.isin(members.index)]
-        levels = compute_support_levels(hourly, history.daily(as_of, hourly), price, as_of, params)
-        flags = pd.DataFrame({"warning": members["warning"], "caution": members.filter(like="caution_").any(axis=1)}
-                             if members is not None else {"warning": [], "caution": []}, dtype=bool)
-        levels = levels.join(flags.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
-        stored = ticks_at(instruments, as_of)
+        hourly = inputs.history.hourly(as_of)
+        price = inputs.history.price(as_of)
+        listed = listed_at(inputs.universe, as_of)
+        if listed is not None:
+            price = price[price.index.isin(listed.index)]
+        levels = levels_at(hourly, inputs.history.daily(as_of, hourly), price, as_of, params)
+        flagged = flags(listed) if listed is not None else pd.DataFrame({"warning": [], "caution": []}, dtype=bool)
+        levels = levels.join(flagged.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
+        stored = ticks_at(inputs.instruments, as_of)
         levels["tick_size"] = tick_for(pd.Series(levels["price"].to_numpy(), index=levels[MARKET].to_numpy()), stored)
         frames.append(levels)
     if not frames:

@@ -5,39 +5,25 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
-from dantaro_assets.lib.point_in_time import HOUR, MARKET, CandleHistory
+from dantaro_assets.lib.point_in_time import MARKET
 from dantaro_assets.lib.postgres_io import WriteMode
-from dantaro_assets.lib.snapshots import days_back, latest_table, partition_ticks
-from dantaro_assets.partitions import (
-    freshness,
-    hourly_backfill,
-    hourly_partitions,
-    lookback_hours,
-)
+from dantaro_assets.lib.previews import latest_table
+from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.settings import get_settings
-from dantaro_assets.support_levels.analysis import LevelParams, levels_at_ticks
+from dantaro_assets.support_levels.analysis import LOOKBACK, LevelParams, compute_support_levels
 from dantaro_assets.support_levels.schemas import support_levels_schema
 
 _SETTINGS = get_settings()
 PARAMS = LevelParams()
-# 1-minute candles of this hour (the forming hour) and the two before it (hours candles_1h may not hold yet).
-MINUTE_LOOKBACK_HOURS = 2
-HOURLY_LOOKBACK_DAYS = PARAMS.lookback_hours // 24
 PREVIEW_MARKETS = 5
 
 
 @dg.asset(
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-    ins={
-        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(MINUTE_LOOKBACK_HOURS)),
-        "candles_1h": dg.AssetIn(partition_mapping=days_back(HOURLY_LOOKBACK_DAYS)),
-        "candles_1d": dg.AssetIn(partition_mapping=days_back(1)),
-        "upbit_markets": dg.AssetIn(partition_mapping=days_back(1)),
-        # optional: without stored tick sizes the documented KRW table applies
-        "upbit_instruments": dg.AssetIn(partition_mapping=days_back(1), metadata={"optional": True}),
-    },
+    ins=analysis_ins(LOOKBACK),
     metadata={
         "partition_expr": "as_of",
         "primary_key": ["as_of", "market", "side", "rank"],
@@ -54,10 +40,10 @@ def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, 
                    candles_1d: pd.DataFrame, upbit_markets: pd.DataFrame, upbit_instruments: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    ticks = partition_ticks(context, _SETTINGS.support_levels_interval)
-    history = CandleHistory(candles_1m, candles_1h, candles_1d, start - MINUTE_LOOKBACK_HOURS * HOUR,
-                            ticks.max() if len(ticks) else start)
-    frame = levels_at_ticks(history, upbit_markets, ticks, PARAMS, upbit_instruments)
+    ticks = stored_ticks(start, end, _SETTINGS.support_levels_interval, candles_1m)
+    inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
+                                     upbit_markets=upbit_markets, upbit_instruments=upbit_instruments)
+    frame = compute_support_levels(inputs, ticks, PARAMS)
     yield from checked(pandera_check(support_levels_schema(start, end, PARAMS.per_side), frame))
     yield dg.Output(frame, metadata={
         "ticks": len(ticks),
@@ -65,13 +51,13 @@ def support_levels(context: dg.AssetExecutionContext, candles_1m: pd.DataFrame, 
         "levels": len(frame),
         "supports": int((frame["side"] == "support").sum()),
         "resistances": int((frame["side"] == "resistance").sum()),
-        "latest": latest_table(_top_markets(frame, history), ["market", "side", "rank", "price", "level", "zone_low",
+        "latest": latest_table(_top_markets(frame, inputs), ["market", "side", "rank", "price", "level", "zone_low",
                                                               "zone_high", "strength", "touches", "pivot"], rows=30),
     })
 
 
-def _top_markets(frame: pd.DataFrame, history: CandleHistory) -> pd.DataFrame:
+def _top_markets(frame: pd.DataFrame, inputs: AnalysisInputs) -> pd.DataFrame:
     """The newest snapshot's levels of the markets with the most KRW turnover in the minute lookback."""
-    turnover = history.minutes.groupby(MARKET)["value"].sum().sort_values(ascending=False)
+    turnover = inputs.history.minutes.groupby(MARKET)["value"].sum().sort_values(ascending=False)
     top = turnover.index[:PREVIEW_MARKETS]
     return frame[frame[MARKET].isin(top)].sort_values([MARKET, "side", "rank"], ascending=[True, False, True])

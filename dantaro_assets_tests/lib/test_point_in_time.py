@@ -1,4 +1,4 @@
-"""Ticks, gap filling and multi-timeframe bars use only candles closed before each as_of."""
+"""Gap filling and multi-timeframe bars use only candles closed before each as_of."""
 
 from __future__ import annotations
 
@@ -18,15 +18,6 @@ HOUR = pd.Timedelta(hours=1)
 
 def ts(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
-
-
-def test_ticks_of_a_closed_hour_the_open_hour_and_a_future_hour():
-    hour = ts("2025-09-01 10:00")
-    closed = pit.ticks(hour, hour + HOUR, 120)
-    assert len(closed) == 30 and closed[0] == hour and closed[-1] == ts("2025-09-01 10:58")
-    assert list(pit.ticks(hour, hour + HOUR, 900, now=ts("2025-09-01 10:31:10"))) == [
-        hour, ts("2025-09-01 10:15"), ts("2025-09-01 10:30")]
-    assert pit.ticks(hour, hour + HOUR, 120, now=ts("2025-09-01 09:59:59")).empty
 
 
 def test_regular_minutes_carry_the_previous_close_with_zero_volume():

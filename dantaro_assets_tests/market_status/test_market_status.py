@@ -10,13 +10,10 @@ import pytest
 import talib
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.market_status import market_status, market_status_redis
-from dantaro_assets.market_status.analysis import COLUMNS, compute_market_status
-from dantaro_assets.market_status.assets import (
-    HOURLY_LOOKBACK_DAYS,
-    MINUTE_LOOKBACK_HOURS,
-)
+from dantaro_assets.market_status.analysis import COLUMNS, LOOKBACK, compute_market_status
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets_tests.lib.candle_data import (
@@ -37,24 +34,23 @@ MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
 def candles(upbit_data_dir):
     """Real 1m candles over the lookback and the hour; real 1h candles of the five days before, lagging 2 hours."""
     minutes = real_candles(upbit_data_dir, "1m")
-    start = HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS)
+    start = HOUR - pd.Timedelta(hours=LOOKBACK.minute_hours)
     minutes = minutes[(minutes["candle_start"] >= start) & (minutes["candle_start"] < HOUR + pit.HOUR)].reset_index(drop=True)
     hours = real_candles(upbit_data_dir, "1h")
     day = HOUR.floor("D")
-    hours = hours[(hours["candle_start"] >= day - pd.Timedelta(days=HOURLY_LOOKBACK_DAYS)) & (hours["candle_start"] < HOUR - 2 * pit.HOUR)]
+    hours = hours[(hours["candle_start"] >= day - pd.Timedelta(days=LOOKBACK.hourly_days)) & (hours["candle_start"] < HOUR - 2 * pit.HOUR)]
     markets = universe(MARKETS, ["2025-09-26", "2025-09-27"], warning=("KRW-SOL",), caution=("KRW-SOL", "KRW-ETH"))
     return minutes, hours.reset_index(drop=True), markets
 
 
 def _status(minutes, hours, markets, ticks):
-    history = pit.CandleHistory(minutes, hours, hours.iloc[:0], HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS),
-                               ticks.max() if len(ticks) else HOUR)
-    return compute_market_status(history, markets, ticks)
+    inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=minutes, candles_1h=hours, upbit_markets=markets)
+    return compute_market_status(inputs, ticks)
 
 
 @pytest.fixture(scope="module")
 def status(candles):
-    return _status(*candles, pit.ticks(HOUR, HOUR + pit.HOUR, 120))
+    return _status(*candles, tick_times(HOUR, HOUR + pit.HOUR, 120))
 
 
 def test_one_row_per_two_minute_tick_with_documented_columns(status):
@@ -68,7 +64,7 @@ def test_breadth_returns_and_turnover_match_a_direct_computation(candles, status
     minutes, hours, _ = candles
     row = status.iloc[7]
     as_of = row["as_of"]
-    regular = pit.regular_minutes(minutes, HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS), as_of)
+    regular = pit.regular_minutes(minutes, HOUR - pd.Timedelta(hours=LOOKBACK.minute_hours), as_of)
     close = regular.pivot(index="candle_start", columns="market", values="close")
     now, hour_ago = close.loc[as_of - pit.MINUTE], close.loc[as_of - pd.Timedelta(minutes=61)]
     prev_day_close = hours[hours["candle_start"] < as_of.floor("D")].groupby("market")["close"].last()
@@ -165,7 +161,7 @@ def test_schema_check_names_what_is_wrong(status, change, message):
 
 
 def test_no_tick_yet_gives_an_empty_frame(candles):
-    empty = _status(*candles, pit.ticks(HOUR, HOUR + pit.HOUR, 120, now=HOUR - pd.Timedelta(seconds=1)))
+    empty = _status(*candles, tick_times(HOUR, HOUR + pit.HOUR, 120, reached=HOUR - pd.Timedelta(seconds=1)))
     assert empty.empty and list(empty.columns) == COLUMNS
     assert pandera_check(market_status_schema(HOUR, HOUR + pit.HOUR), empty).passed
 
@@ -211,7 +207,7 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
 
 def test_a_tick_without_candles_fails_the_check_with_the_likely_cause(candles):
     minutes, hours, markets = candles
-    ticks = pit.ticks(HOUR, HOUR + pit.HOUR, 120)
+    ticks = tick_times(HOUR, HOUR + pit.HOUR, 120)
     empty = _status(minutes.iloc[:0], hours.iloc[:0], markets, ticks)
     result = pandera_check(market_status_schema(HOUR, HOUR + pit.HOUR), empty)
     assert not result.passed and "candles_1m" in str(result.metadata["failure_cases"].value) + result.description

@@ -10,15 +10,21 @@ import dagster as dg
 import pytest
 
 from dantaro_assets.definitions import defs
+from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
 from dantaro_assets.operations.bootstrap import (
     HISTORY_TAG,
+    MINUTE_HOURS_PER_RUN,
     build_history_sensor,
     daily_lookback,
     history_sensor,
     minute_lookback,
+    missing_ranges,
 )
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES
+from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS_LOOKBACK
+from dantaro_assets.recommendations.analysis import OUTCOMES_LOOKBACK
 from dantaro_assets.settings import load_settings
+from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS_LOOKBACK
 from dantaro_assets_tests.operations.daemon import freeze_time
 
 NOW = datetime(2026, 3, 10, 10, 25, tzinfo=UTC)
@@ -58,10 +64,15 @@ def _store_everything(instance: dg.DagsterInstance, now: datetime = NOW) -> None
     _materialise(instance, "candles_1m", minute_lookback(now))
 
 
-def test_lookbacks_cover_today_and_14_days_and_the_24_closed_hours():
+def test_lookbacks_cover_today_and_14_days_and_the_2_closed_hours_the_analyses_read():
+    """The sensor's windows are the widest of the analyses' own lookbacks (the 24 h turnover reads candles_1h)."""
+    lookbacks = (STATUS_LOOKBACK, LEVELS_LOOKBACK, RECOMMENDATIONS_LOOKBACK, OUTCOMES_LOOKBACK)
+    assert max(lb.hourly_days for lb in lookbacks) == 14 and max(lb.minute_hours for lb in lookbacks) == 2
     assert daily_lookback(NOW)[0] == "2026-02-24" and daily_lookback(NOW)[-1] == "2026-03-10" and len(daily_lookback(NOW)) == 15
-    hours = minute_lookback(NOW)
-    assert hours[0] == "2026-03-09-10:00" and hours[-1] == "2026-03-10-09:00" and len(hours) == 24
+    assert minute_lookback(NOW) == ["2026-03-10-08:00", "2026-03-10-09:00"]
+    day = [f"2026-03-09-{h:02d}:00" for h in range(24)]
+    assert [(r.first, r.last) for r in missing_ranges(day, set(), MINUTE_HOURS_PER_RUN)] == [
+        ("2026-03-09-00:00", "2026-03-09-11:00"), ("2026-03-09-12:00", "2026-03-09-23:00")]
 
 
 def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
@@ -72,7 +83,7 @@ def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
     assert tags[JOB_TAG] == "daily_candles" and tags["dagster/max_runtime"] == "330"  # monitoring backstop: 300 s + 30 s
 
 
-def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes_in_12h_ranges_newest_first(instance):
+def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes(instance):
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
     result = _evaluate(instance)
     assert _summary(result.run_requests) == [("daily_candles_job", "daily", "2026-02-24", "2026-03-10", ["candles_1d", "candles_1h"])]
@@ -81,17 +92,17 @@ def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes_i
 
     for asset in ("candles_1h", "candles_1d"):
         _materialise(instance, asset, daily_lookback(NOW))
-    [newest] = _requests(instance)
-    assert _summary([newest]) == [("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"])]
-    assert newest.tags[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(newest.tags["dagster/priority"]) < PRIORITIES["daily_candles"]
-    assert newest.run_key == "minute:2026-03-09-22:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
+    [minutes] = _requests(instance)
+    assert _summary([minutes]) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-09:00", ["candles_1m"])]
+    assert minutes.tags[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(minutes.tags["dagster/priority"]) < PRIORITIES["daily_candles"]
+    assert minutes.run_key == "minute:2026-03-10-08:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
 
-    _materialise(instance, "candles_1m", minute_lookback(NOW)[12:])
-    assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-09-10:00", "2026-03-09-21:00", ["candles_1m"])]
+    _materialise(instance, "candles_1m", minute_lookback(NOW))
+    assert not _requests(instance)
 
 
 def test_only_the_gaps_are_requested(instance):
-    missing_hours = ["2026-03-10-03:00", "2026-03-10-04:00", "2026-03-10-08:00"]
+    missing_hours = ["2026-03-10-08:00"]
     for asset in ("upbit_markets", "candles_1h"):
         _materialise(instance, asset, daily_lookback(NOW))
     _materialise(instance, "candles_1d", [day for day in daily_lookback(NOW) if day not in ("2026-03-01", "2026-03-05")])
@@ -100,7 +111,7 @@ def test_only_the_gaps_are_requested(instance):
     _materialise(instance, "candles_1d", ["2026-03-01", "2026-03-05"])
     assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-08:00", ["candles_1m"])]
     _materialise(instance, "candles_1m", ["2026-03-10-08:00"])
-    assert _summary(_requests(instance)) == [("candles_1m_job", "minute", "2026-03-10-03:00", "2026-03-10-04:00", ["candles_1m"])]
+    assert not _requests(instance)
 
 
 def test_candles_wait_for_their_days_universe(instance):
@@ -115,7 +126,7 @@ def test_nothing_is_requested_when_the_history_is_complete(instance):
     _store_everything(instance)
     result = _evaluate(instance)
     assert not result.run_requests and "complete" in result.skip_reason.skip_message
-    assert result.cursor == "history: 69 of 69 partitions stored (universe 15/15, 1-hour/1-day candles 30/30, 1-minute candles 24/24)"
+    assert result.cursor == "history: 47 of 47 partitions stored (universe 15/15, 1-hour/1-day candles 30/30, 1-minute candles 2/2)"
     # An hour later only the hour that just closed is new, and it is the schedules' (here: missing) hour.
     assert _summary(_requests(instance, NOW + timedelta(hours=1))) == [("candles_1m_job", "minute", "2026-03-10-10:00", "2026-03-10-10:00", ["candles_1m"])]
 
@@ -138,19 +149,19 @@ def test_a_run_that_failed_this_hour_lets_the_next_step_go(instance):
     instance.add_run(dg.DagsterRun(job_name=daily.job_name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.FAILURE,
                                    tags={**daily.tags, "dagster/run_key": daily.run_key}))
     result = _evaluate(instance)
-    assert _summary(result.run_requests) == [("candles_1m_job", "minute", "2026-03-09-22:00", "2026-03-10-09:00", ["candles_1m"])]
+    assert _summary(result.run_requests) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-09:00", ["candles_1m"])]
     # the next hour's key differs: the daily range is tried again first
     assert _summary(_requests(instance, NOW + timedelta(hours=1)))[0][1] == "daily"
 
 
 def test_progress_is_the_cursor_and_one_console_line_per_change(instance, capfd):
     fresh = _evaluate(instance)
-    assert fresh.cursor == "history: 0 of 69 partitions stored (universe 0/15, 1-hour/1-day candles 0/30, 1-minute candles 0/24)"
+    assert fresh.cursor == "history: 0 of 47 partitions stored (universe 0/15, 1-hour/1-day candles 0/30, 1-minute candles 0/2)"
     _materialise(instance, "upbit_markets", daily_lookback(NOW))
     capfd.readouterr()
     progressed = _evaluate(instance, cursor=fresh.cursor)
     unchanged = _evaluate(instance, cursor=progressed.cursor)
-    assert progressed.cursor.startswith("history: 15 of 69 partitions stored") and unchanged.cursor == progressed.cursor
+    assert progressed.cursor.startswith("history: 15 of 47 partitions stored") and unchanged.cursor == progressed.cursor
     console = "".join(capfd.readouterr())
     assert [line for line in console.splitlines() if "partitions stored" in line] == [line for line in console.splitlines() if progressed.cursor in line]
     assert console.count(progressed.cursor) == 1

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.recommendations.analysis import CAUTION_FLAGS
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
+from dantaro_assets.recommendations.analysis import LOOKBACK
 
 END = pd.Timestamp("2025-09-15", tz="UTC")
 
@@ -57,3 +58,17 @@ def build_market(n_markets: int = 12, days: int = 4, seed: int = 7) -> Market:
 @pytest.fixture(scope="session")
 def market() -> Market:
     return build_market()
+
+
+def inputs_of(market: Market, ticks: pd.DatetimeIndex, candles_1m: pd.DataFrame | None = None, candles_1h: pd.DataFrame | None = None,
+              candles_1d: pd.DataFrame | None = None, upbit_markets: pd.DataFrame | None = None,
+              instruments: pd.DataFrame | None = None) -> AnalysisInputs:
+    """The recommendations' inputs of ``ticks`` from the market, any frame replaced by the one given."""
+    return AnalysisInputs.assemble(
+        LOOKBACK, ticks,
+        candles_1m=market.candles_1m if candles_1m is None else candles_1m,
+        candles_1h=market.candles_1h if candles_1h is None else candles_1h,
+        candles_1d=market.candles_1d if candles_1d is None else candles_1d,
+        upbit_markets=market.upbit_markets if upbit_markets is None else upbit_markets,
+        upbit_instruments=instruments,
+    )

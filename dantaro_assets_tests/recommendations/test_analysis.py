@@ -7,31 +7,28 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, Turnover, tick_times
 from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid, tick_for
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.analysis import (
     COMPONENTS,
+    RecommendationParams,
     compute_recommendations,
 )
-from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import with_future_bars
 
-from .conftest import END
+from .conftest import END, inputs_of
 
 MIN_TURNOVER = 1e7
 HOUR = END - pd.Timedelta(hours=5)
-TICKS = pit.ticks(HOUR, HOUR + pd.Timedelta(hours=1), 300)
+TICKS = tick_times(HOUR, HOUR + pd.Timedelta(hours=1), 300)
+PARAMS = RecommendationParams(min_turnover_krw=MIN_TURNOVER)
 
 
 def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None, top_n=analysis.TOP_N,
          min_reward_risk=analysis.DEFAULT_MIN_REWARD_RISK):
-    return compute_recommendations(
-        market.candles_1m if candles_1m is None else candles_1m,
-        market.candles_1h if candles_1h is None else candles_1h,
-        market.candles_1d if candles_1d is None else candles_1d,
-        market.upbit_markets, ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER, top_n=top_n,
-        min_reward_risk=min_reward_risk,
-    )
+    inputs = inputs_of(market, ticks, candles_1m, candles_1h, candles_1d)
+    return compute_recommendations(inputs, ticks, RecommendationParams(MIN_TURNOVER, min_reward_risk=min_reward_risk, top_n=top_n))
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +107,9 @@ def test_stored_hours_and_days_after_the_tick_change_nothing(market, partition, 
 
 
 def test_missing_stored_hours_are_rebuilt_from_minutes(market, partition):
-    """Hours storage does not hold yet (today's candles_1h not fetched) come from the minutes: same snapshot."""
-    h1 = market.candles_1h[market.candles_1h["candle_start"] < HOUR - pd.Timedelta(hours=3)]
+    """Hours storage does not hold yet (the two closed hours of the minute lookback, today's candles_1h not
+    fetched) come from the minutes: same snapshot."""
+    h1 = market.candles_1h[market.candles_1h["candle_start"] < HOUR - pd.Timedelta(hours=analysis.LOOKBACK.minute_hours)]
     recs, _ = _run(market, candles_1h=h1)
     pd.testing.assert_frame_equal(recs, partition[0])
 
@@ -122,10 +120,7 @@ def test_recomputing_gives_identical_rows(market, partition):
 
 
 def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
-    recs, counts = compute_recommendations(
-        market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets, TICKS[:1],
-        compute_support_levels, min_turnover_krw=1e30,
-    )
+    recs, counts = compute_recommendations(inputs_of(market, TICKS[:1]), TICKS[:1], RecommendationParams(min_turnover_krw=1e30))
     assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
     tick = counts.iloc[0]
     assert tick["eligible"] == 0 and tick["excluded_turnover"] == tick["listed"] - tick["excluded_warning"]
@@ -160,17 +155,21 @@ def test_recorded_upbit_candles(upbit_data_dir):
     daily = pit.resample_bars(h1, pit.DAY)
     universe = pd.DataFrame({"day": hour.floor("D"), "market": sorted(m1["market"].unique()), "warning": False})
     universe = universe.assign(**{flag: False for flag in analysis.CAUTION_FLAGS})
-    ticks = pit.ticks(hour, hour + pd.Timedelta(hours=1), 300)
-    recs, counts = compute_recommendations(m1, h1, daily, universe, ticks, compute_support_levels, min_turnover_krw=1e9)
+    ticks = tick_times(hour, hour + pd.Timedelta(hours=1), 300)
+    params = RecommendationParams(min_turnover_krw=1e9)
+
+    def run(m1, h1, daily, ticks):
+        inputs = AnalysisInputs.assemble(analysis.LOOKBACK, ticks, candles_1m=m1, candles_1h=h1, candles_1d=daily, upbit_markets=universe)
+        return compute_recommendations(inputs, ticks, params)
+
+    recs, counts = run(m1, h1, daily, ticks)
     assert (counts["eligible"] == 4).all()
     assert len(recs) == (4 - counts["excluded_reward_risk"] - counts["excluded_regime"]).sum() > 0
     assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
     assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
     last = ticks[-1]
-    cut, _ = compute_recommendations(
-        m1[m1["candle_start"] < last], h1[h1["candle_start"] + pit.HOUR <= last], daily[daily["candle_start"] + pit.DAY <= last],
-        universe, ticks[-1:], compute_support_levels, min_turnover_krw=1e9,
-    )
+    cut, _ = run(m1[m1["candle_start"] < last], h1[h1["candle_start"] + pit.HOUR <= last], daily[daily["candle_start"] + pit.DAY <= last],
+                 ticks[-1:])
     pd.testing.assert_frame_equal(cut, recs[recs["as_of"] == last].reset_index(drop=True))
 
 
@@ -222,21 +221,16 @@ def test_a_stored_tick_coarser_than_the_table_is_used(market):
     """upbit_instruments' tick wins where it is coarser: a 100 KRW tick puts every price on hundreds."""
     instruments = pd.DataFrame({"day": market.upbit_markets["day"], "market": market.upbit_markets["market"],
                                 "tick_size": 100.0})
-    recs, _ = compute_recommendations(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
-                                      TICKS[:2], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
-                                      instruments=instruments)
+    recs, _ = compute_recommendations(inputs_of(market, TICKS[:2], instruments=instruments), TICKS[:2], PARAMS)
     assert len(recs) and (recs["tick_size"] == 100.0).all()
     assert ((recs[["entry", "target", "stop"]] % 100.0) == 0).all().all()
     assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
 
 
 def test_a_risk_off_market_gets_a_shortlist_counted_and_said(market):
-    inputs = analysis.TickInputs.prepare(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
-                                         TICKS[0], TICKS[0])
-    normal, _, normal_counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
-                                                     regime="neutral")
-    off, _, counts = analysis.recommend_at(inputs, TICKS[0], compute_support_levels, min_turnover_krw=MIN_TURNOVER,
-                                           regime="risk_off")
+    inputs = inputs_of(market, TICKS[:1])
+    normal, _, normal_counts, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="neutral")
+    off, _, counts, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="risk_off")
     assert len(normal) > analysis.RISK_OFF_MAX_PICKS and normal_counts.excluded_regime == 0
     assert len(off) == analysis.RISK_OFF_MAX_PICKS and counts.excluded_regime == len(normal) - len(off)
     assert list(off["market"]) == list(normal["market"].head(len(off)))
@@ -252,15 +246,70 @@ def test_a_higher_floor_excludes_more_and_every_pick_meets_it(market, partition)
 
 
 def test_turnover_of_a_partly_stored_window_is_scaled_to_24_hours_not_read_as_a_quiet_day():
-    """A fresh install stores only the last hours: 6 h at 1e8 KRW/h is a 2.4e9 KRW day, not 6e8."""
+    """A fresh install stores only the last hours: 6 h at 1e8 KRW/h (4 closed hours, 2 of minutes) is a 2.4e9 KRW day."""
     as_of = pd.Timestamp("2026-01-02T12:00Z")
     minutes = pd.date_range(as_of - pd.Timedelta(hours=6), as_of, freq="1min", inclusive="left")
-    candles = pd.DataFrame({"market": "KRW-AAA", "candle_start": minutes, "value": 1e8 / 60})
+    candles = pd.DataFrame({"market": "KRW-AAA", "candle_start": minutes, "value": 1e8 / 60, "open": 1.0, "high": 1.0,
+                            "low": 1.0, "close": 1.0, "volume": 1.0})
+    hours = pit.resample_bars(candles[candles["candle_start"] < as_of - pd.Timedelta(hours=2)], pit.HOUR)
     markets = pd.DataFrame({"day": [pd.Timestamp("2026-01-02T00:00Z")], "market": ["KRW-AAA"], "warning": [False]})
-    turnover = analysis.Turnover.from_candles(candles, as_of - analysis.TURNOVER_WINDOW, as_of)
+    inputs = AnalysisInputs.assemble(Lookback(minute_hours=2, hourly_days=1), pd.DatetimeIndex([as_of]),
+                                     candles_1m=candles[candles["candle_start"] >= as_of - pd.Timedelta(hours=2)], candles_1h=hours,
+                                     upbit_markets=markets)
 
-    universe, counts = analysis.universe_at(markets, turnover, as_of, min_turnover_krw=1e9)
+    universe, counts = analysis.universe_at(inputs, as_of, min_turnover_krw=1e9)
 
-    assert turnover.hours_stored(as_of - analysis.TURNOVER_WINDOW, as_of) == 6.0
+    assert inputs.turnover.hours_stored(as_of - analysis.TURNOVER_WINDOW, as_of) == 6.0
     assert universe.loc["KRW-AAA", "turnover_24h"] == pytest.approx(2.4e9)
     assert counts.excluded_turnover == 0
+
+
+def _minute_sum(candles_1m: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    inside = candles_1m[(candles_1m["candle_start"] >= start) & (candles_1m["candle_start"] < end)]
+    return inside.groupby("market")["value"].sum()
+
+
+def _hours_and_minutes(candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, ticks: pd.DatetimeIndex) -> Turnover:
+    """The turnover as a tick reads it: candles_1h before the minute lookback, 1-minute candles of the lookback only."""
+    minutes_start = ticks[0].floor("h") - analysis.LOOKBACK.minute_hours * pit.HOUR
+    return Turnover(candles_1m[candles_1m["candle_start"] >= minutes_start], candles_1h, minutes_start, ticks[-1],
+                    hours_start=ticks[0] - analysis.TURNOVER_WINDOW)
+
+
+@pytest.mark.parametrize("source", ["simulated", "recorded"])
+def test_hours_plus_minutes_turnover_equals_the_minute_sum(market, upbit_data_dir, source):
+    """The hour+minute turnover equals the 1-minute sum over the same window: the 24 h window of every tick at
+    an hour boundary, the last hour's (volume surge) and every window from the first whole hour on, at every
+    5-minute tick of an hour. Simulated: the conftest market; recorded: real Upbit minutes, hours rolled up
+    from them (the recorded 1h file carries no KRW turnover)."""
+    if source == "simulated":
+        m1, h1, hour = market.candles_1m, market.candles_1h, HOUR
+    else:
+        m1 = pd.read_parquet(upbit_data_dir / "candles_1m.parquet").rename(columns={"candle_start_utc": "candle_start"})
+        m1["value"] = m1["volume"] * m1[["open", "high", "low", "close"]].mean(axis=1)
+        h1, hour = pit.resample_bars(m1, pit.HOUR), pd.Timestamp("2025-09-20 14:00", tz="UTC")
+    ticks = tick_times(hour, hour + pit.HOUR, 300)
+    turnover = _hours_and_minutes(m1, h1, ticks)
+    for as_of in ticks:
+        start = as_of - analysis.TURNOVER_WINDOW
+        windows = [(start.ceil("h"), as_of), (as_of - analysis.SURGE_WINDOW, as_of)] + ([(start, as_of)] if start == start.ceil("h") else [])
+        for begin, end in windows:
+            expected = _minute_sum(m1, begin, end)
+            got = turnover.between(begin, end).reindex(expected.index)
+            np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, err_msg=f"{as_of} [{begin}, {end})")
+        # inside the oldest hour the 24 h window takes its share of that hour: between the two whole-hour sums
+        within = turnover.between(start, as_of).reindex(expected.index)
+        low, high = _minute_sum(m1, start.ceil("h"), as_of), _minute_sum(m1, start.floor("h"), as_of)
+        assert ((within >= low.reindex(within.index) * (1 - 1e-9)) & (within <= high.reindex(within.index) * (1 + 1e-9))).all()
+
+
+def test_the_universe_is_the_one_the_minute_sum_gives(market):
+    """Every tick of the hour: the same eligible markets, whether the 24 h turnover is summed over minutes or
+    taken from closed hours plus the recent minutes (the oldest hour pro rata)."""
+    inputs = inputs_of(market, TICKS)
+    for as_of in TICKS:
+        minute_sum = _minute_sum(market.candles_1m, as_of - analysis.TURNOVER_WINDOW, as_of)
+        listed = market.upbit_markets[market.upbit_markets["day"] == as_of.floor("D")].set_index("market")
+        expected = listed.index[~listed["warning"] & (minute_sum.reindex(listed.index).fillna(0.0) >= MIN_TURNOVER)]
+        universe, _ = analysis.universe_at(inputs, as_of, MIN_TURNOVER)
+        assert list(universe.index) == list(expected)

@@ -11,11 +11,12 @@ import psycopg
 import pytest
 
 from dantaro_assets import markets
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
-from dantaro_assets.recommendations.analysis import compute_recommendations
+from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
@@ -24,7 +25,6 @@ from dantaro_assets.recommendations.schemas import (
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets.settings import get_settings
-from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 from .conftest import END
@@ -104,9 +104,9 @@ def materialised(stored, io_resources, postgres_resource):
 def test_recommendations_rows_match_the_pure_function(stored, materialised):
     _, rows = materialised
     ticks = pd.date_range(HOUR, HOUR + pd.Timedelta(hours=1), freq="5min", inclusive="left")
-    expected, _ = compute_recommendations(stored["candles_1m"], stored["candles_1h"], stored["candles_1d"],
-                                          stored["upbit_markets"], ticks, compute_support_levels, min_turnover_krw=MIN_TURNOVER,
-                                          scorers=list(SCORERS))
+    inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=stored["candles_1m"], candles_1h=stored["candles_1h"],
+                                     candles_1d=stored["candles_1d"], upbit_markets=stored["upbit_markets"])
+    expected, _ = compute_recommendations(inputs, ticks, RecommendationParams(MIN_TURNOVER, scorers=tuple(SCORERS)))
     assert set(rows["as_of"]) == set(ticks)
     assert set(rows["scorer"]) == set(SCORERS)  # the served scorer's list and every challenger's, in shadow
     expected = expected.sort_values(["as_of", "scorer", "rank"], ignore_index=True)

@@ -56,6 +56,17 @@ def test_price_at_a_quiet_minute_is_the_previous_close():
     np.testing.assert_allclose(prices, [100, 101, 102, 103])
 
 
+def test_a_market_quiet_since_before_the_minutes_carries_its_previous_close_in():
+    """Minutes read from T0 only: KRW-B trades from minute 3 on, KRW-C never; both start at their last hourly close,
+    exactly as the longer minute history they were before would have carried it."""
+    candles = pd.concat([_candles("KRW-A", [100, 101, 102, 103, 104]), _candles("KRW-B", [50, 51], start=T0 + pd.Timedelta(minutes=3))])
+    grid = minute_grid(candles, previous_close=pd.Series({"KRW-B": 49.0, "KRW-C": 7.0}))
+    times = pd.DatetimeIndex([T0, T0 + pd.Timedelta(minutes=2), T0 + pd.Timedelta(minutes=4)])
+    np.testing.assert_allclose(grid.price_at(times, pd.Series(["KRW-B"] * 3)), [49, 49, 50])
+    np.testing.assert_allclose(grid.price_at(times, pd.Series(["KRW-C"] * 3)), [7, 7, 7])
+    assert np.isnan(minute_grid(candles).price_at(times[:1], pd.Series(["KRW-B"]))).all()  # without it: no price yet
+
+
 def test_returns_from_next_open_excess_over_universe_and_null_beyond_data():
     minutes = 5 * 60  # five hours: 1h and 4h known, 24h not yet
     rising = list(np.linspace(100, 130, minutes))

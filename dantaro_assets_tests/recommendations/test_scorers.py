@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import tick_times
 from dantaro_assets.recommendations import analysis, scorers
 from dantaro_assets.recommendations.scorers import (
     COMPONENTS,
@@ -16,9 +16,8 @@ from dantaro_assets.recommendations.scorers import (
     score_all,
     served_first,
 )
-from dantaro_assets.support_levels.analysis import compute_support_levels
 
-from .conftest import END
+from .conftest import END, inputs_of
 
 
 def _features(**columns) -> pd.DataFrame:
@@ -96,11 +95,9 @@ def test_served_first_orders_and_refuses_unknown_names():
 def test_every_scorer_ranks_its_own_list(market):
     """Each scorer's picks are the top of the placeable universe (reward:risk floor met) by that scorer's score,
     ranked 1..N, as many for every scorer (the regime's policy caps them alike)."""
-    ticks = pit.ticks(END - pd.Timedelta(hours=3), END - pd.Timedelta(hours=2), 1800)
-    inputs = analysis.TickInputs.prepare(market.candles_1m, market.candles_1h, market.candles_1d, market.upbit_markets,
-                                         ticks[0], ticks[-1])
-    picks, scored, _ = analysis.recommend_at(inputs, ticks[-1], compute_support_levels, min_turnover_krw=1e7, top_n=4,
-                                             scorers=list(SCORERS))
+    ticks = tick_times(END - pd.Timedelta(hours=3), END - pd.Timedelta(hours=2), 1800)
+    inputs = inputs_of(market, ticks)
+    picks, scored, _, _ = analysis.recommend_at(inputs, ticks[-1], analysis.RecommendationParams(1e7, top_n=4, scorers=tuple(SCORERS)))
     assert set(picks["scorer"]) == set(SCORERS)
     placeable = scored[scored["excluded"].isna()]
     sizes = picks.groupby("scorer").size()
@@ -110,8 +107,6 @@ def test_every_scorer_ranks_its_own_list(market):
         best = placeable[f"score_{name}"].sort_index().sort_values(ascending=False, kind="stable").head(len(mine))
         assert mine["market"].tolist() == best.index.tolist()
         assert mine["score"].to_numpy() == pytest.approx(best.to_numpy(), abs=1e-4)
-    served, _ = analysis.compute_recommendations(market.candles_1m, market.candles_1h, market.candles_1d,
-                                                 market.upbit_markets, ticks[-1:], compute_support_levels,
-                                                 min_turnover_krw=1e7, top_n=4)
+    served, _ = analysis.compute_recommendations(inputs_of(market, ticks[-1:]), ticks[-1:], analysis.RecommendationParams(1e7, top_n=4))
     v1 = picks[picks["scorer"] == "v1"].reset_index(drop=True)
     pd.testing.assert_frame_equal(served, v1)  # the default is v1 alone, and shadow scorers do not change it

@@ -26,7 +26,7 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitServerError,
     UpbitTransportError,
 )
-from dantaro_assets.market_status.assets import MINUTE_LOOKBACK_HOURS
+from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
 from dantaro_assets.operations.api import create_app
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.servers import serve_http
@@ -245,7 +245,7 @@ def test_redis_down_during_fetch_three_processes_get_no_429(private_storage, rep
 def _market_status_inputs(settings) -> None:
     """Universe, hourly and 1-minute candles that market_status reads for HOUR and the hour before."""
     first_day = (pd.Timestamp(DAY) - pd.Timedelta(days=5)).strftime("%Y-%m-%d")
-    first_hour = (WINDOW.start - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS + 1)).strftime("%Y-%m-%d-%H:00")
+    first_hour = (WINDOW.start - pd.Timedelta(hours=STATUS_LOOKBACK.minute_hours + 1)).strftime("%Y-%m-%d-%H:00")
     assert materialize(settings, "upbit_markets", first_day, last=DAY).success
     assert materialize(settings, "candles_1h", first_day, last=DAY).success
     assert materialize(settings, "candles_1m", first_hour, last=HOUR).success

@@ -9,19 +9,17 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.support_levels import support_levels, support_levels_redis
 from dantaro_assets.support_levels.analysis import (
     COLUMNS,
+    LOOKBACK,
     SNAPSHOT_COLUMNS,
     LevelParams,
     compute_support_levels,
-    levels_at_ticks,
-)
-from dantaro_assets.support_levels.assets import (
-    HOURLY_LOOKBACK_DAYS,
-    MINUTE_LOOKBACK_HOURS,
+    levels_at,
 )
 from dantaro_assets.support_levels.schemas import support_levels_schema
 from dantaro_assets_tests.lib.candle_data import (
@@ -55,7 +53,7 @@ def test_range_bound_market_has_support_at_the_floor_and_resistance_at_the_ceili
     hourly = _triangle_market("KRW-AAA", 100.0, 110.0, 24 * 20, as_of)
     daily = pd.DataFrame({"market": ["KRW-AAA"], "candle_start": [as_of.floor("D") - pd.Timedelta(days=1)],
                           "open": [105.0], "high": [110.2], "low": [99.8], "close": [104.0], "volume": [1.0], "value": [1.0]})
-    levels = compute_support_levels(hourly, daily, pd.Series({"KRW-AAA": 105.0}), as_of)
+    levels = levels_at(hourly, daily, pd.Series({"KRW-AAA": 105.0}), as_of)
     assert list(levels.columns) == COLUMNS
     support = levels[levels["side"] == "support"]
     resistance = levels[levels["side"] == "resistance"]
@@ -107,7 +105,7 @@ def test_pivots_follow_the_floor_trader_formulas():
     h, l, c = 1100.0, 900.0, 1050.0
     daily = pd.DataFrame({"market": ["KRW-AAA"], "candle_start": [as_of.floor("D") - pd.Timedelta(days=1)],
                           "open": [1000.0], "high": [h], "low": [l], "close": [c], "volume": [1.0], "value": [1.0]})
-    levels = compute_support_levels(hourly, daily, pd.Series({"KRW-AAA": 1000.5}), as_of, LevelParams(per_side=10))
+    levels = levels_at(hourly, daily, pd.Series({"KRW-AAA": 1000.5}), as_of, LevelParams(per_side=10))
     by_pivot = levels.dropna(subset=["pivot"]).set_index("pivot")["level"]
     p = (h + l + c) / 3
     expected = {"P": p, "R1": 2 * p - l, "S1": 2 * p - h, "R2": p + (h - l), "S2": p - (h - l),
@@ -120,11 +118,11 @@ def test_pivots_follow_the_floor_trader_formulas():
 @pytest.fixture(scope="module")
 def candles(upbit_data_dir):
     minutes = real_candles(upbit_data_dir, "1m")
-    start = HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS)
+    start = HOUR - pd.Timedelta(hours=LOOKBACK.minute_hours)
     minutes = minutes[(minutes["candle_start"] >= start) & (minutes["candle_start"] < HOUR + pit.HOUR)].reset_index(drop=True)
     day = HOUR.floor("D")
     hours = real_candles(upbit_data_dir, "1h")
-    first_day = max(day - pd.Timedelta(days=HOURLY_LOOKBACK_DAYS), PARTITIONS_START)  # storage holds nothing earlier
+    first_day = max(day - pd.Timedelta(days=LOOKBACK.hourly_days), PARTITIONS_START)  # storage holds nothing earlier
     hours = hours[(hours["candle_start"] >= first_day) & (hours["candle_start"] < HOUR - pit.HOUR)]
     days = real_candles(upbit_data_dir, "1d")
     days = days[(days["candle_start"] >= day - pd.Timedelta(days=1)) & (days["candle_start"] < day)]
@@ -133,19 +131,18 @@ def candles(upbit_data_dir):
 
 
 def _levels(minutes, hours, days, markets, ticks):
-    history = pit.CandleHistory(minutes, hours, days, HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS),
-                                ticks.max() if len(ticks) else HOUR)
-    return levels_at_ticks(history, markets, ticks)
+    inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=minutes, candles_1h=hours, candles_1d=days, upbit_markets=markets)
+    return compute_support_levels(inputs, ticks)
 
 
 @pytest.fixture(scope="module")
 def levels(candles):
-    return _levels(*candles, pit.ticks(HOUR, HOUR + pit.HOUR, 900))
+    return _levels(*candles, tick_times(HOUR, HOUR + pit.HOUR, 900))
 
 
 def test_real_candles_give_up_to_three_levels_each_side_at_each_quarter_hour(levels):
     assert list(levels.columns) == SNAPSHOT_COLUMNS
-    assert sorted(levels["as_of"].unique()) == list(pit.ticks(HOUR, HOUR + pit.HOUR, 900))
+    assert sorted(levels["as_of"].unique()) == list(tick_times(HOUR, HOUR + pit.HOUR, 900))
     counts = levels.groupby(["as_of", "market", "side"]).size()
     assert counts.max() <= 3 and len(counts) == 4 * 4 * 2
     assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
@@ -185,7 +182,7 @@ def test_hours_missing_from_storage_are_built_from_minutes(candles, levels):
     minutes, hours, days, markets = candles
     lagging = hours[hours["candle_start"] < HOUR - 2 * pit.HOUR]
     assert len(lagging) < len(hours)
-    built = _levels(minutes, lagging, days, markets, pit.ticks(HOUR, HOUR + pit.HOUR, 900))
+    built = _levels(minutes, lagging, days, markets, tick_times(HOUR, HOUR + pit.HOUR, 900))
     # reasons repeat the compared columns, rounded: a 1e-5 turnover difference can flip a digit there.
     pd.testing.assert_frame_equal(built.drop(columns="reasons"), levels.drop(columns="reasons"), check_exact=False, rtol=1e-4)
 
@@ -256,7 +253,7 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
         return postgres_resource.read_frame(f"SELECT * FROM {table} ORDER BY as_of, market, side, rank")
 
     first = run()
-    assert len(first) == len(_levels(*candles, pit.ticks(HOUR, HOUR + pit.HOUR, 900)))
+    assert len(first) == len(_levels(*candles, tick_times(HOUR, HOUR + pit.HOUR, 900)))
     assert isinstance(first["reasons"].iloc[0], str | dict)
     btc = snapshot_store.cached("support_levels", "KRW-BTC")
     assert btc["as_of"] == "2025-09-24T09:45:00Z" and {r["market"] for r in btc["rows"]} == {"KRW-BTC"}
@@ -276,12 +273,13 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
 
 def test_all_markets_at_once_equal_one_market_at_a_time(candles):
     """The vectorised method never mixes markets: each market alone gives its own rows exactly."""
-    minutes, hours, days, _ = candles
+    minutes, hours, days, _markets = candles
     as_of = HOUR + pd.Timedelta(minutes=30)
-    history = pit.CandleHistory(minutes, hours, days, HOUR - pd.Timedelta(hours=MINUTE_LOOKBACK_HOURS), as_of)
+    history = AnalysisInputs.assemble(LOOKBACK, pd.DatetimeIndex([as_of]), candles_1m=minutes, candles_1h=hours, candles_1d=days,
+                                      upbit_markets=_markets).history
     hourly, price = history.hourly(as_of), history.price(as_of)
     daily = history.daily(as_of, hourly)
-    together = compute_support_levels(hourly, daily, price, as_of)
-    alone = pd.concat([compute_support_levels(hourly[hourly["market"] == m], daily[daily["market"] == m], price.loc[[m]], as_of)
+    together = levels_at(hourly, daily, price, as_of)
+    alone = pd.concat([levels_at(hourly[hourly["market"] == m], daily[daily["market"] == m], price.loc[[m]], as_of)
                        for m in MARKETS], ignore_index=True)
     pd.testing.assert_frame_equal(together, alone)

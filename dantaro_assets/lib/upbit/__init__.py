@@ -14,6 +14,7 @@ from dantaro_assets.lib.upbit.errors import (
 )
 from dantaro_assets.lib.upbit.parsing import (
     CANDLE_COLUMNS,
+    CAUTION_FLAGS,
     INTERVALS,
     MARKET_COLUMNS,
     Interval,
@@ -22,6 +23,7 @@ from dantaro_assets.lib.upbit.parsing import (
 
 __all__ = [
     "CANDLE_COLUMNS",
+    "CAUTION_FLAGS",
     "INTERVALS",
     "MARKET_COLUMNS",
     "FetchStats",

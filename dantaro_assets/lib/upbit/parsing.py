@@ -34,7 +34,8 @@ _CAUTIONS = {
     "GLOBAL_PRICE_DIFFERENCES": "caution_global_price_differences",
     "CONCENTRATION_OF_SMALL_ACCOUNTS": "caution_concentration_of_small_accounts",
 }
-MARKET_COLUMNS = ["market", "korean_name", "english_name", "warning", *_CAUTIONS.values()]
+CAUTION_FLAGS = list(_CAUTIONS.values())  # the universe's caution columns, one per Upbit caution kind
+MARKET_COLUMNS = ["market", "korean_name", "english_name", "warning", *CAUTION_FLAGS]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,206 @@
+"""The one analysis contract: what an analysis reads, which ticks it computes, and its inputs, assembled once.
+
+Every snapshot analysis (market status, support levels, recommendations) is
+``compute_x(inputs: AnalysisInputs, ticks, params) -> DataFrame``:
+
+- ``Lookback``: how far back it reads each upstream (1-minute candles in hours before the tick's hour,
+  1-hour and 1-day candles in days before the tick's day). The assets' partition mappings
+  (``partitions.analysis_ins``) and the history sensor's windows are derived from it, so a wider
+  lookback needs one edit;
+- ``stored_ticks``: the partition's cadence ticks whose minutes are stored, i.e. up to the newest
+  stored minute's end, capped by the wall clock (the open hour fills in as its candles arrive);
+- ``AnalysisInputs.assemble``: the candle history (``point_in_time.CandleHistory``), the universe,
+  the tick sizes and the KRW turnover of a partition, built once and sampled per tick;
+- ``listed_at`` / ``latest_day``: the universe (or the instruments) of the latest day <= a tick,
+  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from dantaro_assets.lib.point_in_time import DAY, HOUR, MARKET, MINUTE, START, CandleHistory, utc
+from dantaro_assets.lib.upbit.parsing import CAUTION_FLAGS
+
+__all__ = ["CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "Lookback", "Turnover", "flags", "latest_day", "listed_at",
+           "stored_ticks", "tick_times"]
+
+DAY_COLUMN = "day"  # the day column of upbit_markets and upbit_instruments
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """How far back an analysis reads: its partition mappings and the history a fresh install must fetch.
+
+    ``minute_hours``: hours of 1-minute candles before the tick's hour (the tick's hour included
+    besides); ``hourly_days`` / ``daily_days``: days of 1-hour / 1-day candles before the tick's day
+    (0: the input is not read); the universe and tick sizes: the tick's day and the day before.
+    """
+
+    minute_hours: int
+    hourly_days: int
+    daily_days: int = 0
+    universe_days: int = 1
+    instruments: bool = False  # reads upbit_instruments (optional: the documented KRW table otherwise)
+
+    @staticmethod
+    def covering(*lookbacks: Lookback) -> Lookback:
+        """The smallest lookback that holds every one of ``lookbacks`` (what the history sensor fetches)."""
+        return Lookback(
+            minute_hours=max(lb.minute_hours for lb in lookbacks),
+            hourly_days=max(lb.hourly_days for lb in lookbacks),
+            daily_days=max(lb.daily_days for lb in lookbacks),
+            universe_days=max(lb.universe_days for lb in lookbacks),
+            instruments=any(lb.instruments for lb in lookbacks),
+        )
+
+
+def tick_times(window_start: datetime, window_end: datetime, interval_seconds: int,
+               reached: datetime | None = None) -> pd.DatetimeIndex:
+    """Snapshot times of a partition window [start, end): start + k*interval < end, and <= ``reached`` if given.
+
+    With a 2-minute cadence an hour has ticks H:00, H:02, ..., H:58; the open hour only has the ticks
+    already reached, and an hour whose first tick is still ahead has none (an empty index).
+    """
+    start, end = utc(window_start), utc(window_end)
+    times = pd.date_range(start, end, freq=pd.Timedelta(seconds=interval_seconds), inclusive="left", name="as_of")
+    if reached is not None:
+        times = times[times <= utc(reached)]
+    return times
+
+
+def stored_ticks(window_start: datetime, window_end: datetime, interval_seconds: int, candles_1m: pd.DataFrame,
+                 now: datetime | None = None) -> pd.DatetimeIndex:
+    """The window's ticks whose minutes are stored: up to the newest stored minute's end, capped by ``now``.
+
+    A tick reads the minutes before it, so a tick after the newest stored minute waits for the next run
+    (nothing stored at all: no tick, not even the one at the window's start). ``now`` defaults to the
+    UTC wall clock.
+    """
+    if candles_1m.empty:
+        return tick_times(window_start, window_end, interval_seconds, reached=utc(window_start) - MINUTE)
+    wall = utc(now or datetime.now(timezone.utc))
+    return tick_times(window_start, window_end, interval_seconds, reached=min(wall, candles_1m[START].max() + MINUTE))
+
+
+def latest_day(days: pd.Series, times: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """For each of ``times``, the latest of ``days`` <= it (NaT where none is)."""
+    known = pd.DatetimeIndex(pd.unique(days)).sort_values()
+    position = known.searchsorted(pd.DatetimeIndex(times), side="right") - 1
+    return pd.DatetimeIndex([known[p] if p >= 0 else pd.NaT for p in position], dtype=known.dtype)
+
+
+def listed_at(frame: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """Rows of ``frame`` (upbit_markets or upbit_instruments) of its latest day <= ``as_of``, indexed by
+    market; None when no day <= ``as_of`` is stored."""
+    if frame is None or frame.empty:
+        return None
+    days = frame[DAY_COLUMN]
+    known = days[days <= as_of]
+    if known.empty:
+        return None
+    return frame[days == known.max()].set_index(MARKET)
+
+
+def flags(listed: pd.DataFrame) -> pd.DataFrame:
+    """``warning`` and ``caution`` (any of Upbit's caution flags) per market of a universe day."""
+    cautions = listed.reindex(columns=CAUTION_FLAGS, fill_value=False).astype(bool)
+    return pd.DataFrame({"warning": listed["warning"].astype(bool), "caution": cautions.any(axis=1)}, index=listed.index)
+
+
+class Turnover:
+    """KRW traded per market over any window that ends at a tick: closed hours plus the recent minutes.
+
+    From ``minutes_start`` (the analysis's minute lookback, an hour boundary) on, the sum is exact over
+    the 1-minute candles (a minute without a candle traded nothing). Before it, whole hours come from
+    the stored 1-hour candles (candles_1h: an hour's value is the sum of its minutes' values), and a
+    window starting inside such an hour takes that hour's value pro rata to the part of the hour it
+    covers. So no tick re-reads a day of minutes; a window that starts at an hour boundary, or after
+    ``minutes_start``, equals the sum of its minutes.
+    """
+
+    def __init__(self, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame, minutes_start: datetime,
+                 minutes_end: datetime, hours_start: datetime | None = None):
+        self.minutes_start = utc(minutes_start)
+        minutes_end = utc(minutes_end)
+        hours_start = self.minutes_start if hours_start is None else min(utc(hours_start).floor("h"), self.minutes_start)
+        minutes = candles_1m[(candles_1m[START] >= self.minutes_start) & (candles_1m[START] < minutes_end)]
+        hours = candles_1h[(candles_1h[START] >= hours_start) & (candles_1h[START] < self.minutes_start)]
+        markets = pd.Index(np.union1d(minutes[MARKET].unique().astype(object), hours[MARKET].unique().astype(object)))
+        minute_grid = pd.date_range(self.minutes_start - MINUTE, max(minutes_end, self.minutes_start), freq=MINUTE, inclusive="left")
+        hour_grid = pd.date_range(hours_start - HOUR, self.minutes_start, freq=HOUR, inclusive="left")
+        self._minutes = _cumulative(minutes, minute_grid, markets)  # row t: traded before t + 1 min
+        self._hours = _cumulative(hours, hour_grid, markets)  # row h: traded before h + 1 h
+        self._hour_value = hours.pivot(index=START, columns=MARKET, values="value").reindex(columns=markets).fillna(0.0)
+        self._held = set(pd.DatetimeIndex(hours[START].unique())) | set(pd.DatetimeIndex(minutes[START].dt.floor("h").unique()))
+        self.markets = markets
+
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+        """KRW traded per market over [start, end) (``end`` at most the last tick)."""
+        split = max(start, self.minutes_start)
+        total = self._minutes.loc[end - MINUTE] - self._minutes.loc[split - MINUTE]
+        if start < self.minutes_start:
+            whole = start.ceil("h")
+            total = total + self._hours.loc[self.minutes_start - HOUR] - self._hours.loc[whole - HOUR]
+            if whole > start:
+                head = self._hour_value.loc[start.floor("h")] if start.floor("h") in self._hour_value.index else 0.0
+                total = total + head * ((whole - start) / HOUR)
+        return total.rename("turnover")
+
+    def hours_stored(self, start: pd.Timestamp, end: pd.Timestamp) -> float:
+        """Hours of [start, end) that storage covers (at least 1): hours without any candle of any market
+        (a fresh install, a gap in storage) are unknown, and the window's sum must not read them as quiet."""
+        covered = pd.Timedelta(0)
+        for hour in pd.date_range(start.floor("h"), end, freq=HOUR, inclusive="left"):
+            if hour in self._held:
+                covered += min(end, hour + HOUR) - max(start, hour)
+        return max(covered / HOUR, 1.0)
+
+
+def _cumulative(candles: pd.DataFrame, grid: pd.DatetimeIndex, markets: pd.Index) -> pd.DataFrame:
+    """Cumulative ``value`` per market over ``grid`` (its first row, before any candle, is zero)."""
+    value = candles.pivot(index=START, columns=MARKET, values="value")
+    return value.reindex(index=grid, columns=markets).fillna(0.0).cumsum()
+
+
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """Everything of a partition that does not depend on the tick, assembled once and sampled per tick."""
+
+    history: CandleHistory
+    universe: pd.DataFrame  # upbit_markets rows (day, market, warning, caution_*)
+    instruments: pd.DataFrame | None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
+    _turnover_inputs: tuple = field(repr=False)
+
+    @cached_property
+    def turnover(self) -> Turnover:
+        """KRW turnover per market over windows ending at the ticks (built on first use: market status and support
+        levels never need it)."""
+        return Turnover(*self._turnover_inputs)
+
+    @classmethod
+    def assemble(cls, lookback: Lookback, ticks: pd.DatetimeIndex, *, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
+                 upbit_markets: pd.DataFrame, candles_1d: pd.DataFrame | None = None,
+                 upbit_instruments: pd.DataFrame | None = None, turnover_window: pd.Timedelta = DAY,
+                 ) -> AnalysisInputs:
+        """The inputs of ``ticks`` (one partition): minutes from ``lookback.minute_hours`` before the first
+        tick's hour to the last tick, closed hours and days as stored, the turnover over
+        ``turnover_window`` before any tick."""
+        if not len(ticks):  # nothing to compute: empty inputs of the same shape
+            candles_1m, candles_1h, upbit_markets = candles_1m.iloc[:0], candles_1h.iloc[:0], upbit_markets.iloc[:0]
+            ticks = pd.DatetimeIndex([pd.Timestamp(0, tz="UTC")])
+        first, last = ticks[0], ticks[-1]
+        minutes_start = first.floor("h") - lookback.minute_hours * HOUR
+        daily = candles_1d if candles_1d is not None else candles_1h.iloc[:0]
+        instruments = upbit_instruments if upbit_instruments is not None and len(upbit_instruments) else None
+        return cls(
+            history=CandleHistory(candles_1m, candles_1h, daily, minutes_start, last),
+            universe=upbit_markets,
+            instruments=instruments,
+            _turnover_inputs=(candles_1m, candles_1h, minutes_start, last, first - turnover_window),
+        )
