@@ -123,6 +123,8 @@ class Settings(BaseModel):
         description="`dantaro stream`: seconds between metric reports, Dagster materialisations and universe re-reads")
     stream_codes_per_connection: int = Field(250, alias="DANTARO_STREAM_CODES_PER_CONNECTION", ge=1, le=1000,
         description="`dantaro stream`: markets per WebSocket connection")
+    stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
+        description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
 
     @field_validator("worker_enabled", mode="before")
     @classmethod

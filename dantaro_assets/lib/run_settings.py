@@ -12,7 +12,7 @@ import dagster as dg
 
 
 class RunSettings(dg.ConfigurableResource):
-    """Cadences, thresholds, the served scorer and retention windows; no defaults: ``Settings`` holds them."""
+    """Cadences, thresholds, the served scorer, retention windows and the stream's health limits; no defaults: ``Settings`` holds them."""
 
     market_status_interval: int
     recommendations_interval: int
@@ -25,3 +25,5 @@ class RunSettings(dg.ConfigurableResource):
     retention_candles_days: int
     retention_analyses_days: int
     retention_runs_days: int
+    stream_max_lag_seconds: float
+    stream_grace_seconds: float

@@ -7,7 +7,8 @@ their window for every market of the window's universe. Candles are facts: a ref
 (market, candle_start) and a market that returned nothing keeps what is stored; only
 ``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``partitions.backfill_policy``).
+candles a request over each range (see ``partitions.backfill_policy``). In the analysis jobs,
+``candles_1m`` reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
 """
 
 
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
+import redis
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
+from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
@@ -25,6 +28,7 @@ from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
     keep_listed,
+    stored_markets,
     universe_markets,
 )
 from dantaro_assets.markets.schemas import (
@@ -32,6 +36,8 @@ from dantaro_assets.markets.schemas import (
     upbit_instruments_schema,
     upbit_markets_schema,
 )
+from dantaro_assets.markets.seen import Plan, SeenStore, plan_fetch, rest_windows
+from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
     daily_partitions,
@@ -92,6 +98,25 @@ def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upb
     yield dg.Output(frame, metadata=metadata)
 
 
+# The jobs whose candles_1m step reads what the stream stored and fetches only what it missed; every other
+# run of candles_1m (history sensor, a backfill, a manual materialisation) fetches its whole window.
+STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_levels"})
+
+
+def _stream_plan(
+    context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
+    max_lag_seconds: float,
+) -> tuple[SeenStore | None, Plan | None]:
+    """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
+    tags = context.run.tags
+    if tags.get(JOB_TAG) not in STREAM_BACKED_JOBS or "dagster/backfill" in tags:
+        return None, None
+    store = SeenStore(upbit.redis.client(), upbit.redis.prefix, postgres.db_schema) if upbit.redis is not None else None
+    plan = plan_fetch(store, markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
+    context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
+    return store, plan
+
+
 def _candle_asset(
     name: str,
     interval_name: str,
@@ -121,17 +146,25 @@ def _candle_asset(
         description=description,
         **_UPBIT_STEP,
     )
-    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, run_settings: RunSettings, upbit_markets: pd.DataFrame) -> Iterator:
+    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
+               upbit_markets: pd.DataFrame) -> Iterator:
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
         try:
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
-        fetched, stats = upbit.candles(markets, interval_name, start, end)
+        store, plan = (_stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds)
+                       if interval_name == "minute1" else (None, None))
+        if plan is None:
+            fetched, stats = upbit.candles(markets, interval_name, start, end)
+        else:
+            fetched, stats = upbit.candle_ranges(plan.fetch, interval_name)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
-        covered = coverage(candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), run_settings.min_coverage)
+        # Markets not fetched are judged by what is stored: the stream wrote them, or an earlier run did.
+        with_candles = set(candles["market"]) | (stored_markets(postgres, name, start, end) if plan is not None else set())
+        covered = coverage(with_candles, markets, stats, spec, start, end, pd.Timestamp(datetime.now(UTC)), run_settings.min_coverage)
         coverage_result = dg.AssetCheckResult(
             check_name="coverage",
             passed=covered.passed,
@@ -139,9 +172,17 @@ def _candle_asset(
             description=covered.description,
             metadata=covered.metadata(),
         )
+        metadata = stats.metadata() | (plan.metadata() if plan is not None else {"source": "rest"})
         # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
-        yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=stats.metadata())
-        yield dg.Output(candles, metadata=stats.metadata())
+        yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=metadata)
+        yield dg.Output(candles, metadata=metadata)
+        if plan is not None and plan.fetch and stats.server_time is not None:
+            # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
+            answered = set(plan.fetch) - set(stats.skipped_markets)
+            try:
+                store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)))
+            except redis.RedisError as exc:  # stored all the same; the next run fetches these ranges again
+                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded in Redis ({type(exc).__name__}: {exc})")
 
     return _asset
 

@@ -1,4 +1,4 @@
-"""What a candle partition holds: the day's universe, point-in-time filtering and coverage (no Dagster here)."""
+"""What a candle partition holds: the day's universe, point-in-time filtering, what is stored and coverage (no Dagster here)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pandas as pd
 
+from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, FetchStats, Interval
 
 _DAY = pd.Timedelta(days=1)
@@ -63,9 +64,9 @@ class Coverage:
 
 
 def coverage(
-    candles: pd.DataFrame, markets: list[str], stats: FetchStats, spec: Interval, start: pd.Timestamp, end: pd.Timestamp, now: pd.Timestamp, min_share: float
+    with_candles: set[str], markets: list[str], stats: FetchStats, spec: Interval, start: pd.Timestamp, end: pd.Timestamp, now: pd.Timestamp, min_share: float
 ) -> Coverage:
-    """Coverage of a partition.
+    """Coverage of a partition: ``with_candles`` are the markets with a candle in it, stored or fetched.
 
     A market is *answered* when Upbit gave it a valid answer: candles, or an empty window (no trade).
     It is not when it was skipped (404, delisted) or every row it sent was quarantined. Within an
@@ -74,7 +75,6 @@ def coverage(
     a single trade in a day is halted or lost), and any closed window without one candle in the whole
     universe is wrong (KRW-BTC trades every minute).
     """
-    with_candles = set(candles["market"])
     quarantined_only = set(stats.quarantined["market"]) - with_candles
     answered = len(set(markets) - set(stats.skipped_markets) - quarantined_only)
     closed = max(pd.Timedelta(0), min(end, now.floor(spec.freq)) - start)
@@ -88,3 +88,11 @@ def coverage(
         problems.append(f"no market has a single candle in {closed} of closed window")
     description = "; ".join(problems) or f"{answered}/{total} markets answered, {len(with_candles)} with candles"
     return Coverage(total, answered, len(with_candles), closed.to_pytimedelta(), not problems, description)
+
+
+def stored_markets(postgres: PostgresResource, asset: str, start: pd.Timestamp, end: pd.Timestamp) -> set[str]:
+    """Markets with a stored candle in ``[start, end)`` (none when the table does not exist yet)."""
+    if postgres.read_frame("SELECT to_regclass($1) IS NULL AS absent", (f"{postgres.db_schema}.{asset}",))["absent"].all():
+        return set()
+    sql = f"SELECT DISTINCT market FROM {postgres.table_name(asset)} WHERE candle_start >= $1 AND candle_start < $2"
+    return set(postgres.read_frame(sql, (start, end))["market"])

@@ -25,6 +25,10 @@ every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runl
   reconnect when no message came for ``DANTARO_STREAM_STALL_SECONDS``. Upbit's limits (5 connection
   requests a second per IP, 5 data requests a second and 100 a minute per connection) are far above
   what this sends: one subscription per connection and universe change.
+- **What it saw.** Every second the stream records in Redis its health (heartbeat, Upbit's clock, the
+  server time up to which every closed minute is committed) and per connection the window of minutes it
+  saw (``markets/seen.py``), so the analyses fetch nothing while it is healthy and an hour's final run
+  repairs over REST only the minutes a disconnect, a resubscription or a failed write left unseen.
 - **Metrics** (log line per report, and on each materialisation): messages/s, minutes written and
   rewritten, lag (server time from a minute's end to its commit, p50/max), reconnects, quarantined
   rows and gaps (market-minutes of the universe that closed without a stored candle: no trade, or
@@ -46,6 +50,7 @@ from statistics import median
 import adbc_driver_manager
 import dagster as dg
 import pandas as pd
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
@@ -55,6 +60,7 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
+from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, ceil_minute, floor_minute
 
 log = logging.getLogger("dantaro.stream")
 
@@ -62,6 +68,7 @@ ASSET = "candles_1m"
 ENDPOINT = "/websocket/v1 candle.1m"
 MINUTE = interval("minute1")
 PING_SECONDS = 20.0
+PUBLISH_SECONDS = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 KEEP_WRITTEN_SECONDS = 2 * 3600
 # SIMPLE -> DEFAULT field names (Upbit's candle WebSocket reference); "code" is REST's "market".
@@ -226,7 +233,7 @@ class CandleStream:
     """The service: connections, the minute book, the writer and the reports."""
 
     def __init__(self, *, url: str, io_manager: PostgresDataFrameIOManager, grace_seconds: float, stall_seconds: float,
-                 report_seconds: float, codes_per_connection: int, instance: dg.DagsterInstance | None = None):
+                 report_seconds: float, codes_per_connection: int, seen: SeenStore, instance: dg.DagsterInstance | None = None):
         from dantaro_assets.markets.assets import candles_1m
 
         self.url = url
@@ -242,6 +249,13 @@ class CandleStream:
         self.chunks: list[list[str]] = []
         self.version = 0
         self.stop = asyncio.Event()
+        self.store = seen
+        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
+        self.ended: list[Window] = []  # published once every minute in them is committed
+        self.covered_through = 0.0
+        self.totals = {"reconnects": 0, "gaps": 0, "minutes_written": 0}
+        self.last_figures: dict = {}
+        self._published = 0.0
 
     # --- universe ---
     def read_universe(self) -> list[str]:
@@ -285,6 +299,7 @@ class CandleStream:
                 async with connect(self.url, ping_interval=PING_SECONDS, ping_timeout=PING_SECONDS, open_timeout=10,
                                    max_size=2**22, max_queue=None, user_agent_header="dantaro-stream") as ws:
                     await ws.send(subscription(codes))
+                    self.open_windows.pop(index, None)  # opened by the first message on this subscription
                     log.info("stream: connection %d subscribed to %d markets", index, len(codes))
                     last_message = time.monotonic()
                     while not self.stop.is_set():
@@ -293,6 +308,7 @@ class CandleStream:
                             codes = self.chunks[index] if index < len(self.chunks) else []
                             if not codes:
                                 return
+                            self.end_window(index, floor_minute(self.book.server_now()))
                             await ws.send(subscription(codes))
                             log.info("stream: connection %d resubscribed to %d markets", index, len(codes))
                         try:
@@ -303,12 +319,18 @@ class CandleStream:
                             continue
                         last_message = time.monotonic()
                         attempt = 0
-                        self.receive(raw)
+                        stamp = self.receive(raw)
+                        if stamp is not None and index not in self.open_windows:
+                            self.open_windows[index] = (ceil_minute(stamp), frozenset(codes))
                     return
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException, StreamStalled) as exc:
                 if self.stop.is_set():
                     return
                 self.metrics.reconnects += 1
+                self.totals["reconnects"] += 1
+                # Minutes from the earliest one left open were not seen to their end: the window stops there.
+                unseen = [start for market, start in self.book.open if market in set(codes)]
+                self.end_window(index, min([floor_minute(self.book.server_now()), *unseen]))
                 dropped = self.book.drop_open(set(codes))
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.5)
                 attempt += 1
@@ -319,19 +341,56 @@ class CandleStream:
                 except TimeoutError:
                     pass
 
-    def receive(self, raw: str | bytes) -> None:
+    def receive(self, raw: str | bytes) -> float | None:
+        """Take one message; the server time (epoch s) of a candle message, else None."""
         try:
             message = json.loads(raw)
         except ValueError:
             log.warning("stream: a message that is not JSON: %r", raw[:200])
-            return
+            return None
         if isinstance(message, dict) and "error" in message:
             log.error("stream: Upbit refused the request: %s", message["error"])
-            return
+            return None
         candle = rest_fields(message) if isinstance(message, dict) else None
-        if candle is not None:
-            self.metrics.messages += 1
-            self.book.add(candle)
+        if candle is None:
+            return None
+        self.metrics.messages += 1
+        self.book.add(candle)
+        stamp = candle.get("timestamp")
+        return stamp / 1000 if isinstance(stamp, (int, float)) else None
+
+    # --- seen windows ---
+    def end_window(self, index: int, end: int) -> None:
+        """The connection stops seeing its markets at ``end``; published once the minutes before it are committed."""
+        opened = self.open_windows.pop(index, None)
+        if opened is not None and end > opened[0]:
+            self.ended.append(Window(opened[0], end, opened[1], "stream"))
+
+    def truncate_windows(self, first_unwritten: int, restart: int) -> None:
+        """A write failed from ``first_unwritten`` on: no window claims those minutes; open ones resume at ``restart``."""
+        self.ended = [Window(w.start, min(w.end, first_unwritten), w.markets, w.source) for w in self.ended]
+        for index, (start, markets) in list(self.open_windows.items()):
+            if first_unwritten > start:
+                self.ended.append(Window(start, first_unwritten, markets, "stream"))
+            self.open_windows[index] = (max(start, restart), markets)
+
+    def health(self, running: bool = True) -> StreamHealth:
+        server_now = self.book.server_now() if self.book.server_ms else 0.0
+        lag = max(0.0, server_now - self.covered_through) if self.covered_through else None
+        windows = [Window(start, int(self.covered_through), markets, "stream") for start, markets in self.open_windows.values()]
+        figures = {"markets": len(self.universe), "connections": len(self.chunks), "lag_s": None if lag is None else round(lag, 1),
+                   **self.totals, "last_report": self.last_figures}
+        return StreamHealth(time.time(), server_now, self.covered_through, running, windows, figures)
+
+    def publish(self, running: bool = True) -> None:
+        """Health, open windows and the ended windows now committed, to Redis (read by the analyses and the API)."""
+        ready = [w for w in self.ended if w.end <= self.covered_through]
+        try:
+            self.store.publish(self.health(running), ready)
+        except redis.RedisError as exc:  # analyses then see the stream as down and fetch over REST
+            log.warning("stream: cannot record its health in Redis (%s: %s)", type(exc).__name__, exc)
+            return
+        self.ended = [w for w in self.ended if w not in ready]
 
     # --- writes ---
     async def writer(self) -> None:
@@ -344,14 +403,23 @@ class CandleStream:
         await self.flush()
 
     async def flush(self) -> None:
+        # Every minute that ended a grace before ``cut`` is closed by the call below (its cutoff is later).
+        cut = self.book.server_now() if self.book.server_ms else None
         closed = self.book.closed()
-        if not closed:
-            return
         try:
-            await asyncio.to_thread(self.write, closed)
+            if closed:
+                await asyncio.to_thread(self.write, closed)
         except Exception:
             log.exception("stream: writing %d closed minutes failed; they are written again if they come again", len(closed))
             self.book.forget_unwritten(closed)
+            if cut is not None:
+                self.truncate_windows(min(item.start for item in closed), ceil_minute(cut))
+        else:
+            if cut is not None:
+                self.covered_through = max(self.covered_through, cut - self.book.grace)
+        if time.monotonic() - self._published >= PUBLISH_SECONDS:
+            self._published = time.monotonic()
+            await asyncio.to_thread(self.publish)
 
     def write(self, closed: list[Closed]) -> None:
         before = pd.Timestamp(self.book.server_now(), unit="s", tz="UTC").floor("min")
@@ -372,6 +440,7 @@ class CandleStream:
                 self.metrics.rewritten += 1
             else:
                 self.metrics.written += 1
+                self.totals["minutes_written"] += 1
                 self.metrics.lags.append(now - minute - 60)
                 self.metrics.first_minute = minute if self.metrics.first_minute is None else min(self.metrics.first_minute, minute)
                 self.metrics.last_minute = max(self.metrics.last_minute or minute, minute)
@@ -391,6 +460,8 @@ class CandleStream:
     async def report(self) -> None:
         metrics, self.metrics = self.metrics, Metrics()
         figures = metrics.as_dict(len(self.universe))
+        self.last_figures = figures
+        self.totals["gaps"] += figures["gaps"]
         log.info("stream: %s", ", ".join(f"{k} {v}" for k, v in figures.items()))
         if self.instance is not None and metrics.partitions:
             await asyncio.to_thread(self._record, metrics.partitions, figures)
@@ -418,6 +489,9 @@ class CandleStream:
         await asyncio.gather(*connections.values(), return_exceptions=True)
         await asyncio.gather(*tasks)
         await self.report()
+        for index in list(self.open_windows):  # what this process saw outlives it; the next one opens its own
+            self.end_window(index, floor_minute(self.covered_through))
+        await asyncio.to_thread(self.publish, False)
 
 
 def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
@@ -429,12 +503,13 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")
     log.setLevel(settings.worker_log_level)
-    _, postgres = storage_resources(settings)
+    redis_resource, postgres = storage_resources(settings)
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
         stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,
         codes_per_connection=settings.stream_codes_per_connection, instance=instance,
+        seen=SeenStore(redis_resource.client(), redis_resource.prefix, postgres.db_schema),
     )
 
     async def main() -> None:

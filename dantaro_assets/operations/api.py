@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
@@ -56,6 +57,16 @@ MAX_JOBS = 200  # the largest ?limit= the endpoint serves
 def parse_market(raw: str) -> str | None:
     """An Upbit market code from a request (``krw-btc`` is read as ``KRW-BTC``), or None if ``raw`` is not one."""
     return raw.upper() if _MARKET.fullmatch(raw) else None
+
+
+def stream(snapshots: SnapshotStore, max_lag_seconds: float) -> dict[str, Any]:
+    """``dantaro stream``'s health from Redis, read per request (one GET); unknown when Redis is down."""
+    try:
+        store = SeenStore(snapshots.redis.client(), snapshots.redis.prefix, snapshots.postgres.db_schema)
+        return stream_status(store, max_lag_seconds)
+    except redis.RedisError as exc:
+        log.warning("stream status unreadable: %s", redact_text(str(exc)))
+        return {"state": "unknown", "healthy": False, "problem": "Redis unavailable"}
 
 
 def worker_status(
@@ -289,6 +300,8 @@ OPENAPI: dict[str, Any] = {
                     "config_problems": {"type": "array", "items": {"type": "string"}},
                     "cached_at": {"type": "string", "format": "date-time", "description": "when this answer was computed"},
                     "cache_age": {"type": "number", "description": "seconds since cached_at"},
+                    "stream": {"type": "object", "description": "dantaro stream: state, healthy, problem, lag_s, messages_per_s, "
+                               "reconnects, gaps, markets, minutes_written, heartbeat, covered_through (read per request)"},
                 },
             },
         }
@@ -325,7 +338,7 @@ def create_app(
             limit = 0
         if not 1 <= limit <= MAX_JOBS:
             return JSONResponse({"detail": f"limit must be an integer from 1 to {MAX_JOBS}"}, status_code=400)
-        return JSONResponse(worker.status(limit))
+        return JSONResponse({**worker.status(limit), "stream": stream(snapshots, settings.stream_max_lag_seconds)})
 
     def market_status(_: Request) -> JSONResponse:
         return snapshot_response("market_status")

@@ -2,6 +2,8 @@
 
 Each domain's ``build_defs(settings)`` calls these for its own jobs (``markets/definitions.py`` and
 the others), so a job sits beside the assets it runs while the run limits stay one concern here.
+Each hourly analysis job completes the hour's 1-minute candles before computing (over REST only what
+``dantaro stream`` did not store: markets/seen.py).
 """
 
 from __future__ import annotations

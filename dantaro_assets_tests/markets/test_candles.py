@@ -69,21 +69,22 @@ def _stats(skipped=(), quarantined=()) -> FetchStats:
 def test_coverage_of_an_hour_counts_answered_markets_not_traded_ones():
     markets = [f"KRW-C{i}" for i in range(10)]
     candles = _candles([("KRW-C0", "2025-09-15T10:00")])  # nine thin markets did not trade this hour
-    result = coverage(candles, markets, _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
+    result = coverage(set(candles["market"]), markets, _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
     assert result.passed and result.metadata()["with_candles_share"] == 0.1
 
 
 def test_coverage_fails_when_markets_were_skipped_or_wholly_quarantined():
     markets = [f"KRW-C{i}" for i in range(10)]
     candles = _candles([("KRW-C0", "2025-09-15T10:00")])
-    result = coverage(candles, markets, _stats(skipped=["KRW-C1"], quarantined=["KRW-C2"]), MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
+    stats = _stats(skipped=["KRW-C1"], quarantined=["KRW-C2"])
+    result = coverage(set(candles["market"]), markets, stats, MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
     assert not result.passed and "only 8/10 markets answered (skipped 1, all rows quarantined 1)" in result.description
 
 
 def test_coverage_fails_when_a_closed_window_has_no_candle_at_all():
-    result = coverage(_candles([]), ["KRW-BTC"], _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
+    result = coverage(set(), ["KRW-BTC"], _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-16T00:00Z"), 0.9)
     assert not result.passed and "no market has a single candle" in result.description
-    in_progress = coverage(_candles([]), ["KRW-BTC"], _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-15T10:00:30Z"), 0.9)
+    in_progress = coverage(set(), ["KRW-BTC"], _stats(), MINUTE, H10, H11, pd.Timestamp("2025-09-15T10:00:30Z"), 0.9)
     assert in_progress.passed, "nothing closed yet: an empty open hour is right"
 
 
@@ -91,7 +92,7 @@ def test_coverage_of_a_closed_day_needs_candles_for_most_markets():
     markets = [f"KRW-C{i}" for i in range(10)]
     candles = _candles([(f"KRW-C{i}", "2025-09-15T00:00") for i in range(5)])
     day = interval("minute60")
-    result = coverage(candles, markets, _stats(), day, DAY15, DAY15 + pd.Timedelta(days=1), pd.Timestamp("2025-09-17T00:00Z"), 0.9)
+    result = coverage(set(candles["market"]), markets, _stats(), day, DAY15, DAY15 + pd.Timedelta(days=1), pd.Timestamp("2025-09-17T00:00Z"), 0.9)
     assert not result.passed and "only 5/10 markets have candles in a closed day" in result.description
 
 

@@ -273,3 +273,60 @@ def test_a_stalled_connection_is_replaced(small_replay, stream_schema, pg_url, r
         wait_subscribed(small_replay, requests=2, timeout=60)
     assert small_replay.stats()["websocket"]["connections"] == 2
     assert "StreamStalled: no message for 3 s" in (home / "stream.log").read_text()
+
+
+def candle_requests(replay) -> int:
+    return replay.stats()["groups"].get("candles", {}).get("ok", 0)
+
+
+def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, **tags: str) -> dg.ExecuteInProcessResult:
+    """candles_1m of ``partition`` as an analysis job's step (its run tags) against ``replay``, in ``schema``."""
+    from dantaro_assets.lib.upbit import UpbitClient
+    from dantaro_assets.markets import assets, candles_1m
+
+    postgres = PostgresResource(url=pg_url, db_schema=schema)
+    upbit = UpbitClient(base_url=replay.url, redis=redis_resource, backoff_seconds=0.05)
+    resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres,
+                 "redis": redis_resource, "upbit": upbit}
+    try:
+        return dg.materialize(assets, selection=[candles_1m], partition_key=partition, resources=resources, tags=tags)
+    finally:
+        upbit.close()
+
+
+def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alone(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run fetches over
+    REST only the markets and minutes the stream did not see (one request per market), the next final run of the
+    hour (another analysis job) fetches nothing, and every minute of the hour is stored exactly as REST serves it."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=False)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=30)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=25))
+        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 2 replay minutes, are unseen
+        small_replay.inject("disconnect", path="/websocket/v1", count=8)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=61))
+    assert small_replay.stats()["websocket"]["dropped_disconnect"] == 8
+    hour_end = T0 + timedelta(hours=1)
+    expected = rest(small_replay, SIM_MARKETS, T0, hour_end)
+    before = in_range(stored(pg_url, stream_schema), T0, hour_end)
+    assert len(before) < len(expected)  # the stream alone missed minutes around the cut
+
+    small_replay.reset_stats()
+    final = {"dantaro/job": "market_status", "dantaro/finalise": "true"}
+    result = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
+    assert result.success
+    metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
+    assert metadata["source"].value == "rest fallback" and metadata["markets_fetched"].value == len(SIM_MARKETS)
+    assert "with minutes the stream did not see" in metadata["why"].value
+    assert 0 < metadata["minutes_fetched"].value <= len(SIM_MARKETS) * 12  # the outage, the cut's open minute and the reconnect's
+    assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one range per market
+    pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
+
+    small_replay.reset_stats()
+    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
+                           **{**final, "dantaro/job": "recommendations"})
+    assert again.success and candle_requests(small_replay) == 0
+    assert again.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"

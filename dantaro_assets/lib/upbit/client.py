@@ -101,6 +101,7 @@ class FetchStats:
     seconds: float = 0.0
     skipped_markets: list[str] = field(default_factory=list)
     quarantined: pd.DataFrame = field(default_factory=parsing.empty_quarantine)
+    server_time: pd.Timestamp | None = None  # earliest server clock among the answers (candle_ranges)
 
     def metadata(self) -> dict[str, Any]:
         """Dagster metadata: the counts, plus the skipped markets and quarantine reasons when any."""
@@ -129,6 +130,7 @@ class _Counters:
         self.requests = 0
         self.http_429 = 0
         self.retries = 0
+        self.server_time: pd.Timestamp | None = None
         self._lock = threading.Lock()
 
     def add(self, *, requests: int = 0, http_429: int = 0, retries: int = 0) -> None:
@@ -136,6 +138,10 @@ class _Counters:
             self.requests += requests
             self.http_429 += http_429
             self.retries += retries
+
+    def saw(self, server_time: pd.Timestamp) -> None:
+        with self._lock:
+            self.server_time = server_time if self.server_time is None else min(self.server_time, server_time)
 
 
 @dataclass(frozen=True)
@@ -311,37 +317,46 @@ class UpbitClient(dg.ConfigurableResource):
         forming by the server's clock (its ``Date`` header) is dropped. A market Upbit answers 404
         for (delisted) is skipped and listed in the stats; any other failure raises.
         """
+        return self.candle_ranges({market: [(start, end)] for market in markets}, interval)
+
+    def candle_ranges(self, ranges: dict[str, list[tuple[datetime, datetime]]], interval: str) -> tuple[pd.DataFrame, FetchStats]:
+        """``candles`` over ranges of their own per market (a repair of what the stream missed): one
+        request per range of up to 200 candles. ``stats.server_time`` is the earliest server clock
+        among the answers, so every candle ending by then was closed when it was fetched."""
         self._ensure_run_goes_on()
         spec = parsing.interval(interval)
-        window_start, window_end = _utc(start), _utc(end)
+        items = [(market, _utc(start), _utc(end)) for market, spans in ranges.items() for start, end in spans]
         counters = _Counters()
-        skipped: list[str] = []
+        skipped: set[str] = set()
         began = time.monotonic()
 
-        def fetch(market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        def fetch(item: tuple[str, pd.Timestamp, pd.Timestamp]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+            market, window_start, window_end = item
             try:
-                return self._market_candles(market, spec, window_start, window_end, counters)
+                good, bad = self._market_candles(market, spec, window_start, window_end, counters)
             except UpbitNotFoundError:
                 log.warning("%s: Upbit answers 404 (delisted or unknown); skipped", market)
-                skipped.append(market)
-                return parsing.empty_candles(), parsing.empty_quarantine()
+                skipped.add(market)
+                return parsing.empty_candles(), parsing.empty_quarantine(), 0
+            return good, bad, count_gaps(good, spec, window_start)
 
-        results = self._parallel(fetch, list(markets))
+        results = self._parallel(fetch, items)
         candles = pd.concat([parsing.empty_candles(), *(r[0] for r in results)], ignore_index=True)
         candles, duplicates = parsing.split_duplicates(candles)
         quarantined = pd.concat([parsing.empty_quarantine(), duplicates, *(r[1] for r in results)], ignore_index=True)
         candles = candles.sort_values(["market", "candle_start"], ignore_index=True)
         stats = FetchStats(
-            markets_requested=len(markets),
+            markets_requested=len(ranges),
             markets_returned=int(candles["market"].nunique()),
             candles=len(candles),
-            gaps=count_gaps(candles, spec, window_start),
+            gaps=sum(r[2] for r in results),
             requests=counters.requests,
             http_429=counters.http_429,
             retries=counters.retries,
             seconds=time.monotonic() - began,
             skipped_markets=sorted(skipped),
             quarantined=quarantined,
+            server_time=counters.server_time,
         )
         return candles, stats
 
@@ -360,6 +375,7 @@ class UpbitClient(dg.ConfigurableResource):
             count = min(MAX_CANDLES_PER_REQUEST, -(-(to - start) // spec.width))
             params = {"market": market, "to": to.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": count}
             answer = self._get(spec.path, params, group="candles", market=market, counters=counters)
+            counters.saw(answer.server_time)
             good, bad = parsing.parse_candle_page(answer.payload, market=market, interval=spec, to=to, endpoint=spec.path)
             closed = good["candle_start"] + spec.width <= answer.server_time
             pages.append(good[closed & (good["candle_start"] >= start)])
