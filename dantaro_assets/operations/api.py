@@ -1,6 +1,6 @@
-"""The seed worker's HTTP API: health from Dagster, latest snapshots from Redis with Postgres behind it.
+"""The worker's HTTP API: health from Dagster, latest snapshots from Redis with Postgres behind it.
 
-``GET /worker/status`` answers "is the worker alive and what did it do" in the seed's fields: worker_active
+``GET /worker/status`` answers "is the worker alive and what did it do" in the worker contract's fields: worker_active
 comes from the Dagster daemon's heartbeats (scheduler and run queue both healthy), last_jobs from the job
 log, uptime from the API process. A background thread recomputes it every ``--status-refresh`` seconds and
 requests read the last answer, which says its age (``cached_at``, ``cache_age``).
@@ -186,7 +186,7 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/worker/status": {
             "get": {
-                "summary": "Worker health in the seed's fields (worker_active, last_jobs, uptime), refreshed in the background; cache_age says how old",
+                "summary": "Worker health in the worker contract's fields (worker_active, last_jobs, uptime), refreshed in the background; cache_age says how old",
                 "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
                 "responses": {"200": {"description": "status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WorkerStatus"}}}}},
             }

@@ -1,4 +1,4 @@
-"""``/worker/status`` shows ``dantaro stream``'s health as the stream records it in Redis (the seed's fields stay)."""
+"""``/worker/status`` shows ``dantaro stream``'s health as the stream records it in Redis (the contract fields stay)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_worker_status_reports_the_stream_s_lag_messages_reconnects_and_gaps(ins
     redis_store = RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}")
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     store = SeenStore(redis_client, redis_store.prefix, postgres.db_schema)
-    with serve_http(create_app(lambda: instance, build_snapshot_store(settings, redis_store, postgres), 0)) as client:
+    with serve_http(create_app(lambda: instance, build_snapshot_store(settings, redis_store, postgres), 0, settings=settings)) as client:
         body = client.get("/worker/status").json()
         assert {"worker_active", "last_jobs", "uptime"} <= set(body)
         assert body["stream"] == {"state": "never ran", "healthy": False, "problem": "stream never ran"}
