@@ -186,7 +186,7 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/worker/status": {
             "get": {
-                "summary": "Worker health in the worker contract's fields (worker_active, last_jobs, uptime), refreshed in the background; cache_age says how old",
+                "summary": "Worker health in the contract's fields (worker_active, last_jobs, uptime), refreshed in the background; cache_age says how old",
                 "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
                 "responses": {"200": {"description": "status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WorkerStatus"}}}}},
             }
