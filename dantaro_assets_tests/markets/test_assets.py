@@ -289,3 +289,22 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33,
     }
 
+
+
+def test_the_open_days_daily_candles_cost_no_request_and_its_hourly_ones_do(io_resources, redis_resource, small_replay, postgres_resource):
+    """Candles are stored closed: the open day holds no closed 1-day candle, so its hourly refresh asks Upbit
+    nothing for candles_1d (250 requests an hour saved for 250 markets), while its closed hours are fetched."""
+    upbit = UpbitClient(base_url=small_replay.url, redis=redis_resource, backoff_seconds=0.05)
+    resources = {**io_resources, "upbit": upbit}
+    today = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")
+    try:
+        assert _materialize([upbit_markets], today, resources).success
+        daily = _materialize([candles_1d], today, resources)
+        assert daily.success and all(e.passed for e in daily.get_asset_check_evaluations())
+        meta = daily.asset_materializations_for_node("candles_1d")[0].metadata
+        assert (meta["requests"].value, meta["candles"].value, meta["markets_requested"].value) == (0, 0, 8)
+        if pd.Timestamp.now(tz="UTC").hour >= 1:  # a closed hour exists from 01:00 on
+            hourly = _materialize([candles_1h], today, resources).asset_materializations_for_node("candles_1h")[0].metadata
+            assert hourly["requests"].value >= 8 and hourly["candles"].value > 0
+    finally:
+        upbit.close()
