@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.jobs import asset_job, upbit_retry_policy
+from dantaro_assets.operations.jobs import asset_job
 from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.operations.schedules import cadence_schedule, default_status
-from dantaro_assets.partitions import freshness, hourly_partitions
+from dantaro_assets.operations.schedules import analysis_defs, default_status
+from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import served_first
@@ -57,22 +57,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
     An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are.
     """
     served_first(settings.scorer)
-    seconds = settings.recommendations_interval
-    job = asset_job(
-        "recommendations_job", "recommendations", ["candles_1m", "recommendations", "recommendations_redis"],
-        "Fetch the hour's 1-minute candles, then rank and publish coin recommendations.", settings,
-        retry_policy=upbit_retry_policy(settings.run_retries),
-    )
     outcomes_job = asset_job(
         "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
         "Score an hour's recommendations by their forward returns.", settings,
     )
-    return dg.Definitions(
-        assets=[
-            *dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [recommendations]),
-            recommendations_redis,
-            recommendation_outcomes,
-        ],
-        jobs=[job, outcomes_job],
-        schedules=[cadence_schedule(job, "recommendations", seconds, settings.worker_enabled), outcomes_schedule(outcomes_job, settings.worker_enabled)],
+    return dg.Definitions.merge(
+        analysis_defs(settings, recommendations, recommendations_redis, settings.recommendations_interval,
+                      "Fetch the hour's 1-minute candles, then rank and publish coin recommendations."),
+        dg.Definitions(assets=[recommendation_outcomes], jobs=[outcomes_job], schedules=[outcomes_schedule(outcomes_job, settings.worker_enabled)]),
     )
