@@ -49,7 +49,8 @@ def closed_hour(replay_server, storage, redis_resource, settings) -> pd.Timestam
     """The replay's previous hour, its day's universe stored (candles_1m reads it); no candles stored."""
     hour = pd.Timestamp(replay_server.clock()).floor("h") - timedelta(hours=1)
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
-    resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "upbit": upbit, "run_settings": run_settings(settings)}
+    resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "postgres": storage, "upbit": upbit,
+                 "run_settings": run_settings(settings)}
     result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
     upbit.close()
     assert result.success
