@@ -14,6 +14,7 @@ import pandas as pd
 import redis
 
 from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.settings import redact_text
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
@@ -49,7 +50,7 @@ def redis_publish_asset(analysis: dg.AssetsDefinition, *, per_market: bool = Fal
         try:
             metadata = snapshots.publish(name, stored, run_id=context.run.run_id, partition=_partition(context), per_market=per_market)
         except (redis.RedisError, OSError) as exc:  # a cache outage must never fail a committed write
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {redact_text(str(exc))}"
             context.log.warning(f"{name}: Redis snapshot push failed, Postgres write stands: {reason}")
             metadata = {"published": f"failed: {reason}"}
         return dg.MaterializeResult(metadata=metadata)

@@ -27,6 +27,7 @@ from pydantic import Field
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
 from dantaro_assets.lib.postgres_io import read_table
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.settings import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +168,14 @@ class SnapshotStore(dg.ConfigurableResource):
         try:
             cached = self.cached(asset, market)
         except (redis.RedisError, OSError) as exc:
-            log.warning("redis unavailable, reading %s from postgres: %s", asset, exc)
+            log.warning("redis unavailable, reading %s from postgres: %s", asset, redact_text(str(exc)))
             cached = None
         try:
             stored = self.stored(asset, market, newer_than=None if cached is None else cached[AS_OF])
         except (adbc_driver_manager.Error, PostgresUnavailableError) as exc:
             if cached is None:
                 raise
-            log.warning("postgres unavailable, serving %s from redis: %s", asset, exc)
+            log.warning("postgres unavailable, serving %s from redis: %s", asset, redact_text(str(exc)))
             stored = None
         if stored is not None:
             return stored

@@ -61,6 +61,7 @@ from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, ceil_minute, floor_minute
+from dantaro_assets.settings import redact_text, redact_url
 
 log = logging.getLogger("dantaro.stream")
 
@@ -272,7 +273,7 @@ class CandleStream:
         try:
             markets = await asyncio.to_thread(self.read_universe)
         except (PostgresUnavailableError, adbc_driver_manager.Error) as exc:  # keep streaming the known universe
-            log.warning("stream: cannot read the universe from upbit_markets (%s); keeping %d markets", exc, len(self.universe))
+            log.warning("stream: cannot read the universe from upbit_markets (%s); keeping %d markets", redact_text(str(exc)), len(self.universe))
             return
         if markets != self.universe or self.version == 0:  # said once, not at every re-read
             if markets:
@@ -388,7 +389,7 @@ class CandleStream:
         try:
             self.store.publish(self.health(running), ready)
         except redis.RedisError as exc:  # analyses then see the stream as down and fetch over REST
-            log.warning("stream: cannot record its health in Redis (%s: %s)", type(exc).__name__, exc)
+            log.warning("stream: cannot record its health in Redis (%s: %s)", type(exc).__name__, redact_text(str(exc)))
             return
         self.ended = [w for w in self.ended if w not in ready]
 
@@ -516,7 +517,7 @@ def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stream.stop.set)
-        log.info("stream: %s, grace %g s, reports every %g s", stream.url, settings.stream_grace_seconds, settings.stream_report_seconds)
+        log.info("stream: %s, grace %g s, reports every %g s", redact_url(stream.url), settings.stream_grace_seconds, settings.stream_report_seconds)
         await stream.run()
 
     asyncio.run(main())
