@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 
+from dantaro_assets.lib import embedded
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.instance import use_instance
 from dantaro_assets.processes.stop import processes_naming
@@ -72,6 +73,49 @@ def test_api_started_elsewhere_serves_the_runs_of_the_state_folder(tmp_path):
         api.terminate()
         api.wait(timeout=30)
     assert run_id in [job["job_id"] for job in status["last_jobs"]]
+
+
+def _get(url: str, process: subprocess.Popen, timeout: float = 120) -> httpx.Response:
+    """The first answer of a server still starting (connection refused until it listens)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=30)
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, f"no answer from {url} in {timeout:.0f} s"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_api_after_stop_answers_503_and_never_starts_the_embedded_servers(tmp_path, fresh_state):
+    """`dantaro api` outliving `dantaro dev`: it reads the servers that run and never starts one that would outlive it."""
+    state = fresh_state
+    env = _env(state, DATABASE_URL="", REDIS_URL="")
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "api", "--port", str(port)], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    latest = f"http://127.0.0.1:{port}/market-status/latest"
+    try:
+        before = _get(latest, api)
+        assert processes_naming(state) == []  # no Postgres, no Redis: the request started nothing
+        settings = load_settings(env)
+        embedded.postgres_url(settings), embedded.redis_url(settings)  # as `dantaro dev` starts them
+        during = httpx.get(latest, timeout=30)
+        stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        after = httpx.get(latest, timeout=30)
+        status = httpx.get(f"http://127.0.0.1:{port}/worker/status", timeout=30).json()
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert before.status_code == 503 and before.json() == {"detail": "snapshot storage is unavailable; try again later"}
+    assert during.status_code in (404, 503) and "Postgres, Redis" in stop.stdout, (during.text, stop.stdout)
+    assert after.status_code == 503
+    assert processes_naming(state) == [] and stop.returncode == 0, stop.stdout + stop.stderr
+    assert status["stream"]["state"] == "unknown"  # Redis is down: the stream's health cannot be read
+    assert not (state / "dev.json").exists()
 
 
 def _open_runs(home: Path) -> list[str]:

@@ -19,7 +19,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.embedded import embedded_postgres_url
+from dantaro_assets.lib.embedded import embedded_postgres_url, running_postgres_url
 from dantaro_assets.redaction import redact_text, redact_url
 
 
@@ -67,13 +67,19 @@ class PostgresResource(dg.ConfigurableResource):
     url: str | None = None
     db_schema: str = "dantaro"
     state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
+    # False: use the embedded server only while it runs (the API must never start one that outlives `dantaro stop`)
+    start_embedded: bool = True
 
     def resolved_url(self) -> str:
         if self.url:
             return self.url
         if self.state_dir is None:
             raise ValueError("PostgresResource needs a url or a state_dir (for the embedded server)")
-        return embedded_postgres_url(Path(self.state_dir))
+        if self.start_embedded:
+            return embedded_postgres_url(Path(self.state_dir))
+        if (url := running_postgres_url(Path(self.state_dir))) is None:
+            raise PostgresUnavailableError(f"the embedded Postgres of {self.state_dir} is not running (`dantaro dev` starts it)")
+        return url
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[adbc.Connection]:
