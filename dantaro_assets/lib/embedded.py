@@ -145,6 +145,18 @@ def embedded_redis_url(state_dir: Path) -> str:
     return url
 
 
+_SERVERS = {"postgres": (embedded_postgres_url, running_postgres_url), "redis": (embedded_redis_url, running_redis_url)}
+
+
+def embedded_server_url(server: str, state_dir: str | Path | None, *, start: bool = True) -> str | None:
+    """For a resource without a URL: the URL of the state folder's embedded ``server`` ("postgres" or "redis"),
+    started if it is down; with ``start=False`` only while it runs (None when it does not)."""
+    if state_dir is None:
+        raise ValueError(f"a {server} resource needs a url or a state_dir (for the embedded server)")
+    starting, running = _SERVERS[server]
+    return (starting if start else running)(Path(state_dir))
+
+
 def stop_embedded(state_dir: Path) -> list[str]:
     """Stop the embedded servers of ``state_dir`` that run (data is kept); returns which were stopped."""
     state_dir = Path(state_dir).resolve()

@@ -6,13 +6,11 @@ This module is the connection; the snapshot keys and their format live in
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import redis
 from pydantic import PrivateAttr
 
-from dantaro_assets.lib.embedded import embedded_redis_url, running_redis_url
+from dantaro_assets.lib.embedded import embedded_server_url
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -27,13 +25,8 @@ class RedisResource(dg.ConfigurableResource):
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def resolved_url(self) -> str:
-        if self.url:
-            return self.url
-        if self.state_dir is None:
-            raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
-        if self.start_embedded:
-            return embedded_redis_url(Path(self.state_dir))
-        if (url := running_redis_url(Path(self.state_dir))) is None:
+        url = self.url or embedded_server_url("redis", self.state_dir, start=self.start_embedded)
+        if url is None:
             raise redis.ConnectionError(f"the embedded Redis of {self.state_dir} is not running (`dantaro dev` starts it)")
         return url
 
