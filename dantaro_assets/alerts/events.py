@@ -139,6 +139,14 @@ def expired_picks(postgres: PostgresResource, scorer: str, after: datetime, now:
     return events
 
 
+def step_error(event: dg.DagsterEvent) -> str:
+    """What broke in a failed step: the root cause Dagster wrapped, with the step's name."""
+    error = event.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    return f"{event.step_key}: {error.cls_name}: {error.message.strip()}"
+
+
 def run_failed(run: dg.DagsterRun, failed_at: datetime, message: str | None, step_errors: Iterable[str]) -> Event:
     """``run_failed`` for ``run``: what broke is the first step's error, else the run's failure message (URLs redacted)."""
     error = redact_text(next(iter(step_errors), None) or message or "no error recorded").strip()

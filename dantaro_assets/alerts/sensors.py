@@ -133,7 +133,7 @@ def run_failed_sensor(enabled: bool) -> dg.SensorDefinition:
         run = context.dagster_run
         record = context.instance.get_run_record_by_id(run.run_id)
         failed_at = datetime.fromtimestamp(record.end_time, UTC) if record and record.end_time else get_current_datetime()
-        steps = [event.step_failure_data.error.message for event in context.get_step_failure_events() if event.step_failure_data.error]
+        steps = [detect.step_error(event) for event in context.get_step_failure_events() if event.step_failure_data.error]
         event = detect.run_failed(run, failed_at, context.failure_event.message, steps)
         added = enqueue(postgres, targets, [event], get_current_datetime())
         context.log.info(_queued([event], added))
