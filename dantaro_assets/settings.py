@@ -178,7 +178,7 @@ class Settings(BaseModel):
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
     webhooks: tuple[WebhookTarget, ...] = Field((), alias="DANTARO_WEBHOOKS",
-        description="JSON list of webhook receivers `{url, events, format: json|slack|discord, secret}` (docs: Webhooks); shown redacted")
+        description="JSON list of webhook receivers `{url, events, format, secret}`, format json, slack or discord (docs: Webhooks); shown redacted")
 
     @field_validator("webhooks", mode="before")
     @classmethod

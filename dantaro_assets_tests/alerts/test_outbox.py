@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from dantaro_assets.alerts.outbox import MAX_ATTEMPTS, enqueue
 from dantaro_assets.alerts.webhooks import Event, WebhookTargets, verify_signature
+from dantaro_assets.maintenance.cleanup import purge_tables, table_cutoffs
+from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.alerts.conftest import alert_definitions, deliveries, receivers, tick
 from dantaro_assets_tests.alerts.receiver import Receiver
 from dantaro_assets_tests.harness import free_port
@@ -138,3 +140,12 @@ def test_the_outbox_keeps_no_secret_and_shows_a_chat_url_redacted(postgres, redi
     assert row["url"] == chat.url.replace("http://", "http://bot:***@") + "/services/T000/B000/***"
     stored = json.dumps(row, default=str)
     assert SECRET not in stored and token not in stored
+
+
+def test_deliveries_are_kept_as_long_as_the_run_history(postgres, settings):
+    now = datetime.now(UTC)
+    targets = receivers("http://127.0.0.1:9/", ["regime_change"])
+    _queue(targets, postgres, now - timedelta(days=settings.retention_runs_days + 1), _event("regime_change:old"))
+    _queue(targets, postgres, now - timedelta(days=1), _event("regime_change:recent"))
+    assert purge_tables(postgres, table_cutoffs(now, run_settings(settings))) == {"webhook_deliveries": 1}
+    assert [row["event_id"] for row in deliveries(postgres)] == ["regime_change:recent"]
