@@ -3,8 +3,10 @@
 Each detector reads stored outputs only (the analyses' Postgres tables, Dagster's check and freshness
 records, the stream's health record in Redis) and returns the events found after a watermark with the
 new watermark. An event's ``key`` names the occurrence, so reading the same rows twice queues nothing twice
-(the outbox's idempotency key derives from it). A detector never looks further back than ``CATCH_UP``: a
-first start, or a sensor started again after a day, reports what is news, not the history.
+(the outbox's idempotency key derives from it): each look reaches ``OVERLAP`` behind its watermark, for
+what was stored late (a check evaluated in one run but written after another run's later one). A detector
+never looks further back than ``CATCH_UP``: a first start, or a sensor started again after a day, reports
+what is news, not the history.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.redaction import redact_text
 
 CATCH_UP = timedelta(minutes=15)
+OVERLAP = timedelta(seconds=60)
 PICK_HORIZON_LIMIT = timedelta(hours=48)  # the longest holding horizon a pick may state: how far back an expiry is looked for
 CHECK_HISTORY = 20  # evaluations read per check and tick: more than a check runs between two ticks
 _PICK_COLUMNS = ("as_of", "market", "rank", "score", "entry", "target", "stop", "reward_risk", "summary")
 
 
 def since(cursor: str | None, now: datetime) -> datetime:
-    """The watermark a detector reads after: the sensor's cursor, never older than ``CATCH_UP`` before ``now``."""
+    """What a detector reads after: ``OVERLAP`` before the sensor's cursor, never more than ``CATCH_UP`` before ``now``."""
     floor = now - CATCH_UP
-    return max(datetime.fromisoformat(cursor), floor) if cursor else floor
+    return max(datetime.fromisoformat(cursor) - OVERLAP, floor) if cursor else floor
 
 
 def _words(regime: str) -> str:

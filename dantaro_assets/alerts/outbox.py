@@ -77,7 +77,7 @@ def ensure_table(postgres: PostgresResource) -> str:
 
 
 def enqueue(postgres: PostgresResource, targets: Sequence[WebhookTarget], events: Iterable[Event], now: datetime) -> list[str]:
-    """Queue each event for each receiver subscribed to it, in one transaction; the idempotency keys that were new."""
+    """Queue each event for each receiver subscribed to it, in one transaction; the event ids of the deliveries that were new."""
     rows = [(delivery_key(event, target), event, target) for event in events for target in targets if event.name in target.events]
     if not rows:
         return []
@@ -87,7 +87,7 @@ def enqueue(postgres: PostgresResource, targets: Sequence[WebhookTarget], events
         for key, event, target in rows:
             cur.execute(
                 f"INSERT INTO {table} (idempotency_key, event, event_id, target, url, format, body, next_attempt_at, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING event_id",
                 [key, event.name, event.key, target.fingerprint, redact_webhook_url(target.url), target.format, body(event, target.format), now],
             )
             added += [row[0] for row in cur.fetchall()]

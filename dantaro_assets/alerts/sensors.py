@@ -47,11 +47,13 @@ def _subscribed(targets: Sequence[WebhookTarget], events: Sequence[str]) -> bool
     return any(event in target.events for target in targets for event in events)
 
 
-def _queued(found: list[Event], added: list[str]) -> str:
-    if not found:
+def _queued(added: list[str]) -> str:
+    """The tick's message: the deliveries queued and their events (an event found again queues nothing)."""
+    if not added:
         return "nothing new"
-    names = ", ".join(event.key for event in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-    return f"{len(found)} event(s) ({names}): {len(added)} new delivery(ies) queued"
+    events = list(dict.fromkeys(added))
+    names = ", ".join(events[:5]) + (f" and {len(events) - 5} more" if len(events) > 5 else "")
+    return f"{len(added)} delivery(ies) queued: {names}"
 
 
 def event_sensor(name: str, events: Sequence[str], detector: Detector, enabled: bool, description: str) -> dg.SensorDefinition:
@@ -67,8 +69,8 @@ def event_sensor(name: str, events: Sequence[str], detector: Detector, enabled: 
         found, cursor = detector(Sources(context, postgres, redis), context.cursor, now)
         added = enqueue(postgres, targets, found, now)
         if added:
-            context.log.info(_queued(found, added))
-        return dg.SensorResult(skip_reason=_queued(found, added), cursor=cursor)
+            context.log.info(_queued(added))
+        return dg.SensorResult(skip_reason=_queued(added), cursor=cursor)
 
     return _sensor
 
@@ -135,8 +137,7 @@ def run_failed_sensor(enabled: bool) -> dg.SensorDefinition:
         failed_at = datetime.fromtimestamp(record.end_time, UTC) if record and record.end_time else get_current_datetime()
         steps = [detect.step_error(event) for event in context.get_step_failure_events() if event.step_failure_data.error]
         event = detect.run_failed(run, failed_at, context.failure_event.message, steps)
-        added = enqueue(postgres, targets, [event], get_current_datetime())
-        context.log.info(_queued([event], added))
+        context.log.info(_queued(enqueue(postgres, targets, [event], get_current_datetime())))
 
     return webhook_run_failed_sensor
 

@@ -57,12 +57,12 @@ def test_regime_change_is_told_once_for_each_snapshot_that_turns(postgres, redis
         assert tick(definitions, instance, "webhook_regime_change_sensor", first.cursor).skip_message == "nothing new"
         store(postgres, market_status, status_rows(now, (timedelta(minutes=1), "neutral", 45.0)))
         again = tick(definitions, instance, "webhook_regime_change_sensor", first.cursor)
-        assert tick(definitions, instance, "webhook_regime_change_sensor").skip_message.endswith("0 new delivery(ies) queued")
+        assert tick(definitions, instance, "webhook_regime_change_sensor").skip_message == "nothing new"  # found again: queued once
         deliver(definitions, instance)
 
     assert [row["event_id"] for row in deliveries(postgres)] == [
         f"regime_change:{(now - timedelta(minutes=8)):%Y-%m-%dT%H:%M:%SZ}", f"regime_change:{(now - timedelta(minutes=1)):%Y-%m-%dT%H:%M:%SZ}"]
-    assert again.skip_message.endswith("1 new delivery(ies) queued")
+    assert again.skip_message == f"1 delivery(ies) queued: regime_change:{(now - timedelta(minutes=1)):%Y-%m-%dT%H:%M:%SZ}"
     assert {request.body.decode() for request in receiver.requests} == {json.dumps(body, separators=(",", ":")) for body in [
         {"text": f"KRW market turned risk-off (score 34/100, was neutral at 50) at {clock(now - timedelta(minutes=8))}: "
                  "22% of 231 markets up over the hour, median -0.80% in 1 h"},
@@ -108,7 +108,8 @@ def test_a_market_entering_the_served_picks_is_a_new_top_pick_and_its_expiry_is_
         later = tick(definitions, instance, "webhook_new_top_pick_sensor", picks.cursor)
         deliver(definitions, instance)
 
-    assert picks.cursor == (now - timedelta(minutes=2)).isoformat() and later.skip_message.endswith("1 new delivery(ies) queued")
+    assert picks.cursor == (now - timedelta(minutes=2)).isoformat()
+    assert later.skip_message == f"1 delivery(ies) queued: new_top_pick:{(now - timedelta(minutes=1)):%Y-%m-%dT%H:%M:%SZ}:KRW-A"
     received = sorted((json.loads(request.body) for request in receiver.requests), key=lambda event: (event["occurred_at"], event["event"]))
     assert [(event["event"], event["data"]["market"]) for event in received] == [  # a receiver may get them in any order
         ("new_top_pick", "KRW-C"), ("new_top_pick", "KRW-D"), ("new_top_pick", "KRW-A"), ("picks_expired", "KRW-C")]
