@@ -157,9 +157,10 @@ def run_failed(run: dg.DagsterRun, failed_at: datetime, message: str | None, ste
     partition = run.tags.get("dagster/partition") or "...".join(
         filter(None, [run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)]))
     where = f" ({partition})" if partition else ""
-    text = f"Run of {run.job_name}{where} failed at {clock(failed_at)}: {first_line} (run {run.run_id[:8]})"
-    data = {"run_id": run.run_id, "job_name": run.job_name, "partition": partition or None, "error": error[:2000],
-            "will_retry": run.tags.get("dagster/will_retry") == "true"}
+    will_retry = run.tags.get("dagster/will_retry") == "true"  # run retries re-launch a run whose worker crashed
+    text = (f"Run of {run.job_name}{where} failed at {clock(failed_at)}: {first_line} (run {run.run_id[:8]}"
+            f"{'; it will be retried' if will_retry else ''})")
+    data = {"run_id": run.run_id, "job_name": run.job_name, "partition": partition or None, "error": error[:2000], "will_retry": will_retry}
     return Event("run_failed", f"run_failed:{run.run_id}", failed_at, text, data)
 
 
@@ -229,5 +230,6 @@ def stream_changes(store: SeenStore, max_lag: float, cursor: str | None, now: da
                 "over REST meanwhile")
         return [Event("stream_down", key, now, text, figures)], json.dumps({"up": False, "down": key})
     down_key = seen.get("down")
-    text = f"Live candle stream back at {clock(now)}, {status['lag_s']} s behind Upbit's clock"
+    behind = f", {status['lag_s']} s behind Upbit's clock" if status["lag_s"] is not None else ""
+    text = f"Live candle stream back at {clock(now)}{behind}"
     return [Event("stream_up", f"stream_up:{down_key or iso(now)}", now, text, figures)], json.dumps({"up": True, "down": None})
