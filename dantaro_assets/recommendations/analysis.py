@@ -33,8 +33,7 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, Lookback, listed_at
-from dantaro_assets.lib.tick_grid import ticks_at
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, Lookback, listed_at, ticks_at
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
 from dantaro_assets.recommendations.scorers import (

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, listed_at
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, listed_at, ticks_at
 from dantaro_assets.lib.point_in_time import MARKET, START
-from dantaro_assets.lib.tick_grid import tick_for, ticks_at
+from dantaro_assets.lib.tick_grid import tick_for
 
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
