@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import adbc_driver_manager
@@ -35,7 +36,7 @@ from starlette.routing import Route
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.markets.seen import SeenStore, stream_status
-from dantaro_assets.operations.for_people import for_people
+from dantaro_assets.operations.for_people import for_people, unexpired
 from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
@@ -247,6 +248,8 @@ OPENAPI: dict[str, Any] = {
                              "description": "prices rounded to the tick, percentages to 2 decimals (storage keeps full precision)"},
                     "source": {"type": "string", "enum": ["redis", "postgres"]},
                     "ranking": {"type": "string", "description": "support levels only: how rank orders the levels"},
+                    "expired": {"type": "integer", "description": "recommendations only: picks left out because their horizon "
+                                "ended (expires_at)"},
                 },
             },
             "Scorecard": {
@@ -344,7 +347,10 @@ def create_app(
         return snapshot_response("market_status")
 
     def recommendations(_: Request) -> JSONResponse:
-        return snapshot_response("recommendations")
+        payload = snapshots.latest("recommendations")
+        if payload is None:
+            return JSONResponse({"detail": "no recommendations snapshot yet"}, status_code=404)
+        return JSONResponse(for_people("recommendations", unexpired(payload, datetime.now(timezone.utc))))
 
     def scorecard(_: Request) -> JSONResponse:
         return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), settings.scorer))
