@@ -59,10 +59,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib import tick_grid
 from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
-from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.recommendations import analysis
 from dantaro_assets.recommendations.calibration import Calibration, load_calibration
 from dantaro_assets.recommendations.outcomes import (
@@ -523,7 +523,7 @@ LEVEL_KEYS = ("zone_overlaps", "supports_above_price", "resistances_below_price"
 
 
 def served(asset: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows as the API serves them (operations.for_people's rounding)."""
+    """The rows as the API serves them (api.for_people's rounding)."""
     if frame.empty:
         return frame
     return pd.DataFrame(for_people(asset, {"rows": frame.to_dict("records")})["rows"], index=frame.index)

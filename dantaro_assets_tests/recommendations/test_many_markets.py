@@ -15,11 +15,11 @@ import pandas as pd
 import psycopg
 import pytest
 
+from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
-from dantaro_assets.operations.for_people import for_people
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import recommendations, recommendations_redis
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations

@@ -8,7 +8,7 @@ The snapshot endpoints serve the newer of the Redis key that each analysis's pub
 newest ``as_of`` in Postgres, the record (``SnapshotStore.latest``): one query on the key index returns
 rows only when Postgres holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
 never depends on the cache and never goes back in time. Rows are answered rounded for people (prices to
-the tick, percentages to 2 decimals: operations.for_people); storage keeps full precision.
+the tick, percentages to 2 decimals: api.for_people; picks past their horizon left out); storage keeps full precision.
 ``dantaro api --port N`` serves it with uvicorn.
 """
 
@@ -33,15 +33,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from dantaro_assets.api.for_people import for_people, unexpired
+from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.markets.seen import SeenStore, stream_status
-from dantaro_assets.operations.for_people import for_people, unexpired
-from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
+from dantaro_assets.redaction import redact_text
 from dantaro_assets.resources import snapshot_store
-from dantaro_assets.settings import Settings, redact_text
+from dantaro_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 

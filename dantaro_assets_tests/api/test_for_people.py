@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from dantaro_assets.operations.for_people import for_people, unexpired
+from dantaro_assets.api.for_people import for_people, unexpired
 
 
 def test_picks_past_their_horizon_are_dropped_and_counted():
