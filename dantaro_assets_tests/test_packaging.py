@@ -1,4 +1,5 @@
-"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template."""
+"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template and
+the recommendations' calibration table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import yaml
 
 from dantaro_assets.definitions import defs
 from dantaro_assets.processes.instance import TEMPLATE, render_instance_config
+from dantaro_assets.recommendations.calibration import CALIBRATION_FILE
 from dantaro_assets.settings import PROJECT_DIR, load_settings
 
 
@@ -20,6 +22,7 @@ def test_the_built_package_ships_the_dagster_yaml_template(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     shipped = tmp_path / "lib" / "dantaro_assets" / "processes" / "dagster.yaml"
     assert shipped.read_bytes() == TEMPLATE.read_bytes()
+    assert (tmp_path / "lib" / "dantaro_assets" / "recommendations" / "calibration.json").read_bytes() == CALIBRATION_FILE.read_bytes()
     assert not (tmp_path / "lib" / "dantaro_assets_tests").exists()
     rendered = render_instance_config(load_settings({"WORKER_MAX_WORKERS": "2"}), template=shipped)
     assert rendered["concurrency"]["runs"]["max_concurrent_runs"] == 2
@@ -42,6 +45,7 @@ def test_a_plain_install_loads_the_definitions_without_the_checkout(tmp_path):
     assert (site / "dantaro_assets" / "processes" / "dagster.yaml").is_file()
     probe = (
         "import dantaro_assets, dantaro_assets.definitions as d; "
+        "from dantaro_assets.recommendations.calibration import load_calibration; load_calibration().reach_atr(24, 1.5); "
         "print(dantaro_assets.__file__); "
         "print(' '.join(sorted(k.to_user_string() for k in d.defs.resolve_asset_graph().get_all_asset_keys())))"
     )

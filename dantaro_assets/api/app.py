@@ -8,7 +8,7 @@ The snapshot endpoints serve the newer of the Redis key that each analysis's pub
 newest ``as_of`` in Postgres, the record (``SnapshotStore.latest``): one query on the key index returns
 rows only when Postgres holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
 never depends on the cache and never goes back in time. Rows are answered rounded for people (prices to
-the tick, percentages to 2 decimals: operations.for_people); storage keeps full precision.
+the tick, percentages to 2 decimals: api.for_people; picks past their horizon left out); storage keeps full precision.
 ``dantaro api --port N`` serves it with uvicorn.
 """
 
@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import adbc_driver_manager
@@ -32,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dantaro_assets.api.for_people import for_people
+from dantaro_assets.api.for_people import for_people, unexpired
 from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
@@ -248,6 +249,8 @@ OPENAPI: dict[str, Any] = {
                              "description": "prices rounded to the tick, percentages to 2 decimals (storage keeps full precision)"},
                     "source": {"type": "string", "enum": ["redis", "postgres"]},
                     "ranking": {"type": "string", "description": "support levels only: how rank orders the levels"},
+                    "expired": {"type": "integer", "description": "recommendations only: picks left out because their horizon "
+                                "ended (expires_at)"},
                 },
             },
             "Scorecard": {
@@ -345,7 +348,10 @@ def create_app(
         return snapshot_response("market_status")
 
     def recommendations(_: Request) -> JSONResponse:
-        return snapshot_response("recommendations")
+        payload = snapshots.latest("recommendations")
+        if payload is None:
+            return JSONResponse({"detail": "no recommendations snapshot yet"}, status_code=404)
+        return JSONResponse(for_people("recommendations", unexpired(payload, datetime.now(timezone.utc))))
 
     def scorecard(_: Request) -> JSONResponse:
         return JSONResponse(scorecard_report(recent_outcomes(snapshots.postgres), settings.scorer))

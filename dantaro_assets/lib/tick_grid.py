@@ -20,8 +20,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from dantaro_assets.lib.analysis_inputs import listed_at
-
 # Lower bound of each band (KRW) and the band's tick, ascending; below the first bound: 1e-8.
 _KRW_BOUNDS = np.array(
     [0.00001, 0.0001, 0.001, 0.01, 0.1, 1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000],
@@ -33,7 +31,7 @@ _KRW_TICKS = np.array(
 )
 _SNAP = 1e-9  # a tick count this close (relative) to a whole number is that number
 
-Direction = Literal["down", "up"]
+Direction = Literal["down", "up", "nearest"]
 
 
 def krw_tick_size(prices) -> np.ndarray:
@@ -57,13 +55,13 @@ def _decimal_parts(ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def round_to_tick(prices, ticks, direction: Direction) -> np.ndarray:
-    """``prices`` moved onto their tick grid, ``"down"`` (floor) or ``"up"`` (ceiling), as exact decimals.
+    """``prices`` moved onto their tick grid, ``"down"`` (floor), ``"up"`` (ceiling) or ``"nearest"``, as exact decimals.
 
     ``ticks`` is one tick or one per price. A price already on the grid is returned as the grid's
     float. NaN prices, and prices with a NaN or non-positive tick, give NaN.
     """
-    if direction not in ("down", "up"):
-        raise ValueError(f"direction must be 'down' or 'up', got {direction!r}")
+    if direction not in ("down", "up", "nearest"):
+        raise ValueError(f"direction must be 'down', 'up' or 'nearest', got {direction!r}")
     values = np.asarray(prices, dtype=float)
     tick_array = np.broadcast_to(np.asarray(ticks, dtype=float), values.shape).copy()
     mantissa, scale = _decimal_parts(tick_array)
@@ -71,7 +69,8 @@ def round_to_tick(prices, ticks, direction: Direction) -> np.ndarray:
         count = values * scale / mantissa
         nearest = np.round(count)
         on_grid = np.abs(count - nearest) <= _SNAP * np.maximum(1.0, np.abs(nearest))
-        whole = np.where(on_grid, nearest, np.floor(count) if direction == "down" else np.ceil(count))
+        moved = {"down": np.floor, "up": np.ceil, "nearest": np.round}[direction](count)
+        whole = np.where(on_grid, nearest, moved)
         return whole * mantissa / scale
 
 
@@ -82,16 +81,19 @@ def off_grid(prices, ticks) -> np.ndarray:
     return np.isfinite(values) & ~(snapped == values)
 
 
-def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
-    """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
-    newest = listed_at(instruments, as_of)
-    return pd.Series(dtype=float) if newest is None else newest["tick_size"].astype(float)
+def grid_tick(prices, row_ticks) -> np.ndarray:
+    """The tick each price must sit on when its row was placed on ``row_ticks`` (one per price, or one):
+    the coarser of that and the documented tick at the price itself (a price beyond a band edge)."""
+    return np.fmax(krw_tick_size(prices), np.broadcast_to(np.asarray(row_ticks, dtype=float), np.shape(prices)))
+
+
+def to_grid(prices, row_ticks, direction: Direction) -> np.ndarray:
+    """``prices`` rounded onto the grid of :func:`grid_tick`: how every price a person reads is placed."""
+    return round_to_tick(prices, grid_tick(prices, row_ticks), direction)
 
 
 def tick_for(prices: pd.Series, stored: pd.Series) -> np.ndarray:
     """The tick each price (indexed by market) must sit on: the coarser of the market's tick in ``stored``
     (index market) and the documented table's at the price. Upbit's ticks nest (a coarser tick is a
     multiple of every finer one), so a price on the coarser grid is placeable on both."""
-    table = krw_tick_size(prices.to_numpy())
-    market_tick = stored.reindex(prices.index).to_numpy(dtype=float)
-    return np.where(np.isfinite(market_tick), np.fmax(market_tick, table), table)
+    return grid_tick(prices.to_numpy(), stored.reindex(prices.index).to_numpy(dtype=float))

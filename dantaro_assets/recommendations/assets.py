@@ -42,15 +42,16 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
+from dantaro_assets.recommendations.trade_plan import EXCLUDED, NEGATIVE_EV
 
 _KEY = ["as_of", "scorer", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "p_target_first",
+                  "expected_return_net", "expires_at", "regime", "caution"]
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
     """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
-    return RecommendationParams(min_turnover_krw=run_settings.min_turnover_krw, min_reward_risk=run_settings.min_reward_risk,
-                                scorers=tuple(served_first(run_settings.scorer)))
+    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)))
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -114,8 +115,10 @@ def recommendations(
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
             "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
-            "excluded_reward_risk_reason": (f"placed target/stop offer less than {run_settings.min_reward_risk} reward:risk, "
+            "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {run_settings.min_reward_risk} reward:risk, "
                                             "or no room below the nearest resistance"),
+            "excluded_negative_ev": int(latest["excluded_negative_ev"]) if latest is not None else 0,
+            "excluded_negative_ev_reason": EXCLUDED[NEGATIVE_EV],
             "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
             "regime": str(latest["regime"]) if latest is not None else "none",
             "min_turnover_krw": run_settings.min_turnover_krw,
