@@ -1,4 +1,4 @@
-"""The only assets that call Upbit: the day's KRW universe and its 1-minute, 1-hour and 1-day candles.
+"""The only assets that call Upbit: the day's KRW universe, its 1-minute, 1-hour and 1-day candles and its order books.
 
 Upbit has no historical market list, so the universe of a past day is what Upbit (or the replay
 server) lists when that day's partition is materialised. Candle partitions hold closed candles of
@@ -9,6 +9,7 @@ their window for every market of the window's universe. Candles are facts: a ref
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
 candles a request over each range (see ``partitions.backfill_policy``). In the analysis jobs,
 ``candles_1m`` reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
+``orderbook_top`` is a fact of the moment it is fetched: the recommendations job fetches it at each tick.
 """
 
 
@@ -23,7 +24,7 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
-from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.lib.upbit import BOOK_COLUMNS, MARKET_COLUMNS, UpbitClient, interval
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
@@ -33,6 +34,7 @@ from dantaro_assets.markets.candles import (
 )
 from dantaro_assets.markets.schemas import (
     candles_schema,
+    orderbook_top_schema,
     upbit_instruments_schema,
     upbit_markets_schema,
 )
@@ -95,6 +97,45 @@ def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upb
     metadata = {"markets": int(ticks["market"].nunique()), "unanswered": int(listed["market"].nunique() - ticks["market"].nunique()),
                 "tick_sizes": int(ticks["tick_size"].nunique())}
     yield from checked(pandera_check(upbit_instruments_schema(start, end), frame), metadata=metadata)
+    yield dg.Output(frame, metadata=metadata)
+
+
+ORDERBOOK_TOP_COLUMNS = ["as_of", *BOOK_COLUMNS]
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # the recommendations job's candles_1m step's: one policy per job
+    # A book is a fact of the moment it was fetched: each fetch adds its rows (as_of, market), none is replaced.
+    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.MERGE.value},
+    check_specs=[schema_check_spec("orderbook_top")],
+    description=("Top of the order book (best ask and bid, their sizes, spread_bps) of every KRW market of the day, from "
+                 "/v1/orderbook, as_of = when it was fetched on Upbit's clock: the entry a buyer can get. Fetched by the "
+                 "recommendations job; a run of an hour that has passed on Upbit's clock stores nothing (no book history)."),
+    **_UPBIT_STEP,
+)
+def orderbook_top(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+    try:
+        markets = universe_markets(upbit_markets, start, end)
+    except MissingUniverseError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    books, stats = upbit.orderbook(markets)
+    as_of = stats.server_time.floor("s") if stats.server_time is not None else None
+    in_window = as_of is not None and start <= as_of < end
+    kept = books if in_window else books.iloc[:0]
+    frame = kept.assign(as_of=pd.Series(as_of, index=kept.index, dtype="datetime64[ns, UTC]"))[ORDERBOOK_TOP_COLUMNS]
+    metadata = {
+        "as_of": str(as_of), "markets_requested": stats.markets_requested, "markets_returned": stats.markets_returned,
+        "unanswered": stats.markets_requested - stats.markets_returned, "books_stored": len(frame), "requests": stats.requests,
+        "http_429": stats.http_429, "retries": stats.retries, "seconds": round(stats.seconds, 3),
+        "spread_bps_median": round(float(books["spread_bps"].median()), 2) if len(books) else "n/a",
+        "spread_bps_p90": round(float(books["spread_bps"].quantile(0.9)), 2) if len(books) else "n/a",
+    }
+    if not in_window:
+        metadata["not_stored"] = f"fetched at {as_of} on Upbit's clock, outside the partition's hour: a book belongs to the hour it is seen in"
+    yield from checked(pandera_check(orderbook_top_schema(start, end), frame), metadata=metadata)
     yield dg.Output(frame, metadata=metadata)
 
 

@@ -171,13 +171,15 @@ def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: str, seconds: 
     return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))
 
 
-def analysis_defs(settings: Settings, analysis: dg.AssetsDefinition, publish: dg.AssetsDefinition, seconds: int, description: str) -> dg.Definitions:
+def analysis_defs(settings: Settings, analysis: dg.AssetsDefinition, publish: dg.AssetsDefinition, seconds: int, description: str,
+                  also_fetch: Sequence[str] = ()) -> dg.Definitions:
     """An hourly analysis's definitions: the analysis (its freshness from ``seconds``), its Redis publish step,
-    the job completing the hour's candles then computing and publishing, and its schedule every ``seconds``.
+    the job completing the hour's candles (and fetching ``also_fetch``, market assets only this analysis reads)
+    then computing and publishing, and its schedule every ``seconds``.
 
     One cadence sets the cron, the freshness policy and, through ``run_settings``, the ticks."""
     name = analysis.key.to_user_string()
-    job = asset_job(f"{name}_job", name, ["candles_1m", name, publish.key.to_user_string()], description, settings,
+    job = asset_job(f"{name}_job", name, ["candles_1m", *also_fetch, name, publish.key.to_user_string()], description, settings,
                     retry_policy=upbit_retry_policy(settings.run_retries))
     return dg.Definitions(
         assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [analysis]), publish],

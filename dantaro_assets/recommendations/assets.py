@@ -42,16 +42,17 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
-from dantaro_assets.recommendations.trade_plan import EXCLUDED, NEGATIVE_EV
+from dantaro_assets.recommendations.trade_plan import BEST_ASK, EXCLUDED, LAST_TRADE, NEGATIVE_EV
 
 _KEY = ["as_of", "scorer", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "p_target_first",
-                  "expected_return_net", "expires_at", "regime", "caution"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "entry_from", "spread_bps", "target", "stop", "reward_risk",
+                  "p_target_first", "expected_return_net", "expires_at", "regime", "caution"]
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
     """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
-    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)))
+    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)),
+                                max_spread_bps=run_settings.max_spread_bps)
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -72,7 +73,8 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 @dg.asset(
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-    ins=analysis_ins(LOOKBACK),
+    # the hour's order book tops where the job fetched them (optional: backfills have none, entries are the last trades)
+    ins={**analysis_ins(LOOKBACK), "orderbook_top": dg.AssetIn(metadata={"optional": True})},
     metadata={
         "partition_expr": "as_of",
         "primary_key": _KEY,
@@ -93,15 +95,18 @@ def recommendations(
     candles_1d: pd.DataFrame,
     upbit_markets: pd.DataFrame,
     upbit_instruments: pd.DataFrame,
+    orderbook_top: pd.DataFrame,
 ) -> Iterator:
     start, end = _window(context)
     params = recommendation_params(run_settings)
     as_ofs = stored_ticks(start, end, run_settings.recommendations_interval, candles_1m)
     inputs = AnalysisInputs.assemble(LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
-                                     upbit_markets=upbit_markets, upbit_instruments=upbit_instruments)
+                                     upbit_markets=upbit_markets, upbit_instruments=upbit_instruments, orderbook_top=orderbook_top)
     picks, counts = compute_recommendations(inputs, as_ofs, params)
     yield from checked(pandera_check(
-        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), run_settings.min_reward_risk), picks))
+        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), run_settings.min_reward_risk, run_settings.max_spread_bps),
+        picks))
+    served = picks[picks["scorer"] == run_settings.scorer]
     latest = counts.iloc[-1] if len(counts) else None
     yield dg.Output(
         picks,
@@ -114,6 +119,11 @@ def recommendations(
             "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
             "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
+            "excluded_spread": int(latest["excluded_spread"]) if latest is not None else 0,
+            "excluded_spread_reason": f"the order book's spread is wider than DANTARO_MAX_SPREAD_BPS ({run_settings.max_spread_bps:g} bps)",
+            "max_spread_bps": run_settings.max_spread_bps,
+            "entry_from_best_ask": int((served["entry_from"] == BEST_ASK).sum()),  # served picks of every tick
+            "entry_from_last_trade": int((served["entry_from"] == LAST_TRADE).sum()),
             "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
             "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {run_settings.min_reward_risk} reward:risk, "
                                             "or no room below the nearest resistance"),
@@ -126,7 +136,7 @@ def recommendations(
             "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
             "served_scorer": run_settings.scorer,
             "shadow_scorers": ", ".join(params.scorers[1:]),
-            "latest_snapshot": latest_table(picks[picks["scorer"] == run_settings.scorer], _TABLE_COLUMNS),
+            "latest_snapshot": latest_table(served, _TABLE_COLUMNS),
         },
     )
 

@@ -63,6 +63,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions.merge(
         analysis_defs(settings, recommendations, recommendations_redis, settings.recommendations_interval,
-                      "Fetch the hour's 1-minute candles, then rank and publish coin recommendations."),
+                      "Fetch the hour's 1-minute candles and the order books, then rank and publish coin recommendations.",
+                      also_fetch=["orderbook_top"]),
         dg.Definitions(assets=[recommendation_outcomes], jobs=[outcomes_job], schedules=[outcomes_schedule(outcomes_job, settings.worker_enabled)]),
     )
