@@ -388,11 +388,7 @@ class UpbitHandler(BaseHTTPRequestHandler):
             details = (_single(query, "isDetails") or _single(query, "is_details") or "false").lower() == "true"
             return [market_entry(info, details) for info in source.markets(now)]
         if path == "/v1/ticker":
-            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
-            if not codes:
-                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
-            if not all(source.has_market(code) for code in codes):
-                raise RequestError(404, "Code not found")
+            codes = _codes(query, source)
             return [ticker_entry(source, code, now) for code in codes]
         if path == "/v1/ticker/all":
             quotes = [q.strip() for q in (_single(query, "quote_currencies") or "").split(",") if q.strip()]
@@ -400,22 +396,14 @@ class UpbitHandler(BaseHTTPRequestHandler):
                 raise RequestError(400, "quote_currencies is required (e.g. quote_currencies=KRW)")
             return [ticker_entry(source, info.market, now) for info in source.markets(now) if info.market.split("-")[0] in quotes]
         if path == "/v1/orderbook":
-            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
-            if not codes:
-                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
-            if not all(source.has_market(code) for code in codes):
-                raise RequestError(404, "Code not found")
+            codes = _codes(query, source)
             if (_single(query, "level") or "0").strip() not in ("0", "0.0"):
                 return []  # grouped levels are not modelled; Upbit answers an unsupported level with []
             count = _single(query, "count", "")
             units = int(count) if count.isdigit() and 1 <= int(count) <= BOOK_UNITS else BOOK_UNITS  # out of range: the default
             return [orderbook_entry(source, code, now, units) for code in codes]
         if path == "/v1/orderbook/instruments":
-            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
-            if not codes:
-                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
-            if not all(source.has_market(code) for code in codes):
-                raise RequestError(404, "Code not found")
+            codes = _codes(query, source)
             return [instrument_entry(source, code, now) for code in codes]
         if path == "/v1/candles/days":
             return self._candles(query, DAY_MINUTES, now)
@@ -446,6 +434,17 @@ class UpbitHandler(BaseHTTPRequestHandler):
             prev_close = float(candles.close[0])
             candles = candles.take(slice(1, None))
         return candle_entries(market, candles, unit_minutes, prev_close)
+
+
+def _codes(query: dict[str, list[str]], source: CandleSource) -> list[str]:
+    """The ``markets`` list of ticker, orderbook and instruments requests: 400 without one, 404 if any code is unknown
+    (one unknown code fails the whole request, as on Upbit)."""
+    codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
+    if not codes:
+        raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
+    if not all(source.has_market(code) for code in codes):
+        raise RequestError(404, "Code not found")
+    return codes
 
 
 def _spoil_candles(entries: object, variant: str) -> object:

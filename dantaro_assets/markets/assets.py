@@ -100,6 +100,17 @@ def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upb
     yield dg.Output(frame, metadata=metadata)
 
 
+def _window_universe(context: dg.AssetExecutionContext, upbit_markets: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp, list[str]]:
+    """The partition's window (UTC) and the markets listed on its days; a day without a stored universe is a
+    failure naming it (not retried: upbit_markets must be materialised first)."""
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+    try:
+        return start, end, universe_markets(upbit_markets, start, end)
+    except MissingUniverseError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
 ORDERBOOK_TOP_COLUMNS = ["as_of", *BOOK_COLUMNS]
 
 
@@ -115,12 +126,7 @@ ORDERBOOK_TOP_COLUMNS = ["as_of", *BOOK_COLUMNS]
     **_UPBIT_STEP,
 )
 def orderbook_top(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
-    window = context.partition_time_window
-    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-    try:
-        markets = universe_markets(upbit_markets, start, end)
-    except MissingUniverseError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+    start, end, markets = _window_universe(context, upbit_markets)
     books, stats = upbit.orderbook(markets)
     as_of = stats.server_time.floor("s") if stats.server_time is not None else None
     in_window = as_of is not None and start <= as_of < end
@@ -189,12 +195,7 @@ def _candle_asset(
     )
     def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
                upbit_markets: pd.DataFrame) -> Iterator:
-        window = context.partition_time_window
-        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-        try:
-            markets = universe_markets(upbit_markets, start, end)
-        except MissingUniverseError as exc:
-            raise dg.Failure(str(exc), allow_retries=False) from None
+        start, end, markets = _window_universe(context, upbit_markets)
         store, plan = (_stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds)
                        if interval_name == "minute1" else (None, None))
         if plan is None:

@@ -12,7 +12,6 @@ import json
 
 import dagster as dg
 import pandas as pd
-import psycopg
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
@@ -25,6 +24,7 @@ from dantaro_assets.markets import orderbook_top
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import recommendations, recommendations_redis
 from dantaro_assets.resources import build_snapshot_store, run_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import simulated_upstream, store
 
 HOUR = pd.Timestamp("2025-10-09 10:00", tz="UTC")
@@ -37,10 +37,8 @@ PARTITIONS = {"candles_1m": hourly_partitions, "candles_1h": daily_partitions, "
 
 @pytest.fixture(scope="module")
 def postgres_resource(pg_url, settings):
-    resource = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_entry_books")
-    yield resource
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{resource.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_entry_books") as resource:
+        yield resource
 
 
 @pytest.fixture(scope="module")
