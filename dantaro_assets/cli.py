@@ -1,4 +1,4 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
+"""The ``dantaro`` command: the pipeline with its UI, and its tools (replay, API, stream, settings, candles, calibration).
 
 This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
 ``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
@@ -99,6 +99,35 @@ def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_calibration_parser(commands: argparse._SubParsersAction) -> None:
+    calibration_parser = commands.add_parser("calibration", help="the plans' calibration table (chance of the target first)")
+    actions = calibration_parser.add_subparsers(dest="action", required=True)
+    refit = actions.add_parser("refit", help="recount the table from the stored picks and their grades (recommendation_outcomes)",
+                               description="Writes a table like the shipped one, counted from the graded picks of every scorer; "
+                               "serve it with DANTARO_CALIBRATION=PATH.")
+    refit.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    refit.add_argument("--days", type=int, default=30, help="picks of the last DAYS days up to the newest graded one")
+
+
+def refit_calibration(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro calibration refit``: the table recounted from graded picks, written to ``--out``."""
+    from dantaro_assets.lib.postgres import PostgresResource
+    from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, load_calibration, refit_from_postgres
+
+    base = load_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE)
+    try:
+        table = refit_from_postgres(PostgresResource(url=settings.database_url, db_schema=settings.db_schema), base, args.days)
+    except ValueError as exc:
+        print(f"dantaro calibration refit: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(table.to_json())
+    top = table.cells[table.cells["level"] == 0]
+    print(f"wrote {args.out}: {table.fitted['plans']} plans ({table.fitted['picks']} picks) from {table.fitted['from']} to "
+          f"{table.fitted['until']}, target first {int(top['target'].sum())} of {int(top['n'].sum())}; "
+          f"serve it with DANTARO_CALIBRATION={args.out.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="dantaro", description=__doc__.splitlines()[0])
@@ -121,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
+    _add_calibration_parser(commands)
 
     if argv[:1] == ["replay"]:
         from dantaro_replay.server import main as replay_main
@@ -150,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
-    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    commands_run = {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles, "calibration": refit_calibration}
+    return commands_run[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def test_values_are_parsed_from_the_environment():
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
+        ("DANTARO_CALIBRATION", "/nowhere/calibration.json", "no such file: /nowhere/calibration.json"),
     ],
 )
 def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, value, expected):

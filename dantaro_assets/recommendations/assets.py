@@ -7,6 +7,7 @@ not reached yet are null, and a later run fills them in (the partition is final 
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -27,6 +28,7 @@ from dantaro_assets.recommendations.analysis import (
     compute_recommendations,
     eligible_universe,
 )
+from dantaro_assets.recommendations.calibration import load_calibration
 from dantaro_assets.recommendations.outcomes import (
     HIT_WINDOW,
     compute_outcomes,
@@ -50,8 +52,11 @@ _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
-    """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
-    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)))
+    """The analysis parameters under ``run_settings``: floors, every scorer with the served one first (the challengers in
+    shadow), and the calibration table (DANTARO_CALIBRATION, else the shipped one)."""
+    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)),
+                                calibration=load_calibration(Path(run_settings.calibration)) if run_settings.calibration
+                                else load_calibration())
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
