@@ -350,27 +350,32 @@ def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: Recommenda
         reach = params.calibration.reach_atr(horizon, params.min_reward_risk)
         plans[horizon] = trade_plan.plan_trades(scored, levels, stored_ticks, params.min_reward_risk, reach, entry,
                                                 entry_from).assign(horizon_hours=horizon)
+    placeable = pd.concat([scored.join(plan[plan["excluded"].isna()], how="inner").assign(scorer=name)
+                           for name, plan in ((name, plans[SCORERS[name].horizon_hours]) for name in params.scorers)])
+    placeable = placeable.assign(**_expected(params.calibration, placeable, regime))  # by position: a market repeats per scorer
     picks = []
     for number, name in enumerate(params.scorers):
         plan = plans[SCORERS[name].horizon_hours]
-        placeable = scored.join(plan[plan["excluded"].isna()], how="inner")
-        placeable = placeable.join(_expected(params.calibration, placeable, name, regime))
-        profitable = placeable[placeable["expected_return_net"] > 0]
+        mine = placeable[placeable["scorer"] == name]
+        profitable = mine[mine["expected_return_net"] > 0]
         listed = _top(profitable.assign(score=profitable[f"score_{name}"]), as_of, params.top_n, regime, scorer=name)
         picks.append(listed)
         if number == 0:
             counts.excluded_reward_risk = int(plan["excluded"].notna().sum())
-            counts.excluded_negative_ev = len(placeable) - len(profitable)
+            counts.excluded_negative_ev = len(mine) - len(profitable)
             counts.excluded_regime = min(len(profitable), params.top_n) - len(listed)
     every_plan = pd.concat([plan.rename_axis(pit.MARKET).reset_index() for plan in plans.values()], ignore_index=True)
     return TickResult(pd.concat(picks, ignore_index=True), scored, counts, levels, every_plan)
 
 
-def _expected(calibration: Calibration, plans: pd.DataFrame, scorer: str, regime: str) -> pd.DataFrame:
-    """``p_target_first`` and ``expected_return_net`` of placeable plans as ``scorer`` would list them."""
-    keyed = plans.assign(horizon=plans["horizon_hours"], scorer=scorer, regime=regime)
-    return calibration.expected_return(keyed) if len(plans) else pd.DataFrame(
-        {"p_target_first": pd.Series(dtype=float), "expected_return_net": pd.Series(dtype=float)})
+def _expected(calibration: Calibration, plans: pd.DataFrame, regime: str) -> dict[str, np.ndarray]:
+    """``p_target_first`` and ``expected_return_net`` of placeable plans as their ``scorer`` would list them (one
+    lookup for every scorer's plans: a plan's chance depends on the scorer that ranks it)."""
+    if plans.empty:
+        return {"p_target_first": np.array([]), "expected_return_net": np.array([])}
+    expected = calibration.expected_return(plans.reset_index(drop=True).assign(horizon=plans["horizon_hours"].to_numpy(),
+                                                                               regime=regime))
+    return {column: expected[column].to_numpy() for column in expected}
 
 
 def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
@@ -408,10 +413,12 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, 
 
 
 def _empty_recommendations() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
-                         "summary": object, "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object,
-                         "regime": object, "caution": object})
+    return _NO_RECOMMENDATIONS.copy()
+
+
+_NO_RECOMMENDATIONS = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS}).astype(
+    {"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object, "summary": object,
+     "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object, "regime": object, "caution": object})
 
 
 def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
