@@ -9,12 +9,13 @@ A bad value fails at load time with the variable's name and what it accepts, nev
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dantaro_assets.redaction import redact_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
 
@@ -29,33 +30,10 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-_SECRET_QUERY = re.compile(r"(?i)\b(password|passwd|pwd)=[^&#\s]*")
 
 
 class SettingsError(ValueError):
     """A setting in the environment is invalid; the message names the variable."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` safe to print: its password (user info or ``password=`` query value) becomes ``***``.
-
-    Malformed values are handled too, since a settings error echoes them: everything from the first
-    ``:`` of the user info to the last ``@`` is hidden, so a password holding ``@`` or ``/`` never shows.
-    """
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme else 0
-    userinfo, at, rest = url[start:].rpartition("@")
-    user, _, password = userinfo.partition(":")
-    if at and password:
-        url = f"{url[:start]}{user}:***@{rest}"
-    return _SECRET_QUERY.sub(r"\1=***", url)
-
-
-def redact_text(text: str) -> str:
-    """``text`` with every URL in it passed through :func:`redact_url` (for driver and log messages)."""
-    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group()), text)
 
 
 def _check_url(value: str | None, variable: str, schemes: tuple[str, ...]) -> str | None:

@@ -44,7 +44,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 from dagster._daemon.types import DaemonHeartbeat
 
-from dantaro_assets.operations.instance import write_instance_config
+from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.fixtures.environment import environ
 

@@ -16,10 +16,10 @@ import redis
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.operations.dev_server import free_port
-from dantaro_assets.settings import redact_text, redact_url
+from dantaro_assets.redaction import redact_text, redact_url
+from dantaro_assets_tests.harness import free_port
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 SECRET = "s3cret"
 SECRET_URLS = {"DATABASE_URL": f"postgresql://user:{SECRET}@127.0.0.1:5432/test", "REDIS_URL": f"redis://:{SECRET}@127.0.0.1:6379/0"}
 
