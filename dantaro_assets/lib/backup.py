@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dantaro_assets.lib.migrations import LATEST, VERSION_TABLE, MigrationReport, migrate
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
-from dantaro_assets.settings import redact_text
+from dantaro_assets.redaction import redact_text
 
 _SCHEMA_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+) ", re.MULTILINE)
 

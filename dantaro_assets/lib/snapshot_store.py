@@ -7,35 +7,51 @@ one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:
 newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
 snapshot with an older one, even after the newer one's key has expired.
 
+A Redis that restarts empty forgets the marks. So every push also needs the asset's floor
+``{prefix}:high_water_floor:{asset}``, the newest served ``as_of`` stored in Postgres when the floor was
+set: when it is missing (a fresh or restarted Redis), the publish reads it from Postgres (one step
+back on the key index) before anything is pushed, and nothing older than it is accepted. If Postgres
+cannot answer, nothing is pushed (:class:`MarksNotRebuiltError`). The floor is per asset, not per
+market: a market whose newest snapshot is older than the asset's (delisted since) is then served from
+Postgres instead of its Redis key.
+
 A read serves the newer of the Redis key and the newest ``as_of`` in Postgres, the record (read with the
 IO manager's :func:`~dantaro_assets.lib.postgres_io.read_table`), so an answer never depends on the
-cache and never goes back in time.
+cache; and never an ``as_of`` older than this process served before for the same key (both stores
+may hold only older ones: Redis restarted empty and given an older snapshot while Postgres is down),
+in which case the answer served before is served again, ``source: memory``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 import adbc_driver_manager
 import dagster as dg
 import pandas as pd
 import redis
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
-from dantaro_assets.lib.postgres_io import read_table
+from dantaro_assets.lib.postgres_io import read_table, table_exists
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
-# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. Write the snapshot (with its TTL)
-# and raise the mark, unless the mark or the live key holds a strictly newer as_of; the live key counts
+# KEYS: snapshot key, its high-water mark, the asset's floor. ARGV: as_of, payload, ttl. -1 when the floor
+# is missing (Redis lost its marks: rebuild first). Otherwise write the snapshot (with its TTL) and raise
+# the mark, unless the floor, the mark or the live key holds a strictly newer as_of; the live key counts
 # too so that a key pushed without a mark still wins over an older one. The as_of strings share one
-# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
+# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order; an empty floor (nothing stored) is
+# older than any.
 _PUSH_IF_NEWER = """
+local floor = redis.call('GET', KEYS[3])
+if not floor then return -1 end
+if floor > ARGV[1] then return 0 end
 local mark = redis.call('GET', KEYS[2])
 if mark and mark > ARGV[1] then return 0 end
 local current = redis.call('GET', KEYS[1])
@@ -49,7 +65,18 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
 redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
+# KEYS: the floor. ARGV: the newest stored as_of. Raise the floor to it (never lower it).
+_RAISE_FLOOR = """
+local floor = redis.call('GET', KEYS[1])
+if (not floor) or floor < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
 AS_OF = "as_of"
+MEMORY = "memory"  # the source of an answer served again because both stores hold only older ones
+
+
+class MarksNotRebuiltError(RuntimeError):
+    """Redis lost its high-water marks and Postgres could not say the newest stored as_of: nothing was pushed."""
 
 
 def iso_utc(value: pd.Timestamp) -> str:
@@ -80,12 +107,41 @@ class SnapshotStore(dg.ConfigurableResource):
     served_rows: dict[str, dict[str, str]] = Field(default_factory=dict)
     row_order: dict[str, list[str]] = Field(default_factory=dict)
 
+    _served: dict[tuple[str, str | None], dict[str, Any]] = PrivateAttr(default_factory=dict)  # newest answer per key
+    _served_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
     def key(self, asset: str, market: str | None = None) -> str:
         return f"{self.redis.prefix}:{asset}:{market or 'latest'}"
 
     def high_water_key(self, asset: str, market: str | None = None) -> str:
         """The newest as_of ever pushed to ``key(asset, market)``; no TTL, so it outlives the snapshot."""
         return f"{self.redis.prefix}:high_water:{asset}:{market or 'latest'}"
+
+    def floor_key(self, asset: str) -> str:
+        """The newest served as_of Postgres held when Redis last had to rebuild its marks; no TTL."""
+        return f"{self.redis.prefix}:high_water_floor:{asset}"
+
+    def rebuild_floor(self, asset: str) -> str:
+        """Set the asset's floor from Postgres (the newest served as_of stored, "" when none); returns it."""
+        try:
+            newest = self._newest_stored(asset)
+        except (adbc_driver_manager.Error, PostgresUnavailableError) as exc:
+            raise MarksNotRebuiltError(f"{asset}: Redis has no high-water marks (restarted empty?) and Postgres did not say the "
+                                       f"newest stored as_of, so nothing was pushed: {redact_text(str(exc))}") from None
+        floor = "" if newest is None else iso_utc(newest)
+        self.redis.client().register_script(_RAISE_FLOOR)(keys=[self.floor_key(asset)], args=[floor])
+        log.warning("%s: Redis had no high-water marks; rebuilt from Postgres: nothing older than %s is published", asset, floor or "-")
+        return floor
+
+    def _newest_stored(self, asset: str) -> pd.Timestamp | None:
+        match = self.served_rows.get(asset, {})
+        where = " AND ".join(f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1))
+        with self.postgres.connect() as conn:
+            if not table_exists(self.postgres, asset, conn=conn):
+                return None
+            sql = f"SELECT max({AS_OF}) AS newest FROM {self.postgres.table_name(asset)}" + (f" WHERE {where}" if where else "")
+            newest = self.postgres.read_arrow(sql, list(match.values()) or None, conn=conn)["newest"][0].as_py()
+        return None if newest is None else pd.Timestamp(newest)
 
     def served(self, asset: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` that ``asset`` serves."""
@@ -113,11 +169,13 @@ class SnapshotStore(dg.ConfigurableResource):
         if per_market:
             for market, market_rows in rows.groupby("market", sort=False):
                 payloads[str(market)] = _payload(header, market_rows)
-        push = self.redis.client().register_script(_PUSH_IF_NEWER)
-        pipe = self.redis.client().pipeline(transaction=False)
-        for market, payload in payloads.items():
-            push(keys=[self.key(asset, market), self.high_water_key(asset, market)], args=[header["as_of"], payload, ttl], client=pipe)
-        written = sum(pipe.execute())
+        results = self._push(asset, header["as_of"], payloads, ttl)
+        if -1 in results:  # Redis lost its marks: the floor from Postgres first, then the push again
+            self.rebuild_floor(asset)
+            results = self._push(asset, header["as_of"], payloads, ttl)
+            if -1 in results:
+                raise MarksNotRebuiltError(f"{asset}: Redis lost its high-water marks again while they were rebuilt; nothing more was pushed")
+        written = sum(results)
         kept_newer = len(payloads) - written
         keys = [self.key(asset)] + ([self.key(asset, "<MARKET>")] if per_market else [])
         return {
@@ -129,6 +187,14 @@ class SnapshotStore(dg.ConfigurableResource):
             "rows": len(rows),
             "ttl_seconds": ttl,
         } | ({"markets": len(payloads) - 1} if per_market else {})
+
+    def _push(self, asset: str, as_of: str, payloads: dict[str | None, str], ttl: int) -> list[int]:
+        push = self.redis.client().register_script(_PUSH_IF_NEWER)
+        pipe = self.redis.client().pipeline(transaction=False)
+        for market, payload in payloads.items():
+            push(keys=[self.key(asset, market), self.high_water_key(asset, market), self.floor_key(asset)], args=[as_of, payload, ttl],
+                 client=pipe)
+        return pipe.execute()
 
     def cached(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
         """The snapshot of ``asset`` (of one market when given) in Redis, or None when absent or expired."""
@@ -161,10 +227,30 @@ class SnapshotStore(dg.ConfigurableResource):
         }
 
     def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
-        """The newer of Redis and Postgres (by as_of; Redis on a tie), with its ``source``; None when neither has one.
+        """The newer of Redis and Postgres (by as_of; Redis on a tie), with its ``source``; None when neither has one;
+        never older than what this process served for the key before (that answer again, ``source: memory``).
 
-        Either store may be down: the other answers. Postgres errors are raised only when Redis had nothing.
+        Either store may be down: the other answers. Postgres errors are raised only when neither Redis nor
+        this process has an answer.
         """
+        with self._served_lock:
+            before = self._served.get((asset, market))
+        try:
+            answer = self._newer_of_the_stores(asset, market)
+        except (adbc_driver_manager.Error, PostgresUnavailableError):
+            if before is None:
+                raise
+            answer = None
+        if before is not None and (answer is None or answer[AS_OF] < before[AS_OF]):
+            log.warning("%s%s: the stores hold nothing newer than %s, which was served before: serving it again",
+                        asset, f" {market}" if market else "", before[AS_OF])
+            return {**before, "source": MEMORY}
+        if answer is not None:
+            with self._served_lock:
+                self._served[(asset, market)] = answer
+        return answer
+
+    def _newer_of_the_stores(self, asset: str, market: str | None) -> dict[str, Any] | None:
         try:
             cached = self.cached(asset, market)
         except (redis.RedisError, OSError) as exc:

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import dagster as dg
 
 from dantaro_assets.lib import embedded
+from dantaro_assets.lib.migrations import MigrationError, migrate
+from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError
 from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
@@ -77,6 +79,13 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
     env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
     postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
+    try:  # the tables at this code's version before anything writes them
+        migrated = migrate(PostgresResource(url=postgres, db_schema=settings.db_schema))
+    except (MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro dev: {exc}", file=sys.stderr)
+        return 1
+    if migrated.applied:
+        print(*(f"dantaro dev: {line.strip()}" for line in migrated.lines()), sep="\n")
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     if options.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):

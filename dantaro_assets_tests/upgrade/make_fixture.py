@@ -96,7 +96,7 @@ def build(commit: str, workdir: Path) -> dict:
             "DAGSTER_HOME": str(workdir / "dagster_home"), "WORKER_LOG_LEVEL": "WARNING",
         }
         (workdir / "dagster_home").mkdir()
-        run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(PLAN)], cwd=source, env=env, text=True,
+        run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(PLAN)], check=False, cwd=source, env=env, text=True,
                              capture_output=True)
         print(run.stdout, end="")
         if run.returncode:
