@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.processes.instance import state_folder_problem, use_instance
 from dantaro_assets.settings import Settings, SettingsError, load_settings
 
 
@@ -180,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    try:
+        return _dispatch(argv, args, settings)
+    except OSError as exc:  # a read-only or full state folder: one line, not a traceback
+        if (problem := state_folder_problem(exc, settings)) is None:
+            raise
+        print(f"dantaro {argv[0]}: {problem}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str], args: argparse.Namespace | None, settings: Settings) -> int:
     if argv[:1] == ["api"]:
         from dantaro_assets.api.app import main as api_main
 

@@ -79,13 +79,6 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
     env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
     postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
-    try:  # the tables at this code's version before anything writes them
-        migrated = migrate(PostgresResource(url=postgres, db_schema=settings.db_schema))
-    except (MigrationError, PostgresUnavailableError) as exc:
-        print(f"dantaro dev: {exc}", file=sys.stderr)
-        return 1
-    if migrated.applied:
-        print(*(f"dantaro dev: {line.strip()}" for line in migrated.lines()), sep="\n")
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     if options.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
@@ -93,6 +86,15 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
         env["UPBIT_BASE_URL"] = replay.url
         print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
     print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+    try:  # the tables at this code's version before anything writes them
+        migrated = migrate(PostgresResource(url=postgres, db_schema=settings.db_schema))
+    except (MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro dev: {exc}", file=sys.stderr)
+        if replay is not None:
+            replay.stop()
+        return 1
+    if migrated.applied:
+        print(*(f"dantaro dev: {line.strip()}" for line in migrated.lines()), sep="\n")
     services = service_log_level(settings.worker_log_level)
     command = [
         # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
