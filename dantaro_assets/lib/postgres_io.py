@@ -300,6 +300,14 @@ def read_table(
     return frame
 
 
+def _in_window(partition_expr: str | None, window: dg.TimeWindow | None) -> tuple[str, tuple | None]:
+    """The WHERE clause (with its parameters) of a write's window; none for an unpartitioned table."""
+    if window is None:
+        return "", None
+    column = quote_ident(partition_expr)
+    return f" WHERE {column} >= $1 AND {column} < $2", (window.start, window.end)
+
+
 class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
     """DataFrames in ``schema.<asset name>``; a partition is the time window of ``partition_expr``."""
 
@@ -425,12 +433,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 )
 
     def _stored_rows(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> int:
-        sql = f"SELECT count(*) AS n FROM {self.postgres.table_name(table)}"
-        params = None
-        if window is not None:
-            sql += f" WHERE {quote_ident(partition_expr)} >= $1 AND {quote_ident(partition_expr)} < $2"
-            params = (window.start, window.end)
-        return self.postgres.read_arrow(sql, params, conn=conn)["n"][0].as_py()
+        where, params = _in_window(partition_expr, window)
+        return self.postgres.read_arrow(f"SELECT count(*) AS n FROM {self.postgres.table_name(table)}{where}", params, conn=conn)["n"][0].as_py()
 
     def _create_or_extend(
         self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool
@@ -458,13 +462,9 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 cur.execute(statement)
 
     def _delete(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> None:
-        sql = f"DELETE FROM {self.postgres.table_name(table)}"
-        params = None
-        if window is not None:
-            sql += f" WHERE {quote_ident(partition_expr)} >= $1 AND {quote_ident(partition_expr)} < $2"
-            params = (window.start, window.end)
+        where, params = _in_window(partition_expr, window)
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            cur.execute(f"DELETE FROM {self.postgres.table_name(table)}{where}", params)
 
     def _merge(self, conn, table: str, data: pa.Table, primary_key: list[str]) -> int:
         """Upsert ``data`` by ``primary_key``: COPY into a transaction-scoped staging table, then one
