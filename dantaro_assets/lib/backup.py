@@ -17,7 +17,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from dantaro_assets.lib.migrations import LATEST, VERSION_TABLE, MigrationReport, migrate
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
@@ -43,7 +43,7 @@ def _without_password(url: str) -> tuple[str, dict[str, str]]:
     """``url`` without its password (user info or ``password=``) and the environment that carries it."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    password = parts.password or next((v for k, v in query if k == "password"), None)
+    password = unquote(parts.password) if parts.password else next((v for k, v in query if k == "password"), None)
     netloc = parts.netloc.rpartition("@")
     if netloc[1]:
         netloc = (netloc[0].partition(":")[0], "@", netloc[2])

@@ -25,11 +25,13 @@ def _key(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
     return [name for (name,) in rows]
 
 
-def table_checksums(url: str, schema: str, tables: list[str] | None = None, key_of: dict[str, list[str]] | None = None) -> dict[str, dict]:
+def table_checksums(url: str, schema: str, tables: list[str] | None = None, key_of: dict[str, list[str]] | None = None,
+                    as_text: dict[tuple[str, str], str] | None = None) -> dict[str, dict]:
     """``{table: {"key", "rows", "columns": {column: {"type", "md5"}}}}`` of ``schema``'s tables (or ``tables``).
 
     A column's checksum is the md5 of its values as text (NULL as ``\\N``) in key order (``key_of[table]``
     when given, e.g. the key before an upgrade widened it), with the session in UTC so times print alike.
+    ``as_text[(table, column)]`` is SQL that reads a migrated column back in its earlier form.
     """
     found: dict[str, dict] = {}
     with psycopg.connect(url, autocommit=True) as conn:
@@ -43,8 +45,9 @@ def table_checksums(url: str, schema: str, tables: list[str] | None = None, key_
                 " ORDER BY ordinal_position", (schema, table)).fetchall()
             key = (key_of or {}).get(table) or _key(conn, schema, table) or [name for name, _ in columns]
             order = sql.SQL(", ").join(sql.Identifier(c) for c in key)
-            sums = [sql.SQL("md5(coalesce(string_agg(coalesce({c}::text, '\\N'), E'\\x1f' ORDER BY {o}), ''))").format(
-                c=sql.Identifier(name), o=order) for name, _ in columns]
+            text = {name: sql.SQL((as_text or {}).get((table, name), "{c}::text")).format(c=sql.Identifier(name)) for name, _ in columns}
+            sums = [sql.SQL("md5(coalesce(string_agg(coalesce({t}, '\\N'), E'\\x1f' ORDER BY {o}), ''))").format(t=text[name], o=order)
+                    for name, _ in columns]
             query = sql.SQL("SELECT count(*), {sums} FROM {table}").format(
                 sums=sql.SQL(", ").join(sums), table=sql.Identifier(schema, table))
             count, *md5s = conn.execute(query).fetchone()
