@@ -1,6 +1,6 @@
 """Build the upgrade fixtures: the project schema as an earlier release of main left it.
 
-    python -m dantaro_assets_tests.upgrade.make_fixture 66c7cb9 1088aa0
+    python -m dantaro_assets_tests.upgrade.make_fixture 66c7cb9 1088aa0 [--out DIR]
 
 For each commit its code is checked out with ``git archive`` into a temporary folder and run there
 (``PYTHONPATH``, so nothing of this checkout is imported) against a private Postgres and Redis and the
@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from dantaro_assets.lib.backup import pg_tool
@@ -73,7 +74,7 @@ for names, first, last in json.loads(sys.argv[1]):
 """
 
 
-def build(commit: str, workdir: Path) -> dict:
+def build(commit: str, workdir: Path, out: Path) -> dict:
     """Run ``commit``'s code into a fresh database; dump its schema; return the manifest."""
     source = workdir / "source"
     source.mkdir()
@@ -101,7 +102,7 @@ def build(commit: str, workdir: Path) -> dict:
         print(run.stdout, end="")
         if run.returncode:
             raise RuntimeError(f"{commit}: materialisation failed:\n{run.stderr[-6000:]}")
-        dump = FIXTURES / f"{commit}.dump"
+        dump = out / f"{commit}.dump"
         subprocess.run([str(pg_tool("pg_dump")), "--format=custom", "--compress=9", "--no-owner", "--no-privileges",
                         f"--schema={SCHEMA}", f"--file={dump}", postgres.url], check=True)
         return {
@@ -121,20 +122,23 @@ def build(commit: str, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commits", nargs="+", help="commits of main to build fixtures from")
+    parser.add_argument("--out", type=Path, default=FIXTURES, help="where the fixtures go (default: the committed ones)")
     args = parser.parse_args(argv)
-    FIXTURES.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     for commit in args.commits:
         short = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short=7", commit],
                                check=True, capture_output=True, text=True).stdout.strip()
         workdir = Path(tempfile.mkdtemp(prefix=f"dantaro-fixture-{short}-"))
         os.chmod(workdir, 0o755)  # the private Postgres may run as another user
         try:
-            manifest = build(short, workdir)
+            started = time.monotonic()
+            manifest = build(short, workdir, args.out)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        (FIXTURES / f"{short}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        (args.out / f"{short}.json").write_text(json.dumps(manifest, indent=1) + "\n")
         rows = {table: info["rows"] for table, info in manifest["tables"].items()}
-        print(f"{short}: {FIXTURES / (short + '.dump')} ({(FIXTURES / (short + '.dump')).stat().st_size:,} bytes), rows {rows}")
+        dump = args.out / f"{short}.dump"
+        print(f"{short}: {dump} ({dump.stat().st_size:,} bytes) in {time.monotonic() - started:.0f} s, {sum(rows.values()):,} rows {rows}")
     return 0
 
 
