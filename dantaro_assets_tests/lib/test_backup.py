@@ -15,8 +15,7 @@ import pytest
 from dantaro_assets.lib.backup import BackupError, _without_password, backup, restore
 from dantaro_assets.lib.migrations import LATEST, migrate
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets_tests.upgrade.checksums import table_checksums
-from dantaro_assets_tests.upgrade.test_upgrade import FIXTURES, _answers
+from dantaro_assets_tests.upgrade.releases import FIXTURES, api_answers, table_checksums
 
 SCHEMA = "dantaro"
 
@@ -54,7 +53,7 @@ def test_a_backup_restored_into_an_empty_database_answers_the_api_as_before(data
 
     def answers(url: str) -> dict[str, dict]:  # a fresh Redis prefix each time: the API answers from Postgres
         prefix = f"backup_{uuid.uuid4().hex[:6]}"
-        return _answers(served.model_copy(update={"database_url": url, "redis_prefix": prefix}), PostgresResource(url=url, db_schema=SCHEMA))
+        return api_answers(served.model_copy(update={"database_url": url, "redis_prefix": prefix}), PostgresResource(url=url, db_schema=SCHEMA))
 
     before = answers(in_use)
     path = tmp_path / "dantaro.backup"

@@ -7,7 +7,7 @@ For each commit its code is checked out with ``git archive`` into a temporary fo
 simulated replay server: it materialises a few partitions of every asset it defines (``PLAN``). The
 schema is then dumped with ``pg_dump -Fc`` (what ``dantaro backup`` writes) to ``fixtures/<commit>.dump``,
 beside ``fixtures/<commit>.json``: the commit, and each table's key, row count and per-column checksums
-(``checksums.table_checksums``). Only this script needs the git history; the upgrade test reads the
+(``releases.table_checksums``). Only this script needs the git history; the upgrade test reads the
 committed fixtures. Simulated data only.
 """
 
@@ -25,10 +25,9 @@ from pathlib import Path
 
 from dantaro_assets.lib.backup import pg_tool
 from dantaro_assets_tests.fixtures.servers import PrivatePostgres, PrivateRedis
-from dantaro_assets_tests.upgrade.checksums import table_checksums
+from dantaro_assets_tests.upgrade.releases import FIXTURES, table_checksums
 from dantaro_replay.process import start_replay_server
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCHEMA = "dantaro"
 MARKETS = 8

@@ -15,25 +15,19 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
-from dantaro_assets.api.app import create_app
 from dantaro_assets.definitions import build_definitions
 from dantaro_assets.lib.backup import restore
 from dantaro_assets.lib.migrations import LATEST
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.resources import build_resources, build_snapshot_store
-from dantaro_assets_tests.fixtures.servers import serve_http
+from dantaro_assets.resources import build_resources
 from dantaro_assets_tests.reliability.matrix_job import storage_env
-from dantaro_assets_tests.upgrade.checksums import table_checksums
+from dantaro_assets_tests.upgrade.releases import FIXTURES, RELEASES, api_answers, table_checksums
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RELEASES = sorted(path.stem for path in FIXTURES.glob("*.json"))
 # Columns a migration retypes, from their earlier type, read back in that form (recommendations.caution: "a,b" -> ["a", "b"]).
 EARLIER_FORM = {("recommendations", "caution", "text"): "array_to_string(ARRAY(SELECT jsonb_array_elements_text({c})), ',')"}
 NEXT_HOUR, NEXT_OUTCOMES, DAY = "2025-09-20-12:00", "2025-09-20-11:00", "2025-09-20"
@@ -56,16 +50,6 @@ def _newest(postgres: PostgresResource, table: str, where: str = "") -> tuple[st
         f"SELECT to_char(as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS as_of, count(*) AS n FROM {postgres.table_name(table)}"
         f" WHERE as_of = (SELECT max(as_of) FROM {postgres.table_name(table)} {where}) {where.replace('WHERE', 'AND')} GROUP BY 1")
     return frame["as_of"].iloc[0], int(frame["n"].iloc[0])
-
-
-def _answers(settings, postgres: PostgresResource) -> dict[str, dict]:
-    store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=settings.redis_prefix), postgres)
-    with serve_http(create_app(lambda: None, store, settings=settings)) as client:
-        paths = ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/recommendations/scorecard"]
-        responses = {path: client.get(path) for path in paths}
-    for path, response in responses.items():
-        assert response.status_code == 200, (path, response.text)
-    return {path: response.json() for path, response in responses.items()}
 
 
 @pytest.mark.slow
@@ -102,7 +86,7 @@ def test_an_earlier_release_upgrades_in_place(release, database, private_redis, 
     served = settings.model_copy(update={"database_url": database, "db_schema": schema, "redis_url": private_redis.url,
                                          "redis_prefix": f"upgrade_{uuid.uuid4().hex[:6]}", "upbit_base_url": small_replay.url,
                                          "scorer": "v1"})
-    answers = _answers(served, postgres)
+    answers = api_answers(served, postgres)
     for path, table, where in [("/market-status/latest", "market_status", ""), ("/recommendations/latest", "recommendations",
                                "WHERE scorer = 'v1'"), ("/support-levels/KRW-BTC", "support_levels", "WHERE market = 'KRW-BTC'")]:
         as_of, rows = _newest(postgres, table, where)
@@ -121,5 +105,5 @@ def test_an_earlier_release_upgrades_in_place(release, database, private_redis, 
             assert result.success, (selection, [e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure])
     counts = table_checksums(database, schema)
     assert all(counts[table]["rows"] >= stored["rows"] for table, stored in before.items())
-    latest = _answers(served, postgres)["/market-status/latest"]
+    latest = api_answers(served, postgres)["/market-status/latest"]
     assert (latest["source"], latest["as_of"][:13]) == ("redis", "2025-09-20T12")

@@ -1,13 +1,37 @@
-"""What a schema holds, table by table: key, row count and one checksum per column, computed in Postgres.
+"""The earlier releases the upgrade test starts from, and how the tests look at a database: checksums and API answers.
 
-The upgrade fixtures record it for the database an earlier release built (``make_fixture``); the upgrade
-test computes it again after the current code migrated that database and compares.
+``table_checksums`` says what a schema holds, table by table: key, row count and one checksum per column,
+computed in Postgres. The fixtures record it for the database an earlier release built (``make_fixture``);
+the upgrade test computes it again after the current code migrated that database and compares.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 from psycopg import sql
+
+from dantaro_assets.api.app import create_app
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.resources import build_snapshot_store
+from dantaro_assets.settings import Settings
+from dantaro_assets_tests.fixtures.servers import serve_http
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RELEASES = sorted(path.stem for path in FIXTURES.glob("*.json"))  # one dump and manifest per release
+SNAPSHOT_PATHS = ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/recommendations/scorecard"]
+
+
+def api_answers(settings: Settings, postgres: PostgresResource) -> dict[str, dict]:
+    """The API's answers to ``SNAPSHOT_PATHS`` over ``postgres`` and the settings' Redis prefix, each a 200."""
+    store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=settings.redis_prefix), postgres)
+    with serve_http(create_app(lambda: None, store, settings=settings)) as client:
+        responses = {path: client.get(path) for path in SNAPSHOT_PATHS}
+    for path, response in responses.items():
+        assert response.status_code == 200, (path, response.text)
+    return {path: response.json() for path, response in responses.items()}
 
 
 def _key(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
