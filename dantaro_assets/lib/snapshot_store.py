@@ -7,13 +7,10 @@ one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:
 newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
 snapshot with an older one, even after the newer one's key has expired.
 
-A Redis that restarts empty forgets the marks. So every push also needs the asset's floor
-``{prefix}:high_water_floor:{asset}``, the newest served ``as_of`` stored in Postgres when the floor was
-set: when it is missing (a fresh or restarted Redis), the publish reads it from Postgres (one step
-back on the key index) before anything is pushed, and nothing older than it is accepted. If Postgres
-cannot answer, nothing is pushed (:class:`MarksNotRebuiltError`). The floor is per asset, not per
-market: a market whose newest snapshot is older than the asset's (delisted since) is then served from
-Postgres instead of its Redis key.
+A Redis that restarts empty forgets the marks, so a key without a mark gets it from Postgres before
+anything is pushed there: the newest served ``as_of`` stored for the asset (the ``latest`` key: one step
+back on the key index) or for the market (its rows from the pushed ``as_of`` on). If Postgres cannot
+answer, nothing is pushed (:class:`MarksNotRebuiltError`).
 
 A read serves the newer of the Redis key and the newest ``as_of`` in Postgres, the record (read with the
 IO manager's :func:`~dantaro_assets.lib.postgres_io.read_table`), so an answer never depends on the
@@ -42,18 +39,16 @@ from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
-# KEYS: snapshot key, its high-water mark, the asset's floor. ARGV: as_of, payload, ttl. -1 when the floor
-# is missing (Redis lost its marks: rebuild first). Otherwise write the snapshot (with its TTL) and raise
-# the mark, unless the floor, the mark or the live key holds a strictly newer as_of; the live key counts
-# too so that a key pushed without a mark still wins over an older one. The as_of strings share one
-# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order; an empty floor (nothing stored) is
-# older than any.
+# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. -1 when the mark is missing (a
+# Redis that restarted empty, or a key never pushed): set it from Postgres first. Otherwise write the
+# snapshot (with its TTL) and raise the mark, unless the mark or the live key holds a strictly newer
+# as_of; the live key counts too so that a key pushed without a mark still wins over an older one. The
+# as_of strings share one fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order; an empty
+# mark (nothing stored) is older than any.
 _PUSH_IF_NEWER = """
-local floor = redis.call('GET', KEYS[3])
-if not floor then return -1 end
-if floor > ARGV[1] then return 0 end
 local mark = redis.call('GET', KEYS[2])
-if mark and mark > ARGV[1] then return 0 end
+if not mark then return -1 end
+if mark > ARGV[1] then return 0 end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
@@ -65,11 +60,13 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
 redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
-# KEYS: the floor. ARGV: the newest stored as_of. Raise the floor to it (never lower it).
-_RAISE_FLOOR = """
-local floor = redis.call('GET', KEYS[1])
-if (not floor) or floor < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
+# KEYS: marks. ARGV: the newest stored as_of of each. Raise each mark to it (never lower one).
+_RAISE_MARKS = """
+for i, key in ipairs(KEYS) do
+  local mark = redis.call('GET', key)
+  if (not mark) or mark < ARGV[i] then redis.call('SET', key, ARGV[i]) end
+end
+return #KEYS
 """
 AS_OF = "as_of"
 MEMORY = "memory"  # the source of an answer served again because both stores hold only older ones
@@ -117,31 +114,43 @@ class SnapshotStore(dg.ConfigurableResource):
         """The newest as_of ever pushed to ``key(asset, market)``; no TTL, so it outlives the snapshot."""
         return f"{self.redis.prefix}:high_water:{asset}:{market or 'latest'}"
 
-    def floor_key(self, asset: str) -> str:
-        """The newest served as_of Postgres held when Redis last had to rebuild its marks; no TTL."""
-        return f"{self.redis.prefix}:high_water_floor:{asset}"
-
-    def rebuild_floor(self, asset: str) -> str:
-        """Set the asset's floor from Postgres (the newest served as_of stored, "" when none); returns it."""
+    def rebuild_marks(self, asset: str, as_of: str, markets: list[str | None]) -> None:
+        """Set the missing marks of ``markets`` (None: the ``latest`` key) from Postgres, for a push at ``as_of``."""
         try:
-            newest = self._newest_stored(asset)
+            newest = self._newest_stored(asset, as_of, markets)
         except (adbc_driver_manager.Error, PostgresUnavailableError) as exc:
-            raise MarksNotRebuiltError(f"{asset}: Redis has no high-water marks (restarted empty?) and Postgres did not say the "
-                                       f"newest stored as_of, so nothing was pushed: {redact_text(str(exc))}") from None
-        floor = "" if newest is None else iso_utc(newest)
-        self.redis.client().register_script(_RAISE_FLOOR)(keys=[self.floor_key(asset)], args=[floor])
-        log.warning("%s: Redis had no high-water marks; rebuilt from Postgres: nothing older than %s is published", asset, floor or "-")
-        return floor
+            raise MarksNotRebuiltError(f"{asset}: Redis has no high-water mark for {len(markets)} key(s) (restarted empty?) and "
+                                       f"Postgres did not say the newest stored as_of, so nothing was pushed: {redact_text(str(exc))}") from None
+        keys = [self.high_water_key(asset, market) for market in markets]
+        self.redis.client().register_script(_RAISE_MARKS)(keys=keys, args=[newest.get(market, "") for market in markets])
+        if None in markets:  # a Redis restarted empty (or never published to)
+            log.warning("%s: %d high-water mark(s) missing in Redis, set from Postgres (latest: %s)", asset, len(markets),
+                        newest.get(None, "-"))
 
-    def _newest_stored(self, asset: str) -> pd.Timestamp | None:
+    def _newest_stored(self, asset: str, as_of: str, markets: list[str | None]) -> dict[str | None, str]:
+        """The newest served as_of stored, as ``iso_utc``: for None the asset's, for a market its own among rows from ``as_of`` on
+        (the pushed rows are stored, so nothing of that market is older than them and newer is what matters)."""
         match = self.served_rows.get(asset, {})
-        where = " AND ".join(f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1))
+        served = [f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1)]
+        table = self.postgres.table_name(asset)
+        found: dict[str | None, str] = {}
         with self.postgres.connect() as conn:
             if not table_exists(self.postgres, asset, conn=conn):
-                return None
-            sql = f"SELECT max({AS_OF}) AS newest FROM {self.postgres.table_name(asset)}" + (f" WHERE {where}" if where else "")
-            newest = self.postgres.read_arrow(sql, list(match.values()) or None, conn=conn)["newest"][0].as_py()
-        return None if newest is None else pd.Timestamp(newest)
+                return found
+            if None in markets:
+                sql = f"SELECT max({AS_OF}) AS newest FROM {table}" + (f" WHERE {' AND '.join(served)}" if served else "")
+                newest = self.postgres.read_arrow(sql, list(match.values()) or None, conn=conn)["newest"][0].as_py()
+                if newest is not None:
+                    found[None] = iso_utc(newest)
+            named = [market for market in markets if market is not None]
+            if named:
+                params = [*match.values(), pd.Timestamp(as_of).to_pydatetime(), *named]
+                listed = ", ".join(f"${i}" for i in range(len(match) + 2, len(params) + 1))
+                where = " AND ".join([*served, f"{AS_OF} >= ${len(match) + 1}", f"market IN ({listed})"])
+                rows = self.postgres.read_arrow(f"SELECT market, max({AS_OF}) AS newest FROM {table} WHERE {where} GROUP BY market",
+                                                params, conn=conn).to_pylist()
+                found |= {row["market"]: iso_utc(row["newest"]) for row in rows}
+        return found
 
     def served(self, asset: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` that ``asset`` serves."""
@@ -169,13 +178,13 @@ class SnapshotStore(dg.ConfigurableResource):
         if per_market:
             for market, market_rows in rows.groupby("market", sort=False):
                 payloads[str(market)] = _payload(header, market_rows)
-        results = self._push(asset, header["as_of"], payloads, ttl)
-        if -1 in results:  # Redis lost its marks: the floor from Postgres first, then the push again
-            self.rebuild_floor(asset)
-            results = self._push(asset, header["as_of"], payloads, ttl)
-            if -1 in results:
-                raise MarksNotRebuiltError(f"{asset}: Redis lost its high-water marks again while they were rebuilt; nothing more was pushed")
-        written = sum(results)
+        results = dict(zip(payloads, self._push(asset, header["as_of"], payloads, ttl)))
+        if unmarked := [market for market, result in results.items() if result == -1]:  # marks from Postgres, then those keys again
+            self.rebuild_marks(asset, header["as_of"], unmarked)
+            results |= dict(zip(unmarked, self._push(asset, header["as_of"], {m: payloads[m] for m in unmarked}, ttl)))
+            if -1 in results.values():
+                raise MarksNotRebuiltError(f"{asset}: Redis lost its high-water marks again while they were set; nothing more was pushed")
+        written = sum(results.values())
         kept_newer = len(payloads) - written
         keys = [self.key(asset)] + ([self.key(asset, "<MARKET>")] if per_market else [])
         return {
@@ -192,8 +201,7 @@ class SnapshotStore(dg.ConfigurableResource):
         push = self.redis.client().register_script(_PUSH_IF_NEWER)
         pipe = self.redis.client().pipeline(transaction=False)
         for market, payload in payloads.items():
-            push(keys=[self.key(asset, market), self.high_water_key(asset, market), self.floor_key(asset)], args=[as_of, payload, ttl],
-                 client=pipe)
+            push(keys=[self.key(asset, market), self.high_water_key(asset, market)], args=[as_of, payload, ttl], client=pipe)
         return pipe.execute()
 
     def cached(self, asset: str, market: str | None = None) -> dict[str, Any] | None:

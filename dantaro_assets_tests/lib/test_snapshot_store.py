@@ -131,10 +131,12 @@ def _stored_and_published(storage, store: SnapshotStore, hour: str) -> None:
 
 @pytest.fixture
 def private_store(private_storage) -> SnapshotStore:
-    return SnapshotStore(redis=private_storage.redis_resource, postgres=private_storage.postgres_resource, ttls={"restart_status": 300})
+    return SnapshotStore(redis=private_storage.redis_resource, postgres=private_storage.postgres_resource,
+                         ttls={"restart_status": 300, "restart_levels": 300})
 
 
 def test_after_redis_restarts_empty_the_marks_are_rebuilt_from_postgres_before_the_next_publish(private_storage, private_store):
+    """Per key: the asset's newest stored as_of for the latest key, each market's own for its key."""
     _stored_and_published(private_storage, private_store, "2025-09-15-12:00")
     private_storage.redis.kill()
     private_storage.redis.start()  # back and empty: no snapshot, no mark
@@ -145,9 +147,22 @@ def test_after_redis_restarts_empty_the_marks_are_rebuilt_from_postgres_before_t
 
     assert (published["keys_written"], published["keys_kept_newer"]) == (0, 1)
     assert private_store.cached("restart_status") is None
-    assert private_storage.redis_resource.client().get(private_store.floor_key("restart_status")) == b"2025-09-15T12:58:00Z"
+    assert private_storage.redis_resource.client().get(private_store.high_water_key("restart_status")) == b"2025-09-15T12:58:00Z"
     newer = _status("2025-09-15-13:00")  # the next hour is published as ever
     assert private_store.publish("restart_status", newer, run_id="next", partition="2025-09-15-13:00")["keys_written"] == 1
+
+    # one key per market: KRW-ETH was last stored at 10:58 (delisted since), KRW-BTC at 12:58
+    levels = pd.concat([_status("2025-09-15-10:00").assign(market=m) for m in ("KRW-BTC", "KRW-ETH")] +
+                       [_status("2025-09-15-12:00").assign(market="KRW-BTC")], ignore_index=True)
+    window = hourly_partitions.time_window_for_partition_key("2025-09-15-10:00")
+    window = type(window)(window.start, hourly_partitions.time_window_for_partition_key("2025-09-15-12:00").end)
+    PostgresDataFrameIOManager(postgres=private_storage.postgres_resource).write(
+        "restart_levels", levels, {**STATUS, "primary_key": ["as_of", "market"]}, window)
+    late = levels[levels["as_of"] < pd.Timestamp("2025-09-15T11:00Z")]
+    published = private_store.publish("restart_levels", late, run_id="late", partition="2025-09-15-10:00", per_market=True)
+    assert (published["keys_written"], published["keys_kept_newer"]) == (1, 2)  # KRW-ETH's own newest; latest and BTC refused
+    assert private_store.cached("restart_levels", "KRW-ETH")["as_of"] == "2025-09-15T10:58:00Z"
+    assert private_store.cached("restart_levels", "KRW-BTC") is None
 
 
 def test_marks_that_cannot_be_rebuilt_let_nothing_in(private_storage, private_store):
@@ -156,7 +171,7 @@ def test_marks_that_cannot_be_rebuilt_let_nothing_in(private_storage, private_st
     private_storage.redis.start()
     private_storage.postgres.kill()  # Postgres cannot say how far the marks went
 
-    with pytest.raises(MarksNotRebuiltError, match="restart_status: Redis has no high-water marks"):
+    with pytest.raises(MarksNotRebuiltError, match=r"restart_status: Redis has no high-water mark for 1 key\(s\).*nothing was pushed"):
         private_store.publish("restart_status", _status("2025-09-15-10:00"), run_id="late", partition="2025-09-15-10:00")
     assert private_storage.redis_resource.client().dbsize() == 0
 
