@@ -214,10 +214,10 @@ def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, p
                 f"[{window.start.isoformat()}, {window.end.isoformat()}) (found {bad.min()} .. {bad.max()}, "
                 f"{int(bad.isna().sum())} missing); nothing was written"
             )
-    infinite = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype) and np.isinf(frame[c].to_numpy()).any()]
-    if infinite:
-        counts = {c: int(np.isinf(frame[c].to_numpy()).sum()) for c in infinite}
-        raise RefusedFrameError(f"{asset}: ±inf in float column(s) {counts} (Postgres would store Infinity); nothing was written")
+    infinite = {c: int(np.isinf(frame[c].to_numpy(dtype=float, na_value=np.nan)).sum())
+                for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)}
+    if infinite := {c: n for c, n in infinite.items() if n}:
+        raise RefusedFrameError(f"{asset}: ±inf in float column(s) {infinite} (Postgres would store Infinity); nothing was written")
     if primary_key:
         keys = frame[list(primary_key)]
         if keys.isna().any(axis=None):
