@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import redis
+import redis.asyncio
 from pydantic import PrivateAttr
 
 from dantaro_assets.lib.embedded import embedded_redis_url
@@ -24,11 +25,18 @@ class RedisResource(dg.ConfigurableResource):
 
     _client: redis.Redis | None = PrivateAttr(default=None)
 
+    def _resolved_url(self) -> str:
+        if not self.url and self.state_dir is None:
+            raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
+        return self.url or embedded_redis_url(Path(self.state_dir))
+
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""
         if self._client is None:
-            if not self.url and self.state_dir is None:
-                raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
-            url = self.url or embedded_redis_url(Path(self.state_dir))
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            self._client = redis.Redis.from_url(self._resolved_url(), socket_connect_timeout=2, socket_timeout=5)
         return self._client
+
+    def subscriber(self) -> redis.asyncio.Redis:
+        """A new asyncio client for a subscription: no read timeout (a quiet channel is not an outage; the
+        connection is pinged instead), a short connect timeout."""
+        return redis.asyncio.Redis.from_url(self._resolved_url(), socket_connect_timeout=2, health_check_interval=15)
