@@ -9,11 +9,12 @@ A bad value fails at load time with the variable's name and what it accepts, nev
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from dantaro_assets.redaction import redact_url
 
@@ -30,6 +31,9 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
+_SECRET_VARIABLES = ("DANTARO_API_TOKEN",)  # never shown, not even in an error about them
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # RFC 6750's b64token, long enough not to be guessed
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
 
 
 class SettingsError(ValueError):
@@ -103,6 +107,29 @@ class Settings(BaseModel):
         description="`dantaro stream`: markets per WebSocket connection")
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
+    api_token: SecretStr | None = Field(None, alias="DANTARO_API_TOKEN",
+        description="`dantaro api`: the bearer token every endpoint but /health requires (16+ characters); unset, the endpoints "
+        "are open (the API binds 127.0.0.1 by default)")
+    api_cors_origins: tuple[str, ...] = Field((), alias="DANTARO_API_CORS_ORIGINS",
+        description="`dantaro api`: comma-separated origins (`https://host[:port]`, or `*`) whose web pages may call the API; "
+        "unset, none")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _token(cls, value: object) -> object:
+        if isinstance(value, str) and not _TOKEN_CHARACTERS.fullmatch(value):
+            raise ValueError("must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+            for origin in value:
+                if not _ORIGIN.fullmatch(origin):
+                    raise ValueError(f"must be origins like https://example.com:8443 (scheme, host, port; no path) or *, got {origin!r}")
+        return value
 
     @field_validator("worker_enabled", mode="before")
     @classmethod
@@ -162,7 +189,8 @@ class Settings(BaseModel):
     def display_values(self) -> dict[str, str]:
         """Each variable's effective value as text, URLs redacted: what ``dantaro settings`` prints."""
         values = {
-            field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None else str(value)
+            field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None
+            else ",".join(value) if isinstance(value, tuple) else str(value)
             for name, field in Settings.model_fields.items()
             for value in [getattr(self, name)]
         }
@@ -204,6 +232,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         for error in exc.errors():
             variable = str(error["loc"][0]) if error["loc"] else "?"
             value = present.get(variable, "")
-            shown = redact_url(value) if variable in _URL_VARIABLES else value
+            shown = redact_url(value) if variable in _URL_VARIABLES else "***" if variable in _SECRET_VARIABLES else value
             lines.append(f"{variable}={shown!r}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None

@@ -9,11 +9,9 @@ import dagster as dg
 import httpx
 import pytest
 
-from dantaro_assets.api.app import (
-    create_app,
-    parse_market,
-    worker_status,
-)
+from dantaro_assets.api.app import create_app
+from dantaro_assets.api.models import parse_market
+from dantaro_assets.api.worker_status import worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
@@ -50,7 +48,7 @@ def test_a_market_that_is_not_a_whole_code_is_refused_before_storage_is_touched(
     client, _ = unreachable_api
     response = client.get(f"/support-levels/{raw}")
     assert response.status_code == 400, response.text
-    assert "is not a market code like KRW-BTC" in response.json()["detail"]
+    assert response.json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
 
 
 def test_parse_market_upper_cases_only_whole_ascii_codes():

@@ -1,0 +1,89 @@
+"""The API's answers, encoded once and kept in the process for a second: a request costs a lookup, not a storage read.
+
+Each answer (a snapshot, rounded for people and encoded as JSON once; or the scorecard) is read by one
+request at a time in a worker thread, shared by every request waiting for it, and kept for ``ttl``
+seconds. A stored snapshot's event (``api/events.py``) drops its answer at once, so a publish is
+served as soon as it is announced; the TTL bounds what no event announces (a snapshot only Postgres
+holds, a key that expired). An answer read while its event arrived is not kept: it may predate it.
+Storage errors are not kept either: the next request tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from dantaro_assets.api.for_people import for_people
+from dantaro_assets.lib.snapshot_store import SnapshotStore
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An encoded answer, or none (``body`` None: the snapshot does not exist yet); ``as_of`` of a snapshot."""
+
+    body: bytes | None
+    as_of: str | None = None
+
+
+def encode(content: Any) -> bytes:
+    """JSON as the API answers it: compact UTF-8, never NaN (and so, for an event, one line)."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def snapshot_answer(asset: str, payload: dict[str, Any] | None) -> Answer:
+    """A snapshot as people read it (``for_people``), encoded; none for None."""
+    return Answer(None) if payload is None else Answer(encode(for_people(asset, payload)), payload["as_of"])
+
+
+def read_snapshot(snapshots: SnapshotStore, asset: str, market: str | None = None) -> Answer:
+    """The newest snapshot across Redis and Postgres (``SnapshotStore.latest``); blocks on both."""
+    return snapshot_answer(asset, snapshots.latest(asset, market))
+
+
+class AnswerCache:
+    """Answers by key, each read at most once per ``ttl`` seconds (``ttl`` 0: read for every request)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._answers: dict[Hashable, tuple[Answer, float]] = {}  # key -> (answer, when it was read)
+        self._reading: dict[Hashable, asyncio.Task[Answer]] = {}
+        self._generation: dict[Hashable, int] = {}
+
+    async def get(self, key: Hashable, read: Callable[[], Answer]) -> Answer:
+        """The kept answer of ``key`` if it is fresh, else the one ``read`` (a blocking call, run in a thread) returns."""
+        kept = self._answers.get(key)
+        if kept is not None and time.monotonic() - kept[1] < self.ttl:
+            return kept[0]
+        task = self._reading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read(key, read))
+            self._reading[key] = task
+        return await asyncio.shield(task)  # a cancelled request leaves the read to the others
+
+    async def _read(self, key: Hashable, read: Callable[[], Answer]) -> Answer:
+        generation = self._generation.get(key, 0)
+        try:
+            answer = await run_in_threadpool(read)
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
+        if self.ttl > 0 and self._generation.get(key, 0) == generation:
+            self._answers[key] = (answer, time.monotonic())
+        return answer
+
+    def drop(self, key: Hashable) -> None:
+        """Forget ``key``'s answer, and any read of it under way: the next request reads afresh."""
+        self._generation[key] = self._generation.get(key, 0) + 1
+        self._answers.pop(key, None)
+        self._reading.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every answer (events may have been missed)."""
+        for key in list(self._answers) + list(self._reading):
+            self.drop(key)
