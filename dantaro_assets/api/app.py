@@ -32,7 +32,7 @@ from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # the classic text format every Prometheus reads
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -215,7 +215,7 @@ def create_app(
             return
         await serve_websocket(socket, hub, chosen, last_event_id)
 
-    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}},
              "description": "Prometheus text exposition"}}, summary="Prometheus metrics of the API and the pipeline")
     async def prometheus() -> Response:
         ages: dict[str, float | None] = {}
@@ -224,7 +224,7 @@ def create_app(
                 ages[product] = age_seconds((await answers.get((product, None), lambda p=product: read_snapshot(snapshots, p))).as_of)
             except STORAGE_ERRORS:
                 ages[product] = None
-        return Response(await run_in_threadpool(metrics.render, ages), media_type=CONTENT_TYPE_LATEST)
+        return Response(await run_in_threadpool(metrics.render, ages), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """A refused parameter: which one and what it must be, never the value sent."""

@@ -32,7 +32,8 @@ def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
         yield client, port
 
 
-@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc"])
+@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc",
+                                  "/recommendations/scorecard", "/events?topics=market_status"])
 def test_storage_down_answers_503_naming_no_host(unreachable_api, path):
     client, port = unreachable_api
     response = client.get(path)
@@ -49,6 +50,14 @@ def test_a_market_that_is_not_a_whole_code_is_refused_before_storage_is_touched(
     response = client.get(f"/support-levels/{raw}")
     assert response.status_code == 400, response.text
     assert response.json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
+
+
+@pytest.mark.parametrize("raw", ["<script>alert(1)</script>", "0", "201", "2.5", "9" * 40])
+def test_a_bad_limit_is_refused_naming_the_parameter_never_repeating_it(unreachable_api, raw):
+    client, _ = unreachable_api
+    response = client.get("/worker/status", params={"limit": raw})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "limit must be an integer from 1 to 200"}
 
 
 def test_parse_market_upper_cases_only_whole_ascii_codes():

@@ -1,0 +1,90 @@
+"""The kept answers: one read shared by every request waiting for it, kept for the TTL, dropped by an event."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from dantaro_assets.api.answers import Answer, AnswerCache
+
+
+class Reads:
+    """A blocking read (run in a thread, as a storage read is) that counts its calls and can be held."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self) -> Answer:
+        self.calls += 1
+        call = self.calls
+        self.release.wait(5)
+        return Answer(b"%d" % call, "2026-03-10T11:00:00Z")
+
+
+def test_concurrent_requests_share_one_read_and_the_answer_is_kept_for_the_ttl():
+    async def scenario() -> None:
+        cache, reads = AnswerCache(ttl=60), Reads()
+        reads.release.clear()
+        waiting = [asyncio.create_task(cache.get("k", reads)) for _ in range(20)]
+        await asyncio.sleep(0.1)
+        reads.release.set()
+        assert {(await task).body for task in waiting} == {b"1"} and reads.calls == 1
+        assert (await cache.get("k", reads)).body == b"1" and reads.calls == 1
+
+        cache.drop("k")  # its event arrived
+        assert (await cache.get("k", reads)).body == b"2"
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_read_while_its_event_arrived_is_not_kept():
+    async def scenario() -> None:
+        cache, reads = AnswerCache(ttl=60), Reads()
+        reads.release.clear()
+        early = asyncio.create_task(cache.get("k", reads))
+        await asyncio.sleep(0.1)
+        cache.drop("k")  # the event came while the read was under way: that read may predate the snapshot
+        later = asyncio.create_task(cache.get("k", reads))  # a request after the event reads afresh
+        await asyncio.sleep(0.1)
+        reads.release.set()
+        assert ((await early).body, (await later).body) == (b"1", b"2")
+        assert (await cache.get("k", reads)).body == b"2" and reads.calls == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_read_is_not_kept_and_ttl_zero_reads_every_time():
+    async def scenario() -> None:
+        cache = AnswerCache(ttl=60)
+        failures = iter([ConnectionError("storage down")])
+
+        def flaky() -> Answer:
+            if (error := next(failures, None)) is not None:
+                raise error
+            return Answer(b"ok")
+
+        with pytest.raises(ConnectionError):
+            await cache.get("k", flaky)
+        assert (await cache.get("k", flaky)).body == b"ok"
+
+        uncached, reads = AnswerCache(ttl=0), Reads()
+        for _ in range(3):
+            await uncached.get("k", reads)
+        assert reads.calls == 3
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_expires_after_its_ttl():
+    async def scenario() -> None:
+        cache, reads = AnswerCache(ttl=0.2), Reads()
+        await cache.get("k", reads)
+        time.sleep(0.3)
+        assert (await cache.get("k", reads)).body == b"2"
+
+    asyncio.run(scenario())
