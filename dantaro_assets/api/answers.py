@@ -5,13 +5,16 @@ request at a time in a worker thread, shared by every request waiting for it, an
 seconds. A stored snapshot's event (``api/events.py``) drops its answer at once, so a publish is
 served as soon as it is announced; the TTL bounds what no event announces (a snapshot only Postgres
 holds, a key that expired). An answer read while its event arrived is not kept: it may predate it.
-Storage errors are not kept either: the next request tries again.
+Past its TTL an answer is still served for up to ``STALE_S`` more seconds while one read refreshes it
+in the background, so no request waits on storage while the API is busy; an idle answer is read afresh.
+Storage errors are not kept: the next request tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -21,6 +24,11 @@ from starlette.concurrency import run_in_threadpool
 
 from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.redaction import redact_text
+
+log = logging.getLogger(__name__)
+
+STALE_S = 2.0  # how long past its TTL an answer may be served while it is being read again
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,20 @@ class AnswerCache:
     async def get(self, key: Hashable, read: Callable[[], Answer]) -> Answer:
         """The kept answer of ``key`` if it is fresh, else the one ``read`` (a blocking call, run in a thread) returns."""
         kept = self._answers.get(key)
-        if kept is not None and time.monotonic() - kept[1] < self.ttl:
-            return kept[0]
-        task = self._reading.get(key)
-        if task is None:
-            task = asyncio.create_task(self._read(key, read))
-            self._reading[key] = task
+        if kept is not None:
+            age = time.monotonic() - kept[1]
+            if age < self.ttl:
+                return kept[0]
+            if age < self.ttl + STALE_S:
+                if key not in self._reading:
+                    self._start(key, read).add_done_callback(_log_failure)
+                return kept[0]
+        task = self._reading.get(key) or self._start(key, read)
         return await asyncio.shield(task)  # a cancelled request leaves the read to the others
+
+    def _start(self, key: Hashable, read: Callable[[], Answer]) -> asyncio.Task[Answer]:
+        task = self._reading[key] = asyncio.create_task(self._read(key, read))
+        return task
 
     async def _read(self, key: Hashable, read: Callable[[], Answer]) -> Answer:
         generation = self._generation.get(key, 0)
@@ -87,3 +102,9 @@ class AnswerCache:
         """Forget every answer (events may have been missed)."""
         for key in list(self._answers) + list(self._reading):
             self.drop(key)
+
+
+def _log_failure(task: asyncio.Task[Answer]) -> None:
+    """A background refresh failed: the answer it was to replace expires, and a request then meets the error."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("refreshing a kept answer failed: %s: %s", type(exc).__name__, redact_text(str(exc)))

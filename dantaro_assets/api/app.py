@@ -139,7 +139,9 @@ def create_app(
             worker.stop()
 
     app = FastAPI(
-        title="Dantaro API", version="2.0.0", lifespan=lifespan,
+        title="Dantaro API", version="2.0.0", lifespan=lifespan, redoc_url=None,
+        # /metrics is the API's telemetry; FastAPI's OpenTelemetry hooks would cost every request a provider lookup
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         description="Worker health, the latest Dantaro snapshots (market status, recommendations, support levels), "
         "their events as they are stored (`/events`, `/ws`) and Prometheus metrics (`/metrics`).",
     )

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from dantaro_assets.api import answers
 from dantaro_assets.api.answers import Answer, AnswerCache
 
 
@@ -80,11 +81,21 @@ def test_a_failed_read_is_not_kept_and_ttl_zero_reads_every_time():
     asyncio.run(scenario())
 
 
-def test_an_answer_expires_after_its_ttl():
+def test_past_its_ttl_an_answer_is_served_while_it_is_read_again_and_an_idle_one_is_read_first(monkeypatch):
+    monkeypatch.setattr(answers, "STALE_S", 0.3)
+
     async def scenario() -> None:
         cache, reads = AnswerCache(ttl=0.2), Reads()
         await cache.get("k", reads)
-        time.sleep(0.3)
-        assert (await cache.get("k", reads)).body == b"2"
+        time.sleep(0.25)  # expired, within the stale window
+        reads.release.clear()
+        assert (await cache.get("k", reads)).body == b"1"  # served at once
+        await asyncio.sleep(0.1)
+        assert reads.calls == 2 and (await cache.get("k", reads)).body == b"1"  # the read runs behind it, held
+        reads.release.set()
+        await asyncio.sleep(0.1)
+        assert (await cache.get("k", reads)).body == b"2" and reads.calls == 2
+        time.sleep(0.6)  # idle past TTL and stale window
+        assert (await cache.get("k", reads)).body == b"3"
 
     asyncio.run(scenario())
