@@ -43,7 +43,7 @@ def use_bench_environment() -> Settings:
     defaults = load_settings()
     os.environ.update({"DATABASE_URL": embedded.postgres_url(defaults), "REDIS_URL": embedded.redis_url(defaults),
                        "DANTARO_REDIS_PREFIX": tag, "DANTARO_SCHEMA": tag, "DANTARO_STATE_DIR": tempfile.mkdtemp(prefix=f"{tag}-"),
-                       "WORKER_ENABLED": "false", "WORKER_LOG_LEVEL": "WARNING"})
+                       "WORKER_ENABLED": "false"})
     return load_settings()
 
 

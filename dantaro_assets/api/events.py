@@ -28,9 +28,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from dantaro_assets.api.answers import Answer, AnswerCache, read_snapshot, snapshot_answer
+from dantaro_assets.api.answers import Answer, SnapshotAnswers, snapshot_answer
 from dantaro_assets.api.models import parse_market
-from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
@@ -113,8 +112,8 @@ class EventHub:
     ``clients``, ``dropped`` and ``received`` are read by ``/metrics``.
     """
 
-    def __init__(self, snapshots: SnapshotStore, answers: AnswerCache, queue_size: int = QUEUE_SIZE) -> None:
-        self.snapshots = snapshots
+    def __init__(self, answers: SnapshotAnswers, queue_size: int = QUEUE_SIZE) -> None:
+        self.snapshots = answers.snapshots
         self.answers = answers
         self.queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
@@ -147,8 +146,7 @@ class EventHub:
 
     async def current(self, topic: Topic) -> Event | None:
         """The topic's snapshot now, as an event (None when there is none yet)."""
-        answer = await self.answers.get((topic.asset, topic.market), lambda: read_snapshot(self.snapshots, topic.asset, topic.market))
-        return _event(topic, answer)
+        return _event(topic, await self.answers.snapshot(topic.asset, topic.market))
 
     async def first_events(self, topics: Iterable[Topic], last_event_id: str | None) -> list[Event]:
         """What a client gets on connecting: the snapshots since ``last_event_id`` from Postgres (a reconnect),
