@@ -203,11 +203,6 @@ class SupportLevelsSnapshot(Snapshot):
     ranking: str = Field(description="how rank orders the levels")
 
 
-SNAPSHOT_MODELS: dict[str, type[Snapshot]] = {
-    "market_status": MarketStatusSnapshot, "recommendations": RecommendationsSnapshot, "support_levels": SupportLevelsSnapshot,
-}
-
-
 # --- scorecard ------------------------------------------------------------------------------
 
 class ScorecardRow(BaseModel):
