@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import anyio
 import redis
@@ -166,34 +165,43 @@ class EventHub:
         """Subscribe, and resubscribe after every loss, until cancelled."""
         failures = 0
         while True:
-            client = self.snapshots.redis.subscriber()
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.snapshots.events_channel)
-                    self.answers.clear()  # anything may have changed while no event could arrive
-                    self.subscribed.set()
-                    if failures:
-                        log.warning("snapshot events: subscribed again to %s", self.snapshots.events_channel)
-                        await self._catch_up()
-                    failures = 0
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            await self._dispatch(json.loads(message["data"]))
+                await self._listen(resubscribing=failures > 0)
+                raise redis.ConnectionError("the subscription ended")
             except (redis.RedisError, OSError) as exc:
-                self.subscribed.clear()
+                failures = 0 if self.subscribed.is_set() else failures  # a subscription that stood starts the backoff over
                 delay = _RESUBSCRIBE_S[min(failures, len(_RESUBSCRIBE_S) - 1)]
                 failures += 1
+                self.subscribed.clear()
                 log.warning("snapshot events: subscription lost (%s: %s); resubscribing in %.1f s", type(exc).__name__,
                             redact_text(str(exc)), delay)
                 await asyncio.sleep(delay)
-            finally:
-                self.subscribed.clear()
-                await client.aclose()
 
-    async def _dispatch(self, pointer: dict[str, Any]) -> None:
+    async def _listen(self, *, resubscribing: bool) -> None:
+        client = self.snapshots.redis.subscriber()  # raises when Redis cannot be resolved (an embedded one not running)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(self.snapshots.events_channel)
+                self.answers.clear()  # anything may have changed while no event could arrive
+                self.subscribed.set()
+                if resubscribing:
+                    log.warning("snapshot events: subscribed again to %s", self.snapshots.events_channel)
+                    await self._catch_up()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await self._dispatch(message["data"])
+        finally:
+            await client.aclose()
+
+    async def _dispatch(self, raw: bytes) -> None:
         """A snapshot was stored: forget its cached answer; read and offer it if a client wants its topic."""
+        try:
+            pointer = json.loads(raw)
+            topic = Topic(pointer["asset"], pointer.get("market"))
+        except (ValueError, KeyError, TypeError):
+            log.warning("snapshot events: ignored a message that is not a snapshot pointer (%d bytes)", len(raw))
+            return
         self.received += 1
-        topic = Topic(pointer["asset"], pointer.get("market"))
         self.answers.drop((topic.asset, topic.market))
         if any(topic.name in s.topics for s in self._subscribers):
             await self._send_current(topic)
@@ -217,7 +225,7 @@ def _event(topic: Topic, answer: Answer) -> Event | None:
     return None if answer.body is None or answer.as_of is None else Event(topic.name, answer.as_of, answer.body)
 
 
-async def _until_dropped_or_gone(subscriber: Subscriber, gone: Any) -> None:
+async def _until_dropped_or_gone(subscriber: Subscriber, gone: Callable[[], Awaitable[None]]) -> None:
     waiters = [asyncio.ensure_future(subscriber.dropped.wait()), asyncio.ensure_future(gone())]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
