@@ -145,6 +145,7 @@ def create_app(
         description="Worker health, the latest Dantaro snapshots (market status, recommendations, support levels), "
         "their events as they are stored (`/events`, `/ws`) and Prometheus metrics (`/metrics`).",
     )
+
     def problem(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 

@@ -225,13 +225,32 @@ def _event(topic: Topic, answer: Answer) -> Event | None:
     return None if answer.body is None or answer.as_of is None else Event(topic.name, answer.as_of, answer.body)
 
 
-async def _until_dropped_or_gone(subscriber: Subscriber, gone: Callable[[], Awaitable[None]]) -> None:
-    waiters = [asyncio.ensure_future(subscriber.dropped.wait()), asyncio.ensure_future(gone())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+async def _pump(subscriber: Subscriber, first: list[Event], gone: Callable[[], Awaitable[None]],
+                write: Callable[[Event | None], Awaitable[None]], heartbeat_s: float | None) -> None:
+    """Write the subscriber's first events, then its live ones (None after ``heartbeat_s`` of silence), until it is
+    dropped or ``gone`` returns (its client left); a topic's as_of never twice."""
+    async with anyio.create_task_group() as group:
+        async def stop_when_dropped_or_gone() -> None:
+            waiters = [asyncio.ensure_future(subscriber.dropped.wait()), asyncio.ensure_future(gone())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop_when_dropped_or_gone)
+        for event in first:
+            if subscriber.fresh(event):
+                await write(event)
+        while True:
+            try:
+                event = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+            except TimeoutError:
+                await write(None)
+                continue
+            if subscriber.fresh(event):
+                await write(event)
 
 
 class EventStream(Response):
@@ -253,38 +272,21 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        try:
-            async with anyio.create_task_group() as group:
-                async def stop_when_dropped_or_gone() -> None:
-                    await _until_dropped_or_gone(self.subscriber, gone)
-                    group.cancel_scope.cancel()
+        async def write(event: Event | None) -> None:
+            chunk = b": heartbeat\n\n" if event is None else event.sse
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-                group.start_soon(stop_when_dropped_or_gone)
-                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                await self._stream(send)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS, "more_body": True})
+            await _pump(self.subscriber, self.first, gone, write, self.heartbeat_s)
         finally:
             self.hub.unsubscribe(self.subscriber)
 
-    async def _stream(self, send: Send) -> None:
-        async def write(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-        await write(b"retry: %d\n\n" % RETRY_MS)
-        for event in self.first:
-            if self.subscriber.fresh(event):
-                await write(event.sse)
-        while True:
-            try:
-                event = await asyncio.wait_for(self.subscriber.queue.get(), self.heartbeat_s)
-            except TimeoutError:
-                await write(b": heartbeat\n\n")
-                continue
-            if self.subscriber.fresh(event):
-                await write(event.sse)
-
 
 async def serve_websocket(websocket: WebSocket, hub: EventHub, topics: tuple[Topic, ...], last_event_id: str | None) -> None:
-    """``/ws``: the stream of ``/events`` as JSON text messages ``{"id", "topic", "data"}``."""
+    """``/ws``: the stream of ``/events`` as JSON text messages ``{"id", "topic", "data"}`` (no heartbeat: the
+    WebSocket pings)."""
     subscriber = hub.subscribe(topics)
     try:
         first = await hub.first_events(topics, last_event_id)
@@ -294,18 +296,9 @@ async def serve_websocket(websocket: WebSocket, hub: EventHub, topics: tuple[Top
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
 
-        async with anyio.create_task_group() as group:
-            async def stop_when_dropped_or_gone() -> None:
-                await _until_dropped_or_gone(subscriber, gone)
-                group.cancel_scope.cancel()
+        async def write(event: Event | None) -> None:
+            await websocket.send_text(event.text)
 
-            group.start_soon(stop_when_dropped_or_gone)
-            for event in first:
-                if subscriber.fresh(event):
-                    await websocket.send_text(event.text)
-            while True:
-                event = await subscriber.queue.get()
-                if subscriber.fresh(event):
-                    await websocket.send_text(event.text)
+        await _pump(subscriber, first, gone, write, None)
     finally:
         hub.unsubscribe(subscriber)
