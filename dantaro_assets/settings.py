@@ -181,8 +181,8 @@ class Settings(BaseModel):
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
     api_token: SecretStr | None = Field(None, alias="DANTARO_API_TOKEN",
-        description="`dantaro api`: the bearer token every endpoint but /health requires (16+ characters); unset, the endpoints "
-        "are open (the API binds 127.0.0.1 by default)")
+        description="`dantaro api`: the bearer token every endpoint but /health requires (16 to 512 characters); unset, the "
+        "endpoints are open (the API binds 127.0.0.1 by default); shown as `**********`")
     api_cors_origins: tuple[str, ...] = Field((), alias="DANTARO_API_CORS_ORIGINS",
         description="`dantaro api`: comma-separated origins (`https://host[:port]`, or `*`) whose web pages may call the API; "
         "unset, none")
