@@ -21,6 +21,10 @@ A request holds its slot from the moment it is granted until ``window`` after it
 slot reaches Upbit at least a window after it, whatever the network delays: no 429 from delay
 jitter, at the cost of one round trip per slot and window (10 / (1 s + latency) requests a second).
 Grants are also spaced window/limit apart, so ten requests never leave in one burst.
+
+Releasing a slot also tallies the answer (``endpoint status``: 200, 429, 418, ... or ``error`` when none
+came) in one Redis hash, ``{prefix}:upbit:answers``, in the same script: every process's requests are
+counted in one place, which the API's ``/metrics`` reads (:func:`answer_counts`).
 """
 
 from __future__ import annotations
@@ -79,11 +83,13 @@ return {0, 0}
 """
 
 # The answer came back: the slot now expires a window after this moment (added again if a Redis that
-# restarted empty lost it). KEYS: window. ARGV: member, window_ms.
+# restarted empty lost it), and the answer is tallied. KEYS: window, answer tallies. ARGV: member, tally
+# field, window_ms.
 _RELEASE = """
 local t = redis.call('TIME')
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
-if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
 return 1
 """
 
@@ -140,7 +146,8 @@ class RateLimiter(Protocol):
     def acquire(self, group: str) -> str:
         """Wait for a slot; the returned token is handed back to ``release`` when the answer is in."""
 
-    def release(self, group: str, token: str) -> None: ...
+    def release(self, group: str, token: str, answer: str) -> None:
+        """The request's answer came back (``answer``: ``endpoint status``, tallied where processes share it)."""
 
     def exhaust(self, group: str) -> None: ...
 
@@ -170,6 +177,7 @@ class RedisRateLimiter:
         self._restore = client.register_script(_RESTORE)
         self._exhaust = client.register_script(_EXHAUST)
         self._blocked_key = f"{prefix}:ratelimit:blocked"
+        self._answers_key = answers_key(prefix)
         self._alive_key = f"{prefix}:ratelimit:alive"
         self._in_flight: dict[str, str] = {}  # token -> group: granted here, answer not back yet
         self._in_flight_lock = threading.Lock()
@@ -214,11 +222,11 @@ class RedisRateLimiter:
                 raise IPBlocked(max(value, 0) / 1000, self._block_reason())
             time.sleep(value / 1_000_000)
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
         with self._in_flight_lock:
             self._in_flight.pop(token, None)
         try:
-            self._release(keys=[self._key(group)], args=[token, self._window_us // 1000 + 1])
+            self._release(keys=[self._key(group), self._answers_key], args=[token, answer, self._window_us // 1000 + 1])
         except _STORE_ERRORS as exc:  # the slot stays held until its flight time ends: later, never earlier
             self._store_failed(exc)
 
@@ -327,7 +335,8 @@ class LocalRateLimiter:
                     return token
             time.sleep(max(wait, 0.001))
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
+        """Frees the slot; the answer is not tallied (one process, nothing to share it with)."""
         with self._lock:
             slots = self._slots.setdefault(group, {})
             if token in slots:
@@ -344,6 +353,20 @@ class LocalRateLimiter:
         with self._lock:
             self._blocked_until = time.monotonic() + seconds
             self._blocked_reason = reason
+
+
+def answers_key(prefix: str) -> str:
+    """The Redis hash of Upbit answers by ``endpoint status``, written by every process's limiter."""
+    return f"{prefix}:upbit:answers"
+
+
+def answer_counts(client: redis.Redis, prefix: str) -> dict[tuple[str, str], int]:
+    """Upbit answers so far by (endpoint, status), across every process sharing this Redis."""
+    counts = {}
+    for field, count in client.hgetall(answers_key(prefix)).items():
+        endpoint, _, status = field.decode().rpartition(" ")
+        counts[(endpoint, status)] = int(count)
+    return counts
 
 
 def make_rate_limiter(
