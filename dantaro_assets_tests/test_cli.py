@@ -260,3 +260,12 @@ def test_a_read_only_state_folder_is_one_clear_line_not_a_traceback(read_only_st
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"dantaro {command[0]}: cannot write {read_only_state}/")
     assert f"the folder {read_only_state}" in done.stderr and "must be writable" in done.stderr
+
+
+def test_dev_refuses_a_dagster_home_that_is_not_a_folder_in_one_line(tmp_path):
+    env = {**_env(tmp_path / "state"), "DAGSTER_HOME": str(tmp_path / "missing")}
+    done = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "dev", "--no-stream", "--offline", "--port", str(free_port())],
+                          env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"dantaro dev: DAGSTER_HOME {tmp_path / 'missing'} is not a folder" in done.stderr

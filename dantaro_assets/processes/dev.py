@@ -104,6 +104,10 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
     if options.verbose:
         settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
     home = use_instance(settings, refresh=True)
+    if not home.is_dir():  # only an operator's DAGSTER_HOME can be missing: the state folder's own is created
+        print(f"dantaro dev: DAGSTER_HOME {home} is not a folder: create it with a dagster.yaml (deploy/README.md), "
+              "or unset DAGSTER_HOME to use the state folder's instance", file=sys.stderr)
+        return 2
     env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
     postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
