@@ -29,10 +29,11 @@ setup(
         "starlette>=0.40",
         "uvicorn>=0.30",
         "websockets>=14",
+        "tabulate>=0.9",  # DataFrame.to_markdown: the metadata tables in the UI and `dantaro candles delete`'s listing
     ],
     extras_require={
-        # Only bench/ imports these (tables, the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
-        "bench": ["tabulate>=0.9", "psycopg[binary]>=3.2", "psutil>=5.9"],
+        # Only bench/ imports these (the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
+        "bench": ["psycopg[binary]>=3.2", "psutil>=5.9"],
         "test": ["pytest>=8", "wheel>=0.40", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},

@@ -23,7 +23,7 @@ public API that serves; an upgrade of Dagster should start by re-checking this f
   has no public type to compare against.
 - ``CheckRunHealthResult``/``WorkerStatus``: what a run launcher's public hook
   ``check_run_worker_health`` must return; ``dagster`` does not export them, so a launcher subclass
-  (``CeleryWorkerAwareLauncher``) cannot answer without them.
+  (``celery_runs.WorkerCheckingCeleryRunLauncher``) cannot answer without them.
 """
 
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
