@@ -54,10 +54,10 @@ os.environ["WORKER_ENABLED"] = "false"  # only the benchmark's runs
 import dagster as dg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_replay.process import start_replay_server
 
@@ -164,8 +164,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     settings = load_settings()
-    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
-    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()
     replay = start_replay_server("--simulated", str(args.markets))
     replay_url = replay.url
     os.environ["UPBIT_BASE_URL"] = replay_url

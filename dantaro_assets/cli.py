@@ -97,7 +97,6 @@ def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
 def dev(args: argparse.Namespace, settings: Settings) -> int:
     import dagster as dg
 
-    from dantaro_assets.lib import embedded
     from dantaro_assets.operations.console import (
         RunLines,
         StackTraceFilter,
@@ -105,6 +104,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     )
     from dantaro_assets.operations.dev_server import stop_dagster_dev
     from dantaro_assets.operations.stream_child import StreamChild
+    from dantaro_assets.resources import process_storage
 
     if running := _running_dev(settings.state_dir):
         print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
@@ -114,7 +114,7 @@ def dev(args: argparse.Namespace, settings: Settings) -> int:
     home = use_instance(settings, refresh=True)
     env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
-    postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
+    postgres, redis = process_storage(settings).urls()
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     if args.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
@@ -289,19 +289,19 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
 
 def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
-    from dantaro_assets.lib.postgres import PostgresResource
     from dantaro_assets.markets.repair import (
         CandleSelection,
         CandleSelectionError,
         delete_candles,
     )
+    from dantaro_assets.resources import process_storage
 
     try:
         selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))
     except CandleSelectionError as exc:
         print(f"dantaro candles delete: {exc}", file=sys.stderr)
         return 2
-    result = delete_candles(PostgresResource(url=settings.database_url, db_schema=settings.db_schema), selection, execute=args.execute)
+    result = delete_candles(process_storage(settings).postgres, selection, execute=args.execute)
     span = f"candle_start in [{selection.start.isoformat()}, {selection.end.isoformat()})"
     markets = "every market" if selection.markets is None else ", ".join(selection.markets)
     if result.rows:

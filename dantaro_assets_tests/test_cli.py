@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from dantaro_assets.cli import processes_naming, use_instance
+from dantaro_assets.lib.embedded import stop_embedded
 from dantaro_assets.operations.dev_server import IN_FLIGHT, QUEUED, free_port
 from dantaro_assets.settings import load_settings
 
@@ -84,6 +85,20 @@ def fresh_state() -> Iterator[Path]:
     state = Path(tempfile.mkdtemp(prefix="dantaro-cli-test-"))
     yield state
     shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_candles_delete_dry_run_on_the_default_embedded_setup(tmp_path, fresh_state):
+    """No DATABASE_URL: the command finds the state folder's embedded Postgres as every other process does."""
+    command = [sys.executable, "-m", "dantaro_assets.cli", "candles", "delete", "--asset", "candles_1m",
+               "--start", "2025-09-15T10:00Z", "--end", "2025-09-15T11:00Z", "--market", "KRW-BTC"]
+    try:
+        done = subprocess.run(command, check=False, cwd=tmp_path, env=_env(fresh_state, DATABASE_URL="", REDIS_URL=""), capture_output=True,
+                              text=True, timeout=180)
+    finally:
+        stop_embedded(fresh_state)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dry run: would delete 0 row(s) of " in done.stdout and (fresh_state / "postgres" / "PG_VERSION").exists()
 
 
 @pytest.mark.slow

@@ -27,10 +27,9 @@ os.environ["WORKER_ENABLED"] = "false"
 
 import dagster as dg
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.operations.api import worker_status
 from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
-from dantaro_assets.resources import snapshot_store
+from dantaro_assets.resources import process_storage, snapshot_store
 from dantaro_assets.settings import load_settings
 from dantaro_replay.process import start_replay_server
 
@@ -84,8 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     browser = chromium()
     settings = load_settings()
-    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
-    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()
     replay = start_replay_server("--simulated", str(args.markets))
     os.environ["UPBIT_BASE_URL"] = replay.url
     try:

@@ -24,11 +24,15 @@ class RedisResource(dg.ConfigurableResource):
 
     _client: redis.Redis | None = PrivateAttr(default=None)
 
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        if self.state_dir is None:
+            raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
+        return embedded_redis_url(Path(self.state_dir))
+
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""
         if self._client is None:
-            if not self.url and self.state_dir is None:
-                raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
-            url = self.url or embedded_redis_url(Path(self.state_dir))
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            self._client = redis.Redis.from_url(self.resolved_url(), socket_connect_timeout=2, socket_timeout=5)
         return self._client
