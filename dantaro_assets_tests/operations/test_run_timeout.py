@@ -16,7 +16,8 @@ import pytest
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import UpbitClient
-from dantaro_assets.markets import assets, upbit_markets
+from dantaro_assets.markets import assets as market_assets
+from dantaro_assets.markets.assets import upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
 from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.operations.daemon import (
@@ -51,7 +52,8 @@ def closed_hour(replay_server, storage, redis_resource, settings) -> pd.Timestam
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
     resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "postgres": storage, "upbit": upbit,
                  "run_settings": run_settings(settings)}
-    result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
+    result = dg.materialize(dg.load_assets_from_modules([market_assets]), selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"),
+                            resources=resources)
     upbit.close()
     assert result.success
     return hour

@@ -20,7 +20,7 @@ from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import Settings
 from dantaro_assets_tests.fixtures.environment import environ
 
-ASSETS = [*market_assets, market_status, market_status_redis]
+ASSETS = [*dg.load_assets_from_modules([market_assets]), market_status, market_status_redis]
 NO_STEP_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 
