@@ -20,8 +20,8 @@ from dantaro_assets.markets.assets import (
     upbit_markets,
 )
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window
+from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
 from dantaro_assets.operations.limits import job_tags
-from dantaro_assets.operations.schedules import MINUTES_FROM_STREAM
 from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 

@@ -283,7 +283,7 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
     """candles_1m of ``partition`` as an analysis job's step (its run config and tags) against ``replay``, in ``schema``."""
     from dantaro_assets.lib.upbit import UpbitClient
     from dantaro_assets.markets import assets
-    from dantaro_assets.operations.schedules import MINUTES_FROM_STREAM
+    from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
     from dantaro_assets.resources import run_settings
     from dantaro_assets.settings import load_settings
 

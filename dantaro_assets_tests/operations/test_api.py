@@ -21,7 +21,7 @@ from dantaro_assets.operations.api import OPENAPI, create_app
 from dantaro_assets.operations.job_log import CONTRACT_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes
+from dantaro_assets.recommendations.assets import recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store
