@@ -6,7 +6,7 @@ setup(
     description="Dantaro: Upbit KRW market status, support levels and recommendations as Dagster assets",
     packages=find_packages(exclude=["dantaro_assets_tests", "dantaro_assets_tests.*"]),
     # the instance template dantaro renders into DAGSTER_HOME (the project folder's dagster.yaml links to it)
-    package_data={"dantaro_assets.operations": ["dagster.yaml"]},
+    package_data={"dantaro_assets.processes": ["dagster.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "dagster==1.13.27",
@@ -34,6 +34,8 @@ setup(
     extras_require={
         # Only bench/ imports these (the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
         "bench": ["psycopg[binary]>=3.2", "psutil>=5.9"],
+        # The documentation site (mkdocs.yml; CI builds it with --strict): pip install -e '.[docs]'
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
         "test": ["pytest>=8", "wheel>=0.40", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.17,<0.18", "psycopg[binary]>=3.2", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["dantaro=dantaro_assets.cli:main"]},

@@ -55,10 +55,10 @@ import dagster as dg
 import redis
 
 from dantaro_assets.markets.seen import SeenStore
-from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.harness import DagsterDev, prepare_history
 from dantaro_replay.process import start_replay_server
 
 PHASES = ("queue", "startup", "fetch", "store", "read", "compute", "write", "push")

@@ -27,7 +27,7 @@ from tabulate import tabulate
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient, interval
 from dantaro_assets.lib.upbit.parsing import parse_candle_page
-from dantaro_assets.settings import redact_url
+from dantaro_assets.redaction import redact_url
 from dantaro_replay.process import start_replay_server
 
 RATE = 10

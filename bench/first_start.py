@@ -33,8 +33,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from dantaro_assets.cli import processes_naming
-from dantaro_assets.operations.dev_server import IN_FLIGHT, QUEUED, free_port
+from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
+from dantaro_assets.processes.stop import processes_naming
+from dantaro_assets_tests.harness import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PRODUCTS = ("market_status", "recommendations", "support_levels")

@@ -47,11 +47,11 @@ os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_bench_launchers")
 os.environ["WORKER_ENABLED"] = "false"  # no schedules in the history's dagster dev: only the benchmark's runs
 
 from bench.cycle import percentile, phases  # noqa: E402  (after the environment the settings read)
-from dantaro_assets.operations.dev_server import DagsterDev, prepare_history  # noqa: E402
-from dantaro_assets.operations.instance import write_instance_config  # noqa: E402
 from dantaro_assets.partitions import hourly_partitions  # noqa: E402
+from dantaro_assets.processes.instance import write_instance_config  # noqa: E402
 from dantaro_assets.settings import load_settings  # noqa: E402
 from dantaro_assets_tests.fixtures.environment import environ  # noqa: E402
+from dantaro_assets_tests.harness import DagsterDev, prepare_history  # noqa: E402
 from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit  # noqa: E402
 from dantaro_replay.process import start_replay_server  # noqa: E402
 

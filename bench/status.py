@@ -30,20 +30,20 @@ import httpx
 import uvicorn
 from tabulate import tabulate
 
-from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.api import (
+from dantaro_assets.api.app import (
     MAX_JOBS,
     STATUS_REFRESH_S,
     create_app,
     worker_status,
 )
-from dantaro_assets.operations.dev_server import free_port
-from dantaro_assets.operations.instance import write_instance_config
-from dantaro_assets.operations.job_log import JobLog
+from dantaro_assets.api.job_log import JobLog
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.harness import free_port
 
 CACHED = f"GET /worker/status, background refresh every {STATUS_REFRESH_S:g} s"
 UNCACHED = "GET /worker/status, computed per request (--status-refresh 0)"

@@ -1,250 +1,34 @@
 """The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
 
-``dantaro dev`` is what a new user runs first: it validates the settings, starts the embedded
-Postgres and Redis when no URLs are set, starts the offline replay server when the live Upbit API
-cannot be reached (or ``--offline`` is given), points ``DAGSTER_HOME`` at the local state folder
-with the project's ``dagster.yaml``, and hands over to ``dagster dev``. Every subcommand finds the
-state folder and the Dagster instance the same way (:func:`use_instance`), from any folder.
+This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
+``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
+instance the same way (``processes.instance.use_instance``), from any folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO
-from urllib.parse import urlsplit
 
-from dantaro_assets.settings import Settings, SettingsError, load_settings, redact_url
-from dantaro_replay.process import start_replay_server
-
-LIVE_UPBIT = "https://api.upbit.com"
-DEV_PID_FILE = "dev.json"  # in the state folder: the running `dantaro dev` and its `dagster dev` process group
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def use_instance(settings: Settings, refresh: bool = False) -> Path:
-    """Point this process, and every process it starts, at the settings' state folder and Dagster instance."""
-    from dantaro_assets.operations.instance import prepare_instance_home
-
-    home = prepare_instance_home(settings, refresh=refresh)
-    os.environ["DANTARO_STATE_DIR"] = str(settings.state_dir)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "dantaro" in Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return False
-
-
-def _dev_record(state_dir: Path) -> dict | None:
-    """What the last ``dantaro dev`` of ``state_dir`` wrote about itself (removed when it stops)."""
-    try:
-        return json.loads((state_dir / DEV_PID_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _running_dev(state_dir: Path) -> dict | None:
-    """The ``dantaro dev`` serving ``state_dir``, if it still runs."""
-    record = _dev_record(state_dir)
-    return record if record and _alive(record["pid"]) else None
-
-
-def _dagster_processes(pgid: int) -> list[int]:
-    """Processes of a `dagster dev` process group still alive (its leader may be gone): Dagster's services and
-    code servers, and the run workers the code server starts as `multiprocessing` spawn children."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and any(name in (stat.parent / "cmdline").read_text() for name in ("dagster", "multiprocessing")):
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
-    """Copy `dagster dev`'s output (its services, code servers and run workers) to ours, line by line."""
-    for line in output:
-        if keep(line):
-            sys.stdout.write(line)
-            sys.stdout.flush()
+from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.settings import Settings, SettingsError, load_settings
 
 
 def dev(args: argparse.Namespace, settings: Settings) -> int:
-    import dagster as dg
+    from dantaro_assets.processes.dev import DevOptions, run_dev
 
-    from dantaro_assets.operations.console import (
-        RunLines,
-        StackTraceFilter,
-        service_log_level,
-    )
-    from dantaro_assets.operations.dev_server import stop_dagster_dev
-    from dantaro_assets.operations.stream_child import StreamChild
-    from dantaro_assets.resources import process_storage
-
-    if running := _running_dev(settings.state_dir):
-        print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
-        return 1
-    if args.verbose:
-        settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
-    home = use_instance(settings, refresh=True)
-    env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
-    # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
-    postgres, redis = process_storage(settings).urls()
-    replay = None
-    explicit_url = "UPBIT_BASE_URL" in os.environ
-    if args.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
-        replay = start_replay_server("--simulated", str(args.markets), "--seed", str(args.seed))
-        env["UPBIT_BASE_URL"] = replay.url
-        print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
-    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
-    services = service_log_level(settings.worker_log_level)
-    command = [
-        # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
-        sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
-        # the code location by module (what workspace.yaml names), so an installed package needs no project folder
-        "-m", "dantaro_assets.definitions", "-h", args.host, "-p", str(args.port),
-        "--log-level", services, "--code-server-log-level", services,
-    ]
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C
-        signal.signal(signum, lambda *_: stop.set())
-    # Opened before `dagster dev` starts: a fresh instance's storage is created once, not raced by its processes.
-    instance = dg.DagsterInstance.from_config(str(home))
-    # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder;
-    # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
-    dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    keep = (lambda _: True) if args.verbose else StackTraceFilter().keep
-    echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
-    echo.start()
-    pid_file = settings.state_dir / DEV_PID_FILE
-    record = {"pid": os.getpid(), "dagster_pgid": dagster.pid}
-    pid_file.write_text(json.dumps(record))
-    stream = None
-    if not args.no_stream:  # beside Dagster, against UPBIT_BASE_URL's WebSocket (the replay's when offline)
-        stream = StreamChild(settings.state_dir, env, keep=keep if args.verbose else StackTraceFilter().keep,
-                             on_start=lambda pid: pid_file.write_text(json.dumps({**record, "stream_pid": pid})))
-        stream.start()
-    print(f"dantaro dev: UI on http://{args.host}:{args.port}; {'no stream (--no-stream)' if stream is None else 'stream started'}; "
-          "Ctrl-C or `dantaro stop` stops it")
-    try:
-        run_lines = RunLines(instance)
-        while not stop.wait(1):
-            if dagster.poll() is not None:
-                print(f"dantaro dev: dagster dev exited with {dagster.returncode}", file=sys.stderr)
-                return dagster.returncode or 1
-            for line in run_lines.poll():
-                print(line, flush=True)
-        started = time.monotonic()
-        print("dantaro dev: stopping (the stream and runs first, then the Dagster services)")
-        if stream is not None:
-            stream.terminate()  # it writes its closed minutes while Dagster stops
-        closed = stop_dagster_dev(dagster, home)
-        if stream is not None:
-            stream.wait()
-        note = f", {closed} run(s) marked CANCELED" if closed else ""
-        echo.join(timeout=1)
-        print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
-        return 0
-    finally:
-        instance.dispose()
-        if dagster.poll() is None:
-            os.killpg(dagster.pid, signal.SIGKILL)
-        if stream is not None:
-            stream.terminate()
-            stream.wait(timeout=1)
-        if replay is not None:
-            replay.stop()
-        pid_file.unlink(missing_ok=True)
+    return run_dev(settings, DevOptions(host=args.host, port=args.port, offline=args.offline, markets=args.markets, seed=args.seed,
+                                        verbose=args.verbose, no_stream=args.no_stream))
 
 
-def stop_state(args: argparse.Namespace, settings: Settings) -> int:
-    """``dantaro stop``: the ``dantaro dev`` of the state folder, then its embedded Postgres and Redis."""
-    from dantaro_assets.lib.embedded import stop_embedded
+def stop(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro stop``: the state folder's ``dantaro dev``, what a killed one left, and its embedded servers."""
+    from dantaro_assets.processes.stop import stop_state
 
-    if record := _dev_record(settings.state_dir):
-        if _alive(record["pid"]):
-            os.kill(record["pid"], signal.SIGTERM)
-            deadline = time.monotonic() + args.timeout
-            while _alive(record["pid"]) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(record["pid"]):
-                os.kill(record["pid"], signal.SIGKILL)
-            print(f"dantaro stop: stopped dantaro dev (pid {record['pid']})")
-        if _alive(stream_pid := record.get("stream_pid", 0)) and str(settings.state_dir) in _cmdline(stream_pid):
-            _stop_stream(stream_pid)  # left running by a killed `dantaro dev`
-            print(f"dantaro stop: stopped the stream (pid {stream_pid}) left by dantaro dev")
-        left = _dagster_processes(record["dagster_pgid"])  # what a killed `dantaro dev` left running
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        if left:
-            import dagster as dg
-
-            from dantaro_assets.operations.dev_server import close_runs
-
-            with dg.DagsterInstance.from_config(str(use_instance(settings))) as instance:
-                closed = close_runs(instance, "dantaro dev was killed before the run ended")
-            print(f"dantaro stop: killed {len(left)} process(es) left by dantaro dev; {closed} run(s) marked CANCELED")
-        (settings.state_dir / DEV_PID_FILE).unlink(missing_ok=True)
-    stopped = stop_embedded(settings.state_dir)
-    print(f"dantaro stop: embedded servers of {settings.state_dir}: {', '.join(stopped) if stopped else 'none running'}")
-    deadline = time.monotonic() + 5  # servers just told to stop may take a moment to exit
-    while (left := processes_naming(settings.state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if left:
-        print(f"dantaro stop: {len(left)} process(es) still name the state folder:", *left, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _stop_stream(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM (it writes the minutes already closed), SIGKILL after ``timeout`` s."""
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
-def processes_naming(state: Path) -> list[str]:
-    """Processes other than this one whose command line names the state folder (servers, dev, workers)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        if proc.name.isdigit() and str(state) in (text := _cmdline(int(proc.name))) and proc.name != str(os.getpid()):
-            found.append(f"{proc.name}: {text[:160]}")
-    return found
+    return stop_state(settings, args.timeout)
 
 
 def stream(args: argparse.Namespace, settings: Settings) -> int:
@@ -350,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if argv[:1] == ["api"]:
-        from dantaro_assets.operations.api import main as api_main
+        from dantaro_assets.api.app import main as api_main
 
         use_instance(settings)
         return api_main(argv[1:], settings) or 0
@@ -366,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
-    return {"stop": stop_state, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
 
 
 if __name__ == "__main__":

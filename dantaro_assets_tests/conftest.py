@@ -62,6 +62,7 @@ pytest_plugins = [
     "dantaro_assets_tests.fixtures.replay",
     "dantaro_assets_tests.fixtures.servers",
     "dantaro_assets_tests.fixtures.progress",
+    "dantaro_assets_tests.fixtures.instance",
 ]
 
 

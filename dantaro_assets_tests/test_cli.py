@@ -19,10 +19,12 @@ import httpx
 import psutil
 import pytest
 
-from dantaro_assets.cli import processes_naming, use_instance
 from dantaro_assets.lib.embedded import stop_embedded
-from dantaro_assets.operations.dev_server import IN_FLIGHT, QUEUED, free_port
+from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
+from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.processes.stop import processes_naming
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.harness import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

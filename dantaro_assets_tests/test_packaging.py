@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from dantaro_assets.definitions import defs
-from dantaro_assets.operations.instance import TEMPLATE, render_instance_config
+from dantaro_assets.processes.instance import TEMPLATE, render_instance_config
 from dantaro_assets.settings import PROJECT_DIR, load_settings
 
 
@@ -18,7 +18,7 @@ def test_the_built_package_ships_the_dagster_yaml_template(tmp_path):
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False,
     )
     assert build.returncode == 0, build.stderr[-2000:]
-    shipped = tmp_path / "lib" / "dantaro_assets" / "operations" / "dagster.yaml"
+    shipped = tmp_path / "lib" / "dantaro_assets" / "processes" / "dagster.yaml"
     assert shipped.read_bytes() == TEMPLATE.read_bytes()
     assert not (tmp_path / "lib" / "dantaro_assets_tests").exists()
     rendered = render_instance_config(load_settings({"WORKER_MAX_WORKERS": "2"}), template=shipped)
@@ -39,7 +39,7 @@ def test_a_plain_install_loads_the_definitions_without_the_checkout(tmp_path):
     )
     assert install.returncode == 0, install.stderr[-2000:]
     assert (site / "dantaro_replay" / "server.py").is_file()
-    assert (site / "dantaro_assets" / "operations" / "dagster.yaml").is_file()
+    assert (site / "dantaro_assets" / "processes" / "dagster.yaml").is_file()
     probe = (
         "import dantaro_assets, dantaro_assets.definitions as d; "
         "print(dantaro_assets.__file__); "

@@ -27,10 +27,10 @@ os.environ["WORKER_ENABLED"] = "false"
 
 import dagster as dg
 
-from dantaro_assets.operations.api import worker_status
-from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
+from dantaro_assets.api.app import worker_status
 from dantaro_assets.resources import process_storage, snapshot_store
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.harness import DagsterDev, prepare_history
 from dantaro_replay.process import start_replay_server
 
 PAGES = {

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dantaro_assets.lib.embedded import embedded_postgres_url
-from dantaro_assets.settings import redact_text, redact_url
+from dantaro_assets.redaction import redact_text, redact_url
 
 
 def quote_ident(name: str) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 import redis
 
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.settings import redact_text
+from dantaro_assets.redaction import redact_text
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:

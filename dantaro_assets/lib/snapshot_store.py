@@ -27,7 +27,7 @@ from pydantic import Field
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
 from dantaro_assets.lib.postgres_io import read_table
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.settings import redact_text
+from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
 

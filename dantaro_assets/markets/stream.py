@@ -61,7 +61,7 @@ from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, ceil_minute, floor_minute
-from dantaro_assets.settings import redact_text, redact_url
+from dantaro_assets.redaction import redact_text, redact_url
 
 log = logging.getLogger("dantaro.stream")
 

@@ -1,2 +1,1 @@
-"""What every domain shares to run: run limits and tags, the job and schedule factories, the instance
-config, the job log, the HTTP API, the console, the dev server and the Celery runs."""
+"""Run machinery every domain shares: run limits, tags and the executor, the job and schedule factories, Celery runs."""

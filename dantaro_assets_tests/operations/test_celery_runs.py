@@ -25,8 +25,8 @@ from dantaro_assets.operations.celery_runs import (
     WORKER_TAG,
     WorkerCheckingCeleryRunLauncher,
 )
-from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
+from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.conftest import RUN_TAG
 from dantaro_assets_tests.fixtures.environment import environ

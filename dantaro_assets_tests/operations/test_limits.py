@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dantaro_assets.operations.instance import write_instance_config
 from dantaro_assets.operations.jobs import run_tags
 from dantaro_assets.operations.limits import (
     CELERY_QUEUE_TAG,
@@ -22,6 +21,7 @@ from dantaro_assets.operations.limits import (
     MONITORING_GRACE_SECONDS,
     instance_limit_problems,
 )
+from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,

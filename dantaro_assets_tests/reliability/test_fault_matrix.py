@@ -18,6 +18,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from dantaro_assets.api.app import create_app
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.lib.upbit.errors import (
     UpbitIPBlockedError,
@@ -27,7 +28,6 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitTransportError,
 )
 from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
-from dantaro_assets.operations.api import create_app
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.reliability.matrix_job import materialize, root_error, run_without_step_retries, throwaway_instance

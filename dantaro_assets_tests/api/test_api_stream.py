@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
+from dantaro_assets.api.app import create_app
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window
-from dantaro_assets.operations.api import create_app
 from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets_tests.fixtures.servers import serve_http
 

@@ -9,17 +9,17 @@ import dagster as dg
 import httpx
 import pytest
 
-from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.api import (
+from dantaro_assets.api.app import (
     create_app,
     parse_market,
     worker_status,
 )
-from dantaro_assets.operations.dev_server import free_port
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets_tests.fixtures.servers import serve_http
+from dantaro_assets_tests.harness import free_port
 
 SECRET = "s3cret"
 

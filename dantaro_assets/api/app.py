@@ -32,15 +32,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from dantaro_assets.api.for_people import for_people
+from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.markets.seen import SeenStore, stream_status
-from dantaro_assets.operations.for_people import for_people
-from dantaro_assets.operations.job_log import JobLog
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
+from dantaro_assets.redaction import redact_text
 from dantaro_assets.resources import snapshot_store
-from dantaro_assets.settings import Settings, redact_text
+from dantaro_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 

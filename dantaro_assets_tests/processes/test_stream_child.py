@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from dantaro_assets.operations.console import StackTraceFilter
-from dantaro_assets.operations.stream_child import StreamChild, stream_command
+from dantaro_assets.processes.console import StackTraceFilter
+from dantaro_assets.processes.stream_child import StreamChild, stream_command
 
 CRASHING = "import sys; print('stream: up', flush=True); print('Traceback (most recent call last):'); print('  File x'); sys.exit(3)"
 

@@ -8,12 +8,12 @@ import warnings
 import dagster as dg
 
 from dantaro_assets.definitions import defs
-from dantaro_assets.operations.console import (
+from dantaro_assets.processes.console import (
     RunLines,
     StackTraceFilter,
     service_log_level,
 )
-from dantaro_assets.operations.instance import render_instance_config
+from dantaro_assets.processes.instance import render_instance_config
 from dantaro_assets.settings import load_settings
 
 

@@ -13,12 +13,12 @@ import pandas as pd
 import psycopg
 import pytest
 
+from dantaro_assets.api.app import OPENAPI, create_app
+from dantaro_assets.api.job_log import CONTRACT_STATUS
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.api import OPENAPI, create_app
-from dantaro_assets.operations.job_log import CONTRACT_STATUS
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations.assets import recommendation_outcomes

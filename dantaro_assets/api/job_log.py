@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from dantaro_assets.operations.limits import JOB_TAG
-from dantaro_assets.settings import redact_text
+from dantaro_assets.redaction import redact_text
 
 MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}

@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dantaro_assets.operations.dev_server import DagsterDev, prepare_history
-from dantaro_assets.operations.job_log import JobLog
+from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.harness import DagsterDev, prepare_history
 
 RUN_QUERY = """
 query Run($runId: ID!) {

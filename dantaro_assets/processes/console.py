@@ -5,7 +5,7 @@ and warnings and errors. Three things in Dagster are louder than that level prom
 
 - a run's console logger prints every event of the run (step start, output, handled input...) at
   DEBUG; the instance's ``python_logs.python_log_level`` (rendered into dagster.yaml from
-  ``WORKER_LOG_LEVEL`` by ``operations.instance``) sets its level, and with it the level of
+  ``WORKER_LOG_LEVEL`` by ``processes.instance``) sets its level, and with it the level of
   ``context.log`` messages kept in the event log (Dagster's events are always kept);
 - a run's start and success are DEBUG events too, so at INFO they would vanish with the rest:
   :class:`RunLines` prints them instead, from the instance's run records;

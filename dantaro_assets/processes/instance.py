@@ -1,6 +1,6 @@
 """The Dagster instance config: the packaged dagster.yaml with the settings' run limit and log level filled in.
 
-The template ships inside the package (``dantaro_assets/operations/dagster.yaml``) so that a plain
+The template ships inside the package (``dantaro_assets/processes/dagster.yaml``) so that a plain
 ``pip install .`` can render it; the project folder's ``dagster.yaml`` is a symlink to it.
 
 ``concurrency.runs.max_concurrent_runs`` and ``python_logs.python_log_level`` are plain values in
@@ -12,6 +12,7 @@ instance agrees with the settings.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -27,7 +28,7 @@ def render_instance_config(settings: Settings, template: Path = TEMPLATE) -> dic
     config["concurrency"]["runs"]["max_concurrent_runs"] = settings.worker_max_workers
     # every run the queue may start can wait for the pool at its fetching step instead of in the queue
     config["concurrency"]["pools"]["op_granularity_run_buffer"] = settings.worker_max_workers
-    # the level of each run's console logger and of the context.log messages kept (operations.console)
+    # the level of each run's console logger and of the context.log messages kept (processes.console)
     config.setdefault("python_logs", {})["python_log_level"] = settings.worker_log_level  # the template may lack it
     return config
 
@@ -36,7 +37,7 @@ def write_instance_config(dagster_home: Path, settings: Settings, template: Path
     """Write ``dagster.yaml`` into ``dagster_home`` (created if missing); returns its path."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    header = f"# written by dantaro_assets.operations.instance from {template}; edit the template, not this file\n"
+    header = f"# written by dantaro_assets.processes.instance from {template}; edit the template, not this file\n"
     target.write_text(header + yaml.safe_dump(render_instance_config(settings, template), sort_keys=False))
     return target
 
@@ -56,8 +57,16 @@ def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
     return home
 
 
+def use_instance(settings: Settings, refresh: bool = False) -> Path:
+    """Point this process, and every process it starts, at the settings' state folder and Dagster instance."""
+    home = prepare_instance_home(settings, refresh=refresh)
+    os.environ["DANTARO_STATE_DIR"] = str(settings.state_dir)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dantaro_assets.operations.instance DAGSTER_HOME [--template deploy/dagster.prod.yaml]``.
+    """``python -m dantaro_assets.processes.instance DAGSTER_HOME [--template deploy/dagster.prod.yaml]``.
 
     An entry point of its own (deploy/README.md runs it before any service starts), so it reads the settings.
     """

@@ -1,0 +1,1 @@
+"""The Dantaro API: the latest snapshots, the scorecard and ``/worker/status``, above every domain it serves."""

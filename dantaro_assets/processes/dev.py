@@ -1,0 +1,143 @@
+"""``dantaro dev``: the pipeline, its UI and the stream on one machine, with nothing to install but Python.
+
+It validates the settings, starts the embedded Postgres and Redis when no URLs are set, starts the
+offline replay server when the live Upbit API cannot be reached (or ``--offline``), points
+``DAGSTER_HOME`` at the state folder's instance, hands over to ``dagster dev`` and runs the stream
+beside it; Ctrl-C or SIGTERM stops the runs first, then the services.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
+from dantaro_assets.processes.dagster_dev import stop_dagster_dev
+from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.processes.stop import DEV_RECORD, running_dev, write_dev_record
+from dantaro_assets.processes.stream_child import StreamChild
+from dantaro_assets.redaction import redact_url
+from dantaro_assets.resources import process_storage
+from dantaro_assets.settings import Settings
+from dantaro_replay.process import start_replay_server
+
+LIVE_UPBIT = "https://api.upbit.com"
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    """``dantaro dev``'s command-line options."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    offline: bool = False
+    markets: int = 250
+    seed: int = 7
+    verbose: bool = False
+    no_stream: bool = False
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
+    """Copy `dagster dev`'s output (its services, code servers and run workers) to ours, line by line."""
+    for line in output:
+        if keep(line):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def run_dev(settings: Settings, options: DevOptions) -> int:
+    """Run until Ctrl-C/SIGTERM; returns the exit code."""
+    if running := running_dev(settings.state_dir):
+        print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
+        return 1
+    if options.verbose:
+        settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
+    home = use_instance(settings, refresh=True)
+    env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
+    # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
+    postgres, redis = process_storage(settings).urls()
+    replay = None
+    explicit_url = "UPBIT_BASE_URL" in os.environ
+    if options.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
+        replay = start_replay_server("--simulated", str(options.markets), "--seed", str(options.seed))
+        env["UPBIT_BASE_URL"] = replay.url
+        print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
+    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+    services = service_log_level(settings.worker_log_level)
+    command = [
+        # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
+        sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+        # the code location by module (what workspace.yaml names), so an installed package needs no project folder
+        "-m", "dantaro_assets.definitions", "-h", options.host, "-p", str(options.port),
+        "--log-level", services, "--code-server-log-level", services,
+    ]
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C
+        signal.signal(signum, lambda *_: stop.set())
+    # Opened before `dagster dev` starts: a fresh instance's storage is created once, not raced by its processes.
+    instance = dg.DagsterInstance.from_config(str(home))
+    # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder;
+    # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
+    dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    keep = (lambda _: True) if options.verbose else StackTraceFilter().keep
+    echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
+    echo.start()
+    record = {"pid": os.getpid(), "dagster_pgid": dagster.pid}
+    write_dev_record(settings.state_dir, record)
+    stream = None
+    if not options.no_stream:  # beside Dagster, against UPBIT_BASE_URL's WebSocket (the replay's when offline)
+        stream = StreamChild(settings.state_dir, env, keep=keep if options.verbose else StackTraceFilter().keep,
+                             on_start=lambda pid: write_dev_record(settings.state_dir, {**record, "stream_pid": pid}))
+        stream.start()
+    print(f"dantaro dev: UI on http://{options.host}:{options.port}; {'no stream (--no-stream)' if stream is None else 'stream started'}; "
+          "Ctrl-C or `dantaro stop` stops it")
+    try:
+        run_lines = RunLines(instance)
+        while not stop.wait(1):
+            if dagster.poll() is not None:
+                print(f"dantaro dev: dagster dev exited with {dagster.returncode}", file=sys.stderr)
+                return dagster.returncode or 1
+            for line in run_lines.poll():
+                print(line, flush=True)
+        started = time.monotonic()
+        print("dantaro dev: stopping (the stream and runs first, then the Dagster services)")
+        if stream is not None:
+            stream.terminate()  # it writes its closed minutes while Dagster stops
+        closed = stop_dagster_dev(dagster, home)
+        if stream is not None:
+            stream.wait()
+        note = f", {closed} run(s) marked CANCELED" if closed else ""
+        echo.join(timeout=1)
+        print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
+        return 0
+    finally:
+        instance.dispose()
+        if dagster.poll() is None:
+            os.killpg(dagster.pid, signal.SIGKILL)
+        if stream is not None:
+            stream.terminate()
+            stream.wait(timeout=1)
+        if replay is not None:
+            replay.stop()
+        (settings.state_dir / DEV_RECORD).unlink(missing_ok=True)
