@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -78,15 +75,6 @@ def test_api_started_elsewhere_serves_the_runs_of_the_state_folder(tmp_path):
 def _open_runs(home: Path) -> list[str]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return [f"{r.job_name} {r.status.value}" for r in instance.get_runs(dg.RunsFilter(statuses=[*QUEUED, *IN_FLIGHT]))]
-
-
-@pytest.fixture
-def fresh_state() -> Iterator[Path]:
-    """A state folder outside pytest's base temp folder, which concurrent pytest sessions keep at mode 700:
-    as root the embedded Postgres runs as the user pgserver, who must reach its data folder."""
-    state = Path(tempfile.mkdtemp(prefix="dantaro-cli-test-"))
-    yield state
-    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.mark.slow

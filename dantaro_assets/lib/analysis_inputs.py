@@ -53,7 +53,7 @@ class Lookback:
 
     @staticmethod
     def covering(*lookbacks: Lookback) -> Lookback:
-        """The smallest lookback that holds every one of ``lookbacks`` (what the history sensor fetches)."""
+        """The smallest lookback that holds every one of ``lookbacks`` (an analysis that reads what others read)."""
         return Lookback(
             minute_hours=max(lb.minute_hours for lb in lookbacks),
             hourly_days=max(lb.hourly_days for lb in lookbacks),

@@ -31,8 +31,8 @@ def _server_pids(pg: str, rd: str) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_servers_start_from_nothing_once_and_outlive_their_starters(tmp_path: Path):
-    state = tmp_path / "state"
+def test_servers_start_from_nothing_once_and_outlive_their_starters(fresh_state: Path):
+    state = fresh_state / "state"
     racers = [subprocess.Popen([sys.executable, "-c", _START, str(state)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         outputs = [json.loads(racer.communicate(timeout=120)[0]) for racer in racers]

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pandera.pandas as pa
-import psycopg
 import pytest
 
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback
@@ -15,6 +14,7 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.operations.analyses import Analysis
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.resources import run_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import materialise, store, universe
 from dantaro_assets_tests.lib.storage_data import candles
 
@@ -43,10 +43,8 @@ PRICED = Analysis(
 @pytest.fixture(scope="module")
 def own_postgres(pg_url: str, settings) -> Iterator[PostgresResource]:
     """This module's own schema: no other test's candles carry a price into the lookback."""
-    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_analyses")
-    yield postgres
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_analyses") as postgres:
+        yield postgres
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 import psutil
-import psycopg
 import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
@@ -20,6 +19,7 @@ from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.markets.assets import upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
 from dantaro_assets.resources import run_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     WorkspaceProcessContext,
@@ -39,10 +39,8 @@ TIMEOUT = 10  # the smallest DANTARO_RUN_TIMEOUT the settings accept
 @pytest.fixture(scope="module")
 def storage(pg_url: str, settings) -> Iterator[PostgresResource]:
     """A schema of the module's own: no other test's candles in it, whatever ran before."""
-    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_timeout")
-    yield postgres
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_timeout") as postgres:
+        yield postgres
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import json
 
 import dagster as dg
 import pandas as pd
-import psycopg
 import pytest
 
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.recommendations import assets as recommendation_assets
@@ -26,6 +24,7 @@ from dantaro_assets.recommendations.schemas import (
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store, run_settings
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 from .conftest import END
@@ -53,10 +52,8 @@ def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDe
 @pytest.fixture(scope="module")
 def postgres_resource(pg_url, settings):
     """This module's own schema: candles merge, so candles another module stored would reach the 24 h horizon."""
-    resource = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_recommendations")
-    yield resource
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{resource.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_recommendations") as resource:
+        yield resource
 
 
 @pytest.fixture(scope="module")
