@@ -50,7 +50,7 @@ class Storage(NamedTuple):
     redis: RedisResource
 
     def urls(self) -> tuple[str, str]:
-        """Postgres' and Redis' URLs, starting the embedded servers in use that are down."""
+        """Postgres' and Redis' URLs; an embedded server in use is started if it is down (unless ``start_embedded`` is off)."""
         return self.postgres.resolved_url(), self.redis.resolved_url()
 
 
@@ -63,10 +63,13 @@ def storage(settings: Settings) -> Storage:
     )
 
 
-def process_storage(settings: Settings) -> Storage:
-    """``storage`` for a process outside a run (the CLI, ``dantaro stream``, the API, benches): initialised now, EnvVars read."""
-    postgres, redis = storage(settings)
-    return Storage(postgres.process_config_and_initialize(), redis.process_config_and_initialize())
+def process_storage(settings: Settings, *, start_embedded: bool = True) -> Storage:
+    """``storage`` for a process outside a run (the CLI, ``dantaro stream``, the API, benches): initialised now, EnvVars read.
+
+    ``start_embedded=False``: the state folder's embedded servers are used while they run and never started.
+    """
+    return Storage(*(server.model_copy(update={"start_embedded": start_embedded}).process_config_and_initialize()
+                     for server in storage(settings)))
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
@@ -91,6 +94,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
-    """The snapshot store for use outside a run (the API), over ``process_storage``."""
-    postgres, redis = process_storage(settings)
+    """The snapshot store for use outside a run (the API), over ``process_storage``.
+
+    It never starts the embedded servers: an API left running after ``dantaro stop`` answers 503 (storage
+    unavailable) until ``dantaro dev`` starts them again, instead of starting servers that would outlive it.
+    """
+    postgres, redis = process_storage(settings, start_embedded=False)
     return build_snapshot_store(settings, redis, postgres)

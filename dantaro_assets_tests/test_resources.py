@@ -1,11 +1,17 @@
-"""Which Postgres and Redis a process uses: decided once, from the settings, for runs and every other process alike."""
+"""Which Postgres and Redis a process gets from the settings (``resources.py``): decided once, for runs and every other
+process alike."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from dantaro_assets.resources import build_resources, process_storage
+from dantaro_assets.lib.embedded import stop_embedded
+from dantaro_assets.lib.postgres import PostgresUnavailableError
+from dantaro_assets.resources import build_resources, process_storage, snapshot_store
 from dantaro_assets.settings import load_settings
 
 
@@ -19,3 +25,21 @@ def test_configured_urls_win_over_embedded(tmp_path: Path, monkeypatch: pytest.M
     # runs get the same resources, the URL as the variable's name (never its value) in the definitions
     resources = build_resources(settings)
     assert resources["postgres"].url == dg.EnvVar("DATABASE_URL") and resources["redis"].url == dg.EnvVar("REDIS_URL")
+
+
+@pytest.fixture
+def empty_state(fresh_state: Path) -> Iterator[Path]:
+    """A state folder with no server running (outside pytest's mode-700 temp folder: as root the embedded Postgres
+    runs as the user pgserver, so a wrongly started one would fail for that reason instead of showing itself)."""
+    yield fresh_state
+    stop_embedded(fresh_state)
+
+
+def test_the_apis_storage_connects_to_the_embedded_servers_but_never_starts_them(empty_state: Path):
+    """`dantaro api` after `dantaro stop`: it must not bring the state folder's Postgres and Redis back (they would
+    outlive it); the snapshot read fails as storage unavailable, which the API answers with 503."""
+    store = snapshot_store(load_settings({"DANTARO_STATE_DIR": str(empty_state)}))
+    with pytest.raises(PostgresUnavailableError, match="not running"):
+        store.latest("market_status")
+    assert stop_embedded(empty_state) == []  # nothing was started
+    assert not (empty_state / "postgres").exists()

@@ -30,7 +30,7 @@ import dagster as dg
 from dantaro_assets.api.app import worker_status
 from dantaro_assets.resources import process_storage, snapshot_store
 from dantaro_assets.settings import load_settings
-from dantaro_assets_tests.harness import DagsterDev, prepare_history
+from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, prepare_history
 from dantaro_replay.process import start_replay_server
 
 PAGES = {
@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--markets", type=int, default=40)
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops `dagster dev` and the replay through the blocks below; a SIGKILL too (watchdog, kernel)
     browser = chromium()
     settings = load_settings()
     os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()

@@ -76,8 +76,9 @@ def _schema(run: AnalysisRun) -> pa.DataFrameSchema:
 
 
 # The metadata's universe counts of the newest tick, by the name each has in compute_recommendations' per-tick figures.
-_COUNTS = {"universe_size": "eligible", "listed": "listed", "excluded_warning": "excluded_warning", "excluded_turnover": "excluded_turnover",
-           "excluded_history": "excluded_history", "excluded_reward_risk": "excluded_reward_risk"}
+# "markets" is what the run processed (the job log's count): the eligible universe.
+_COUNTS = {"universe_size": "eligible", "markets": "eligible", "listed": "listed", "excluded_warning": "excluded_warning",
+           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_reward_risk": "excluded_reward_risk"}
 
 
 def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
@@ -162,6 +163,7 @@ def recommendation_outcomes(
         outcomes,
         metadata={
             **{k: (v if v is not None else "n/a") for k, v in summary.items()},
+            "markets": int(outcomes["market"].nunique()),  # graded (the job log's count)
             "candles_until": str(data_end) if data_end is not None else "none",
             "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
             "served_scorer": run_settings.scorer,
