@@ -7,6 +7,10 @@ one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:
 newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
 snapshot with an older one, even after the newer one's key has expired.
 
+Every key the script writes is also an event: in the same script it PUBLISHes a pointer
+``{"asset", "market", "as_of", "run_id", "key"}`` on ``{prefix}:events`` (the API's push, ``api/events.py``),
+so a subscriber hears of exactly the snapshots that were stored, never of a refused older one.
+
 A read serves the newer of the Redis key and the newest ``as_of`` in Postgres, the record (read with the
 IO manager's :func:`~dantaro_assets.lib.postgres_io.read_table`), so an answer never depends on the
 cache and never goes back in time.
@@ -31,10 +35,10 @@ from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
-# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl. Write the snapshot (with its TTL)
-# and raise the mark, unless the mark or the live key holds a strictly newer as_of; the live key counts
-# too so that a key pushed without a mark still wins over an older one. The as_of strings share one
-# fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
+# KEYS: snapshot key, its high-water mark. ARGV: as_of, payload, ttl, events channel, event. Write the
+# snapshot (with its TTL), raise the mark and publish the event, unless the mark or the live key holds a
+# strictly newer as_of; the live key counts too so that a key pushed without a mark still wins over an
+# older one. The as_of strings share one fixed format (YYYY-MM-DDTHH:MM:SSZ), so string order is time order.
 _PUSH_IF_NEWER = """
 local mark = redis.call('GET', KEYS[2])
 if mark and mark > ARGV[1] then return 0 end
@@ -47,6 +51,7 @@ if current then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
 redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 AS_OF = "as_of"
@@ -83,6 +88,11 @@ class SnapshotStore(dg.ConfigurableResource):
     def key(self, asset: str, market: str | None = None) -> str:
         return f"{self.redis.prefix}:{asset}:{market or 'latest'}"
 
+    @property
+    def events_channel(self) -> str:
+        """Where every stored snapshot is announced (see the module docstring)."""
+        return f"{self.redis.prefix}:events"
+
     def high_water_key(self, asset: str, market: str | None = None) -> str:
         """The newest as_of ever pushed to ``key(asset, market)``; no TTL, so it outlives the snapshot."""
         return f"{self.redis.prefix}:high_water:{asset}:{market or 'latest'}"
@@ -116,7 +126,9 @@ class SnapshotStore(dg.ConfigurableResource):
         push = self.redis.client().register_script(_PUSH_IF_NEWER)
         pipe = self.redis.client().pipeline(transaction=False)
         for market, payload in payloads.items():
-            push(keys=[self.key(asset, market), self.high_water_key(asset, market)], args=[header["as_of"], payload, ttl], client=pipe)
+            key = self.key(asset, market)
+            event = json.dumps({"asset": asset, "market": market, "as_of": header["as_of"], "run_id": run_id, "key": key})
+            push(keys=[key, self.high_water_key(asset, market)], args=[header["as_of"], payload, ttl, self.events_channel, event], client=pipe)
         written = sum(pipe.execute())
         kept_newer = len(payloads) - written
         keys = [self.key(asset)] + ([self.key(asset, "<MARKET>")] if per_market else [])
@@ -135,21 +147,14 @@ class SnapshotStore(dg.ConfigurableResource):
         raw = self.redis.client().get(self.key(asset, market))
         return None if raw is None else json.loads(raw)
 
-    def stored(self, asset: str, market: str | None = None, *, newer_than: str | None = None) -> dict[str, Any] | None:
-        """The newest served snapshot of ``asset`` (of one market) in Postgres, if it is newer than ``newer_than``:
-        one query, one backward step on the key index (which leads with as_of) to find it."""
-        table = self.postgres.table_name(asset)
+    def _row_filter(self, asset: str, market: str | None) -> tuple[list[str], list[Any]]:
+        """SQL conditions (``$1``...) and their values selecting the served rows of ``asset`` (of one market)."""
         match = ({"market": market} if market else {}) | self.served_rows.get(asset, {})
-        params: list[Any] = list(match.values())
-        row_filter = [f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1)]
-        newest = f"SELECT max({AS_OF}) FROM {table}" + (f" WHERE {' AND '.join(row_filter)}" if row_filter else "")
-        where = [f"{AS_OF} = ({newest})", *row_filter]
-        if newer_than is not None:
-            params.append(pd.Timestamp(newer_than).to_pydatetime())
-            where.append(f"{AS_OF} > ${len(params)}")
-        frame = read_table(self.postgres, asset, where=" AND ".join(where), params=params or None, order=self.row_order.get(asset, ()))
-        if frame is None or frame.empty:
-            return None
+        return [f"{quote_ident(column)} = ${i}" for i, column in enumerate(match, start=1)], list(match.values())
+
+    @staticmethod
+    def _snapshot(asset: str, frame: pd.DataFrame) -> dict[str, Any]:
+        """The rows of one as_of read from Postgres, in the payload format."""
         as_of = frame[AS_OF].iloc[0]
         return {
             "asset": asset,
@@ -159,6 +164,35 @@ class SnapshotStore(dg.ConfigurableResource):
             "rows": json.loads(_records(frame)),
             "source": "postgres",
         }
+
+    def stored(self, asset: str, market: str | None = None, *, newer_than: str | None = None) -> dict[str, Any] | None:
+        """The newest served snapshot of ``asset`` (of one market) in Postgres, if it is newer than ``newer_than``:
+        one query, one backward step on the key index (which leads with as_of) to find it."""
+        table = self.postgres.table_name(asset)
+        row_filter, params = self._row_filter(asset, market)
+        newest = f"SELECT max({AS_OF}) FROM {table}" + (f" WHERE {' AND '.join(row_filter)}" if row_filter else "")
+        where = [f"{AS_OF} = ({newest})", *row_filter]
+        if newer_than is not None:
+            params.append(pd.Timestamp(newer_than).to_pydatetime())
+            where.append(f"{AS_OF} > ${len(params)}")
+        frame = read_table(self.postgres, asset, where=" AND ".join(where), params=params or None, order=self.row_order.get(asset, ()))
+        if frame is None or frame.empty:
+            return None
+        return self._snapshot(asset, frame)
+
+    def since(self, asset: str, market: str | None = None, *, after: str, limit: int) -> list[dict[str, Any]]:
+        """The served snapshots of ``asset`` (of one market) in Postgres with an as_of after ``after``, oldest
+        first, the newest ``limit`` of them: what an event stream missed (one query on the key index)."""
+        table = self.postgres.table_name(asset)
+        row_filter, params = self._row_filter(asset, market)
+        params.append(pd.Timestamp(after).to_pydatetime())
+        missed = " AND ".join([*row_filter, f"{AS_OF} > ${len(params)}"])
+        recent = f"SELECT DISTINCT {AS_OF} FROM {table} WHERE {missed} ORDER BY {AS_OF} DESC LIMIT {int(limit)}"
+        frame = read_table(self.postgres, asset, where=" AND ".join([f"{AS_OF} IN ({recent})", *row_filter]), params=params,
+                           order=[AS_OF, *self.row_order.get(asset, ())])
+        if frame is None:
+            return []
+        return [self._snapshot(asset, rows) for _, rows in frame.groupby(AS_OF, sort=True)]
 
     def latest(self, asset: str, market: str | None = None) -> dict[str, Any] | None:
         """The newer of Redis and Postgres (by as_of; Redis on a tie), with its ``source``; None when neither has one.

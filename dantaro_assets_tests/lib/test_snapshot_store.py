@@ -1,13 +1,16 @@
-"""Redis snapshots on the real test Redis: payload format, TTL, newer-wins (past a TTL too), served rows only."""
+"""Redis snapshots on the real test Redis: payload format, TTL, newer-wins (past a TTL too), served rows only,
+an event for every stored snapshot; Postgres' snapshots since an as_of (what an event stream missed)."""
 
+import json
 import time
 
 import pandas as pd
 import pytest
 
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets_tests.lib.storage_data import HOUR_A
+from dantaro_assets_tests.lib.storage_data import HOUR_A, write
 
 
 def _levels(minute: int, support: float = 100.0) -> pd.DataFrame:
@@ -25,7 +28,7 @@ def _levels(minute: int, support: float = 100.0) -> pd.DataFrame:
 
 @pytest.fixture
 def store(redis_resource, postgres_resource) -> SnapshotStore:
-    ttls = {"fmt_levels": 120, "cas_levels": 300, "hwm_levels": 1, "named_rows": 60}
+    ttls = {"fmt_levels": 120, "cas_levels": 300, "hwm_levels": 1, "named_rows": 60, "evt_levels": 60}
     return SnapshotStore(redis=redis_resource, postgres=postgres_resource, ttls=ttls, served_rows={"named_rows": {"market": "KRW-ETH"}})
 
 
@@ -105,3 +108,52 @@ def test_an_asset_without_a_ttl_is_refused_before_redis_is_touched(postgres_reso
     down = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=postgres_resource, ttls={"market_status": 300})
     with pytest.raises(KeyError, match=r"unknown_levels: no snapshot TTL configured \(SnapshotStore.ttls has \['market_status'\]\)"):
         down.publish("unknown_levels", _levels(2), run_id="r", partition=HOUR_A)
+
+
+def _events(pubsub, wait: float = 1.0) -> list[dict]:
+    """Every event the subscription received within ``wait`` seconds of the last one."""
+    events = []
+    while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)) is not None:
+        events.append(json.loads(message["data"]))
+    return events
+
+
+def test_every_stored_snapshot_is_published_and_a_refused_older_one_is_not(store, redis_client):
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(store.events_channel)
+    try:
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+        assert store.events_channel == f"{store.redis.prefix}:events"
+        _publish(store, "evt_levels", _levels(30))
+        pointers = [(None, "latest"), ("KRW-BTC", "KRW-BTC"), ("KRW-ETH", "KRW-ETH")]
+        assert _events(pubsub) == [
+            {"asset": "evt_levels", "market": market, "as_of": "2025-09-01T00:30:00Z", "run_id": "run-1", "key": f"{store.redis.prefix}:evt_levels:{key}"}
+            for market, key in pointers
+        ]
+        assert _publish(store, "evt_levels", _levels(15)) == (0, 3)
+        assert _events(pubsub, wait=0.5) == [], "an older snapshot is refused silently"
+
+        # one market newer, the other older than what is stored: only the stored one is announced
+        mixed = pd.concat([_levels(45).query("market == 'KRW-BTC'"), _levels(20).query("market == 'KRW-ETH'")])
+        store.publish("evt_levels", mixed.query("market == 'KRW-ETH'"), run_id="late", partition=HOUR_A, per_market=True)
+        assert _events(pubsub, wait=0.5) == []
+        store.publish("evt_levels", mixed.query("market == 'KRW-BTC'"), run_id="run-2", partition=HOUR_A, per_market=True)
+        assert [(e["market"], e["as_of"]) for e in _events(pubsub)] == [(None, "2025-09-01T00:45:00Z"), ("KRW-BTC", "2025-09-01T00:45:00Z")]
+    finally:
+        pubsub.close()
+
+
+SINCE_METADATA = {"partition_expr": "as_of", "primary_key": ["as_of", "market", "level"], "write_mode": WriteMode.REPLACE.value}
+
+
+def test_since_reads_the_snapshots_after_an_as_of_oldest_first_the_newest_limit(store, postgres_resource):
+    levels = pd.concat([_levels(minute) for minute in (5, 10, 15, 20)]).drop(columns="touched_at")
+    write(PostgresDataFrameIOManager(postgres=postgres_resource), levels, "since_levels", partitions=(HOUR_A, HOUR_A), metadata=SINCE_METADATA)
+    missed = store.since("since_levels", after="2025-09-01T00:05:00Z", limit=10)
+    assert [s["as_of"] for s in missed] == ["2025-09-01T00:10:00Z", "2025-09-01T00:15:00Z", "2025-09-01T00:20:00Z"]
+    assert [len(s["rows"]) for s in missed] == [3, 3, 3] and missed[0]["source"] == "postgres"
+    eth = store.since("since_levels", "KRW-ETH", after="2025-09-01T00:05:00Z", limit=2)
+    assert [(s["as_of"], [r["market"] for r in s["rows"]]) for s in eth] == [
+        ("2025-09-01T00:15:00Z", ["KRW-ETH"]), ("2025-09-01T00:20:00Z", ["KRW-ETH"])]
+    assert store.since("since_levels", after="2025-09-01T00:20:00Z", limit=10) == []
+    assert store.since("never_written", after="2025-09-01T00:20:00Z", limit=10) == []

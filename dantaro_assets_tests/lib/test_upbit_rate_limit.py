@@ -26,6 +26,7 @@ from dantaro_assets.lib.upbit.rate_limit import IPBlocked, LimiterUnavailable, L
 from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 
 WINDOW = ("2026-03-02T09:00:00+00:00", "2026-03-02T10:00:00+00:00")
+ANSWER = "/v1/candles/minutes/1 200"  # what a released slot tallies
 TEN_HOURS = ("2026-03-02T00:00:00+00:00", "2026-03-02T10:00:00+00:00")  # 600 candles: 3 requests a market
 
 
@@ -82,7 +83,7 @@ def test_limiter_grants_at_most_limit_per_window_and_saturates_it(make, settings
     for _ in range(25):
         token = limiter.acquire("candles")
         stamps.append(time.monotonic())
-        limiter.release("candles", token)  # an instant answer
+        limiter.release("candles", token, ANSWER)  # an instant answer
     stamps = pd.Series(stamps)
     in_any_second = max(((stamps >= t) & (stamps < t + 1.0)).sum() for t in stamps)
     assert in_any_second <= 10
@@ -101,7 +102,7 @@ def test_a_slot_is_held_while_in_flight_and_a_window_after_the_answer(make, sett
     waiter.start()
     waiter.join(0.5)
     assert not granted, "an eleventh request waits while ten are in flight"
-    limiter.release("candles", tokens[0])
+    limiter.release("candles", tokens[0], ANSWER)
     answered = time.monotonic()
     waiter.join(3)
     assert granted and granted[0][1] - answered >= 0.95, "the slot frees a window after its answer came back"
@@ -201,7 +202,7 @@ def test_limiter_waits_at_most_store_wait_then_raises(settings):
     with pytest.raises(LimiterUnavailable) as raised:
         limiter.acquire("candles")
     assert raised.value.seconds >= 0.5
-    limiter.release("candles", "token")  # the answer of a request granted before the outage: no error
+    limiter.release("candles", "token", ANSWER)  # the answer of a request granted before the outage: no error
     limiter.exhaust("candles")
 
 
@@ -210,7 +211,7 @@ def test_a_418_seen_while_redis_is_down_stops_this_process_and_reaches_redis_whe
     prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
     here = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
     elsewhere = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
-    here.release("candles", here.acquire("candles"))
+    here.release("candles", here.acquire("candles"), ANSWER)
     private_redis.kill()
 
     here.block(30, "Upbit blocked this IP (HTTP 418 on /v1/candles/minutes/1)")  # Redis down: no error

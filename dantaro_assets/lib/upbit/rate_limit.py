@@ -18,6 +18,10 @@ A request holds its slot from the moment it is granted until ``window`` after it
 slot reaches Upbit at least a window after it, whatever the network delays: no 429 from delay
 jitter, at the cost of one round trip per slot and window (10 / (1 s + latency) requests a second).
 Grants are also spaced window/limit apart, so ten requests never leave in one burst.
+
+Releasing a slot also tallies the answer (``endpoint status``: 200, 429, 418, ... or ``error`` when none
+came) in one Redis hash, ``{prefix}:upbit:answers``, in the same script: every process's requests are
+counted in one place, which the API's ``/metrics`` reads (:func:`answer_counts`).
 """
 
 from __future__ import annotations
@@ -63,9 +67,11 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((flight + window) / 1000))
 return {0, 0}
 """
 
-# The answer came back: the slot now expires a window after this moment. KEYS: window. ARGV: member.
+# The answer came back: the slot now expires a window after this moment, and the answer is tallied.
+# KEYS: window, answer tallies. ARGV: member, tally field.
 _RELEASE = """
 local t = redis.call('TIME')
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
 """
 
@@ -112,7 +118,8 @@ class RateLimiter(Protocol):
     def acquire(self, group: str) -> str:
         """Wait for a slot; the returned token is handed back to ``release`` when the answer is in."""
 
-    def release(self, group: str, token: str) -> None: ...
+    def release(self, group: str, token: str, answer: str) -> None:
+        """The request's answer came back (``answer``: ``endpoint status``, tallied where processes share it)."""
 
     def exhaust(self, group: str) -> None: ...
 
@@ -141,6 +148,7 @@ class RedisRateLimiter:
         self._release = client.register_script(_RELEASE)
         self._exhaust = client.register_script(_EXHAUST)
         self._blocked_key = f"{prefix}:ratelimit:blocked"
+        self._answers_key = answers_key(prefix)
         self._block: tuple[float, str] | None = None  # a 418 seen here: (monotonic end, reason)
         self._block_shared = True
         self._store_down = False
@@ -176,9 +184,9 @@ class RedisRateLimiter:
                 raise IPBlocked(max(value, 0) / 1000, self._block_reason())
             time.sleep(value / 1_000_000)
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
         try:
-            self._release(keys=[self._key(group)], args=[token])
+            self._release(keys=[self._key(group), self._answers_key], args=[token, answer])
         except _STORE_ERRORS as exc:  # the slot stays held until its flight time ends: later, never earlier
             self._store_failed(exc)
 
@@ -274,7 +282,8 @@ class LocalRateLimiter:
                     return token
             time.sleep(max(wait, 0.001))
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
+        """Frees the slot; the answer is not tallied (one process, nothing to share it with)."""
         with self._lock:
             slots = self._slots.setdefault(group, {})
             if token in slots:
@@ -291,6 +300,20 @@ class LocalRateLimiter:
         with self._lock:
             self._blocked_until = time.monotonic() + seconds
             self._blocked_reason = reason
+
+
+def answers_key(prefix: str) -> str:
+    """The Redis hash of Upbit answers by ``endpoint status``, written by every process's limiter."""
+    return f"{prefix}:upbit:answers"
+
+
+def answer_counts(client: redis.Redis, prefix: str) -> dict[tuple[str, str], int]:
+    """Upbit answers so far by (endpoint, status), across every process sharing this Redis."""
+    counts = {}
+    for field, count in client.hgetall(answers_key(prefix)).items():
+        endpoint, _, status = field.decode().rpartition(" ")
+        counts[(endpoint, status)] = int(count)
+    return counts
 
 
 def make_rate_limiter(
