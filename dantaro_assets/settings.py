@@ -129,7 +129,8 @@ def parse_webhooks(value: object) -> object:
 class Settings(BaseModel):
     """Every knob of the pipeline; field aliases are the environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore",
+                              allow_inf_nan=False)  # a bound alone lets inf through (inf >= 1) and misreports nan
 
     # --- the worker contract's names ---
     worker_enabled: bool = Field(True, alias="WORKER_ENABLED", description="false leaves every schedule stopped")

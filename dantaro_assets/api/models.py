@@ -187,7 +187,9 @@ class Snapshot(BaseModel):
     as_of: Timestamp
     run_id: str | None
     partition: str | None
-    source: Literal["redis", "postgres"] = Field(description="redis unless Postgres holds a newer as_of, or Redis has none or is down")
+    source: Literal["redis", "postgres", "memory"] = Field(
+        description="redis unless Postgres holds a newer as_of, or Redis has none or is down; memory: the answer this API served "
+        "before, again, while both stores hold only older ones")
 
 
 class MarketStatusSnapshot(Snapshot):
