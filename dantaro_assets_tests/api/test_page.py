@@ -2,8 +2,7 @@
 
 Candles, market status, support levels and picks are stored as runs store them: rows to Postgres through
 the IO manager, then the publish step's compare-and-set in Redis, whose event the page hears over /events.
-Debian's chromium is driven by Playwright (never ``playwright install``); the background-networking flags
-keep Chromium from reaching out, which this machine's closed network would refuse.
+Debian's chromium is driven by Playwright (``harness.launch_chromium``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -32,11 +30,9 @@ from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets.settings import Settings
 from dantaro_assets_tests.fixtures.servers import serve_http
+from dantaro_assets_tests.harness import CHROMIUM, launch_chromium
 from dantaro_assets_tests.lib.storage_data import MERGE_METADATA, write
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 UPDATE_WITHIN_MS = 2000  # the issue's bound: a new snapshot is on the page within 2 s
 ANALYSIS_METADATA = {"partition_expr": "as_of", "write_mode": WriteMode.REPLACE.value}
 KEYS = {"market_status": ["as_of"], "support_levels": ["as_of", "market", "side", "rank"], "recommendations": ["as_of", "scorer", "market"]}
@@ -59,7 +55,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = launch_chromium(playwright)
         yield launched
         launched.close()
 

@@ -98,8 +98,11 @@ function expiry(row) {
   return node("span", { title: `${kst(row.expires_at)}까지` }, kstTime.format(new Date(row.expires_at)).slice(-5), hours && node("span", { class: "sub" }, hours));
 }
 
-function cautions(list) {
-  if (!list || !list.length) return "–";
+function cautions(flags) {
+  // a JSON list; a table whose first write had no picks stores it as JSON text, so text is read too
+  let list = flags;
+  if (typeof flags === "string") { try { list = JSON.parse(flags); } catch { list = [flags]; } }
+  if (!Array.isArray(list) || !list.length) return "–";
   return node("span", {}, ...list.map((flag) => node("span", { class: "flag", title: flag }, CAUTIONS[flag] || flag)));
 }
 
