@@ -93,7 +93,7 @@ class Market:
         self.store.publish(asset, frame, run_id=f"run-{uuid.uuid4().hex[:6]}", partition=self.hour, **publish)
 
     def store_candles(self, now: pd.Timestamp) -> None:
-        """Three hours of 1-minute candles of every market up to ``now``, on each market's grid."""
+        """Three hours of 1-minute candles of every market up to ``now``, on each market's grid, and their hours."""
         times = pd.date_range(now.floor("h") - pd.Timedelta(hours=3), now.floor("min"), freq="1min", inclusive="left")
         frames = []
         for i, (market, price) in enumerate(PRICES.items()):
@@ -103,7 +103,11 @@ class Market:
             frames.append(pd.DataFrame({"market": market, "candle_start": times, "open": np.r_[close[0], close[:-1]], "close": close})
                           .assign(high=lambda f, t=tick: f[["open", "close"]].max(axis=1) + t, low=lambda f, t=tick: f[["open", "close"]].min(axis=1) - t,
                                   volume=2.0, value=lambda f: f["close"] * 2.0))
-        write(self.io_manager, pd.concat(frames, ignore_index=True), "candles_1m", metadata=MERGE_METADATA)
+        minutes = pd.concat(frames, ignore_index=True)
+        write(self.io_manager, minutes, "candles_1m", metadata=MERGE_METADATA)
+        hours = minutes.groupby(["market", minutes["candle_start"].dt.floor("h")]).agg(
+            open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"), volume=("volume", "sum"), value=("value", "sum"))
+        write(self.io_manager, hours.reset_index(), "candles_1h", metadata=MERGE_METADATA)  # the chart's default interval
 
     def status(self, minute: int, regime: str, score: float) -> None:
         self.store_analysis("market_status", pd.DataFrame({
@@ -203,6 +207,9 @@ def test_the_page_shows_the_picks_at_the_api_s_prices_and_a_new_snapshot_within_
     assert support["zone_low"] == np.floor(raw_low / 1000) * 1000 != raw_low
     assert page.inner_text('#zones [data-field="support-1"]').endswith(f"{krw(support['zone_low'])} – {krw(support['zone_high'])}")
     assert page.is_hidden("#chart-empty") and page.locator("#chart canvas").count() > 0
+    with page.expect_response(lambda r: "/candles/KRW-BTC?interval=15m&limit=200" in r.url and r.status == 200):
+        page.click('#intervals [data-interval="15m"]')  # 15-minute candles, built from the stored minutes
+    page.wait_for_selector('#intervals [data-interval="15m"][aria-pressed="true"]')
     assert page.locator("#live").get_attribute("data-state") == "live"
 
     # a newer snapshot with a new first pick and its chances: on the page within 2 s of its publish

@@ -90,7 +90,7 @@ function renderStatus(snapshot) {
 }
 
 // --- picks ---------------------------------------------------------------------------------------
-const state = { picks: [], selected: null, interval: "15m", chartKey: null, chartSeq: 0 };
+const state = { picks: [], selected: null, interval: "1h", chartKey: null, chartSeq: 0 };
 
 function expiry(row) {
   const hours = present(row.horizon_hours) ? `${row.horizon_hours}시간` : null;
@@ -132,7 +132,8 @@ function renderPicks(snapshot) {
   table.tBodies[0].replaceChildren(...rows.map((row) => {
     const old = before.get(row.market);
     const changed = before.size && (!old || old.entry !== row.entry || old.target !== row.target || old.stop !== row.stop);
-    const tr = node("tr", { "data-market": row.market, class: changed ? "changed" : null, "aria-selected": String(row.market === state.selected) },
+    const tr = node("tr", { "data-market": row.market, class: changed ? "changed" : null, "aria-selected": String(row.market === state.selected),
+      title: row.summary },
       ...columns.map((c) => node("td", { "data-field": c.key }, c.cell(row))));
     tr.addEventListener("click", () => select(row.market));
     return tr;
