@@ -28,6 +28,9 @@ import pandas as pd
 from served_api import dantaro_api, store_snapshots, use_bench_environment  # bench/, the script's folder
 from tabulate import tabulate
 
+from dantaro_assets_tests.harness import exit_on_sigterm
+from dantaro_replay.process import terminate_with_parent
+
 LOAD = Path(__file__).resolve().parent / "http_load.py"
 TESTER_REQUESTS = 2_000
 
@@ -35,7 +38,7 @@ TESTER_REQUESTS = 2_000
 def run_load(url: str, paths: list[str], concurrency: int, requests: int) -> dict:
     """The load generator in a process of its own; its JSON result."""
     out = subprocess.run([sys.executable, str(LOAD), url, *paths, "--concurrency", str(concurrency), "--requests", str(requests)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, preexec_fn=terminate_with_parent())
     return json.loads(out.stdout)
 
 
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--markets", type=int, default=40)
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops the API and drops the run's keys and schema through the blocks below
     load_before = os.getloadavg()[0]
     settings = use_bench_environment()
     markets = ["KRW-BTC", "KRW-ETH", *(f"KRW-C{n:03d}" for n in range(args.markets - 2))]

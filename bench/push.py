@@ -27,6 +27,8 @@ from served_api import dantaro_api, snapshot_frames, store_snapshots, use_bench_
 from tabulate import tabulate
 
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets_tests.harness import exit_on_sigterm
+from dantaro_replay.process import terminate_with_parent
 
 CLIENTS = Path(__file__).resolve().parent / "sse_clients.py"
 
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between publishes")
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops the API and drops the run's keys and schema through the blocks below
     load_before = os.getloadavg()[0]
     settings = use_bench_environment()
     start = pd.Timestamp.now(tz="UTC").floor("h")
@@ -44,7 +47,7 @@ def main() -> None:
     published: dict[str, float] = {}
     with dantaro_api(settings) as url:
         clients = subprocess.Popen([sys.executable, str(CLIENTS), url, "market_status", "--clients", str(args.clients),
-                                    "--events", str(args.events)], stdout=subprocess.PIPE, text=True)
+                                    "--events", str(args.events)], stdout=subprocess.PIPE, text=True, preexec_fn=terminate_with_parent())
         assert clients.stdout.readline().strip() == "ready", "the SSE clients did not all connect"
         for n in range(1, args.events + 1):
             as_of = start + pd.Timedelta(seconds=n)

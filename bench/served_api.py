@@ -9,6 +9,7 @@ starts ``dantaro api`` with those settings (the command an operator runs) and cl
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,16 +35,18 @@ from dantaro_assets.resources import build_snapshot_store, storage_resources
 from dantaro_assets.settings import Settings, load_settings
 from dantaro_assets.support_levels import support_levels
 from dantaro_assets_tests.harness import free_port
+from dantaro_replay.process import terminate_with_parent
 
 
 def use_bench_environment() -> Settings:
     """Point this process (and the API it starts) at a key prefix, schema and state folder of this run's own,
-    on ``DATABASE_URL``/``REDIS_URL`` when set, else the embedded servers of the default state folder."""
+    on ``DATABASE_URL``/``REDIS_URL`` when set, else the embedded servers of the default state folder (left
+    running for the next bench, as bench/cycle.py leaves them; `dantaro stop` stops them)."""
     tag = f"bench_api_{uuid.uuid4().hex[:6]}"
     defaults = load_settings()
     os.environ.update({"DATABASE_URL": embedded.postgres_url(defaults), "REDIS_URL": embedded.redis_url(defaults),
                        "DANTARO_REDIS_PREFIX": tag, "DANTARO_SCHEMA": tag, "DANTARO_STATE_DIR": tempfile.mkdtemp(prefix=f"{tag}-"),
-                       "WORKER_ENABLED": "false", "WORKER_LOG_LEVEL": "WARNING"})
+                       "WORKER_ENABLED": "false"})
     return load_settings()
 
 
@@ -95,10 +98,11 @@ def store_snapshots(settings: Settings, markets: list[str], as_of: pd.Timestamp)
 
 @contextmanager
 def dantaro_api(settings: Settings, *args: str) -> Iterator[str]:
-    """``dantaro api`` on a free port (with ``args``) in this environment; yields its URL; drops the run's keys and
-    schema (``settings``') after."""
+    """``dantaro api`` on a free port (with ``args``) in this environment; yields its URL; drops the run's keys,
+    schema and state folder (``settings``') after."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "api", "--port", str(port), *args])
+    process = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "api", "--port", str(port), *args],
+                               preexec_fn=terminate_with_parent())  # ends with this process, even a killed one
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -119,3 +123,4 @@ def dantaro_api(settings: Settings, *args: str) -> Iterator[str]:
             client.delete(*keys)
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
+        shutil.rmtree(settings.state_dir, ignore_errors=True)

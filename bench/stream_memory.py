@@ -41,10 +41,11 @@ import redis
 
 from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.settings import load_settings
-from dantaro_replay.process import start_replay_server
+from dantaro_assets_tests.harness import exit_on_sigterm
+from dantaro_replay.process import start_replay_server, terminate_with_parent
 
 START = datetime(2025, 9, 3, tzinfo=UTC)
 
@@ -61,10 +62,10 @@ def store_universe(io: PostgresDataFrameIOManager, replay_url: str) -> int:
 
 
 def rows_written(database_url: str, schema: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".candles_1m',)).fetchone()[0] is None:
-            return 0
-        return conn.execute(f'SELECT count(*) FROM "{schema}".candles_1m').fetchone()[0]
+    postgres = PostgresResource(url=database_url, db_schema=schema)
+    if not table_exists(postgres, "candles_1m"):
+        return 0
+    return postgres.read_arrow(f"SELECT count(*) AS n FROM {postgres.table_name('candles_1m')}")["n"][0].as_py()
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=12.0, help="replay seconds per real second (1 = real time)")
     parser.add_argument("--every", type=float, default=5.0, help="real seconds between RSS samples")
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops the stream and the replay; when killed, the kernel stops them
 
     settings = load_settings()
     database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
@@ -98,7 +100,8 @@ def main() -> None:
         universe = store_universe(io, replay.url)
         log_path = home / "stream.log"
         with log_path.open("w") as log:
-            stream = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            stream = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=terminate_with_parent())
         process = psutil.Process(stream.pid)
         deadline = time.monotonic() + 120
         while replay.stats()["websocket"]["requests"] < 1:  # subscribed: from here the replay clock runs

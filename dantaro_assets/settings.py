@@ -34,7 +34,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
-_SECRET_VARIABLES = ("DANTARO_API_TOKEN", "DANTARO_WEBHOOKS")  # never shown, not even in an error about them
+_SECRET_VARIABLES = ("DANTARO_WEBHOOKS", "DANTARO_API_TOKEN")  # never echoed: their values hold secrets even when malformed
 _TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # RFC 6750's b64token, long enough not to be guessed
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
 TRADER_EVENTS = ("regime_change", "new_top_pick", "picks_expired")
@@ -129,7 +129,8 @@ def parse_webhooks(value: object) -> object:
 class Settings(BaseModel):
     """Every knob of the pipeline; field aliases are the environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore",
+                              allow_inf_nan=False)  # a bound alone lets inf through (inf >= 1) and misreports nan
 
     # --- the worker contract's names ---
     worker_enabled: bool = Field(True, alias="WORKER_ENABLED", description="false leaves every schedule stopped")
@@ -181,8 +182,8 @@ class Settings(BaseModel):
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
     api_token: SecretStr | None = Field(None, alias="DANTARO_API_TOKEN",
-        description="`dantaro api`: the bearer token every endpoint but /health requires (16+ characters); unset, the endpoints "
-        "are open (the API binds 127.0.0.1 by default)")
+        description="`dantaro api`: the bearer token every endpoint but /health requires (16 to 512 characters); unset, the "
+        "endpoints are open (the API binds 127.0.0.1 by default); shown as `**********`")
     api_cors_origins: tuple[str, ...] = Field((), alias="DANTARO_API_CORS_ORIGINS",
         description="`dantaro api`: comma-separated origins (`https://host[:port]`, or `*`) whose web pages may call the API; "
         "unset, none")
@@ -203,6 +204,7 @@ class Settings(BaseModel):
                 if not _ORIGIN.fullmatch(origin):
                     raise ValueError(f"must be origins like https://example.com:8443 (scheme, host, port; no path) or *, got {origin!r}")
         return value
+
     webhooks: tuple[WebhookTarget, ...] = Field((), alias="DANTARO_WEBHOOKS",
         description="JSON list of webhook receivers `{url, events, format, secret}`, format json, slack or discord (docs: Webhooks); shown redacted")
 
@@ -269,13 +271,13 @@ class Settings(BaseModel):
     def display_values(self) -> dict[str, str]:
         """Each variable's effective value as text, URLs redacted: what ``dantaro settings`` prints."""
         values = {
-            field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None
-            else ",".join(value) if isinstance(value, tuple) else str(value)
+            field.alias: redact_url(value) if field.alias in _URL_VARIABLES and value is not None else str(value)
             for name, field in Settings.model_fields.items()
             for value in [getattr(self, name)]
         }
         webhooks = json.dumps([target.shown() for target in self.webhooks])
-        return {**values, "DAGSTER_HOME": str(self.instance_home), "DANTARO_WEBHOOKS": webhooks}
+        return {**values, "DAGSTER_HOME": str(self.instance_home), "DANTARO_WEBHOOKS": webhooks,
+                "DANTARO_API_CORS_ORIGINS": ",".join(self.api_cors_origins)}
 
     @property
     def instance_home(self) -> Path:
@@ -314,10 +316,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             variable = str(error["loc"][0]) if error["loc"] else "?"
             value = present.get(variable, "")
             message = error["msg"].removeprefix("Value error, ")
-            if variable == "DANTARO_WEBHOOKS":
+            if variable in _SECRET_VARIABLES:
                 where = ", ".join(f"receiver {part + 1}" if isinstance(part, int) else str(part) for part in error["loc"][1:])
                 lines.append(f"{variable} (value not shown: it holds secrets): {where + ': ' if where else ''}{message}")
                 continue
-            shown = redact_url(value) if variable in _URL_VARIABLES else "***" if variable in _SECRET_VARIABLES else value
+            shown = redact_url(value) if variable in _URL_VARIABLES else value
             lines.append(f"{variable}={shown!r}: {message}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None

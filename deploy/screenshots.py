@@ -35,7 +35,7 @@ from dantaro_assets.partitions import daily_partitions
 from dantaro_assets.resources import snapshot_store
 from dantaro_assets.settings import Settings, load_settings
 from dantaro_assets_tests.fixtures.servers import serve_http
-from dantaro_assets_tests.harness import DagsterDev, launch_chromium, prepare_history
+from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, launch_chromium, prepare_history
 from dantaro_replay.process import start_replay_server
 
 # Hourly candles of days before prepare_history's two: a market needs 50 hourly bars to be recommended.
@@ -105,6 +105,7 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=40)
     parser.add_argument("--live-page-only", action="store_true", help="capture only the traders' page, not the Dagster UI")
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops `dagster dev` and the replay through the blocks below; a SIGKILL too (watchdog, kernel)
     browser = chromium()
     settings = load_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -47,11 +48,6 @@ def encode(content: Any) -> bytes:
 def snapshot_answer(asset: str, payload: dict[str, Any] | None) -> Answer:
     """A snapshot as people read it (``for_people``), encoded; none for None."""
     return Answer(None) if payload is None else Answer(encode(for_people(asset, payload)), payload["as_of"])
-
-
-def read_snapshot(snapshots: SnapshotStore, asset: str, market: str | None = None) -> Answer:
-    """The newest snapshot across Redis and Postgres (``SnapshotStore.latest``); blocks on both."""
-    return snapshot_answer(asset, snapshots.latest(asset, market))
 
 
 class AnswerCache:
@@ -108,3 +104,30 @@ def _log_failure(task: asyncio.Task[Answer]) -> None:
     """A background refresh failed: the answer it was to replace expires, and a request then meets the error."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("refreshing a kept answer failed: %s: %s", type(exc).__name__, redact_text(str(exc)))
+
+
+class SnapshotAnswers(AnswerCache):
+    """The answers of the snapshot endpoints (and of any other key through ``get``).
+
+    A snapshot is read with ``SnapshotStore.latest`` (the newer of Redis and Postgres) and encoded once: a
+    read that finds the snapshot it found before (same as_of, run, source and row count) reuses that
+    answer, so keeping answers fresh each second costs the two storage reads, not the rounding.
+    """
+
+    def __init__(self, snapshots: SnapshotStore, ttl: float) -> None:
+        super().__init__(ttl)
+        self.snapshots = snapshots
+        self._encoded: dict[tuple[str, str | None], tuple[tuple, Answer]] = {}
+
+    async def snapshot(self, asset: str, market: str | None = None) -> Answer:
+        return await self.get((asset, market), partial(self._encoded_latest, asset, market))
+
+    def _encoded_latest(self, asset: str, market: str | None) -> Answer:
+        payload = self.snapshots.latest(asset, market)
+        if payload is None:
+            return Answer(None)
+        found = (payload["as_of"], payload.get("run_id"), payload["source"], len(payload["rows"]))
+        encoded = self._encoded.get((asset, market))
+        if encoded is None or encoded[0] != found:
+            encoded = self._encoded[(asset, market)] = (found, snapshot_answer(asset, payload))
+        return encoded[1]

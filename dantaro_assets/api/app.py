@@ -45,7 +45,7 @@ from starlette.requests import cookie_parser
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dantaro_assets.api.answers import Answer, AnswerCache, encode, read_snapshot
+from dantaro_assets.api.answers import Answer, SnapshotAnswers, encode
 from dantaro_assets.api.events import (
     DEFAULT_TOPICS,
     HEARTBEAT_S,
@@ -150,8 +150,8 @@ def create_app(
     that block on Dagster's storage run in Starlette's thread pool; the snapshot handlers read the cache.
     """
     worker = WorkerStatusCache(instance, time.monotonic(), status_refresh_s, settings=settings)
-    answers = AnswerCache(snapshot_cache_s)
-    hub = EventHub(snapshots, answers, queue_size)
+    answers = SnapshotAnswers(snapshots, snapshot_cache_s)
+    hub = EventHub(answers, queue_size)
     metrics = ApiMetrics(instance, snapshots, hub, worker, settings.stream_max_lag_seconds)
 
     @asynccontextmanager
@@ -173,6 +173,7 @@ def create_app(
         description="Worker health, the latest Dantaro snapshots (market status, recommendations, support levels), "
         "their events as they are stored (`/events`, `/ws`) and Prometheus metrics (`/metrics`).",
     )
+
     def problem(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
@@ -180,20 +181,12 @@ def create_app(
     bad_request: dict[int | str, dict[str, Any]] = {400: problem("a parameter is not what it must be")}
 
     async def snapshot(asset: str, market: str | None = None) -> Response:
-        answer = await answers.get((asset, market), lambda: read_snapshot(snapshots, asset, market))
+        answer = await answers.snapshot(asset, market)
         if answer.body is None:
             return _problem(404, f"no {asset} snapshot{' for ' + market if market else ''} yet")
         return Response(answer.body, media_type="application/json")
 
-    @app.get(HEALTH, response_model=Health, summary="The API process answers (no storage is touched; open without the token)")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/worker/status", response_model=WorkerStatus, response_model_exclude_unset=True, responses=bad_request,
-             summary="Worker health in the contract's fields (worker_active, last_jobs, uptime), refreshed in the background")
-    def worker_status(limit: Annotated[int, Query(ge=1, le=MAX_JOBS, description="jobs in last_jobs")] = 20) -> dict[str, Any]:
-        return {**worker.status(limit), "stream": stream(snapshots, settings.stream_max_lag_seconds)}
-
+    # the busiest routes first: a request is matched against the routes in order
     @app.get("/market-status/latest", response_model=MarketStatusSnapshot, responses=snapshot_errors,
              summary="The newest market status snapshot")
     async def market_status() -> Response:
@@ -234,6 +227,15 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get(HEALTH, response_model=Health, summary="The API process answers (no storage is touched; open without the token)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/worker/status", response_model=WorkerStatus, response_model_exclude_unset=True, responses=bad_request,
+             summary="Worker health in the contract's fields (worker_active, last_jobs, uptime), refreshed in the background")
+    def worker_status(limit: Annotated[int, Query(ge=1, le=MAX_JOBS, description="jobs in last_jobs")] = 20) -> dict[str, Any]:
+        return {**worker.status(limit), "stream": stream(snapshots, settings.stream_max_lag_seconds)}
+
     @app.get("/events", response_class=EventStream, status_code=200, responses={200: {"content": {"text/event-stream": {}}, "description": (
                  "Server-Sent Events: `id` (the snapshot's as_of), `event` (the topic), `data` (the snapshot, as the "
                  "endpoints above answer it); a `: heartbeat` comment after 15 s of silence")}, **bad_request, 503: snapshot_errors[503]},
@@ -270,7 +272,7 @@ def create_app(
         ages: dict[str, float | None] = {}
         for product in ("market_status", "recommendations", "support_levels"):
             try:
-                ages[product] = age_seconds((await answers.get((product, None), lambda p=product: read_snapshot(snapshots, p))).as_of)
+                ages[product] = age_seconds((await answers.snapshot(product)).as_of)
             except STORAGE_ERRORS:
                 ages[product] = None
         return Response(await run_in_threadpool(metrics.render, ages), media_type=CONTENT_TYPE_PLAIN_0_0_4)
@@ -345,6 +347,8 @@ def main(argv: list[str], settings: Settings) -> int:
         "--snapshot-cache", type=float, default=SNAPSHOT_CACHE_S, metavar="SECONDS",
         help=f"how long an answer is kept unless its snapshot's event drops it first (default {SNAPSHOT_CACHE_S:g}; 0: read every request)",
     )
+    parser.add_argument("--access-log", action="store_true",
+                        help="log a line per request (off: at a thousand requests a second it is noise; /metrics times every request)")
     args = parser.parse_args(argv)
     if settings.api_token is None and not _loopback(args.host):
         log.warning("dantaro api: serving on %s without DANTARO_API_TOKEN: anyone who reaches it reads every endpoint", args.host)
@@ -352,7 +356,8 @@ def main(argv: list[str], settings: Settings) -> int:
     snapshots = snapshot_store(settings)
     app = create_app(lambda: instance, snapshots, args.status_refresh, settings=settings, snapshot_cache_s=args.snapshot_cache)
     # event streams never end by themselves: on shutdown they get 3 s, then their clients reconnect elsewhere
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.worker_log_level.lower(), timeout_graceful_shutdown=3)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.worker_log_level.lower(), access_log=args.access_log,
+                timeout_graceful_shutdown=3)
     return 0
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import anyio
 import redis
@@ -28,9 +27,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from dantaro_assets.api.answers import Answer, AnswerCache, read_snapshot, snapshot_answer
+from dantaro_assets.api.answers import Answer, SnapshotAnswers, snapshot_answer
 from dantaro_assets.api.models import parse_market
-from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
@@ -113,8 +111,8 @@ class EventHub:
     ``clients``, ``dropped`` and ``received`` are read by ``/metrics``.
     """
 
-    def __init__(self, snapshots: SnapshotStore, answers: AnswerCache, queue_size: int = QUEUE_SIZE) -> None:
-        self.snapshots = snapshots
+    def __init__(self, answers: SnapshotAnswers, queue_size: int = QUEUE_SIZE) -> None:
+        self.snapshots = answers.snapshots
         self.answers = answers
         self.queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
@@ -147,8 +145,7 @@ class EventHub:
 
     async def current(self, topic: Topic) -> Event | None:
         """The topic's snapshot now, as an event (None when there is none yet)."""
-        answer = await self.answers.get((topic.asset, topic.market), lambda: read_snapshot(self.snapshots, topic.asset, topic.market))
-        return _event(topic, answer)
+        return _event(topic, await self.answers.snapshot(topic.asset, topic.market))
 
     async def first_events(self, topics: Iterable[Topic], last_event_id: str | None) -> list[Event]:
         """What a client gets on connecting: the snapshots since ``last_event_id`` from Postgres (a reconnect),
@@ -168,34 +165,43 @@ class EventHub:
         """Subscribe, and resubscribe after every loss, until cancelled."""
         failures = 0
         while True:
-            client = self.snapshots.redis.subscriber()
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.snapshots.events_channel)
-                    self.answers.clear()  # anything may have changed while no event could arrive
-                    self.subscribed.set()
-                    if failures:
-                        log.warning("snapshot events: subscribed again to %s", self.snapshots.events_channel)
-                        await self._catch_up()
-                    failures = 0
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            await self._dispatch(json.loads(message["data"]))
+                await self._listen(resubscribing=failures > 0)
+                raise redis.ConnectionError("the subscription ended")
             except (redis.RedisError, OSError) as exc:
-                self.subscribed.clear()
+                failures = 0 if self.subscribed.is_set() else failures  # a subscription that stood starts the backoff over
                 delay = _RESUBSCRIBE_S[min(failures, len(_RESUBSCRIBE_S) - 1)]
                 failures += 1
+                self.subscribed.clear()
                 log.warning("snapshot events: subscription lost (%s: %s); resubscribing in %.1f s", type(exc).__name__,
                             redact_text(str(exc)), delay)
                 await asyncio.sleep(delay)
-            finally:
-                self.subscribed.clear()
-                await client.aclose()
 
-    async def _dispatch(self, pointer: dict[str, Any]) -> None:
+    async def _listen(self, *, resubscribing: bool) -> None:
+        client = self.snapshots.redis.subscriber()  # raises when Redis cannot be resolved (an embedded one not running)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(self.snapshots.events_channel)
+                self.answers.clear()  # anything may have changed while no event could arrive
+                self.subscribed.set()
+                if resubscribing:
+                    log.warning("snapshot events: subscribed again to %s", self.snapshots.events_channel)
+                    await self._catch_up()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await self._dispatch(message["data"])
+        finally:
+            await client.aclose()
+
+    async def _dispatch(self, raw: bytes) -> None:
         """A snapshot was stored: forget its cached answer; read and offer it if a client wants its topic."""
+        try:
+            pointer = json.loads(raw)
+            topic = Topic(pointer["asset"], pointer.get("market"))
+        except (ValueError, KeyError, TypeError):
+            log.warning("snapshot events: ignored a message that is not a snapshot pointer (%d bytes)", len(raw))
+            return
         self.received += 1
-        topic = Topic(pointer["asset"], pointer.get("market"))
         self.answers.drop((topic.asset, topic.market))
         if any(topic.name in s.topics for s in self._subscribers):
             await self._send_current(topic)
@@ -219,13 +225,32 @@ def _event(topic: Topic, answer: Answer) -> Event | None:
     return None if answer.body is None or answer.as_of is None else Event(topic.name, answer.as_of, answer.body)
 
 
-async def _until_dropped_or_gone(subscriber: Subscriber, gone: Any) -> None:
-    waiters = [asyncio.ensure_future(subscriber.dropped.wait()), asyncio.ensure_future(gone())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+async def _pump(subscriber: Subscriber, first: list[Event], gone: Callable[[], Awaitable[None]],
+                write: Callable[[Event | None], Awaitable[None]], heartbeat_s: float | None) -> None:
+    """Write the subscriber's first events, then its live ones (None after ``heartbeat_s`` of silence), until it is
+    dropped or ``gone`` returns (its client left); a topic's as_of never twice."""
+    async with anyio.create_task_group() as group:
+        async def stop_when_dropped_or_gone() -> None:
+            waiters = [asyncio.ensure_future(subscriber.dropped.wait()), asyncio.ensure_future(gone())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop_when_dropped_or_gone)
+        for event in first:
+            if subscriber.fresh(event):
+                await write(event)
+        while True:
+            try:
+                event = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+            except TimeoutError:
+                await write(None)
+                continue
+            if subscriber.fresh(event):
+                await write(event)
 
 
 class EventStream(Response):
@@ -247,38 +272,21 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        try:
-            async with anyio.create_task_group() as group:
-                async def stop_when_dropped_or_gone() -> None:
-                    await _until_dropped_or_gone(self.subscriber, gone)
-                    group.cancel_scope.cancel()
+        async def write(event: Event | None) -> None:
+            chunk = b": heartbeat\n\n" if event is None else event.sse
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-                group.start_soon(stop_when_dropped_or_gone)
-                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                await self._stream(send)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS, "more_body": True})
+            await _pump(self.subscriber, self.first, gone, write, self.heartbeat_s)
         finally:
             self.hub.unsubscribe(self.subscriber)
 
-    async def _stream(self, send: Send) -> None:
-        async def write(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-        await write(b"retry: %d\n\n" % RETRY_MS)
-        for event in self.first:
-            if self.subscriber.fresh(event):
-                await write(event.sse)
-        while True:
-            try:
-                event = await asyncio.wait_for(self.subscriber.queue.get(), self.heartbeat_s)
-            except TimeoutError:
-                await write(b": heartbeat\n\n")
-                continue
-            if self.subscriber.fresh(event):
-                await write(event.sse)
-
 
 async def serve_websocket(websocket: WebSocket, hub: EventHub, topics: tuple[Topic, ...], last_event_id: str | None) -> None:
-    """``/ws``: the stream of ``/events`` as JSON text messages ``{"id", "topic", "data"}``."""
+    """``/ws``: the stream of ``/events`` as JSON text messages ``{"id", "topic", "data"}`` (no heartbeat: the
+    WebSocket pings)."""
     subscriber = hub.subscribe(topics)
     try:
         first = await hub.first_events(topics, last_event_id)
@@ -288,18 +296,9 @@ async def serve_websocket(websocket: WebSocket, hub: EventHub, topics: tuple[Top
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
 
-        async with anyio.create_task_group() as group:
-            async def stop_when_dropped_or_gone() -> None:
-                await _until_dropped_or_gone(subscriber, gone)
-                group.cancel_scope.cancel()
+        async def write(event: Event | None) -> None:
+            await websocket.send_text(event.text)
 
-            group.start_soon(stop_when_dropped_or_gone)
-            for event in first:
-                if subscriber.fresh(event):
-                    await websocket.send_text(event.text)
-            while True:
-                event = await subscriber.queue.get()
-                if subscriber.fresh(event):
-                    await websocket.send_text(event.text)
+        await _pump(subscriber, first, gone, write, None)
     finally:
         hub.unsubscribe(subscriber)

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dantaro_assets.alerts.outbox import TABLE as OUTBOX
 from dantaro_assets.api.events import EventHub
 from dantaro_assets.api.job_log import CONTRACT_STATUS
 from dantaro_assets.api.worker_status import WorkerStatusCache, stream_health
@@ -34,8 +35,7 @@ from dantaro_assets.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_TABLE = "webhook_deliveries"  # written by the webhook sensors: event, status, attempts
-WEBHOOK_STATUSES = ("delivered", "failed", "retrying")
+WEBHOOK_STATUSES = ("pending", "retrying", "delivered", "failed")  # alerts/outbox.py
 _FINISHED = [status for status in dg.DagsterRunStatus if CONTRACT_STATUS[status] in ("completed", "failed")]
 _REMEMBERED_RUNS = 10_000  # run ids already counted, against a run updated again after it finished
 _OVERLAP = timedelta(seconds=2)  # runs re-read before the last update seen: one committed late is not missed
@@ -118,11 +118,11 @@ class _Scraped(Collector):
     def _postgres(self) -> Iterator[Metric]:
         postgres = self.m.snapshots.postgres
         sql = (f"SELECT event, status, count(*) AS deliveries, coalesce(sum(attempts), 0) AS attempts "
-               f"FROM {postgres.table_name(WEBHOOK_TABLE)} GROUP BY event, status ORDER BY event, status")
+               f"FROM {postgres.table_name(OUTBOX)} GROUP BY event, status ORDER BY event, status")
         try:
             rows = postgres.read_frame(sql)
         except adbc_driver_manager.ProgrammingError as exc:
-            if getattr(exc, "sqlstate", None) != "42P01":  # undefined_table: no webhook delivered yet
+            if getattr(exc, "sqlstate", None) != "42P01":  # undefined_table: no webhook queued yet
                 raise
             rows = pd.DataFrame(columns=["event", "status", "deliveries", "attempts"])
         totals = rows.groupby("status")["deliveries"].sum()

@@ -187,7 +187,9 @@ class Snapshot(BaseModel):
     as_of: Timestamp
     run_id: str | None
     partition: str | None
-    source: Literal["redis", "postgres"] = Field(description="redis unless Postgres holds a newer as_of, or Redis has none or is down")
+    source: Literal["redis", "postgres", "memory"] = Field(
+        description="redis unless Postgres holds a newer as_of, or Redis has none or is down; memory: the answer this API served "
+        "before, again, while both stores hold only older ones")
 
 
 class MarketStatusSnapshot(Snapshot):
@@ -201,11 +203,6 @@ class RecommendationsSnapshot(Snapshot):
 class SupportLevelsSnapshot(Snapshot):
     rows: list[SupportLevelRow]
     ranking: str = Field(description="how rank orders the levels")
-
-
-SNAPSHOT_MODELS: dict[str, type[Snapshot]] = {
-    "market_status": MarketStatusSnapshot, "recommendations": RecommendationsSnapshot, "support_levels": SupportLevelsSnapshot,
-}
 
 
 # --- scorecard ------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""The kept answers: one read shared by every request waiting for it, kept for the TTL, dropped by an event."""
+"""The kept answers: one read shared by every request waiting for it, kept for the TTL, dropped by an event; a snapshot encoded once."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+import uuid
 
+import pandas as pd
 import pytest
 
 from dantaro_assets.api import answers
-from dantaro_assets.api.answers import Answer, AnswerCache
+from dantaro_assets.api.answers import Answer, AnswerCache, SnapshotAnswers
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.resources import build_snapshot_store
 
 
 class Reads:
@@ -99,3 +104,23 @@ def test_past_its_ttl_an_answer_is_served_while_it_is_read_again_and_an_idle_one
         assert (await cache.get("k", reads)).body == b"3"
 
     asyncio.run(scenario())
+
+
+def test_a_snapshot_read_again_unchanged_is_not_encoded_again(settings, pg_url, redis_client):
+    """Real Redis: the same snapshot found twice yields the very same answer; the same tick recomputed by another run does not."""
+    own = f"ans_{uuid.uuid4().hex[:6]}"
+    store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"),
+                                 PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}"))
+    status = pd.DataFrame({"as_of": [pd.Timestamp("2026-03-10T11:00:00Z")], "score": [51.23456]})
+    cache = SnapshotAnswers(store, ttl=0)
+
+    async def read() -> Answer:
+        return await cache.snapshot("market_status")
+
+    assert asyncio.run(read()).body is None
+    store.publish("market_status", status, run_id="run-1", partition=None)
+    first = asyncio.run(read())
+    assert asyncio.run(read()) is first and b'"score":51.23' in first.body
+    store.publish("market_status", status.assign(score=60.0), run_id="run-2", partition=None)
+    again = asyncio.run(read())
+    assert again is not first and b'"score":60.0' in again.body

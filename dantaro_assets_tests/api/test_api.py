@@ -22,6 +22,7 @@ from dantaro_assets.api.models import (
     SupportLevelsSnapshot,
     WorkerStatus,
 )
+from dantaro_assets.lib.migrations import migrate
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
@@ -331,7 +332,8 @@ def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api
     legacy = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
     write(io_manager, _graded(HOUR_A, [("v1", "KRW-BTC", 0.01), ("v1", "KRW-ETH", 0.03)], scorer=False),
           "recommendation_outcomes", partitions=(HOUR_A, HOUR_A), metadata=legacy)
-    # now two scorers pick KRW-BTC at one tick: the key grew by the scorer column, and its index with it
+    # `dantaro migrate` puts the scorer in the key (the legacy rows become v1's); now two scorers pick KRW-BTC at one tick
+    migrate(postgres)
     graded = {**legacy, "primary_key": recommendation_outcomes.metadata_by_key[recommendation_outcomes.key]["primary_key"]}
     write(io_manager, _graded(HOUR_B, [("v1", "KRW-BTC", -0.02), ("reversal", "KRW-BTC", -0.02), ("reversal", "KRW-XRP", 0.04)]),
           "recommendation_outcomes", partitions=(HOUR_B, HOUR_B), metadata=graded)

@@ -241,3 +241,27 @@ def test_a_bad_topic_or_event_id_is_refused_without_repeating_it(serve):
             assert response.json()["detail"].startswith(expected)
             for raw in [*params.values(), *headers.values()]:
                 assert len(raw.strip()) < 5 or raw not in response.text
+
+
+def test_the_hub_survives_a_stranger_s_message_and_a_redis_restart(settings, pg_url, private_redis):
+    """A message that is no pointer is skipped; after Redis comes back the hub resubscribes and sends each topic's
+    current snapshot, one stored while it was not listening included."""
+    own = f"ev_{uuid.uuid4().hex[:6]}"
+    store = build_snapshot_store(settings, RedisResource(url=private_redis.url, prefix=own),
+                                 PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}"))
+    api = Served(create_app(dg.DagsterInstance.ephemeral, store, 0, settings=settings), None, store, None)
+    with serve_http(api.app) as client, event_stream(client, "market_status") as events:
+        until(api.app.state.hub.subscribed.is_set)
+        store.redis.client().publish(store.events_channel, b"not a pointer")
+        api.publish_status(10)
+        assert next(events).id == as_of(10)
+
+        private_redis.kill()
+        until(lambda: not api.app.state.hub.subscribed.is_set())
+        private_redis.start()
+        store.redis.client().connection_pool.disconnect()  # the store's pooled connection died with the server
+        api.publish_status(20)  # most likely before the hub is back: only the catch-up can bring it
+        assert next(events).id == as_of(20)
+        until(api.app.state.hub.subscribed.is_set)
+        api.publish_status(30)
+        assert next(events).id == as_of(30)

@@ -1,5 +1,6 @@
 """Redis snapshots on the real test Redis: payload format, TTL, newer-wins (past a TTL too), served rows only,
-an event for every stored snapshot; Postgres' snapshots since an as_of (what an event stream missed)."""
+an event for every stored snapshot; Postgres' snapshots since an as_of (what an event stream missed); on a private
+Redis restarted empty: the marks rebuilt from Postgres, and the API never going back in time."""
 
 import json
 import time
@@ -9,7 +10,8 @@ import pytest
 
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.lib.snapshot_store import MEMORY, MarksNotRebuiltError, SnapshotStore
+from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.lib.storage_data import HOUR_A, write
 
 
@@ -108,6 +110,88 @@ def test_an_asset_without_a_ttl_is_refused_before_redis_is_touched(postgres_reso
     down = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=postgres_resource, ttls={"market_status": 300})
     with pytest.raises(KeyError, match=r"unknown_levels: no snapshot TTL configured \(SnapshotStore.ttls has \['market_status'\]\)"):
         down.publish("unknown_levels", _levels(2), run_id="r", partition=HOUR_A)
+
+
+# --- Redis restarted empty: the marks come back from Postgres; the API never goes back in time -------------
+
+STATUS = {"partition_expr": "as_of", "primary_key": ["as_of"], "write_mode": "replace"}
+
+
+def _status(hour: str, minute: int = 58) -> pd.DataFrame:
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=minute)
+    return pd.DataFrame({"as_of": [as_of], "regime": ["risk_on"], "score": [61.0]})
+
+
+def _stored_and_published(storage, store: SnapshotStore, hour: str) -> None:
+    """What market_status_job does for ``hour``: the Postgres write, then the publish of its newest tick."""
+    frame = _status(hour)
+    window = hourly_partitions.time_window_for_partition_key(hour)
+    PostgresDataFrameIOManager(postgres=storage.postgres_resource).write("restart_status", frame, STATUS, window)
+    store.publish("restart_status", frame, run_id="run", partition=hour)
+
+
+@pytest.fixture
+def private_store(private_storage) -> SnapshotStore:
+    return SnapshotStore(redis=private_storage.redis_resource, postgres=private_storage.postgres_resource,
+                         ttls={"restart_status": 300, "restart_levels": 300})
+
+
+def test_after_redis_restarts_empty_the_marks_are_rebuilt_from_postgres_before_the_next_publish(private_storage, private_store):
+    """Per key: the asset's newest stored as_of for the latest key, each market's own for its key."""
+    _stored_and_published(private_storage, private_store, "2025-09-15-12:00")
+    private_storage.redis.kill()
+    private_storage.redis.start()  # back and empty: no snapshot, no mark
+    assert private_storage.redis_resource.client().dbsize() == 0
+
+    late = _status("2025-09-15-10:00")  # a late run or a backfill of an older hour publishes
+    published = private_store.publish("restart_status", late, run_id="late", partition="2025-09-15-10:00")
+
+    assert (published["keys_written"], published["keys_kept_newer"]) == (0, 1)
+    assert private_store.cached("restart_status") is None
+    assert private_storage.redis_resource.client().get(private_store.high_water_key("restart_status")) == b"2025-09-15T12:58:00Z"
+    newer = _status("2025-09-15-13:00")  # the next hour is published as ever
+    assert private_store.publish("restart_status", newer, run_id="next", partition="2025-09-15-13:00")["keys_written"] == 1
+
+    # one key per market: KRW-ETH was last stored at 10:58 (delisted since), KRW-BTC at 12:58
+    levels = pd.concat([_status("2025-09-15-10:00").assign(market=m) for m in ("KRW-BTC", "KRW-ETH")] +
+                       [_status("2025-09-15-12:00").assign(market="KRW-BTC")], ignore_index=True)
+    window = hourly_partitions.time_window_for_partition_key("2025-09-15-10:00")
+    window = type(window)(window.start, hourly_partitions.time_window_for_partition_key("2025-09-15-12:00").end)
+    PostgresDataFrameIOManager(postgres=private_storage.postgres_resource).write(
+        "restart_levels", levels, {**STATUS, "primary_key": ["as_of", "market"]}, window)
+    late = levels[levels["as_of"] < pd.Timestamp("2025-09-15T11:00Z")]
+    published = private_store.publish("restart_levels", late, run_id="late", partition="2025-09-15-10:00", per_market=True)
+    assert (published["keys_written"], published["keys_kept_newer"]) == (1, 2)  # KRW-ETH's own newest; latest and BTC refused
+    assert private_store.cached("restart_levels", "KRW-ETH")["as_of"] == "2025-09-15T10:58:00Z"
+    assert private_store.cached("restart_levels", "KRW-BTC") is None
+
+
+def test_marks_that_cannot_be_rebuilt_let_nothing_in(private_storage, private_store):
+    _stored_and_published(private_storage, private_store, "2025-09-15-12:00")
+    private_storage.redis.kill()
+    private_storage.redis.start()
+    private_storage.postgres.kill()  # Postgres cannot say how far the marks went
+
+    with pytest.raises(MarksNotRebuiltError, match=r"restart_status: Redis has no high-water mark for 1 key\(s\).*nothing was pushed"):
+        private_store.publish("restart_status", _status("2025-09-15-10:00"), run_id="late", partition="2025-09-15-10:00")
+    assert private_storage.redis_resource.client().dbsize() == 0
+
+
+def test_the_api_never_serves_an_older_as_of_than_it_served_before(private_storage, private_store):
+    """Redis restarted empty and took an older snapshot (pushed by a release without marks); Postgres is down."""
+    _stored_and_published(private_storage, private_store, "2025-09-15-12:00")
+    assert private_store.latest("restart_status")["as_of"] == "2025-09-15T12:58:00Z"
+    private_storage.redis.kill()
+    private_storage.redis.start()
+    older = {"asset": "restart_status", "as_of": "2025-09-15T10:58:00Z", "run_id": "late", "partition": "2025-09-15-10:00", "rows": []}
+    private_storage.redis_resource.client().set(private_store.key("restart_status"), json.dumps(older))
+    private_storage.postgres.kill()
+
+    answer = private_store.latest("restart_status")
+
+    assert (answer["as_of"], answer["source"]) == ("2025-09-15T12:58:00Z", MEMORY)
+    private_storage.postgres.start()
+    assert private_store.latest("restart_status")["source"] == "postgres"  # the record answers again
 
 
 def _events(pubsub, wait: float = 1.0) -> list[dict]:
