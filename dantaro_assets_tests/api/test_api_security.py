@@ -63,10 +63,10 @@ def test_the_page_and_its_files_are_open_and_the_page_s_cookie_carries_the_token
     for static in ("/static/page.js", "/static/page.css", "/static/vendor/lightweight-charts.standalone.production.js", "/static/vendor/LICENSE"):
         assert guarded.get(static).status_code == 200, static
     assert guarded.get("/static/%2e%2e/app.py").status_code == 404  # StaticFiles serves nothing outside static/
-    for cookie in ("wrong", f"{TOKEN}x", f"Bearer {TOKEN}", ""):
-        assert guarded.get("/market-status/latest", cookies={"dantaro_token": cookie}).status_code == 401, cookie
-    assert guarded.get("/market-status/latest", cookies={"dantaro_token": TOKEN}).status_code == 404  # through the door: nothing stored
-    with guarded.stream("GET", "/events", params={"topics": "market_status"}, cookies={"dantaro_token": TOKEN}) as events:
+    for cookie in ("wrong", f"{TOKEN}x", f"Bearer%20{TOKEN}", ""):
+        assert guarded.get("/market-status/latest", headers={"Cookie": f"dantaro_token={cookie}"}).status_code == 401, cookie
+    assert guarded.get("/market-status/latest", headers={"Cookie": f"theme=dark; dantaro_token={TOKEN}"}).status_code == 404  # through the door
+    with guarded.stream("GET", "/events", params={"topics": "market_status"}, headers={"Cookie": f"dantaro_token={TOKEN}"}) as events:
         assert events.status_code == 200
 
 
