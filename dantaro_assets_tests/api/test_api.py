@@ -256,7 +256,7 @@ def test_openapi_is_generated_from_the_models_and_requires_the_worker_contract(a
     client, _, _ = api
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/health", "/worker/status", "/market-status/latest", "/recommendations/latest",
-                                  "/recommendations/scorecard", "/support-levels/{market}", "/events", "/metrics"}
+                                  "/recommendations/scorecard", "/support-levels/{market}", "/candles/{market}", "/events", "/metrics"}
     schemas = spec["components"]["schemas"]
     assert {"worker_active", "last_jobs", "uptime"} <= set(schemas["WorkerStatus"]["required"])
     assert SEED_JOB_FIELDS <= set(schemas["Job"]["required"])
