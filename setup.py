@@ -33,10 +33,11 @@ setup(
         "prometheus-client>=0.20",  # the API's /metrics
         "uvicorn>=0.30",
         "websockets>=14",
+        "tabulate>=0.9",  # DataFrame.to_markdown: the metadata tables in the UI and `dantaro candles delete`'s listing
     ],
     extras_require={
-        # Only bench/ imports these (tables, the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
-        "bench": ["tabulate>=0.9", "psycopg[binary]>=3.2", "psutil>=5.9"],
+        # Only bench/ imports these (the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
+        "bench": ["psycopg[binary]>=3.2", "psutil>=5.9"],
         # The documentation site (mkdocs.yml; CI builds it with --strict): pip install -e '.[docs]'
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
         # playwright drives Debian's chromium (.ci/run installs it) in the live page's browser test; never `playwright install`

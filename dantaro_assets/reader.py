@@ -21,7 +21,7 @@ from datetime import datetime
 import pandas as pd
 
 from dantaro_assets.lib.recent_candles import OHLCV, SOURCES, START, recent_candles
-from dantaro_assets.resources import storage_resources
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import Settings, load_settings
 
 KST = "Asia/Seoul"
@@ -47,7 +47,7 @@ class Reader:
     """Stored candles of the Postgres that ``settings`` name, read the way pyupbit reads Upbit's."""
 
     def __init__(self, settings: Settings) -> None:
-        self.postgres = storage_resources(settings)[1]
+        self.postgres = process_storage(settings).postgres
 
     def get_ohlcv(self, ticker: str = "KRW-BTC", interval: str = "day", count: int = 200, to: datetime | str | None = None) -> pd.DataFrame:
         """The newest ``count`` closed candles of ``ticker`` before ``to`` (default: all stored), oldest first."""

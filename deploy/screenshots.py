@@ -30,9 +30,8 @@ import dagster as dg
 
 from dantaro_assets.api.app import create_app
 from dantaro_assets.api.worker_status import worker_status
-from dantaro_assets.lib import embedded
 from dantaro_assets.partitions import daily_partitions
-from dantaro_assets.resources import snapshot_store
+from dantaro_assets.resources import process_storage, snapshot_store
 from dantaro_assets.settings import Settings, load_settings
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, launch_chromium, prepare_history
@@ -108,8 +107,7 @@ def main() -> int:
     exit_on_sigterm()  # SIGTERM stops `dagster dev` and the replay through the blocks below; a SIGKILL too (watchdog, kernel)
     browser = chromium()
     settings = load_settings()
-    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
-    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()
     replay = start_replay_server("--simulated", str(args.markets))
     os.environ["UPBIT_BASE_URL"] = replay.url
     try:
