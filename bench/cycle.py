@@ -56,9 +56,9 @@ os.environ["WORKER_ENABLED"] = "false"  # only the benchmark's runs
 import dagster as dg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, prepare_history
 from dantaro_replay.process import start_replay_server, terminate_with_parent
@@ -167,8 +167,7 @@ def main() -> int:
     args = parser.parse_args()
     exit_on_sigterm()  # SIGTERM stops the stream, the runs, `dagster dev` and the replay; a SIGKILL makes the kernel stop them
     settings = load_settings()
-    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
-    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()
     replay = start_replay_server("--simulated", str(args.markets))
     replay_url = replay.url
     os.environ["UPBIT_BASE_URL"] = replay_url

@@ -23,7 +23,7 @@ public API that serves; an upgrade of Dagster should start by re-checking this f
   has no public type to compare against.
 - ``CheckRunHealthResult``/``WorkerStatus``: what a run launcher's public hook
   ``check_run_worker_health`` must return; ``dagster`` does not export them, so a launcher subclass
-  (``WorkerCheckingCeleryRunLauncher``) cannot answer without them.
+  (``celery_runs.WorkerCheckingCeleryRunLauncher``) cannot answer without them.
 
 It is also the only place that calls an undocumented method of a public object:
 ``get_instance_values``/``set_instance_values`` read and write the instance's key-value store (the

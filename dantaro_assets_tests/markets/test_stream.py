@@ -280,9 +280,10 @@ def candle_requests(replay) -> int:
 
 
 def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, **tags: str) -> dg.ExecuteInProcessResult:
-    """candles_1m of ``partition`` as an analysis job's step (its run tags) against ``replay``, in ``schema``."""
+    """candles_1m of ``partition`` as an analysis job's step (its run config and tags) against ``replay``, in ``schema``."""
     from dantaro_assets.lib.upbit import UpbitClient
-    from dantaro_assets.markets import assets, candles_1m
+    from dantaro_assets.markets import assets
+    from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
     from dantaro_assets.resources import run_settings
     from dantaro_assets.settings import load_settings
 
@@ -291,7 +292,8 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
     resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres,
                  "redis": redis_resource, "upbit": upbit, "run_settings": run_settings(load_settings())}
     try:
-        return dg.materialize(assets, selection=[candles_1m], partition_key=partition, resources=resources, tags=tags)
+        return dg.materialize(dg.load_assets_from_modules([assets]), selection=[assets.candles_1m], partition_key=partition, resources=resources,
+                              run_config=MINUTES_FROM_STREAM, tags=tags)
     finally:
         upbit.close()
 
@@ -317,7 +319,7 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     assert len(before) < len(expected)  # the stream alone missed minutes around the cut
 
     small_replay.reset_stats()
-    final = {"dantaro/job": "market_status", "dantaro/finalise": "true"}
+    final = {"dantaro/finalise": "true"}  # the schedules' tag on an hour's final run
     result = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert result.success
     metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
@@ -329,7 +331,6 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
 
     small_replay.reset_stats()
-    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
-                           **{**final, "dantaro/job": "recommendations"})
+    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert again.success and candle_requests(small_replay) == 0
     assert again.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
 
 from dantaro_assets.lib import point_in_time as pit
@@ -93,15 +90,6 @@ def flat_calibration(reach_atr: float = 6.0, target: int = 6, stop: int = 3, nei
 
 
 FAVOURABLE = flat_calibration()  # 60 % of plans reach the target first: every placeable plan is worth taking
-
-
-@contextmanager
-def own_schema(pg_url: str, db_schema: str) -> Iterator[PostgresResource]:
-    """A module's own Postgres schema, dropped after it: candles merge, so another module's candles would leak in."""
-    resource = PostgresResource(url=pg_url, db_schema=db_schema)
-    yield resource
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{db_schema}" CASCADE')
 
 
 def io_resources_over(postgres: PostgresResource, redis: RedisResource, settings: Settings) -> dict:

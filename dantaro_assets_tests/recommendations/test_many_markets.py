@@ -19,16 +19,17 @@ from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.recommendations import recommendations, recommendations_redis
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.recommendations.schemas import summary_mismatches
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.support_levels import support_levels, support_levels_redis
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets.support_levels.schemas import INVARIANTS, level_breaches
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import materialise, real_candles, simulated_upstream, store, universe
 
-from .conftest import io_resources_over, own_schema
+from .conftest import io_resources_over
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
@@ -77,8 +78,8 @@ def simulated(io_resources):
         first = partitions_def.get_partition_key_for_timestamp(max(frame[column].min(), pd.Timestamp(partitions_def.start)).timestamp())
         last = partitions_def.get_partition_key_for_timestamp(frame[column].max().timestamp())
         store(io_resources["io_manager"], name, frame, partitions_def=partitions_def, first=first, last=last)
-    levels_run = materialise([support_levels, support_levels_redis], PARTITION, io_resources)
-    picks_run = materialise([recommendations, recommendations_redis], PARTITION, io_resources)
+    levels_run = materialise([SUPPORT_LEVELS.asset, SUPPORT_LEVELS.publish], PARTITION, io_resources)
+    picks_run = materialise([RECOMMENDATIONS.asset, RECOMMENDATIONS.publish], PARTITION, io_resources)
     return {
         "levels": _table(io_resources["postgres"], "support_levels", "as_of, market, side, rank"),
         "picks": _table(io_resources["postgres"], "recommendations", "as_of, scorer, rank"),
@@ -129,7 +130,7 @@ def recorded(upbit_data_dir):
 
 def test_recorded_markets_levels_keep_their_invariants_stored_and_served(recorded):
     inputs, ticks = recorded
-    levels = compute_support_levels(inputs, ticks)
+    levels = compute_support_levels(inputs, ticks).frame
     assert levels["as_of"].nunique() == len(ticks) == 96
     assert_levels_keep_their_invariants(levels)
 
