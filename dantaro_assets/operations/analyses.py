@@ -22,7 +22,7 @@ import pandera.pandas as pa
 
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
-from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.postgres_io import DELETE_WINDOW, WriteMode
 from dantaro_assets.lib.publishing import redis_publish_asset
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.operations.jobs import NO_RETRIES, asset_job, upbit_retry_policy
@@ -88,7 +88,12 @@ class Analysis:
             run = AnalysisRun(start, end, ticks, AnalysisInputs.assemble(self.lookback, ticks, **stored), self.params(run_settings), run_settings)
             result = self.compute(run.inputs, ticks, run.params)
             yield from checked(pandera_check(self.schema(run), result.frame))
-            yield dg.Output(result.frame, metadata={"ticks": len(ticks), **(self.metadata(run, result) if self.metadata else {})})
+            metadata = {"ticks": len(ticks), **(self.metadata(run, result) if self.metadata else {})}
+            if len(ticks) and result.frame.empty:
+                # every tick of stored candles yielded no row: the recomputation is the window's truth, even empty.
+                # Without a tick nothing stored was computed from, and the IO manager refuses to empty the window.
+                metadata[DELETE_WINDOW] = True
+            yield dg.Output(result.frame, metadata=metadata)
 
         return _analysis
 

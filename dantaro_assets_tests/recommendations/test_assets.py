@@ -280,6 +280,25 @@ def test_an_hour_without_stored_candles_writes_no_snapshot(materialised, io_reso
     assert (_table(postgres_resource, "recommendations")["as_of"] < END).all()
 
 
+def test_a_stricter_floor_that_leaves_no_plan_empties_the_stored_hour(materialised, io_resources, postgres_resource):
+    """Recomputed under a reward:risk floor no plan meets, every tick of the hour has no pick: the hour's stored picks go
+    (the analysis asks for the delete because its ticks were computed), and come back under the usual floor."""
+    before = _table(postgres_resource, "recommendations")
+    in_hour = before["as_of"].between(HOUR, HOUR + pd.Timedelta(minutes=59))
+    assert in_hour.sum() > 0
+    strict = {**io_resources, "run_settings": run_settings(SETTINGS.model_copy(update={"min_reward_risk": 1000.0}))}
+
+    result = _materialise(recommendations, strict)
+
+    assert result.success
+    metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+    assert (metadata["ticks"].value, metadata["delete_window"].value, metadata["dagster/partition_row_count"].value) == (12, True, 0)
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before[~in_hour].reset_index(drop=True))
+
+    assert _materialise(recommendations, io_resources).success  # the usual floor: the same picks as before
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)
+
+
 def test_warned_pairs_follow_the_latest_day_of_each_tick():
     from dantaro_assets.recommendations.assets import _warned
 
