@@ -36,6 +36,7 @@ PRICED = Analysis(
     lookback=Lookback(minute_hours=1, hourly_days=1),
     primary_key=("as_of",),
     cadence="market_status_interval",
+    priority=1,
     compute=markets_with_a_price,
     params=lambda _: 0,
     schema=lambda run: pa.DataFrameSchema({"as_of": pa.Column("datetime64[ns, UTC]"), "markets": pa.Column("int64", pa.Check.ge(0))}),

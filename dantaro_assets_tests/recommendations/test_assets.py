@@ -14,10 +14,10 @@ from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.markets import assets as market_assets
-from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.recommendations import assets as recommendation_assets
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
+from dantaro_assets.recommendations.definitions import OUTCOMES_TYPE
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
@@ -176,8 +176,8 @@ def test_outcomes_materialise_with_unreached_horizons_null(materialised, io_reso
 def test_the_job_log_counts_the_markets_each_run_processed(materialised, io_resources, postgres_resource, instance):
     """/worker/status's symbols_processed: a recommendations run its eligible universe (not its picks, not the
     candles fetched), an outcomes run the markets it graded."""
-    picked = _materialise(recommendations, io_resources, instance=instance, tags=job_tags("recommendations"))
-    graded = _materialise(recommendation_outcomes, io_resources, instance=instance, tags=job_tags("recommendation_outcomes"))
+    picked = _materialise(recommendations, io_resources, instance=instance, tags=RECOMMENDATIONS.job_type.tags())
+    graded = _materialise(recommendation_outcomes, io_resources, instance=instance, tags=OUTCOMES_TYPE.tags())
     jobs = {entry["job_id"]: entry for entry in JobLog(instance).entries()}
     universe = picked.asset_materializations_for_node("recommendations")[0].metadata["universe_size"].value
     assert jobs[picked.run_id]["symbols_processed"] == universe == 10 == jobs[picked.run_id]["markets_processed"]
