@@ -58,29 +58,14 @@ def test_every_job_runs_at_the_documented_place_in_the_workers_order():
 
 
 TOY_ASSETS = '''
-    import pandas as pd
-    import pandera.pandas as pa
+    import dataclasses
 
-    from dantaro_assets.lib.analysis_inputs import AnalysisResult, Lookback
-    from dantaro_assets.operations.analyses import Analysis
+    from dantaro_assets.lib.analysis_inputs import Lookback
+    from dantaro_assets_tests.operations.test_analyses import PRICED
 
-
-    def compute_breadth(inputs, ticks, _params):
-        return AnalysisResult(pd.DataFrame({"as_of": ticks, "priced": [len(inputs.history.price(t)) for t in ticks]}))
-
-
-    TOY_BREADTH = Analysis(
-        name="toy_breadth",
-        description="How many markets have a price at each tick.",
-        job_description="Fetch the hour's 1-minute candles, then count the priced markets.",
-        lookback=Lookback(minute_hours=5, hourly_days=20),
-        primary_key=("as_of",),
-        cadence="support_levels_interval",
-        priority=45,
-        compute=compute_breadth,
-        params=lambda _: None,
-        schema=lambda run: pa.DataFrameSchema({"as_of": pa.Column("datetime64[ns, UTC]"), "priced": pa.Column("int64")}),
-    )
+    # test_analyses.py's toy analysis declared as a domain of its own: its name, a longer lookback, a cadence, a priority
+    TOY_BREADTH = dataclasses.replace(PRICED, name="toy_breadth", lookback=Lookback(minute_hours=5, hourly_days=20),
+                                      cadence="support_levels_interval", priority=45)
 '''
 TOY_DEFINITIONS = '''
     from toy_domain.assets import TOY_BREADTH
@@ -129,7 +114,6 @@ def test_adding_an_analysis_is_its_domain_folder_and_one_line_in_domains(tmp_pat
     assert history_window(before.get_repository_def(), NOW) == HistoryWindow(days=14, hours=2)
     assert history_window(repository, NOW) == HistoryWindow(days=20, hours=5)
     assert (top_priority(before.get_repository_def()), top_priority(repository)) == (42, 47)
-
 
     # the Celery instance's run queue sends its runs to the queue it declares: a code location of the definitions
     # with the domain added, its run queued as the UI or a schedule would
