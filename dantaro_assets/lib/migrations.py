@@ -95,10 +95,23 @@ def _scorer_in_the_key(db: Catalogue) -> list[str]:
     return statements
 
 
+# The columns the analyses store as JSON objects (dicts in their frames); recommendations.caution is migration 1's.
+_JSON_OBJECTS = (("recommendations", "reasons"), ("support_levels", "reasons"))
+
+
+def _reasons_as_jsonb(db: Catalogue) -> list[str]:
+    """``reasons`` stored as text: JSON text from the release before they were objects, or a column created ``text``
+    by a first write without rows (the IO manager now types such a column from its first values)."""
+    return [f"ALTER TABLE {db.table(table)} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
+            for table, column in _JSON_OBJECTS if db.column_type(table, column) == "text"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "recommendations.caution: comma-separated text to a jsonb list", ("recommendations",), _caution_as_jsonb),
     Migration(2, "scorer in the key of recommendations and recommendation_outcomes (earlier rows: v1)",
               ("recommendations", "recommendation_outcomes"), _scorer_in_the_key),
+    Migration(3, "recommendations.reasons and support_levels.reasons: JSON text to jsonb objects", ("recommendations", "support_levels"),
+              _reasons_as_jsonb),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -19,7 +19,9 @@ empty frame instead of failing (an input the asset has a fallback for).
 
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
 in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its stored
-value on rows it updates). A type or key change is a migration (:mod:`dantaro_assets.lib.migrations`,
+value on rows it updates); a column no stored row holds a value in (created ``text`` by an empty first
+write, whose object columns show no type) takes the type of the first values that arrive. Any other
+type or key change is a migration (:mod:`dantaro_assets.lib.migrations`,
 ``dantaro migrate``), never done here: a column whose stored type is not the one the frame's values
 need, or a key index that is not the declared key, is schema drift and stops the write before anything
 is stored (:class:`SchemaDriftError`), since a cast would change values silently (8 stored as ``true``
@@ -125,8 +127,6 @@ def _pg_type(column: str, arrow_type: pa.DataType) -> str:
         return "boolean"
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
         return "text"
-    if pa.types.is_null(arrow_type):  # an object column without a single value: strings are the norm
-        return "text"
     raise TypeError(
         f"column {column!r} has Arrow type {arrow_type}, which is not stored; use float, int, bool, str, "
         "tz-aware datetime, or dict/list values (jsonb)"
@@ -149,20 +149,37 @@ def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(frame.columns))
 
 
+def _needed_type(field: pa.Field) -> str | None:
+    """The column type ``field``'s values need; None for a column of nothing but missing values (it fits any)."""
+    return None if pa.types.is_null(field.type) else _pg_type(field.name, field.type)
+
+
+def type_changes(data: pa.Table, table_types: dict[str, str]) -> dict[str, str]:
+    """The stored columns whose type is not the one ``data``'s values need (beyond the exact casts): column -> needed type."""
+    changes = {}
+    for field in data.schema:
+        needed, stored = _needed_type(field), table_types.get(field.name)
+        if stored is not None and needed is not None and needed != stored and (needed, stored) not in _EXACT_CASTS:
+            changes[field.name] = needed
+    return changes
+
+
 def conform(data: pa.Table, table_types: dict[str, str], table: str) -> tuple[pa.Table, dict[str, str]]:
     """Cast ``data`` to the table's column types; return it and the columns the table must gain.
 
     Raises :class:`SchemaDriftError` naming every column whose stored type differs from the one its
     values need (beyond the exact casts of ``_EXACT_CASTS``): casting would change what is stored.
+    A new column no value types yet (an empty frame's object column) is created ``text``; the first
+    values that arrive give it their type (``PostgresDataFrameIOManager.write``).
     """
     columns, new_columns, drift = [], {}, []
+    changes = type_changes(data, table_types)
     for field, column in zip(data.schema, data.columns):
-        # a column of nothing but missing values fits any stored type
-        needed = None if pa.types.is_null(field.type) else _pg_type(field.name, field.type)
+        needed = _needed_type(field)
         stored = table_types.get(field.name)
         if stored is None:
             stored = new_columns[field.name] = needed or "text"
-        elif needed is not None and needed != stored and (needed, stored) not in _EXACT_CASTS:
+        elif field.name in changes:
             drift.append(f"{field.name} is {stored}, expected {needed}")
             continue
         target = PG_ARROW_TYPES.get(stored)
@@ -350,12 +367,15 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             lock_table(conn, self.postgres, table)
             table_types = self._column_types(conn, table)
             qualified = f"{self.postgres.db_schema}.{table}"
-            data, new_columns = conform(data, table_types, qualified)
+            # a stored column without a single value (created by an empty first write) takes the type of the first
+            # values that arrive: nothing stored can change; a column holding values keeps its type (drift otherwise)
+            typed = self._valueless(conn, table, type_changes(data, table_types))
+            data, new_columns = conform(data, table_types | typed, qualified)
             if table_types:
                 self._refuse_drift_and_wipes(conn, table, table_types, data, primary_key, partition_expr, window,
                                              replace=mode is WriteMode.REPLACE and not delete_window)
-            if new_columns:
-                self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types))
+            if new_columns or typed:
+                self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types), typed=typed)
             if mode is WriteMode.MERGE:
                 changed = self._merge(conn, table, data, primary_key)
             else:
@@ -432,14 +452,26 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                     f"An asset that means it says so: dg.Output(frame, metadata={{{DELETE_WINDOW!r}: True}})"
                 )
 
+    def _valueless(self, conn, table: str, changes: dict[str, str]) -> dict[str, str]:
+        """Of ``changes`` (column -> the type its new values need), the columns in which no stored row holds a value:
+        one query, under the table's lock, so no write can fill them before the write that retypes them commits."""
+        if not changes:
+            return {}
+        empty = ", ".join(f"NOT EXISTS (SELECT 1 FROM {self.postgres.table_name(table)} WHERE {quote_ident(c)} IS NOT NULL) AS {quote_ident(c)}"
+                          for c in changes)
+        found = self.postgres.read_arrow(f"SELECT {empty}", conn=conn).to_pylist()[0]
+        return {column: needed for column, needed in changes.items() if found[column]}
+
     def _stored_rows(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> int:
         where, params = _in_window(partition_expr, window)
         return self.postgres.read_arrow(f"SELECT count(*) AS n FROM {self.postgres.table_name(table)}{where}", params, conn=conn)["n"][0].as_py()
 
     def _create_or_extend(
-        self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool
+        self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool,
+        typed: dict[str, str] | None = None,
     ) -> None:
-        """Create the table (and its indexes) or add columns, serialised per schema by an advisory lock."""
+        """Create the table (and its indexes) or add columns and give ``typed`` columns (checked to hold no value)
+        their type, serialised per schema by an advisory lock."""
         qualified = self.postgres.table_name(table)
         schema = self.postgres.db_schema
         definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns.items())
@@ -449,6 +481,8 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         unique = key_order(partition_expr, primary_key)
         if exists:
             statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
+            # every value is NULL (_valueless), so USING NULL converts nothing, whatever the two types
+            statements += [f"ALTER TABLE {qualified} ALTER COLUMN {quote_ident(n)} TYPE {t} USING NULL::{t}" for n, t in (typed or {}).items()]
         else:
             statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
             if unique:

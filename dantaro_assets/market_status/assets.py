@@ -55,6 +55,7 @@ MARKET_STATUS = Analysis(
     lookback=LOOKBACK,
     primary_key=("as_of",),
     cadence="market_status_interval",
+    priority=40,  # first of all runs (docs/operations.md: the worker's order)
     compute=compute_market_status,
     params=lambda _: PARAMS,
     schema=_schema,

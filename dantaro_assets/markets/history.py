@@ -15,7 +15,7 @@ dependency order across ticks:
 
 1. the universe (``upbit_markets``) of the missing days, one run per contiguous range: a range costs
    one Upbit request, and everything else (the schedules' runs included) fails without it, so it
-   runs at the highest priority;
+   runs ahead of every job's runs (``top_priority``: above the highest job's finalising run);
 2. once those days' universe is stored, the 1-hour and 1-day candles of the days as ONE range
    run of ``daily_candles_job``;
 3. then the closed hours of 1-minute candles of the minute lookback in ranges of at most
@@ -47,8 +47,8 @@ from dantaro_assets.lib.dagster_internals import (
     UnresolvedAssetJobDefinition,
     get_current_datetime,
 )
-from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB
-from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
+from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
+from dantaro_assets.operations.limits import PRIORITY_TAG, JobType
 from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
@@ -127,6 +127,12 @@ def history_window(repository: dg.RepositoryDefinition, now: datetime) -> Histor
                          hours=periods_back("candles_1m", hourly_partitions, timedelta(hours=1)))
 
 
+def top_priority(repository: dg.RepositoryDefinition) -> int:
+    """Above every run the definitions' jobs ask for, a finalising run's +1 included: read from their tags, so
+    this module knows no job type but its own."""
+    return max(int(job.run_tags[PRIORITY_TAG]) for job in repository.get_all_jobs() if PRIORITY_TAG in job.run_tags) + 2
+
+
 def missing_ranges(keys: Sequence[str], present: set[str], max_len: int | None = None) -> list[KeyRange]:
     """Runs of consecutive ``keys`` not in ``present``, split to at most ``max_len`` keys, oldest first."""
     ranges: list[list[str]] = []
@@ -162,13 +168,13 @@ def _in_flight(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _request(
-    job_name: str, step: str, job_type: str, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
+    job_name: str, step: str, job_type: JobType, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
 ) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{step}:{key_range.first}...{key_range.last}:{'+'.join(assets)}@{stamp}",
         job_name=job_name,
         asset_selection=[dg.AssetKey(asset) for asset in assets],
-        tags={**job_tags(job_type), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
+        tags={**job_type.tags(), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
     )
 
 
@@ -189,8 +195,9 @@ class HistoryPlan:
         return f"history: {stored} of {needed} partitions stored ({steps})"
 
 
-def history_plan(instance: dg.DagsterInstance, now: datetime, window: HistoryWindow) -> HistoryPlan:
-    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes)."""
+def history_plan(instance: dg.DagsterInstance, now: datetime, window: HistoryWindow, universe_priority: int) -> HistoryPlan:
+    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes);
+    a universe run at ``universe_priority``."""
     days, hours = window.daily(now), window.minutes(now)
     stamp = now.strftime("%Y-%m-%dT%H")
     present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in (*DAILY_ASSETS, "candles_1m")}
@@ -206,22 +213,22 @@ def history_plan(instance: dg.DagsterInstance, now: datetime, window: HistoryWin
 
     candidates: list[dg.RunRequest] = []
     waiting: list[str] = []
-    top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
     for key_range in missing_ranges(days, universe):
-        candidates.append(_request(DAILY_CANDLES_JOB, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
+        candidates.append(_request(DAILY_CANDLES_JOB, "universe", DAILY_CANDLES_TYPE, key_range, ["upbit_markets"], stamp,
+                                   {PRIORITY_TAG: str(universe_priority)}))
 
     daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
     if daily_missing:
         span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
         assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
         if universe.issuperset(span.keys):
-            candidates.append(_request(DAILY_CANDLES_JOB, "daily", "daily_candles", span, assets, stamp))
+            candidates.append(_request(DAILY_CANDLES_JOB, "daily", DAILY_CANDLES_TYPE, span, assets, stamp))
         else:
             waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
 
     for key_range in reversed(missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)):
         if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
-            candidates.append(_request(CANDLES_1M_JOB, "minute", "history", key_range, ["candles_1m"], stamp))
+            candidates.append(_request(CANDLES_1M_JOB, "minute", HISTORY_TYPE, key_range, ["candles_1m"], stamp))
         else:
             waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
     failed = _failed_this_hour(instance, now) if candidates else set()
@@ -247,7 +254,8 @@ def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: 
     )
     def history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         now = get_current_datetime()
-        plan = history_plan(context.instance, now, history_window(context.repository_def, now))
+        repository = context.repository_def
+        plan = history_plan(context.instance, now, history_window(repository, now), top_priority(repository))
         progress = plan.progress()
         if progress != context.cursor:  # one line per step of progress, not per tick
             context.log.info(progress)

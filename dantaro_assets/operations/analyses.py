@@ -1,11 +1,11 @@
 """An hourly analysis declared once, and everything Dagster runs of it built from that declaration.
 
-A domain declares its ``Analysis`` (name, lookback, key, cadence, compute function, schema, parameters,
-metadata) and gets its asset (an hourly partition of snapshots, one per cadence tick its candles reach,
+A domain declares its ``Analysis`` (name, lookback, key, cadence, run priority, compute function, schema,
+parameters, metadata) and gets its asset (an hourly partition of snapshots, one per cadence tick its candles reach,
 checked before it is stored), its ``<name>_redis`` publish step (``lib/publishing.py``) and, from
 ``definitions(settings)``, its freshness, its job (completing the hour's 1-minute candles from the
-stream, computing, publishing) and its schedule at the cadence. Adding an analysis is a domain folder
-that declares one, and one line in ``definitions.py``.
+stream, computing, publishing; tagged with its priority and queue) and its schedule at the cadence.
+Adding an analysis is a domain folder that declares one, and one line in ``definitions.py``.
 
 No ``from __future__ import annotations`` here: Dagster reads the asset function's annotations to find
 its context and its ``RunSettings`` resource.
@@ -22,10 +22,11 @@ import pandera.pandas as pa
 
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, stored_ticks
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
-from dantaro_assets.lib.postgres_io import WriteMode
+from dantaro_assets.lib.postgres_io import DELETE_WINDOW, WriteMode
 from dantaro_assets.lib.publishing import redis_publish_asset
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.operations.jobs import NO_RETRIES, asset_job, upbit_retry_policy
+from dantaro_assets.operations.limits import LIVE, JobType
 from dantaro_assets.operations.schedules import cadence_schedule
 from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.settings import Settings
@@ -51,7 +52,8 @@ class AnalysisRun:
 class Analysis:
     """An hourly analysis: ``compute(inputs, ticks, params)`` (the contract of ``lib/analysis_inputs.py``) over its
     ``lookback``, every ``cadence`` seconds (the name of its ``Settings`` and ``RunSettings`` field), stored under
-    ``primary_key`` once ``schema(run)`` passes, with ``metadata(run, result)`` beside the tick count."""
+    ``primary_key`` once ``schema(run)`` passes, with ``metadata(run, result)`` beside the tick count. Its runs
+    leave the run queue by ``priority`` (the worker's order: docs/operations.md) into the Celery ``queue``."""
 
     name: str
     description: str
@@ -59,11 +61,17 @@ class Analysis:
     lookback: Lookback
     primary_key: tuple[str, ...]
     cadence: str
+    priority: int
     compute: Callable[[AnalysisInputs, pd.DatetimeIndex, Any], AnalysisResult]
     params: Callable[[RunSettings], Any]
     schema: Callable[[AnalysisRun], pa.DataFrameSchema]
     metadata: Callable[[AnalysisRun, AnalysisResult], Mapping[str, Any]] | None = None
     per_market: bool = False  # its Redis snapshot also has one key per market
+    queue: str = LIVE  # a cadence run: never behind a backfill on a Celery worker
+
+    @cached_property
+    def job_type(self) -> JobType:
+        return JobType(self.name, self.priority, self.queue)
 
     @cached_property
     def asset(self) -> dg.AssetsDefinition:
@@ -88,7 +96,12 @@ class Analysis:
             run = AnalysisRun(start, end, ticks, AnalysisInputs.assemble(self.lookback, ticks, **stored), self.params(run_settings), run_settings)
             result = self.compute(run.inputs, ticks, run.params)
             yield from checked(pandera_check(self.schema(run), result.frame))
-            yield dg.Output(result.frame, metadata={"ticks": len(ticks), **(self.metadata(run, result) if self.metadata else {})})
+            metadata = {"ticks": len(ticks), **(self.metadata(run, result) if self.metadata else {})}
+            if len(ticks) and result.frame.empty:
+                # every tick of stored candles yielded no row: the recomputation is the window's truth, even empty.
+                # Without a tick nothing stored was computed from, and the IO manager refuses to empty the window.
+                metadata[DELETE_WINDOW] = True
+            yield dg.Output(result.frame, metadata=metadata)
 
         return _analysis
 
@@ -102,10 +115,10 @@ class Analysis:
         candles then computing and publishing, and its schedule: one cadence sets the cron, the freshness
         policy and, through ``run_settings``, the ticks."""
         seconds = getattr(settings, self.cadence)
-        job = asset_job(f"{self.name}_job", self.name, ["candles_1m", self.name, f"{self.name}_redis"], self.job_description, settings,
+        job = asset_job(f"{self.name}_job", self.job_type, ["candles_1m", self.name, f"{self.name}_redis"], self.job_description, settings,
                         retry_policy=upbit_retry_policy(settings.run_retries), config=MINUTES_FROM_STREAM)
         return dg.Definitions(
             assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [self.asset]), self.publish],
             jobs=[job],
-            schedules=[cadence_schedule(job, self.name, seconds, settings.worker_enabled)],
+            schedules=[cadence_schedule(job, self.job_type, seconds, settings.worker_enabled)],
         )

@@ -2,10 +2,10 @@
 run alive by its worker process's heartbeat, and ``dantaro worker``.
 
 With ``deploy/dagster.celery.yaml`` the daemon's run queue (priorities, per-job limits, the run cap) stays
-where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue of its job type as it is
-queued (``CELERY_QUEUES``: live cadence runs vs bulk work), and the launcher sends it there as a Celery task;
-``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs for Celery:
-under any other (``dantaro dev``'s) no run carries a Celery tag. A
+where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue its job type declares as it
+is queued (``dantaro/queue``: live cadence runs vs bulk work, ``limits.JobType``), and the launcher sends it there
+as a Celery task; ``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs
+for Celery: under any other (``dantaro dev``'s) no run carries a Celery tag. A
 worker takes a run only when it has a free process (no prefetch) and forks a fresh child per run from a
 parent that has already imported the code, so a run starts without paying Python's start-up and each
 run's memory cap (an rlimit set by the jobs' executor) dies with its child. The child executing a run writes
@@ -22,7 +22,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
 
 import dagster as dg
 from celery.signals import task_postrun, task_prerun
@@ -32,23 +31,13 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 from dantaro_assets.lib.dagster_internals import CheckRunHealthResult, WorkerStatus, get_instance_values, set_instance_values
-from dantaro_assets.operations.limits import JOB_TAG
+from dantaro_assets.operations.limits import BULK, QUEUE_TAG
 from dantaro_assets.redaction import redact_text
 
 WORKER_TAG = "dantaro/worker"
 HEARTBEAT_TAG = "dantaro/heartbeat"
-# The Celery queue of each job type: the cadence runs apart from bulk work, so a history backfill or cleanup on a
-# worker never holds up market status. Runs of no job type (an asset materialised from the UI) go to bulk too.
-CELERY_QUEUES: Mapping[str, str] = {
-    "market_status": "live",
-    "recommendations": "live",
-    "support_levels": "live",
-    "daily_candles": "bulk",
-    "history": "bulk",
-    "recommendation_outcomes": "bulk",
-    "cleanup": "bulk",
-}
-DEFAULT_QUEUE = "bulk"
+# Runs of no job type (an asset materialised from the UI) go to bulk, with the backfills: never ahead of market status.
+DEFAULT_QUEUE = BULK
 HEARTBEAT_SECONDS = 2.0
 # a run whose heartbeat has not changed for this long is taken for lost (a few missed beats can be load, not death)
 WORKER_LOST_SECONDS = 20.0
@@ -57,7 +46,8 @@ _LOG = logging.getLogger(__name__)
 
 
 class CeleryQueueRunCoordinator(dg.QueuedRunCoordinator):
-    """Dagster's run queue, tagging each run with its job type's Celery queue (``dagster-celery/queue``) as it is queued.
+    """Dagster's run queue, tagging each run with the Celery queue its job type declares (``dantaro/queue``, as
+    ``dagster-celery/queue``) as it is queued.
 
     Here rather than on the jobs so that only the Celery instance's runs carry it; set before the run
     waits in the queue, whose per-queue ``tag_concurrency_limits`` read it. A queue given at launch wins.
@@ -66,7 +56,7 @@ class CeleryQueueRunCoordinator(dg.QueuedRunCoordinator):
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         if DAGSTER_CELERY_QUEUE_TAG not in run.tags:
-            self._instance.add_run_tags(run.run_id, {DAGSTER_CELERY_QUEUE_TAG: CELERY_QUEUES.get(run.tags.get(JOB_TAG, ""), DEFAULT_QUEUE)})
+            self._instance.add_run_tags(run.run_id, {DAGSTER_CELERY_QUEUE_TAG: run.tags.get(QUEUE_TAG, DEFAULT_QUEUE)})
         return super().submit_run(context)
 
 

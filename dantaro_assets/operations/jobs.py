@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.limits import job_tags, run_limited_executor, timeout_tags
+from dantaro_assets.operations.limits import JobType, run_limited_executor, timeout_tags
 from dantaro_assets.settings import Settings
 
 
@@ -23,9 +23,9 @@ def upbit_retry_policy(retries: int) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def run_tags(job_type: str, settings: Settings) -> dict[str, str]:
-    """A job's tags, which Dagster puts on each of its runs: its type's queue tags and the run timeout."""
-    return {**job_tags(job_type), **timeout_tags(settings.run_timeout)}
+def run_tags(job_type: JobType, settings: Settings) -> dict[str, str]:
+    """A job's tags, which Dagster puts on each of its runs: its type's tags and the run timeout."""
+    return {**job_type.tags(), **timeout_tags(settings.run_timeout)}
 
 
 def run_executor(settings: Settings) -> dg.ExecutorDefinition:
@@ -39,7 +39,7 @@ NO_RETRIES = dg.RetryPolicy(max_retries=0)
 
 
 def asset_job(
-    name: str, job_type: str, keys: list[str], description: str, settings: Settings, *, retry_policy: dg.RetryPolicy | None = None,
+    name: str, job_type: JobType, keys: list[str], description: str, settings: Settings, *, retry_policy: dg.RetryPolicy | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> UnresolvedAssetJobDefinition:
     """A job of asset keys (so it does not import the assets it runs), in one memory-capped process.

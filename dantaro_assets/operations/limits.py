@@ -1,8 +1,12 @@
 """The worker's limits as Dagster run tags, an executor and instance checks.
 
-Priorities keep the worker's order (market status first, cleanup last) in the run queue, where a
-higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the instance's
-``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
+Each domain declares the :class:`JobType` of its jobs beside them (an analysis in its ``Analysis``), so a
+new job type edits nothing here. Its priority keeps the worker's order (market status first, cleanup
+last; the table in docs/operations.md, which ``test_definitions.py`` holds the definitions to) in the run
+queue, where a higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the
+instance's ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
+``dantaro/queue`` says whether its runs are live cadence work or bulk work; the Celery instance turns it
+into the run's Celery queue (``celery_runs.py``), every other instance ignores it.
 The memory limit and the timeout are held by the executor inside the run worker process, so they hold
 for every launcher that runs the job in a process of its own:
 
@@ -28,8 +32,9 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -41,40 +46,44 @@ from dantaro_assets.settings import Settings
 PRIORITY_TAG = "dagster/priority"
 MAX_RETRIES_TAG = "dagster/max_retries"
 JOB_TAG = "dantaro/job"
+QUEUE_TAG = "dantaro/queue"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
 TIMED_OUT_TAG = "dantaro/timed_out"
 STOP_GRACE_SECONDS = 10
 MONITORING_GRACE_SECONDS = 30
 
-# Higher runs first. The worker's order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
-# universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
-# "history" is the history sensor's 1-minute candle backfill (markets/history.py), after the daily refresh.
-PRIORITIES: Mapping[str, int] = {
-    "market_status": 40,
-    "recommendations": 30,
-    "support_levels": 20,
-    "daily_candles": 10,
-    "history": 7,
-    "recommendation_outcomes": 5,
-    "cleanup": -10,
-}
+# The two classes of work: the cadence runs, and everything that may take longer (candle refreshes and backfills,
+# outcomes, cleanup, runs of no job type). The Celery instance gives each its queue and run slots.
+LIVE = "live"
+BULK = "bulk"
+QUEUES = (LIVE, BULK)
 
-def job_tags(job_type: str, *, finalise: bool = False) -> dict[str, str]:
-    """Tags of every run of ``job_type``: queue priority and one-at-a-time key (the Celery queue is the Celery
-    instance's to add: ``celery_runs.CeleryQueueRunCoordinator``).
 
-    A run finalising a closed period goes one step ahead of the same job's run for the open period,
-    so the open period's lookback reads complete candles. The timeout tag is the job's own
-    (:func:`timeout_tags`), which Dagster adds to every run of the job.
-    """
-    tags = {
-        PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
-        JOB_TAG: job_type,
-    }
-    if finalise:
-        tags[FINALISE_TAG] = "true"
-    return tags
+@dataclass(frozen=True)
+class JobType:
+    """A kind of run: ``name`` (``dantaro/job``), ``priority`` (``dagster/priority``, higher first; manual runs are 0)
+    and ``queue`` (``dantaro/queue``: ``live`` or ``bulk``)."""
+
+    name: str
+    priority: int
+    queue: str = BULK
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ValueError(f"job type {self.name}: queue {self.queue!r} is not one of {list(QUEUES)} (the Celery instance's queues)")
+
+    def tags(self, *, finalise: bool = False) -> dict[str, str]:
+        """Tags of every run of this type: queue priority, one-at-a-time key and class of work.
+
+        A run finalising a closed period goes one step ahead of the same job's run for the open period,
+        so the open period's lookback reads complete candles. The timeout tag is the job's own
+        (:func:`timeout_tags`), which Dagster adds to every run of the job.
+        """
+        tags = {PRIORITY_TAG: str(self.priority + (1 if finalise else 0)), JOB_TAG: self.name, QUEUE_TAG: self.queue}
+        if finalise:
+            tags[FINALISE_TAG] = "true"
+        return tags
 
 
 def timeout_tags(run_timeout: int) -> dict[str, str]:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.limits import TICK_TAG, job_tags
+from dantaro_assets.operations.limits import TICK_TAG, JobType
 from dantaro_assets.partitions import hourly_partitions
 
 
@@ -41,7 +41,7 @@ def default_sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
 
 
 def period_run_requests(
-    job_type: str,
+    job_type: JobType,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     tick: datetime,
     first_tick_window: timedelta,
@@ -57,10 +57,10 @@ def period_run_requests(
             dg.RunRequest(
                 run_key=f"{previous}:final",
                 partition_key=previous,
-                tags={**job_tags(job_type, finalise=True), TICK_TAG: stamp},
+                tags={**job_type.tags(finalise=True), TICK_TAG: stamp},
             )
         )
-    requests.append(dg.RunRequest(run_key=f"{current}:{stamp}", partition_key=current, tags={**job_tags(job_type), TICK_TAG: stamp}))
+    requests.append(dg.RunRequest(run_key=f"{current}:{stamp}", partition_key=current, tags={**job_type.tags(), TICK_TAG: stamp}))
     return requests
 
 
@@ -141,7 +141,7 @@ def requests_with_history(
 
 def partitioned_schedule(
     job: UnresolvedAssetJobDefinition,
-    job_type: str,
+    job_type: JobType,
     cron: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     first_tick_window: timedelta,
@@ -151,7 +151,7 @@ def partitioned_schedule(
     period = "hour" if partitions_def is hourly_partitions else "day"
 
     @dg.schedule(
-        name=f"{job_type}_schedule",
+        name=f"{job_type.name}_schedule",
         cron_schedule=cron,
         job=job,
         execution_timezone="UTC",
@@ -164,6 +164,6 @@ def partitioned_schedule(
     return _schedule
 
 
-def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: str, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
+def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: JobType, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
     """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last."""
     return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))

@@ -116,6 +116,7 @@ RECOMMENDATIONS = Analysis(
     lookback=LOOKBACK,
     primary_key=tuple(_KEY),
     cadence="recommendations_interval",
+    priority=30,  # after market status (docs/operations.md: the worker's order)
     compute=compute_recommendations,
     params=recommendation_params,
     schema=_schema,

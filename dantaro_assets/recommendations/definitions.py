@@ -10,7 +10,7 @@ import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.operations.jobs import asset_job
-from dantaro_assets.operations.limits import TICK_TAG, job_tags
+from dantaro_assets.operations.limits import TICK_TAG, JobType
 from dantaro_assets.operations.schedules import default_status
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
@@ -20,6 +20,7 @@ from dantaro_assets.recommendations.scorers import SCORERS, served_first
 from dantaro_assets.settings import Settings
 
 OUTCOMES_CRON = "10 * * * *"
+OUTCOMES_TYPE = JobType("recommendation_outcomes", priority=5)  # after the history backfill, before cleanup
 
 
 def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
@@ -33,7 +34,7 @@ def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
     for name, horizon in HORIZONS.items():
         closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
         requests.append(
-            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"),
+            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**OUTCOMES_TYPE.tags(),
                 TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
         )
     return requests
@@ -64,7 +65,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     checked_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE,
                         {scorer.horizon_hours for scorer in SCORERS.values()})
     outcomes_job = asset_job(
-        "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
+        "recommendation_outcomes_job", OUTCOMES_TYPE, ["recommendation_outcomes"],
         "Score an hour's recommendations by their forward returns.", settings,
     )
     return dg.Definitions.merge(

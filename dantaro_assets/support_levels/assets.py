@@ -51,6 +51,7 @@ SUPPORT_LEVELS = Analysis(
     lookback=LOOKBACK,
     primary_key=("as_of", "market", "side", "rank"),
     cadence="support_levels_interval",
+    priority=20,  # after recommendations (docs/operations.md: the worker's order)
     compute=compute_support_levels,
     params=lambda _: PARAMS,
     schema=_schema,

@@ -27,9 +27,9 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations.assets import recommendation_outcomes
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store
@@ -94,10 +94,10 @@ SEED_JOB_FIELDS = {"job_id", "job_type", "status", "duration", "symbols_processe
 
 def test_worker_status_keeps_the_seed_contract(api, instance):
     client, _, _ = api
-    dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
-    dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+    dg.materialize([counted_markets], instance=instance, tags=MARKET_STATUS.job_type.tags())
+    dg.materialize([broken], instance=instance, tags=RECOMMENDATIONS.job_type.tags(), raise_on_error=False)
     # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (CONTRACT_STATUS covers every status)
-    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=job_tags("market_status"))
+    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=MARKET_STATUS.job_type.tags())
 
     body = status_once(client, lambda b: len(b["last_jobs"]) == 3)
     assert {"worker_active", "last_jobs", "uptime"} <= set(body)
@@ -136,7 +136,7 @@ def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(ins
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0, settings=settings)) as client:
         first = client.get("/worker/status").json()
         assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
-        dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
+        dg.materialize([counted_markets], instance=instance, tags=MARKET_STATUS.job_type.tags())
         stale = client.get("/worker/status").json()
         fresh = status_once(client, lambda b: b["cached_at"] != stale["cached_at"] and b["last_jobs"], timeout=5)
         [job] = fresh["last_jobs"]

@@ -15,7 +15,7 @@ from dantaro_assets.api.worker_status import worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.harness import free_port
 
@@ -85,7 +85,7 @@ def leaky() -> None:
 
 
 def test_worker_status_shows_run_errors_with_urls_redacted(instance, settings):
-    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    dg.materialize([leaky], instance=instance, tags=MARKET_STATUS.job_type.tags(), raise_on_error=False)
     [job] = worker_status(instance, time.monotonic(), settings=settings)["last_jobs"]
     assert (job["status"], job["dagster_status"]) == ("failed", "FAILURE")
     assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
@@ -94,7 +94,7 @@ def test_worker_status_shows_run_errors_with_urls_redacted(instance, settings):
 
 def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path, settings):
     """The run storage's SQLite file disappears under a running API: refreshes fail, the last answer stays and ages."""
-    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    dg.materialize([leaky], instance=instance, tags=MARKET_STATUS.job_type.tags(), raise_on_error=False)
     snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=PostgresResource(url="postgresql://127.0.0.1:1/none"), ttls={})
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2, settings=settings)) as client:
         before = client.get("/worker/status").json()

@@ -20,8 +20,9 @@ from dantaro_assets.api.app import create_app
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets.seen import SeenStore, StreamHealth
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.resources import build_snapshot_store
 from dantaro_assets_tests.api.test_api import broken, counted_markets
 from dantaro_assets_tests.fixtures.servers import serve_http
@@ -58,8 +59,8 @@ def test_metrics_after_real_activity(instance, settings, pg_url, replay, redis_c
             assert ("dantaro_snapshot_age_seconds", frozenset({("product", "market_status")})) not in before
 
             # runs (each a process of its own in production: here the same instance)
-            dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
-            dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+            dg.materialize([counted_markets], instance=instance, tags=MARKET_STATUS.job_type.tags())
+            dg.materialize([broken], instance=instance, tags=RECOMMENDATIONS.job_type.tags(), raise_on_error=False)
             # Upbit fetches sharing this prefix' limiter: 3 markets, the first two answers 429 then retried
             replay.set_clock(datetime(2026, 3, 2, 10, 30, tzinfo=UTC))
             replay.inject("429", path="/v1/candles/*", count=2)

@@ -17,7 +17,7 @@ from dantaro_assets.lib.migrations import LATEST, MIGRATIONS, VERSION_TABLE, Mig
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode, key_columns, read_table
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
-from dantaro_assets_tests.lib.storage_data import HOUR_A, write
+from dantaro_assets_tests.lib.storage_data import HOUR_A, HOUR_B, write
 
 AS_OF = "2025-09-01T00:05:00Z"
 
@@ -59,13 +59,13 @@ def test_an_earlier_releases_picks_are_migrated_once_in_order(schema):
 
     report = migrate(schema)
 
-    assert [version for version, _, _ in report.applied] == [1, 2] and (report.before, report.after) == (0, LATEST)
+    assert [version for version, _, _ in report.applied] == [1, 2, 3] and (report.before, report.after) == (0, LATEST)
     picks = read_table(schema, "recommendations", order=["rank"])
     assert picks["caution"].tolist() == [["price_fluctuations", "trading_volume_soaring"], [], ["global_price_differences"], None]
     assert picks["scorer"].tolist() == ["v1"] * 4  # rows stored before there were scorers were v1's
     assert picks[["market", "score"]].values.tolist() == [["KRW-BTC", 61.5], ["KRW-ETH", 58.0], ["KRW-XRP", 55.0], ["KRW-SOL", 52.0]]
     assert key_columns(schema, "recommendations") == ["as_of", "scorer", "market"]
-    assert _versions(schema) == [1, 2] and pending(schema) == []
+    assert _versions(schema) == [1, 2, 3] and pending(schema) == []
     assert migrate(schema).applied == []  # recorded: nothing runs twice
 
     # the current code writes the migrated table: a list into jsonb, one row per scorer
@@ -85,7 +85,8 @@ def test_each_migration_is_idempotent_on_tables_that_never_had_the_old_shape(sch
 
     again = migrate(schema)
 
-    assert [count for _, _, count in again.applied] == [0, 1]  # caution is jsonb and the key has its scorer: only the no-op UPDATE runs
+    # caution is jsonb, the key has its scorer and there is no reasons column: only the no-op UPDATE runs
+    assert [count for _, _, count in again.applied] == [0, 1, 0]
     pd.testing.assert_frame_equal(read_table(schema, "recommendations", order=["rank"]), before)
 
 
@@ -135,8 +136,8 @@ def test_processes_migrating_at_once_apply_each_migration_once(schema):
     for thread in threads:
         thread.join(60)
     assert not errors
-    assert sorted(version for report in reports for version, _, _ in report.applied) == [1, 2]
-    assert _versions(schema) == [1, 2]
+    assert sorted(version for report in reports for version, _, _ in report.applied) == [1, 2, 3]
+    assert _versions(schema) == [1, 2, 3]
 
 
 def test_outcomes_gain_the_scorer_key_too(schema):
@@ -146,6 +147,35 @@ def test_outcomes_gain_the_scorer_key_too(schema):
     migrate(schema)
     assert key_columns(schema, "recommendation_outcomes") == recommendation_outcomes.metadata_by_key[recommendation_outcomes.key]["primary_key"]
     assert read_table(schema, "recommendation_outcomes")["scorer"].tolist() == ["v1"]
+
+
+def test_reasons_stored_as_json_text_become_jsonb_objects_the_current_code_writes(schema):
+    """The release before reasons were objects stored them as JSON text; a first write without rows created the column text."""
+    _sql(schema,
+         "CREATE TABLE recommendations (as_of timestamptz, scorer text, market text, reasons text, caution jsonb)",
+         "CREATE UNIQUE INDEX recommendations_key ON recommendations (as_of, scorer, market)",
+         f"INSERT INTO recommendations VALUES ('{AS_OF}', 'v1', 'KRW-BTC', '{{\"trend\": {{\"score\": 74.3}}}}', '[]'),"
+         f" ('{AS_OF}', 'v1', 'KRW-ETH', NULL, '[]')",
+         "CREATE TABLE support_levels (as_of timestamptz, market text, side text, rank bigint, reasons text)",
+         "CREATE UNIQUE INDEX support_levels_key ON support_levels (as_of, market, side, rank)",
+         f"INSERT INTO support_levels VALUES ('{AS_OF}', 'KRW-BTC', 'support', 1, '{{\"methods\": [\"swing\", \"pivot\"]}}')")
+
+    report = migrate(schema)
+
+    assert [(version, count) for version, _, count in report.applied][2] == (3, 2)
+    picks = read_table(schema, "recommendations", order=["market"])
+    assert picks["reasons"].tolist() == [{"trend": {"score": 74.3}}, None]
+    assert read_table(schema, "support_levels")["reasons"].tolist() == [{"methods": ["swing", "pivot"]}]
+    assert migrate(schema).applied == []
+
+    # the current code writes objects into both without drift
+    io_manager = PostgresDataFrameIOManager(postgres=schema)
+    metadata = RECOMMENDATIONS.asset.metadata_by_key[RECOMMENDATIONS.asset.key]
+    frame = pd.DataFrame({"as_of": pd.Timestamp("2025-09-01T01:05:00Z"), "scorer": ["v1"], "market": "KRW-XRP",
+                          "reasons": [{"trend": {"score": 50.0}}], "caution": [[]]})
+    write(io_manager, frame, "recommendations", partitions=(HOUR_B, HOUR_B), metadata=metadata)
+    stored = read_table(schema, "recommendations", order=["as_of", "market"])["reasons"].tolist()
+    assert stored == [{"trend": {"score": 74.3}}, None, {"trend": {"score": 50.0}}]
 
 
 def test_dantaro_migrate_applies_and_check_says_what_is_pending(schema):

@@ -305,6 +305,56 @@ def test_schema_drift_stops_the_write_naming_table_column_types_and_the_command(
     pd.testing.assert_frame_equal(read_table(postgres_resource, table), before)  # the earlier row, and no new one
 
 
+def _column_types(postgres: PostgresResource, table: str) -> dict[str, str]:
+    rows = postgres.read_frame("SELECT column_name::text AS c, data_type::text AS t FROM information_schema.columns"
+                               " WHERE table_schema = $1 AND table_name = $2", (postgres.db_schema, table))
+    return dict(zip(rows["c"], rows["t"]))
+
+
+def _picks(hour: str, reasons: list, caution: list) -> pd.DataFrame:
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=5)
+    markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP"][: len(reasons)]
+    return pd.DataFrame({"as_of": pd.Series([as_of] * len(markets), dtype="datetime64[ns, UTC]"), "market": pd.Series(markets, dtype=object),
+                         "score": pd.Series([61.5, 58.0, 55.0][: len(markets)], dtype=float),
+                         "reasons": pd.Series(reasons, dtype=object), "caution": pd.Series(caution, dtype=object)})
+
+
+@pytest.mark.parametrize("first", ["no-rows", "rows-without-a-value"])
+def test_columns_no_stored_value_types_take_the_type_of_the_first_values(io_manager, postgres_resource, first):
+    """A fresh install's first tick often has no pick: its empty frame cannot say reasons/caution are jsonb. The
+    first picks give them their type, instead of drift (or, before the drift check, JSON text served as strings)."""
+    table = f"first_picks_{first.replace('-', '_')}"
+    first_frame = _picks(HOUR_A, [], []) if first == "no-rows" else _picks(HOUR_A, [None], [None])
+    write(io_manager, first_frame, table, partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT)
+    assert (_column_types(postgres_resource, table)["reasons"], _column_types(postgres_resource, table)["caution"]) == ("text", "text")
+
+    picks = _picks(HOUR_B, [{"trend": {"score": 74.3}, "plan": {"reward_risk": 1.8}}, {"trend": {"score": 60.1}}],
+                   [["price_fluctuations"], []])
+    write(io_manager, picks, table, partitions=(HOUR_B, HOUR_B), metadata=SNAPSHOT)
+
+    types = _column_types(postgres_resource, table)
+    assert (types["reasons"], types["caution"], types["score"]) == ("jsonb", "jsonb", "double precision")
+    got = read_table(postgres_resource, table, order=["as_of", "market"])
+    assert got["reasons"].tolist()[-2:] == [{"trend": {"score": 74.3}, "plan": {"reward_risk": 1.8}}, {"trend": {"score": 60.1}}]
+    assert got["caution"].tolist()[-2:] == [["price_fluctuations"], []]
+    assert len(got) == len(first_frame) + 2  # the first write's rows (NULL in those columns) are kept
+
+
+def test_a_column_holding_values_keeps_its_type_when_other_windows_bring_other_values(io_manager, postgres_resource):
+    """Only a column without a single stored value is typed by arriving values: text in any row is drift, and the
+    check is over the whole table, not the window the write replaces."""
+    table = "reasons_as_text"
+    write(io_manager, _picks(HOUR_A, ["trend up", None], [None, None]), table, partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT)
+    before = read_table(postgres_resource, table)
+
+    with pytest.raises(SchemaDriftError, match=r"reasons_as_text: .*reasons is text, expected jsonb\. Nothing was written"):
+        write(io_manager, _picks(HOUR_B, [{"trend": {"score": 70.0}}], [["price_fluctuations"]]), table, partitions=(HOUR_B, HOUR_B),
+              metadata=SNAPSHOT)
+
+    pd.testing.assert_frame_equal(read_table(postgres_resource, table), before)
+    assert (_column_types(postgres_resource, table)["reasons"], _column_types(postgres_resource, table)["caution"]) == ("text", "text")
+
+
 def test_a_key_change_is_refused_until_a_migration_makes_it(io_manager, postgres_resource):
     """A key that grows by a column is a migration (``dantaro migrate``), not a side effect of a write."""
     write(io_manager, candles(HOUR_A), "growing_key", partitions=(HOUR_A, HOUR_A))

@@ -11,6 +11,7 @@ import pytest
 from dantaro_assets.definitions import build_definitions
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.markets.assets import (
     candles_1d,
@@ -21,7 +22,6 @@ from dantaro_assets.markets.assets import (
 )
 from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window
 from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
-from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
@@ -307,7 +307,7 @@ def test_candles_1m_reads_the_stream_when_its_run_config_says_so_whatever_the_ta
     seen.publish(StreamHealth(now, now, now, True), [Window(int(start), int(start) + 3600, frozenset(RECORDED), "stream")])
     try:
         recorded_replay.reset_stats()
-        tagged = _materialize([candles_1m], hour, resources, tags=job_tags("market_status"))
+        tagged = _materialize([candles_1m], hour, resources, tags=MARKET_STATUS.job_type.tags())
         meta = tagged.asset_materializations_for_node("candles_1m")[0].metadata
         assert (meta["source"].value, meta["requests"].value) == ("rest", 4)
 

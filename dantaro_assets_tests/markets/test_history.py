@@ -18,10 +18,12 @@ from dantaro_assets.markets.history import (
     history_window,
     missing_ranges,
 )
-from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES
+from dantaro_assets.markets.jobs import DAILY_CANDLES_TYPE
+from dantaro_assets.operations.limits import JOB_TAG, PRIORITY_TAG
 from dantaro_assets.partitions import days_back, hourly_partitions, lookback_hours
 from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS_LOOKBACK
 from dantaro_assets.recommendations.analysis import OUTCOMES_LOOKBACK
+from dantaro_assets.recommendations.definitions import OUTCOMES_TYPE
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS_LOOKBACK
 from dantaro_assets_tests.operations.daemon import freeze_time
@@ -93,7 +95,8 @@ def test_fresh_instance_asks_for_the_universe_first_at_top_priority(instance):
     requests = _requests(instance)
     assert _summary(requests) == [("daily_candles_job", "universe", "2026-02-24", "2026-03-10", ["upbit_markets"])]
     tags = requests[0].tags
-    assert int(tags["dagster/priority"]) > max(PRIORITIES.values()) + 1  # ahead of finalising runs too
+    highest = max(int(job.run_tags[PRIORITY_TAG]) for job in defs.get_repository_def().get_all_jobs() if PRIORITY_TAG in job.run_tags)
+    assert int(tags[PRIORITY_TAG]) > highest + 1  # ahead of every job's finalising runs too
     assert tags[JOB_TAG] == "daily_candles"
     # the run takes its job's tags too: the monitoring backstop, 300 s + 30 s
     assert defs.resolve_job_def("daily_candles_job").run_tags["dagster/max_runtime"] == "330"
@@ -104,13 +107,13 @@ def test_with_the_universe_stored_one_run_at_a_time_daily_candles_then_minutes(i
     result = _evaluate(instance)
     assert _summary(result.run_requests) == [("daily_candles_job", "daily", "2026-02-24", "2026-03-10", ["candles_1d", "candles_1h"])]
     daily = result.run_requests[0].tags
-    assert daily[JOB_TAG] == "daily_candles" and daily["dagster/priority"] == str(PRIORITIES["daily_candles"])
+    assert daily[JOB_TAG] == "daily_candles" and daily[PRIORITY_TAG] == str(DAILY_CANDLES_TYPE.priority)
 
     for asset in ("candles_1h", "candles_1d"):
         _materialise(instance, asset, WINDOW.daily(NOW))
     [minutes] = _requests(instance)
     assert _summary([minutes]) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-09:00", ["candles_1m"])]
-    assert minutes.tags[JOB_TAG] == "history" and PRIORITIES["recommendation_outcomes"] < int(minutes.tags["dagster/priority"]) < PRIORITIES["daily_candles"]
+    assert minutes.tags[JOB_TAG] == "history" and OUTCOMES_TYPE.priority < int(minutes.tags[PRIORITY_TAG]) < DAILY_CANDLES_TYPE.priority
     assert minutes.run_key == "minute:2026-03-10-08:00...2026-03-10-09:00:candles_1m@2026-03-10T10"
 
     _materialise(instance, "candles_1m", WINDOW.minutes(NOW))

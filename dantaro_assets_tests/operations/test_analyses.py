@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pandas as pd
@@ -22,8 +23,10 @@ HOUR = "2025-09-12-07:00"
 MARKETS = ("KRW-BTC", "KRW-ETH")
 
 
-def markets_with_a_price(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, _params: None) -> AnalysisResult:
-    return AnalysisResult(pd.DataFrame({"as_of": ticks, "markets": pd.Series([len(inputs.history.price(t)) for t in ticks], dtype="int64")}))
+def markets_with_a_price(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, floor: int) -> AnalysisResult:
+    """How many markets have a price at each tick: a row for each tick with at least ``floor`` of them."""
+    frame = pd.DataFrame({"as_of": ticks, "markets": pd.Series([len(inputs.history.price(t)) for t in ticks], dtype="int64")})
+    return AnalysisResult(frame[frame["markets"] >= floor].reset_index(drop=True))
 
 
 PRICED = Analysis(
@@ -33,8 +36,9 @@ PRICED = Analysis(
     lookback=Lookback(minute_hours=1, hourly_days=1),
     primary_key=("as_of",),
     cadence="market_status_interval",
+    priority=1,
     compute=markets_with_a_price,
-    params=lambda _: None,
+    params=lambda _: 0,
     schema=lambda run: pa.DataFrameSchema({"as_of": pa.Column("datetime64[ns, UTC]"), "markets": pa.Column("int64", pa.Check.ge(0))}),
     metadata=lambda _, result: {"latest_markets": int(result.frame["markets"].iloc[-1]) if len(result.frame) else 0},
 )
@@ -84,3 +88,52 @@ def test_an_hour_without_a_stored_minute_has_no_tick_and_reads_nothing(stored_da
     result = materialise([PRICED.asset], "2025-09-12-09:00", resources)
     metadata = result.asset_materializations_for_node("priced_markets")[0].metadata
     assert (metadata["ticks"].value, metadata["latest_markets"].value) == (0, 0)
+
+
+def _stored(postgres: PostgresResource, hour: str) -> pd.DataFrame:
+    window = hourly_partitions.time_window_for_partition_key(hour)
+    return postgres.read_frame(f"SELECT * FROM {postgres.table_name('priced_markets')} WHERE as_of >= $1 AND as_of < $2 ORDER BY as_of",
+                               (window.start, window.end))
+
+
+def _store_minutes(resources, hour: str) -> None:
+    store(resources["io_manager"], "candles_1m", candles(hour, markets=MARKETS, minutes=2), partitions_def=hourly_partitions, first=hour, last=hour)
+
+
+def test_ticks_that_now_yield_no_row_empty_their_stored_hour(stored_day, resources, own_postgres):
+    """A recomputation is the whole truth of its window: under a stricter floor every tick of the hour yields no row,
+    and the hour's stored rows go (the asset asks the IO manager for the delete, which it refuses otherwise)."""
+    hour, other = "2025-09-12-13:00", "2025-09-12-14:00"
+    for each in (hour, other):
+        _store_minutes(resources, each)
+        assert materialise([PRICED.asset], each, resources).success
+    assert len(_stored(own_postgres, hour)) == 2 and len(_stored(own_postgres, other)) == 2
+    kept = _stored(own_postgres, other)
+
+    stricter = dataclasses.replace(PRICED, params=lambda _: len(MARKETS) + 1)  # no tick has that many priced markets
+    result = materialise([stricter.asset], hour, resources)
+
+    metadata = result.asset_materializations_for_node("priced_markets")[0].metadata
+    assert (metadata["ticks"].value, metadata["delete_window"].value, metadata["dagster/partition_row_count"].value) == (2, True, 0)
+    assert _stored(own_postgres, hour).empty
+    pd.testing.assert_frame_equal(_stored(own_postgres, other), kept)  # only its own window
+
+
+def test_an_hour_without_a_tick_never_empties_what_is_stored(stored_day, resources, own_postgres):
+    """No tick means no stored minute to compute from (candles removed, a restore without them): an empty frame then
+    is no answer, so the stored rows stay and the step fails saying why."""
+    hour = "2025-09-12-16:00"
+    _store_minutes(resources, hour)
+    assert materialise([PRICED.asset], hour, resources).success
+    before = _stored(own_postgres, hour)
+    assert len(before) == 2
+    window = hourly_partitions.time_window_for_partition_key(hour)
+    own_postgres.execute(f"DELETE FROM {own_postgres.table_name('candles_1m')} WHERE candle_start >= $1 AND candle_start < $2",
+                         (window.start, window.end))
+
+    result = materialise([PRICED.asset], hour, resources, raise_on_error=False)
+
+    assert not result.success
+    error = result.failure_data_for_node("priced_markets").error.to_string()
+    assert "RefusedFrameError" in error and "an empty frame would delete the 2 row(s) stored in its window" in error
+    pd.testing.assert_frame_equal(_stored(own_postgres, hour), before)

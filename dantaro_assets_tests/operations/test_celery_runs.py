@@ -23,12 +23,11 @@ import yaml
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 
 from dantaro_assets.operations.celery_runs import (
-    CELERY_QUEUES,
     WORKER_TAG,
     CeleryQueueRunCoordinator,
     WorkerCheckingCeleryRunLauncher,
 )
-from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
+from dantaro_assets.operations.limits import JOB_TAG, QUEUE_TAG, QUEUES, TIMED_OUT_TAG
 from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.conftest import RUN_TAG
@@ -46,7 +45,7 @@ from dantaro_assets_tests.operations.daemon import (
     submit,
     wait_for,
 )
-from dantaro_assets_tests.operations.limits_defs import STORED_ROWS
+from dantaro_assets_tests.operations.limits_defs import JOB_TAGS, STORED_ROWS
 
 
 def distributed(test):
@@ -196,8 +195,8 @@ def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_que
     assert runs["max_concurrent_runs"] == local_runs["max_concurrent_runs"]
     per_queue = [limit for limit in runs["tag_concurrency_limits"] if limit["key"] == DAGSTER_CELERY_QUEUE_TAG]
     assert [limit for limit in runs["tag_concurrency_limits"] if limit not in per_queue] == local_runs["tag_concurrency_limits"]
-    # every queue a job names has its run slots, and they add up to the run cap
-    assert {limit["value"] for limit in per_queue} == set(CELERY_QUEUES.values())
+    # every queue a job type may name has its run slots, and they add up to the run cap
+    assert {limit["value"] for limit in per_queue} == set(QUEUES)
     assert sum(limit["limit"] for limit in per_queue) == runs["max_concurrent_runs"]
     assert config["run_launcher"]["class"] == "WorkerCheckingCeleryRunLauncher"
     assert config["run_launcher"]["config"]["default_queue"] == "bulk"
@@ -214,12 +213,13 @@ def test_the_celery_instance_launches_on_celery(instance):
 @distributed
 def test_the_celery_instance_names_each_runs_queue_as_it_is_queued(instance, workspace):
     """Jobs carry no Celery tag (test_limits.py); the Celery instance's run coordinator adds it, before the run waits in the queue."""
-    run_ids = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(0)) for job_type in PRIORITIES}
+    run_ids = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(0)) for job_type in JOB_TAGS}
     explicit = submit(instance, workspace, "cleanup_job", _wait_config(0), tags={DAGSTER_CELERY_QUEUE_TAG: "live"})
     try:
         queued = {job_type: instance.get_run_by_id(run_id) for job_type, run_id in run_ids.items()}
         assert {run.status for run in queued.values()} == {dg.DagsterRunStatus.QUEUED}
-        assert {job_type: run.tags[DAGSTER_CELERY_QUEUE_TAG] for job_type, run in queued.items()} == dict(CELERY_QUEUES)
+        assert {job_type: run.tags[DAGSTER_CELERY_QUEUE_TAG] for job_type, run in queued.items()} == {
+            job_type: tags[QUEUE_TAG] for job_type, tags in JOB_TAGS.items()}  # the queue each job type declares
         assert instance.get_run_by_id(explicit).tags[DAGSTER_CELERY_QUEUE_TAG] == "live"  # a queue given at launch wins
     finally:
         for run_id in [*run_ids.values(), explicit]:
@@ -228,11 +228,11 @@ def test_the_celery_instance_names_each_runs_queue_as_it_is_queued(instance, wor
 
 @distributed
 def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, workspace, workers):
-    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in PRIORITIES]
+    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in JOB_TAGS]
     samples = _drain(instance, workspace, run_ids)
     assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.SUCCESS}
     where = {instance.get_run_by_id(r).tags[JOB_TAG]: _worker(instance, r) for r in run_ids}
-    assert set(where) == set(PRIORITIES) and set(where.values()) == set(WORKERS), where
+    assert set(where) == set(JOB_TAGS) and set(where.values()) == set(WORKERS), where
     assert max(len(started) for _, started in samples) == 2  # WORKER_MAX_WORKERS (2 here), reached and never passed
     for _, started in samples:  # runs at the same time are on different workers: an idle worker is never passed over
         assert len({_worker(instance, r) for r in started}) == len(started)  # the tag is set before the run starts

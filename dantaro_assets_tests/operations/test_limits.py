@@ -14,10 +14,13 @@ import dagster as dg
 import psycopg
 import pytest
 
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.operations.jobs import run_tags
 from dantaro_assets.operations.limits import (
     JOB_TAG,
     MONITORING_GRACE_SECONDS,
+    QUEUE_TAG,
+    JobType,
     instance_limit_problems,
 )
 from dantaro_assets.processes.instance import write_instance_config
@@ -102,23 +105,31 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 
 
 def test_job_tags_carry_the_settings_timeout_and_no_celery_queue():
-    tags = run_tags("market_status", load_settings({}))
+    tags = run_tags(MARKET_STATUS.job_type, load_settings({}))
     # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace;
-    # the Celery queue is added by the Celery instance's run coordinator only (test_celery_runs.py)
+    # the Celery queue is added by the Celery instance's run coordinator only (test_celery_runs.py), from dantaro/queue
     assert tags == {
         "dagster/priority": "40",
         JOB_TAG: "market_status",
+        QUEUE_TAG: "live",
         "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS),
     }
+
+
+def test_a_job_type_names_a_queue_the_celery_instance_has():
+    assert JobType("backfill", priority=1).tags()[QUEUE_TAG] == "bulk"
+    with pytest.raises(ValueError, match=r"job type fast: queue 'express' is not one of \['live', 'bulk'\]"):
+        JobType("fast", priority=50, queue="express")
 
 
 def test_no_job_schedule_or_sensor_of_the_definitions_tags_runs_for_celery():
     """What `dantaro dev` runs: the jobs' tags (on every run of the job) and the run requests' (schedules, sensors)."""
     from dantaro_assets.definitions import defs
-    from dantaro_assets.operations.limits import PRIORITIES, job_tags
 
-    tag_sets = {job.name: job.tags for job in defs.resolve_all_job_defs()}
-    tag_sets |= {f"{job_type} run request": job_tags(job_type, finalise=final) for job_type in PRIORITIES for final in (False, True)}
+    jobs = defs.resolve_all_job_defs()
+    tag_sets = {job.name: job.run_tags for job in jobs}
+    job_types = {JobType(tags[JOB_TAG], int(tags["dagster/priority"]), tags[QUEUE_TAG]) for tags in tag_sets.values() if JOB_TAG in tags}
+    tag_sets |= {f"{job_type.name} run request": job_type.tags(finalise=final) for job_type in job_types for final in (False, True)}
     assert "market_status_job" in tag_sets
     assert {name: tags for name, tags in tag_sets.items() if any(tag.startswith("dagster-celery/") for tag in tags)} == {}
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.definitions import build_definitions
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets.history import history_window
-from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
+from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITY_TAG
 from dantaro_assets.operations.schedules import lookback_needs
 from dantaro_assets.partitions import freshness
 from dantaro_assets.settings import Settings, load_settings
@@ -78,7 +79,7 @@ def test_market_status_mid_hour_targets_the_open_hour_only(tick):
     requests = tick("market_status_schedule", "2026-03-10T10:58:00")
     assert _keys(requests) == ["2026-03-10-10:00"]
     tags = requests[0].tags
-    assert tags["dagster/priority"] == str(PRIORITIES["market_status"])
+    assert tags[PRIORITY_TAG] == str(MARKET_STATUS.priority)
     assert tags[JOB_TAG] == "market_status"
     # the run takes its job's tags too: the monitoring backstop, 300 s + 30 s
     assert DEFS.resolve_job_def("market_status_job").run_tags["dagster/max_runtime"] == "330"
@@ -124,7 +125,7 @@ def test_cleanup_runs_every_six_hours_with_the_lowest_priority(tick):
     assert schedule.cron_schedule == "0 */6 * * *"
     (request,) = tick("cleanup_schedule", "2026-03-11T06:00:00")
     assert request.partition_key is None
-    assert int(request.tags["dagster/priority"]) == min(PRIORITIES.values())
+    assert int(request.tags[PRIORITY_TAG]) == min(int(job.run_tags[PRIORITY_TAG]) for job in REPOSITORY.get_all_jobs() if PRIORITY_TAG in job.run_tags)
 
 
 def test_cadence_crons_follow_the_seed():

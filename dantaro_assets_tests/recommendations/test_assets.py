@@ -14,17 +14,18 @@ from dantaro_assets.cli import main
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.markets import assets as market_assets
-from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.recommendations import assets as recommendation_assets
 from dantaro_assets.recommendations.analysis import LOOKBACK, RECOMMENDATION_COLUMNS, RecommendationParams, compute_recommendations
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.calibration import from_json
+from dantaro_assets.recommendations.definitions import OUTCOMES_TYPE
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
     recommendations_schema,
 )
 from dantaro_assets.recommendations.scorers import SCORERS
+from dantaro_assets.resources import run_settings
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
@@ -185,8 +186,8 @@ def test_outcomes_materialise_with_unreached_horizons_null(materialised, io_reso
 def test_the_job_log_counts_the_markets_each_run_processed(materialised, io_resources, postgres_resource, instance):
     """/worker/status's symbols_processed: a recommendations run its eligible universe (not its picks, not the
     candles fetched), an outcomes run the markets it graded."""
-    picked = _materialise(recommendations, io_resources, instance=instance, tags=job_tags("recommendations"))
-    graded = _materialise(recommendation_outcomes, io_resources, instance=instance, tags=job_tags("recommendation_outcomes"))
+    picked = _materialise(recommendations, io_resources, instance=instance, tags=RECOMMENDATIONS.job_type.tags())
+    graded = _materialise(recommendation_outcomes, io_resources, instance=instance, tags=OUTCOMES_TYPE.tags())
     jobs = {entry["job_id"]: entry for entry in JobLog(instance).entries()}
     universe = picked.asset_materializations_for_node("recommendations")[0].metadata["universe_size"].value
     assert jobs[picked.run_id]["symbols_processed"] == universe == 10 == jobs[picked.run_id]["markets_processed"]
@@ -289,6 +290,27 @@ def test_an_hour_without_stored_candles_writes_no_snapshot(materialised, io_reso
     metadata = result.asset_materializations_for_node("recommendations")[0].metadata
     assert metadata["ticks"].value == 0 and metadata["dagster/partition_row_count"].value == 0
     assert (_table(postgres_resource, "recommendations")["as_of"] < END).all()
+
+
+def test_a_stricter_floor_that_leaves_no_plan_empties_the_stored_hour(materialised, io_resources, postgres_resource, settings,
+                                                                      calibration_file):
+    """Recomputed under a reward:risk floor no plan meets, every tick of the hour has no pick: the hour's stored picks go
+    (the analysis asks for the delete because its ticks were computed), and come back under the usual floor."""
+    before = _table(postgres_resource, "recommendations")
+    in_hour = before["as_of"].between(HOUR, HOUR + pd.Timedelta(minutes=59))
+    assert in_hour.sum() > 0
+    stricter = settings.model_copy(update={"calibration": str(calibration_file), "min_reward_risk": 1000.0})
+    strict = {**io_resources, "run_settings": run_settings(stricter)}
+
+    result = _materialise(recommendations, strict)
+
+    assert result.success
+    metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+    assert (metadata["ticks"].value, metadata["delete_window"].value, metadata["dagster/partition_row_count"].value) == (12, True, 0)
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before[~in_hour].reset_index(drop=True))
+
+    assert _materialise(recommendations, io_resources).success  # the usual floor: the same picks as before
+    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations"), before)
 
 
 def test_warned_pairs_follow_the_latest_day_of_each_tick():
