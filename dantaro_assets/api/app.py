@@ -36,7 +36,7 @@ from dantaro_assets.api.for_people import for_people
 from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.markets.seen import SeenStore, stream_status
+from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, stream_status
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.redaction import redact_text
@@ -61,13 +61,12 @@ def parse_market(raw: str) -> str | None:
 
 
 def stream(snapshots: SnapshotStore, max_lag_seconds: float) -> dict[str, Any]:
-    """``dantaro stream``'s health from Redis, read per request (one GET); unknown when Redis is down."""
+    """``dantaro stream``'s health as it records it beside the candles, read per request (one row); unknown when Postgres is down."""
     try:
-        store = SeenStore(snapshots.redis.client(), snapshots.redis.prefix, snapshots.postgres.db_schema)
-        return stream_status(store, max_lag_seconds)
-    except redis.RedisError as exc:
+        return stream_status(SeenStore(snapshots.postgres), max_lag_seconds)
+    except RecordUnreadable as exc:
         log.warning("stream status unreadable: %s", redact_text(str(exc)))
-        return {"state": "unknown", "healthy": False, "problem": "Redis unavailable"}
+        return {"state": "unknown", "healthy": False, "problem": "Postgres unavailable"}
 
 
 def worker_status(

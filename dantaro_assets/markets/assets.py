@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
-import redis
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.markets.audit import differences, fetch_planned
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
@@ -36,7 +36,7 @@ from dantaro_assets.markets.schemas import (
     upbit_instruments_schema,
     upbit_markets_schema,
 )
-from dantaro_assets.markets.seen import Plan, SeenStore, plan_fetch, rest_windows
+from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, plan_fetch, rest_windows
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
@@ -106,12 +106,12 @@ STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_lev
 def _stream_plan(
     context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
     max_lag_seconds: float,
-) -> tuple[SeenStore | None, Plan | None]:
+) -> tuple[SeenStore, Plan] | tuple[None, None]:
     """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
     tags = context.run.tags
     if tags.get(JOB_TAG) not in STREAM_BACKED_JOBS or "dagster/backfill" in tags:
         return None, None
-    store = SeenStore(upbit.redis.client(), upbit.redis.prefix, postgres.db_schema) if upbit.redis is not None else None
+    store = SeenStore(postgres)
     plan = plan_fetch(store, markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
     context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
     return store, plan
@@ -159,7 +159,7 @@ def _candle_asset(
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
-            fetched, stats = upbit.candle_ranges(plan.fetch, interval_name)
+            fetched, stats = fetch_planned(upbit, plan, interval_name)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
         # Markets not fetched are judged by what is stored: the stream wrote them, or an earlier run did.
@@ -173,6 +173,8 @@ def _candle_asset(
             metadata=covered.metadata(),
         )
         metadata = stats.metadata() | (plan.metadata() if plan is not None else {"source": "rest"})
+        if plan is not None and plan.source == AUDIT:
+            metadata |= differences(postgres, candles, plan.fetch)
         # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
         yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=metadata)
         yield dg.Output(candles, metadata=metadata)
@@ -180,9 +182,10 @@ def _candle_asset(
             # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
             answered = set(plan.fetch) - set(stats.skipped_markets)
             try:
-                store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)))
-            except redis.RedisError as exc:  # stored all the same; the next run fetches these ranges again
-                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded in Redis ({type(exc).__name__}: {exc})")
+                closed_before = stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)
+                store.record(rest_windows(plan.fetch, answered, closed_before, plan.window_source))
+            except RecordUnreadable as exc:  # stored all the same; the next run fetches these ranges again
+                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded ({type(exc).__name__}: {exc})")
 
     return _asset
 
