@@ -160,12 +160,15 @@ def disagreement(older: State, newer: State) -> str | None:
     return None
 
 
-def jump(state: State, reference: float | None) -> str | None:
-    """Why a minute's prices are implausible next to ``reference`` (the close before it, or the open after it)."""
-    if reference is None or reference <= 0 or state.high is None or state.low is None:
+def jump(state: State, references: list[float]) -> str | None:
+    """Why a minute's prices are implausible: they jump from every price known next to it (the close of the minute
+    before, the open of the one after). One agreeing neighbour clears it, so a wrong neighbour does not condemn
+    the minutes after it."""
+    known = [r for r in references if r > 0]
+    if not known or state.high is None or state.low is None:
         return None
-    if state.high > reference * IMPLAUSIBLE_JUMP or 0 < state.low < reference / IMPLAUSIBLE_JUMP:
-        return f"prices {state.low:g}-{state.high:g} jump from {reference:g} next to the minute"
+    if all(state.high > r * IMPLAUSIBLE_JUMP or 0 < state.low < r / IMPLAUSIBLE_JUMP for r in known):
+        return f"prices {state.low:g}-{state.high:g} jump from {' and '.join(f'{r:g}' for r in known)} next to the minute"
     return None
 
 
@@ -233,7 +236,7 @@ class MinuteBook:
         cutoff = self.server_now() - 60 - self.grace
         for key in sorted((k for k in self.open if k[1] < self.latest[k[0]] or k[1] <= cutoff), key=lambda k: k[1]):
             forming = self.open.pop(key)
-            doubt = forming.doubt or jump(forming.state, self._reference(*key))
+            doubt = forming.doubt or jump(forming.state, self._neighbours(*key))
             self.written[key] = None if doubt else forming.state
             if doubt is None and forming.state.close is not None:
                 self.last_close[key[0]] = (key[1], forming.state.close)
@@ -244,14 +247,17 @@ class MinuteBook:
             del self.written[key]
         return ready
 
-    def _reference(self, market: str, start: int) -> float | None:
-        """The price next to a closing minute: the close of the market's newest accepted minute before it, else
-        the open of its next minute (a market's first minute in this process)."""
+    def _neighbours(self, market: str, start: int) -> list[float]:
+        """The prices next to a closing minute: the close of the market's newest accepted minute before it and the
+        open of its next minute, when known."""
+        prices = []
         before = self.last_close.get(market)
         if before is not None and before[0] < start:
-            return before[1]
+            prices.append(before[1])
         later = [k[1] for k in self.open if k[0] == market and k[1] > start]
-        return self.open[(market, min(later))].state.open if later else None
+        if later and (opening := self.open[(market, min(later))].state.open) is not None:
+            prices.append(opening)
+        return prices
 
     def leave_to_rest(self, keys: set[tuple[str, int]]) -> None:
         """Minutes quarantined after closing (the parser refused them): never written from the stream again."""
@@ -645,21 +651,24 @@ class CandleStream:
 
     def checks(self, partition: str, rows: int, metrics: Metrics) -> list[dg.AssetCheckEvaluation]:
         """``schema``: every row written passed the pandera schema before the write (a refused batch is not written);
-        ``coverage``: the share of the universe's market-minutes committed in the period that the stream saw."""
+        ``coverage``: the share of the universe's market-minutes committed in the period that the stream saw.
+
+        Reported without a partition key (the partition is in the description and metadata): Dagster stores one
+        runless evaluation per check and partition, and the stream reports an open hour at every report."""
         refused = metrics.refused.get(partition, 0)
         seen, missed = metrics.seen.get(partition, [0, 0])
         share = seen / (seen + missed) if seen + missed else 1.0
         passed = share >= self.min_coverage
         key = dg.AssetKey(ASSET)
         return [
-            dg.AssetCheckEvaluation(asset_key=key, check_name="schema", passed=True, partition=partition,
-                                    description=f"stream: {rows} rows passed the schema before the write; {refused} quarantined",
-                                    metadata={"rows": rows, "quarantined": refused, "source": "stream"}),
+            dg.AssetCheckEvaluation(asset_key=key, check_name="schema", passed=True,
+                                    description=f"stream, {partition}: {rows} rows passed the schema before the write; {refused} quarantined",
+                                    metadata={"partition": partition, "rows": rows, "quarantined": refused, "source": "stream"}),
             dg.AssetCheckEvaluation(
-                asset_key=key, check_name="coverage", passed=passed, partition=partition, severity=dg.AssetCheckSeverity.ERROR,
-                description=(f"stream: saw {share:.1%} of the universe's market-minutes committed in the period"
+                asset_key=key, check_name="coverage", passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                description=(f"stream, {partition}: saw {share:.1%} of the universe's market-minutes committed in the period"
                              + ("" if passed else f" (< {self.min_coverage:.0%}); the hour's final run fetches what it missed over REST")),
-                metadata={"seen_share": round(share, 4), "market_minutes_seen": seen, "market_minutes_missed": missed, "source": "stream"}),
+                metadata={"partition": partition, "seen_share": round(share, 4), "market_minutes_seen": seen, "market_minutes_missed": missed, "source": "stream"}),
         ]
 
     # --- service ---

@@ -31,15 +31,18 @@ REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low",
 _SCHEMAS = itertools.count()
 
 
-def message(minute: str, volume: float, stamp: int, market: str = "KRW-BTC") -> dict:
-    return {"type": "candle.1m", "market": market, "candle_date_time_utc": minute, "opening_price": 1.0, "high_price": 1.0,
-            "low_price": 1.0, "trade_price": 1.0, "candle_acc_trade_volume": volume, "candle_acc_trade_price": volume,
+def message(minute: str, volume: float, stamp: int, market: str = "KRW-BTC", price: float = 1.0) -> dict:
+    return {"type": "candle.1m", "market": market, "candle_date_time_utc": minute, "opening_price": price, "high_price": price,
+            "low_price": price, "trade_price": price, "candle_acc_trade_volume": volume, "candle_acc_trade_price": volume * price,
             "timestamp": stamp, "stream_type": "REALTIME"}
+
+
+T_MS = int(pd.Timestamp("2025-09-03T12:00:00Z").timestamp() * 1000)
 
 
 def test_minute_book_closes_on_the_next_minute_keeps_the_newest_state_and_rewrites_late_updates():
     book = MinuteBook(grace_seconds=3600)
-    t = int(pd.Timestamp("2025-09-03T12:00:00Z").timestamp() * 1000)
+    t = T_MS
     book.add(message("2025-09-03T12:00:00", 1.0, t + 1000))
     book.add(message("2025-09-03T12:00:00", 3.0, t + 3000))
     book.add(message("2025-09-03T12:00:00", 2.0, t + 2000))  # stale, out of order
@@ -47,12 +50,43 @@ def test_minute_book_closes_on_the_next_minute_keeps_the_newest_state_and_rewrit
     assert book.closed() == []  # forming: never closed while it is the newest minute
     book.add(message("2025-09-03T12:01:00", 0.5, t + 61_000))
     [closed] = book.closed()
-    assert (closed.start, closed.message["candle_acc_trade_volume"], closed.rewrite) == (t // 1000, 3.0, False)
-    book.add(message("2025-09-03T12:00:00", 2.5, t + 59_000))  # stale state of a written minute
+    assert (closed.start, closed.message["candle_acc_trade_volume"], closed.rewrite, closed.doubt) == (t // 1000, 3.0, False, None)
+    book.add(message("2025-09-03T12:00:00", 2.5, t + 2500))  # stale state of a written minute
     assert book.closed() == []
     book.add(message("2025-09-03T12:00:00", 4.0, t + 62_000))  # a late update of a written minute
     [late] = book.closed()
-    assert (late.message["candle_acc_trade_volume"], late.rewrite) == (4.0, True)
+    assert (late.message["candle_acc_trade_volume"], late.rewrite, late.doubt) == (4.0, True, None)
+
+
+def test_the_newest_state_by_upbit_s_time_wins_and_states_that_disagree_leave_the_minute_to_rest():
+    """One wild state (price x100, volume x1000) before the true ones: the most-volume rule kept it for good.
+    By message time the true state is the newest, and a minute whose volume fell or range shrank between
+    two of its states is doubtful: quarantined (not written), so REST fetches it."""
+    book = MinuteBook(grace_seconds=3600)
+    t = T_MS
+    book.add(message("2025-09-03T12:00:00", 1.0, t + 1000, price=100.0))
+    book.add(message("2025-09-03T12:00:00", 1000.0, t + 2000, price=10_000.0))  # the outlier
+    book.add(message("2025-09-03T12:00:00", 2.0, t + 3000, price=100.0))
+    book.add(message("2025-09-03T12:01:00", 1.0, t + 61_000, price=100.0))
+    [closed] = book.closed()
+    assert closed.message["trade_price"] == 100.0 and closed.message["timestamp"] == t + 3000
+    assert closed.doubt is not None and "within the minute" in closed.doubt
+    book.add(message("2025-09-03T12:00:00", 3.0, t + 62_000, price=100.0))  # later states of a quarantined minute: REST's now
+    book.add(message("2025-09-03T12:02:00", 1.0, t + 121_000, price=100.0))
+    assert [(c.start, c.doubt) for c in book.closed()] == [(t // 1000 + 60, None)]
+
+
+def test_a_minute_that_jumps_implausibly_from_its_neighbour_is_doubtful():
+    book = MinuteBook(grace_seconds=3600)
+    t = T_MS
+    prices = {0: 100.0, 1: 100.0, 2: 10_000.0, 3: 101.0, 4: 102.0}  # 12:02 wrong in every update
+    for minute, price in prices.items():
+        book.add(message(f"2025-09-03T12:0{minute}:00", 1.0, t + minute * 60_000 + 1000, price=price))
+        book.add(message(f"2025-09-03T12:0{minute}:00", 2.0, t + minute * 60_000 + 2000, price=price))
+    doubts = {(c.start - t // 1000) // 60: c.doubt for c in book.closed()}
+    assert "jump from 100 and 101" in doubts.pop(2)
+    # 12:01 agrees with the minute before it, 12:03 with the one after it (and with 12:01, the last minute accepted)
+    assert doubts == {0: None, 1: None, 3: None}
 
 
 def test_minute_book_closes_a_quiet_minute_after_its_end_plus_grace():
@@ -297,9 +331,10 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
 
 
 def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alone(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
-    """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run fetches over
-    REST only the markets and minutes the stream did not see (one request per market), the next final run of the
-    hour (another analysis job) fetches nothing, and every minute of the hour is stored exactly as REST serves it."""
+    """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run compares
+    the hour of every market with REST (one request per market; the minutes around the cut among them), the next
+    final run of the hour (another analysis job) fetches nothing, and every minute of the hour is stored exactly
+    as REST serves it."""
     store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
     small_replay.set_clock(T0, running=False)
     home = tmp_path / "dagster"
@@ -321,11 +356,11 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     result = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert result.success
     metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
-    assert metadata["source"].value == "rest fallback" and metadata["markets_fetched"].value == len(SIM_MARKETS)
+    assert metadata["source"].value == "rest audit" and metadata["markets_fetched"].value == len(SIM_MARKETS)
     assert "with minutes the stream did not see" in metadata["why"].value
-    # the unseen span (eight cuts and their jittered backoff, at 30 replay seconds a second), never the whole hour
-    assert 0 < metadata["minutes_fetched"].value < len(SIM_MARKETS) * 60
-    assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one range per market
+    assert metadata["minutes_fetched"].value == len(SIM_MARKETS) * 60
+    assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one request per market
+    assert (metadata["audit_added"].value, metadata["audit_corrected"].value, metadata["audit_stream_only"].value) == (len(expected) - len(before), 0, 0)
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
 
     small_replay.reset_stats()
