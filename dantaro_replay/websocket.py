@@ -99,6 +99,7 @@ class WebSocketStats:
     requests: int = 0  # subscription messages received
     request_errors: int = 0
     messages: int = 0  # candle messages sent
+    junk: int = 0  # frames that are not JSON (the junk fault)
     dropped_disconnect: int = 0
     dropped_slow_consumer: int = 0
     closed_idle: int = 0
@@ -402,6 +403,7 @@ class CandleStreamConnection:
         for code, payload in messages:
             if fault is not None and fault.kind == "junk":
                 self.protocol.send_binary(JUNK_FRAME)
+                self.gate.count("junk")
             self._send_payload(code, payload, twice=fault is not None and fault.kind == "duplicate")
         return True
 

@@ -44,11 +44,12 @@ class ThrottledLog:
         self.logger.log(level, message, *args, exc_info=exc_info)
         self._kinds[kind] = _Kind(now, level)
 
-    def flush(self) -> None:
-        """Summaries of the kinds whose time has passed (and forget them, so the next line is logged in full)."""
+    def flush(self, *, everything: bool = False) -> None:
+        """Summaries of the kinds whose time has passed, or of all (at shutdown), and forget them (so the next line
+        is logged in full)."""
         now = self.clock()
         for kind, seen in list(self._kinds.items()):
-            if now - seen.since >= self.every:
+            if everything or now - seen.since >= self.every:
                 self._summarise(kind, seen, now)
 
     def _summarise(self, kind: str, seen: _Kind, now: float) -> None:

@@ -550,7 +550,6 @@ class CandleStream:
             except TimeoutError:
                 pass
         await self.flush()
-        self.say.flush()
 
     async def flush(self) -> None:
         # Every minute that ended a grace before ``cut`` is closed by the call below (its cutoff is later).
@@ -687,6 +686,7 @@ class CandleStream:
         await asyncio.gather(*connections.values(), return_exceptions=True)
         await asyncio.gather(*tasks)
         await self.report()
+        self.say.flush(everything=True)
         for index in list(self.open_windows):  # what this process saw outlives it; the next one opens its own
             self.end_window(index, floor_minute(self.covered_through))
         await asyncio.to_thread(self.publish, False)

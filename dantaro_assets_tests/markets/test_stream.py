@@ -22,6 +22,7 @@ import pytest
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.markets.stream import MinuteBook, websocket_url
 from dantaro_replay.simulated import SimulatedMarket
 
@@ -255,6 +256,17 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     assert events and {e.asset_materialization.partition for e in events} == {"2025-09-03-12:00"}
     metadata = events[0].asset_materialization.metadata
     assert metadata["source"].value == "stream" and "lag_p50_s" in metadata and "reconnects" in metadata
+    assert {"no_trade_minutes", "missed_minutes"} <= set(metadata)
+    # the UI's candle_1m checks for the stream's materialisations: evaluated on what it wrote, runless like them
+    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert set(latest) == set(keys) and {record.run_id for record in latest.values()} == {events[0].run_id} == {""}
+    schema = latest[keys[0]].event.dagster_event.event_specific_data
+    assert schema.passed and schema.metadata["source"].value == "stream" and schema.metadata["rows"].value > 0
+    coverage = latest[keys[1]].event.dagster_event.event_specific_data
+    assert coverage.metadata["partition"].value == "2025-09-03-12:00" and 0 < coverage.metadata["seen_share"].value <= 1
+    figures = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema)).health().figures
+    assert figures["missed_minutes"] > 0 and figures["no_trade_minutes"] >= 0  # the minutes of the cut were missed, not "no trade"
 
 
 @pytest.mark.slow
@@ -278,6 +290,12 @@ def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_r
     assert got["volume"].tolist() == expected["volume"].round(8).tolist()
     typical = (expected["open"] + expected["high"] + expected["low"] + expected["close"]) / 4
     assert got["value"].tolist() == pytest.approx((expected["volume"] * typical).tolist(), rel=1e-12)
+    # every minute from the subscription to the last commit was seen: the minutes without a candle are no-trade minutes
+    health = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema)).health()
+    committed = pd.date_range(hour, pd.Timestamp(health.covered_through, unit="s", tz="UTC").floor("min"), freq="min", inclusive="left")
+    traded = recorded[recorded["candle_start_utc"].isin(committed)]
+    assert health.figures["missed_minutes"] == 0
+    assert health.figures["no_trade_minutes"] == len(markets) * len(committed) - len(traded) >= 3
 
 
 def test_a_changed_universe_is_resubscribed(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
@@ -414,3 +432,44 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
     assert metadata["audit_corrected"].value >= 1  # ETH 12:26
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), rest(small_replay, SIM_MARKETS, T0, hour_end),
                                   check_dtype=False)
+
+
+def test_the_stream_is_starting_until_its_subscription_is_answered(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 19: before it has subscribed (no universe yet) the stream is ``starting``, not healthy, with no 1970 dates."""
+    small_replay.set_clock(T0, running=True, speed=1)
+    store = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema))
+
+    def status_when(condition, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while not condition(status := stream_status(store, max_lag=30)):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        return status
+
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        status = status_when(lambda s: s["state"] != "never ran")
+        assert (status["state"], status["healthy"], status["markets"], status["covered_through"]) == ("starting", False, 0, None)
+        store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+        status = status_when(lambda s: s["state"] != "starting")
+        assert status["state"] == "healthy" and status["markets"] == len(SIM_MARKETS) and status["covered_through"] >= "2025-09-03T12:00:00Z"
+
+
+def test_junk_frames_are_logged_once_per_report_with_their_count(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 22: 3,465 lines in 15 s of junk frames. Now the first, then one line per report period with the count."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=True, speed=20)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home):
+        wait_subscribed(small_replay)
+        small_replay.inject("junk", path="/websocket/v1", count=100)  # 100 ticks, 5 s: a junk frame before every message
+        deadline = time.monotonic() + 60
+        while small_replay.stats()["faults_fired"].get("junk", 0) < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)
+    sent = small_replay.stats()["websocket"]["junk"]
+    lines = [line for line in (home / "stream.log").read_text().splitlines() if "not JSON" in line]
+    summaries = [line for line in lines if "more like this" in line]
+    counted = sum(int(line.split("stream: ")[1].split(" more like this")[0]) for line in summaries)
+    assert sent > 300 and counted + len(lines) - len(summaries) == sent  # every frame counted
+    assert len(lines) <= 10, lines  # about two a report (2 s) instead of one a frame
