@@ -55,6 +55,7 @@ import dagster as dg
 import redis
 
 from dantaro_assets.lib import embedded
+from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.settings import load_settings
@@ -171,7 +172,7 @@ def main() -> int:
     os.environ["UPBIT_BASE_URL"] = replay_url
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = f"{settings.redis_prefix}:market_status:latest"
-    store = SeenStore(cache, settings.redis_prefix, settings.db_schema)
+    store = SeenStore(PostgresResource(url=os.environ["DATABASE_URL"], db_schema=settings.db_schema))
     rows: dict[str, list[dict]] = {"rest": [], "stream": []}
     warm_up: dict = {}
     stream: subprocess.Popen | None = None
@@ -181,7 +182,7 @@ def main() -> int:
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:
                 for index in range(args.runs):
-                    cache.delete(store.health_key, store.windows_key)  # every run fetches the open hour, as a tick 2 min after the last would
+                    store.clear()  # every run fetches the open hour, as a tick 2 min after the last would
                     row = cycle(dev, instance, cache, key, replay_url)
                     rows["rest"].append(row)
                     print(f"rest run {index + 1}/{args.runs}: {row['total']:.2f} s, {row['requests']} requests ({row['source']})", flush=True)
