@@ -29,7 +29,9 @@ final runs an hour, which fetch only what the stream missed (nothing while it st
 
     python bench/cycle.py [--markets 250] [--runs 10]
 
-Uses DATABASE_URL/REDIS_URL when set, else the embedded servers; schema and Redis prefix dantaro_bench.
+Uses DATABASE_URL/REDIS_URL when set, else the embedded servers (left running for the next bench; `dantaro stop`
+stops them); schema and Redis prefix dantaro_bench. SIGTERM or Ctrl-C stops everything else it started; so does
+the kernel when it is killed.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.settings import load_settings
-from dantaro_assets_tests.harness import DagsterDev, prepare_history
-from dantaro_replay.process import start_replay_server
+from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, prepare_history
+from dantaro_replay.process import start_replay_server, terminate_with_parent
 
 PHASES = ("queue", "startup", "fetch", "store", "read", "compute", "write", "push")
 
@@ -133,10 +135,10 @@ def cycle(dev: DagsterDev, instance: dg.DagsterInstance, cache: redis.Redis, key
 
 
 def start_stream(home: Path) -> subprocess.Popen:
-    """`dantaro stream` against the replay (UPBIT_BASE_URL), on the benchmark's schema and Redis prefix."""
+    """`dantaro stream` against the replay (UPBIT_BASE_URL), on the benchmark's schema and Redis prefix; it ends with the bench."""
     log = (home / "stream.log").open("w")
     return subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env={**os.environ, "DAGSTER_HOME": str(home)},
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=terminate_with_parent())
 
 
 def wait_until_seeing(store: SeenStore, max_lag: float, timeout: float = 300) -> None:
@@ -164,6 +166,7 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=250)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops the stream, the runs, `dagster dev` and the replay; a SIGKILL makes the kernel stop them
     settings = load_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
     os.environ["REDIS_URL"] = embedded.redis_url(settings)

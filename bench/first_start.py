@@ -35,7 +35,8 @@ import dagster as dg
 
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.stop import processes_naming
-from dantaro_assets_tests.harness import free_port
+from dantaro_assets_tests.harness import exit_on_sigterm, free_port
+from dantaro_replay.process import terminate_with_parent
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PRODUCTS = ("market_status", "recommendations", "support_levels")
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=20.0)
     parser.add_argument("--log", type=Path, help="write the console here")
     args = parser.parse_args()
+    exit_on_sigterm()
 
     state = Path(tempfile.mkdtemp(prefix="dantaro-first-start-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DAGSTER_HOME", "UPBIT_BASE_URL")}
@@ -83,7 +85,9 @@ def main() -> int:
     command = ["dantaro", "dev", "--offline", "--markets", str(args.markets), "--port", str(port)]
     load_before = os.getloadavg()
     started_wall, started = time.time(), time.monotonic()
-    dev = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGTERM here stops `dantaro dev` through the finally below; when this bench is killed, the kernel sends it SIGTERM
+    dev = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=terminate_with_parent())
     console = Console(dev, started)
     home = state / "dagster_home"
     first: dict[str, float] = {}

@@ -51,7 +51,7 @@ from dantaro_assets.partitions import hourly_partitions  # noqa: E402
 from dantaro_assets.processes.instance import write_instance_config  # noqa: E402
 from dantaro_assets.settings import load_settings  # noqa: E402
 from dantaro_assets_tests.fixtures.environment import environ  # noqa: E402
-from dantaro_assets_tests.harness import DagsterDev, prepare_history  # noqa: E402
+from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, kill_group_with_parent, prepare_history  # noqa: E402
 from dantaro_assets_tests.operations.daemon import FINISHED, daemon_workspace, dequeue, submit  # noqa: E402
 from dantaro_replay.process import start_replay_server  # noqa: E402
 
@@ -131,6 +131,7 @@ def main() -> int:
     parser.add_argument("--status-runs", type=int, default=5, help="market_status_job runs per launcher")
     parser.add_argument("--markets", type=int, default=40, help="markets the replay server simulates")
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops what it started; a SIGKILL too (the replay by the kernel, `dagster dev` and the worker by watchdogs)
     settings = load_settings()
     tag = uuid.uuid4().hex[:8]
     database = f"dantaro_bench_launchers_{tag}"
@@ -167,12 +168,14 @@ def main() -> int:
                  "--name", f"bench-{tag}@%h", "--preload", DEFS, "--loglevel", "WARNING"],
                 env={**os.environ, **celery_env}, cwd=PROJECT_DIR, start_new_session=True,
             )  # fmt: skip
+            watchdog = kill_group_with_parent(worker.pid)  # its prefork children too
             results["celery"], status_results["celery"] = _measure(celery_home, celery_env, args.runs, args.status_runs)
     finally:
         replay.stop()
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
+            watchdog.terminate()
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         client = redis.Redis.from_url(settings.redis_url)

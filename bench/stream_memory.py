@@ -44,7 +44,8 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.settings import load_settings
-from dantaro_replay.process import start_replay_server
+from dantaro_assets_tests.harness import exit_on_sigterm
+from dantaro_replay.process import start_replay_server, terminate_with_parent
 
 START = datetime(2025, 9, 3, tzinfo=UTC)
 
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=12.0, help="replay seconds per real second (1 = real time)")
     parser.add_argument("--every", type=float, default=5.0, help="real seconds between RSS samples")
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops the stream and the replay; when killed, the kernel stops them
 
     settings = load_settings()
     database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
@@ -98,7 +100,8 @@ def main() -> None:
         universe = store_universe(io, replay.url)
         log_path = home / "stream.log"
         with log_path.open("w") as log:
-            stream = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            stream = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "stream"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=terminate_with_parent())
         process = psutil.Process(stream.pid)
         deadline = time.monotonic() + 120
         while replay.stats()["websocket"]["requests"] < 1:  # subscribed: from here the replay clock runs

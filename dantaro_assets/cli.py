@@ -43,11 +43,19 @@ def stream(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
-    """Print every setting with its variable, value and meaning (the README's configuration table)."""
+    """Print every setting with its variable, value and meaning (the README's configuration table); where the state
+    folder's running ``dantaro dev`` uses another value (the replay's URL, the embedded servers), that one, saying so."""
+    from dantaro_assets.processes.stop import running_dev
+
     print("| variable | value | meaning |\n|---|---|---|")
     values = settings.display_values()
+    dev = running_dev(settings.state_dir) or {}
+    in_use = dev.get("settings", {})
     for field in Settings.model_fields.values():
-        print(f"| `{field.alias}` | `{values[field.alias]}` | {field.description} |")
+        value, meaning = values[field.alias], field.description
+        if in_use.get(field.alias, value) != value:
+            value, meaning = in_use[field.alias], f"{meaning} (used by the running `dantaro dev` (pid {dev['pid']}); the environment here gives `{value}`)"
+        print(f"| `{field.alias}` | `{value}` | {meaning} |")
     return 0
 
 

@@ -6,6 +6,7 @@ to ``resources.build_resources``; nothing below reads the environment.
 
 import dagster as dg
 
+from dantaro_assets.alerts import definitions as alerts
 from dantaro_assets.maintenance import definitions as maintenance
 from dantaro_assets.market_status import definitions as market_status
 from dantaro_assets.markets import definitions as markets
@@ -14,7 +15,7 @@ from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import Settings, load_settings
 from dantaro_assets.support_levels import definitions as support_levels
 
-DOMAINS = (markets, market_status, support_levels, recommendations, maintenance)
+DOMAINS = (markets, market_status, support_levels, recommendations, maintenance, alerts)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -66,12 +66,20 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def storage_resources(settings: Settings) -> tuple[RedisResource, PostgresResource]:
-    """Redis and Postgres for use outside a run (``dantaro stream``): initialised now, their EnvVars read."""
+def storage_resources(settings: Settings, *, start_embedded: bool = True) -> tuple[RedisResource, PostgresResource]:
+    """Redis and Postgres for use outside a run (``dantaro stream``): initialised now, their EnvVars read.
+
+    ``start_embedded=False``: the state folder's embedded servers are used while they run and never started.
+    """
     resources = build_resources(settings)
-    return resources["redis"].process_config_and_initialize(), resources["postgres"].process_config_and_initialize()
+    return tuple(resources[name].model_copy(update={"start_embedded": start_embedded}).process_config_and_initialize()
+                 for name in ("redis", "postgres"))
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
-    """The snapshot store for use outside a run (the API), over Redis and Postgres initialised now (EnvVars read)."""
-    return build_snapshot_store(settings, *storage_resources(settings))
+    """The snapshot store for use outside a run (the API), over Redis and Postgres initialised now (EnvVars read).
+
+    It never starts the embedded servers: an API left running after ``dantaro stop`` answers 503 (storage
+    unavailable) until ``dantaro dev`` starts them again, instead of starting servers that would outlive it.
+    """
+    return build_snapshot_store(settings, *storage_resources(settings, start_embedded=False))

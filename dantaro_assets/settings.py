@@ -8,14 +8,17 @@ A bad value fails at load time with the variable's name and what it accepts, nev
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from dantaro_assets.redaction import redact_url
+from dantaro_assets.redaction import redact_url, redact_webhook_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
 
@@ -30,6 +33,10 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
+_SECRET_VARIABLES = ("DANTARO_WEBHOOKS",)  # never echoed: their values hold secrets even when malformed
+TRADER_EVENTS = ("regime_change", "new_top_pick", "picks_expired")
+OPERATOR_EVENTS = ("run_failed", "freshness_failed", "check_failed", "stream_down", "stream_up")
+WEBHOOK_EVENTS = TRADER_EVENTS + OPERATOR_EVENTS
 
 
 class SettingsError(ValueError):
@@ -47,6 +54,73 @@ def _check_url(value: str | None, variable: str, schemes: tuple[str, ...]) -> st
     except ValueError:
         raise ValueError(f"{variable} has a port that is not a number from 0 to 65535") from None
     return value
+
+
+class WebhookTarget(BaseModel):
+    """One receiver of ``DANTARO_WEBHOOKS``: where to POST, which events, in which format, signed with which secret.
+
+    The secret is a ``SecretStr`` and the URL is shown through ``redact_webhook_url`` (chat webhooks keep their
+    token in the path), so neither reaches a repr, a log or ``dantaro settings``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    events: tuple[str, ...]
+    format: Literal["json", "slack", "discord"] = "json"
+    secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [event for event in value if event not in WEBHOOK_EVENTS]
+        if not value:
+            raise ValueError(f"must name at least one event of {', '.join(WEBHOOK_EVENTS)}")
+        if unknown:
+            raise ValueError(f"unknown event(s) {', '.join(map(repr, unknown))}: the events are {', '.join(WEBHOOK_EVENTS)}")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _non_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty (leave it out for an unsigned receiver)")
+        return value
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this receiver in stored deliveries without storing its URL (whose path may be a chat token)."""
+        return hashlib.sha256(f"{self.format}|{self.url}".encode()).hexdigest()[:16]
+
+    def shown(self) -> dict[str, object]:
+        """The receiver as ``dantaro settings`` prints it: URL redacted, secret as ``***``."""
+        return {"url": redact_webhook_url(self.url), "events": list(self.events), "format": self.format,
+                **({"secret": "***"} if self.secret is not None else {})}
+
+    def __repr_args__(self):
+        yield from self.shown().items()
+
+
+def parse_webhooks(value: object) -> object:
+    """``DANTARO_WEBHOOKS`` as a JSON text becomes a list (pydantic then validates each receiver)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                         "expected a list of {url, events, format, secret} objects") from None
+    if not isinstance(parsed, list):
+        raise ValueError("must be a JSON list of {url, events, format, secret} objects")
+    return parsed
 
 
 class Settings(BaseModel):
@@ -103,6 +177,13 @@ class Settings(BaseModel):
         description="`dantaro stream`: markets per WebSocket connection")
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
+    webhooks: tuple[WebhookTarget, ...] = Field((), alias="DANTARO_WEBHOOKS",
+        description="JSON list of webhook receivers `{url, events, format, secret}`, format json, slack or discord (docs: Webhooks); shown redacted")
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _webhooks(cls, value: object) -> object:
+        return parse_webhooks(value)
 
     @field_validator("worker_enabled", mode="before")
     @classmethod
@@ -166,7 +247,8 @@ class Settings(BaseModel):
             for name, field in Settings.model_fields.items()
             for value in [getattr(self, name)]
         }
-        return {**values, "DAGSTER_HOME": str(self.instance_home)}
+        webhooks = json.dumps([target.shown() for target in self.webhooks])
+        return {**values, "DAGSTER_HOME": str(self.instance_home), "DANTARO_WEBHOOKS": webhooks}
 
     @property
     def instance_home(self) -> Path:
@@ -204,6 +286,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         for error in exc.errors():
             variable = str(error["loc"][0]) if error["loc"] else "?"
             value = present.get(variable, "")
+            message = error["msg"].removeprefix("Value error, ")
+            if variable in _SECRET_VARIABLES:
+                where = ", ".join(f"receiver {part + 1}" if isinstance(part, int) else str(part) for part in error["loc"][1:])
+                lines.append(f"{variable} (value not shown: it holds secrets): {where + ': ' if where else ''}{message}")
+                continue
             shown = redact_url(value) if variable in _URL_VARIABLES else value
-            lines.append(f"{variable}={shown!r}: {error['msg'].removeprefix('Value error, ')}")
+            lines.append(f"{variable}={shown!r}: {message}")
         raise SettingsError("invalid Dantaro settings:\n  " + "\n  ".join(lines)) from None

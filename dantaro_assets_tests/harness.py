@@ -3,11 +3,17 @@
 A test and bench harness: the end-to-end test, the cycle and launcher benchmarks and the screenshot
 script each need a real instance under its own DAGSTER_HOME, runs launched into the run queue and
 backfills over ranges. It stops through the package's own ``stop_dagster_dev``.
+
+What a bench starts ends with it: :func:`exit_on_sigterm` turns SIGTERM into an exit that runs its
+``with`` and ``finally`` blocks; when it is killed, the single processes it starts get SIGTERM from the
+kernel (``terminate_with_parent``), and a watchdog kills `dagster dev`'s process group (its services, code
+servers and run workers: `dagster dev` alone would leave a code server and its run worker running).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +43,38 @@ mutation Backfill($params: LaunchBackfillParams!) {
 _BACKFILL_STATUS = "query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends this process as Ctrl-C would, through its ``with`` and ``finally`` blocks (Python's default
+    SIGTERM ends it at once, leaving what it started running); a second SIGTERM does not cut that cleanup short.
+    Call it from the main thread."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+# Kills a process group once the process that started it is gone (however it ended); ignores Ctrl-C, which its
+# parent handles. Run outside the group, polling: its parent's death changes its parent pid.
+_GROUP_WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+while os.getppid() == parent:
+    time.sleep(0.5)
+try:
+    os.killpg(group, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def kill_group_with_parent(group: int) -> subprocess.Popen:
+    """Start the watchdog of process group ``group``: it kills the group once this process is gone, and ends then."""
+    return subprocess.Popen([sys.executable, "-c", _GROUP_WATCHDOG, str(os.getpid()), str(group)])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -55,6 +93,7 @@ class DagsterDev:
         self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
         self.log_path = home / "dagster_dev.log"
         self.process: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
 
     def __enter__(self) -> Self:
@@ -64,23 +103,30 @@ class DagsterDev:
                 [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-p", str(self.port)],
                 cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        self._watchdog = kill_group_with_parent(self.process.pid)
         deadline = time.monotonic() + 180
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dagster dev did not answer {self.url}/server_info in 180 s")
-            try:
-                if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"dagster dev did not answer {self.url}/server_info in 180 s")
+                try:
+                    if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+        except BaseException:  # a failed or interrupted start (SIGTERM) stops what started: __exit__ will not run
+            self.__exit__()
+            raise
 
     def __exit__(self, *_: object) -> None:
         """Stop the whole process group (webserver, daemon, code servers, run workers), no run left open."""
         if self.process is not None:
             stop_dagster_dev(self.process, self.home, timeout=30)
+            self._watchdog.terminate()
+            self._watchdog.wait()
 
     def query(self, text: str, variables: Mapping[str, object] | None = None) -> dict:
         return self.client._execute(text, dict(variables or {}))

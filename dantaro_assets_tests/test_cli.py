@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 
+from dantaro_assets.lib import embedded
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.instance import use_instance
 from dantaro_assets.processes.stop import processes_naming
@@ -72,6 +73,49 @@ def test_api_started_elsewhere_serves_the_runs_of_the_state_folder(tmp_path):
         api.terminate()
         api.wait(timeout=30)
     assert run_id in [job["job_id"] for job in status["last_jobs"]]
+
+
+def _get(url: str, process: subprocess.Popen, timeout: float = 120) -> httpx.Response:
+    """The first answer of a server still starting (connection refused until it listens)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=30)
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, f"no answer from {url} in {timeout:.0f} s"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_api_after_stop_answers_503_and_never_starts_the_embedded_servers(tmp_path, fresh_state):
+    """`dantaro api` outliving `dantaro dev`: it reads the servers that run and never starts one that would outlive it."""
+    state = fresh_state
+    env = _env(state, DATABASE_URL="", REDIS_URL="")
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "api", "--port", str(port)], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    latest = f"http://127.0.0.1:{port}/market-status/latest"
+    try:
+        before = _get(latest, api)
+        assert processes_naming(state) == []  # no Postgres, no Redis: the request started nothing
+        settings = load_settings(env)
+        embedded.postgres_url(settings), embedded.redis_url(settings)  # as `dantaro dev` starts them
+        during = httpx.get(latest, timeout=30)
+        stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        after = httpx.get(latest, timeout=30)
+        status = httpx.get(f"http://127.0.0.1:{port}/worker/status", timeout=30).json()
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert before.status_code == 503 and before.json() == {"detail": "snapshot storage is unavailable; try again later"}
+    assert during.status_code in (404, 503) and "Postgres, Redis" in stop.stdout, (during.text, stop.stdout)
+    assert after.status_code == 503
+    assert processes_naming(state) == [] and stop.returncode == 0, stop.stdout + stop.stderr
+    assert status["stream"]["state"] == "unknown"  # Redis is down: the stream's health cannot be read
+    assert not (state / "dev.json").exists()
 
 
 def _open_runs(home: Path) -> list[str]:
@@ -141,7 +185,7 @@ def _dev_json(state: Path) -> dict:
 @pytest.mark.slow
 def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_after_dev_was_killed(tmp_path, fresh_state):
     """`dantaro dev --offline`: the stream writes minutes from the replay's WebSocket; a killed stream comes back; a killed
-    `dantaro dev` leaves its stream running, which `dantaro stop` stops."""
+    `dantaro dev` leaves its stream and its replay server running, which `dantaro stop` stops."""
     state = fresh_state
     env = _env(state, DATABASE_URL="", REDIS_URL="", DANTARO_STREAM_REPORT_SECONDS="2")
     log = tmp_path / "dev.log"
@@ -149,7 +193,6 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
         dev = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "dev", "--offline", "--markets", "20", "--port", str(free_port())],
                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     home = state / "dagster_home"
-    children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 420  # the history sensor stores upbit_markets, then a minute closes
         while not ((state / "dev.json").exists() and _stream_materialisations(home)):
@@ -168,19 +211,21 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
         assert f"the stream (pid {first}) exited with -9" in log.read_text()
         second = _dev_json(state)["stream_pid"]
         assert psutil.Process(second).is_running()
-        children = psutil.Process(dev.pid).children(recursive=True)  # the replay, left running by a killed dev
+        [replay] = [child for child in psutil.Process(dev.pid).children() if "dantaro_replay" in " ".join(child.cmdline())]
         dev.kill()
         dev.wait(timeout=30)
-        assert psutil.Process(second).is_running()
+        assert psutil.Process(second).is_running() and replay.is_running()
     finally:
         if dev.poll() is None:
             dev.kill()
         stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
-        for child in children:
-            if child.is_running() and "dantaro_replay" in " ".join(child.cmdline()):
-                child.kill()
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     postgres_log = (state / "postgres" / "log").read_text()[-2000:] if (state / "postgres" / "log").exists() else ""
     assert f"stopped the stream (pid {second}) left by dantaro dev" in stop.stdout and stop.returncode == 0, stop.stdout + stop.stderr[-3000:] + postgres_log
+    # the replay server names no state folder: `dantaro stop` finds it in dev.json
+    alive = replay.is_running() and replay.status() != psutil.STATUS_ZOMBIE
+    if alive:
+        replay.kill()  # not left behind when the assertion fails
+    assert f"stopped the replay server (pid {replay.pid}) left by dantaro dev" in stop.stdout and not alive, stop.stdout
     assert processes_naming(state) == []

@@ -16,7 +16,7 @@ import redis
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.redaction import redact_text, redact_url
+from dantaro_assets.redaction import redact_text, redact_url, redact_webhook_url
 from dantaro_assets_tests.harness import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -59,12 +59,40 @@ def test_redact_text_hides_every_url_in_a_message():
     assert redact_text(text) == "could not reach 'postgresql://user:***@db:5432/test' nor redis://:***@cache:6379/0."
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T00000000/B00000000/abcdEFGHijklMNOPqrstUVWX", "https://hooks.slack.com/services/T00000000/B00000000/***"),
+        ("https://discord.com/api/webhooks/123456789012345678/Ab3_cD-ef", "https://discord.com/api/webhooks/***/Ab3_cD-ef"),
+        ("https://discord.com/api/webhooks/1234/aBcDeFgHiJkLmNoPqRsTuVwXyZ", "https://discord.com/api/webhooks/1234/***"),
+        ("http://bot:s3cret@127.0.0.1:8080/dantaro-webhook-receiver?key=s3cret&v=1", "http://bot:***@127.0.0.1:8080/dantaro-webhook-receiver?key=***&v=***"),
+        ("http://127.0.0.1:8080/hooks/dantaro", "http://127.0.0.1:8080/hooks/dantaro"),  # nothing to hide
+    ],
+)
+def test_redact_webhook_url_hides_tokens_in_the_path_and_the_query(url, shown):
+    assert redact_webhook_url(url) == shown
+
+
+WEBHOOKS = json.dumps([{"url": f"http://bot:{SECRET}@127.0.0.1:9/services/T0/B0/aBcDeFgHiJkLmNoPqRsTuVwX", "events": ["run_failed"],
+                        "format": "slack", "secret": f"whsec-{SECRET}"}])
+
+
 def test_settings_command_shows_urls_redacted(tmp_path):
-    result = _cli(tmp_path, "settings")
+    result = _cli(tmp_path, "settings", DANTARO_WEBHOOKS=WEBHOOKS)
     assert result.returncode == 0, result.stderr
-    assert SECRET not in result.stdout + result.stderr
+    assert SECRET not in result.stdout + result.stderr and "aBcDeFgHiJkLmNoPqRsTuVwX" not in result.stdout
     assert "| `DATABASE_URL` | `postgresql://user:***@127.0.0.1:5432/test` |" in result.stdout
     assert "| `REDIS_URL` | `redis://:***@127.0.0.1:6379/0` |" in result.stdout
+    assert ('| `DANTARO_WEBHOOKS` | `[{"url": "http://bot:***@127.0.0.1:9/services/T0/B0/***", "events": ["run_failed"], '
+            '"format": "slack", "secret": "***"}]` |') in result.stdout
+
+
+def test_a_bad_webhooks_setting_names_what_is_wrong_without_its_value(tmp_path):
+    bad = WEBHOOKS.replace('"slack"', '"teams"').replace('"run_failed"', '"run_crashed"')
+    result = _cli(tmp_path, "settings", DANTARO_WEBHOOKS=bad)
+    assert result.returncode == 2 and SECRET not in result.stdout + result.stderr
+    assert "DANTARO_WEBHOOKS (value not shown: it holds secrets): receiver 1, events: unknown event(s) 'run_crashed'" in result.stderr
+    assert "receiver 1, format: Input should be 'json', 'slack' or 'discord'" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -86,6 +114,7 @@ def test_settings_repr_hides_the_password():
     from dantaro_assets.settings import load_settings
 
     assert SECRET not in repr(load_settings(SECRET_URLS))
+    assert SECRET not in repr(load_settings({"DANTARO_WEBHOOKS": WEBHOOKS}))
 
 
 def test_postgres_resource_errors_name_the_server_without_its_password():

@@ -50,6 +50,30 @@ def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, v
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('[{"url": "http://x/h", "events": ["run_failed"],', "is not JSON (Expecting property name enclosed in double quotes at line 1 column 49)"),
+        ('{"url": "http://x/h"}', "must be a JSON list of {url, events, format, secret} objects"),
+        ('[{"url": "ftp://x/h", "events": ["run_failed"]}]', "receiver 1, url: must be an http:// or https:// URL with a host"),
+        ('[{"url": "https://x/h", "events": []}]', "receiver 1, events: must name at least one event of regime_change, new_top_pick"),
+        ('[{"url": "https://x/h", "events": ["run_failed"], "format": "teams"}]', "receiver 1, format: Input should be 'json', 'slack' or 'discord'"),
+        ('[{"url": "https://x/h", "events": ["run_failed"], "secret": ""}]', "receiver 1, secret: must not be empty"),
+        ('[{"url": "https://x/h", "events": ["run_failed"], "secrte": "k"}]', "receiver 1, secrte: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_webhooks_value_fails_naming_the_receiver_and_the_field(value, expected):
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"DANTARO_WEBHOOKS": value})
+    assert f"DANTARO_WEBHOOKS (value not shown: it holds secrets): {expected}" in str(excinfo.value)
+
+
+def test_webhooks_are_parsed_with_json_as_the_default_format():
+    [target] = load_settings({"DANTARO_WEBHOOKS": '[{"url": "https://x/h", "events": ["stream_down", "stream_up"], "secret": "k"}]'}).webhooks
+    assert (target.format, target.events, target.secret.get_secret_value()) == ("json", ("stream_down", "stream_up"), "k")
+    assert load_settings({}).webhooks == ()
+
+
 def test_every_bad_variable_is_reported_at_once():
     with pytest.raises(SettingsError) as excinfo:
         load_settings({"MARKET_STATUS_INTERVAL": "7", "UPBIT_API_TIMEOUT": "0"})

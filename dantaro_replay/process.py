@@ -1,16 +1,21 @@
 """The replay server as a managed subprocess, for the CLI (`dantaro dev`), tests and benchmarks.
 
 The server binds a free port itself (``--port 0``) and prints its URL, so there is no race between
-picking a port and binding it; the handle then drives the ``/_replay`` control API.
+picking a port and binding it; the handle then drives the ``/_replay`` control API. By default it dies
+with the process that started it, even when that one is killed (:func:`terminate_with_parent`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -85,13 +90,34 @@ class ReplayServer:
             self.process.wait()
 
 
-def start_replay_server(*args: str, timeout: float = 60.0) -> ReplayServer:
-    """Start ``python -m dantaro_replay --port 0 ARGS`` and wait until it answers."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None  # resolved before any fork
+
+
+def terminate_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets SIGTERM when this process ends, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``; None elsewhere). The signal follows the *thread* that started the child: start
+    it from a thread that lives as long as the process (the main thread)."""
+    if _prctl is None:
+        return None
+    parent = os.getpid()
+
+    def _in_child() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above: nobody will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return _in_child
+
+
+def start_replay_server(*args: str, timeout: float = 60.0, die_with_parent: bool = True) -> ReplayServer:
+    """Start ``python -m dantaro_replay --port 0 ARGS`` and wait until it answers; with ``die_with_parent`` it
+    ends when the calling process does, however that ends."""
     log_path = Path(tempfile.mkstemp(prefix="dantaro-replay-", suffix=".log")[1])
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "dantaro_replay", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=log, text=True,
+            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=terminate_with_parent() if die_with_parent else None,
         )
     first_line: list[str] = []
     reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()), daemon=True)

@@ -31,7 +31,7 @@ from dantaro_assets.api.app import worker_status
 from dantaro_assets.lib import embedded
 from dantaro_assets.resources import snapshot_store
 from dantaro_assets.settings import load_settings
-from dantaro_assets_tests.harness import DagsterDev, prepare_history
+from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, prepare_history
 from dantaro_replay.process import start_replay_server
 
 PAGES = {
@@ -82,6 +82,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--markets", type=int, default=40)
     args = parser.parse_args()
+    exit_on_sigterm()  # SIGTERM stops `dagster dev` and the replay through the blocks below; a SIGKILL too (watchdog, kernel)
     browser = chromium()
     settings = load_settings()
     os.environ["DATABASE_URL"] = embedded.postgres_url(settings)

@@ -2,7 +2,7 @@
 
 One entry per run, in the job log's contract fields (README: Job log and API): ``job_id`` (run id), ``job_type`` (the ``dantaro/job`` tag),
 ``status`` (``completed``/``failed``/``running``/``queued``), ``duration`` (seconds), ``symbols_processed``
-(the largest ``markets`` / ``markets_returned`` count in the run's materialisation metadata), ``error`` (the
+(the ``markets`` its analysis processed, else the ``markets_returned`` by its fetch), ``error`` (the
 first step's or the run's failure message) and ``timestamp``; beside them Dagster's own view (``dagster_status``,
 ``job_name``, ``partition``, start and end) and the project's earlier names (``duration_s``, ``markets_processed``).
 Nothing is written twice: Dagster's run and event storage is the record, so the log survives restarts and
@@ -20,7 +20,9 @@ import dagster as dg
 from dantaro_assets.operations.limits import JOB_TAG
 from dantaro_assets.redaction import redact_text
 
-MARKET_COUNT_KEYS = ("markets", "markets_returned")  # analyses, candle fetches
+# What a run processed: its analysis's markets, else (a run that only fetches) the markets its fetch returned.
+# Never the largest of both: a candle step fetches every market over REST and none on the stream.
+MARKET_COUNT_KEYS = ("markets", "markets_returned")
 _FAILURE_EVENTS = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE}
 _RUNNING, _QUEUED, _COMPLETED, _FAILED = "running", "queued", "completed", "failed"
 CONTRACT_STATUS: Mapping[dg.DagsterRunStatus, str] = {
@@ -45,11 +47,13 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _markets_processed(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    counts = []
+    counts: dict[str, list[int]] = {key: [] for key in MARKET_COUNT_KEYS}
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        counts += [int(metadata[key].value) for key in MARKET_COUNT_KEYS if key in metadata and metadata[key].value is not None]
-    return max(counts) if counts else None
+        for key in MARKET_COUNT_KEYS:
+            if key in metadata and metadata[key].value is not None:
+                counts[key].append(int(metadata[key].value))
+    return next((max(found) for found in counts.values() if found), None)
 
 
 def _error(instance: dg.DagsterInstance, run_id: str) -> str | None:

@@ -3,7 +3,8 @@
 With ``DATABASE_URL`` / ``REDIS_URL`` unset, the webserver, the daemon and every run subprocess call
 :func:`postgres_url` / :func:`redis_url` and get the same server: the first caller starts it as a
 daemon (it outlives its starter), the others find it alive through its pid file and socket. A file
-lock per server makes two processes starting at once safe. Both listen on unix sockets only, so
+lock per server makes two processes starting at once safe. A process that must not outlive
+``dantaro stop`` by restarting them (the API) asks :func:`running_postgres_url` / :func:`running_redis_url`. Both listen on unix sockets only, so
 nothing is exposed on the network and no port can collide.
 
 Postgres comes from ``pgserver`` (PostgreSQL 16 binaries in a wheel); as root it runs the server as
@@ -70,6 +71,12 @@ def _running_postgres_url(pgdata: Path) -> str | None:
     return None
 
 
+def running_postgres_url(state_dir: Path) -> str | None:
+    """The URL of the Postgres of ``state_dir`` if it runs, else None: never starts it (for the API)."""
+    pgdata = Path(state_dir).resolve() / "postgres"
+    return _running_postgres_url(pgdata) if pgdata.exists() else None
+
+
 def embedded_postgres_url(state_dir: Path) -> str:
     """The URL of the Postgres whose data lives in ``state_dir/postgres``, starting it if it is down."""
     state_dir = Path(state_dir).resolve()
@@ -98,6 +105,12 @@ def _redis_alive(socket: Path) -> bool:
             return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
+
+
+def running_redis_url(state_dir: Path) -> str | None:
+    """The URL of the Redis of ``state_dir`` if it runs, else None: never starts it (for the API)."""
+    socket = _redis_socket(Path(state_dir).resolve() / "redis")
+    return f"unix://{socket}?db=0" if _redis_alive(socket) else None
 
 
 def embedded_redis_url(state_dir: Path) -> str:
@@ -130,6 +143,18 @@ def embedded_redis_url(state_dir: Path) -> str:
                 raise RuntimeError(f"embedded Redis did not start within {_START_TIMEOUT_S:.0f} s; log tail:\n{tail}")
             time.sleep(0.05)
     return url
+
+
+_SERVERS = {"postgres": (embedded_postgres_url, running_postgres_url), "redis": (embedded_redis_url, running_redis_url)}
+
+
+def embedded_server_url(server: str, state_dir: str | Path | None, *, start: bool = True) -> str | None:
+    """For a resource without a URL: the URL of the state folder's embedded ``server`` ("postgres" or "redis"),
+    started if it is down; with ``start=False`` only while it runs (None when it does not)."""
+    if state_dir is None:
+        raise ValueError(f"a {server} resource needs a url or a state_dir (for the embedded server)")
+    starting, running = _SERVERS[server]
+    return (starting if start else running)(Path(state_dir))
 
 
 def stop_embedded(state_dir: Path) -> list[str]:

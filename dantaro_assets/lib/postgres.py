@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -19,7 +18,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from dantaro_assets.lib.embedded import embedded_postgres_url
+from dantaro_assets.lib.embedded import embedded_server_url
 from dantaro_assets.redaction import redact_text, redact_url
 
 
@@ -67,13 +66,14 @@ class PostgresResource(dg.ConfigurableResource):
     url: str | None = None
     db_schema: str = "dantaro"
     state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
+    # False: use the embedded server only while it runs (the API must never start one that outlives `dantaro stop`)
+    start_embedded: bool = True
 
     def resolved_url(self) -> str:
-        if self.url:
-            return self.url
-        if self.state_dir is None:
-            raise ValueError("PostgresResource needs a url or a state_dir (for the embedded server)")
-        return embedded_postgres_url(Path(self.state_dir))
+        url = self.url or embedded_server_url("postgres", self.state_dir, start=self.start_embedded)
+        if url is None:
+            raise PostgresUnavailableError(f"the embedded Postgres of {self.state_dir} is not running (`dantaro dev` starts it)")
+        return url
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[adbc.Connection]:

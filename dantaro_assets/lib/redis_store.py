@@ -6,13 +6,11 @@ This module is the connection; the snapshot keys and their format live in
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import redis
 from pydantic import PrivateAttr
 
-from dantaro_assets.lib.embedded import embedded_redis_url
+from dantaro_assets.lib.embedded import embedded_server_url
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -21,14 +19,19 @@ class RedisResource(dg.ConfigurableResource):
     url: str | None = None
     prefix: str = "dantaro"
     state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
+    # False: use the embedded server only while it runs (the API must never start one that outlives `dantaro stop`)
+    start_embedded: bool = True
 
     _client: redis.Redis | None = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        url = self.url or embedded_server_url("redis", self.state_dir, start=self.start_embedded)
+        if url is None:
+            raise redis.ConnectionError(f"the embedded Redis of {self.state_dir} is not running (`dantaro dev` starts it)")
+        return url
 
     def client(self) -> redis.Redis:
         """A client with short timeouts: a Redis outage must cost a run seconds, not minutes."""
         if self._client is None:
-            if not self.url and self.state_dir is None:
-                raise ValueError("RedisResource needs a url or a state_dir (for the embedded server)")
-            url = self.url or embedded_redis_url(Path(self.state_dir))
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            self._client = redis.Redis.from_url(self.resolved_url(), socket_connect_timeout=2, socket_timeout=5)
         return self._client

@@ -29,6 +29,7 @@ RETENTION: Mapping[str, tuple[str, str]] = {
     "support_levels": ("as_of", "retention_analyses_days"),
     "recommendations": ("as_of", "retention_analyses_days"),
     "recommendation_outcomes": ("as_of", "retention_analyses_days"),
+    "webhook_deliveries": ("created_at", "retention_runs_days"),  # the alerts' outbox: kept as long as the runs it speaks of
 }
 _RUN_PAGE = 200
 FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]

@@ -49,6 +49,7 @@ from dantaro_assets.lib.dagster_internals import (
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB
 from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
+from dantaro_assets.operations.schedules import default_sensor_status
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recommendations
 from dantaro_assets.support_levels import analysis as support_levels
@@ -211,11 +212,6 @@ def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
     if len(candidates) > 1:
         waiting.append(f"{len(candidates) - 1} more history run(s) follow, one at a time")
     return HistoryPlan(candidates[0] if candidates else None, tuple(waiting), stored)
-
-
-def default_sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
-    """Off with the schedules when WORKER_ENABLED=false (an operator can still start it in the UI)."""
-    return dg.DefaultSensorStatus.RUNNING if enabled else dg.DefaultSensorStatus.STOPPED
 
 
 def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: bool) -> dg.SensorDefinition:

@@ -1,8 +1,11 @@
-"""Runs on Celery workers: dagster-celery's run launcher, told when a worker is gone, and ``dantaro worker``.
+"""Runs on Celery workers: the run queue naming each run's Celery queue, dagster-celery's run launcher, told when a
+worker is gone, and ``dantaro worker``.
 
 With ``deploy/dagster.celery.yaml`` the daemon's run queue (priorities, per-job limits, the run cap) stays
-where it is and launches each run as a Celery task on the queue its job's tags name (``limits.CELERY_QUEUES``:
-live cadence runs vs bulk work); ``dantaro worker --queue NAME`` processes on any host execute them. A
+where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue of its job type as it is
+queued (``CELERY_QUEUES``: live cadence runs vs bulk work), and the launcher sends it there as a Celery task;
+``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs for Celery:
+under any other (``dantaro dev``'s) no run carries a Celery tag. A
 worker takes a run only when it has a free process (no prefetch) and forks a fresh child per run from a
 parent that has already imported the code, so a run starts without paying Python's start-up and each
 run's memory cap (an rlimit set by the jobs' executor) dies with its child.
@@ -15,19 +18,47 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 
 import dagster as dg
 from celery.signals import task_prerun
 from dagster_celery.launcher import CeleryRunLauncher
-from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 from dantaro_assets.lib.dagster_internals import CheckRunHealthResult, WorkerStatus
+from dantaro_assets.operations.limits import JOB_TAG
 
 WORKER_TAG = "dantaro/worker"
+# The Celery queue of each job type: the cadence runs apart from bulk work, so a history backfill or cleanup on a
+# worker never holds up market status. Runs of no job type (an asset materialised from the UI) go to bulk too.
+CELERY_QUEUES: Mapping[str, str] = {
+    "market_status": "live",
+    "recommendations": "live",
+    "support_levels": "live",
+    "daily_candles": "bulk",
+    "history": "bulk",
+    "recommendation_outcomes": "bulk",
+    "cleanup": "bulk",
+}
+DEFAULT_QUEUE = "bulk"
 INSPECT_TIMEOUT_SECONDS = 2.0
 # a worker that does not answer for this long is taken for dead (one missed answer can be load, not death)
 WORKER_LOST_SECONDS = 10.0
+
+
+class CeleryQueueRunCoordinator(dg.QueuedRunCoordinator):
+    """Dagster's run queue, tagging each run with its job type's Celery queue (``dagster-celery/queue``) as it is queued.
+
+    Here rather than on the jobs so that only the Celery instance's runs carry it; set before the run
+    waits in the queue, whose per-queue ``tag_concurrency_limits`` read it. A queue given at launch wins.
+    """
+
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
+        run = context.dagster_run
+        if DAGSTER_CELERY_QUEUE_TAG not in run.tags:
+            self._instance.add_run_tags(run.run_id, {DAGSTER_CELERY_QUEUE_TAG: CELERY_QUEUES.get(run.tags.get(JOB_TAG, ""), DEFAULT_QUEUE)})
+        return super().submit_run(context)
 
 
 class WorkerCheckingCeleryRunLauncher(CeleryRunLauncher):

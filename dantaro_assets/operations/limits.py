@@ -39,7 +39,6 @@ JOB_TAG = "dantaro/job"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
 TIMED_OUT_TAG = "dantaro/timed_out"
-CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, read by the Celery run launcher
 STOP_GRACE_SECONDS = 10
 MONITORING_GRACE_SECONDS = 30
 
@@ -56,21 +55,9 @@ PRIORITIES: Mapping[str, int] = {
     "cleanup": -10,
 }
 
-# The Celery queue of each job type (deploy/dagster.celery.yaml): the cadence runs apart from bulk work, so a
-# history backfill or cleanup on a worker never holds up market status; other launchers ignore the tag.
-CELERY_QUEUES: Mapping[str, str] = {
-    "market_status": "live",
-    "recommendations": "live",
-    "support_levels": "live",
-    "daily_candles": "bulk",
-    "history": "bulk",
-    "recommendation_outcomes": "bulk",
-    "cleanup": "bulk",
-}
-
-
 def job_tags(job_type: str, *, finalise: bool = False) -> dict[str, str]:
-    """Tags of every run of ``job_type``: queue priority, one-at-a-time key, Celery queue.
+    """Tags of every run of ``job_type``: queue priority and one-at-a-time key (the Celery queue is the Celery
+    instance's to add: ``celery_runs.CeleryQueueRunCoordinator``).
 
     A run finalising a closed period goes one step ahead of the same job's run for the open period,
     so the open period's lookback reads complete candles. The timeout tag is the job's own
@@ -79,7 +66,6 @@ def job_tags(job_type: str, *, finalise: bool = False) -> dict[str, str]:
     tags = {
         PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
         JOB_TAG: job_type,
-        CELERY_QUEUE_TAG: CELERY_QUEUES[job_type],
     }
     if finalise:
         tags[FINALISE_TAG] = "true"

@@ -37,6 +37,11 @@ def default_status(enabled: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED
 
 
+def default_sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
+    """Sensors stop with the schedules when WORKER_ENABLED=false (an operator can still start one in the UI)."""
+    return dg.DefaultSensorStatus.RUNNING if enabled else dg.DefaultSensorStatus.STOPPED
+
+
 def period_run_requests(
     job_type: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,

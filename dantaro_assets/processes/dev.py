@@ -1,9 +1,10 @@
 """``dantaro dev``: the pipeline, its UI and the stream on one machine, with nothing to install but Python.
 
-It validates the settings, starts the embedded Postgres and Redis when no URLs are set, starts the
-offline replay server when the live Upbit API cannot be reached (or ``--offline``), points
-``DAGSTER_HOME`` at the state folder's instance, hands over to ``dagster dev`` and runs the stream
-beside it; Ctrl-C or SIGTERM stops the runs first, then the services.
+It takes the state folder's dev lock (one ``dantaro dev`` per folder), starts the embedded Postgres and
+Redis when no URLs are set, starts the offline replay server when the live Upbit API cannot be reached
+(or ``--offline``), points ``DAGSTER_HOME`` at the state folder's instance, records what it uses and
+started in ``dev.json``, hands over to ``dagster dev``, runs the stream beside it and prints the UI's
+address once it answers; Ctrl-C or SIGTERM stops the runs first, then the services.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import dagster as dg
+import httpx
 
 from dantaro_assets.lib import embedded
 from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
-from dantaro_assets.processes.stop import DEV_RECORD, running_dev, write_dev_record
+from dantaro_assets.processes.stop import DEV_RECORD, claim_state, running_dev, write_dev_record
 from dantaro_assets.processes.stream_child import StreamChild
 from dantaro_assets.redaction import redact_url
 from dantaro_assets.settings import Settings
@@ -66,11 +68,37 @@ def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
             sys.stdout.flush()
 
 
+def _announce_when_up(url: str, banner: str, dagster: subprocess.Popen, stop: threading.Event) -> None:
+    """Print ``banner`` once the UI answers ``/server_info``: the webserver starts seconds after `dagster dev`."""
+    while not stop.is_set() and dagster.poll() is None:
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                print(banner, flush=True)
+                return
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.25)
+
+
 def run_dev(settings: Settings, options: DevOptions) -> int:
-    """Run until Ctrl-C/SIGTERM; returns the exit code."""
-    if running := running_dev(settings.state_dir):
-        print(f"dantaro dev: already running for {settings.state_dir} (pid {running['pid']}); `dantaro stop` stops it", file=sys.stderr)
+    """Run until Ctrl-C/SIGTERM; returns the exit code. One per state folder: the lock is held until it returns."""
+    lock = claim_state(settings.state_dir)
+    if lock is None:
+        pid = (running_dev(settings.state_dir) or {}).get("pid")  # none yet while that one starts
+        print(f"dantaro dev: already running for {settings.state_dir}{f' (pid {pid})' if pid else ''}; `dantaro stop` stops it",
+              file=sys.stderr)
         return 1
+    with lock:
+        try:
+            return _run_dev(settings, options)
+        finally:
+            (settings.state_dir / DEV_RECORD).unlink(missing_ok=True)
+
+
+def _run_dev(settings: Settings, options: DevOptions) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C: acted on once Dagster is started
+        signal.signal(signum, lambda *_: stop.set())
     if options.verbose:
         settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
     home = use_instance(settings, refresh=True)
@@ -79,39 +107,55 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
     postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
-    if options.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
-        replay = start_replay_server("--simulated", str(options.markets), "--seed", str(options.seed))
-        env["UPBIT_BASE_URL"] = replay.url
-        print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
-    print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
-    services = service_log_level(settings.worker_log_level)
-    command = [
-        # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
-        sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
-        # the code location by module (what workspace.yaml names), so an installed package needs no project folder
-        "-m", "dantaro_assets.definitions", "-h", options.host, "-p", str(options.port),
-        "--log-level", services, "--code-server-log-level", services,
-    ]
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop or Ctrl-C
-        signal.signal(signum, lambda *_: stop.set())
-    # Opened before `dagster dev` starts: a fresh instance's storage is created once, not raced by its processes.
+    # Opened before anything else starts and before the record is written (readers of dev.json open it): a fresh
+    # instance's storage is created once, not raced by `dagster dev`'s processes.
     instance = dg.DagsterInstance.from_config(str(home))
+    record = {"pid": os.getpid()}
+    write_dev_record(settings.state_dir, record)
+    try:
+        if options.offline or (not explicit_url and not _reachable(LIVE_UPBIT)):
+            # not tied to this process: a killed `dantaro dev` leaves it serving its orphans until `dantaro stop` (the record)
+            replay = start_replay_server("--simulated", str(options.markets), "--seed", str(options.seed), die_with_parent=False)
+            record["replay_pid"] = replay.process.pid
+            env["UPBIT_BASE_URL"] = replay.url
+            print(f"dantaro dev: Upbit is not reachable or --offline given: replaying a simulated market at {env['UPBIT_BASE_URL']}")
+        # what `dantaro settings` shows while this runs: the values used here where they differ from the environment's
+        record["settings"] = {"UPBIT_BASE_URL": redact_url(env.get("UPBIT_BASE_URL", settings.upbit_base_url)),
+                              "DATABASE_URL": redact_url(postgres), "REDIS_URL": redact_url(redis),
+                              "WORKER_LOG_LEVEL": settings.worker_log_level, "DAGSTER_HOME": str(home)}
+        write_dev_record(settings.state_dir, record)
+        print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+        services = service_log_level(settings.worker_log_level)
+        command = [
+            # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start
+            sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+            # the code location by module (what workspace.yaml names), so an installed package needs no project folder
+            "-m", "dantaro_assets.definitions", "-h", options.host, "-p", str(options.port),
+            "--log-level", services, "--code-server-log-level", services,
+        ]
+    except BaseException:
+        instance.dispose()
+        if replay is not None:
+            replay.stop()
+        raise
     # Run from DAGSTER_HOME so dagster dev does not warn about the template dagster.yaml in the project folder;
     # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
     dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     keep = (lambda _: True) if options.verbose else StackTraceFilter().keep
     echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
     echo.start()
-    record = {"pid": os.getpid(), "dagster_pgid": dagster.pid}
+    record["dagster_pgid"] = dagster.pid
     write_dev_record(settings.state_dir, record)
     stream = None
     if not options.no_stream:  # beside Dagster, against UPBIT_BASE_URL's WebSocket (the replay's when offline)
         stream = StreamChild(settings.state_dir, env, keep=keep if options.verbose else StackTraceFilter().keep,
                              on_start=lambda pid: write_dev_record(settings.state_dir, {**record, "stream_pid": pid}))
         stream.start()
-    print(f"dantaro dev: UI on http://{options.host}:{options.port}; {'no stream (--no-stream)' if stream is None else 'stream started'}; "
-          "Ctrl-C or `dantaro stop` stops it")
+    ui = f"http://{'127.0.0.1' if options.host in ('0.0.0.0', '') else options.host}:{options.port}"
+    print(f"dantaro dev: starting Dagster ({'no stream: --no-stream' if stream is None else 'the stream started'}); "
+          "the UI's address follows when it answers", flush=True)
+    banner = f"dantaro dev: UI on http://{options.host}:{options.port}; Ctrl-C or `dantaro stop` stops it"
+    threading.Thread(target=_announce_when_up, args=(ui, banner, dagster, stop), name="dantaro-dev-banner", daemon=True).start()
     try:
         run_lines = RunLines(instance)
         while not stop.wait(1):
@@ -132,6 +176,7 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
         print(f"dantaro dev: stopped in {time.monotonic() - started:.1f} s{note}")
         return 0
     finally:
+        stop.set()
         instance.dispose()
         if dagster.poll() is None:
             os.killpg(dagster.pid, signal.SIGKILL)
@@ -140,4 +185,3 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
             stream.wait(timeout=1)
         if replay is not None:
             replay.stop()
-        (settings.state_dir / DEV_RECORD).unlink(missing_ok=True)

@@ -1,22 +1,26 @@
 """Finding and stopping what a ``dantaro dev`` started, even when it was killed: by its record and by ``/proc``.
 
-``dantaro dev`` writes ``dev.json`` in the state folder (its pid, its `dagster dev` process group, the
-stream's pid); every child names the state folder on its command line or runs in that process group,
-so ``dantaro stop`` finds them without the parent.
+``dantaro dev`` holds ``dev.lock`` in the state folder for its lifetime (one per state folder) and writes
+``dev.json`` beside it: its pid, the settings it runs with (``dantaro settings`` shows them), its replay
+server's pid, its `dagster dev` process group, the stream's pid. Every child names the state folder on its
+command line, runs in that process group or is in the record, so ``dantaro stop`` finds them without the parent.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from dantaro_assets.settings import Settings
 
-DEV_RECORD = "dev.json"  # in the state folder: the running `dantaro dev` and its `dagster dev` process group
+DEV_RECORD = "dev.json"  # in the state folder: the running `dantaro dev`, what it uses and what it started
+DEV_LOCK = "dev.lock"  # held by the running `dantaro dev`; the kernel releases it when that process ends, however it ends
 
 
 def alive(pid: int) -> bool:
@@ -44,6 +48,20 @@ def dev_record(state_dir: Path) -> dict | None:
 
 def write_dev_record(state_dir: Path, record: dict) -> None:
     (state_dir / DEV_RECORD).write_text(json.dumps(record))
+
+
+def claim_state(state_dir: Path) -> IO | None:
+    """The state folder's dev lock, held until the returned file is closed (or the process ends); None while another
+    ``dantaro dev`` holds it. Checking for a running dev and writing its record under one lock: two started at
+    once cannot both pass the check."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / DEV_LOCK, "a")  # noqa: SIM115 - held for the caller's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def running_dev(state_dir: Path) -> dict | None:
@@ -100,7 +118,11 @@ def stop_state(settings: Settings, timeout: float) -> int:
         if alive(stream_pid := record.get("stream_pid", 0)) and str(settings.state_dir) in cmdline(stream_pid):
             terminate(stream_pid, 10.0)  # left running by a killed `dantaro dev`
             print(f"dantaro stop: stopped the stream (pid {stream_pid}) left by dantaro dev")
-        left = dagster_processes(record["dagster_pgid"])  # what a killed `dantaro dev` left running
+        if alive(replay_pid := record.get("replay_pid", 0)) and "dantaro_replay" in cmdline(replay_pid):
+            terminate(replay_pid, 10.0)  # left running by a killed `dantaro dev`
+            print(f"dantaro stop: stopped the replay server (pid {replay_pid}) left by dantaro dev")
+        # what a killed `dantaro dev` left running of its `dagster dev` (none if it was killed before starting it)
+        left = dagster_processes(pgid) if (pgid := record.get("dagster_pgid")) else []
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         if left:

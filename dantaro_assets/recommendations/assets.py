@@ -108,6 +108,7 @@ def recommendations(
             "ticks": len(as_ofs),
             "latest_as_of": str(as_ofs[-1]) if len(as_ofs) else "none",
             "universe_size": int(latest["eligible"]) if latest is not None else 0,
+            "markets": int(latest["eligible"]) if latest is not None else 0,  # what the run processed (the job log's count)
             "listed": int(latest["listed"]) if latest is not None else 0,
             "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
             "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
@@ -175,6 +176,7 @@ def recommendation_outcomes(
         outcomes,
         metadata={
             **{k: (v if v is not None else "n/a") for k, v in summary.items()},
+            "markets": int(outcomes["market"].nunique()),  # graded (the job log's count)
             "candles_until": str(data_end) if data_end is not None else "none",
             "final": bool(data_end is not None and data_end >= end + HIT_WINDOW),
             "served_scorer": run_settings.scorer,

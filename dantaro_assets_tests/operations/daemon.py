@@ -8,8 +8,8 @@ This module is also the tests' (and benches') only import of Dagster's private m
 no public API that serves:
 - ``create_test_daemon_workspace_context``, ``WorkspaceProcessContext``, ``ModuleTarget``: a code
   server and workspace that the daemons' iterations accept, outside a ``dagster-daemon`` process;
-- ``QueuedRunCoordinatorDaemon``, ``execute_run_monitoring_iteration``, ``EventLogConsumerDaemon``:
-  the run queue, run monitoring and run retries, one iteration at a time;
+- ``QueuedRunCoordinatorDaemon``, ``execute_run_monitoring_iteration``, ``EventLogConsumerDaemon``,
+  ``FreshnessDaemon``: the run queue, run monitoring, run retries and freshness evaluation, one iteration at a time;
 - ``DaemonHeartbeat``: a daemon's heartbeat written as the daemon writes it (``/worker/status``);
 - ``freeze_time``: the clock sensors read (``dantaro_assets.lib.dagster_internals.get_current_datetime``);
 - ``create_run_for_test``, ``RunsTable``: a stored run of a job that no code location holds, with its
@@ -38,6 +38,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.auto_run_reexecution.event_log_consumer import (
     EventLogConsumerDaemon,
 )
+from dagster._daemon.freshness import FreshnessDaemon
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
@@ -52,6 +53,7 @@ __all__ = [  # re-exported for the tests (see the docstring)
     "ComputeIOType",
     "DaemonHeartbeat",
     "EventLogConsumerDaemon",
+    "FreshnessDaemon",
     "RunsTable",
     "WorkspaceProcessContext",
     "create_run_for_test",

@@ -20,9 +20,12 @@ import psycopg
 import pytest
 import redis
 import yaml
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from dantaro_assets.operations.celery_runs import (
+    CELERY_QUEUES,
     WORKER_TAG,
+    CeleryQueueRunCoordinator,
     WorkerCheckingCeleryRunLauncher,
 )
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
@@ -35,6 +38,7 @@ from dantaro_assets_tests.operations.daemon import (
     PROJECT_DIR,
     WorkspaceProcessContext,
     daemon_workspace,
+    dagster_instance_config,
     dequeue,
     monitor,
     retries_daemon,
@@ -175,10 +179,49 @@ def _worker(instance, run_id: str) -> str:
     return instance.get_run_by_id(run_id).tags[WORKER_TAG].split("@")[0]
 
 
+def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_queue(tmp_path):
+    write_instance_config(tmp_path, load_settings(), template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
+    write_instance_config(tmp_path / "local", load_settings())
+    config, _ = dagster_instance_config(str(tmp_path))
+    local, _ = dagster_instance_config(str(tmp_path / "local"))
+    for section in ("run_monitoring", "run_retries"):
+        assert config[section] == local[section], section
+    # the same run queue, whose coordinator also names each run's Celery queue
+    assert config["run_coordinator"]["config"] == local["run_coordinator"]["config"]
+    assert config["run_coordinator"]["class"] == "CeleryQueueRunCoordinator" and local["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["concurrency"]["pools"] == local["concurrency"]["pools"]
+    runs, local_runs = config["concurrency"]["runs"], local["concurrency"]["runs"]
+    assert runs["max_concurrent_runs"] == local_runs["max_concurrent_runs"]
+    per_queue = [limit for limit in runs["tag_concurrency_limits"] if limit["key"] == DAGSTER_CELERY_QUEUE_TAG]
+    assert [limit for limit in runs["tag_concurrency_limits"] if limit not in per_queue] == local_runs["tag_concurrency_limits"]
+    # every queue a job names has its run slots, and they add up to the run cap
+    assert {limit["value"] for limit in per_queue} == set(CELERY_QUEUES.values())
+    assert sum(limit["limit"] for limit in per_queue) == runs["max_concurrent_runs"]
+    assert config["run_launcher"]["class"] == "WorkerCheckingCeleryRunLauncher"
+    assert config["run_launcher"]["config"]["default_queue"] == "bulk"
+
+
 @distributed
 def test_the_celery_instance_launches_on_celery(instance):
     assert isinstance(instance.run_launcher, WorkerCheckingCeleryRunLauncher)
     assert instance.run_launcher.supports_check_run_worker_health
+    assert isinstance(instance.run_coordinator, CeleryQueueRunCoordinator)
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2  # the run queue's limits still apply
+
+
+@distributed
+def test_the_celery_instance_names_each_runs_queue_as_it_is_queued(instance, workspace):
+    """Jobs carry no Celery tag (test_limits.py); the Celery instance's run coordinator adds it, before the run waits in the queue."""
+    run_ids = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(0)) for job_type in PRIORITIES}
+    explicit = submit(instance, workspace, "cleanup_job", _wait_config(0), tags={DAGSTER_CELERY_QUEUE_TAG: "live"})
+    try:
+        queued = {job_type: instance.get_run_by_id(run_id) for job_type, run_id in run_ids.items()}
+        assert {run.status for run in queued.values()} == {dg.DagsterRunStatus.QUEUED}
+        assert {job_type: run.tags[DAGSTER_CELERY_QUEUE_TAG] for job_type, run in queued.items()} == dict(CELERY_QUEUES)
+        assert instance.get_run_by_id(explicit).tags[DAGSTER_CELERY_QUEUE_TAG] == "live"  # a queue given at launch wins
+    finally:
+        for run_id in [*run_ids.values(), explicit]:
+            instance.run_coordinator.cancel_run(run_id)
 
 
 @distributed

@@ -15,8 +15,6 @@ import pytest
 
 from dantaro_assets.operations.jobs import run_tags
 from dantaro_assets.operations.limits import (
-    CELERY_QUEUE_TAG,
-    CELERY_QUEUES,
     JOB_TAG,
     MONITORING_GRACE_SECONDS,
     instance_limit_problems,
@@ -102,15 +100,26 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
     assert wait_for(instance, [under], {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})[under] == dg.DagsterRunStatus.SUCCESS
 
 
-def test_job_tags_carry_the_settings_timeout():
+def test_job_tags_carry_the_settings_timeout_and_no_celery_queue():
     tags = run_tags("market_status", load_settings({}))
-    # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace
+    # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace;
+    # the Celery queue is added by the Celery instance's run coordinator only (test_celery_runs.py)
     assert tags == {
         "dagster/priority": "40",
         JOB_TAG: "market_status",
         "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS),
-        "dagster-celery/queue": "live",  # read only by the Celery run launcher
     }
+
+
+def test_no_job_schedule_or_sensor_of_the_definitions_tags_runs_for_celery():
+    """What `dantaro dev` runs: the jobs' tags (on every run of the job) and the run requests' (schedules, sensors)."""
+    from dantaro_assets.definitions import defs
+    from dantaro_assets.operations.limits import PRIORITIES, job_tags
+
+    tag_sets = {job.name: job.tags for job in defs.resolve_all_job_defs()}
+    tag_sets |= {f"{job_type} run request": job_tags(job_type, finalise=final) for job_type in PRIORITIES for final in (False, True)}
+    assert "market_status_job" in tag_sets
+    assert {name: tags for name, tags in tag_sets.items() if any(tag.startswith("dagster-celery/") for tag in tags)} == {}
 
 
 def test_instance_config_follows_worker_max_workers_and_mismatches_are_reported(tmp_path: Path):
@@ -130,30 +139,6 @@ def test_the_production_config_carries_the_same_limits(tmp_path: Path):
     for section in ("concurrency", "run_monitoring", "run_retries", "run_coordinator"):
         assert config[section] == local[section], section
     assert "postgres" in config["storage"]
-
-
-def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_queue(tmp_path: Path):
-
-    write_instance_config(tmp_path, load_settings(), template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
-    config, _ = dagster_instance_config(str(tmp_path))
-    local, _ = dagster_instance_config(str(_local_home(tmp_path)))
-    for section in ("run_monitoring", "run_retries", "run_coordinator"):
-        assert config[section] == local[section], section
-    assert config["concurrency"]["pools"] == local["concurrency"]["pools"]
-    runs, local_runs = config["concurrency"]["runs"], local["concurrency"]["runs"]
-    assert runs["max_concurrent_runs"] == local_runs["max_concurrent_runs"]
-    per_queue = [limit for limit in runs["tag_concurrency_limits"] if limit["key"] == CELERY_QUEUE_TAG]
-    assert [limit for limit in runs["tag_concurrency_limits"] if limit not in per_queue] == local_runs["tag_concurrency_limits"]
-    # every queue a job names has its run slots, and they add up to the run cap
-    assert {limit["value"] for limit in per_queue} == set(CELERY_QUEUES.values())
-    assert sum(limit["limit"] for limit in per_queue) == runs["max_concurrent_runs"]
-    assert config["run_launcher"]["class"] == "WorkerCheckingCeleryRunLauncher"
-
-
-def test_the_queue_tag_is_the_one_dagster_celery_reads():
-    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
-
-    assert CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG
 
 
 def _local_home(tmp_path: Path) -> Path:

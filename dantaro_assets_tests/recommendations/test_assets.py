@@ -11,10 +11,12 @@ import psycopg
 import pytest
 
 from dantaro_assets import markets
+from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
@@ -80,10 +82,10 @@ def stored(market, io_resources):
     return frames
 
 
-def _materialise(asset, io_resources):
+def _materialise(asset, io_resources, **kwargs):
     upstream = [a.to_source_asset() for a in markets.assets]
     others = [recommendations.to_source_asset()] if asset is recommendation_outcomes else [recommendations_redis]  # and its publish step
-    return dg.materialize([*upstream, *others, asset], partition_key=PARTITION, resources=io_resources)
+    return dg.materialize([*upstream, *others, asset], partition_key=PARTITION, resources=io_resources, **kwargs)
 
 
 def _table(postgres_resource, name: str) -> pd.DataFrame:
@@ -169,6 +171,18 @@ def test_outcomes_materialise_with_unreached_horizons_null(materialised, io_reso
         assert row["mean_excess"] == pytest.approx(graded["excess_4h"].mean(), abs=1e-6)
         assert row["hit_rate"] == pytest.approx((graded["excess_4h"] > 0).mean(), abs=1e-6)
         assert row["excess_ci_low"] is None and row["excess_ci_high"] is None  # one graded hour: no interval yet
+
+
+def test_the_job_log_counts_the_markets_each_run_processed(materialised, io_resources, postgres_resource, instance):
+    """/worker/status's symbols_processed: a recommendations run its eligible universe (not its picks, not the
+    candles fetched), an outcomes run the markets it graded."""
+    picked = _materialise(recommendations, io_resources, instance=instance, tags=job_tags("recommendations"))
+    graded = _materialise(recommendation_outcomes, io_resources, instance=instance, tags=job_tags("recommendation_outcomes"))
+    jobs = {entry["job_id"]: entry for entry in JobLog(instance).entries()}
+    universe = picked.asset_materializations_for_node("recommendations")[0].metadata["universe_size"].value
+    assert jobs[picked.run_id]["symbols_processed"] == universe == 10 == jobs[picked.run_id]["markets_processed"]
+    outcomes = _table(postgres_resource, "recommendation_outcomes")
+    assert jobs[graded.run_id]["symbols_processed"] == outcomes["market"].nunique() > 0
 
 
 # --- bad data never passes the checks ---------------------------------------------------------

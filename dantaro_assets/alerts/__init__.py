@@ -1,0 +1,1 @@
+"""Webhooks for traders and operators: events read from what the pipeline stored, queued and delivered by sensors."""
