@@ -300,8 +300,9 @@ OPENAPI: dict[str, Any] = {
                     "config_problems": {"type": "array", "items": {"type": "string"}},
                     "cached_at": {"type": "string", "format": "date-time", "description": "when this answer was computed"},
                     "cache_age": {"type": "number", "description": "seconds since cached_at"},
-                    "stream": {"type": "object", "description": "dantaro stream: state, healthy, problem, lag_s, messages_per_s, "
-                               "reconnects, gaps, markets, minutes_written, heartbeat, covered_through (read per request)"},
+                    "stream": {"type": "object", "description": "dantaro stream: state, healthy, problem, lag_s, messages_per_s, reconnects, "
+                               "markets, minutes_written, no_trade_minutes, missed_minutes, quarantined, heartbeat, covered_through "
+                               "(read per request from its record in Postgres)"},
                 },
             },
         }

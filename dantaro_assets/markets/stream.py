@@ -667,7 +667,8 @@ class CandleStream:
                 asset_key=key, check_name="coverage", passed=passed, severity=dg.AssetCheckSeverity.ERROR,
                 description=(f"stream, {partition}: saw {share:.1%} of the universe's market-minutes committed in the period"
                              + ("" if passed else f" (< {self.min_coverage:.0%}); the hour's final run fetches what it missed over REST")),
-                metadata={"partition": partition, "seen_share": round(share, 4), "market_minutes_seen": seen, "market_minutes_missed": missed, "source": "stream"}),
+                metadata={"partition": partition, "seen_share": round(share, 4), "market_minutes_seen": seen, "market_minutes_missed": missed,
+                          "source": "stream"}),
         ]
 
     # --- service ---
