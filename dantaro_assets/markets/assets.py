@@ -36,7 +36,7 @@ from dantaro_assets.markets.schemas import (
     upbit_instruments_schema,
     upbit_markets_schema,
 )
-from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, plan_fetch, rest_windows
+from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, fetched_windows, plan_fetch
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
@@ -106,15 +106,14 @@ STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_lev
 def _stream_plan(
     context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
     max_lag_seconds: float,
-) -> tuple[SeenStore, Plan] | tuple[None, None]:
+) -> Plan | None:
     """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
     tags = context.run.tags
     if tags.get(JOB_TAG) not in STREAM_BACKED_JOBS or "dagster/backfill" in tags:
-        return None, None
-    store = SeenStore(postgres)
-    plan = plan_fetch(store, markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
+        return None
+    plan = plan_fetch(SeenStore(postgres), markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
     context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
-    return store, plan
+    return plan
 
 
 def _candle_asset(
@@ -154,8 +153,7 @@ def _candle_asset(
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
-        store, plan = (_stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds)
-                       if interval_name == "minute1" else (None, None))
+        plan = _stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if interval_name == "minute1" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
@@ -178,12 +176,10 @@ def _candle_asset(
         # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
         yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=metadata)
         yield dg.Output(candles, metadata=metadata)
-        if plan is not None and plan.fetch and stats.server_time is not None:
+        if interval_name == "minute1" and stats.server_time is not None:
             # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
-            answered = set(plan.fetch) - set(stats.skipped_markets)
             try:
-                closed_before = stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)
-                store.record(rest_windows(plan.fetch, answered, closed_before, plan.window_source))
+                SeenStore(postgres).record(fetched_windows(plan, markets, start, end, stats, run_settings.stream_grace_seconds))
             except RecordUnreadable as exc:  # stored all the same; the next run fetches these ranges again
                 context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded ({type(exc).__name__}: {exc})")
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
 from dantaro_assets.lib.postgres_io import advisory_lock
+from dantaro_assets.lib.upbit import FetchStats
 
 KEEP_SECONDS = 48 * 3600
 MINUTE = 60
@@ -266,7 +267,7 @@ def plan_fetch(store: SeenStore, markets: list[str], start: pd.Timestamp, end: p
     """The REST fetch a run needs for ``[start, end)`` given what the stream and earlier fetches saw.
 
     ``final`` (the run closing an hour): every minute the stream stored is compared with REST, once an
-    hour: the first final run fetches the hour of every market no earlier final run audited (one request
+    hour: the first final run fetches the hour of every market not audited yet (one request
     each), after giving a healthy stream up to ``max_lag`` seconds to commit past ``end``, so the audit
     comes after the stream's last write of the hour. Otherwise (a tick) a healthy stream is trusted for
     the minutes it has not committed yet, and only closed minutes no window covers are fetched.
@@ -287,7 +288,7 @@ def plan_fetch(store: SeenStore, markets: list[str], start: pd.Timestamp, end: p
         unseen = missing(windows, markets, start, end)
         audit = one_range(missing([w for w in windows if w.source == "audit"], markets, start, end))
         if not audit:
-            return Plan("stream", {}, "every minute of the hour was compared with REST by an earlier final run", health)
+            return Plan("stream", {}, "every minute of the hour was compared with REST already (an earlier final run, or a full fetch)", health)
         reasons = [problem] if problem else []
         if unseen:
             reasons.append(f"{len(unseen)} market(s) with minutes the stream did not see or quarantined")
@@ -321,7 +322,7 @@ def wait_for_commit(store: SeenStore, health: StreamHealth | None, through: floa
     return health
 
 
-def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestamp, source: str = "rest") -> list[Window]:
+def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestamp, source: str) -> list[Window]:
     """The REST ranges answered, ended at ``closed_before`` (the minutes Upbit's clock had closed), as windows."""
     grouped: dict[tuple[int, int], set[str]] = {}
     limit = int(closed_before.timestamp())
@@ -333,6 +334,19 @@ def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestam
             if key[1] > key[0]:
                 grouped.setdefault(key, set()).add(market)
     return [Window(s, e, frozenset(m), source) for (s, e), m in grouped.items()]
+
+
+def fetched_windows(plan: Plan | None, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, stats: FetchStats,
+                    grace_seconds: float) -> list[Window]:
+    """What a ``candles_1m`` run's REST fetch covered, as windows: a plan's ranges (a tick's ``rest``, a final
+    run's ``audit``), or the whole window of a full fetch (history, backfills: every minute in it is REST's,
+    so it is an ``audit`` too and no final run fetches it again)."""
+    if stats.server_time is None:
+        return []
+    ranges = plan.fetch if plan is not None else {market: [(start, end)] for market in markets}
+    answered = set(ranges) - set(stats.skipped_markets)
+    closed_before = stats.server_time - pd.Timedelta(seconds=grace_seconds)
+    return rest_windows(ranges, answered, closed_before, plan.window_source if plan is not None else "audit")
 
 
 def stream_status(store: SeenStore, max_lag: float, wall_now: float | None = None) -> dict:

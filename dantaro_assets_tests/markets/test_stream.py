@@ -388,6 +388,19 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     assert again.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
 
 
+def test_an_hour_fetched_whole_over_rest_is_not_fetched_again_by_its_final_run(small_replay, stream_schema, pg_url, redis_resource):
+    """The history sensor's (or a backfill's) full fetch of a closed hour is REST's every minute: an audit already."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.reset_stats()
+    assert run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00").success  # as candles_1m_job runs it
+    assert candle_requests(small_replay) == len(SIM_MARKETS)
+    small_replay.reset_stats()
+    final = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
+                           **{"dantaro/job": "market_status", "dantaro/finalise": "true"})
+    assert final.success and candle_requests(small_replay) == 0
+    assert final.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
+
+
 def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Issue 22: the stream behind messages the replay alters. XRP 12:24 gets one wild state (prices x100, volume
     x1000) before its true ones, ETH 12:26 is 1 % high in every update, SOL 12:28 has a negative price in every
