@@ -104,8 +104,7 @@ STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_lev
 
 
 def _stream_plan(
-    context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
-    max_lag_seconds: float,
+    context: dg.AssetExecutionContext, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, max_lag_seconds: float,
 ) -> Plan | None:
     """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
     tags = context.run.tags
@@ -153,7 +152,7 @@ def _candle_asset(
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
-        plan = _stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if interval_name == "minute1" else None
+        plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if interval_name == "minute1" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
