@@ -134,7 +134,6 @@ class SeenStore:
         with conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
-        self._exists = True
 
     def _present(self) -> bool:
         if not self._exists:
@@ -150,11 +149,13 @@ class SeenStore:
             with conn.cursor() as cur:
                 cur.execute(f"INSERT INTO {self.health_table} (id, health, updated_at) VALUES (1, $1, now())"
                             " ON CONFLICT (id) DO UPDATE SET health = EXCLUDED.health, updated_at = now()", (health.as_json(),))
+        self._exists = True  # committed: the tables are there
 
     def record(self, windows: Iterable[Window]) -> None:
         with self.postgres.connect() as conn:
             self._create(conn)
             self._add(conn, windows)
+        self._exists = True
 
     def _add(self, conn, windows: Iterable[Window]) -> None:
         rows = [w for w in windows if w.end > w.start and w.markets]
