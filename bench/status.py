@@ -30,13 +30,9 @@ import httpx
 import uvicorn
 from tabulate import tabulate
 
-from dantaro_assets.api.app import (
-    MAX_JOBS,
-    STATUS_REFRESH_S,
-    create_app,
-    worker_status,
-)
+from dantaro_assets.api.app import create_app
 from dantaro_assets.api.job_log import JobLog
+from dantaro_assets.api.worker_status import MAX_JOBS, STATUS_REFRESH_S, worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore

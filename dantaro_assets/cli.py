@@ -1,4 +1,4 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
+"""The ``dantaro`` command: the pipeline with its UI, the offline Upbit replay, the API, the stream; settings, repairs, migrations, backups.
 
 This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
 ``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.processes.instance import state_folder_problem, use_instance
 from dantaro_assets.settings import Settings, SettingsError, load_settings
 
 
@@ -107,6 +107,47 @@ def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _postgres(settings: Settings):
+    """The project's Postgres as every process resolves it (``DATABASE_URL``, else the embedded server)."""
+    from dantaro_assets.resources import storage_resources
+
+    return storage_resources(settings)[1]
+
+
+def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro migrate``: apply the migrations the schema lacks (``--check``: list them, exit 1 if any)."""
+    from dantaro_assets.lib import migrations
+    from dantaro_assets.lib.postgres import PostgresUnavailableError
+
+    try:
+        postgres = _postgres(settings)
+        if args.check:
+            waiting = migrations.pending(postgres)
+            print(*[f"pending {m.version}: {m.name}" for m in waiting] or [f"schema {settings.db_schema} is up to date"], sep="\n")
+            return 1 if waiting else 0
+        report = migrations.migrate(postgres)
+    except (migrations.MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro migrate: {exc}", file=sys.stderr)
+        return 1
+    print(*report.lines(), sep="\n")
+    return 0
+
+
+def backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro backup PATH`` / ``dantaro restore PATH``: the project schema to or from a pg_dump file."""
+    from dantaro_assets.lib.backup import BackupError, backup, restore
+    from dantaro_assets.lib.migrations import MigrationError
+    from dantaro_assets.lib.postgres import PostgresUnavailableError
+
+    try:
+        summary = (backup if args.command == "backup" else restore)(_postgres(settings), args.path)
+    except (BackupError, MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(*summary.lines(), sep="\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="dantaro", description=__doc__.splitlines()[0])
@@ -129,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
+    migrate_parser = commands.add_parser("migrate", help="bring the project's tables to this code's schema version")
+    migrate_parser.add_argument("--check", action="store_true", help="only list pending migrations; exit 1 if there are any")
+    backup_parser = commands.add_parser("backup", help="dump the project schema to PATH (pg_dump custom format)")
+    backup_parser.add_argument("path", type=Path)
+    restore_parser = commands.add_parser("restore", help="restore a backup into an empty schema, then migrate it")
+    restore_parser.add_argument("path", type=Path)
 
     if argv[:1] == ["replay"]:
         from dantaro_replay.server import main as replay_main
@@ -141,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    try:
+        return _dispatch(argv, args, settings)
+    except OSError as exc:  # a read-only or full state folder: one line, not a traceback
+        if (problem := state_folder_problem(exc, settings)) is None:
+            raise
+        print(f"dantaro {argv[0]}: {problem}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str], args: argparse.Namespace | None, settings: Settings) -> int:
     if argv[:1] == ["api"]:
         from dantaro_assets.api.app import main as api_main
 
@@ -158,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
-    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles, "migrate": migrate,
+            "backup": backup_or_restore, "restore": backup_or_restore}[args.command](args, settings)
 
 
 if __name__ == "__main__":

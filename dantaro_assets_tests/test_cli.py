@@ -229,3 +229,34 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
         replay.kill()  # not left behind when the assertion fails
     assert f"stopped the replay server (pid {replay.pid}) left by dantaro dev" in stop.stdout and not alive, stop.stdout
     assert processes_naming(state) == []
+
+
+@pytest.fixture
+def read_only_state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder this user cannot write: immutable (chattr +i, which binds root too), or mode 555 for a plain user."""
+    state = tmp_path / "state"
+    (state / "dagster_home").mkdir(parents=True)  # a folder that was in use, then made read-only
+    if os.geteuid() != 0:
+        for folder in (state / "dagster_home", state):
+            folder.chmod(0o555)
+    elif subprocess.run(["chattr", "-R", "+i", str(state)], check=False, capture_output=True).returncode:
+        pytest.skip("chattr +i is not permitted here, and root writes any mode-555 folder")
+    yield state
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "-i", str(state)], check=True)
+    else:
+        for folder in (state, state / "dagster_home"):
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["dev", "--no-stream", "--offline"], ["api"], ["stream"], ["stop"]], ids=lambda c: c[0])
+def test_a_read_only_state_folder_is_one_clear_line_not_a_traceback(read_only_state, command):
+    env = _env(read_only_state, UPBIT_BASE_URL="http://127.0.0.1:9")  # DATABASE_URL/REDIS_URL: the test servers
+    if command[0] in ("dev", "api"):
+        command = [*command, "--port", str(free_port())]
+    done = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", *command], env=env, cwd=PROJECT_DIR, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"dantaro {command[0]}: cannot write {read_only_state}/")
+    assert f"the folder {read_only_state}" in done.stderr and "must be writable" in done.stderr

@@ -27,7 +27,7 @@ os.environ["WORKER_ENABLED"] = "false"
 
 import dagster as dg
 
-from dantaro_assets.api.app import worker_status
+from dantaro_assets.api.worker_status import worker_status
 from dantaro_assets.lib import embedded
 from dantaro_assets.resources import snapshot_store
 from dantaro_assets.settings import load_settings

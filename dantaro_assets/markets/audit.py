@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import table_exists
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, FetchStats, UpbitClient, UpbitLimiterUnavailableError
 from dantaro_assets.lib.upbit.parsing import empty_candles
 from dantaro_assets.markets.seen import AUDIT, Plan, Ranges
@@ -41,7 +42,7 @@ def differences(postgres: PostgresResource, fetched: pd.DataFrame, ranges: Range
     start = min(s for spans in ranges.values() for s, _ in spans)
     end = max(e for spans in ranges.values() for _, e in spans)
     stored = empty_candles()[CANDLE_COLUMNS]
-    if not postgres.read_frame("SELECT to_regclass($1) IS NULL AS absent", (f"{postgres.db_schema}.{asset}",))["absent"].all():
+    if table_exists(postgres, asset):
         stored = postgres.read_frame(f"SELECT {', '.join(CANDLE_COLUMNS)} FROM {postgres.table_name(asset)}"
                                      " WHERE candle_start >= $1 AND candle_start < $2", (start, end))
     stored = stored[stored["market"].isin(list(ranges))]

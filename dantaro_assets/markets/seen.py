@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
-from dantaro_assets.lib.postgres_io import advisory_lock
+from dantaro_assets.lib.postgres_io import advisory_lock, table_exists
 from dantaro_assets.lib.upbit import FetchStats
 
 KEEP_SECONDS = 48 * 3600
@@ -137,8 +137,7 @@ class SeenStore:
 
     def _present(self) -> bool:
         if not self._exists:
-            found = self.postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (f"{self.postgres.db_schema}.{HEALTH_TABLE}",))
-            self._exists = bool(found["present"][0].as_py())
+            self._exists = table_exists(self.postgres, HEALTH_TABLE)
         return self._exists
 
     def publish(self, health: StreamHealth, ended: Iterable[Window] = ()) -> None:

@@ -67,7 +67,7 @@ from websockets.exceptions import InvalidHandshake, WebSocketException
 from dantaro_assets.lib.checks import pandera_check, require_passed
 from dantaro_assets.lib.log_throttle import ThrottledLog
 from dantaro_assets.lib.postgres import PostgresUnavailableError
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
 from dantaro_assets.lib.upbit import UpbitError, interval
 from dantaro_assets.lib.upbit.parsing import empty_candles, empty_quarantine, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
@@ -383,7 +383,7 @@ class CandleStream:
     def read_universe(self) -> list[str]:
         """Markets of the newest stored ``upbit_markets`` day up to today (UTC); none before the table exists."""
         table = self.io.postgres.table_name("upbit_markets")
-        if not self.io.postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (table,))["present"][0].as_py():
+        if not table_exists(self.io.postgres, "upbit_markets"):
             return []
         today = pd.Timestamp.now(tz="UTC").floor("D")
         frame = self.io.postgres.read_frame(

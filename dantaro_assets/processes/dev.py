@@ -25,6 +25,8 @@ import dagster as dg
 import httpx
 
 from dantaro_assets.lib import embedded
+from dantaro_assets.lib.migrations import MigrationError, migrate
+from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError
 from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
@@ -125,6 +127,16 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
                               "WORKER_LOG_LEVEL": settings.worker_log_level, "DAGSTER_HOME": str(home)}
         write_dev_record(settings.state_dir, record)
         print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+        try:  # the tables at this code's version before anything writes them
+            migrated = migrate(PostgresResource(url=postgres, db_schema=settings.db_schema))
+        except (MigrationError, PostgresUnavailableError) as exc:
+            print(f"dantaro dev: {exc}", file=sys.stderr)
+            instance.dispose()
+            if replay is not None:
+                replay.stop()
+            return 1
+        if migrated.applied:
+            print(*(f"dantaro dev: {line.strip()}" for line in migrated.lines()), sep="\n")
         services = service_log_level(settings.worker_log_level)
         command = [
             # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start

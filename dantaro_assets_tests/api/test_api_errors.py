@@ -9,11 +9,9 @@ import dagster as dg
 import httpx
 import pytest
 
-from dantaro_assets.api.app import (
-    create_app,
-    parse_market,
-    worker_status,
-)
+from dantaro_assets.api.app import create_app
+from dantaro_assets.api.models import parse_market
+from dantaro_assets.api.worker_status import worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
@@ -34,7 +32,8 @@ def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
         yield client, port
 
 
-@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc"])
+@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc",
+                                  "/recommendations/scorecard", "/events?topics=market_status"])
 def test_storage_down_answers_503_naming_no_host(unreachable_api, path):
     client, port = unreachable_api
     response = client.get(path)
@@ -50,7 +49,15 @@ def test_a_market_that_is_not_a_whole_code_is_refused_before_storage_is_touched(
     client, _ = unreachable_api
     response = client.get(f"/support-levels/{raw}")
     assert response.status_code == 400, response.text
-    assert "is not a market code like KRW-BTC" in response.json()["detail"]
+    assert response.json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
+
+
+@pytest.mark.parametrize("raw", ["<script>alert(1)</script>", "0", "201", "2.5", "9" * 40])
+def test_a_bad_limit_is_refused_naming_the_parameter_never_repeating_it(unreachable_api, raw):
+    client, _ = unreachable_api
+    response = client.get("/worker/status", params={"limit": raw})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "limit must be an integer from 1 to 200"}
 
 
 def test_parse_market_upper_cases_only_whole_ascii_codes():
