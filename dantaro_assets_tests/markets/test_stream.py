@@ -182,7 +182,11 @@ def rest(replay, markets: list[str], start: datetime, end: datetime) -> pd.DataF
     """The closed candles the replay's REST API serves for ``[start, end)``."""
     frames = []
     for market in markets:
-        answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+        for _ in range(3):  # the replay limits 10 requests a second per IP: a run's requests just before may use them up
+            answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+            if answer.status_code != 429:
+                break
+            time.sleep(1.1)
         answer.raise_for_status()
         frame = pd.DataFrame(answer.json()).rename(columns=REST_NAMES)
         frame["candle_start"] = pd.to_datetime(frame["candle_date_time_utc"]).dt.tz_localize("UTC")
