@@ -25,15 +25,14 @@ import pandas as pd
 import psycopg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.market_status import market_status
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendations
-from dantaro_assets.resources import build_snapshot_store, storage_resources
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
+from dantaro_assets.resources import build_snapshot_store, process_storage
 from dantaro_assets.settings import Settings, load_settings
-from dantaro_assets.support_levels import support_levels
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets_tests.harness import free_port
 from dantaro_replay.process import terminate_with_parent
 
@@ -43,8 +42,8 @@ def use_bench_environment() -> Settings:
     on ``DATABASE_URL``/``REDIS_URL`` when set, else the embedded servers of the default state folder (left
     running for the next bench, as bench/cycle.py leaves them; `dantaro stop` stops them)."""
     tag = f"bench_api_{uuid.uuid4().hex[:6]}"
-    defaults = load_settings()
-    os.environ.update({"DATABASE_URL": embedded.postgres_url(defaults), "REDIS_URL": embedded.redis_url(defaults),
+    database_url, redis_url = process_storage(load_settings()).urls()
+    os.environ.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                        "DANTARO_REDIS_PREFIX": tag, "DANTARO_SCHEMA": tag, "DANTARO_STATE_DIR": tempfile.mkdtemp(prefix=f"{tag}-"),
                        "WORKER_ENABLED": "false"})
     return load_settings()
@@ -87,9 +86,10 @@ def snapshot_frames(as_of: pd.Timestamp, markets: list[str], scorer: str) -> dic
 
 def store_snapshots(settings: Settings, markets: list[str], as_of: pd.Timestamp) -> SnapshotStore:
     """Each analysis's tick at ``as_of`` stored as its run stores it: Postgres, then Redis."""
-    snapshots = build_snapshot_store(settings, *storage_resources(settings))
+    postgres, redis_resource = process_storage(settings)
+    snapshots = build_snapshot_store(settings, redis_resource, postgres)
     hour = hourly_partitions.get_partition_key_for_timestamp(as_of.timestamp())
-    assets = {"market_status": market_status, "recommendations": recommendations, "support_levels": support_levels}
+    assets = {analysis.name: analysis.asset for analysis in (MARKET_STATUS, RECOMMENDATIONS, SUPPORT_LEVELS)}
     for name, frame in snapshot_frames(as_of, markets, settings.scorer).items():
         _write(snapshots, assets[name], frame, hour)
         snapshots.publish(name, frame, run_id="bench", partition=hour, per_market=name == "support_levels")

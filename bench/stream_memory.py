@@ -39,10 +39,10 @@ import psutil
 import psycopg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import exit_on_sigterm
 from dantaro_replay.process import start_replay_server, terminate_with_parent
@@ -88,7 +88,7 @@ def main() -> None:
     exit_on_sigterm()  # SIGTERM stops the stream and the replay; when killed, the kernel stops them
 
     settings = load_settings()
-    database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
+    database_url, redis_url = process_storage(settings).urls()
     name = f"dantaro_bench_stream_{os.getpid()}"
     home = Path(tempfile.mkdtemp(prefix="dantaro-bench-stream-"))
     io = PostgresDataFrameIOManager(postgres=PostgresResource(url=database_url, db_schema=name))

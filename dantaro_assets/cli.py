@@ -81,19 +81,19 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
 
 def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
-    from dantaro_assets.lib.postgres import PostgresResource
     from dantaro_assets.markets.repair import (
         CandleSelection,
         CandleSelectionError,
         delete_candles,
     )
+    from dantaro_assets.resources import process_storage
 
     try:
         selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))
     except CandleSelectionError as exc:
         print(f"dantaro candles delete: {exc}", file=sys.stderr)
         return 2
-    result = delete_candles(PostgresResource(url=settings.database_url, db_schema=settings.db_schema), selection, execute=args.execute)
+    result = delete_candles(process_storage(settings).postgres, selection, execute=args.execute)
     span = f"candle_start in [{selection.start.isoformat()}, {selection.end.isoformat()})"
     markets = "every market" if selection.markets is None else ", ".join(selection.markets)
     if result.rows:
@@ -109,9 +109,9 @@ def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
 
 def _postgres(settings: Settings):
     """The project's Postgres as every process resolves it (``DATABASE_URL``, else the embedded server)."""
-    from dantaro_assets.resources import storage_resources
+    from dantaro_assets.resources import process_storage
 
-    return storage_resources(settings)[1]
+    return process_storage(settings).postgres
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> int:

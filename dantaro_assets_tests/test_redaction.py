@@ -139,6 +139,7 @@ def test_redis_resource_errors_carry_no_password():
 def test_dev_banner_shows_urls_redacted(tmp_path):
     """`dantaro dev` for real up to its banner, then stopped (or stopping by itself: the Postgres URL's user does not
     exist, so the migration at start fails, its error redacted too)."""
+    (tmp_path / "home").mkdir()  # an operator's DAGSTER_HOME exists (a missing one is refused: test_cli.py)
     dev = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "dev", "--port", str(free_port())],
                            env=_env(tmp_path, UPBIT_BASE_URL="http://127.0.0.1:9"), cwd=PROJECT_DIR,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,7 +8,9 @@ the tick, percentages to 2 decimals: ``for_people.py``); storage keeps full prec
 encoded once and kept for ``--snapshot-cache`` seconds, dropped as soon as its event arrives
 (``answers.py``, ``events.py``). Every answer's shape is a model in ``models.py``, which ``/openapi.json``
 and ``/docs`` are generated from. With ``DANTARO_API_TOKEN`` set, every endpoint but ``/health``
-requires it as a bearer token. ``dantaro api --port N`` serves it with uvicorn.
+requires it as a bearer token (or, for the page, the ``dantaro_token`` cookie). ``GET /`` is the live page
+for traders (``static/``: no data in it, so open like ``/health``; its data comes from the endpoints), and
+``GET /candles/{market}`` the stored candles its chart draws. ``dantaro api --port N`` serves it with uvicorn.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import adbc_driver_manager
 import dagster as dg
@@ -31,11 +36,13 @@ import uvicorn
 from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # the classic text format every Prometheus reads
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import cookie_parser
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dantaro_assets.api.answers import Answer, SnapshotAnswers, encode
@@ -53,6 +60,8 @@ from dantaro_assets.api.events import (
 from dantaro_assets.api.metrics import ApiMetrics, RequestTimer, age_seconds
 from dantaro_assets.api.models import (
     MARKET_PATTERN,
+    CandleInterval,
+    Candles,
     Health,
     MarketStatusSnapshot,
     Problem,
@@ -62,6 +71,7 @@ from dantaro_assets.api.models import (
     WorkerStatus,
 )
 from dantaro_assets.api.worker_status import MAX_JOBS, STATUS_REFRESH_S, WorkerStatusCache, stream
+from dantaro_assets.lib.recent_candles import recent_candles
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.recommendations.scorecard import recent_outcomes, scorecard_report
 from dantaro_assets.redaction import redact_text
@@ -72,11 +82,21 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_CACHE_S = 1.0
 HEALTH = "/health"  # the one endpoint open without the token: a probe of the process, touching no storage
+PAGE, STATIC_PREFIX = "/", "/static"  # the live page and its files: open too, they hold no data
+STATIC = FilePath(__file__).with_name("static")
+TOKEN_COOKIE = "dantaro_token"  # the page's way to send the token: EventSource cannot set a header
+MAX_CANDLES = 1000
+CANDLE_INTERVALS = {"1m": "minute1", "5m": "minute5", "15m": "minute15", "1h": "minute60", "1d": "day"}  # -> lib/recent_candles
 UNAVAILABLE = "snapshot storage is unavailable; try again later"
 STORAGE_ERRORS = (adbc_driver_manager.Error, redis.RedisError, OSError)
-# What a refused parameter must be; the input itself is never repeated.
-_EXPECTED = {"market": "must be a market code like KRW-BTC (ASCII letters and digits)",
-             "limit": f"must be an integer from 1 to {MAX_JOBS}", "Last-Event-ID": "must be an event id (an as_of such as 2026-03-10T11:00:00Z)"}
+# What a refused parameter must be (by name, or by route and name); the input itself is never repeated.
+_EXPECTED: dict[str | tuple[str, str], str] = {
+    "market": "must be a market code like KRW-BTC (ASCII letters and digits)",
+    "interval": f"must be one of {', '.join(CANDLE_INTERVALS)}",
+    "Last-Event-ID": "must be an event id (an as_of such as 2026-03-10T11:00:00Z)",
+    ("/worker/status", "limit"): f"must be an integer from 1 to {MAX_JOBS}",
+    ("/candles/{market}", "limit"): f"must be an integer from 1 to {MAX_CANDLES}",
+}
 _EVENT_ID = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -84,15 +104,16 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
 
 
 class BearerToken:
-    """ASGI middleware: every request but ``open_paths`` must carry ``Authorization: Bearer <token>``,
-    compared in constant time; the token is never logged nor echoed."""
+    """ASGI middleware: every request but ``open_paths`` (and paths under ``open_prefixes``) must carry
+    ``Authorization: Bearer <token>`` or the page's ``dantaro_token`` cookie (same-site, set by the page from
+    what its user typed), compared in constant time; the token is never logged nor echoed."""
 
-    def __init__(self, app: ASGIApp, token: SecretStr, open_paths: tuple[str, ...]) -> None:
-        self.app, self.open_paths = app, open_paths
+    def __init__(self, app: ASGIApp, token: SecretStr, open_paths: tuple[str, ...], open_prefixes: tuple[str, ...] = ()) -> None:
+        self.app, self.open_paths, self.open_prefixes = app, open_paths, open_prefixes
         self._expected = b"Bearer " + token.get_secret_value().encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths or self._authorized(scope):
+        if scope["type"] not in ("http", "websocket") or self._open(scope["path"]) or self._authorized(scope):
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # before the handshake: uvicorn answers 403
@@ -100,9 +121,16 @@ class BearerToken:
             await _problem(401, "this API requires a bearer token: Authorization: Bearer <DANTARO_API_TOKEN>",
                            {"www-authenticate": "Bearer"})(scope, receive, send)
 
+    def _open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
+
     def _authorized(self, scope: Scope) -> bool:
         given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
-        return hmac.compare_digest(given, self._expected)
+        if hmac.compare_digest(given, self._expected):
+            return True
+        cookies = next((value for name, value in scope["headers"] if name == b"cookie"), None)
+        token = cookie_parser(cookies.decode("latin-1")).get(TOKEN_COOKIE) if cookies else None
+        return token is not None and hmac.compare_digest(b"Bearer " + unquote(token).encode(), self._expected)
 
 
 def create_app(
@@ -180,6 +208,25 @@ def create_app(
     async def support_levels(market: Annotated[str, Path(pattern=MARKET_PATTERN, examples=["KRW-BTC"])]) -> Response:
         return await snapshot("support_levels", market.upper())
 
+    @app.get("/candles/{market}", response_model=Candles, responses={
+                 404: problem("no stored candles of the market at that interval"), **bad_request, 503: snapshot_errors[503]},
+             summary="The newest stored candles of one market (5m and 15m built from the 1m candles), oldest first")
+    async def candles(
+        market: Annotated[str, Path(pattern=MARKET_PATTERN, examples=["KRW-BTC"])],
+        interval: Annotated[CandleInterval, Query(description="candle width")] = "1h",
+        limit: Annotated[int, Query(ge=1, le=MAX_CANDLES, description="how many of the newest candles")] = 200,
+    ) -> Response:
+        code = market.upper()
+        frame = await run_in_threadpool(recent_candles, snapshots.postgres, code, CANDLE_INTERVALS[interval], limit)
+        if frame is None or frame.empty:
+            return _problem(404, f"no stored {interval} candles of {code}")
+        rows = frame.rename(columns={"candle_start": "start"}).to_json(orient="records", date_format="iso", date_unit="s")
+        return Response(encode({"market": code, "interval": interval, "candles": json.loads(rows)}), media_type="application/json")
+
+    @app.get(PAGE, include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
     @app.get(HEALTH, response_model=Health, summary="The API process answers (no storage is touched; open without the token)")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -233,9 +280,11 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """A refused parameter: which one and what it must be, never the value sent."""
         problems = []
+        route = getattr(request.scope.get("route"), "path", "")
         for error in exc.errors():
             name = str(error["loc"][-1]) if error["loc"] else "request"
-            problems.append(f"{name} {_EXPECTED[name]}" if name in _EXPECTED else f"{name}: {error['msg']}")
+            expected = _EXPECTED.get((route, name)) or _EXPECTED.get(name)
+            problems.append(f"{name} {expected}" if expected else f"{name}: {error['msg']}")
         return _problem(400, "; ".join(problems))
 
     async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -266,9 +315,10 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC), name="static")
     # outermost last: CORS answers preflights (which carry no token), the timer sees refusals too
     if settings.api_token is not None:
-        app.add_middleware(BearerToken, token=settings.api_token, open_paths=(HEALTH,))
+        app.add_middleware(BearerToken, token=settings.api_token, open_paths=(HEALTH, PAGE), open_prefixes=(STATIC_PREFIX + "/",))
     app.add_middleware(RequestTimer, latency=metrics.latency, untimed=("/events",))
     if settings.api_cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_methods=["GET"],

@@ -234,6 +234,31 @@ class Scorecard(BaseModel):
     rows: list[ScorecardRow]
 
 
+# --- candles --------------------------------------------------------------------------------
+
+CandleInterval = Literal["1m", "5m", "15m", "1h", "1d"]
+
+
+class Candle(BaseModel):
+    """One candle as Upbit traded it: prices are trades, so on the market's tick grid already."""
+
+    start: Timestamp = Field(description="the candle's open time (a 1d candle starts at 00:00 UTC, 09:00 KST)")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = Field(description="coin units")
+    value: float = Field(description="KRW traded")
+
+
+class Candles(BaseModel):
+    """The newest stored candles of a market, oldest first (5m and 15m are built from the 1m candles)."""
+
+    market: str
+    interval: CandleInterval
+    candles: list[Candle]
+
+
 # --- events ---------------------------------------------------------------------------------
 
 class EventMessage(BaseModel):

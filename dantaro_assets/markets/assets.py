@@ -7,13 +7,15 @@ their window for every market of the window's universe. Candles are facts: a ref
 (market, candle_start) and a market that returned nothing keeps what is stored; only
 ``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``partitions.backfill_policy``). In the analysis jobs,
-``candles_1m`` reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
+candles a request over each range (see ``partitions.backfill_policy``). ``candles_1m``'s run config
+``source`` says where its minutes come from (``MinuteSource``): the analysis jobs set ``stream``, so it
+reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
 """
 
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -37,7 +39,7 @@ from dantaro_assets.markets.schemas import (
     upbit_markets_schema,
 )
 from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, fetched_windows, plan_fetch
-from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG
+from dantaro_assets.operations.limits import FINALISE_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
     daily_partitions,
@@ -98,19 +100,19 @@ def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upb
     yield dg.Output(frame, metadata=metadata)
 
 
-# The jobs whose candles_1m step reads what the stream stored and fetches only what it missed; every other
-# run of candles_1m (history sensor, a backfill, a manual materialisation) fetches its whole window.
-STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_levels"})
+class MinuteSource(dg.Config):
+    """Where ``candles_1m``'s minutes come from. ``rest``: the whole window from Upbit (the history sensor, backfills
+    of the asset, a manual materialisation). ``stream``: what ``dantaro stream`` stored, and over REST only the minutes
+    it did not see; the analysis jobs set it in their job config (shown, and editable, in the launchpad)."""
+
+    source: Literal["stream", "rest"] = "rest"
 
 
 def _stream_plan(
     context: dg.AssetExecutionContext, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, max_lag_seconds: float,
-) -> Plan | None:
-    """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
-    tags = context.run.tags
-    if tags.get(JOB_TAG) not in STREAM_BACKED_JOBS or "dagster/backfill" in tags:
-        return None
-    plan = plan_fetch(SeenStore(postgres), markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
+) -> Plan:
+    """The REST fetch of a ``stream`` run's ``candles_1m``: what the stream did not see (a final run: the hour's audit)."""
+    plan = plan_fetch(SeenStore(postgres), markets, start, end, final=FINALISE_TAG in context.run.tags, max_lag=max_lag_seconds)
     context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
     return plan
 
@@ -124,8 +126,7 @@ def _candle_asset(
     description: str,
 ) -> dg.AssetsDefinition:
     spec = interval(interval_name)
-
-    @dg.asset(
+    decorate = dg.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=backfill,
@@ -144,15 +145,16 @@ def _candle_asset(
         description=description,
         **_UPBIT_STEP,
     )
-    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
-               upbit_markets: pd.DataFrame) -> Iterator:
+
+    def fetch(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
+              upbit_markets: pd.DataFrame, source: str) -> Iterator:
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
         try:
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
-        plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if interval_name == "minute1" else None
+        plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if source == "stream" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
@@ -182,7 +184,17 @@ def _candle_asset(
             except RecordUnreadable as exc:  # stored all the same; the next run fetches these ranges again
                 context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded ({type(exc).__name__}: {exc})")
 
-    return _asset
+    # Dagster reads the config class from the annotation, so candles_1m's function differs by its config argument only.
+    if interval_name == "minute1":
+        def _asset(context: dg.AssetExecutionContext, config: MinuteSource, upbit: UpbitClient, postgres: PostgresResource,
+                   run_settings: RunSettings, upbit_markets: pd.DataFrame) -> Iterator:
+            yield from fetch(context, upbit, postgres, run_settings, upbit_markets, config.source)
+    else:
+        def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
+                   upbit_markets: pd.DataFrame) -> Iterator:
+            yield from fetch(context, upbit, postgres, run_settings, upbit_markets, "rest")
+
+    return decorate(_asset)
 
 
 # candles_1m's freshness follows the market status cadence, a setting: markets/definitions.py sets it.

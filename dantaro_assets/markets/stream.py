@@ -695,14 +695,14 @@ class CandleStream:
 
 def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     """Run the service until SIGTERM or SIGINT; minutes closed by then are written, forming ones are not."""
-    from dantaro_assets.resources import storage_resources
+    from dantaro_assets.resources import process_storage
 
     # as dantaro dev's console: the stream at WORKER_LOG_LEVEL, libraries (alembic opening the instance, websockets) only at DEBUG
     debug = settings.worker_log_level == "DEBUG"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")
     log.setLevel(settings.worker_log_level)
-    _, postgres = storage_resources(settings)
+    postgres = process_storage(settings).postgres  # the stream keeps its record beside the candles: no Redis
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,

@@ -13,7 +13,12 @@ for every launcher that runs the job in a process of its own:
   failure and exits. Run monitoring's ``dagster/max_runtime`` (the timeout plus ``MONITORING_GRACE_SECONDS``)
   stays as the backstop for a worker that cannot run Python at all. Monitoring is not the primary
   timeout because the run failure it reports carries no reason, so run retries re-launch the run, and
-  its interrupt is turned into a step retry by a RetryPolicy.
+  its interrupt is turned into a step retry by a RetryPolicy;
+- a run whose status someone else ended (run monitoring failed it while it ran, a user terminated it)
+  stops: before each step starts, before each output is stored and before the run reports its end, the
+  executor reads the run's status and, unless it is still STARTED, stops without storing or reporting
+  more, so a run monitoring failed (and run retries re-launch) neither writes beside its retry nor turns
+  from FAILURE to SUCCESS.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import dagster as dg
 
@@ -129,8 +134,26 @@ def _stop_at_deadline(instance: dg.DagsterInstance, run_id: str, deadline: float
         os._exit(1)
 
 
+# the events after which a step works on, and what it does next: the last moments to stop before it does
+_BEFORE_WORK = {dg.DagsterEventType.STEP_START: "computes", dg.DagsterEventType.STEP_OUTPUT: "stores its output"}
+
+
+def _stop_unless_started(instance: dg.DagsterInstance, run_id: str, before: str) -> None:
+    """Stop the run (``DagsterExecutionInterruptedError``) when its status is no longer STARTED.
+
+    Dagster ends an interrupted run by its stored status: a run already FAILURE gets an engine event and keeps
+    its failure (no second RUN_FAILURE, no SUCCESS), a CANCELING one is canceled.
+    """
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status == dg.DagsterRunStatus.STARTED:
+        return
+    message = f"Run is {run.status.value} (set outside its run worker, e.g. failed by run monitoring): stopping before {before}."
+    instance.report_engine_event(message, run)
+    raise dg.DagsterExecutionInterruptedError(message)
+
+
 class _DeadlineExecutor(dg.Executor):
-    """Another executor's execution inside ``run_deadline``."""
+    """Another executor's execution inside ``run_deadline``, stopped when the run is no longer STARTED."""
 
     def __init__(self, inner: dg.Executor, seconds: float) -> None:
         self._inner = inner
@@ -145,8 +168,13 @@ class _DeadlineExecutor(dg.Executor):
         return self._inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan):
-        with run_deadline(plan_context.instance, plan_context.run_id, self._seconds):
-            yield from self._inner.execute(plan_context, execution_plan)
+        instance, run_id = plan_context.instance, plan_context.run_id
+        with run_deadline(instance, run_id, self._seconds), closing(self._inner.execute(plan_context, execution_plan)) as events:
+            for event in events:
+                if event.event_type in _BEFORE_WORK:  # the step resumes only after this event is passed on
+                    _stop_unless_started(instance, run_id, f"step {event.step_key} {_BEFORE_WORK[event.event_type]}")
+                yield event
+            _stop_unless_started(instance, run_id, "the run reports its end")
 
 
 def run_limited_executor(memory_mb: int, timeout_seconds: int) -> dg.ExecutorDefinition:

@@ -20,10 +20,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.jobs import asset_job, upbit_retry_policy
 from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.partitions import freshness, hourly_partitions
-from dantaro_assets.settings import Settings
+from dantaro_assets.partitions import hourly_partitions
 
 
 def cron_every(seconds: int) -> str:
@@ -169,18 +167,3 @@ def partitioned_schedule(
 def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: str, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
     """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last."""
     return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))
-
-
-def analysis_defs(settings: Settings, analysis: dg.AssetsDefinition, publish: dg.AssetsDefinition, seconds: int, description: str) -> dg.Definitions:
-    """An hourly analysis's definitions: the analysis (its freshness from ``seconds``), its Redis publish step,
-    the job completing the hour's candles then computing and publishing, and its schedule every ``seconds``.
-
-    One cadence sets the cron, the freshness policy and, through ``run_settings``, the ticks."""
-    name = analysis.key.to_user_string()
-    job = asset_job(f"{name}_job", name, ["candles_1m", name, publish.key.to_user_string()], description, settings,
-                    retry_policy=upbit_retry_policy(settings.run_retries))
-    return dg.Definitions(
-        assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [analysis]), publish],
-        jobs=[job],
-        schedules=[cadence_schedule(job, name, seconds, settings.worker_enabled)],
-    )

@@ -33,7 +33,7 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, Lookback, listed_at
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, listed_at
 from dantaro_assets.lib.tick_grid import ticks_at
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
@@ -138,7 +138,7 @@ class TickResult(NamedTuple):
 def regime_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: market_status.StatusParams = _STATUS_PARAMS) -> str:
     """The market's regime at as_of by market_status's rule (``unknown`` when no 60-minute return exists)."""
     try:
-        status = market_status.compute_market_status(inputs, pd.DatetimeIndex([as_of]), params)
+        status = market_status.compute_market_status(inputs, pd.DatetimeIndex([as_of]), params).frame
     except ValueError:  # the minutes do not reach 60 minutes before the tick
         return "unknown"
     return str(status["regime"].iloc[0]) if len(status) and status["markets"].iloc[0] > 0 else "unknown"
@@ -361,13 +361,12 @@ def _empty_recommendations() -> pd.DataFrame:
                          "summary": object, "regime": object, "caution": object})
 
 
-def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
-                            params: RecommendationParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations of each of ``params.scorers`` for every tick (one partition), and the universe counts
-    and regime per tick."""
+def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: RecommendationParams) -> AnalysisResult:
+    """Recommendations of each of ``params.scorers`` for every tick (one partition), and per tick the universe
+    counts and the regime."""
     counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__, "regime"]
     if len(ticks) == 0:
-        return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
+        return AnalysisResult(_empty_recommendations(), pd.DataFrame(columns=counts_columns))
     frames, counts = [], []
     for as_of in ticks:
         regime = regime_at(inputs, as_of, params.status)
@@ -376,4 +375,4 @@ def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
         counts.append({"as_of": as_of, **asdict(tick.counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]
     recommendations = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()
-    return recommendations, pd.DataFrame(counts, columns=counts_columns)
+    return AnalysisResult(recommendations, pd.DataFrame(counts, columns=counts_columns))

@@ -1,4 +1,5 @@
-"""The recommendations domain's wiring: its two assets, their jobs, the cadence schedule and the outcomes schedule."""
+"""The recommendations domain's wiring: the declared analysis (its asset, publish step, job and cadence schedule) and
+the outcomes asset with its job and schedule."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import dagster as dg
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.operations.jobs import asset_job
 from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.operations.schedules import analysis_defs, default_status
+from dantaro_assets.operations.schedules import default_status
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import served_first
 from dantaro_assets.settings import Settings
@@ -62,7 +63,6 @@ def build_defs(settings: Settings) -> dg.Definitions:
         "Score an hour's recommendations by their forward returns.", settings,
     )
     return dg.Definitions.merge(
-        analysis_defs(settings, recommendations, recommendations_redis, settings.recommendations_interval,
-                      "Fetch the hour's 1-minute candles, then rank and publish coin recommendations."),
+        RECOMMENDATIONS.definitions(settings),
         dg.Definitions(assets=[recommendation_outcomes], jobs=[outcomes_job], schedules=[outcomes_schedule(outcomes_job, settings.worker_enabled)]),
     )

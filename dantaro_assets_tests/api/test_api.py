@@ -29,7 +29,7 @@ from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes
+from dantaro_assets.recommendations.assets import recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store
@@ -256,7 +256,7 @@ def test_openapi_is_generated_from_the_models_and_requires_the_worker_contract(a
     client, _, _ = api
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/health", "/worker/status", "/market-status/latest", "/recommendations/latest",
-                                  "/recommendations/scorecard", "/support-levels/{market}", "/events", "/metrics"}
+                                  "/recommendations/scorecard", "/support-levels/{market}", "/candles/{market}", "/events", "/metrics"}
     schemas = spec["components"]["schemas"]
     assert {"worker_active", "last_jobs", "uptime"} <= set(schemas["WorkerStatus"]["required"])
     assert SEED_JOB_FIELDS <= set(schemas["Job"]["required"])

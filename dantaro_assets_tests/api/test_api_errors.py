@@ -33,7 +33,7 @@ def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
 
 
 @pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc",
-                                  "/recommendations/scorecard", "/events?topics=market_status"])
+                                  "/recommendations/scorecard", "/events?topics=market_status", "/candles/KRW-BTC", "/candles/krw-eth?interval=15m"])
 def test_storage_down_answers_503_naming_no_host(unreachable_api, path):
     client, port = unreachable_api
     response = client.get(path)
@@ -58,6 +58,18 @@ def test_a_bad_limit_is_refused_naming_the_parameter_never_repeating_it(unreacha
     response = client.get("/worker/status", params={"limit": raw})
     assert response.status_code == 400
     assert response.json() == {"detail": "limit must be an integer from 1 to 200"}
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ({"limit": "0"}, "limit must be an integer from 1 to 1000"), ({"limit": "1001"}, "limit must be an integer from 1 to 1000"),
+    ({"limit": "<b>9</b>"}, "limit must be an integer from 1 to 1000"), ({"interval": "<i>3m</i>"}, "interval must be one of 1m, 5m, 15m, 1h, 1d"),
+    ({"interval": "minute1"}, "interval must be one of 1m, 5m, 15m, 1h, 1d"),
+])
+def test_bad_candle_parameters_are_refused_before_storage_is_touched(unreachable_api, query, detail):
+    client, _ = unreachable_api
+    response = client.get("/candles/KRW-BTC", params=query)
+    assert response.status_code == 400 and response.json() == {"detail": detail}
+    assert client.get("/candles/KRW-BTC%0A").json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
 
 
 def test_parse_market_upper_cases_only_whole_ascii_codes():

@@ -23,7 +23,7 @@ from dantaro_assets_tests.fixtures.servers import serve_http
 TOKEN = "t0ken-" + uuid.uuid4().hex
 ORIGIN = "https://dashboard.example"
 PROTECTED = ["/worker/status", "/market-status/latest", "/recommendations/latest", "/recommendations/scorecard",
-             "/support-levels/KRW-BTC", "/events", "/metrics", "/openapi.json", "/docs", "/no-such-page"]
+             "/support-levels/KRW-BTC", "/candles/KRW-BTC", "/events", "/metrics", "/openapi.json", "/docs", "/no-such-page", "/static"]
 
 
 @pytest.fixture
@@ -53,6 +53,21 @@ def test_with_a_token_every_endpoint_but_health_requires_it(guarded, caplog):
     assert spec["security"] == [{"bearer": []}] and spec["paths"]["/health"]["get"]["security"] == []
     assert spec["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
     assert TOKEN not in caplog.text and TOKEN[6:] not in caplog.text
+
+
+def test_the_page_and_its_files_are_open_and_the_page_s_cookie_carries_the_token(guarded):
+    """The page holds no data (its data comes from the endpoints above), so it loads without the token and asks for it;
+    the token then travels in the page's same-site cookie, since EventSource cannot send an Authorization header."""
+    page = guarded.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and 'id="token-form"' in page.text
+    for static in ("/static/page.js", "/static/page.css", "/static/vendor/lightweight-charts.standalone.production.js", "/static/vendor/LICENSE"):
+        assert guarded.get(static).status_code == 200, static
+    assert guarded.get("/static/%2e%2e/app.py").status_code == 404  # StaticFiles serves nothing outside static/
+    for cookie in ("wrong", f"{TOKEN}x", f"Bearer%20{TOKEN}", ""):
+        assert guarded.get("/market-status/latest", headers={"Cookie": f"dantaro_token={cookie}"}).status_code == 401, cookie
+    assert guarded.get("/market-status/latest", headers={"Cookie": f"theme=dark; dantaro_token={TOKEN}"}).status_code == 404  # through the door
+    with guarded.stream("GET", "/events", params={"topics": "market_status"}, headers={"Cookie": f"dantaro_token={TOKEN}"}) as events:
+        assert events.status_code == 200
 
 
 def test_the_websocket_requires_the_token_too(guarded):

@@ -16,7 +16,7 @@ import pytest
 from dantaro_assets.lib.migrations import LATEST, MIGRATIONS, VERSION_TABLE, Migration, MigrationError, migrate, pending
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode, key_columns, read_table
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets_tests.lib.storage_data import HOUR_A, write
 
 AS_OF = "2025-09-01T00:05:00Z"
@@ -70,7 +70,7 @@ def test_an_earlier_releases_picks_are_migrated_once_in_order(schema):
 
     # the current code writes the migrated table: a list into jsonb, one row per scorer
     io_manager = PostgresDataFrameIOManager(postgres=schema)
-    metadata = recommendations.metadata_by_key[recommendations.key]
+    metadata = RECOMMENDATIONS.asset.metadata_by_key[RECOMMENDATIONS.asset.key]
     frame = pd.DataFrame({"as_of": pd.Timestamp(AS_OF), "scorer": ["v1", "reversal"], "rank": 1, "market": "KRW-BTC", "score": 60.0,
                           "caution": [["price_fluctuations"], []]})
     write(io_manager, frame, "recommendations", partitions=(HOUR_A, HOUR_A), metadata=metadata)
@@ -167,7 +167,7 @@ def test_a_write_before_the_migration_is_refused_and_after_it_succeeds(schema):
     """The upgrade order deploy/ enforces, seen from the IO manager: drift until `dantaro migrate`, then the write."""
     _legacy_picks(schema)
     io_manager = PostgresDataFrameIOManager(postgres=schema)
-    metadata = {**recommendations.metadata_by_key[recommendations.key], "write_mode": WriteMode.REPLACE.value}
+    metadata = {**RECOMMENDATIONS.asset.metadata_by_key[RECOMMENDATIONS.asset.key], "write_mode": WriteMode.REPLACE.value}
     frame = pd.DataFrame({"as_of": pd.Timestamp(AS_OF), "scorer": ["reversal"], "rank": 1, "market": "KRW-BTC", "score": 60.0,
                           "caution": [["price_fluctuations"]]})
     with pytest.raises(TypeError, match=r"caution is text, expected jsonb.*Run `dantaro migrate`"):

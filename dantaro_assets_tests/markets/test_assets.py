@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import time
 
 import dagster as dg
 import pandas as pd
@@ -11,18 +11,22 @@ import pytest
 from dantaro_assets.definitions import build_definitions
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
-from dantaro_assets.markets import (
-    assets,
+from dantaro_assets.markets import assets as market_assets
+from dantaro_assets.markets.assets import (
     candles_1d,
     candles_1h,
     candles_1m,
     upbit_instruments,
     upbit_markets,
 )
+from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window
+from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
+from dantaro_assets.operations.limits import job_tags
 from dantaro_assets.resources import run_settings
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 RECORDED = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
+assets = dg.load_assets_from_modules([market_assets])
 
 
 @pytest.fixture
@@ -258,7 +262,7 @@ def test_a_forming_candle_stored_earlier_is_replaced_by_the_closed_one(resources
 def test_a_failing_universe_check_keeps_the_stored_universe(resources, postgres_resource, monkeypatch):
     assert _materialize([upbit_markets], "2025-09-28", resources).success
     before = _read(postgres_resource, "upbit_markets", "day", "2025-09-28T00:00Z", "2025-09-29T00:00Z")
-    monkeypatch.setattr(importlib.import_module("dantaro_assets.markets.assets"), "upbit_markets_schema", always_failing_schema)
+    monkeypatch.setattr(market_assets, "upbit_markets_schema", always_failing_schema)
     result = _materialize([upbit_markets], "2025-09-28", resources, raise_on_error=False)
     assert not result.success and [e.passed for e in result.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written (stored rows unchanged)" in result.failure_data_for_node("upbit_markets").error.to_string()
@@ -289,6 +293,37 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
         "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33,
     }
 
+
+
+def test_candles_1m_reads_the_stream_when_its_run_config_says_so_whatever_the_tags(resources, redis_resource, postgres_resource,
+                                                                                    recorded_replay, settings):
+    """The source is run config: the analysis jobs set ``stream`` (shown in the launchpad); any other run is ``rest``,
+    even one tagged as an analysis job's run."""
+    hour = "2025-09-15-21:00"
+    start = pd.Timestamp("2025-09-15T21:00Z").timestamp()
+    assert _materialize([upbit_markets], "2025-09-15", resources).success
+    seen = SeenStore(redis_resource.client(), redis_resource.prefix, postgres_resource.db_schema)
+    now = time.time()
+    seen.publish(StreamHealth(now, now, now, True), [Window(int(start), int(start) + 3600, frozenset(RECORDED), "stream")])
+    try:
+        recorded_replay.reset_stats()
+        tagged = _materialize([candles_1m], hour, resources, tags=job_tags("market_status"))
+        meta = tagged.asset_materializations_for_node("candles_1m")[0].metadata
+        assert (meta["source"].value, meta["requests"].value) == ("rest", 4)
+
+        streamed = _materialize([candles_1m], hour, resources, run_config=MINUTES_FROM_STREAM)
+        meta = streamed.asset_materializations_for_node("candles_1m")[0].metadata
+        assert (meta["source"].value, meta["requests"].value, meta["markets_fetched"].value) == ("stream", 0, 0)
+        assert recorded_replay.stats()["groups"]["candles"]["requests"] == 4  # the tagged run's only
+    finally:
+        redis_resource.client().delete(seen.health_key, seen.windows_key)
+
+    definitions = build_definitions(settings)
+    for job in ("market_status_job", "support_levels_job", "recommendations_job"):
+        config = definitions.resolve_job_def(job).partitioned_config.get_run_config_for_partition_key(hour)
+        assert config["ops"]["candles_1m"]["config"] == {"source": "stream"}, job
+    history = definitions.resolve_job_def("candles_1m_job").partitioned_config.get_run_config_for_partition_key(hour)
+    assert "candles_1m" not in history.get("ops", {})  # the history sensor's runs: rest, the default
 
 
 def test_the_open_days_daily_candles_cost_no_request_and_its_hourly_ones_do(io_resources, redis_resource, small_replay, postgres_resource):

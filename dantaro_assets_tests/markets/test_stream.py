@@ -335,10 +335,12 @@ def candle_requests(replay) -> int:
     return replay.stats()["groups"].get("candles", {}).get("ok", 0)
 
 
-def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, **tags: str) -> dg.ExecuteInProcessResult:
-    """candles_1m of ``partition`` as an analysis job's step (its run tags) against ``replay``, in ``schema``."""
+def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, source: str = "stream", **tags: str) -> dg.ExecuteInProcessResult:
+    """candles_1m of ``partition`` as an analysis job's step (its run config and tags; ``source="rest"``: as the history
+    sensor's ``candles_1m_job`` runs it) against ``replay``, in ``schema``."""
     from dantaro_assets.lib.upbit import UpbitClient
-    from dantaro_assets.markets import assets, candles_1m
+    from dantaro_assets.markets import assets
+    from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
     from dantaro_assets.resources import run_settings
     from dantaro_assets.settings import load_settings
 
@@ -347,7 +349,8 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
     resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres,
                  "redis": redis_resource, "upbit": upbit, "run_settings": run_settings(load_settings())}
     try:
-        return dg.materialize(assets, selection=[candles_1m], partition_key=partition, resources=resources, tags=tags)
+        return dg.materialize(dg.load_assets_from_modules([assets]), selection=[assets.candles_1m], partition_key=partition, resources=resources,
+                              run_config=MINUTES_FROM_STREAM if source == "stream" else None, tags=tags)
     finally:
         upbit.close()
 
@@ -374,7 +377,7 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     assert len(before) < len(expected)  # the stream alone missed minutes around the cut
 
     small_replay.reset_stats()
-    final = {"dantaro/job": "market_status", "dantaro/finalise": "true"}
+    final = {"dantaro/finalise": "true"}  # the schedules' tag on an hour's final run
     result = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert result.success
     metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
@@ -386,8 +389,7 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
 
     small_replay.reset_stats()
-    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
-                           **{**final, "dantaro/job": "recommendations"})
+    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert again.success and candle_requests(small_replay) == 0
     assert again.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
 
@@ -396,7 +398,7 @@ def test_an_hour_fetched_whole_over_rest_is_not_fetched_again_by_its_final_run(s
     """The history sensor's (or a backfill's) full fetch of a closed hour is REST's every minute: an audit already."""
     store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
     small_replay.reset_stats()
-    assert run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00").success  # as candles_1m_job runs it
+    assert run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", source="rest").success
     assert candle_requests(small_replay) == len(SIM_MARKETS)
     small_replay.reset_stats()
     final = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",

@@ -4,13 +4,19 @@ import os
 import time
 
 import dagster as dg
+import pandas as pd
 
 from dantaro_assets.operations.jobs import run_executor, run_tags
 from dantaro_assets.operations.limits import PRIORITIES
+from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import load_settings
 
 SETTINGS = load_settings()  # a code location of its own, loaded by the test's workspace: it reads them as definitions.py does
 EXECUTOR = run_executor(SETTINGS)
+# the storing jobs outlast the workers' short DANTARO_RUN_TIMEOUT: a broker restart happens while they run
+STORING = SETTINGS.model_copy(update={"run_timeout": 120})
+STORED_ROWS = 3
 
 # the job types whose runs fetch from Upbit: their steps claim an upbit_api slot, as the candle assets do
 FETCHING = {"market_status", "recommendations", "support_levels", "daily_candles", "history"}
@@ -66,4 +72,27 @@ def crashing_job() -> None:
     crash()
 
 
-defs = dg.Definitions(jobs=[*(_waiting_job(job_type) for job_type in PRIORITIES), allocating_job, crashing_job])
+@dg.asset(
+    partitions_def=hourly_partitions,
+    config_schema=_SECONDS,
+    io_manager_key="postgres_io_manager",  # the other jobs' outputs stay with Dagster's default IO manager
+    metadata={"write_mode": "replace", "partition_expr": "hour", "primary_key": ["hour", "row"]},
+)
+def stored_hour(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    """Waits, then stores ``STORED_ROWS`` rows of its hour through the project's IO manager, each naming the computing run."""
+    _sleep(context)
+    hour = context.partition_time_window.start
+    return pd.DataFrame({"hour": [hour] * STORED_ROWS, "row": range(STORED_ROWS), "run_id": context.run_id})
+
+
+def _storing_job(job_type: str):
+    return dg.define_asset_job(
+        f"storing_{job_type}_job", selection=[stored_hour], tags=run_tags(job_type, STORING), executor_def=run_executor(STORING)
+    )
+
+
+defs = dg.Definitions(
+    assets=[stored_hour],
+    jobs=[*(_waiting_job(job_type) for job_type in PRIORITIES), allocating_job, crashing_job, _storing_job("market_status"), _storing_job("recommendations")],
+    resources={"postgres_io_manager": build_resources(SETTINGS)["io_manager"]},
+)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from dantaro_assets.operations.jobs import run_tags
@@ -167,6 +168,42 @@ def test_a_run_whose_worker_dies_is_failed_by_monitoring_and_retried(instance, w
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert retries[0].tags[JOB_TAG] == "market_status"  # the retry keeps its priority and one-at-a-time key
     assert instance.run_retries_max_retries == 3
+
+
+def test_a_run_failed_by_monitoring_while_it_runs_stops_before_it_stores_and_stays_failed(instance, workspace, settings):
+    """Run monitoring fails a run whose worker it takes for lost (here: reported from outside, as monitoring does,
+    while the run's step computes); the run worker, alive after all, stores nothing and does not turn the run SUCCESS."""
+    partition = "2025-09-01-05:00"
+    hour_rows = f"SELECT count(*) FROM \"{settings.db_schema}\".stored_hour WHERE hour = '2025-09-01 05:00+00'"
+    run_id = submit(instance, workspace, "storing_market_status_job", {"ops": {"stored_hour": {"config": {"seconds": 3}}}},
+                    tags={"dagster/partition": partition})  # fmt: skip
+    dequeue(workspace)
+    deadline = time.monotonic() + 60
+    while not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
+        assert time.monotonic() < deadline, instance.get_run_by_id(run_id).status
+        time.sleep(0.2)
+    with psycopg.connect(settings.database_url) as conn:
+        stored_before = conn.execute(hour_rows).fetchone()[0] if _table_exists(conn, settings.db_schema, "stored_hour") else 0
+    instance.report_run_failed(instance.get_run_by_id(run_id), "Detected run worker status UNKNOWN: 'Unknown task status: PENDING'.")
+
+    ends = {dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.ENGINE_EVENT}
+    stopped = "Execution was interrupted for a run that was already in a failure state."
+    while not any(e.message == stopped or e.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS for e in instance.all_logs(run_id, of_type=ends)):
+        assert time.monotonic() < deadline, "the run worker neither stopped nor ended"
+        time.sleep(0.2)
+    assert wait_for(instance, [run_id], set(), timeout=3)[run_id] == dg.DagsterRunStatus.FAILURE  # still, a few seconds on
+    events = [e.dagster_event.event_type for e in instance.all_logs(run_id) if e.dagster_event]
+    assert events.count(dg.DagsterEventType.RUN_FAILURE) == 1 and dg.DagsterEventType.RUN_SUCCESS not in events
+    assert dg.DagsterEventType.HANDLED_OUTPUT not in events and dg.DagsterEventType.ASSET_MATERIALIZATION not in events
+    messages = [e.message for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+    assert any(m.startswith("Run is FAILURE") and "before step stored_hour stores its output" in m for m in messages), messages
+    with psycopg.connect(settings.database_url) as conn:
+        stored_after = conn.execute(hour_rows).fetchone()[0] if _table_exists(conn, settings.db_schema, "stored_hour") else 0
+    assert stored_before == stored_after == 0
+
+
+def _table_exists(conn, schema: str, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".{table}',)).fetchone()[0]
 
 
 def _pool_until(instance: dg.DagsterInstance, holds: set[str], waits: set[str] = frozenset(), timeout: float = 60) -> tuple[set, set]:

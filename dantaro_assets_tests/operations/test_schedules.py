@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.definitions import build_definitions
-from dantaro_assets.markets.history import daily_lookback, minute_lookback
+from dantaro_assets.markets.history import history_window
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
 from dantaro_assets.operations.schedules import lookback_needs
 from dantaro_assets.partitions import freshness
@@ -198,13 +198,14 @@ def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
     """The needs come from the assets' partition mappings; the sensor's lookback must cover them, or a tick would wait forever."""
     now = _at("2026-03-10T10:05:00")
     needs = lookback_needs(REPOSITORY, job.selection.resolve(list(REPOSITORY.assets_defs_by_key.values())), "2026-03-10-10:00", now)
-    assert set(needs[dg.AssetKey("candles_1m")]) <= set(minute_lookback(now))
+    window = history_window(REPOSITORY, now)
+    assert set(needs[dg.AssetKey("candles_1m")]) <= set(window.minutes(now))
     for asset in DAILY_ASSETS:
-        assert needs.get(dg.AssetKey(asset), set()) <= set(daily_lookback(now))
+        assert needs.get(dg.AssetKey(asset), set()) <= set(window.daily(now))
     assert set(needs) <= {dg.AssetKey(name) for name in ("candles_1m", *DAILY_ASSETS)}
     if job.name == "recommendations_job":  # the turnover window and the levels' 14 days: the sensor's whole lookback
-        assert needs[dg.AssetKey("candles_1m")] == set(minute_lookback(now))
-        assert needs[dg.AssetKey("candles_1h")] == set(daily_lookback(now))
+        assert needs[dg.AssetKey("candles_1m")] == set(window.minutes(now))
+        assert needs[dg.AssetKey("candles_1h")] == set(window.daily(now))
 
 
 def test_one_cadence_sets_the_cron_the_freshness_policy_and_the_ticks():

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 
 import dagster as dg
 import pandas as pd
-import psycopg
 import pytest
 
-from dantaro_assets import markets
 from dantaro_assets.api.job_log import JobLog
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.operations.limits import job_tags
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
+from dantaro_assets.recommendations import assets as recommendation_assets
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS, SCORECARD_WINDOWS
 from dantaro_assets.recommendations.schemas import (
     outcomes_schema,
@@ -27,6 +26,7 @@ from dantaro_assets.recommendations.schemas import (
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store, run_settings
 from dantaro_assets.settings import load_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import always_failing_schema
 
 from .conftest import END
@@ -36,6 +36,8 @@ PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
 SETTINGS = load_settings()  # what conftest's environment gives, as the settings fixture
 MIN_TURNOVER = SETTINGS.min_turnover_krw
 SERVED = SETTINGS.scorer
+MARKET_ASSETS = dg.load_assets_from_modules([market_assets])
+recommendations, recommendations_redis = RECOMMENDATIONS.asset, RECOMMENDATIONS.publish
 
 
 def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDefinition:
@@ -52,10 +54,8 @@ def _stand_in(upstream: dg.AssetsDefinition, frame: pd.DataFrame) -> dg.AssetsDe
 @pytest.fixture(scope="module")
 def postgres_resource(pg_url, settings):
     """This module's own schema: candles merge, so candles another module stored would reach the 24 h horizon."""
-    resource = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_recommendations")
-    yield resource
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{resource.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_recommendations") as resource:
+        yield resource
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +77,13 @@ def stored(market, io_resources):
     h1 = market.candles_1h.assign(value=market.candles_1h["value"] * scale)
     d1 = market.candles_1d.assign(value=market.candles_1d["value"] * scale)
     frames = {"candles_1m": m1, "candles_1h": h1, "candles_1d": d1, "upbit_markets": market.upbit_markets}
-    seeds = [_stand_in(getattr(markets, name), frame) for name, frame in frames.items()]
+    seeds = [_stand_in(getattr(market_assets, name), frame) for name, frame in frames.items()]
     assert dg.materialize(seeds, resources=io_resources).success
     return frames
 
 
 def _materialise(asset, io_resources, **kwargs):
-    upstream = [a.to_source_asset() for a in markets.assets]
+    upstream = [a.to_source_asset() for a in MARKET_ASSETS]
     others = [recommendations.to_source_asset()] if asset is recommendation_outcomes else [recommendations_redis]  # and its publish step
     return dg.materialize([*upstream, *others, asset], partition_key=PARTITION, resources=io_resources, **kwargs)
 
@@ -240,18 +240,16 @@ def test_outcomes_schema_rejects_bad_rows(materialised, io_resources, postgres_r
     assert "isin" in result.description and "greater_than" in result.description
 
 
-def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_resource, snapshot_store, monkeypatch):
+def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_resource, snapshot_store):
     """A blocking check failure stops the step before the IO manager: the previous rows stay, nothing is published."""
     before = _table(postgres_resource, "recommendations")
     published = snapshot_store.cached("recommendations")
-    module = importlib.import_module("dantaro_assets.recommendations.assets")  # the package's ``assets`` is the list
-
-    def corrupted(*args, **kwargs):
+    def corrupted(*args, **kwargs) -> AnalysisResult:
         picks, counts = compute_recommendations(*args, **kwargs)
-        return picks.assign(score=-1.0), counts
+        return AnalysisResult(picks.assign(score=-1.0), counts)
 
-    monkeypatch.setattr(module, "compute_recommendations", corrupted)
-    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations, recommendations_redis],
+    failing = dataclasses.replace(RECOMMENDATIONS, compute=corrupted)
+    result = dg.materialize([*(a.to_source_asset() for a in MARKET_ASSETS), failing.asset, failing.publish],
                             partition_key=PARTITION, resources=io_resources, raise_on_error=False)
     assert not result.success
     assert result.asset_materializations_for_node("recommendations_redis") == [] and snapshot_store.cached("recommendations") == published
@@ -264,8 +262,8 @@ def test_a_failing_check_writes_nothing(materialised, io_resources, postgres_res
 def test_a_failing_outcomes_check_writes_nothing(materialised, io_resources, postgres_resource, monkeypatch):
     assert _materialise(recommendation_outcomes, io_resources).success
     before = _table(postgres_resource, "recommendation_outcomes")
-    monkeypatch.setattr(importlib.import_module("dantaro_assets.recommendations.assets"), "outcomes_schema", always_failing_schema)
-    result = dg.materialize([*(a.to_source_asset() for a in markets.assets), recommendations.to_source_asset(), recommendation_outcomes],
+    monkeypatch.setattr(recommendation_assets, "outcomes_schema", always_failing_schema)
+    result = dg.materialize([*(a.to_source_asset() for a in MARKET_ASSETS), recommendations.to_source_asset(), recommendation_outcomes],
                             partition_key=PARTITION, resources=io_resources, raise_on_error=False)
     assert not result.success and [e.passed for e in result.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written" in result.failure_data_for_node("recommendation_outcomes").error.to_string()
@@ -274,7 +272,7 @@ def test_a_failing_outcomes_check_writes_nothing(materialised, io_resources, pos
 
 def test_an_hour_without_stored_candles_writes_no_snapshot(materialised, io_resources, postgres_resource):
     later = END + pd.Timedelta(days=3)  # no candles stored anywhere near this hour
-    upstream = [a.to_source_asset() for a in markets.assets]
+    upstream = [a.to_source_asset() for a in MARKET_ASSETS]
     result = dg.materialize([*upstream, recommendations], partition_key=later.strftime("%Y-%m-%d-%H:%M"), resources=io_resources)
     assert result.success
     metadata = result.asset_materializations_for_node("recommendations")[0].metadata

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
+from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
 from dantaro_assets.resources import build_resources
 from dantaro_assets_tests.markets.test_stream import SIM_MARKETS, in_range, rest, stored, streaming, wait_for_clock, wait_subscribed
 from dantaro_assets_tests.reliability.matrix_job import ASSETS, materialize, storage_env
@@ -34,10 +35,10 @@ def _lookback(settings) -> None:
 
 
 def _market_status_run(settings, **tags: str) -> dg.ExecuteInProcessResult:
-    """market_status_job's steps for the hour, tagged as its schedule tags them."""
+    """market_status_job's steps for the hour, with its run config (candles_1m from the stream) and tags."""
     with storage_env(settings):
         return dg.materialize(ASSETS, selection=MARKET_STATUS_JOB, partition_key=KEY, resources=build_resources(settings),
-                              tags={"dantaro/job": "market_status", **tags}, raise_on_error=False)
+                              run_config=MINUTES_FROM_STREAM, tags={"dantaro/job": "market_status", **tags}, raise_on_error=False)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
