@@ -6,7 +6,7 @@ setup(
     description="Dantaro: Upbit KRW market status, support levels and recommendations as Dagster assets",
     packages=find_packages(exclude=["dantaro_assets_tests", "dantaro_assets_tests.*"]),
     # the instance template dantaro renders into DAGSTER_HOME (the project folder's dagster.yaml links to it)
-    package_data={"dantaro_assets.processes": ["dagster.yaml"],
+    package_data={"dantaro_assets.processes": ["dagster.yaml"], "dantaro_assets.recommendations": ["calibration.json"],
                   # the live page (GET /): plain files, no build step; the chart library vendored with its licence
                   "dantaro_assets.api": ["static/*.html", "static/*.css", "static/*.js", "static/vendor/*"]},
     python_requires=">=3.10",

@@ -41,8 +41,6 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.lib.tick_grid import krw_tick_size
-from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.market_status import analysis as status_analysis
 from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
@@ -51,7 +49,7 @@ from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
-from dantaro_replay.simulated import SimulatedMarket
+from dantaro_assets_tests.lib.candle_data import simulated_upstream
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
@@ -145,7 +143,8 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 # --- recommendations -----------------------------------------------------------------------
 
 def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    params = recs_analysis.RecommendationParams(min_turnover_krw=load_settings().min_turnover_krw)
+    settings = load_settings()
+    params = recs_analysis.RecommendationParams(settings.min_turnover_krw, settings.min_reward_risk, (settings.scorer,))
     return recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params).frame
 
 
@@ -172,38 +171,6 @@ BENCHES = [
 
 
 # --- data and timing -----------------------------------------------------------------------
-
-def simulated_inputs(markets: int) -> dict[str, pd.DataFrame]:
-    """Every upstream table as the candle assets would hold it at HOUR + 1 h (closed candles only)."""
-    sim = SimulatedMarket(markets, seed=7)
-    end = (HOUR + pit.HOUR).timestamp()
-    day = HOUR.floor("D")
-
-    def frame(unit_minutes: int, until: pd.Timestamp, count: int) -> pd.DataFrame:
-        parts = []
-        for spec in sim.specs:
-            c = sim.candles(spec.info.market, unit_minutes, until.timestamp(), count, end)
-            parts.append(pd.DataFrame({"market": spec.info.market, "candle_start": pd.to_datetime(c.start, unit="s", utc=True),
-                                       "open": c.open, "high": c.high, "low": c.low, "close": c.close,
-                                       "volume": c.volume, "value": c.value}))
-        return pd.concat(parts, ignore_index=True)
-
-    infos = sim.markets(HOUR.timestamp())
-    universe = pd.DataFrame([(i.market, i.korean_name, i.english_name, i.warning, *i.caution) for i in infos],
-                            columns=MARKET_COLUMNS)
-    universe = pd.concat([universe.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
-    reach = Lookback.covering(status_analysis.LOOKBACK, levels_analysis.LOOKBACK, recs_analysis.LOOKBACK)
-    hours = frame(60, HOUR, reach.hourly_days * 24 + 10)
-    last_close = hours.sort_values("candle_start").groupby("market")["close"].last()
-    instruments = pd.DataFrame({"market": last_close.index, "tick_size": krw_tick_size(last_close.to_numpy())})
-    return {
-        "candles_1m": frame(1, HOUR + pit.HOUR, (reach.minute_hours + 1) * 60),
-        "candles_1h": hours,
-        "candles_1d": frame(24 * 60, day, 2),
-        "upbit_markets": universe[["day", *MARKET_COLUMNS]],
-        "upbit_instruments": pd.concat([instruments.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True),
-    }
-
 
 def upstream_range(asset: dg.AssetsDefinition, upstream: str) -> dg.PartitionKeyRange:
     """The upstream partitions the asset's mapping reads for PARTITION (one range)."""
@@ -295,7 +262,7 @@ def main() -> None:
                               served_rows={"recommendations": {"scorer": load_settings().scorer}})
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = time.perf_counter()
-    data = simulated_inputs(args.markets)
+    data = simulated_upstream(args.markets, HOUR)
     generated = time.perf_counter() - started
 
     postgres.execute(f'CREATE SCHEMA "{schema}"')

@@ -23,6 +23,15 @@ of the minute at as_of):
   KRW tick grid (dantaro_assets.lib.tick_grid; each price against the coarser of the pick's
   ``tick_size`` and the documented tick at that price, the recommendations schema's rule).
 
+Plans (issue 18): over every stored row of the backfill, the level rows breaking an invariant as stored or as
+the API serves them (support_levels/schemas.py ``level_breaches``: ``zone_overlaps``, ``supports_above_price``,
+``resistances_below_price``, ``crossed_levels``), the picks whose summary states a figure its field does not
+(``summary_mismatches``, stored or served), targets beyond the horizon's reach, picks with an expected return
+<= 0, the median target distance; and the calibration table held out from its fit (the plans of the served
+scorer's list before the expected-return filter, from the table's ``until`` on): per bin of predicted chance
+the prediction, the realised target-first rate and n (``calibration``), the Brier score against the fit
+period's constant rate (``brier_score``, ``brier_baseline``). All count keys are 0 by construction.
+
 Confidence intervals are 95 % moving-block bootstrap intervals over the per-tick series, blocks as
 long as the horizon, because ticks closer than the horizon share most of their forward window.
 
@@ -54,14 +63,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib import tick_grid
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
-from dantaro_assets.recommendations import analysis
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, ticks_at
+from dantaro_assets.recommendations import analysis, trade_plan
+from dantaro_assets.recommendations.calibration import Calibration, load_calibration
 from dantaro_assets.recommendations.outcomes import (
     BOOTSTRAP,
     HIT_WINDOW,
@@ -74,12 +86,15 @@ from dantaro_assets.recommendations.outcomes import (
     net_return,
     rank_ic,
 )
+from dantaro_assets.recommendations.schemas import summary_mismatches
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.settings import load_settings
+from dantaro_assets.support_levels.schemas import level_breaches
 from dantaro_replay.simulated import SimulatedMarket
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
 RANDOM_DRAWS = 200
+RELIABILITY_BINS = 4
 PLACEBO_DRAWS = 5
 QUANTILES = 3  # top-minus-bottom spread: thirds of the universe
 HOLD_ATR, BREAK_ATR = 1.0, 0.5
@@ -184,26 +199,99 @@ def day_inputs(data: Dataset, ticks: pd.Series) -> AnalysisInputs:
                                    candles_1d=data.candles_1d, upbit_markets=data.markets)
 
 
-def backfill(data: Dataset, step_minutes: int, min_turnover: float,
-             min_reward_risk: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
-    """Every scorer's top picks per tick, every eligible market's scores, and the support levels; seconds per tick."""
+class Backfill(NamedTuple):
+    """A backfill's output: every scorer's picks, every eligible market's scores, the support levels, every
+    placeable plan (before the expected-return filter; with its ATR, every scorer's score and the regime)."""
+
+    picks: pd.DataFrame
+    scored: pd.DataFrame
+    levels: pd.DataFrame
+    plans: pd.DataFrame
+    seconds_per_tick: float
+    ticks: int
+    mean_eligible: float
+    placeable_by_reach: dict[float, int]  # plans placeable had the target's reach been each of ``reaches`` ATR
+
+
+def backfill(data: Dataset, step_minutes: int, min_turnover: float, min_reward_risk: float,
+             calibration: Calibration | None = None, reaches: tuple[float, ...] = ()) -> Backfill:
+    """Every tick of the dataset through ``recommend_at`` (the shipped calibration table unless one is given); with
+    ``reaches``, how many plans each reach (ATR) would have left placeable, on the same levels."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
-    params = analysis.RecommendationParams(min_turnover, min_reward_risk=min_reward_risk, top_n=data.top_n, scorers=tuple(SCORERS))
-    picks, scored, levels = [], [], []
+    params = analysis.RecommendationParams(min_turnover, min_reward_risk, tuple(SCORERS), top_n=data.top_n,
+                                           **({"calibration": calibration} if calibration is not None else {}))
+    picks, scored, levels, plans = [], [], [], []
     score_columns = [f"score_{name}" for name in SCORERS]
+    by_reach = dict.fromkeys(reaches, 0)
 
     started = time.perf_counter()
     for _day, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
         inputs = day_inputs(data, day_ticks)
         for as_of in day_ticks:
-            tick = analysis.recommend_at(inputs, as_of, params)
+            regime = analysis.regime_at(inputs, as_of, params.status)
+            tick = analysis.recommend_at(inputs, as_of, params, regime=regime)
             picks.append(tick.picks)
             levels.append(tick.levels)
             if len(tick.scored):
                 scored.append(tick.scored[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
+                placeable = tick.plans[tick.plans["excluded"].isna()]
+                plans.append(placeable.join(tick.scored[["atr", *score_columns]], on="market").assign(as_of=as_of, regime=regime))
+                for reach in reaches:
+                    what_if = trade_plan.plan_trades(tick.scored, tick.levels, ticks_at(inputs.instruments, as_of), min_reward_risk, reach)
+                    by_reach[reach] += int(what_if["excluded"].isna().sum())
     seconds_per_tick = (time.perf_counter() - started) / max(len(ticks), 1)
-    return (pd.concat(picks, ignore_index=True), pd.concat(scored, ignore_index=True),
-            pd.concat([lv for lv in levels if len(lv)], ignore_index=True), seconds_per_tick)
+    scored_frame = pd.concat(scored, ignore_index=True)
+    return Backfill(pd.concat(picks, ignore_index=True), scored_frame,
+                    pd.concat([lv for lv in levels if len(lv)], ignore_index=True), pd.concat(plans, ignore_index=True),
+                    seconds_per_tick, len(ticks), float(scored_frame.groupby("as_of").size().mean()), by_reach)
+
+
+def grade(grid: MinuteGrid, plans: pd.DataFrame) -> pd.DataFrame:
+    """``outcome`` within each plan's horizon (None where the data end first) and ``return_atr`` at the horizon's end."""
+    outcome = pd.Series(None, index=plans.index, dtype=object)
+    exit_price = pd.Series(np.nan, index=plans.index)
+    for hours, rows in plans.groupby("horizon"):
+        span = pd.Timedelta(hours=int(hours))
+        outcome.loc[rows.index] = first_hit(grid, rows, within=span)["first_hit"].to_numpy()
+        exit_price.loc[rows.index] = grid.price_at(rows["as_of"] + span, rows["market"])
+    atr_pct = plans["atr"] / plans["entry"]
+    return pd.DataFrame({"outcome": outcome, "return_atr": (exit_price / plans["entry"] - 1.0) / atr_pct}, index=plans.index)
+
+
+def scorer_lists(plans: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """Each scorer's top N of the placeable plans of its horizon per tick (the regime's cap applied): the level-3 sample."""
+    lists = []
+    for name, scorer in SCORERS.items():
+        mine = plans[plans["horizon"] == scorer.horizon_hours].sort_values(["as_of", "market"])
+        mine = mine.sort_values(["as_of", f"score_{name}"], ascending=[True, False], kind="stable")
+        keep = mine.groupby("as_of").cumcount() < mine["regime"].map(lambda r: min(top_n, analysis.REGIME_MAX_PICKS.get(r, top_n)))
+        lists.append(mine[keep].assign(scorer=name))
+    return pd.concat(lists, ignore_index=True)
+
+
+def reliability(table: Calibration, picks: pd.DataFrame, baseline: float, rng: np.random.Generator) -> dict:
+    """Predicted vs realised target-first rate on ``picks`` (graded, with ``scorer``): quartile bins of the
+    prediction, each with n and a 95 % interval (bootstrap over UTC days); Brier score vs the constant ``baseline``."""
+    graded = picks[picks["outcome"].notna()].reset_index(drop=True)
+    if graded.empty:
+        return {"n": 0, "bins": [], "brier_score": None, "brier_baseline": None}
+    predicted = table.rates(graded)["p_target"].to_numpy()
+    hit = (graded["outcome"] == "target").to_numpy(float)
+    edges = np.unique(np.quantile(predicted, np.linspace(0, 1, RELIABILITY_BINS + 1)))
+    which = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, max(len(edges) - 2, 0))
+    day = pd.DatetimeIndex(graded["as_of"]).floor("D")
+    bins = []
+    for b in np.unique(which):
+        inside = which == b
+        per_day = pd.DataFrame({"day": day[inside], "hit": hit[inside]}).groupby("day")["hit"].agg(["sum", "count"]).to_numpy()
+        draws = per_day[rng.integers(0, len(per_day), size=(BOOTSTRAP, len(per_day)))].sum(axis=1)
+        rates = draws[:, 0] / np.maximum(draws[:, 1], 1)
+        bins.append({"predicted": round(float(predicted[inside].mean()), 4), "realised": round(float(hit[inside].mean()), 4),
+                     "n": int(inside.sum()), "interval": [round(float(np.quantile(rates, q)), 4) for q in (0.025, 0.975)],
+                     "predicted_range": [round(float(predicted[inside].min()), 4), round(float(predicted[inside].max()), 4)]})
+    return {"n": len(graded), "bins": bins, "realised_rate": round(float(hit.mean()), 4),
+            "brier_score": round(float(np.mean((predicted - hit) ** 2)), 4),
+            "brier_baseline": round(float(np.mean((baseline - hit) ** 2)), 4), "baseline_rate": round(baseline, 4)}
 
 
 def excursions(grid: MinuteGrid, picks: pd.DataFrame, entry: np.ndarray) -> pd.DataFrame:
@@ -446,6 +534,44 @@ def _hold_difference_ci(real, real_as_of, fake, fake_as_of, rng) -> list[float |
     return [round(float(np.quantile(diff, q)), 4) for q in (0.025, 0.975)]
 
 
+LEVEL_KEYS = ("zone_overlaps", "supports_above_price", "resistances_below_price", "crossed_levels")
+
+
+def served(asset: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows as the API serves them (api.for_people's rounding)."""
+    if frame.empty:
+        return frame
+    return pd.DataFrame(for_people(asset, {"rows": frame.to_dict("records")})["rows"], index=frame.index)
+
+
+def plan_checks(levels: pd.DataFrame, picks: pd.DataFrame, plans: pd.DataFrame, table: Calibration, served_scorer: str,
+                top_n: int, rng: np.random.Generator) -> dict:
+    """The issue-18 invariants over every row of the backfill, stored and as served (a row counts once if either breaks
+    it), the picks' targets, and the calibration held out from the table's fit (plans from its ``until`` on)."""
+    breaches = level_breaches(levels) | level_breaches(served("support_levels", levels))
+    wrong_summaries = [bool(summary_mismatches(row)) for row in picks.to_dict("records")]
+    wrong_served = [bool(summary_mismatches(row)) for row in served("recommendations", picks).to_dict("records")]
+    plan = picks["reasons"].map(lambda r: r["plan"])
+    beyond = plan.map(lambda p: p["target_atr"] > p["reach_atr"] + 1e-3)
+    fit_until = pd.Timestamp(table.fitted.get("until", plans["as_of"].min()))
+    graded = plans[plans["as_of"] >= fit_until]
+    candidates = scorer_lists(graded, top_n)
+    candidates = candidates[candidates["scorer"] == served_scorer]
+    baseline = table.cells[table.cells["level"] == 0]
+    baseline_rate = float(baseline["target"].sum() / baseline["n"].sum())
+    held_out = reliability(table, candidates, baseline_rate, rng)
+    return {
+        **{key: int(breaches[key].sum()) for key in LEVEL_KEYS},
+        "level_breaches": {key: int(value) for key, value in breaches.sum().items()},
+        "summary_mismatches": int(np.sum(np.array(wrong_summaries, bool) | np.array(wrong_served, bool))),
+        "targets_beyond_reach": int(beyond.sum()),
+        "picks_negative_ev": int((picks["expected_return_net"] <= 0).sum()),
+        "median_target_pct": _round(100.0 * float((picks["target"] / picks["entry"] - 1.0).median())) if len(picks) else None,
+        "calibration_held_out_from": str(fit_until),
+        "calibration": held_out,
+    }
+
+
 def _with_ci(value, ci) -> str:
     return f"{value} [{ci[0]}, {ci[1]}]"
 
@@ -482,6 +608,19 @@ def report(data: Dataset, recs: dict, levels: dict, seconds_per_tick: float, ser
     print(f"hold rate real - placebo, 95% CI (bootstrap over days): {levels['difference_ci']}")
 
 
+def report_plans(checks: dict, run: Backfill) -> None:
+    held = checks["calibration"]
+    print(f"\nplans: {len(run.plans)} placeable over {run.ticks} ticks; level rows breaking an invariant (stored or served): "
+          f"{checks['level_breaches']}; summaries not matching their fields: {checks['summary_mismatches']}; targets beyond "
+          f"reach: {checks['targets_beyond_reach']}; picks with expected return <= 0: {checks['picks_negative_ev']}; median target "
+          f"{checks['median_target_pct']} %")
+    print(f"calibration held out from {checks['calibration_held_out_from']} (served scorer's candidates before the expected-return "
+          f"filter): {held['n']} plans, Brier {held['brier_score']} vs {held['brier_baseline']} for the constant "
+          f"{held.get('baseline_rate')}")
+    if held["bins"]:
+        print(pd.DataFrame(held["bins"]).to_markdown(index=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -505,21 +644,36 @@ def main(argv: list[str] | None = None) -> int:
         datasets.append(load_simulated(args.sim_markets, args.sim_days, args.seed, args.sim_top))
     summary: dict = {"step_minutes": args.step_minutes, "min_turnover_krw": settings.min_turnover_krw, "fee_each_way": 0.0005,
                      "scorer": settings.scorer, "reward_risk_floor": settings.min_reward_risk}
-    every_pick, previous = [], {}
+    every_pick, previous, checks = [], {}, {}
+    table = load_calibration()
     for data in datasets:
-        picks, scored, levels, per_tick = backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk)
+        run = backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk)
+        picks, scored, levels, per_tick = run.picks, run.scored, run.levels, run.seconds_per_tick
         every_pick.append(picks)
         recs = evaluate_recommendations(data, picks, scored, args.step_minutes, rng, settings.min_reward_risk)
         held = evaluate_levels(data, levels, rng)
+        graded = run.plans.rename(columns={"horizon_hours": "horizon"})
+        graded = graded.join(grade(minute_grid(data.candles_1m), graded))
+        checks[data.name] = plan_checks(levels, picks, graded, table, settings.scorer, data.top_n, rng)
         report(data, recs, held, per_tick, settings.scorer)
+        report_plans(checks[data.name], run)
         summary[data.name] = {"recommendations": recs["scorers"][settings.scorer], "scorers": recs["scorers"],
                               "ticks": recs["ticks"], "mean_universe_size": recs["mean_universe_size"],
-                              "support_levels": held, "seconds_per_tick": round(per_tick, 4), "dropped_markets": data.dropped}
+                              "support_levels": held, "seconds_per_tick": round(per_tick, 4), "dropped_markets": data.dropped,
+                              "plans": checks[data.name]}
         previous[data.name] = recs["scorers"]["v1"]
     overall = placeable(pd.concat(every_pick, ignore_index=True), settings.min_reward_risk) if every_pick else {}
     summary |= {"min_reward_risk": overall.get("min_reward_risk"), "picks_below_floor": overall.get("below_floor"),
                 "off_grid_prices": overall.get("off_grid_prices"), "picks_checked": overall.get("picks"),
                 "previous_rules": previous, "load_average": [round(x, 2) for x in os.getloadavg()]}
+    totals = [*LEVEL_KEYS, "summary_mismatches", "targets_beyond_reach", "picks_negative_ev"]
+    summary |= {key: sum(c[key] for c in checks.values()) for key in totals}
+    first = next(iter(checks.values()), None)  # the recorded data's (the table's source) when it ran
+    every = pd.concat(every_pick, ignore_index=True) if every_pick else pd.DataFrame()
+    summary |= {"median_target_pct": _round(100.0 * float((every["target"] / every["entry"] - 1.0).median())) if len(every) else None,
+                "calibration": first["calibration"]["bins"] if first else None,
+                "brier_score": first["calibration"]["brier_score"] if first else None,
+                "brier_baseline": first["calibration"]["brier_baseline"] if first else None}
     print(f"\nall scorers' picks: {overall.get('picks')}, smallest reward:risk {overall.get('min_reward_risk')} "
           f"(floor {settings.min_reward_risk}: {overall.get('below_floor')} below), off-grid prices {overall.get('off_grid_prices')} "
           f"of {overall.get('prices')}; load average {summary['load_average']}")

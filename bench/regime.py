@@ -39,16 +39,17 @@ from dantaro_assets.settings import load_settings
 def backfill(data: quality.Dataset, step_minutes: int, min_turnover: float, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every tick's picks and every eligible market's score, each row with the tick's regime."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
-    params = analysis.RecommendationParams(min_turnover, min_reward_risk=floor, top_n=data.top_n)
+    params = analysis.RecommendationParams(min_turnover, floor, ("v1",), top_n=data.top_n)
     picks, scored = [], []
     for _, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
         inputs = quality.day_inputs(data, day_ticks)
         for as_of in day_ticks:
             regime = analysis.regime_at(inputs, as_of)
-            top, every, _, _ = analysis.recommend_at(inputs, as_of, params, regime=regime)
-            picks.append(top)
-            if len(every):
-                scored.append(every[["score_v1"]].rename(columns={"score_v1": "score"}).assign(as_of=as_of, regime=regime).rename_axis("market").reset_index())
+            tick = analysis.recommend_at(inputs, as_of, params, regime=regime)
+            picks.append(tick.picks)
+            if len(tick.scored):
+                scores = tick.scored[["score_v1"]].rename(columns={"score_v1": "score"})
+                scored.append(scores.assign(as_of=as_of, regime=regime).rename_axis("market").reset_index())
     return pd.concat(picks, ignore_index=True), pd.concat(scored, ignore_index=True)
 
 

@@ -1,4 +1,5 @@
-"""The ``dantaro`` command: the pipeline with its UI, the offline Upbit replay, the API, the stream; settings, repairs, migrations, backups.
+"""The ``dantaro`` command: the pipeline with its UI, the offline Upbit replay, the API, the stream; settings, repairs, migrations,
+backups, the plans' calibration.
 
 This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
 ``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
@@ -145,6 +146,33 @@ def backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dantaro {args.command}: {exc}", file=sys.stderr)
         return 1
     print(*summary.lines(), sep="\n")
+
+
+def _add_calibration_parser(commands: argparse._SubParsersAction) -> None:
+    calibration_parser = commands.add_parser("calibration", help="the plans' calibration table (chance of the target first)")
+    actions = calibration_parser.add_subparsers(dest="action", required=True)
+    refit = actions.add_parser("refit", help="recount the table from the stored picks and their grades (recommendation_outcomes)",
+                               description="Writes a table like the shipped one, counted from the graded picks of every scorer; "
+                               "serve it with DANTARO_CALIBRATION=PATH.")
+    refit.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    refit.add_argument("--days", type=int, default=30, help="picks of the last DAYS days up to the newest graded one")
+
+
+def refit_calibration(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro calibration refit``: the table recounted from graded picks, written to ``--out``."""
+    from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, load_calibration, refit_from_postgres
+
+    base = load_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE)
+    try:
+        table = refit_from_postgres(_postgres(settings), base, args.days)
+    except ValueError as exc:
+        print(f"dantaro calibration refit: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(table.to_json())
+    top = table.cells[table.cells["level"] == 0]
+    print(f"wrote {args.out}: {table.fitted['plans']} plans ({table.fitted['picks']} picks) from {table.fitted['from']} to "
+          f"{table.fitted['until']}, target first {int(top['target'].sum())} of {int(top['n'].sum())}; "
+          f"serve it with DANTARO_CALIBRATION={args.out.resolve()}")
     return 0
 
 
@@ -176,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     backup_parser.add_argument("path", type=Path)
     restore_parser = commands.add_parser("restore", help="restore a backup into an empty schema, then migrate it")
     restore_parser.add_argument("path", type=Path)
+    _add_calibration_parser(commands)
 
     if argv[:1] == ["replay"]:
         from dantaro_replay.server import main as replay_main
@@ -216,7 +245,7 @@ def _dispatch(argv: list[str], args: argparse.Namespace | None, settings: Settin
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
     return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles, "migrate": migrate,
-            "backup": backup_or_restore, "restore": backup_or_restore}[args.command](args, settings)
+            "backup": backup_or_restore, "restore": backup_or_restore, "calibration": refit_calibration}[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,9 @@ class Settings(BaseModel):
     scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$",
         description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked at load)")
     min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")
+    calibration: str | None = Field(None, alias="DANTARO_CALIBRATION",
+        description="the plans' calibration table (JSON, e.g. from `dantaro calibration refit`); unset = the one shipped, fitted on "
+        "the recorded candles (bench/calibrate.py)")
     min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
     retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")
     retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
@@ -235,6 +238,17 @@ class Settings(BaseModel):
     def _absolute(cls, value: Path | None) -> Path | None:
         """Every process, whatever folder it starts in, resolves the same absolute path."""
         return None if value is None else (base_dir() / value.expanduser()).resolve()
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_file(cls, value: str | None) -> str | None:
+        """An absolute path to a file that exists (its contents are checked when the definitions load)."""
+        if not value:
+            return None
+        path = (base_dir() / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return str(path)
 
     @field_validator("market_status_interval", "recommendations_interval", "support_levels_interval")
     @classmethod

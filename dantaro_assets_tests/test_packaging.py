@@ -1,4 +1,5 @@
-"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template and the live page."""
+"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template, the
+live page and the recommendations' calibration table."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from dantaro_assets.api.app import STATIC
 from dantaro_assets.definitions import defs
 from dantaro_assets.processes.instance import TEMPLATE, render_instance_config
+from dantaro_assets.recommendations.calibration import CALIBRATION_FILE
 from dantaro_assets.settings import PROJECT_DIR, load_settings
 
 
@@ -21,6 +23,7 @@ def test_the_built_package_ships_the_dagster_yaml_template_and_the_live_page(tmp
     assert build.returncode == 0, build.stderr[-2000:]
     shipped = tmp_path / "lib" / "dantaro_assets" / "processes" / "dagster.yaml"
     assert shipped.read_bytes() == TEMPLATE.read_bytes()
+    assert (tmp_path / "lib" / "dantaro_assets" / "recommendations" / "calibration.json").read_bytes() == CALIBRATION_FILE.read_bytes()
     page = tmp_path / "lib" / "dantaro_assets" / "api" / "static"
     for name in STATIC.rglob("*"):
         if name.is_file():
@@ -47,6 +50,7 @@ def test_a_plain_install_loads_the_definitions_without_the_checkout(tmp_path):
     assert (site / "dantaro_assets" / "processes" / "dagster.yaml").is_file()
     probe = (
         "import dantaro_assets, dantaro_assets.definitions as d; "
+        "from dantaro_assets.recommendations.calibration import load_calibration; load_calibration().reach_atr(24, 1.5); "
         "print(dantaro_assets.__file__); "
         "print(' '.join(sorted(k.to_user_string() for k in d.defs.resolve_asset_graph().get_all_asset_keys())))"
     )

@@ -40,6 +40,7 @@ def test_values_are_parsed_from_the_environment():
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
+        ("DANTARO_CALIBRATION", "/nowhere/calibration.json", "no such file: /nowhere/calibration.json"),
         # a bound alone lets infinity through (inf >= 1), and says "greater than 0" of nan, which is not the problem
         ("DANTARO_MIN_REWARD_RISK", "inf", "finite number"),
         ("UPBIT_API_TIMEOUT", "nan", "finite number"),

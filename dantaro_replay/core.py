@@ -1,4 +1,4 @@
-"""Shared pieces of the replay server: candle arrays, interval aggregation, Upbit's KRW tick sizes.
+"""Shared pieces of the replay server: candle arrays, interval aggregation, Upbit's KRW tick sizes (the pipeline's table).
 
 Both data sources (simulated and recorded) produce minute-or-coarser candles as columnar numpy
 arrays; everything coarser is aggregated from them here, so OHLCV stays consistent across
@@ -12,9 +12,13 @@ from typing import Protocol
 
 import numpy as np
 
+from dantaro_assets.lib.tick_grid import krw_tick_size
+from dantaro_assets.lib.tick_grid import round_to_tick as grid_round
+
 MINUTE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
 DAY_MINUTES = 1440
 DAY_SECONDS = 86_400
+_SMALLEST_PRICE = 1e-8  # a simulated price never falls below one tick of the finest band
 
 CAUTION_KEYS = (
     "PRICE_FLUCTUATIONS",
@@ -120,55 +124,15 @@ class CandleSource(Protocol):
         ...
 
 
-# Upbit KRW market price units, the table in force since 2025-07-31 for prices of 10 KRW and more
-# (docs.upbit.com "원화(KRW) 마켓 주문 가격 단위"); below 10 KRW the previous table's units, which the
-# current page did not show. Rows: (lower bound, tick numerator, tick denominator) so that a price is
-# (k * numerator) / denominator, exact in binary floating point rounding terms.
-_TICK_BANDS = np.array(
-    [
-        (2_000_000, 1000, 1),
-        (1_000_000, 1000, 1),
-        (500_000, 500, 1),
-        (100_000, 100, 1),
-        (50_000, 50, 1),
-        (10_000, 10, 1),
-        (5_000, 5, 1),
-        (1_000, 1, 1),
-        (100, 1, 1),
-        (10, 1, 100),
-        (1, 1, 1_000),
-        (0.1, 1, 10_000),
-        (0.01, 1, 100_000),
-        (0.001, 1, 1_000_000),
-        (0.0001, 1, 10_000_000),
-        (0.0, 1, 100_000_000),
-    ]
-)
-_BAND_LOWER = _TICK_BANDS[::-1, 0]  # ascending for searchsorted
-_BAND_NUM = _TICK_BANDS[::-1, 1]
-_BAND_DEN = _TICK_BANDS[::-1, 2]
-
-
 def tick_size(price: np.ndarray | float) -> np.ndarray:
-    """Upbit's KRW order price unit for each price."""
-    band = np.searchsorted(_BAND_LOWER, np.asarray(price, dtype=float), side="right") - 1
-    return _BAND_NUM[band] / _BAND_DEN[band]
+    """Upbit's KRW order price unit for each price: the pipeline's table (one table, ``lib/tick_grid.py``)."""
+    return krw_tick_size(np.maximum(np.asarray(price, dtype=float), _SMALLEST_PRICE))
 
 
 def round_to_tick(price: np.ndarray, mode: str = "nearest") -> np.ndarray:
-    """Snap prices to the tick of their band: ``nearest``, ``up`` (for highs) or ``down`` (for lows)."""
-    price = np.asarray(price, dtype=float)
-    band = np.searchsorted(_BAND_LOWER, price, side="right") - 1
-    num, den = _BAND_NUM[band], _BAND_DEN[band]
-    steps = price * den / num
-    if mode == "up":
-        snapped = np.ceil(steps - 1e-9)
-    elif mode == "down":
-        snapped = np.floor(steps + 1e-9)
-    else:
-        snapped = np.round(steps)
-    snapped = np.maximum(snapped, 1.0)
-    return snapped * num / den
+    """Snap prices to the tick of their band: ``nearest``, ``up`` (for highs) or ``down`` (for lows); at least one tick."""
+    price = np.maximum(np.asarray(price, dtype=float), _SMALLEST_PRICE)
+    return np.maximum(grid_round(price, krw_tick_size(price), mode), krw_tick_size(price))
 
 
 def iso_seconds(epoch_seconds: np.ndarray) -> np.ndarray:

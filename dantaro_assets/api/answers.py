@@ -18,12 +18,13 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from dantaro_assets.api.for_people import for_people
+from dantaro_assets.api.for_people import for_people, unexpired
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.redaction import redact_text
 
@@ -111,7 +112,8 @@ class SnapshotAnswers(AnswerCache):
 
     A snapshot is read with ``SnapshotStore.latest`` (the newer of Redis and Postgres) and encoded once: a
     read that finds the snapshot it found before (same as_of, run, source and row count) reuses that
-    answer, so keeping answers fresh each second costs the two storage reads, not the rounding.
+    answer, so keeping answers fresh each second costs the two storage reads, not the rounding. The
+    recommendations lose their picks past ``expires_at`` first (``for_people.unexpired``).
     """
 
     def __init__(self, snapshots: SnapshotStore, ttl: float) -> None:
@@ -126,6 +128,8 @@ class SnapshotAnswers(AnswerCache):
         payload = self.snapshots.latest(asset, market)
         if payload is None:
             return Answer(None)
+        if asset == "recommendations":  # a pick past its horizon is not served; the row count below sees it go
+            payload = unexpired(payload, datetime.now(timezone.utc))
         found = (payload["as_of"], payload.get("run_id"), payload["source"], len(payload["rows"]))
         encoded = self._encoded.get((asset, market))
         if encoded is None or encoded[0] != found:

@@ -4,13 +4,20 @@ Postgres and the Redis cache keep full precision (the record); only the API's an
 Prices are rounded to the tick of their row (``tick_size``, the one the picks were placed on; the
 documented KRW table at the row's price where a row has none), in the direction that never flatters
 a buyer: a support or resistance level and a zone's bottom down, a zone's top up (zones only widen).
-Entry, target and stop of a pick are on the grid already and stay as they are.
+The analyses store their level prices and a pick's entry, target and stop on the grid already (the same
+rule, ``tick_grid.to_grid``), so rounding leaves them as they are and every level invariant the blocking
+check enforces (support_levels/schemas.py) holds in the answer too.
+
+A pick is a plan for its horizon: ``unexpired`` drops the picks whose ``expires_at`` has passed.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
+
+import pandas as pd
 
 from dantaro_assets.lib.tick_grid import krw_tick_size, round_to_tick
 from dantaro_assets.support_levels.analysis import RANKING
@@ -20,10 +27,12 @@ SCORE_DECIMALS = 2
 # Per asset: price fields rounded down, rounded up, and the row field naming the price that sets the tick.
 _LEVEL_DOWN = {"support_levels": ("price", "level", "zone_low"), "market_status": ("btc_price", "btc_ema_20h")}
 _LEVEL_UP = {"support_levels": ("zone_high",)}
-_REASON_PRICES = {"trend": ("ema20", "ema50"), "support_distance": ("support",), "resistance_distance": ("resistance",),
-                  "plan": ("target_level",)}
+_REASON_PRICES = {"trend": {"ema20": "down", "ema50": "down"}, "support_distance": {"support": "down", "support_low": "down"},
+                  "resistance_distance": {"resistance": "down"},
+                  "plan": {"target_level": "down", "zone_low": "down", "zone_high": "up"}}
 _SCORES = ("score", "trend", "momentum", "volume_surge", "support_distance", "resistance_distance", "volatility",
            "strength", "score_breadth", "score_trend", "score_momentum", "score_calm", "reward_risk")
+_FRACTIONS = {"p_target_first": 4, "expected_return_net": 6}  # 0.01 percentage point, as the summary states them
 
 
 def _tick(row: dict[str, Any], price: float) -> float:
@@ -69,11 +78,14 @@ def _row(asset: str, row: dict[str, Any]) -> dict[str, Any]:
     for key in _SCORES:
         if key in row:
             row[key] = _round(row[key], SCORE_DECIMALS)
+    for key, decimals in _FRACTIONS.items():
+        if key in row:
+            row[key] = _round(row[key], decimals)
     reasons = row.get("reasons")
     if asset == "recommendations" and isinstance(reasons, dict):
-        for part, keys in _REASON_PRICES.items():
+        for part, directions in _REASON_PRICES.items():
             if isinstance(reasons.get(part), dict):
-                reasons[part] = {k: (_price(row, v, "down") if k in keys else v) for k, v in reasons[part].items()}
+                reasons[part] = {k: (_price(row, v, directions[k]) if k in directions else v) for k, v in reasons[part].items()}
     return row
 
 
@@ -83,3 +95,15 @@ def for_people(asset: str, payload: dict[str, Any]) -> dict[str, Any]:
     if asset == "support_levels":
         rounded["ranking"] = RANKING
     return rounded
+
+
+def unexpired(payload: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The payload without the picks whose horizon ended by ``now`` (``expires_at``), and how many went (``expired``).
+
+    A snapshot is replaced every few minutes while the pipeline runs; this only bites when it stopped, so
+    the API never serves a plan past the hours it was made for.
+    """
+    rows = payload.get("rows", [])
+    now = pd.Timestamp(now)
+    live = [row for row in rows if row.get("expires_at") is None or pd.Timestamp(row["expires_at"]) > now]
+    return {**payload, "rows": live, "expired": len(rows) - len(live)}

@@ -155,6 +155,11 @@ class RecommendationRow(Row):
     target: Price = None
     stop: Price = None
     reward_risk: float | None = None
+    p_target_first: float | None = Field(None, description="chance the target is touched before the stop within the horizon, 0-1")
+    expected_return_net: float | None = Field(None, description="expected return of the plan net of the fee on both legs (a fraction)")
+    horizon_hours: int | None = Field(None, description="how long the plan is held")
+    expires_at: Timestamp | None = Field(None, description="as_of + horizon_hours: the plan is not served after it")
+    entry_from: str | None = Field(None, description="where the entry price comes from: last_trade (rounded up to the tick)")
     tick_size: float | None = None
     regime: str | None = None
     caution: list[str] | None = Field(None, description="Upbit's caution flags on the market")
@@ -164,7 +169,8 @@ class SupportLevelRow(Row):
     """One support or resistance level of a market and its zone."""
 
     market: str | None = None
-    side: str | None = Field(None, description="support or resistance")
+    side: str | None = Field(None, description="support (entirely below the price), resistance (entirely above) or at_price "
+                             "(the zone the price trades in)")
     rank: int | None = None
     price: Price = None
     level: Price = None
@@ -200,6 +206,7 @@ class MarketStatusSnapshot(Snapshot):
 
 class RecommendationsSnapshot(Snapshot):
     rows: list[RecommendationRow] = Field(description="the served scorer's picks, by rank")
+    expired: int = Field(0, description="picks left out because their horizon ended (expires_at): only when the pipeline stopped")
 
 
 class SupportLevelsSnapshot(Snapshot):

@@ -14,7 +14,7 @@ reach the materialisation's metadata (``operations/analyses.py`` turns a declare
 - ``AnalysisInputs.assemble``: the candle history (``point_in_time.CandleHistory``), the universe,
   the tick sizes and the KRW turnover of a partition, built once and sampled per tick;
 - ``listed_at`` / ``latest_day``: the universe (or the instruments) of the latest day <= a tick,
-  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``).
+  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``), and ``ticks_at``: its tick sizes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dantaro_assets.lib.point_in_time import DAY, HOUR, MARKET, MINUTE, START, C
 from dantaro_assets.lib.upbit.parsing import CAUTION_FLAGS
 
 __all__ = ["CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "AnalysisResult", "Lookback", "Turnover", "flags", "latest_day",
-           "listed_at", "stored_ticks", "tick_times"]
+           "listed_at", "stored_ticks", "tick_times", "ticks_at"]
 
 DAY_COLUMN = "day"  # the day column of upbit_markets and upbit_instruments
 
@@ -108,6 +108,12 @@ def listed_at(frame: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame |
     if known.empty:
         return None
     return frame[days == known.max()].set_index(MARKET)
+
+
+def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series:
+    """Upbit's tick per market of the newest stored instruments day <= as_of (empty when none is stored)."""
+    newest = listed_at(instruments, as_of)
+    return pd.Series(dtype=float) if newest is None else newest["tick_size"].astype(float)
 
 
 def flags(listed: pd.DataFrame) -> pd.DataFrame:

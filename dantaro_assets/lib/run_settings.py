@@ -20,6 +20,7 @@ class RunSettings(dg.ConfigurableResource):
     min_coverage: float
     min_turnover_krw: float
     min_reward_risk: float
+    calibration: str | None  # DANTARO_CALIBRATION: None = the shipped table
     scorer: str
     retention_candles_1m_days: int
     retention_candles_days: int

@@ -10,11 +10,14 @@ Scoring: every named scorer of dantaro_assets.recommendations.scorers scores the
 (``v1``'s components are kept with every pick); each scorer's top N get entry, target, stop and reasons,
 and the rows carry the scorer's name. ``DANTARO_SCORER`` names the served one, the rest run in shadow.
 
-Entry, target and stop come from the nearest support and resistance
-the summary names, on Upbit's price grid (dantaro_assets.recommendations.trade_plan); a market whose
-placed prices offer less than ``min_reward_risk`` reward per unit of risk is not recommended.
-The market's regime at ``as_of`` (market_status's rule on the same candles) gates the list
-(``REGIME_POLICY``) and is stated in every row and summary.
+Each scorer holds its picks for its horizon (``Scorer.horizon_hours``; ``expires_at = as_of + horizon``).
+Entry, target and stop come from the levels the summary names, on Upbit's price grid, the target within
+the horizon's reach (dantaro_assets.recommendations.trade_plan); a market whose placed prices offer less
+than ``min_reward_risk`` reward per unit of risk is not recommended. Each plan carries the chance that
+plans like it reached the target first and its expected return net of fees (the calibration table,
+dantaro_assets.recommendations.calibration); only plans expected to make money are listed. The
+market's regime at ``as_of`` (market_status's rule on the same candles) gates the list
+(``REGIME_MAX_PICKS``) and is stated in every row and summary.
 
 Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
 with at least ``min_turnover_krw`` traded over the 24 h before as_of (closed hours from candles_1h,
@@ -25,7 +28,7 @@ and with at least ``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -33,13 +36,14 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, listed_at
-from dantaro_assets.lib.tick_grid import ticks_at
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, listed_at, ticks_at
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
+from dantaro_assets.recommendations.calibration import Calibration, load_calibration
 from dantaro_assets.recommendations.scorers import (
     COMPONENTS,
     FEATURE_LAGS,
+    SCORERS,
     component_scores,
     score_all,
 )
@@ -50,12 +54,10 @@ MIN_HISTORY_BARS = 50
 TOP_N = 20
 TURNOVER_WINDOW = pd.Timedelta(hours=24)
 SURGE_WINDOW = pd.Timedelta(hours=1)
-DEFAULT_MIN_REWARD_RISK = 1.5  # DANTARO_MIN_REWARD_RISK's default
-DEFAULT_SCORERS = ("v1",)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 RECOMMENDATION_COLUMNS = [
     "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
-    "tick_size", "regime", "caution",
+    "p_target_first", "expected_return_net", "horizon_hours", "expires_at", "entry_from", "tick_size", "regime", "caution",
 ]  # fmt: skip
 
 
@@ -64,13 +66,15 @@ _LEVEL_PARAMS, _STATUS_PARAMS = support_levels.LevelParams(), market_status.Stat
 
 @dataclass(frozen=True)
 class RecommendationParams:
-    """The universe floor, the list's length, the placed prices' floor, the scorers, and the levels and regime
-    rules the picks use (support levels' and market status' own parameters)."""
+    """The universe floor, the placed prices' floor and the scorers (the settings' values: they have no default
+    here), the list's length, the calibration table, and the levels and regime rules the picks use (support
+    levels' and market status' own parameters)."""
 
     min_turnover_krw: float  # DANTARO_MIN_TURNOVER_KRW
-    min_reward_risk: float = DEFAULT_MIN_REWARD_RISK
+    min_reward_risk: float  # DANTARO_MIN_REWARD_RISK
+    scorers: tuple[str, ...]  # every one ranks its list; the first's counts are the tick's (DANTARO_SCORER first)
     top_n: int = TOP_N
-    scorers: tuple[str, ...] = DEFAULT_SCORERS  # the first ranks the served list (``excluded_regime`` counts it)
+    calibration: Calibration = field(default_factory=load_calibration)
     levels: support_levels.LevelParams = _LEVEL_PARAMS
     status: market_status.StatusParams = _STATUS_PARAMS
 
@@ -85,25 +89,13 @@ def lookback(levels: support_levels.LevelParams = _LEVEL_PARAMS, status: market_
     return Lookback.covering(levels.lookback, status.lookback, Lookback(minute_hours=2, hourly_days=0, daily_days=2))
 
 
-@dataclass(frozen=True)
-class RegimePolicy:
-    """What a regime does to the list: at most ``max_picks`` picks, each scoring at least ``min_score``."""
-
-    max_picks: int
-    min_score: float
-
-
+REGIMES = ("risk_on", "neutral", "risk_off", "unknown")  # market_status's, and unknown without a 60-minute return
 RISK_OFF_MAX_PICKS = 3
 # From the recorded markets (bench/regime.py, README "Recommendations"): in risk_off hours the top pick
 # trailed the universe at 1 h, 4 h and 24 h and the score's rank IC was negative at every horizon, so
-# risk_off cuts the list to a shortlist; a higher score floor would lean on a score that ranked the
+# risk_off cuts the list to a shortlist. No score floor: a floor would lean on a score that ranked the
 # wrong way there, and an empty list would leave the API serving the previous (older) snapshot.
-REGIME_POLICY: dict[str, RegimePolicy] = {
-    "risk_on": RegimePolicy(max_picks=TOP_N, min_score=0.0),
-    "neutral": RegimePolicy(max_picks=TOP_N, min_score=0.0),
-    "unknown": RegimePolicy(max_picks=TOP_N, min_score=0.0),
-    "risk_off": RegimePolicy(max_picks=RISK_OFF_MAX_PICKS, min_score=0.0),
-}
+REGIME_MAX_PICKS: dict[str, int] = {"risk_off": RISK_OFF_MAX_PICKS}  # other regimes: top_n
 
 
 LOOKBACK = lookback()
@@ -121,18 +113,21 @@ class UniverseCounts:
     excluded_turnover: int = 0
     excluded_history: int = 0
     eligible: int = 0
-    excluded_reward_risk: int = 0  # eligible, but its placed target/stop offer less than the floor (or no room)
+    excluded_reward_risk: int = 0  # eligible, but no target within reach offers the floor (or no room, no stop)
+    excluded_negative_ev: int = 0  # placeable, but plans like it lost money net of fees (the first scorer's)
     excluded_regime: int = 0  # recommendable, but left out by the regime's policy
 
 
 class TickResult(NamedTuple):
-    """One tick's recommendations: each scorer's top N, every eligible market's scores and trade plan, the
-    universe counts and the support levels the plans come from."""
+    """One tick's recommendations: each scorer's top N, every eligible market's features and scores, the trade
+    plan of every eligible market per horizon (column ``horizon``), the universe counts and the support levels
+    the plans come from."""
 
     picks: pd.DataFrame
     scored: pd.DataFrame
     counts: UniverseCounts
     levels: pd.DataFrame
+    plans: pd.DataFrame
 
 
 def regime_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: market_status.StatusParams = _STATUS_PARAMS) -> str:
@@ -204,24 +199,27 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def nearest_levels(levels: pd.DataFrame, price: pd.Series) -> pd.DataFrame:
-    """Per market: the nearest support zone below the price and the nearest resistance above.
+def nearest_levels(levels: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
+    """Per market: the nearest support zone below the price, the zone the price trades in, the zone the stop goes
+    under (that one, else the support), and the nearest resistance zone's bottom above the entry.
 
-    ``levels`` is support_levels' output (side, level, zone_low, zone_high; zones clipped at the
-    price). A resistance is referenced by its zone's bottom, or by the level itself when the price is
-    already inside the zone (``trade_plan.resistance_targets``): the summary names the nearest, and the
-    pick's target is it or, when it is too near for the reward:risk floor, a farther one.
+    ``levels`` is support_levels' output (side ``support`` / ``at_price`` / ``resistance``, zones on the grid).
     """
-    frame = levels.assign(price=levels[pit.MARKET].map(price))
-    supports = frame[(frame["side"] == "support") & (frame["level"] < frame["price"])]
-    support = supports.sort_values("level").groupby(pit.MARKET)[["zone_low", "zone_high"]].last()
-    targets = trade_plan.resistance_targets(levels, price)
+    def zone(side: str, pick: str) -> pd.DataFrame:
+        rows = levels[levels["side"] == side].sort_values("zone_low")
+        return rows.groupby(pit.MARKET)[["zone_low", "zone_high"]].agg(pick).reindex(entry.index)
+
+    support, inside = zone("support", "last"), zone("at_price", "first")
+    targets = trade_plan.resistance_targets(levels, entry)
     resistance = targets[targets["order"] == 1].set_index(pit.MARKET)["target_level"]
-    out = pd.DataFrame(index=price.index)
-    out["support_low"] = support["zone_low"].reindex(price.index)
-    out["support_high"] = support["zone_high"].reindex(price.index).clip(upper=price)
-    out["resistance_low"] = resistance.reindex(price.index)
-    return out
+    in_zone = inside["zone_low"].notna()
+    return pd.DataFrame({
+        "support_low": support["zone_low"], "support_high": support["zone_high"],
+        "zone_low": inside["zone_low"], "zone_high": inside["zone_high"],
+        "stop_zone_low": inside["zone_low"].where(in_zone, support["zone_low"]),
+        "stop_zone": np.where(in_zone, "at_price", np.where(support["zone_low"].notna(), "support", None)),
+        "resistance_low": resistance.reindex(entry.index),
+    }, index=entry.index)
 
 
 def _price_text(value: float, tick: float) -> str:
@@ -234,105 +232,159 @@ def _ordinal(n: int) -> str:
     return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
-def _reasons_and_summary(picks: pd.DataFrame, regime: str) -> tuple[list[dict], list[str]]:
-    """Machine-readable reasons (a JSON object: jsonb in Postgres, nested in the Redis payload) and one human
-    line per pick naming the levels its target and stop come from: only for the top N, so a loop is fine."""
-    reasons, summaries = [], []
-    for market, row in picks.iterrows():
-        atr_pct = row["atr"] / row["price"]
-        support_pct = 100.0 * (row["price"] / row["support_high"] - 1.0) if pd.notna(row["support_high"]) else None
-        resistance_pct = 100.0 * (row["resistance_low"] / row["price"] - 1.0) if pd.notna(row["resistance_low"]) else None
-        target_pct = 100.0 * (row["target"] / row["entry"] - 1.0)
-        stop_pct = 100.0 * (row["stop"] / row["entry"] - 1.0)
+def _pct(value: float, reference: float) -> float:
+    return 100.0 * (value / reference - 1.0)
+
+
+STOP_NOTE_ATR = f"{trade_plan.STOP_BELOW_SUPPORT_ATR:g}"
+
+
+def plan_summary(market: str, row: pd.Series, regime: str, cautions: list[str]) -> str:
+    """One line a trader reads: the plan first (every price the field's, on the grid; horizon, chance, expected
+    return), then the levels its target and stop come from (each named on its side of the buy), then the market.
+
+    ``parse_summary`` (recommendations/schemas.py) reads it back; the blocking check compares it with the fields.
+    """
+    tick, entry = row["tick_size"], row["entry"]
+    price = lambda value: _price_text(value, tick)  # noqa: E731
+    flags = f"; caution: {', '.join(c.replace('_', ' ') for c in cautions)}" if cautions else ""
+    plan = (f"buy {price(entry)}, target {price(row['target'])} ({_pct(row['target'], entry):+.2f}%) in {row['horizon_hours']} h, "
+            f"{100 * row['p_target_first']:.0f}% chance first, stop {price(row['stop'])} ({_pct(row['stop'], entry):+.2f}%), "
+            f"reward:risk {row['reward_risk']:.2f}, expected {100 * row['expected_return_net']:+.2f}% net of fees")
+    order = int(row["target_order"])
+    if order == 0:
+        target_note = f"target at the {row['horizon_hours']} h reach ({row['reach_atr']:.1f} ATR), no resistance within it"
+    else:
+        target_note = f"target at resistance {price(row['target_level'])}"
+        if order > 1:
+            target_note += (f", the {_ordinal(order)} above the buy; the nearest, resistance {price(row['resistance_low'])} "
+                            f"({_pct(row['resistance_low'], entry):+.2f}%), is too near for the floor")
+    if row["stop_from"] == "at_price":
+        stop_note = (f"stop {STOP_NOTE_ATR} ATR under zone {price(row['zone_low'])}-{price(row['zone_high'])}, "
+                     "the zone the price trades in")
+    elif row["stop_from"] == "support":
+        stop_note = (f"stop {STOP_NOTE_ATR} ATR under support {price(row['support_low'])}-{price(row['support_high'])} "
+                     f"({_pct(row['support_high'], entry):+.2f}%)")
+    else:
+        stop_note = f"stop {trade_plan.STOP_DEFAULT_ATR:g} ATR under the buy, no support below"
+    trend = "uptrend above EMA20" if row["price"] > row["ema20"] and row["ema20"] > row["ema50"] else (
+        "above EMA20" if row["price"] > row["ema20"] else "below EMA20")
+    direction = "rising" if row["rsi"] > row["rsi_3h_ago"] else "falling"
+    return (f"{market} {row['score']:.0f} ({regime.replace('_', '-')} market{flags}): {plan}; {target_note}; {stop_note}; "
+            f"{trend}, RSI {row['rsi']:.0f} {direction}, volume {row['surge']:.1f}x")
+
+
+def _reasons(picks: pd.DataFrame, regime: str) -> list[dict]:
+    """Machine-readable reasons (a JSON object: jsonb in Postgres, nested in the Redis payload): only for the top N,
+    so a loop is fine. Level prices are the levels' own (on the grid)."""
+    reasons = []
+    for _, row in picks.iterrows():
+        entry = row["entry"]
+        support_pct = _pct(row["price"], row["support_high"]) if pd.notna(row["support_high"]) else None
+        resistance_pct = _pct(row["resistance_low"], row["price"]) if pd.notna(row["resistance_low"]) else None
         detail = {
             "trend": {"score": _r(row["trend"]), "price": row["price"], "ema20": _r(row["ema20"]), "ema50": _r(row["ema50"])},
             "momentum": {"score": _r(row["momentum"]), "rsi14": _r(row["rsi"]), "rsi14_change_3h": _r(row["rsi"] - row["rsi_3h_ago"])},
             "volume_surge": {"score": _r(row["volume_surge"]), "ratio": _r(row["surge"]), "turnover_24h_krw": _r(row["turnover_24h"])},
-            "support_distance": {"score": _r(row["support_distance"]), "support": _r(row["support_high"]), "pct_above": _r(support_pct)},
-            "resistance_distance": {"score": _r(row["resistance_distance"]), "resistance": _r(row["resistance_low"]), "pct_below": _r(resistance_pct)},
-            "volatility": {"score": _r(row["volatility"]), "atr14_pct": _r(100.0 * atr_pct)},
-            "plan": {"target_level": _r(row["target_level"]), "target_resistance": int(row["target_order"]) or None,
-                     "stop_from": row["stop_from"], "target_pct": _r(target_pct),
-                     "stop_pct": _r(stop_pct), "reward_risk": _r(row["reward_risk"]), "tick_size": row["tick_size"],
-                     "regime": regime},
+            "support_distance": {"score": _r(row["support_distance"]), "support": _price(row["support_high"]),
+                                 "support_low": _price(row["support_low"]), "pct_above": _r(support_pct)},
+            "resistance_distance": {"score": _r(row["resistance_distance"]), "resistance": _price(row["resistance_low"]),
+                                    "pct_below": _r(resistance_pct)},
+            "volatility": {"score": _r(row["volatility"]), "atr14_pct": _r(100.0 * row["atr"] / row["price"])},
+            "plan": {"target_level": _price(row["target_level"]), "target_resistance": int(row["target_order"]) or None,
+                     "stop_from": row["stop_from"], "zone_low": _price(row["zone_low"]), "zone_high": _price(row["zone_high"]),
+                     "target_pct": _r(_pct(row["target"], entry)), "stop_pct": _r(_pct(row["stop"], entry)),
+                     "target_atr": _r(row["target_atr"]), "stop_atr": _r(row["stop_atr"]), "reach_atr": _r(row["reach_atr"]),
+                     "reward_risk": _r(row["reward_risk"]), "tick_size": row["tick_size"], "regime": regime},
         }  # fmt: skip
         json.dumps(detail, allow_nan=False)  # raises on NaN/inf: every figure must be a real number or None
         reasons.append(detail)
-        trend = "uptrend above EMA20" if row["price"] > row["ema20"] and row["ema20"] > row["ema50"] else (
-            "above EMA20" if row["price"] > row["ema20"] else "below EMA20")
-        direction = "rising" if row["rsi"] > row["rsi_3h_ago"] else "falling"
-        tick = row["tick_size"]
-        parts = [trend, f"RSI {row['rsi']:.0f} {direction}", f"volume {row['surge']:.1f}x"]
-        parts.append(f"support {_price_text(row['support_high'], tick)} ({support_pct:.2f}% below)" if support_pct is not None
-                     else "no support below")
-        parts.append(f"resistance {_price_text(row['resistance_low'], tick)} ({resistance_pct:.2f}% above)"
-                     if resistance_pct is not None else "no resistance above")
-        order = int(row["target_order"])
-        target_note = ("that resistance" if order == 1 else "3 ATR, no resistance above" if order == 0
-                       else f"the {_ordinal(order)} resistance, {_price_text(row['target_level'], tick)}")
-        stop_note = "under that support zone" if row["stop_from"] == "support" else "2 ATR, no support below"
-        plan = (f"buy {_price_text(row['entry'], tick)}, target {_price_text(row['target'], tick)} ({target_pct:+.2f}%, "
-                f"{target_note}), stop {_price_text(row['stop'], tick)} ({stop_pct:+.2f}%, {stop_note}), "
-                f"reward:risk {row['reward_risk']:.2f}")
-        summaries.append(f"{market} {row['score']:.0f} ({regime.replace('_', '-')} market): " + ", ".join(parts) + "; " + plan)
-    return reasons, summaries
+    return reasons
 
 
 def _r(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
-def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: RecommendationParams,
-                 regime: str | None = None) -> TickResult:
-    """One tick: each of ``params.scorers``' top-N recommendations, every eligible market's scores and trade
-    plan, the counts and the support levels.
+def _price(value: float | None) -> float | None:
+    """A price as stored (on the grid already): unrounded, None where there is none."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
-    ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise).
-    The scores frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the
-    counts' ``excluded_regime`` is the first scorer's.
+
+def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: RecommendationParams,
+                 regime: str | None = None, entry: pd.Series | None = None, entry_from: str | None = None) -> TickResult:
+    """One tick: each of ``params.scorers``' top-N recommendations, every eligible market's scores and trade
+    plan per horizon, the counts and the support levels.
+
+    ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise);
+    ``entry`` the price a buyer can get per market where known, named ``entry_from`` (``trade_plan.entry_prices``). The scores
+    frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the counts'
+    ``excluded_negative_ev`` and ``excluded_regime`` are the first scorer's.
     """
     universe, counts = universe_at(inputs, as_of, params.min_turnover_krw)
     every_hour = inputs.history.hourly(as_of)
     hourly = every_hour[every_hour[pit.MARKET].isin(universe.index)]
     if hourly.empty:
         counts.excluded_history += len(universe)
-        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels())
+        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels(), pd.DataFrame())
     features = hourly_features(hourly).reindex(universe.index)
     enough = features["bars"].fillna(0) >= MIN_HISTORY_BARS
     counts.excluded_history = int((~enough).sum())
     counts.eligible = int(enough.sum())
     features, universe = features[enough], universe[enough]
     if features.empty:
-        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels())
+        return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels(), pd.DataFrame())
     price = features["close"].rename("price")
     features = features.assign(price=price, turnover_24h=universe["turnover_24h"])
     last_hour = inputs.turnover.between(as_of - SURGE_WINDOW, as_of).reindex(features.index)
     features["surge"] = last_hour / (features["turnover_24h"] / 24.0)
     daily = inputs.history.daily(as_of, every_hour)
-    levels = support_levels.levels_at(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of, params.levels)
-    features = features.join(nearest_levels(levels, price))
+    stored_ticks = ticks_at(inputs.instruments, as_of)
+    levels = support_levels.levels_at(hourly[hourly[pit.MARKET].isin(features.index)], daily, price, as_of, params.levels, stored_ticks)
+    features = features.join(nearest_levels(levels, trade_plan.entry_prices(price, stored_ticks, entry, entry_from)["entry"]))
     scored = features.join(component_scores(features))
-    plans = trade_plan.plan_trades(scored, trade_plan.resistance_targets(levels, price),
-                                   ticks_at(inputs.instruments, as_of), params.min_reward_risk)
-    scored = scored.join(plans)
     scored = scored.join(score_all(features).add_prefix("score_")).join(universe.reindex(columns=CAUTION_FLAGS, fill_value=False))
-    counts.excluded_reward_risk = int(scored["excluded"].notna().sum())
     regime = regime_at(inputs, as_of, params.status) if regime is None else regime
-    placeable = scored[scored["excluded"].isna()]
-    picks = [_top(placeable.assign(score=placeable[f"score_{name}"]), as_of, params.top_n, regime, scorer=name)
-             for name in params.scorers]
-    counts.excluded_regime = min(len(placeable), params.top_n) - len(picks[0])
-    return TickResult(pd.concat(picks, ignore_index=True), scored, counts, levels)
+    plans = {}
+    for horizon in sorted({SCORERS[name].horizon_hours for name in params.scorers}):
+        reach = params.calibration.reach_atr(horizon, params.min_reward_risk)
+        plans[horizon] = trade_plan.plan_trades(scored, levels, stored_ticks, params.min_reward_risk, reach, entry,
+                                                entry_from).assign(horizon_hours=horizon)
+    placeable = pd.concat([scored.join(plan[plan["excluded"].isna()], how="inner").assign(scorer=name)
+                           for name, plan in ((name, plans[SCORERS[name].horizon_hours]) for name in params.scorers)])
+    placeable = placeable.assign(**_expected(params.calibration, placeable, regime))  # by position: a market repeats per scorer
+    picks = []
+    for number, name in enumerate(params.scorers):
+        plan = plans[SCORERS[name].horizon_hours]
+        mine = placeable[placeable["scorer"] == name]
+        profitable = mine[mine["expected_return_net"] > 0]
+        listed = _top(profitable.assign(score=profitable[f"score_{name}"]), as_of, params.top_n, regime, scorer=name)
+        picks.append(listed)
+        if number == 0:
+            counts.excluded_reward_risk = int(plan["excluded"].notna().sum())
+            counts.excluded_negative_ev = len(mine) - len(profitable)
+            counts.excluded_regime = min(len(profitable), params.top_n) - len(listed)
+    every_plan = pd.concat([plan.rename_axis(pit.MARKET).reset_index() for plan in plans.values()], ignore_index=True)
+    return TickResult(pd.concat(picks, ignore_index=True), scored, counts, levels, every_plan)
+
+
+def _expected(calibration: Calibration, plans: pd.DataFrame, regime: str) -> dict[str, np.ndarray]:
+    """``p_target_first`` and ``expected_return_net`` of placeable plans as their ``scorer`` would list them (one
+    lookup for every scorer's plans: a plan's chance depends on the scorer that ranks it)."""
+    if plans.empty:
+        return {"p_target_first": np.array([]), "expected_return_net": np.array([])}
+    expected = calibration.expected_return(plans.reset_index(drop=True).assign(horizon=plans["horizon_hours"].to_numpy(),
+                                                                               regime=regime))
+    return {column: expected[column].to_numpy() for column in expected}
 
 
 def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
-    """Rank by ``scorer``'s score (ties by market code, for determinism), apply the regime's policy, explain the top N."""
-    policy = REGIME_POLICY.get(regime, REGIME_POLICY["neutral"])
+    """Rank by ``scorer``'s score (ties by market code, for determinism), apply the regime's cap, explain the top N."""
     ranked = scored.sort_index().sort_values("score", ascending=False, kind="stable")
-    ranked = ranked[ranked["score"] >= policy.min_score].head(min(top_n, policy.max_picks))
-    reasons, summaries = _reasons_and_summary(ranked, regime)
+    ranked = ranked.head(min(top_n, REGIME_MAX_PICKS.get(regime, top_n)))
     flags = ranked[CAUTION_FLAGS].astype(bool).to_numpy()
     cautions = [[f.removeprefix("caution_") for f, on in zip(CAUTION_FLAGS, row) if on] for row in flags]
+    summaries = [plan_summary(market, row, regime, flagged) for (market, row), flagged in zip(ranked.iterrows(), cautions)]
     out = pd.DataFrame(
         {
             "as_of": as_of,
@@ -341,12 +393,17 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, 
             "market": ranked.index.to_numpy(),
             "score": ranked["score"].round(4).to_numpy(),
             **{c: ranked[c].round(4).to_numpy() for c in COMPONENTS},
-            "reasons": reasons,
+            "reasons": _reasons(ranked, regime),
             "summary": summaries,
             "entry": ranked["entry"].to_numpy(),
             "target": ranked["target"].to_numpy(),
             "stop": ranked["stop"].to_numpy(),
             "reward_risk": ranked["reward_risk"].to_numpy(),
+            "p_target_first": ranked["p_target_first"].to_numpy(),
+            "expected_return_net": ranked["expected_return_net"].to_numpy(),
+            "horizon_hours": ranked["horizon_hours"].to_numpy(np.int64),
+            "expires_at": as_of + pd.to_timedelta(ranked["horizon_hours"].to_numpy(np.int64), unit="h"),
+            "entry_from": ranked["entry_from"].to_numpy(object),
             "tick_size": ranked["tick_size"].to_numpy(),
             "regime": regime,
             "caution": pd.Series(cautions, dtype=object),
@@ -356,9 +413,12 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, 
 
 
 def _empty_recommendations() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
-                         "summary": object, "regime": object, "caution": object})
+    return _NO_RECOMMENDATIONS.copy()
+
+
+_NO_RECOMMENDATIONS = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS}).astype(
+    {"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object, "summary": object,
+     "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object, "regime": object, "caution": object})
 
 
 def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: RecommendationParams) -> AnalysisResult:

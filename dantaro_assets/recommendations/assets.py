@@ -8,6 +8,7 @@ partition is final from H+25h on).
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,6 +31,7 @@ from dantaro_assets.recommendations.analysis import (
     compute_recommendations,
     eligible_universe,
 )
+from dantaro_assets.recommendations.calibration import load_calibration
 from dantaro_assets.recommendations.outcomes import (
     HIT_WINDOW,
     compute_outcomes,
@@ -45,15 +47,19 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
+from dantaro_assets.recommendations.trade_plan import EXCLUDED, NEGATIVE_EV
 
 _KEY = ["as_of", "scorer", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "regime", "caution"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "p_target_first",
+                  "expected_return_net", "expires_at", "regime", "caution"]
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
-    """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
-    return RecommendationParams(min_turnover_krw=run_settings.min_turnover_krw, min_reward_risk=run_settings.min_reward_risk,
-                                scorers=tuple(served_first(run_settings.scorer)))
+    """The analysis parameters under ``run_settings``: floors, every scorer with the served one first (the challengers in
+    shadow), and the calibration table (DANTARO_CALIBRATION, else the shipped one)."""
+    return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)),
+                                calibration=load_calibration(Path(run_settings.calibration)) if run_settings.calibration
+                                else load_calibration())
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -78,7 +84,8 @@ def _schema(run: AnalysisRun) -> pa.DataFrameSchema:
 # The metadata's universe counts of the newest tick, by the name each has in compute_recommendations' per-tick figures.
 # "markets" is what the run processed (the job log's count): the eligible universe.
 _COUNTS = {"universe_size": "eligible", "markets": "eligible", "listed": "listed", "excluded_warning": "excluded_warning",
-           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_reward_risk": "excluded_reward_risk"}
+           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_reward_risk": "excluded_reward_risk",
+           "excluded_negative_ev": "excluded_negative_ev"}
 
 
 def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
@@ -87,8 +94,9 @@ def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
     return {
         "latest_as_of": str(run.ticks[-1]) if len(run.ticks) else "none",
         **{name: int(latest[count]) if latest is not None else 0 for name, count in _COUNTS.items()},
-        "excluded_reward_risk_reason": (f"placed target/stop offer less than {settings.min_reward_risk} reward:risk, "
+        "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {settings.min_reward_risk} reward:risk, "
                                         "or no room below the nearest resistance"),
+        "excluded_negative_ev_reason": EXCLUDED[NEGATIVE_EV],
         "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
         "regime": str(latest["regime"]) if latest is not None else "none",
         "min_turnover_krw": settings.min_turnover_krw,

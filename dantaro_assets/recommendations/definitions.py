@@ -4,6 +4,7 @@ the outcomes asset with its job and schedule."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -13,8 +14,9 @@ from dantaro_assets.operations.limits import TICK_TAG, job_tags
 from dantaro_assets.operations.schedules import default_status
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
+from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, checked_calibration
 from dantaro_assets.recommendations.outcomes import HORIZONS
-from dantaro_assets.recommendations.scorers import served_first
+from dantaro_assets.recommendations.scorers import SCORERS, served_first
 from dantaro_assets.settings import Settings
 
 OUTCOMES_CRON = "10 * * * *"
@@ -55,9 +57,12 @@ def outcomes_schedule(job: UnresolvedAssetJobDefinition, enabled: bool) -> dg.Sc
 def build_defs(settings: Settings) -> dg.Definitions:
     """One cadence (RECOMMENDATIONS_INTERVAL) sets the cron, the freshness policy and, through ``run_settings``, the ticks.
 
-    An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are.
+    An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are, and so does a
+    DANTARO_CALIBRATION table that is malformed or lacks a scorer's horizon, naming the file.
     """
     served_first(settings.scorer)
+    checked_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE,
+                        {scorer.horizon_hours for scorer in SCORERS.values()})
     outcomes_job = asset_job(
         "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
         "Score an hour's recommendations by their forward returns.", settings,

@@ -114,13 +114,13 @@ def universe_returns(grid: MinuteGrid, universe: pd.DataFrame, fee: float = UPBI
     return means.rename(columns={c: c.replace("return_", "universe_return_") for c in columns})
 
 
-def first_hit(grid: MinuteGrid, picks: pd.DataFrame) -> pd.DataFrame:
-    """Which of target and stop the price reached first within 24 h of ``as_of``.
+def first_hit(grid: MinuteGrid, picks: pd.DataFrame, within: pd.Timedelta = HIT_WINDOW) -> pd.DataFrame:
+    """Which of target and stop the price reached first within ``within`` (24 h) of ``as_of``.
 
     'stop' also when both are reached in the same minute (the order inside a candle is unknown, so
-    the conservative reading wins); 'neither' only once the whole 24 h are in the data, null before.
+    the conservative reading wins); 'neither' only once the whole window is in the data, null before.
     """
-    window = int(HIT_WINDOW / MINUTE)
+    window = int(within / MINUTE)
     rows, cols = grid.row(picks["as_of"]), grid.column(picks["market"])
     target, stop = picks["target"].to_numpy(float), picks["stop"].to_numpy(float)
     outcome = np.full(len(picks), None, dtype=object)
@@ -128,7 +128,7 @@ def first_hit(grid: MinuteGrid, picks: pd.DataFrame) -> pd.DataFrame:
     padded_high = np.vstack([grid.high, np.full((window, grid.high.shape[1]), np.nan)])
     padded_low = np.vstack([grid.low, np.full((window, grid.low.shape[1]), np.nan)])
     offsets = np.arange(window)
-    complete = np.asarray(pd.DatetimeIndex(picks["as_of"]) + HIT_WINDOW <= grid.end)
+    complete = np.asarray(pd.DatetimeIndex(picks["as_of"]) + within <= grid.end)
     for lo in range(0, len(picks), _CHUNK):
         part = slice(lo, lo + _CHUNK)
         valid = (cols[part] >= 0) & (rows[part] >= 0)

@@ -1,15 +1,22 @@
-"""Pandera schemas of the recommendations and their outcomes: what may be written, per partition window."""
+"""Pandera schemas of the recommendations and their outcomes: what may be written, per partition window.
+
+``summary_mismatches`` reads a pick's summary back and compares every figure it states with the field it
+names: the blocking check, the tests and the quality report use it.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 
 from dantaro_assets.lib.schemas import finite_floats
-from dantaro_assets.lib.tick_grid import off_grid, tick_for
-from dantaro_assets.recommendations.analysis import COMPONENTS, REGIME_POLICY
+from dantaro_assets.lib.tick_grid import grid_tick, off_grid, tick_for
+from dantaro_assets.recommendations.analysis import COMPONENTS, REGIMES
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 
@@ -18,6 +25,7 @@ _MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"))
 _SCORE = pa.Check.in_range(0.0, 100.0)
 _SCORER = pa.Column(str, pa.Check.isin(list(SCORERS)))
 _KEY = ["as_of", "scorer", "market"]
+_HORIZON_HOURS = [int(span / pd.Timedelta(hours=1)) for span in HORIZONS.values()]
 
 
 def _as_of(start: pd.Timestamp, end: pd.Timestamp) -> pa.Column:
@@ -56,6 +64,90 @@ def _on_grid(frame: pd.DataFrame) -> pd.Series:
     return ok
 
 
+_NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+_SIGNED = r"[+-][0-9]+\.[0-9]{2}"
+_SUMMARY = re.compile(
+    rf"^(?P<market>KRW-[A-Z0-9]+) (?P<score>[0-9]+) \((?P<regime>[a-z-]+) market(?:; caution: (?P<caution>[a-z ,]+))?\): "
+    rf"buy (?P<entry>{_NUMBER}), target (?P<target>{_NUMBER}) \((?P<target_pct>{_SIGNED})%\) in (?P<hours>[0-9]+) h, "
+    rf"(?P<chance>[0-9]+)% chance first, stop (?P<stop>{_NUMBER}) \((?P<stop_pct>{_SIGNED})%\), "
+    rf"reward:risk (?P<reward_risk>[0-9]+\.[0-9]{{2}}), expected (?P<expected>{_SIGNED})% net of fees; "
+    rf"(?:target at the (?P<reach_hours>[0-9]+) h reach \((?P<reach>[0-9.]+) ATR\), no resistance within it"
+    rf"|target at resistance (?P<target_level>{_NUMBER})(?:, the [0-9]+(?:st|nd|rd|th) above the buy; the nearest, "
+    rf"resistance (?P<nearest>{_NUMBER}) \((?P<nearest_pct>{_SIGNED})%\), is too near for the floor)?); "
+    rf"(?:stop [0-9.]+ ATR under zone (?P<zone_low>{_NUMBER})-(?P<zone_high>{_NUMBER}), the zone the price trades in"
+    rf"|stop [0-9.]+ ATR under support (?P<support_low>{_NUMBER})-(?P<support>{_NUMBER}) \((?P<support_pct>{_SIGNED})%\)"
+    rf"|stop [0-9.]+ ATR under the buy, no support below); .+$"
+)
+
+
+def _value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def summary_mismatches(row: Mapping[str, Any]) -> list[str]:
+    """What a pick's summary states that its fields do not: every price is the field it names (read at the tick's
+    decimals, so an off-grid field cannot match), on the grid, resistances above the buy and supports below it;
+    percentages, horizon, chance, reward:risk and expected return as the fields give them; the caution flags."""
+    found = _SUMMARY.match(str(row["summary"]))
+    if found is None:
+        return ["summary does not read as a plan"]
+    reasons = row["reasons"] if isinstance(row["reasons"], dict) else json.loads(row["reasons"])
+    plan, entry, tick = reasons["plan"], float(row["entry"]), float(row["tick_size"])
+    wrong = []
+
+    def same_price(group: str, field: str, value: Any) -> None:
+        text = found.group(group)
+        if text is None:
+            return
+        stated = _value(text)
+        if value is None or stated != float(value) or off_grid([stated], grid_tick([stated], tick))[0]:
+            wrong.append(f"{group} {text} is not {field} {value} on the grid")
+
+    def same_pct(group: str, value: float) -> None:
+        if found.group(group) is not None and abs(float(found.group(group)) - 100.0 * (value / entry - 1.0)) > 0.005 + 1e-9:
+            wrong.append(f"{group} {found.group(group)}% is not {100.0 * (value / entry - 1.0):.4f}%")
+
+    # the score as a whole number, as the API's 2-decimal score still reads (72.495 stored, 72.50 served: "72")
+    if found["market"] != row["market"] or abs(int(found["score"]) - row["score"]) > 0.5 + 0.005 or found["regime"] != row["regime"].replace("_", "-"):
+        wrong.append("market, score or regime differ")
+    stated_flags = [flag.replace(" ", "_") for flag in found["caution"].split(", ")] if found["caution"] else []
+    if stated_flags != list(row["caution"]):
+        wrong.append(f"caution {stated_flags} is not {list(row['caution'])}")
+    for group in ("entry", "target", "stop"):
+        same_price(group, group, row[group])
+    same_pct("target_pct", float(row["target"]))
+    same_pct("stop_pct", float(row["stop"]))
+    if int(found["hours"]) != int(row["horizon_hours"]) or abs(int(found["chance"]) - 100.0 * row["p_target_first"]) > 0.5 + 0.005:
+        wrong.append("horizon or chance differ")
+    if abs(float(found["reward_risk"]) - row["reward_risk"]) > 0.005 + 1e-9:
+        wrong.append("reward:risk differs")
+    if abs(float(found["expected"]) - 100.0 * row["expected_return_net"]) > 0.005 + 1e-4:  # the API serves it to 6 decimals
+        wrong.append("expected return differs")
+    if found["reach_hours"] is not None and (int(found["reach_hours"]) != int(row["horizon_hours"])
+                                             or abs(float(found["reach"]) - plan["reach_atr"]) > 0.05 + 1e-9):
+        wrong.append("reach differs")
+    same_price("target_level", "plan.target_level", plan["target_level"])
+    same_price("nearest", "resistance_distance.resistance", reasons["resistance_distance"]["resistance"])
+    same_pct("nearest_pct", _value(found["nearest"]) if found["nearest"] else entry)
+    same_price("zone_low", "plan.zone_low", plan["zone_low"])
+    same_price("zone_high", "plan.zone_high", plan["zone_high"])
+    same_price("support_low", "support_distance.support_low", reasons["support_distance"]["support_low"])
+    same_price("support", "support_distance.support", reasons["support_distance"]["support"])
+    same_pct("support_pct", _value(found["support"]) if found["support"] else entry)
+    for group in ("target_level", "nearest"):
+        if found[group] is not None and not _value(found[group]) > entry:
+            wrong.append(f"resistance {found[group]} is called above the buy {entry} but is not")
+    if found["support"] is not None and not _value(found["support"]) < entry:
+        wrong.append(f"support {found['support']} is called below the buy {entry} but is not")
+    if found["zone_low"] is not None and not _value(found["zone_low"]) <= entry:
+        wrong.append(f"the zone the price trades in starts at {found['zone_low']}, above the buy {entry}")
+    return wrong
+
+
+def _summaries_match(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series([not summary_mismatches(row) for row in frame.to_dict("records")], index=frame.index, dtype=bool)
+
+
 def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame,
                            min_reward_risk: float) -> pa.DataFrameSchema:
     """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag."""
@@ -80,8 +172,13 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
             "target": pa.Column(float),
             "stop": pa.Column(float),
             "reward_risk": pa.Column(float, pa.Check.ge(min_reward_risk, error=f"reward:risk below the floor {min_reward_risk}")),
+            "p_target_first": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+            "expected_return_net": pa.Column(float, pa.Check.gt(0.0, error="a plan expected to lose money net of fees was listed")),
+            "horizon_hours": pa.Column("int64", pa.Check.isin(_HORIZON_HOURS)),
+            "expires_at": pa.Column(_UTC),
+            "entry_from": pa.Column(str, pa.Check.str_matches(r"^[a-z_]+$")),
             "tick_size": pa.Column(float, pa.Check.gt(0)),
-            "regime": pa.Column(str, pa.Check.isin(list(REGIME_POLICY))),
+            "regime": pa.Column(str, pa.Check.isin(list(REGIMES))),
             "caution": pa.Column(object, pa.Check(_caution_list, element_wise=True, error="caution must be a list of flag names"),
                                  nullable=False),
         },
@@ -93,6 +190,10 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
                      error="stop < entry < target must hold"),
             pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of and scorer"),
             pa.Check(not_warned, name="no_warning_market", error="a market under Upbit's warning flag was recommended"),
+            pa.Check(lambda f: f["expires_at"] == f["as_of"] + pd.to_timedelta(f["horizon_hours"], unit="h"), name="expires_at",
+                     error="expires_at must be as_of + horizon_hours"),
+            pa.Check(_summaries_match, name="summary_matches_fields",
+                     error="every figure of the summary must be the field it names (summary_mismatches)"),
         ],
         unique=_KEY,
         strict=True,

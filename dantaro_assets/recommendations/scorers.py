@@ -62,11 +62,13 @@ COMPONENTS = list(WEIGHTS)
 
 @dataclass(frozen=True)
 class Scorer:
-    """A named ranking rule: ``score(features)`` is 0-100 per market (index), higher is a better buy."""
+    """A named ranking rule: ``score(features)`` is 0-100 per market (index), higher is a better buy, held
+    ``horizon_hours`` (one of outcomes.HORIZONS, so its picks are graded at their horizon)."""
 
     name: str
     description: str
     score: Callable[[pd.DataFrame], pd.Series]
+    horizon_hours: int
 
 
 def _ramp(x: pd.Series, zero_at: float, full_at: float) -> pd.Series:
@@ -127,13 +129,19 @@ def rs_btc(features: pd.DataFrame) -> pd.Series:
     return (50.0 + 10.0 * ahead).clip(0.0, 100.0).fillna(50.0)
 
 
+# Every scorer holds a day: the reach (how far the price gets as often as a plan at the 1.5 floor must win) is
+# 0.47 ATR over 1 h and 0.93 ATR over 4 h, nearer than most stops under a zone times the floor: on the recorded
+# markets 0 (1 h), 125 (4 h) and 956 (24 h) of 2,984 market-ticks had a placeable plan (bench/calibrate.py,
+# docs/analyses.md "Horizon and reach"); reversal's evidence is at 24 h too.
+HOLD_HOURS = 24
 SCORERS: dict[str, Scorer] = {
     scorer.name: scorer
     for scorer in (
-        Scorer("v1", "hand-weighted trend, momentum, volume, level distances and volatility", v1),
-        Scorer("reversal", f"short-horizon reversal: the {REVERSAL_HOURS} h return in ATR units, reversed", reversal),
-        Scorer("rs_btc", f"relative strength vs {BENCHMARK_MARKET}: {RELATIVE_STRENGTH_HOURS} h return ahead of it in ATR units", rs_btc),
-        Scorer("volume_surge", "the last hour's turnover against the 24 h hourly mean, alone", volume_surge),
+        Scorer("v1", "hand-weighted trend, momentum, volume, level distances and volatility", v1, HOLD_HOURS),
+        Scorer("reversal", f"short-horizon reversal: the {REVERSAL_HOURS} h return in ATR units, reversed", reversal, HOLD_HOURS),
+        Scorer("rs_btc", f"relative strength vs {BENCHMARK_MARKET}: {RELATIVE_STRENGTH_HOURS} h return ahead of it in ATR units", rs_btc,
+               HOLD_HOURS),
+        Scorer("volume_surge", "the last hour's turnover against the 24 h hourly mean, alone", volume_surge, HOLD_HOURS),
     )
 }
 FEATURE_LAGS = sorted({REVERSAL_HOURS, RELATIVE_STRENGTH_HOURS})  # hourly closes the challengers need

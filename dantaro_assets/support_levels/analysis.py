@@ -12,10 +12,13 @@ Three methods with a long track record feed one set of candidate prices per mark
 Candidates closer than ``cluster_atr`` x ATR(14, hourly) chain into one level (single-linkage along
 the price axis, ATR-scaled so the tolerance follows each coin's volatility); a chain wider than
 ``max_width_atr`` x ATR is cut into slices of that width so dense swings cannot make a huge zone.
-Each level gets a zone, its evidence and a 0-100 strength (see ``strength``); zones of one side that
-overlap merge into one level (``merge_overlapping``), so a side's zones never overlap. Per side, rank 1
-is the level nearest the price (``RANKING``). Everything is vectorised over all markets: one sorted
-array per step, no loop over markets or levels.
+Each level gets a zone, its evidence and a 0-100 strength (see ``strength``). Zones are placed on
+Upbit's price grid (bottoms down, tops up: what a person reads is what is stored), zones that overlap
+or touch on the grid merge (``merge_overlapping``) and a zone spans at most ``MAX_ZONE_ATR`` x ATR
+(plus the rounding), so zones never overlap. At the price's side of a zone: ``support`` entirely below
+the price, ``resistance`` entirely above, ``at_price`` the zone the price trades in. Per side, rank 1 is
+the level nearest the price (``RANKING``). Everything is vectorised over all markets: one sorted array
+per step, no loop over markets or levels.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, flags, listed_at
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, flags, listed_at, ticks_at
 from dantaro_assets.lib.point_in_time import MARKET, START
-from dantaro_assets.lib.tick_grid import tick_for, ticks_at
+from dantaro_assets.lib.tick_grid import tick_for, to_grid
 
 PIVOT_NAMES = ("P", "R1", "S1", "R2", "S2", "R3", "S3")
 COLUMNS = ["as_of", MARKET, "side", "rank", "price", "level", "zone_low", "zone_high", "strength", "touches",
-           "volume_share", "pivot", "distance_pct", "atr", "reasons"]
-SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution", "tick_size"]
+           "volume_share", "pivot", "distance_pct", "atr", "tick_size", "reasons"]
+SNAPSHOT_COLUMNS = [*COLUMNS, "warning", "caution"]
+SIDES = ("support", "resistance", "at_price")
 RANKING = ("per market and side, rank 1 is the level nearest the price, then outwards; strength (0-100) "
-           "grades each level's evidence and does not set the order")
+           "grades each level's evidence and does not set the order; at_price is the zone the price trades in")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class LevelParams:
     per_side: int = 3               # nearest levels kept per side
 
     @property
+    def max_zone_atr(self) -> float:
+        """The widest zone in ATR (``MAX_ZONE_ATR`` with the defaults): one cut slice and its two margins."""
+        return self.max_width_atr + 2 * self.zone_atr
+
+    @property
     def lookback(self) -> Lookback:
         """Hourly bars over ``lookback_hours``; 1-minute candles of the tick's hour (the forming hour) and the
         two before it (hours candles_1h may not hold yet); the previous day's bar for the pivots."""
@@ -64,18 +73,20 @@ class LevelParams:
 
 
 LOOKBACK = LevelParams().lookback
+MAX_ZONE_ATR = LevelParams().max_zone_atr  # 1.5: a merged zone keeps this much around its strongest level
 WEIGHTS = {"touches": 0.40, "volume": 0.30, "pivot": 0.20, "recency": 0.10}
 
 
 def levels_at(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of: pd.Timestamp,
-              params: LevelParams = LevelParams()) -> pd.DataFrame:
-    """The nearest supports below and resistances above ``price`` for every market, at ``as_of``.
+              params: LevelParams = LevelParams(), stored_ticks: pd.Series | None = None) -> pd.DataFrame:
+    """The nearest supports below and resistances above ``price`` for every market, and the zone it trades in, at ``as_of``.
 
     ``hourly``: bars usable at as_of (market, candle_start, open, high, low, close, volume, value, and
     optionally ``complete``: False for the forming bar, which then feeds only the volume profile);
     ``daily``: daily bars, of which only the previous UTC day is used (pivots); ``price``: last price
-    per market (index market). Returns one row per level with the columns in ``COLUMNS``; ``pivot``
-    names the pivots in the level (comma-joined, or None) and ``reasons`` is a dict of the evidence.
+    per market (index market); ``stored_ticks``: Upbit's tick per market (``ticks_at``; the documented
+    table where missing). Returns one row per level with the columns in ``COLUMNS``; ``pivot`` names the
+    pivots in the level (comma-joined, or None) and ``reasons`` is a dict of the evidence.
     """
     as_of = pd.Timestamp(as_of)
     price = price.dropna()
@@ -103,6 +114,8 @@ def levels_at(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of
     age_hours = np.where(touched, (as_of.value - levels["last_touch"].to_numpy()) / 3.6e12, np.inf)
     levels["recency"] = np.exp(-age_hours / params.recency_hours)
     levels["strength"] = strength(levels, params)
+    stored = pd.Series(dtype=float) if stored_ticks is None else stored_ticks
+    levels["tick_size"] = tick_for(pd.Series(levels["price"].to_numpy(), index=levels[MARKET].to_numpy()), stored)
     return _nearest(levels, as_of, params)
 
 
@@ -110,9 +123,9 @@ def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, para
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
     Without a universe day <= the tick every market with candles counts. Each row carries its market's
-    ``warning`` flag of that day, ``caution`` (any of Upbit's caution flags) and ``tick_size``, the
+    ``warning`` flag of that day and ``caution`` (any of Upbit's caution flags); ``tick_size`` is the
     market's order price unit at the price (upbit_instruments' newest day <= the tick, else the
-    documented KRW table), which the API rounds the level prices to.
+    documented KRW table), the grid every level price sits on.
     """
     frames = []
     for as_of in ticks:
@@ -121,15 +134,12 @@ def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, para
         listed = listed_at(inputs.universe, as_of)
         if listed is not None:
             price = price[price.index.isin(listed.index)]
-        levels = levels_at(hourly, inputs.history.daily(as_of, hourly), price, as_of, params)
+        levels = levels_at(hourly, inputs.history.daily(as_of, hourly), price, as_of, params, ticks_at(inputs.instruments, as_of))
         flagged = flags(listed) if listed is not None else pd.DataFrame({"warning": [], "caution": []}, dtype=bool)
         levels = levels.join(flagged.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
-        stored = ticks_at(inputs.instruments, as_of)
-        levels["tick_size"] = tick_for(pd.Series(levels["price"].to_numpy(), index=levels[MARKET].to_numpy()), stored)
         frames.append(levels)
     if not frames:
-        return AnalysisResult(empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool),
-                                                    tick_size=pd.Series(dtype=float)))
+        return AnalysisResult(empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool)))
     return AnalysisResult(pd.concat(frames, ignore_index=True))
 
 
@@ -315,15 +325,13 @@ def _volume_share(bars: pd.DataFrame, codes: np.ndarray, markets: int, levels: p
 
 
 def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> pd.DataFrame:
-    """Keep the ``per_side`` nearest strong-enough levels each side of the price, with zones clipped at the price."""
-    levels = levels[(levels["strength"] >= params.min_strength) & (levels["level"] != levels["price"])].copy()
+    """The strong-enough levels on the grid, merged and capped, sided at the price; the ``per_side`` nearest each side."""
+    levels = levels[levels["strength"] >= params.min_strength].copy()
     if levels.empty:
         return empty_levels()
-    below = levels["level"] < levels["price"]
-    levels["side"] = np.where(below, "support", "resistance")
-    levels["zone_high"] = np.where(below, np.minimum(levels["zone_high"], levels["price"]), levels["zone_high"])
-    levels["zone_low"] = np.where(below, levels["zone_low"], np.maximum(levels["zone_low"], levels["price"]))
-    levels = merge_overlapping(levels)
+    levels = merge_overlapping(on_the_grid(levels))
+    levels = on_the_grid(cap_width(levels, params.max_zone_atr))
+    levels["side"] = side_at_price(levels)
     levels["distance_pct"] = (levels["level"] / levels["price"] - 1.0) * 100.0
     levels["distance"] = levels["distance_pct"].abs()
     levels = levels.sort_values([MARKET, "side", "distance"], kind="stable")
@@ -331,26 +339,53 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     levels = levels[levels["rank"] <= params.per_side].reset_index(drop=True)
     levels["as_of"] = as_of
     levels["reasons"] = _reasons(levels)
-    out = levels[COLUMNS].sort_values([MARKET, "side", "rank"], ascending=[True, False, True], kind="stable")
+    order = levels["side"].map({"support": 0, "at_price": 1, "resistance": 2})
+    out = levels.assign(order=order).sort_values([MARKET, "order", "rank"], kind="stable")[COLUMNS]
     return out.astype({"rank": "int64", "touches": "int64"}).reset_index(drop=True)
 
 
+def on_the_grid(levels: pd.DataFrame) -> pd.DataFrame:
+    """Zones and levels on their row's price grid (``tick_size``, coarser beyond a band edge): bottoms and levels
+    down, tops up, so a zone only widens and holds its level; what the API serves is what is stored."""
+    ticks = levels["tick_size"].to_numpy()
+    return levels.assign(zone_low=to_grid(levels["zone_low"].clip(lower=0.0), ticks, "down"),
+                         zone_high=to_grid(levels["zone_high"], ticks, "up"),
+                         level=to_grid(levels["level"], ticks, "down"))
+
+
+def cap_width(levels: pd.DataFrame, max_zone_atr: float) -> pd.DataFrame:
+    """A zone wider than ``max_zone_atr`` x ATR keeps that width around its level, inside the zone it had
+    (a subset, so zones apart stay apart)."""
+    width = max_zone_atr * levels["atr"]
+    low = (levels["level"] - width / 2).clip(lower=levels["zone_low"], upper=levels["zone_high"] - width)
+    wide = levels["zone_high"] - levels["zone_low"] > width
+    return levels.assign(zone_low=levels["zone_low"].where(~wide, low), zone_high=levels["zone_high"].where(~wide, low + width))
+
+
+def side_at_price(levels: pd.DataFrame) -> np.ndarray:
+    """``support`` for a zone entirely below the price (as the grid shows it: its top under the price rounded
+    down), ``resistance`` entirely above (its bottom over the price rounded up), else ``at_price``."""
+    ticks = levels["tick_size"].to_numpy()
+    below = levels["zone_high"].to_numpy() < to_grid(levels["price"], ticks, "down")
+    above = levels["zone_low"].to_numpy() > to_grid(levels["price"], ticks, "up")
+    return np.select([below, above], ["support", "resistance"], "at_price")
+
+
 def merge_overlapping(levels: pd.DataFrame) -> pd.DataFrame:
-    """Zones of one market and side that overlap become one level: zone = their union, the strongest
-    member's level price, strength, volume node and ATR, touches summed, pivots united, the newest touch.
+    """Zones of one market that overlap or touch become one level: zone = their union, the strongest member's
+    level price, strength, volume node and ATR, touches summed, pivots united, the newest touch.
 
     Overlaps arise where a long chain is cut into ``max_width_atr`` slices (each slice's zone reaches
-    ``zone_atr`` into its neighbour) and where zones are clipped at the price. Sorted by zone bottom
-    within (market, side), a zone starts a new level when its bottom is at or above the highest top
-    seen so far (zones that only touch stay apart).
+    ``zone_atr`` into its neighbour) and between a support's and a resistance's margins near the price.
+    Sorted by zone bottom within a market, a zone starts a new level when its bottom is above the highest
+    top seen so far: on the grid, at least a tick apart.
     """
     if levels.empty:
         return levels.assign(merged=pd.Series(dtype="int64"))
-    ordered = levels.sort_values([MARKET, "side", "zone_low"], kind="stable").reset_index(drop=True)
-    group_keys = [ordered[MARKET], ordered["side"]]
-    reach = ordered.groupby(group_keys, sort=False)["zone_high"].cummax()
-    previous_reach = reach.groupby(group_keys, sort=False).shift()
-    new_level = previous_reach.isna() | (ordered["zone_low"] >= previous_reach)
+    ordered = levels.sort_values([MARKET, "zone_low"], kind="stable").reset_index(drop=True)
+    reach = ordered.groupby(MARKET, sort=False)["zone_high"].cummax()
+    previous_reach = reach.groupby(ordered[MARKET], sort=False).shift()
+    new_level = previous_reach.isna() | (ordered["zone_low"] > previous_reach)
     starts = np.flatnonzero(new_level.to_numpy())
     group = np.cumsum(new_level.to_numpy()) - 1
     strongest = ordered.groupby(group)["strength"].idxmax().to_numpy()

@@ -398,3 +398,15 @@ def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
         150_012_000.0, 51.23, -0.12, 0.01)
     assert market["breadth_1h"] == 0.4567  # a share, not a percentage
     assert store.cached("support_levels", "KRW-XRP")["rows"][0]["level"] == 3012.7712345  # storage untouched
+
+
+def test_picks_past_their_horizon_are_not_served(api):
+    """A snapshot whose pick's horizon has ended (the pipeline stopped): the API leaves it out and says how many."""
+    client, store, _ = api
+    as_of = pd.Timestamp("2026-03-10T12:00:00Z")
+    picks = pd.DataFrame({"as_of": as_of, "rank": [1, 2], "market": ["KRW-XRP", "KRW-ETH"],
+                          "scorer": store.served_rows["recommendations"]["scorer"],
+                          "expires_at": [as_of + pd.Timedelta(hours=24), pd.Timestamp("2100-01-01T00:00:00Z")]})
+    store.publish("recommendations", picks, run_id="r", partition="2026-03-10-12:00")
+    body = client.get("/recommendations/latest").json()
+    assert [r["market"] for r in body["rows"]] == ["KRW-ETH"] and body["expired"] == 1

@@ -116,3 +116,45 @@ def always_failing_schema(*_args, **_kwargs):
     import pandera.pandas as pa
 
     return pa.DataFrameSchema(checks=[pa.Check(lambda frame: False, name="always fails")])
+
+
+def simulated_upstream(markets: int, hour: pd.Timestamp, seed: int = 7) -> dict[str, pd.DataFrame]:
+    """Every upstream table of the analyses as the candle assets would hold it at ``hour`` + 1 h (closed candles only),
+    from the replay's simulated market: ``markets`` markets (the replay's universe and flags), minutes of the hour and
+    the lookback's, hours and days as far back as the widest lookback, and each market's tick (upbit_instruments)."""
+    from dantaro_assets.lib import point_in_time as pit
+    from dantaro_assets.lib.analysis_inputs import Lookback
+    from dantaro_assets.lib.tick_grid import krw_tick_size
+    from dantaro_assets.lib.upbit import MARKET_COLUMNS
+    from dantaro_assets.market_status.analysis import LOOKBACK as STATUS
+    from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS
+    from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS
+    from dantaro_replay.simulated import SimulatedMarket
+
+    sim = SimulatedMarket(markets, seed=seed)
+    end = (hour + pit.HOUR).timestamp()
+    day = hour.floor("D")
+
+    def frame(unit_minutes: int, until: pd.Timestamp, count: int) -> pd.DataFrame:
+        parts = []
+        for spec in sim.specs:
+            c = sim.candles(spec.info.market, unit_minutes, until.timestamp(), count, end)
+            parts.append(pd.DataFrame({"market": spec.info.market, "candle_start": pd.to_datetime(c.start, unit="s", utc=True),
+                                       "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+                                       "volume": c.volume, "value": c.value}))
+        return pd.concat(parts, ignore_index=True)
+
+    infos = sim.markets(hour.timestamp())
+    listed = pd.DataFrame([(i.market, i.korean_name, i.english_name, i.warning, *i.caution) for i in infos], columns=MARKET_COLUMNS)
+    listed = pd.concat([listed.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
+    reach = Lookback.covering(STATUS, LEVELS, RECOMMENDATIONS)
+    hours = frame(60, hour, reach.hourly_days * 24 + 10)
+    last_close = hours.sort_values("candle_start").groupby("market")["close"].last()
+    instruments = pd.DataFrame({"market": last_close.index, "tick_size": krw_tick_size(last_close.to_numpy())})
+    return {
+        "candles_1m": frame(1, hour + pit.HOUR, (reach.minute_hours + 1) * 60),
+        "candles_1h": hours,
+        "candles_1d": frame(24 * 60, day, 2),
+        "upbit_markets": listed[["day", *MARKET_COLUMNS]],
+        "upbit_instruments": pd.concat([instruments.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True),
+    }

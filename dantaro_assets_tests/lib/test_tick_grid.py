@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid, round_to_tick
+from dantaro_assets.lib.tick_grid import grid_tick, krw_tick_size, off_grid, round_to_tick, to_grid
 
 # docs.upbit.com "원화(KRW) 마켓 주문 가격 단위", in force since 2025-07-31: (price, tick) at and around
 # every band edge.
@@ -63,4 +63,14 @@ def test_off_grid_flags_prices_that_are_not_grid_floats():
 def test_nan_and_bad_directions():
     assert np.isnan(round_to_tick([np.nan, 5.0], [1, np.nan], "down")).all()
     with pytest.raises(ValueError, match="direction"):
-        round_to_tick([1.0], 1, "nearest")
+        round_to_tick([1.0], 1, "half-up")
+
+
+def test_nearest_rounds_to_the_closer_tick_exactly():
+    assert round_to_tick([28.04, 28.06, 5.311, 1.2349999], [0.1, 0.1, 0.01, 0.01], "nearest").tolist() == [28.0, 28.1, 5.31, 1.23]
+
+
+def test_grid_tick_is_the_coarser_of_the_row_tick_and_the_table():
+    """A price placed on a row's tick (the market's, at its price) keeps it, unless the table's tick at the price is coarser."""
+    assert grid_tick([3044.2, 10_500.0, 0.5], 1.0).tolist() == [1.0, 10.0, 1.0]
+    assert to_grid([3044.2, 10_504.0], [1.0, 1.0], "up").tolist() == [3045.0, 10_510.0]

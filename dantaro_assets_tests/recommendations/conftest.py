@@ -10,7 +10,13 @@ import pytest
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.recommendations.analysis import LOOKBACK
+from dantaro_assets.recommendations.calibration import CELL_COLUMNS, Calibration
+from dantaro_assets.resources import build_snapshot_store, run_settings
+from dantaro_assets.settings import Settings
 
 END = pd.Timestamp("2025-09-15", tz="UTC")
 
@@ -72,3 +78,21 @@ def inputs_of(market: Market, ticks: pd.DatetimeIndex, candles_1m: pd.DataFrame 
         upbit_markets=market.upbit_markets if upbit_markets is None else upbit_markets,
         upbit_instruments=instruments,
     )
+
+
+def flat_calibration(reach_atr: float = 6.0, target: int = 6, stop: int = 3, neither: int = 1, horizon: int = 24) -> Calibration:
+    """A table with one cell per horizon (``target`` / ``stop`` / ``neither`` plans of 10) and a reach of ``reach_atr``
+    at every quantile: the tests' control over what the shipped table would decide."""
+    cells = pd.DataFrame([{"level": 0, "horizon": horizon, "target_bin": -1, "stop_bin": -1, "regime": "", "scorer": "",
+                           "n": target + stop + neither, "target": target, "stop": stop, "neither": neither,
+                           "neither_return_atr": 0.0}], columns=CELL_COLUMNS)
+    return Calibration(cells, (2.0,), (1.0,), 20.0, {horizon: {"quantile": [0.05, 0.95], "mfe_atr": [reach_atr, reach_atr]}})
+
+
+FAVOURABLE = flat_calibration()  # 60 % of plans reach the target first: every placeable plan is worth taking
+
+
+def io_resources_over(postgres: PostgresResource, redis: RedisResource, settings: Settings) -> dict:
+    """The resources an analysis's materialisation takes, over ``postgres`` and under ``settings``."""
+    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres, "redis": redis,
+            "snapshots": build_snapshot_store(settings, redis, postgres), "run_settings": run_settings(settings)}

@@ -15,20 +15,25 @@ from dantaro_assets.recommendations.analysis import (
     RecommendationParams,
     compute_recommendations,
 )
+from dantaro_assets.recommendations.outcomes import net_return
+from dantaro_assets.recommendations.schemas import summary_mismatches
+from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets_tests.lib.candle_data import with_future_bars
 
-from .conftest import END, inputs_of
+from .conftest import END, FAVOURABLE, flat_calibration, inputs_of
 
 MIN_TURNOVER = 1e7
+FLOOR = 1.5
 HOUR = END - pd.Timedelta(hours=5)
 TICKS = tick_times(HOUR, HOUR + pd.Timedelta(hours=1), 300)
-PARAMS = RecommendationParams(min_turnover_krw=MIN_TURNOVER)
+PARAMS = RecommendationParams(MIN_TURNOVER, FLOOR, ("v1",), calibration=FAVOURABLE)
 
 
 def _run(market, ticks=TICKS, candles_1m=None, candles_1h=None, candles_1d=None, top_n=analysis.TOP_N,
-         min_reward_risk=analysis.DEFAULT_MIN_REWARD_RISK):
+         min_reward_risk=FLOOR, calibration=FAVOURABLE):
     inputs = inputs_of(market, ticks, candles_1m, candles_1h, candles_1d)
-    return compute_recommendations(inputs, ticks, RecommendationParams(MIN_TURNOVER, min_reward_risk=min_reward_risk, top_n=top_n))
+    return compute_recommendations(inputs, ticks, RecommendationParams(MIN_TURNOVER, min_reward_risk, ("v1",), top_n=top_n,
+                                                                       calibration=calibration))
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,15 @@ def test_snapshot_shape_and_invariants(partition, market):
     assert (counts["excluded_warning"] == 1).all() and (counts["excluded_turnover"] == 1).all()
     assert (counts["eligible"] == market.upbit_markets["market"].nunique() - 2).all()
     picked = recs.groupby("as_of").size().reindex(counts["as_of"]).to_numpy()
-    assert (picked == counts["eligible"] - counts["excluded_reward_risk"] - counts["excluded_regime"]).all()
+    assert (picked == counts["eligible"] - counts["excluded_reward_risk"] - counts["excluded_negative_ev"]
+            - counts["excluded_regime"]).all()
     assert counts["excluded_reward_risk"].sum() > 0  # the floor bites in this market
     reasons = recs["reasons"].iloc[0]
     assert set(reasons) == {*COMPONENTS, "plan"}
     first = recs.iloc[0]
-    assert first["summary"].startswith(f"{first['market']} {first['score']:.0f} ({first['regime'].replace('_', '-')} market): ")
+    assert first["summary"].startswith(f"{first['market']} {first['score']:.0f} ({first['regime'].replace('_', '-')} market")
+    assert (recs["horizon_hours"] == SCORERS["v1"].horizon_hours).all() and (recs["entry_from"] == "last_trade").all()
+    assert (recs["expires_at"] == recs["as_of"] + pd.Timedelta(hours=SCORERS["v1"].horizon_hours)).all()
     assert (recs["regime"] == recs["as_of"].map(counts.set_index("as_of")["regime"])).all()
 
 
@@ -120,28 +128,31 @@ def test_recomputing_gives_identical_rows(market, partition):
 
 
 def test_no_eligible_market_gives_an_empty_frame_with_the_columns(market):
-    recs, counts = compute_recommendations(inputs_of(market, TICKS[:1]), TICKS[:1], RecommendationParams(min_turnover_krw=1e30))
+    recs, counts = compute_recommendations(inputs_of(market, TICKS[:1]), TICKS[:1], RecommendationParams(1e30, FLOOR, ("v1",)))
     assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
     tick = counts.iloc[0]
     assert tick["eligible"] == 0 and tick["excluded_turnover"] == tick["listed"] - tick["excluded_warning"]
 
 
 def test_nearest_levels():
+    """The nearest support below, the zone the price trades in (the stop's zone when there is one) and the nearest
+    resistance above the entry (a resistance at or under the entry is not above it)."""
     levels = pd.DataFrame(
         {
-            "market": ["KRW-A"] * 4 + ["KRW-B"],
-            "side": ["support", "support", "resistance", "resistance", "support"],
-            "level": [95.0, 98.0, 100.5, 104.0, 40.0],
-            "zone_low": [94.0, 97.5, 100.2, 103.0, 39.0],
-            "zone_high": [96.0, 98.5, 101.0, 105.0, 41.0],
+            "market": ["KRW-A"] * 4 + ["KRW-B"] * 3,
+            "side": ["support", "support", "resistance", "resistance", "support", "at_price", "resistance"],
+            "level": [95.0, 98.0, 100.5, 104.0, 40.0, 50.0, 51.0],
+            "zone_low": [94.0, 97.5, 100.2, 103.0, 39.0, 49.0, 50.5],
+            "zone_high": [96.0, 98.5, 101.0, 105.0, 41.0, 50.3, 52.0],
         }
     )
-    price = pd.Series({"KRW-A": 100.0, "KRW-B": 50.0})
-    out = analysis.nearest_levels(levels, price)
+    entry = pd.Series({"KRW-A": 100.0, "KRW-B": 50.5})
+    out = analysis.nearest_levels(levels, entry)
     a, b = out.loc["KRW-A"], out.loc["KRW-B"]
-    assert (a["support_low"], a["support_high"]) == (97.5, 98.5)  # the nearest support below
-    assert a["resistance_low"] == 100.2  # the nearest resistance's zone bottom
-    assert b["support_high"] == 41.0 and np.isnan(b["resistance_low"])
+    assert (a["support_low"], a["support_high"], a["stop_zone_low"], a["stop_zone"]) == (97.5, 98.5, 97.5, "support")
+    assert a["resistance_low"] == 100.2 and np.isnan(a["zone_low"])
+    assert (b["support_high"], b["zone_low"], b["zone_high"], b["stop_zone_low"], b["stop_zone"]) == (41.0, 49.0, 50.3, 49.0, "at_price")
+    assert np.isnan(b["resistance_low"])  # 50.5 is the entry: not above it
 
 
 def test_recorded_upbit_candles(upbit_data_dir):
@@ -156,7 +167,7 @@ def test_recorded_upbit_candles(upbit_data_dir):
     universe = pd.DataFrame({"day": hour.floor("D"), "market": sorted(m1["market"].unique()), "warning": False})
     universe = universe.assign(**{flag: False for flag in analysis.CAUTION_FLAGS})
     ticks = tick_times(hour, hour + pd.Timedelta(hours=1), 300)
-    params = RecommendationParams(min_turnover_krw=1e9)
+    params = RecommendationParams(1e9, FLOOR, ("v1",), calibration=FAVOURABLE)
 
     def run(m1, h1, daily, ticks):
         inputs = AnalysisInputs.assemble(analysis.LOOKBACK, ticks, candles_1m=m1, candles_1h=h1, candles_1d=daily, upbit_markets=universe)
@@ -164,9 +175,9 @@ def test_recorded_upbit_candles(upbit_data_dir):
 
     recs, counts = run(m1, h1, daily, ticks)
     assert (counts["eligible"] == 4).all()
-    assert len(recs) == (4 - counts["excluded_reward_risk"] - counts["excluded_regime"]).sum() > 0
+    assert len(recs) == (4 - counts["excluded_reward_risk"] - counts["excluded_negative_ev"] - counts["excluded_regime"]).sum() > 0
     assert ((recs["stop"] < recs["entry"]) & (recs["entry"] < recs["target"])).all()
-    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+    assert_placeable(recs, FLOOR)
     last = ticks[-1]
     cut, _ = run(m1[m1["candle_start"] < last], h1[h1["candle_start"] + pit.HOUR <= last], daily[daily["candle_start"] + pit.DAY <= last],
                  ticks[-1:])
@@ -186,7 +197,7 @@ def assert_placeable(recs: pd.DataFrame, floor: float) -> None:
 
 def test_every_price_of_every_pick_is_on_the_grid_and_offers_the_floor(partition):
     recs, _ = partition
-    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+    assert_placeable(recs, FLOOR)
     assert (recs["entry"] >= recs["reasons"].map(lambda r: r["trend"]["price"])).all()  # entry rounded up
 
 
@@ -202,19 +213,65 @@ def test_rounding_never_flatters_the_pick(partition):
     assert (recs["target"] > recs["entry"]).all()
 
 
-def test_the_summary_names_the_levels_of_target_and_stop(partition):
+def test_every_summary_states_the_plan_as_the_fields_give_it(partition):
+    """Each summary read back (summary_mismatches) against its row: prices, percentages, horizon, chance, expected
+    return, caution flags, and the levels it names on their side of the buy."""
     recs, _ = partition
-    for _, row in recs.iterrows():
-        plan = row["reasons"]["plan"]
-        assert f"reward:risk {row['reward_risk']:.2f}" in row["summary"]
-        decimals = max(0, -int(np.floor(np.log10(row["tick_size"]))))
-        assert f"target {row['target']:,.{decimals}f}" in row["summary"] and f"stop {row['stop']:,.{decimals}f}" in row["summary"]
-        if plan["target_resistance"] == 1:
-            assert "that resistance" in row["summary"]
-        elif plan["target_resistance"]:
-            assert f"{plan['target_level']:,.{decimals}f}" in row["summary"]
-        if plan["stop_from"] == "support":
-            assert "under that support zone" in row["summary"]
+    assert {row["market"]: summary_mismatches(row) for row in recs.to_dict("records") if summary_mismatches(row)} == {}
+    flagged = recs[recs["market"] == "KRW-M001"]
+    assert len(flagged) and flagged["summary"].str.contains("; caution: price fluctuations): ", regex=False).all()
+    assert recs["summary"].str.contains(" in 24 h, ", regex=False).all() and recs["summary"].str.contains("% chance first", regex=False).all()
+
+
+def test_a_summary_that_disagrees_with_its_fields_is_caught(partition):
+    row = partition[0].iloc[0].to_dict()
+    assert summary_mismatches(row) == []
+    assert summary_mismatches({**row, "target": row["target"] + row["tick_size"]})  # the field moved, the text did not
+    assert summary_mismatches({**row, "caution": ["price_fluctuations"]} if not row["caution"] else {**row, "caution": []})
+    assert summary_mismatches({**row, "summary": row["summary"].replace(" in 24 h,", " in 4 h,")})
+
+
+def test_targets_lie_within_the_horizons_reach(market):
+    """A reach of 1 ATR: no target farther than 1 ATR above the entry (plus a tick: the entry rounds up);
+    a market without a resistance inside the reach targets the reach."""
+    recs, _ = _run(market, ticks=TICKS[:3], min_reward_risk=1.0, calibration=flat_calibration(reach_atr=1.0))
+    assert len(recs)
+    atr = recs["reasons"].map(lambda r: r["volatility"]["atr14_pct"] / 100 * r["trend"]["price"])
+    assert (recs["target"] - recs["entry"] <= atr * 1.0 + recs["tick_size"]).all()
+    at_reach = recs["reasons"].map(lambda r: r["plan"]["target_resistance"] is None)
+    assert at_reach.any() and recs.loc[at_reach, "summary"].str.contains("target at the 24 h reach (1.0 ATR)", regex=False).all()
+
+
+def test_chance_and_expected_return_come_from_the_table(partition):
+    """A flat table (6 of 10 plans reached the target first, 3 the stop, 1 neither at no gain): every pick carries
+    that chance and the expected return of its own prices net of the fee on both legs."""
+    recs, _ = partition
+    np.testing.assert_allclose(recs["p_target_first"], 0.6, rtol=1e-12)
+    expected = (0.6 * net_return(recs["entry"], recs["target"]) + 0.3 * net_return(recs["entry"], recs["stop"])
+                + 0.1 * net_return(recs["entry"], recs["entry"]))
+    np.testing.assert_allclose(recs["expected_return_net"], expected, rtol=1e-12)
+
+
+def test_plans_expected_to_lose_are_not_listed_and_are_counted(market, partition):
+    """No plan reached the target first: none pays, none is listed, every placeable one is counted."""
+    recs, counts = _run(market, ticks=TICKS[:2], calibration=flat_calibration(target=0, stop=9, neither=1))
+    assert recs.empty and list(recs.columns) == analysis.RECOMMENDATION_COLUMNS
+    base = partition[1].iloc[:2]
+    assert (counts["excluded_negative_ev"] == base["eligible"] - base["excluded_reward_risk"]).all()
+    assert (counts["excluded_negative_ev"] > 0).all()
+
+
+def test_an_entry_price_per_market_replaces_the_last_trade_and_says_so(market, partition):
+    """An order book's best ask (on the grid) is the entry where given; the other markets keep the last trade."""
+    recs = partition[0][partition[0]["as_of"] == TICKS[0]]
+    chosen = recs["market"].iloc[0]
+    ask = recs["entry"].iloc[0] + recs["tick_size"].iloc[0]
+    tick = analysis.recommend_at(inputs_of(market, TICKS[:1]), TICKS[0], PARAMS, entry=pd.Series({chosen: ask}), entry_from="best_ask")
+    plans = tick.plans.set_index("market")
+    assert plans.loc[chosen, "entry"] == ask and plans.loc[chosen, "entry_from"] == "best_ask"
+    assert (plans.drop(index=chosen)["entry_from"] == "last_trade").all()
+    with pytest.raises(ValueError, match="entry_from"):
+        analysis.recommend_at(inputs_of(market, TICKS[:1]), TICKS[0], PARAMS, entry=pd.Series({chosen: ask}))
 
 
 def test_a_stored_tick_coarser_than_the_table_is_used(market):
@@ -224,13 +281,14 @@ def test_a_stored_tick_coarser_than_the_table_is_used(market):
     recs, _ = compute_recommendations(inputs_of(market, TICKS[:2], instruments=instruments), TICKS[:2], PARAMS)
     assert len(recs) and (recs["tick_size"] == 100.0).all()
     assert ((recs[["entry", "target", "stop"]] % 100.0) == 0).all().all()
-    assert_placeable(recs, analysis.DEFAULT_MIN_REWARD_RISK)
+    assert_placeable(recs, FLOOR)
+    assert {row["market"]: summary_mismatches(row) for row in recs.to_dict("records") if summary_mismatches(row)} == {}
 
 
 def test_a_risk_off_market_gets_a_shortlist_counted_and_said(market):
     inputs = inputs_of(market, TICKS[:1])
-    normal, _, normal_counts, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="neutral")
-    off, _, counts, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="risk_off")
+    normal, _, normal_counts, _, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="neutral")
+    off, _, counts, _, _ = analysis.recommend_at(inputs, TICKS[0], PARAMS, regime="risk_off")
     assert len(normal) > analysis.RISK_OFF_MAX_PICKS and normal_counts.excluded_regime == 0
     assert len(off) == analysis.RISK_OFF_MAX_PICKS and counts.excluded_regime == len(normal) - len(off)
     assert list(off["market"]) == list(normal["market"].head(len(off)))

@@ -17,7 +17,7 @@ from dantaro_assets.recommendations.scorers import (
     served_first,
 )
 
-from .conftest import END, inputs_of
+from .conftest import END, FAVOURABLE, inputs_of
 
 
 def _features(**columns) -> pd.DataFrame:
@@ -97,9 +97,10 @@ def test_every_scorer_ranks_its_own_list(market):
     ranked 1..N, as many for every scorer (the regime's policy caps them alike)."""
     ticks = tick_times(END - pd.Timedelta(hours=3), END - pd.Timedelta(hours=2), 1800)
     inputs = inputs_of(market, ticks)
-    picks, scored, _, _ = analysis.recommend_at(inputs, ticks[-1], analysis.RecommendationParams(1e7, top_n=4, scorers=tuple(SCORERS)))
+    params = analysis.RecommendationParams(1e7, 1.5, tuple(SCORERS), top_n=4, calibration=FAVOURABLE)
+    picks, scored, _, _, plans = analysis.recommend_at(inputs, ticks[-1], params)
     assert set(picks["scorer"]) == set(SCORERS)
-    placeable = scored[scored["excluded"].isna()]
+    placeable = scored.loc[plans.loc[plans["excluded"].isna(), "market"]]
     sizes = picks.groupby("scorer").size()
     assert sizes.nunique() == 1 and 1 <= sizes.iloc[0] <= 4
     for name, mine in picks.groupby("scorer"):
@@ -107,6 +108,7 @@ def test_every_scorer_ranks_its_own_list(market):
         best = placeable[f"score_{name}"].sort_index().sort_values(ascending=False, kind="stable").head(len(mine))
         assert mine["market"].tolist() == best.index.tolist()
         assert mine["score"].to_numpy() == pytest.approx(best.to_numpy(), abs=1e-4)
-    served, _ = analysis.compute_recommendations(inputs_of(market, ticks[-1:]), ticks[-1:], analysis.RecommendationParams(1e7, top_n=4))
+    alone = analysis.RecommendationParams(1e7, 1.5, ("v1",), top_n=4, calibration=FAVOURABLE)
+    served, _ = analysis.compute_recommendations(inputs_of(market, ticks[-1:]), ticks[-1:], alone)
     v1 = picks[picks["scorer"] == "v1"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(served, v1)  # the default is v1 alone, and shadow scorers do not change it
+    pd.testing.assert_frame_equal(served, v1)  # shadow scorers do not change a scorer's list

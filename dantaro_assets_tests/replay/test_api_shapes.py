@@ -116,8 +116,7 @@ def test_orderbook_instruments_serve_the_tick_of_each_markets_price(request, mod
     tickers = {t["market"]: t["trade_price"] for t in httpx.get(f"{server.url}/v1/ticker", params={"markets": ",".join(markets)}).json()}
     for entry in served:
         price = tickers[entry["market"]]
-        if price >= 10:  # the replay keeps the previous table's finer units below 10 KRW
-            assert float(entry["tick_size"]) == krw_tick_size([price])[0], entry
+        assert float(entry["tick_size"]) == krw_tick_size([price])[0], entry
         assert entry["supported_levels"][0] == entry["tick_size"]
 
 

@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid
 from dantaro_replay.core import DAY_MINUTES, Candles, tick_size
 from dantaro_replay.simulated import SimulatedMarket
 
@@ -62,8 +63,7 @@ def test_prices_sit_on_upbit_ticks_and_candles_are_consistent(simulated):
     for spec in simulated.specs:
         day = _day(simulated, spec.info.market)
         for prices in (day.open, day.high, day.low, day.close):
-            steps = prices / tick_size(prices)
-            assert np.allclose(steps, np.round(steps), rtol=0, atol=1e-6), spec.info.market
+            assert not off_grid(prices, krw_tick_size(prices)).any(), spec.info.market
         assert np.all(day.low > 0) and np.all(day.volume > 0)
         assert np.all(day.low <= np.minimum(day.open, day.close)) and np.all(day.high >= np.maximum(day.open, day.close))
         assert np.all(day.value >= day.low * day.volume * (1 - 1e-12)) and np.all(day.value <= day.high * day.volume * (1 + 1e-12))
@@ -119,7 +119,20 @@ def test_market_events_flag_a_few_markets(replay):
 
 
 @pytest.mark.parametrize("price, tick", [(150_803_000, 1000), (1_500_000, 1000), (700_000, 500), (279_500, 100),
-                                         (60_000, 50), (12_000, 10), (7_000, 5), (3_867, 1), (681, 1), (12.34, 0.01),
-                                         (5.123, 0.001), (0.5, 0.0001)])
-def test_tick_table(price, tick):
-    assert tick_size(price) == pytest.approx(tick)
+                                         (60_000, 50), (12_000, 10), (7_000, 5), (3_867, 1), (681, 1), (28.04, 0.1),
+                                         (5.311, 0.01), (0.5, 0.001)])
+def test_tick_table_is_the_pipelines(price, tick):
+    assert tick_size(price) == tick == krw_tick_size([price])[0]
+
+
+def test_every_simulated_price_of_250_markets_is_on_the_pipelines_grid(big):
+    """Minutes (a forming one included), hours and days of every market: each open, high, low and close is a
+    grid float of Upbit's KRW table as the pipeline reads it (lib/tick_grid.py), so no price a pick is placed
+    from sits between two ticks."""
+    now = DAY + 13.5 * 3600 + 20  # 20 s into a minute: the last minute is forming
+    for spec in big.specs:
+        code = spec.info.market
+        for unit, count in ((1, DAY_MINUTES), (60, 24 * 5), (DAY_MINUTES, 30)):
+            candles = big.candles(code, unit, now + 60, count, now=now)
+            for prices in (candles.open, candles.high, candles.low, candles.close):
+                assert not off_grid(prices, krw_tick_size(prices)).any(), (code, unit, prices[off_grid(prices, krw_tick_size(prices))][:3])

@@ -11,6 +11,7 @@ import pytest
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.checks import pandera_check
+from dantaro_assets.lib.tick_grid import to_grid
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.support_levels.analysis import (
     COLUMNS,
@@ -71,10 +72,10 @@ def test_range_bound_market_has_support_at_the_floor_and_resistance_at_the_ceili
     assert floor["reasons"]["swing_touches"] == floor["touches"] and floor["reasons"]["last_touch"].endswith("Z")
 
 
-def test_zones_of_a_side_never_overlap_and_merged_levels_keep_their_strength(levels):
-    for _, side in levels.groupby(["as_of", "market", "side"]):
-        zones = side.sort_values("zone_low")
-        assert (zones["zone_low"].to_numpy()[1:] >= zones["zone_high"].to_numpy()[:-1]).all()
+def test_zones_never_overlap_or_touch_and_merged_levels_keep_their_strength(levels):
+    for _, tick in levels.groupby(["as_of", "market"]):
+        zones = tick.sort_values("zone_low")
+        assert (zones["zone_low"].to_numpy()[1:] > zones["zone_high"].to_numpy()[:-1]).all()
     assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
     assert levels["reasons"].map(lambda r: r["merged_zones"] >= 1).all()
 
@@ -110,8 +111,8 @@ def test_pivots_follow_the_floor_trader_formulas():
     p = (h + l + c) / 3
     expected = {"P": p, "R1": 2 * p - l, "S1": 2 * p - h, "R2": p + (h - l), "S2": p - (h - l),
                 "R3": h + 2 * (p - l), "S3": l - 2 * (h - p)}
-    for name, value in expected.items():
-        assert by_pivot[name] == pytest.approx(value), name
+    for name, value in expected.items():  # on the 1 KRW grid: the pivot rounded down
+        assert by_pivot[name] == np.floor(value), name
     assert (levels.dropna(subset=["pivot"])["strength"] >= 20).all()  # a lone pivot is still reported
 
 
@@ -144,7 +145,9 @@ def test_real_candles_give_up_to_three_levels_each_side_at_each_quarter_hour(lev
     assert list(levels.columns) == SNAPSHOT_COLUMNS
     assert sorted(levels["as_of"].unique()) == list(tick_times(HOUR, HOUR + pit.HOUR, 900))
     counts = levels.groupby(["as_of", "market", "side"]).size()
-    assert counts.max() <= 3 and len(counts) == 4 * 4 * 2
+    sided = counts.drop("at_price", level="side", errors="ignore")
+    assert sided.max() <= 3 and len(sided) == 4 * 4 * 2
+    assert (counts.xs("at_price", level="side") == 1).all() if "at_price" in counts.index.get_level_values("side") else True
     assert pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), levels).passed
     assert levels.loc[levels["market"] == "KRW-XRP", "warning"].all() and not levels.loc[levels["market"] != "KRW-XRP", "warning"].any()
     assert levels.loc[levels["market"] == "KRW-SOL", "caution"].all() and not levels.loc[levels["market"] != "KRW-SOL", "caution"].any()
@@ -202,29 +205,53 @@ def _swap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
     return bad
 
 
-def _overlap_first_two(frame: pd.DataFrame) -> pd.DataFrame:
-    """The first market's rank-2 support zone reaches up into its rank-1 zone."""
+def _touch_first_two(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first market's rank-2 support zone reaches up to its rank-1 zone's bottom: they touch on the grid."""
     bad = frame.copy()
-    bad.loc[1, "zone_high"] = (bad.loc[0, "zone_low"] + bad.loc[0, "level"]) / 2
+    bad.loc[1, "zone_high"] = bad.loc[0, "zone_low"]
+    return bad
+
+
+def _first(frame: pd.DataFrame, side: str) -> int:
+    return int(frame.index[frame["side"] == side][0])
+
+
+def _widen_deepest_support(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first market's deepest support zone reaches 3 ATR further down (still on the grid)."""
+    bad = frame.copy()
+    row = bad[(bad["market"] == bad.loc[0, "market"]) & (bad["as_of"] == bad.loc[0, "as_of"]) & (bad["side"] == "support")].index[-1]
+    bad.loc[row, "zone_low"] = to_grid([bad.loc[row, "zone_low"] - 3 * bad.loc[row, "atr"]], bad.loc[row, "tick_size"], "down")[0]
+    return bad
+
+
+def _set(frame: pd.DataFrame, side: str, column: str, value) -> pd.DataFrame:
+    bad = frame.copy()
+    row = _first(bad, side)
+    bad.loc[row, column] = value(bad.loc[row]) if callable(value) else value
     return bad
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda f: _bad(f, "level", f.loc[f.index[0], "price"] * 1.5), "supports below the price"),
+        (lambda f: _set(f, "support", "zone_high", lambda r: r["price"]), "a support zone reaches the price"),
+        (lambda f: _set(f, "resistance", "zone_low", lambda r: r["price"]), "a resistance zone reaches the price"),
+        (lambda f: _set(f, "support", "side", "at_price"), "an at_price zone does not contain the price"),
+        (lambda f: _set(f, "support", "zone_high", lambda r: f.loc[_first(f, "resistance"), "zone_low"]), "reaches a resistance zone"),
+        (lambda f: _set(f, "support", "level", lambda r: r["level"] + r["tick_size"] / 3), "off Upbit's tick grid"),
+        (_widen_deepest_support, "wider than 1.5 ATR"),
         (lambda f: _bad(f, "zone_low", f.loc[f.index[0], "level"] * 1.01), "zone_low <= level <= zone_high"),
         (lambda f: _bad(f, "strength", 120.0), "in_range"),
         (lambda f: _bad(f, "volume_share", -0.1), "in_range"),
         (lambda f: _bad(f, "as_of", HOUR - pit.MINUTE), "partition start"),
         (lambda f: pd.concat([f, f.head(1)], ignore_index=True), "unique"),
-        (lambda f: _swap_first_two(f), "rank 1 is the nearest"),
-        (lambda f: _overlap_first_two(f), "zones of one side never overlap"),
+        (_swap_first_two, "rank 1 is the nearest"),
+        (_touch_first_two, "zones of a market overlap or touch on the tick grid"),
     ],
 )
 def test_schema_check_names_what_is_wrong(levels, change, message):
     supports = levels[levels["side"] == "support"].reset_index(drop=True)
-    frame = pd.concat([supports, levels[levels["side"] == "resistance"]], ignore_index=True)
+    frame = pd.concat([supports, levels[levels["side"] != "support"]], ignore_index=True)
     result = pandera_check(support_levels_schema(HOUR, HOUR + pit.HOUR), change(frame))
     assert not result.passed
     assert message in result.description + str(result.metadata["failure_cases"].value)

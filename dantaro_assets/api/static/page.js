@@ -233,9 +233,9 @@ function drawPlan(pick, levels) {
   }
   const zoneItems = [];
   for (const level of (levels && levels.rows) || []) {
-    const support = level.side === "support";
-    const rgb = css(support ? "--support" : "--resistance");
-    const name = `${support ? "지지" : "저항"} ${level.rank}`;
+    const support = level.side === "support", inside = level.side === "at_price";  // at_price: the zone the price trades in
+    const rgb = css(inside ? "--inside" : support ? "--support" : "--resistance");
+    const name = inside ? "현재가 구간" : `${support ? "지지" : "저항"} ${level.rank}`;
     zones.push({ low: level.zone_low, high: level.zone_high, color: `rgba(${rgb}, ${level.rank === 1 ? 0.22 : 0.12})` });
     line(level.level, `rgba(${rgb}, 0.9)`, name, LWC.LineStyle.Dotted);
     if (level.rank === 1) keep.push(level.zone_low, level.zone_high);
