@@ -167,13 +167,14 @@ def main() -> int:
     args = parser.parse_args()
     exit_on_sigterm()  # SIGTERM stops the stream, the runs, `dagster dev` and the replay; a SIGKILL makes the kernel stop them
     settings = load_settings()
-    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = process_storage(settings).urls()
+    servers = process_storage(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = servers.urls()
     replay = start_replay_server("--simulated", str(args.markets))
     replay_url = replay.url
     os.environ["UPBIT_BASE_URL"] = replay_url
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = f"{settings.redis_prefix}:market_status:latest"
-    store = SeenStore(cache, settings.redis_prefix, settings.db_schema)
+    store = SeenStore(servers.postgres)
     rows: dict[str, list[dict]] = {"rest": [], "stream": []}
     warm_up: dict = {}
     stream: subprocess.Popen | None = None
@@ -183,7 +184,7 @@ def main() -> int:
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:
                 for index in range(args.runs):
-                    cache.delete(store.health_key, store.windows_key)  # every run fetches the open hour, as a tick 2 min after the last would
+                    store.clear()  # every run fetches the open hour, as a tick 2 min after the last would
                     row = cycle(dev, instance, cache, key, replay_url)
                     rows["rest"].append(row)
                     print(f"rest run {index + 1}/{args.runs}: {row['total']:.2f} s, {row['requests']} requests ({row['source']})", flush=True)

@@ -1,7 +1,7 @@
 """``GET /metrics`` for Prometheus: the API's own figures and what the other processes leave behind.
 
 The pipeline runs as separate processes (runs, ``dantaro stream``, the daemon), so what they did is read
-where they record it, at scrape time: the stream's health record and the Upbit answer tallies in Redis,
+where they record it, at scrape time: the Upbit answer tallies in Redis, the stream's health record and
 the webhook deliveries in Postgres, finished runs in the Dagster instance. Each source that does not
 answer says so in ``dantaro_metrics_source_up`` instead of failing the scrape. The API itself counts its
 request latency and its event clients. A run is counted once, when the scrape after it finished sees
@@ -96,19 +96,6 @@ class _Scraped(Collector):
 
     def _redis(self) -> Iterator[Metric]:
         snapshots = self.m.snapshots
-        health = stream_health(snapshots, self.m.stream_max_lag_s)
-        yield GaugeMetricFamily("dantaro_stream_healthy", "1 while dantaro stream is healthy", value=int(health["healthy"]))
-        figures = {"lag_seconds": ("lag_s", "seconds the stream's stored candles trail Upbit's clock"),
-                   "messages_per_second": ("messages_per_s", "messages a second in the stream's last report")}
-        for name, (key, text) in figures.items():
-            if health.get(key) is not None:
-                yield GaugeMetricFamily(f"dantaro_stream_{name}", text, value=health[key])
-        totals = {"reconnects": ("reconnects", "reconnects since the stream started"),
-                  "missed_minutes": ("gaps", "market-minutes the stream missed since it started"),
-                  "written_minutes": ("minutes_written", "market-minutes the stream wrote since it started")}
-        for name, (key, text) in totals.items():
-            if health.get(key) is not None:
-                yield CounterMetricFamily(f"dantaro_stream_{name}", text, value=health[key])
         requests = CounterMetricFamily("dantaro_upbit_requests", "Upbit answers by endpoint and HTTP status (error: none came), "
                                        "every process", labels=["endpoint", "status"])
         for (endpoint, status), count in sorted(answer_counts(snapshots.redis.client(), snapshots.redis.prefix).items()):
@@ -116,6 +103,7 @@ class _Scraped(Collector):
         yield requests
 
     def _postgres(self) -> Iterator[Metric]:
+        yield from self._stream()
         postgres = self.m.snapshots.postgres
         sql = (f"SELECT event, status, count(*) AS deliveries, coalesce(sum(attempts), 0) AS attempts "
                f"FROM {postgres.table_name(OUTBOX)} GROUP BY event, status ORDER BY event, status")
@@ -137,6 +125,23 @@ class _Scraped(Collector):
             by_event.add_metric([row.event, row.status], int(row.deliveries))
             attempts.add_metric([row.event, row.status], int(row.attempts))
         yield from (deliveries, by_event, attempts)
+
+    def _stream(self) -> Iterator[Metric]:
+        """The stream's health record (kept beside the candles in Postgres)."""
+        health = stream_health(self.m.snapshots, self.m.stream_max_lag_s)
+        yield GaugeMetricFamily("dantaro_stream_healthy", "1 while dantaro stream is healthy", value=int(health["healthy"]))
+        figures = {"lag_seconds": ("lag_s", "seconds the stream's stored candles trail Upbit's clock"),
+                   "messages_per_second": ("messages_per_s", "messages a second in the stream's last report")}
+        for name, (key, text) in figures.items():
+            if health.get(key) is not None:
+                yield GaugeMetricFamily(f"dantaro_stream_{name}", text, value=health[key])
+        totals = {"reconnects": ("reconnects", "reconnects since the stream started"),
+                  "missed_minutes": ("missed_minutes", "market-minutes the stream did not see (disconnected, not subscribed, quarantined) since it started"),
+                  "no_trade_minutes": ("no_trade_minutes", "market-minutes without a trade inside what the stream saw, since it started"),
+                  "written_minutes": ("minutes_written", "market-minutes the stream wrote since it started")}
+        for name, (key, text) in totals.items():
+            if health.get(key) is not None:
+                yield CounterMetricFamily(f"dantaro_stream_{name}", text, value=health[key])
 
     def _dagster(self) -> Iterator[Metric]:
         status = self.m.worker.status(1)

@@ -67,17 +67,19 @@ class Daemon(BaseModel):
 
 
 class StreamStatus(BaseModel):
-    """``dantaro stream``'s health as it records it in Redis, read per request."""
+    """``dantaro stream``'s health as it records it beside the candles in Postgres, read per request."""
 
-    state: Literal["healthy", "down", "lagging", "stopped", "never ran", "unknown"]
+    state: Literal["healthy", "starting", "down", "lagging", "stopped", "never ran", "unknown"]
     healthy: bool
     problem: str | None
     lag_s: float | None = None
     messages_per_s: float | None = Field(None, description="of its last report")
     reconnects: int | None = Field(None, description="since it started")
-    gaps: int | None = Field(None, description="market-minutes it missed since it started")
     markets: int | None = None
-    minutes_written: int | None = None
+    minutes_written: int | None = Field(None, description="since it started")
+    no_trade_minutes: int | None = Field(None, description="market-minutes without a trade inside what it saw, since it started")
+    missed_minutes: int | None = Field(None, description="market-minutes it did not see (disconnected, not subscribed, quarantined) since it started")
+    quarantined: int | None = Field(None, description="minutes it quarantined and left to REST since it started")
     heartbeat: Timestamp | None = None
     covered_through: Timestamp | None = None
 

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import redis
 
 from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.lib.dagster_internals import InstigatorStatus, InstigatorType, get_daemon_statuses
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.markets.seen import SeenStore, stream_status
+from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, stream_status
 from dantaro_assets.operations.limits import instance_limit_problems
 from dantaro_assets.redaction import redact_text
 from dantaro_assets.settings import Settings
@@ -35,17 +34,17 @@ MAX_JOBS = 200  # the largest ?limit= the endpoint serves
 
 
 def stream_health(snapshots: SnapshotStore, max_lag_seconds: float) -> dict[str, Any]:
-    """``dantaro stream``'s health as it records it in Redis (one GET); raises when Redis does not answer."""
-    return stream_status(SeenStore(snapshots.redis.client(), snapshots.redis.prefix, snapshots.postgres.db_schema), max_lag_seconds)
+    """``dantaro stream``'s health as it records it beside the candles (one row); raises when Postgres does not answer."""
+    return stream_status(SeenStore(snapshots.postgres), max_lag_seconds)
 
 
 def stream(snapshots: SnapshotStore, max_lag_seconds: float) -> dict[str, Any]:
-    """``stream_health``, read per request; unknown when Redis is down."""
+    """``stream_health``, read per request; unknown when Postgres is down."""
     try:
         return stream_health(snapshots, max_lag_seconds)
-    except redis.RedisError as exc:
+    except RecordUnreadable as exc:
         log.warning("stream status unreadable: %s", redact_text(str(exc)))
-        return {"state": "unknown", "healthy": False, "problem": "Redis unavailable"}
+        return {"state": "unknown", "healthy": False, "problem": "Postgres unavailable"}
 
 
 def worker_status(

@@ -19,13 +19,13 @@ from typing import Literal
 
 import dagster as dg
 import pandas as pd
-import redis
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.markets.audit import differences, fetch_planned
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
@@ -38,7 +38,7 @@ from dantaro_assets.markets.schemas import (
     upbit_instruments_schema,
     upbit_markets_schema,
 )
-from dantaro_assets.markets.seen import Plan, SeenStore, plan_fetch, rest_windows
+from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, fetched_windows, plan_fetch
 from dantaro_assets.operations.limits import FINALISE_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
@@ -109,14 +109,12 @@ class MinuteSource(dg.Config):
 
 
 def _stream_plan(
-    context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
-    max_lag_seconds: float,
-) -> tuple[SeenStore | None, Plan]:
-    """The REST fetch of a ``stream`` run's ``candles_1m``: what the stream did not see."""
-    store = SeenStore(upbit.redis.client(), upbit.redis.prefix, postgres.db_schema) if upbit.redis is not None else None
-    plan = plan_fetch(store, markets, start, end, final=FINALISE_TAG in context.run.tags, max_lag=max_lag_seconds)
+    context: dg.AssetExecutionContext, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, max_lag_seconds: float,
+) -> Plan:
+    """The REST fetch of a ``stream`` run's ``candles_1m``: what the stream did not see (a final run: the hour's audit)."""
+    plan = plan_fetch(SeenStore(postgres), markets, start, end, final=FINALISE_TAG in context.run.tags, max_lag=max_lag_seconds)
     context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
-    return store, plan
+    return plan
 
 
 def _candle_asset(
@@ -156,12 +154,11 @@ def _candle_asset(
             markets = universe_markets(upbit_markets, start, end)
         except MissingUniverseError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
-        store, plan = (_stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds)
-                       if source == "stream" else (None, None))
+        plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if source == "stream" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
-            fetched, stats = upbit.candle_ranges(plan.fetch, interval_name)
+            fetched, stats = fetch_planned(upbit, plan, interval_name)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
         # Markets not fetched are judged by what is stored: the stream wrote them, or an earlier run did.
@@ -175,16 +172,17 @@ def _candle_asset(
             metadata=covered.metadata(),
         )
         metadata = stats.metadata() | (plan.metadata() if plan is not None else {"source": "rest"})
+        if plan is not None and plan.source == AUDIT:
+            metadata |= differences(postgres, candles, plan.fetch)
         # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
         yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=metadata)
         yield dg.Output(candles, metadata=metadata)
-        if plan is not None and plan.fetch and stats.server_time is not None:
+        if interval_name == "minute1" and stats.server_time is not None:
             # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
-            answered = set(plan.fetch) - set(stats.skipped_markets)
             try:
-                store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)))
-            except redis.RedisError as exc:  # stored all the same; the next run fetches these ranges again
-                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded in Redis ({type(exc).__name__}: {exc})")
+                SeenStore(postgres).record(fetched_windows(plan, markets, start, end, stats, run_settings.stream_grace_seconds))
+            except RecordUnreadable as exc:  # stored all the same; the next run fetches these ranges again
+                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded ({type(exc).__name__}: {exc})")
 
     # Dagster reads the config class from the annotation, so candles_1m's function differs by its config argument only.
     if interval_name == "minute1":

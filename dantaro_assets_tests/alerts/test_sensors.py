@@ -183,7 +183,7 @@ def test_a_failed_check_evaluation_is_told(postgres, redis_store, instance):
 
 
 def test_the_stream_going_down_and_coming_back_is_told_once_each(postgres, redis_store, instance):
-    seen = SeenStore(redis_store.client(), redis_store.prefix, postgres.db_schema)
+    seen = SeenStore(postgres)
     definitions = alert_definitions(postgres, redis_store, receivers("http://127.0.0.1:9/", ["stream_down", "stream_up"]))
 
     def beat(heartbeat_ago: float) -> None:

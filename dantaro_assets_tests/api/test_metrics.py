@@ -69,8 +69,9 @@ def test_metrics_after_real_activity(instance, settings, pg_url, replay, redis_c
             upbit.close()
             # the stream's health record, as `dantaro stream` writes it
             now = time.time()
-            figures = {"markets": 250, "reconnects": 2, "gaps": 7, "minutes_written": 900, "last_report": {"messages_per_s": 41.5}}
-            SeenStore(redis_client, redis_resource.prefix, postgres.db_schema).publish(StreamHealth(now, now, now - 6, True, [], figures))
+            figures = {"markets": 250, "reconnects": 2, "missed_minutes": 7, "no_trade_minutes": 3, "minutes_written": 900,
+                       "last_report": {"messages_per_s": 41.5}}
+            SeenStore(postgres).publish(StreamHealth(now, now, now - 6, True, [], figures))
             # a market status snapshot 90 s old, and requests to the API
             as_of = pd.Timestamp(now - 90, unit="s", tz="UTC").floor("s")
             store.publish("market_status", pd.DataFrame({"as_of": [as_of], "score": [50.0]}), run_id="r", partition=None)
@@ -98,6 +99,7 @@ def test_metrics_after_real_activity(instance, settings, pg_url, replay, redis_c
             assert 5 <= value(after, "dantaro_stream_lag_seconds") < 30 and value(after, "dantaro_stream_healthy") == 1
             assert value(after, "dantaro_stream_messages_per_second") == 41.5
             assert (value(after, "dantaro_stream_reconnects_total"), value(after, "dantaro_stream_missed_minutes_total")) == (2, 7)
+            assert value(after, "dantaro_stream_no_trade_minutes_total") == 3
             assert 89 <= value(after, "dantaro_snapshot_age_seconds", product="market_status") < 120
             assert value(after, "dantaro_api_request_duration_seconds_count", route="/market-status/latest", status="200") == 3
             assert value(after, "dantaro_api_request_duration_seconds_count", route="/support-levels/{market}", status="404") == 1

@@ -302,7 +302,7 @@ def test_candles_1m_reads_the_stream_when_its_run_config_says_so_whatever_the_ta
     hour = "2025-09-15-21:00"
     start = pd.Timestamp("2025-09-15T21:00Z").timestamp()
     assert _materialize([upbit_markets], "2025-09-15", resources).success
-    seen = SeenStore(redis_resource.client(), redis_resource.prefix, postgres_resource.db_schema)
+    seen = SeenStore(postgres_resource)
     now = time.time()
     seen.publish(StreamHealth(now, now, now, True), [Window(int(start), int(start) + 3600, frozenset(RECORDED), "stream")])
     try:
@@ -316,7 +316,7 @@ def test_candles_1m_reads_the_stream_when_its_run_config_says_so_whatever_the_ta
         assert (meta["source"].value, meta["requests"].value, meta["markets_fetched"].value) == ("stream", 0, 0)
         assert recorded_replay.stats()["groups"]["candles"]["requests"] == 4  # the tagged run's only
     finally:
-        redis_resource.client().delete(seen.health_key, seen.windows_key)
+        seen.clear()
 
     definitions = build_definitions(settings)
     for job in ("market_status_job", "support_levels_job", "recommendations_job"):
