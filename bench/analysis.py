@@ -42,13 +42,13 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
 from dantaro_assets.market_status import analysis as status_analysis
-from dantaro_assets.market_status.assets import market_status
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations import analysis as recs_analysis
-from dantaro_assets.recommendations import recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
-from dantaro_assets.support_levels.assets import support_levels
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets_tests.lib.candle_data import simulated_upstream
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
@@ -88,7 +88,7 @@ def _inputs(lookback: Lookback, inputs: dict[str, pd.DataFrame], tick: pd.Timest
 # --- market_status -------------------------------------------------------------------------
 
 def status_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    return status_analysis.compute_market_status(_inputs(status_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]))
+    return status_analysis.compute_market_status(_inputs(status_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick])).frame
 
 
 def status_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
@@ -121,7 +121,7 @@ def status_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 # --- support_levels ------------------------------------------------------------------------
 
 def levels_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    return levels_analysis.compute_support_levels(_inputs(levels_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]))
+    return levels_analysis.compute_support_levels(_inputs(levels_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick])).frame
 
 
 def levels_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
@@ -145,8 +145,7 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
     settings = load_settings()
     params = recs_analysis.RecommendationParams(settings.min_turnover_krw, settings.min_reward_risk, (settings.scorer,))
-    recs, _ = recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params)
-    return recs
+    return recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params).frame
 
 
 def recs_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
@@ -165,9 +164,9 @@ def recs_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 
 
 BENCHES = [
-    AssetBench(market_status, HOUR + pd.Timedelta(minutes=58), status_compute, status_loop, status_same),
-    AssetBench(support_levels, HOUR + pd.Timedelta(minutes=45), levels_compute, levels_loop, levels_same),
-    AssetBench(recommendations, HOUR + pd.Timedelta(minutes=55), recs_compute, recs_loop, recs_same),
+    AssetBench(MARKET_STATUS.asset, HOUR + pd.Timedelta(minutes=58), status_compute, status_loop, status_same),
+    AssetBench(SUPPORT_LEVELS.asset, HOUR + pd.Timedelta(minutes=45), levels_compute, levels_loop, levels_same),
+    AssetBench(RECOMMENDATIONS.asset, HOUR + pd.Timedelta(minutes=55), recs_compute, recs_loop, recs_same),
 ]
 
 

@@ -4,8 +4,9 @@
    close, in units of the hourly ATR14 at that close) of every hourly bar of the recorded 1-hour candles
    before the split, per horizon of outcomes.HORIZONS; its 5 %..95 % quantiles.
 2. Plans: the recommendations backfilled tick by tick (bench/quality.py's backfill, the pure functions)
-   with that reach: every placeable plan (before the expected-return filter), once, and each scorer's
-   top N of them (the list it would rank from). Graded on the 1-minute candles within the plan's
+   with that reach (and, for the record, how many plans each horizon's reach would leave placeable):
+   every placeable plan (before the expected-return filter), once, and each scorer's top N of them (the
+   list it would rank from). Graded on the 1-minute candles within the plan's
    horizon from the tick's minute: target first, stop first (both in one minute: stop), or neither, sold
    at the price at the horizon's end (its return in ATR units).
 3. Fit: the plans whose horizon ended before ``--split`` are counted into the table
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     print(pd.DataFrame({f"{h} h": table["mfe_atr"] for h, table in reach.items()}, index=QUANTILES).T.to_markdown())
     base = provisional(reach)
     started = time.perf_counter()
-    run = quality.backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk, base)
+    reaches = {h: base.reach_atr(h, settings.min_reward_risk) for h in sorted(reach)}
+    run = quality.backfill(data, args.step_minutes, settings.min_turnover_krw, settings.min_reward_risk, base, tuple(reaches.values()))
+    by_horizon = {h: run.placeable_by_reach[r] for h, r in reaches.items()}
+    print(f"\nplaceable plans by the horizon's reach (of {int(run.mean_eligible * run.ticks)} eligible market-ticks): {by_horizon}")
     seconds = time.perf_counter() - started
     plans = run.plans.rename(columns={"horizon_hours": "horizon"})
     grid = minute_grid(data.candles_1m)
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {CALIBRATION_FILE}")
     print("\n" + json.dumps({"command": command, "split": str(split), "reach_bars": reach_bars,
                              "reach_atr_at_floor": {h: round(table.reach_atr(h, settings.min_reward_risk), 4) for h in reach},
-                             "plans": counts, "fit_plans": len(train), "fit_target_rate": round(baseline, 4),
+                             "plans": counts, "placeable_by_horizon": by_horizon, "fit_plans": len(train), "fit_target_rate": round(baseline, 4),
                              "held_out": checks, "seconds": round(seconds, 1)}, default=str))
     return 0
 

@@ -56,9 +56,9 @@ os.environ["WORKER_ENABLED"] = "false"  # only the benchmark's runs
 import dagster as dg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.partitions import hourly_partitions
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import DagsterDev, exit_on_sigterm, prepare_history
 from dantaro_replay.process import start_replay_server, terminate_with_parent
@@ -167,14 +167,14 @@ def main() -> int:
     args = parser.parse_args()
     exit_on_sigterm()  # SIGTERM stops the stream, the runs, `dagster dev` and the replay; a SIGKILL makes the kernel stop them
     settings = load_settings()
-    os.environ["DATABASE_URL"] = embedded.postgres_url(settings)
-    os.environ["REDIS_URL"] = embedded.redis_url(settings)
+    servers = process_storage(settings)
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = servers.urls()
     replay = start_replay_server("--simulated", str(args.markets))
     replay_url = replay.url
     os.environ["UPBIT_BASE_URL"] = replay_url
     cache = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = f"{settings.redis_prefix}:market_status:latest"
-    store = SeenStore(cache, settings.redis_prefix, settings.db_schema)
+    store = SeenStore(servers.postgres)
     rows: dict[str, list[dict]] = {"rest": [], "stream": []}
     warm_up: dict = {}
     stream: subprocess.Popen | None = None
@@ -184,7 +184,7 @@ def main() -> int:
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:
                 for index in range(args.runs):
-                    cache.delete(store.health_key, store.windows_key)  # every run fetches the open hour, as a tick 2 min after the last would
+                    store.clear()  # every run fetches the open hour, as a tick 2 min after the last would
                     row = cycle(dev, instance, cache, key, replay_url)
                     rows["rest"].append(row)
                     print(f"rest run {index + 1}/{args.runs}: {row['total']:.2f} s, {row['requests']} requests ({row['source']})", flush=True)

@@ -8,6 +8,7 @@ definitions, is the real run whose tick-to-Redis each launcher is measured on.
 import dagster as dg
 
 from dantaro_assets.definitions import defs as project_defs
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.operations.jobs import run_executor, run_tags
 from dantaro_assets.settings import load_settings
 
@@ -19,7 +20,7 @@ def tick() -> None:
     """Nothing: the run's cost is its launch and start-up."""
 
 
-@dg.job(tags=run_tags("market_status", _SETTINGS), executor_def=run_executor(_SETTINGS))
+@dg.job(tags=run_tags(MARKET_STATUS.job_type, _SETTINGS), executor_def=run_executor(_SETTINGS))
 def tick_job() -> None:
     tick()
 

@@ -23,6 +23,15 @@ of the minute at as_of):
   KRW tick grid (dantaro_assets.lib.tick_grid; each price against the coarser of the pick's
   ``tick_size`` and the documented tick at that price, the recommendations schema's rule).
 
+Plans (issue 18): over every stored row of the backfill, the level rows breaking an invariant as stored or as
+the API serves them (support_levels/schemas.py ``level_breaches``: ``zone_overlaps``, ``supports_above_price``,
+``resistances_below_price``, ``crossed_levels``), the picks whose summary states a figure its field does not
+(``summary_mismatches``, stored or served), targets beyond the horizon's reach, picks with an expected return
+<= 0, the median target distance; and the calibration table held out from its fit (the plans of the served
+scorer's list before the expected-return filter, from the table's ``until`` on): per bin of predicted chance
+the prediction, the realised target-first rate and n (``calibration``), the Brier score against the fit
+period's constant rate (``brier_score``, ``brier_baseline``). All count keys are 0 by construction.
+
 Confidence intervals are 95 % moving-block bootstrap intervals over the per-tick series, blocks as
 long as the horizon, because ticks closer than the horizon share most of their forward window.
 
@@ -62,8 +71,8 @@ import pandas as pd
 from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib import tick_grid
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
-from dantaro_assets.recommendations import analysis
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, ticks_at
+from dantaro_assets.recommendations import analysis, trade_plan
 from dantaro_assets.recommendations.calibration import Calibration, load_calibration
 from dantaro_assets.recommendations.outcomes import (
     BOOTSTRAP,
@@ -201,16 +210,19 @@ class Backfill(NamedTuple):
     seconds_per_tick: float
     ticks: int
     mean_eligible: float
+    placeable_by_reach: dict[float, int]  # plans placeable had the target's reach been each of ``reaches`` ATR
 
 
 def backfill(data: Dataset, step_minutes: int, min_turnover: float, min_reward_risk: float,
-             calibration: Calibration | None = None) -> Backfill:
-    """Every tick of the dataset through ``recommend_at`` (the shipped calibration table unless one is given)."""
+             calibration: Calibration | None = None, reaches: tuple[float, ...] = ()) -> Backfill:
+    """Every tick of the dataset through ``recommend_at`` (the shipped calibration table unless one is given); with
+    ``reaches``, how many plans each reach (ATR) would have left placeable, on the same levels."""
     ticks = pd.date_range(data.first_tick, data.last_tick, freq=f"{step_minutes}min")
     params = analysis.RecommendationParams(min_turnover, min_reward_risk, tuple(SCORERS), top_n=data.top_n,
                                            **({"calibration": calibration} if calibration is not None else {}))
     picks, scored, levels, plans = [], [], [], []
     score_columns = [f"score_{name}" for name in SCORERS]
+    by_reach = dict.fromkeys(reaches, 0)
 
     started = time.perf_counter()
     for _day, day_ticks in pd.Series(ticks, index=ticks).groupby(ticks.floor("D")):
@@ -224,11 +236,14 @@ def backfill(data: Dataset, step_minutes: int, min_turnover: float, min_reward_r
                 scored.append(tick.scored[score_columns].assign(as_of=as_of).rename_axis("market").reset_index())
                 placeable = tick.plans[tick.plans["excluded"].isna()]
                 plans.append(placeable.join(tick.scored[["atr", *score_columns]], on="market").assign(as_of=as_of, regime=regime))
+                for reach in reaches:
+                    what_if = trade_plan.plan_trades(tick.scored, tick.levels, ticks_at(inputs.instruments, as_of), min_reward_risk, reach)
+                    by_reach[reach] += int(what_if["excluded"].isna().sum())
     seconds_per_tick = (time.perf_counter() - started) / max(len(ticks), 1)
     scored_frame = pd.concat(scored, ignore_index=True)
     return Backfill(pd.concat(picks, ignore_index=True), scored_frame,
                     pd.concat([lv for lv in levels if len(lv)], ignore_index=True), pd.concat(plans, ignore_index=True),
-                    seconds_per_tick, len(ticks), float(scored_frame.groupby("as_of").size().mean()))
+                    seconds_per_tick, len(ticks), float(scored_frame.groupby("as_of").size().mean()), by_reach)
 
 
 def grade(grid: MinuteGrid, plans: pd.DataFrame) -> pd.DataFrame:

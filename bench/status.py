@@ -30,18 +30,15 @@ import httpx
 import uvicorn
 from tabulate import tabulate
 
-from dantaro_assets.api.app import (
-    MAX_JOBS,
-    STATUS_REFRESH_S,
-    create_app,
-    worker_status,
-)
+from dantaro_assets.api.app import create_app
 from dantaro_assets.api.job_log import JobLog
+from dantaro_assets.api.worker_status import MAX_JOBS, STATUS_REFRESH_S, worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.processes.instance import write_instance_config
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import free_port
 
@@ -64,9 +61,9 @@ def failing() -> None:
 def fill_job_log(instance: dg.DagsterInstance, jobs: int) -> None:
     for n in range(jobs):
         if n % 5 == 4:
-            dg.materialize([failing], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+            dg.materialize([failing], instance=instance, tags=RECOMMENDATIONS.job_type.tags(), raise_on_error=False)
         else:
-            dg.materialize([counted], instance=instance, tags=job_tags("market_status"))
+            dg.materialize([counted], instance=instance, tags=MARKET_STATUS.job_type.tags())
 
 
 @contextmanager

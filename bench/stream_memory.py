@@ -39,10 +39,10 @@ import psutil
 import psycopg
 import redis
 
-from dantaro_assets.lib import embedded
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import exit_on_sigterm
 from dantaro_replay.process import start_replay_server, terminate_with_parent
@@ -62,10 +62,10 @@ def store_universe(io: PostgresDataFrameIOManager, replay_url: str) -> int:
 
 
 def rows_written(database_url: str, schema: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".candles_1m',)).fetchone()[0] is None:
-            return 0
-        return conn.execute(f'SELECT count(*) FROM "{schema}".candles_1m').fetchone()[0]
+    postgres = PostgresResource(url=database_url, db_schema=schema)
+    if not table_exists(postgres, "candles_1m"):
+        return 0
+    return postgres.read_arrow(f"SELECT count(*) AS n FROM {postgres.table_name('candles_1m')}")["n"][0].as_py()
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
     exit_on_sigterm()  # SIGTERM stops the stream and the replay; when killed, the kernel stops them
 
     settings = load_settings()
-    database_url, redis_url = embedded.postgres_url(settings), embedded.redis_url(settings)
+    database_url, redis_url = process_storage(settings).urls()
     name = f"dantaro_bench_stream_{os.getpid()}"
     home = Path(tempfile.mkdtemp(prefix="dantaro-bench-stream-"))
     io = PostgresDataFrameIOManager(postgres=PostgresResource(url=database_url, db_schema=name))

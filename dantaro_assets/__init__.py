@@ -2,7 +2,8 @@
 
 import warnings
 
-# Single-run backfills and lookbacks reaching before the first partition use parameters Dagster marks
-# beta; we depend on them knowingly, so their warnings would only bury real ones in every log.
-# Matched by message so that importing this package (e.g. for the replay server) does not import dagster.
-warnings.filterwarnings("ignore", message=r".* is currently in beta, and may have breaking changes")
+# Ranged backfills (``backfill_policy``) and lookbacks reaching before the first partition
+# (``allow_nonexistent_upstream_partitions``) are the two beta parameters we depend on knowingly; any
+# other beta or preview API still warns. Matched by message so that importing this package (e.g. for
+# the replay server) does not import dagster.
+warnings.filterwarnings("ignore", message=r"Parameter `(allow_nonexistent_upstream_partitions|backfill_policy)` of .* is currently in beta")

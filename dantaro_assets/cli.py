@@ -1,4 +1,5 @@
-"""The ``dantaro`` command: run the pipeline with its UI, the offline Upbit replay, the API, the candle stream, show settings, repair candles.
+"""The ``dantaro`` command: the pipeline with its UI, the offline Upbit replay, the API, the stream; settings, repairs, migrations,
+backups, the plans' calibration.
 
 This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
 ``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
@@ -13,7 +14,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from dantaro_assets.processes.instance import use_instance
+from dantaro_assets.processes.instance import state_folder_problem, use_instance
 from dantaro_assets.settings import Settings, SettingsError, load_settings
 
 
@@ -81,19 +82,19 @@ def _add_candles_parser(commands: argparse._SubParsersAction) -> None:
 
 def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     """``dantaro candles delete``: print the selected rows, delete them only with ``--execute``."""
-    from dantaro_assets.lib.postgres import PostgresResource
     from dantaro_assets.markets.repair import (
         CandleSelection,
         CandleSelectionError,
         delete_candles,
     )
+    from dantaro_assets.resources import process_storage
 
     try:
         selection = CandleSelection(args.asset, args.start, args.end, None if args.all_markets else tuple(args.markets))
     except CandleSelectionError as exc:
         print(f"dantaro candles delete: {exc}", file=sys.stderr)
         return 2
-    result = delete_candles(PostgresResource(url=settings.database_url, db_schema=settings.db_schema), selection, execute=args.execute)
+    result = delete_candles(process_storage(settings).postgres, selection, execute=args.execute)
     span = f"candle_start in [{selection.start.isoformat()}, {selection.end.isoformat()})"
     markets = "every market" if selection.markets is None else ", ".join(selection.markets)
     if result.rows:
@@ -104,6 +105,74 @@ def repair_candles(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"deleted {result.deleted} row(s) of {result.table} with {span} for {markets} (one transaction); "
               "re-materialise the partitions to fetch them again")
+    return 0
+
+
+def _postgres(settings: Settings):
+    """The project's Postgres as every process resolves it (``DATABASE_URL``, else the embedded server)."""
+    from dantaro_assets.resources import process_storage
+
+    return process_storage(settings).postgres
+
+
+def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro migrate``: apply the migrations the schema lacks (``--check``: list them, exit 1 if any)."""
+    from dantaro_assets.lib import migrations
+    from dantaro_assets.lib.postgres import PostgresUnavailableError
+
+    try:
+        postgres = _postgres(settings)
+        if args.check:
+            waiting = migrations.pending(postgres)
+            print(*[f"pending {m.version}: {m.name}" for m in waiting] or [f"schema {settings.db_schema} is up to date"], sep="\n")
+            return 1 if waiting else 0
+        report = migrations.migrate(postgres)
+    except (migrations.MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro migrate: {exc}", file=sys.stderr)
+        return 1
+    print(*report.lines(), sep="\n")
+    return 0
+
+
+def backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro backup PATH`` / ``dantaro restore PATH``: the project schema to or from a pg_dump file."""
+    from dantaro_assets.lib.backup import BackupError, backup, restore
+    from dantaro_assets.lib.migrations import MigrationError
+    from dantaro_assets.lib.postgres import PostgresUnavailableError
+
+    try:
+        summary = (backup if args.command == "backup" else restore)(_postgres(settings), args.path)
+    except (BackupError, MigrationError, PostgresUnavailableError) as exc:
+        print(f"dantaro {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(*summary.lines(), sep="\n")
+
+
+def _add_calibration_parser(commands: argparse._SubParsersAction) -> None:
+    calibration_parser = commands.add_parser("calibration", help="the plans' calibration table (chance of the target first)")
+    actions = calibration_parser.add_subparsers(dest="action", required=True)
+    refit = actions.add_parser("refit", help="recount the table from the stored picks and their grades (recommendation_outcomes)",
+                               description="Writes a table like the shipped one, counted from the graded picks of every scorer; "
+                               "serve it with DANTARO_CALIBRATION=PATH.")
+    refit.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    refit.add_argument("--days", type=int, default=30, help="picks of the last DAYS days up to the newest graded one")
+
+
+def refit_calibration(args: argparse.Namespace, settings: Settings) -> int:
+    """``dantaro calibration refit``: the table recounted from graded picks, written to ``--out``."""
+    from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, load_calibration, refit_from_postgres
+
+    base = load_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE)
+    try:
+        table = refit_from_postgres(_postgres(settings), base, args.days)
+    except ValueError as exc:
+        print(f"dantaro calibration refit: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(table.to_json())
+    top = table.cells[table.cells["level"] == 0]
+    print(f"wrote {args.out}: {table.fitted['plans']} plans ({table.fitted['picks']} picks) from {table.fitted['from']} to "
+          f"{table.fitted['until']}, target first {int(top['target'].sum())} of {int(top['n'].sum())}; "
+          f"serve it with DANTARO_CALIBRATION={args.out.resolve()}")
     return 0
 
 
@@ -129,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="execute runs from Celery queues (see `dantaro worker --help`)", add_help=False)
     commands.add_parser("settings", help="print the effective settings")
     _add_candles_parser(commands)
+    migrate_parser = commands.add_parser("migrate", help="bring the project's tables to this code's schema version")
+    migrate_parser.add_argument("--check", action="store_true", help="only list pending migrations; exit 1 if there are any")
+    backup_parser = commands.add_parser("backup", help="dump the project schema to PATH (pg_dump custom format)")
+    backup_parser.add_argument("path", type=Path)
+    restore_parser = commands.add_parser("restore", help="restore a backup into an empty schema, then migrate it")
+    restore_parser.add_argument("path", type=Path)
+    _add_calibration_parser(commands)
 
     if argv[:1] == ["replay"]:
         from dantaro_replay.server import main as replay_main
@@ -141,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    try:
+        return _dispatch(argv, args, settings)
+    except OSError as exc:  # a read-only or full state folder: one line, not a traceback
+        if (problem := state_folder_problem(exc, settings)) is None:
+            raise
+        print(f"dantaro {argv[0]}: {problem}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str], args: argparse.Namespace | None, settings: Settings) -> int:
     if argv[:1] == ["api"]:
         from dantaro_assets.api.app import main as api_main
 
@@ -158,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         # Everything it started is stopped: skip the interpreter's teardown of Dagster's modules, which
         # takes seconds on a loaded machine, out of the 10 s a stop may take.
         os._exit(code)
-    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles}[args.command](args, settings)
+    return {"stop": stop, "stream": stream, "settings": show_settings, "candles": repair_candles, "migrate": migrate,
+            "backup": backup_or_restore, "restore": backup_or_restore, "calibration": refit_calibration}[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import pandas as pd
 
 from dantaro_assets.lib.analysis_inputs import Lookback
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
@@ -45,17 +46,16 @@ def days_back(days: int) -> dg.TimeWindowPartitionMapping:
 
 
 def analysis_ins(lookback: Lookback) -> dict[str, dg.AssetIn]:
-    """The inputs of an hourly analysis asset over its ``lookback`` (``analysis_inputs.Lookback``): candles_1m,
-    candles_1h, candles_1d (when read), upbit_markets and the optional upbit_instruments (when read)."""
-    ins = {
-        "candles_1m": dg.AssetIn(partition_mapping=lookback_hours(lookback.minute_hours)),
-        "candles_1h": dg.AssetIn(partition_mapping=days_back(lookback.hourly_days)),
-    }
+    """The inputs of an hourly analysis asset over its ``lookback`` (``analysis_inputs.Lookback``), each a DataFrame:
+    candles_1m, candles_1h, candles_1d (when read), upbit_markets and the optional upbit_instruments (when read)."""
+    mappings = {"candles_1m": lookback_hours(lookback.minute_hours), "candles_1h": days_back(lookback.hourly_days)}
     if lookback.daily_days:
-        ins["candles_1d"] = dg.AssetIn(partition_mapping=days_back(lookback.daily_days))
-    ins["upbit_markets"] = dg.AssetIn(partition_mapping=days_back(lookback.universe_days))
+        mappings["candles_1d"] = days_back(lookback.daily_days)
+    mappings["upbit_markets"] = days_back(lookback.universe_days)
+    ins = {name: dg.AssetIn(partition_mapping=mapping, dagster_type=pd.DataFrame) for name, mapping in mappings.items()}
     if lookback.instruments:  # optional: without stored tick sizes the documented KRW table applies
-        ins["upbit_instruments"] = dg.AssetIn(partition_mapping=days_back(lookback.universe_days), metadata={"optional": True})
+        ins["upbit_instruments"] = dg.AssetIn(partition_mapping=days_back(lookback.universe_days), metadata={"optional": True},
+                                              dagster_type=pd.DataFrame)
     return ins
 
 

@@ -7,13 +7,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-_SECRET_QUERY = re.compile(r"(?i)\b(password|passwd|pwd)=[^&#\s]*")
+_SECRET_QUERY = re.compile(r"(?i)\b(\w*(?:password|passwd|pwd))=[^&#\s]*")  # password=, and libpq's sslpassword=
 _QUERY_VALUE = re.compile(r"=[^&#]*")
 _TOKEN = re.compile(r"(?=.*[0-9]|(?=.*[a-z])(?=.*[A-Z]))[A-Za-z0-9_.~-]{16,}")  # random, unlike a word like my-webhook-path
 
 
 def redact_url(url: str) -> str:
-    """``url`` safe to print: its password (user info or ``password=`` query value) becomes ``***``.
+    """``url`` safe to print: its password (user info, or a ``password=``/``sslpassword=`` query value) becomes ``***``.
 
     Malformed values are handled too, since a settings error echoes them: everything from the first
     ``:`` of the user info to the last ``@`` is hidden, so a password holding ``@`` or ``/`` never shows.

@@ -6,12 +6,14 @@ never by code edits: the same definitions run on a laptop and on the production 
 Credentials reach the resources as ``dg.EnvVar``: Dagster reads the variable when a run (or the API)
 initialises the resource, so the code location's snapshot, and the UI's Resources page, hold the
 variable's name, never the URL and its password. An unset variable leaves ``url=None``, which the
-resources resolve to the embedded server under the state folder: this is the only place that decides.
+resources resolve to the embedded server under the state folder. ``storage`` is the only place that
+decides: runs get its resources, and every other process (the CLI, the stream, the API, the benches)
+takes them initialised from ``process_storage``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 
@@ -43,12 +45,37 @@ def build_snapshot_store(settings: Settings, redis: RedisResource, postgres: Pos
     )
 
 
+class Storage(NamedTuple):
+    postgres: PostgresResource
+    redis: RedisResource
+
+    def urls(self) -> tuple[str, str]:
+        """Postgres' and Redis' URLs; an embedded server in use is started if it is down (unless ``start_embedded`` is off)."""
+        return self.postgres.resolved_url(), self.redis.resolved_url()
+
+
+def storage(settings: Settings) -> Storage:
+    """The Postgres and Redis of ``settings``: the URL variables as ``EnvVar`` when set, else the embedded servers of the state folder."""
+    state_dir = str(settings.state_dir)
+    return Storage(
+        postgres=PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema, state_dir=state_dir),
+        redis=RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix, state_dir=state_dir),
+    )
+
+
+def process_storage(settings: Settings, *, start_embedded: bool = True) -> Storage:
+    """``storage`` for a process outside a run (the CLI, ``dantaro stream``, the API, benches): initialised now, EnvVars read.
+
+    ``start_embedded=False``: the state folder's embedded servers are used while they run and never started.
+    """
+    return Storage(*(server.model_copy(update={"start_embedded": start_embedded}).process_config_and_initialize()
+                     for server in storage(settings)))
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     """``io_manager`` (Postgres history), ``snapshots`` (Redis snapshots, with their TTLs), ``postgres``, ``redis``, ``upbit``
     and ``run_settings``."""
-    state_dir = str(settings.state_dir)
-    postgres = PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema, state_dir=state_dir)
-    redis = RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix, state_dir=state_dir)
+    postgres, redis = storage(settings)
     return {
         "io_manager": PostgresDataFrameIOManager(postgres=postgres),
         "snapshots": build_snapshot_store(settings, redis, postgres),
@@ -66,20 +93,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def storage_resources(settings: Settings, *, start_embedded: bool = True) -> tuple[RedisResource, PostgresResource]:
-    """Redis and Postgres for use outside a run (``dantaro stream``): initialised now, their EnvVars read.
-
-    ``start_embedded=False``: the state folder's embedded servers are used while they run and never started.
-    """
-    resources = build_resources(settings)
-    return tuple(resources[name].model_copy(update={"start_embedded": start_embedded}).process_config_and_initialize()
-                 for name in ("redis", "postgres"))
-
-
 def snapshot_store(settings: Settings) -> SnapshotStore:
-    """The snapshot store for use outside a run (the API), over Redis and Postgres initialised now (EnvVars read).
+    """The snapshot store for use outside a run (the API), over ``process_storage``.
 
     It never starts the embedded servers: an API left running after ``dantaro stop`` answers 503 (storage
     unavailable) until ``dantaro dev`` starts them again, instead of starting servers that would outlive it.
     """
-    return build_snapshot_store(settings, *storage_resources(settings, start_embedded=False))
+    postgres, redis = process_storage(settings, start_embedded=False)
+    return build_snapshot_store(settings, redis, postgres)

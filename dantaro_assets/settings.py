@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -33,7 +34,9 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "UPBIT_BASE_URL")
-_SECRET_VARIABLES = ("DANTARO_WEBHOOKS",)  # never echoed: their values hold secrets even when malformed
+_SECRET_VARIABLES = ("DANTARO_WEBHOOKS", "DANTARO_API_TOKEN")  # never echoed: their values hold secrets even when malformed
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # RFC 6750's b64token, long enough not to be guessed
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
 TRADER_EVENTS = ("regime_change", "new_top_pick", "picks_expired")
 OPERATOR_EVENTS = ("run_failed", "freshness_failed", "check_failed", "stream_down", "stream_up")
 WEBHOOK_EVENTS = TRADER_EVENTS + OPERATOR_EVENTS
@@ -126,7 +129,8 @@ def parse_webhooks(value: object) -> object:
 class Settings(BaseModel):
     """Every knob of the pipeline; field aliases are the environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore",
+                              allow_inf_nan=False)  # a bound alone lets inf through (inf >= 1) and misreports nan
 
     # --- the worker contract's names ---
     worker_enabled: bool = Field(True, alias="WORKER_ENABLED", description="false leaves every schedule stopped")
@@ -164,6 +168,9 @@ class Settings(BaseModel):
     scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$",
         description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked at load)")
     min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")
+    calibration: str | None = Field(None, alias="DANTARO_CALIBRATION",
+        description="the plans' calibration table (JSON, e.g. from `dantaro calibration refit`); unset = the one shipped, fitted on "
+        "the recorded candles (bench/calibrate.py)")
     min_coverage: float = Field(0.9, alias="DANTARO_MIN_COVERAGE", gt=0, le=1, description="share of the universe a candle partition must cover")
     retention_candles_1m_days: int = Field(30, alias="DANTARO_RETENTION_CANDLES_1M_DAYS", ge=1, description="days of 1-minute candles kept")
     retention_candles_days: int = Field(730, alias="DANTARO_RETENTION_CANDLES_DAYS", ge=1, description="days of 1-hour and 1-day candles kept")
@@ -179,6 +186,30 @@ class Settings(BaseModel):
         description="`dantaro stream`: markets per WebSocket connection")
     stream_max_lag_seconds: float = Field(30.0, alias="DANTARO_STREAM_MAX_LAG_SECONDS", ge=1, le=3600,
         description="analyses read the stream's candles while its heartbeat and lag are within this; past it they fetch what it missed over REST")
+    api_token: SecretStr | None = Field(None, alias="DANTARO_API_TOKEN",
+        description="`dantaro api`: the bearer token every endpoint but /health requires (16 to 512 characters); unset, the "
+        "endpoints are open (the API binds 127.0.0.1 by default); shown as `**********`")
+    api_cors_origins: tuple[str, ...] = Field((), alias="DANTARO_API_CORS_ORIGINS",
+        description="`dantaro api`: comma-separated origins (`https://host[:port]`, or `*`) whose web pages may call the API; "
+        "unset, none")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _token(cls, value: object) -> object:
+        if isinstance(value, str) and not _TOKEN_CHARACTERS.fullmatch(value):
+            raise ValueError("must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+            for origin in value:
+                if not _ORIGIN.fullmatch(origin):
+                    raise ValueError(f"must be origins like https://example.com:8443 (scheme, host, port; no path) or *, got {origin!r}")
+        return value
+
     webhooks: tuple[WebhookTarget, ...] = Field((), alias="DANTARO_WEBHOOKS",
         description="JSON list of webhook receivers `{url, events, format, secret}`, format json, slack or discord (docs: Webhooks); shown redacted")
 
@@ -209,6 +240,17 @@ class Settings(BaseModel):
     def _absolute(cls, value: Path | None) -> Path | None:
         """Every process, whatever folder it starts in, resolves the same absolute path."""
         return None if value is None else (base_dir() / value.expanduser()).resolve()
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_file(cls, value: str | None) -> str | None:
+        """An absolute path to a file that exists (its contents are checked when the definitions load)."""
+        if not value:
+            return None
+        path = (base_dir() / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return str(path)
 
     @field_validator("market_status_interval", "recommendations_interval", "support_levels_interval")
     @classmethod
@@ -250,7 +292,8 @@ class Settings(BaseModel):
             for value in [getattr(self, name)]
         }
         webhooks = json.dumps([target.shown() for target in self.webhooks])
-        return {**values, "DAGSTER_HOME": str(self.instance_home), "DANTARO_WEBHOOKS": webhooks}
+        return {**values, "DAGSTER_HOME": str(self.instance_home), "DANTARO_WEBHOOKS": webhooks,
+                "DANTARO_API_CORS_ORIGINS": ",".join(self.api_cors_origins)}
 
     @property
     def instance_home(self) -> Path:

@@ -2,7 +2,8 @@
 
 A test and bench harness: the end-to-end test, the cycle and launcher benchmarks and the screenshot
 script each need a real instance under its own DAGSTER_HOME, runs launched into the run queue and
-backfills over ranges. It stops through the package's own ``stop_dagster_dev``.
+backfills over ranges. It stops through the package's own ``stop_dagster_dev``. The live page's test and
+its screenshot share ``launch_chromium``.
 
 What a bench starts ends with it: :func:`exit_on_sigterm` turns SIGTERM into an exit that runs its
 ``with`` and ``finally`` blocks; when it is killed, the single processes it starts get SIGTERM from the
@@ -41,6 +42,17 @@ mutation Backfill($params: LaunchBackfillParams!) {
 }
 """
 _BACKFILL_STATUS = "query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright drives it (never `playwright install`)
+# Headless as root; without the background-networking flags Chromium's own connections are refused on a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def launch_chromium(playwright):
+    """Debian's headless Chromium under Playwright (the live page's test and its screenshot)."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
 def exit_on_sigterm() -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +17,11 @@ import httpx
 import psutil
 import pytest
 
-from dantaro_assets.lib import embedded
+from dantaro_assets.lib.embedded import stop_embedded
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.instance import use_instance
 from dantaro_assets.processes.stop import processes_naming
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import free_port
 
@@ -99,8 +98,7 @@ def test_api_after_stop_answers_503_and_never_starts_the_embedded_servers(tmp_pa
     try:
         before = _get(latest, api)
         assert processes_naming(state) == []  # no Postgres, no Redis: the request started nothing
-        settings = load_settings(env)
-        embedded.postgres_url(settings), embedded.redis_url(settings)  # as `dantaro dev` starts them
+        process_storage(load_settings(env)).urls()  # as `dantaro dev` starts them
         during = httpx.get(latest, timeout=30)
         stop = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "stop"], check=False, cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -123,13 +121,18 @@ def _open_runs(home: Path) -> list[str]:
         return [f"{r.job_name} {r.status.value}" for r in instance.get_runs(dg.RunsFilter(statuses=[*QUEUED, *IN_FLIGHT]))]
 
 
-@pytest.fixture
-def fresh_state() -> Iterator[Path]:
-    """A state folder outside pytest's base temp folder, which concurrent pytest sessions keep at mode 700:
-    as root the embedded Postgres runs as the user pgserver, who must reach its data folder."""
-    state = Path(tempfile.mkdtemp(prefix="dantaro-cli-test-"))
-    yield state
-    shutil.rmtree(state, ignore_errors=True)
+@pytest.mark.slow
+def test_candles_delete_dry_run_on_the_default_embedded_setup(tmp_path, fresh_state):
+    """No DATABASE_URL: the command finds the state folder's embedded Postgres as every other process does."""
+    command = [sys.executable, "-m", "dantaro_assets.cli", "candles", "delete", "--asset", "candles_1m",
+               "--start", "2025-09-15T10:00Z", "--end", "2025-09-15T11:00Z", "--market", "KRW-BTC"]
+    try:
+        done = subprocess.run(command, check=False, cwd=tmp_path, env=_env(fresh_state, DATABASE_URL="", REDIS_URL=""), capture_output=True,
+                              text=True, timeout=180)
+    finally:
+        stop_embedded(fresh_state)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dry run: would delete 0 row(s) of " in done.stdout and (fresh_state / "postgres" / "PG_VERSION").exists()
 
 
 @pytest.mark.slow
@@ -229,3 +232,43 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
         replay.kill()  # not left behind when the assertion fails
     assert f"stopped the replay server (pid {replay.pid}) left by dantaro dev" in stop.stdout and not alive, stop.stdout
     assert processes_naming(state) == []
+
+
+@pytest.fixture
+def read_only_state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder this user cannot write: immutable (chattr +i, which binds root too), or mode 555 for a plain user."""
+    state = tmp_path / "state"
+    (state / "dagster_home").mkdir(parents=True)  # a folder that was in use, then made read-only
+    if os.geteuid() != 0:
+        for folder in (state / "dagster_home", state):
+            folder.chmod(0o555)
+    elif subprocess.run(["chattr", "-R", "+i", str(state)], check=False, capture_output=True).returncode:
+        pytest.skip("chattr +i is not permitted here, and root writes any mode-555 folder")
+    yield state
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "-i", str(state)], check=True)
+    else:
+        for folder in (state, state / "dagster_home"):
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["dev", "--no-stream", "--offline"], ["api"], ["stream"], ["stop"]], ids=lambda c: c[0])
+def test_a_read_only_state_folder_is_one_clear_line_not_a_traceback(read_only_state, command):
+    env = _env(read_only_state, UPBIT_BASE_URL="http://127.0.0.1:9")  # DATABASE_URL/REDIS_URL: the test servers
+    if command[0] in ("dev", "api"):
+        command = [*command, "--port", str(free_port())]
+    done = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", *command], env=env, cwd=PROJECT_DIR, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"dantaro {command[0]}: cannot write {read_only_state}/")
+    assert f"the folder {read_only_state}" in done.stderr and "must be writable" in done.stderr
+
+
+def test_dev_refuses_a_dagster_home_that_is_not_a_folder_in_one_line(tmp_path):
+    env = {**_env(tmp_path / "state"), "DAGSTER_HOME": str(tmp_path / "missing")}
+    done = subprocess.run([sys.executable, "-m", "dantaro_assets.cli", "dev", "--no-stream", "--offline", "--port", str(free_port())],
+                          env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"dantaro dev: DAGSTER_HOME {tmp_path / 'missing'} is not a folder" in done.stderr

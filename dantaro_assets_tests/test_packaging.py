@@ -1,5 +1,5 @@
-"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template and
-the recommendations' calibration table."""
+"""What a plain (non-editable) install gets: setuptools' build of the package, offline, holds the instance template, the
+live page and the recommendations' calibration table."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import sys
 
 import yaml
 
+from dantaro_assets.api.app import STATIC
 from dantaro_assets.definitions import defs
 from dantaro_assets.processes.instance import TEMPLATE, render_instance_config
 from dantaro_assets.recommendations.calibration import CALIBRATION_FILE
 from dantaro_assets.settings import PROJECT_DIR, load_settings
 
 
-def test_the_built_package_ships_the_dagster_yaml_template(tmp_path):
+def test_the_built_package_ships_the_dagster_yaml_template_and_the_live_page(tmp_path):
     build = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False,
@@ -23,6 +24,10 @@ def test_the_built_package_ships_the_dagster_yaml_template(tmp_path):
     shipped = tmp_path / "lib" / "dantaro_assets" / "processes" / "dagster.yaml"
     assert shipped.read_bytes() == TEMPLATE.read_bytes()
     assert (tmp_path / "lib" / "dantaro_assets" / "recommendations" / "calibration.json").read_bytes() == CALIBRATION_FILE.read_bytes()
+    page = tmp_path / "lib" / "dantaro_assets" / "api" / "static"
+    for name in STATIC.rglob("*"):
+        if name.is_file():
+            assert (page / name.relative_to(STATIC)).read_bytes() == name.read_bytes(), name  # the live page works from an install
     assert not (tmp_path / "lib" / "dantaro_assets_tests").exists()
     rendered = render_instance_config(load_settings({"WORKER_MAX_WORKERS": "2"}), template=shipped)
     assert rendered["concurrency"]["runs"]["max_concurrent_runs"] == 2

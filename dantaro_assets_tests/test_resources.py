@@ -1,28 +1,38 @@
-"""Which Postgres and Redis a process gets from the settings (``resources.py``)."""
+"""Which Postgres and Redis a process gets from the settings (``resources.py``): decided once, for runs and every other
+process alike."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from dantaro_assets.lib.embedded import stop_embedded
 from dantaro_assets.lib.postgres import PostgresUnavailableError
-from dantaro_assets.resources import snapshot_store
+from dantaro_assets.resources import build_resources, process_storage, snapshot_store
 from dantaro_assets.settings import load_settings
 
 
+def test_configured_urls_win_over_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for variable, url in (("DATABASE_URL", "postgresql://u@db:5432/x"), ("REDIS_URL", "redis://cache:6379/1")):
+        monkeypatch.setenv(variable, url)
+    monkeypatch.setenv("DANTARO_STATE_DIR", str(tmp_path))
+    settings = load_settings()
+    assert process_storage(settings).urls() == ("postgresql://u@db:5432/x", "redis://cache:6379/1")
+    assert not any(tmp_path.iterdir()), "nothing is started when URLs are configured"
+    # runs get the same resources, the URL as the variable's name (never its value) in the definitions
+    resources = build_resources(settings)
+    assert resources["postgres"].url == dg.EnvVar("DATABASE_URL") and resources["redis"].url == dg.EnvVar("REDIS_URL")
+
+
 @pytest.fixture
-def empty_state() -> Iterator[Path]:
+def empty_state(fresh_state: Path) -> Iterator[Path]:
     """A state folder with no server running (outside pytest's mode-700 temp folder: as root the embedded Postgres
     runs as the user pgserver, so a wrongly started one would fail for that reason instead of showing itself)."""
-    state = Path(tempfile.mkdtemp(prefix="dantaro-resources-test-"))
-    yield state
-    stop_embedded(state)
-    shutil.rmtree(state, ignore_errors=True)
+    yield fresh_state
+    stop_embedded(fresh_state)
 
 
 def test_the_apis_storage_connects_to_the_embedded_servers_but_never_starts_them(empty_state: Path):

@@ -40,6 +40,14 @@ def test_values_are_parsed_from_the_environment():
         ("WORKER_ENABLED", "maybe", "must be one of"),
         ("WORKER_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("DANTARO_MIN_REWARD_RISK", "0.8", "greater than or equal to 1"),
+        ("DANTARO_CALIBRATION", "/nowhere/calibration.json", "no such file: /nowhere/calibration.json"),
+        # a bound alone lets infinity through (inf >= 1), and says "greater than 0" of nan, which is not the problem
+        ("DANTARO_MIN_REWARD_RISK", "inf", "finite number"),
+        ("UPBIT_API_TIMEOUT", "nan", "finite number"),
+        ("DANTARO_MIN_TURNOVER_KRW", "Infinity", "finite number"),
+        ("DANTARO_STREAM_GRACE_SECONDS", "-inf", "finite number"),
+        ("DANTARO_API_CORS_ORIGINS", "https://ok.example, http://x/path", "no path"),
+        ("DANTARO_API_CORS_ORIGINS", "example.com", "like https://example.com:8443"),
     ],
 )
 def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, value, expected):
@@ -48,6 +56,19 @@ def test_bad_values_fail_naming_the_variable_and_the_accepted_values(variable, v
     message = str(excinfo.value)
     assert f"{variable}={value!r}" in message
     assert expected in message
+
+
+def test_the_api_token_is_never_shown_not_even_when_it_is_refused():
+    token = "0123456789abcdef0123"
+    settings = load_settings({"DANTARO_API_TOKEN": token, "DANTARO_API_CORS_ORIGINS": "https://a.example:8443/, http://localhost:3000"})
+    assert settings.api_token.get_secret_value() == token and settings.api_cors_origins == ("https://a.example:8443", "http://localhost:3000")
+    assert token not in repr(settings) and token not in str(settings.display_values())
+    assert settings.display_values()["DANTARO_API_CORS_ORIGINS"] == "https://a.example:8443,http://localhost:3000"
+    assert load_settings({}).api_token is None and load_settings({}).api_cors_origins == ()
+    for weak in ("short-token", "a token with spaces in it", "tökenwithumlaut123456"):
+        with pytest.raises(SettingsError, match=r"DANTARO_API_TOKEN \(value not shown: it holds secrets\): must be 16 to 512 characters") as excinfo:
+            load_settings({"DANTARO_API_TOKEN": weak})
+        assert weak not in str(excinfo.value)
 
 
 @pytest.mark.parametrize(

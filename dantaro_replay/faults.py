@@ -4,7 +4,9 @@ Faults are rules matched in the order they were added; each fires ``count`` time
 with ``count`` null) on requests whose path matches (exact, or a prefix ending in ``*``, or any
 ``/v1`` path when omitted) and, optionally, whose ``market``/``markets`` parameter names ``market``.
 WebSocket kinds (``WEBSOCKET_FAULT_KINDS``) apply to ``/websocket/v1`` only: a connection takes
-them once per stream tick, matched against its subscribed codes.
+them once per stream tick, matched against its subscribed codes. The message kinds among them
+(``MESSAGE_FAULT_KINDS``) are taken per candle message instead, matched against the message's market
+and, when the rule names one, its ``minute`` (ISO, UTC): ``count`` is then the messages they alter.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import collections
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 WEBSOCKET_PATH = "/websocket/v1"
-WEBSOCKET_FAULT_KINDS = ("disconnect", "stall", "duplicate", "out_of_order", "slow_consumer")
+MESSAGE_FAULT_KINDS = ("alter", "outlier")
+WEBSOCKET_FAULT_KINDS = ("disconnect", "stall", "duplicate", "out_of_order", "slow_consumer", "junk", *MESSAGE_FAULT_KINDS)
 FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle", "bad_book",
                *WEBSOCKET_FAULT_KINDS)
 BAD_CANDLE_VARIANTS = ("high_low", "missing_field", "negative_price", "duplicate_timestamp", "infinite_price", "nan_volume")
 BAD_BOOK_VARIANTS = ("crossed_book", "infinite_price", "no_units")
 EMPTY_VARIANTS = ("list", "body")
+ALTER_VARIANTS = ("scale", "negative_price")
 
 
 @dataclass
@@ -31,7 +36,9 @@ class Fault:
     seconds: float = 1.0
     variant: str | None = None
     market: str | None = None
+    minute: str | None = None  # message kinds: only messages of this candle minute (ISO, UTC)
     fired: int = 0
+    minute_start: int | None = field(default=None, init=False)  # ``minute`` in epoch seconds
 
     def __post_init__(self) -> None:
         self.kind = str(self.kind)
@@ -41,7 +48,7 @@ class Fault:
             raise ValueError(f"count must be a positive integer or null (forever), got {self.count!r}")
         if not isinstance(self.seconds, (int, float)) or self.seconds < 0:
             raise ValueError(f"seconds must be a non-negative number, got {self.seconds!r}")
-        allowed = {"bad_candle": BAD_CANDLE_VARIANTS, "bad_book": BAD_BOOK_VARIANTS, "empty": EMPTY_VARIANTS}.get(self.kind)
+        allowed = {"bad_candle": BAD_CANDLE_VARIANTS, "bad_book": BAD_BOOK_VARIANTS, "empty": EMPTY_VARIANTS, "alter": ALTER_VARIANTS}.get(self.kind)
         if allowed:
             self.variant = self.variant or allowed[0]
             if self.variant not in allowed:
@@ -52,9 +59,21 @@ class Fault:
             raise ValueError(f"fault kind {self.kind!r} applies to {WEBSOCKET_PATH} only, got path {self.path!r}")
         if self.kind not in WEBSOCKET_FAULT_KINDS and self.path == WEBSOCKET_PATH:
             raise ValueError(f"fault kind {self.kind!r} is an HTTP fault; {WEBSOCKET_PATH} takes {', '.join(WEBSOCKET_FAULT_KINDS)}")
+        if self.minute is not None:
+            if self.kind not in MESSAGE_FAULT_KINDS:
+                raise ValueError(f"only the message kinds ({', '.join(MESSAGE_FAULT_KINDS)}) take a minute")
+            try:
+                moment = datetime.fromisoformat(str(self.minute))
+                self.minute_start = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+            except ValueError:
+                raise ValueError(f"minute must be an ISO time such as 2025-09-03T12:24:00, got {self.minute!r}") from None
 
-    def matches(self, path: str, markets: list[str]) -> bool:
+    def matches(self, path: str, markets: list[str], minute: int | None = None) -> bool:
         if (self.kind in WEBSOCKET_FAULT_KINDS) != (path == WEBSOCKET_PATH):
+            return False
+        if (self.kind in MESSAGE_FAULT_KINDS) != (minute is not None):
+            return False
+        if self.minute is not None and self.minute_start != minute:
             return False
         if self.path in (None, "", "*"):
             path_ok = path.startswith("/v1/") or path == WEBSOCKET_PATH
@@ -74,7 +93,7 @@ class FaultBook:
         self.fired: collections.Counter[str] = collections.Counter()
 
     def add(self, spec: dict) -> Fault:
-        unknown = set(spec) - {"kind", "path", "count", "seconds", "variant", "market"}
+        unknown = set(spec) - {"kind", "path", "count", "seconds", "variant", "market", "minute"}
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
         if "kind" not in spec:
@@ -92,11 +111,12 @@ class FaultBook:
         with self._lock:
             self.fired.clear()
 
-    def take(self, path: str, markets: list[str]) -> Fault | None:
-        """The first matching rule, counted as fired (and dropped once used up)."""
+    def take(self, path: str, markets: list[str], minute: int | None = None) -> Fault | None:
+        """The first matching rule, counted as fired (and dropped once used up); ``minute`` (epoch s)
+        asks for the message kinds that apply to one candle message of that minute."""
         with self._lock:
             for fault in self._faults:
-                if fault.matches(path, markets):
+                if fault.matches(path, markets, minute):
                     fault.fired += 1
                     self.fired[fault.kind] += 1
                     if fault.count is not None and fault.fired >= fault.count:

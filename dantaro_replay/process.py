@@ -52,9 +52,11 @@ class ReplayServer:
         return datetime.fromisoformat(self._call("GET", "/_replay/clock")["now"])
 
     def inject(self, kind: str, path: str | None = None, count: int | None = 1, seconds: float | None = None,
-               variant: str | None = None, market: str | None = None) -> dict:
+               variant: str | None = None, market: str | None = None, minute: str | None = None) -> dict:
         """Add a fault rule (see dantaro_replay.faults); ``count=None`` keeps it forever."""
         spec = {"kind": kind, "path": path, "count": count, "variant": variant, "market": market}
+        if minute is not None:
+            spec["minute"] = minute
         if seconds is not None:
             spec["seconds"] = seconds
         return self._call("POST", "/_replay/faults", spec)[0]

@@ -32,7 +32,12 @@ for ``seconds``, then goes on where it was; ``duplicate`` sends each message of 
 ``out_of_order`` sends the tick's messages in reverse order followed by each market's previous
 message again (a stale state after a newer one, a minute's final after the next minute's first);
 ``slow_consumer`` drops the connection once unsent data has waited ``seconds`` (and shrinks its send
-buffer, so a client that stops reading shows at once).
+buffer, so a client that stops reading shows at once); ``junk`` sends a frame that is not JSON before
+each message of the tick. The message kinds alter candle messages of one market (and one ``minute``
+when the rule names it), ``count`` messages: ``outlier`` multiplies the prices by 100 and the volume
+and turnover by 1000 (one wild state), ``alter`` variant ``scale`` multiplies every price by 1.01 (a
+plausible state that is wrong) and variant ``negative_price`` negates the trade price (a state that
+breaks the candle rules). REST keeps serving the true candles.
 
 Built on the sans-I/O ``websockets`` protocol inside the stdlib HTTP server's connection thread, so
 REST and WebSocket share one port, one clock and one fault book, and a fault can cut the socket.
@@ -57,7 +62,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from dantaro_replay.core import Candles, CandleSource, iso_seconds
-from dantaro_replay.faults import WEBSOCKET_PATH, FaultBook
+from dantaro_replay.faults import WEBSOCKET_PATH, Fault, FaultBook
 from dantaro_replay.simulated import with_forming_last
 
 CANDLE_TYPE = "candle.1m"
@@ -83,6 +88,7 @@ ORIGIN_SECONDS = 10.0
 IDLE_TIMEOUT_SECONDS = 120.0
 SLOW_CONSUMER_SECONDS = 10.0
 MAX_CATCH_UP_MINUTES = 200
+JUNK_FRAME = b"\x00not json"
 
 
 @dataclass
@@ -93,6 +99,7 @@ class WebSocketStats:
     requests: int = 0  # subscription messages received
     request_errors: int = 0
     messages: int = 0  # candle messages sent
+    junk: int = 0  # frames that are not JSON (the junk fault)
     dropped_disconnect: int = 0
     dropped_slow_consumer: int = 0
     closed_idle: int = 0
@@ -234,6 +241,22 @@ class MinuteStates:
         """Traded minutes with ``first <= start < minute``, complete."""
         count = min(MAX_CATCH_UP_MINUTES, max(1, (minute - first) // 60))
         return self.source.candles(code, 1, minute, count, minute).since(first)
+
+
+def altered(candle: Candles, fault: Fault) -> Candles:
+    """The first candle of ``candle`` as a message fault sends it (see the module's fault list)."""
+    one = candle.take(slice(0, 1))
+    prices = {name: getattr(one, name).copy() for name in ("open", "high", "low", "close")}
+    volume, value = one.volume.copy(), one.value.copy()
+    if fault.kind == "outlier":
+        prices = {name: array * 100 for name, array in prices.items()}
+        volume, value = volume * 1000, value * 1000
+    elif fault.variant == "scale":
+        prices = {name: array * 1.01 for name, array in prices.items()}
+        value = value * 1.01
+    else:  # negative_price
+        prices["close"] = -prices["close"]
+    return Candles(one.start, prices["open"], prices["high"], prices["low"], prices["close"], volume, value, one.last_trade_ms)
 
 
 def _values(candle: Candles) -> tuple:
@@ -378,6 +401,9 @@ class CandleStreamConnection:
             stale = [(code, self.previous[code]) for code, _ in messages if code in self.previous]
             messages = messages[::-1] + stale
         for code, payload in messages:
+            if fault is not None and fault.kind == "junk":
+                self.protocol.send_binary(JUNK_FRAME)
+                self.gate.count("junk")
             self._send_payload(code, payload, twice=fault is not None and fault.kind == "duplicate")
         return True
 
@@ -386,11 +412,18 @@ class CandleStreamConnection:
         if self.sent.get(code) == values:
             return []
         self.sent[code] = values
-        return [(code, json.dumps(candle_message(code, candle, "REALTIME", now, self.subscription.simple)).encode())]
+        return [(code, self._encode(code, candle, "REALTIME", now))]
 
     def _send(self, code: str, candle: Candles, stream_type: str, now: float) -> None:
         self.sent[code] = _values(candle)
-        self._send_payload(code, json.dumps(candle_message(code, candle, stream_type, now, self.subscription.simple)).encode())
+        self._send_payload(code, self._encode(code, candle, stream_type, now))
+
+    def _encode(self, code: str, candle: Candles, stream_type: str, now: float) -> bytes:
+        """One candle message, altered when a message fault matches its market and minute."""
+        fault = self.faults.take(WEBSOCKET_PATH, [code], minute=int(candle.start[0]))
+        if fault is not None:
+            candle = altered(candle, fault)
+        return json.dumps(candle_message(code, candle, stream_type, now, self.subscription.simple)).encode()
 
     def _send_payload(self, code: str, payload: bytes, twice: bool = False) -> None:
         for _ in range(2 if twice else 1):

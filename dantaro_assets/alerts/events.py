@@ -1,7 +1,7 @@
 """What happened since a sensor's last look: the webhook events, read from what other parts stored.
 
 Each detector reads stored outputs only (the analyses' Postgres tables, Dagster's check and freshness
-records, the stream's health record in Redis) and returns the events found after a watermark with the
+records, the stream's health record beside the candles) and returns the events found after a watermark with the
 new watermark. An event's ``key`` names the occurrence, so reading the same rows twice queues nothing twice
 (the outbox's idempotency key derives from it): each look reaches ``OVERLAP`` behind its watermark, for
 what was stored late (a check evaluated in one run but written after another run's later one). A detector

@@ -3,7 +3,7 @@
 Event sensors (every ``EVENT_INTERVAL`` s) read what other parts stored (``events.py``) after their cursor and
 queue a delivery per subscribed receiver in the outbox (``outbox.py``); the delivery sensor (every
 ``DELIVERY_INTERVAL`` s) sends the due ones and records each attempt. Nothing here runs inside a run, so a
-slow or dead receiver never delays one. A tick that fails (Postgres or Redis away) keeps its cursor, so the
+slow or dead receiver never delays one. A tick that fails (Postgres away) keeps its cursor, so the
 next tick reads the same rows again; the outbox's idempotency keys make that harmless.
 
 This module must not use ``from __future__ import annotations``: Dagster finds a sensor's resources by
@@ -22,7 +22,6 @@ from dantaro_assets.alerts.outbox import deliver_due, enqueue
 from dantaro_assets.alerts.webhooks import Event, WebhookTargets
 from dantaro_assets.lib.dagster_internals import get_current_datetime
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.markets.seen import SeenStore
 from dantaro_assets.operations.schedules import default_sensor_status
 from dantaro_assets.settings import WebhookTarget
@@ -37,7 +36,6 @@ class Sources:
 
     context: dg.SensorEvaluationContext
     postgres: PostgresResource
-    redis: RedisResource
 
 
 Detector = Callable[[Sources, str | None, datetime], tuple[list[Event], str | None]]
@@ -60,13 +58,12 @@ def event_sensor(name: str, events: Sequence[str], detector: Detector, enabled: 
     """A sensor queueing ``events`` found by ``detector``; it reads nothing while no receiver subscribes to them."""
 
     @dg.sensor(name=name, minimum_interval_seconds=EVENT_INTERVAL, default_status=default_sensor_status(enabled), description=description)
-    def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource, redis: RedisResource,
-                webhooks: WebhookTargets) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource, webhooks: WebhookTargets) -> dg.SensorResult:
         targets = webhooks.targets()
         if not _subscribed(targets, events):
             return dg.SensorResult(skip_reason=f"no receiver in DANTARO_WEBHOOKS subscribes to {' or '.join(events)}", cursor=context.cursor)
         now = get_current_datetime()
-        found, cursor = detector(Sources(context, postgres, redis), context.cursor, now)
+        found, cursor = detector(Sources(context, postgres), context.cursor, now)
         added = enqueue(postgres, targets, found, now)
         if added:
             context.log.info(_queued(added))
@@ -117,8 +114,7 @@ def _freshness_failures(sources: Sources, cursor: str | None, now: datetime) -> 
 
 def _stream_changes(max_lag: float) -> Detector:
     def _detect(sources: Sources, cursor: str | None, now: datetime) -> tuple[list[Event], str | None]:
-        store = SeenStore(sources.redis.client(), sources.redis.prefix, sources.postgres.db_schema)
-        return detect.stream_changes(store, max_lag, cursor, now)
+        return detect.stream_changes(SeenStore(sources.postgres), max_lag, cursor, now)
     return _detect
 
 

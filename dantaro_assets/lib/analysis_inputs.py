@@ -1,16 +1,18 @@
 """The one analysis contract: what an analysis reads, which ticks it computes, and its inputs, assembled once.
 
 Every snapshot analysis (market status, support levels, recommendations) is
-``compute_x(inputs: AnalysisInputs, ticks, params) -> DataFrame``:
+``compute_x(inputs: AnalysisInputs, ticks, params) -> AnalysisResult``: its rows (a frame, one row set
+per tick) and the figures per tick that explain them (the recommendations' universe counts), which
+reach the materialisation's metadata (``operations/analyses.py`` turns a declared analysis into its asset).
 
 - ``Lookback``: how far back it reads each upstream (1-minute candles in hours before the tick's hour,
   1-hour and 1-day candles in days before the tick's day). The assets' partition mappings
-  (``partitions.analysis_ins``) and the history sensor's windows are derived from it, so a wider
-  lookback needs one edit;
+  (``partitions.analysis_ins``) are derived from it, and the history sensor reads those mappings, so a
+  wider lookback needs one edit;
 - ``stored_ticks``: the partition's cadence ticks whose minutes are stored, i.e. up to the newest
   stored minute's end, capped by the wall clock (the open hour fills in as its candles arrive);
 - ``AnalysisInputs.assemble``: the candle history (``point_in_time.CandleHistory``), the universe,
-  the tick sizes and the KRW turnover of a partition, built once and sampled per tick;
+  the tick sizes, the KRW turnover and the order book tops of a partition, built once and sampled per tick;
 - ``listed_at`` / ``latest_day``: the universe (or the instruments) of the latest day <= a tick,
   with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``), and ``ticks_at``: its tick sizes;
 - ``book_at``: the order book tops (``orderbook_top``) fetched for a tick, the entry a buyer can get.
@@ -21,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,8 +32,8 @@ from dantaro_assets.lib.point_in_time import DAY, HOUR, MARKET, MINUTE, START, C
 from dantaro_assets.lib.tick_grid import round_to_tick, tick_for
 from dantaro_assets.lib.upbit.parsing import CAUTION_FLAGS
 
-__all__ = ["BOOK_DELAY", "CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "Lookback", "Turnover", "book_at", "flags", "latest_day",
-           "listed_at", "stored_ticks", "tick_times", "ticks_at"]
+__all__ = ["BOOK_DELAY", "CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "AnalysisResult", "Lookback", "Turnover", "book_at", "flags",
+           "latest_day", "listed_at", "stored_ticks", "tick_times", "ticks_at"]
 
 DAY_COLUMN = "day"  # the day column of upbit_markets and upbit_instruments
 
@@ -52,7 +55,7 @@ class Lookback:
 
     @staticmethod
     def covering(*lookbacks: Lookback) -> Lookback:
-        """The smallest lookback that holds every one of ``lookbacks`` (what the history sensor fetches)."""
+        """The smallest lookback that holds every one of ``lookbacks`` (an analysis that reads what others read)."""
         return Lookback(
             minute_hours=max(lb.minute_hours for lb in lookbacks),
             hourly_days=max(lb.hourly_days for lb in lookbacks),
@@ -195,21 +198,45 @@ def _cumulative(candles: pd.DataFrame, grid: pd.DatetimeIndex, markets: pd.Index
     return value.reindex(index=grid, columns=markets).fillna(0.0).cumsum()
 
 
+class AnalysisResult(NamedTuple):
+    """What an analysis computed for a partition: ``frame``, its rows (stored, then published), and ``per_tick``,
+    one row of figures per tick (``as_of`` first) about how they came about; None when the rows say it all."""
+
+    frame: pd.DataFrame
+    per_tick: pd.DataFrame | None = None
+
+
 @dataclass(frozen=True)
 class AnalysisInputs:
-    """Everything of a partition that does not depend on the tick, assembled once and sampled per tick."""
+    """Everything of a partition that does not depend on the tick, assembled once and sampled per tick.
 
-    history: CandleHistory
+    The candle history and the turnover are built on first use over the ticks' span; a partition without
+    a tick has no span, and an analysis of no tick returns its empty frame without reading them.
+    """
+
     universe: pd.DataFrame  # upbit_markets rows (day, market, warning, caution_*)
     instruments: pd.DataFrame | None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
-    _turnover_inputs: tuple = field(repr=False)
+    _candles: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] = field(repr=False)  # candles_1m, candles_1h, candles_1d
+    _span: tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp] | None  # minutes start, last tick, turnover start
     books: pd.DataFrame | None = None  # orderbook_top rows (as_of, market, best_ask, spread_bps, ...); None: last trades
 
     @cached_property
+    def history(self) -> CandleHistory:
+        """Every tick's candles: minutes from the minute lookback's start to the last tick, closed hours and days as stored."""
+        minutes_start, last, _ = self._ticks_span()
+        return CandleHistory(*self._candles, minutes_start, last)
+
+    @cached_property
     def turnover(self) -> Turnover:
-        """KRW turnover per market over windows ending at the ticks (built on first use: market status and support
-        levels never need it)."""
-        return Turnover(*self._turnover_inputs)
+        """KRW turnover per market over windows ending at the ticks (market status and support levels never need it)."""
+        minutes_start, last, hours_start = self._ticks_span()
+        candles_1m, candles_1h, _ = self._candles
+        return Turnover(candles_1m, candles_1h, minutes_start, last, hours_start)
+
+    def _ticks_span(self) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+        if self._span is None:
+            raise ValueError("no tick to read candles for: an analysis of no tick returns its empty frame")
+        return self._span
 
     @classmethod
     def assemble(cls, lookback: Lookback, ticks: pd.DatetimeIndex, *, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
@@ -218,18 +245,12 @@ class AnalysisInputs:
                  orderbook_top: pd.DataFrame | None = None) -> AnalysisInputs:
         """The inputs of ``ticks`` (one partition): minutes from ``lookback.minute_hours`` before the first
         tick's hour to the last tick, closed hours and days as stored, the turnover over
-        ``turnover_window`` before any tick, the order book tops stored for the ticks."""
-        if not len(ticks):  # nothing to compute: empty inputs of the same shape
-            candles_1m, candles_1h, upbit_markets = candles_1m.iloc[:0], candles_1h.iloc[:0], upbit_markets.iloc[:0]
-            ticks = pd.DatetimeIndex([pd.Timestamp(0, tz="UTC")])
-        first, last = ticks[0], ticks[-1]
-        minutes_start = first.floor("h") - lookback.minute_hours * HOUR
+        ``turnover_window`` before any tick, and the order book tops stored for the ticks (``orderbook_top``, where fetched)."""
+        span = None
+        if len(ticks):
+            first, last = ticks[0], ticks[-1]
+            span = (first.floor("h") - lookback.minute_hours * HOUR, last, first - turnover_window)
         daily = candles_1d if candles_1d is not None else candles_1h.iloc[:0]
         instruments = upbit_instruments if upbit_instruments is not None and len(upbit_instruments) else None
-        return cls(
-            history=CandleHistory(candles_1m, candles_1h, daily, minutes_start, last),
-            universe=upbit_markets,
-            instruments=instruments,
-            _turnover_inputs=(candles_1m, candles_1h, minutes_start, last, first - turnover_window),
-            books=orderbook_top if orderbook_top is not None and len(orderbook_top) else None,
-        )
+        books = orderbook_top if orderbook_top is not None and len(orderbook_top) else None
+        return cls(universe=upbit_markets, instruments=instruments, _candles=(candles_1m, candles_1h, daily), _span=span, books=books)

@@ -23,9 +23,18 @@ public API that serves; an upgrade of Dagster should start by re-checking this f
   has no public type to compare against.
 - ``CheckRunHealthResult``/``WorkerStatus``: what a run launcher's public hook
   ``check_run_worker_health`` must return; ``dagster`` does not export them, so a launcher subclass
-  (``CeleryWorkerAwareLauncher``) cannot answer without them.
+  (``celery_runs.WorkerCheckingCeleryRunLauncher``) cannot answer without them.
+
+It is also the only place that calls an undocumented method of a public object:
+``get_instance_values``/``set_instance_values`` read and write the instance's key-value store (the
+table Dagster's daemons keep their cursors in, ``DagsterInstance.daemon_cursor_storage``), where a Celery
+run worker's heartbeat lives: Dagster's storage is the one store the run worker and run monitoring
+share that a broker restart does not touch, and it has no public key-value API.
 """
 
+from collections.abc import Mapping, Set
+
+import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
@@ -34,6 +43,17 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG
 from dagster._daemon.controller import get_daemon_statuses
 from dagster._time import get_current_datetime
+
+
+def get_instance_values(instance: dg.DagsterInstance, keys: Set[str]) -> Mapping[str, str]:
+    """The stored values of ``keys`` in the instance's key-value store (keys never written are absent)."""
+    return instance.daemon_cursor_storage.get_cursor_values(set(keys))
+
+
+def set_instance_values(instance: dg.DagsterInstance, values: Mapping[str, str]) -> None:
+    """Store ``values`` in the instance's key-value store, replacing what its keys held."""
+    instance.daemon_cursor_storage.set_cursor_values(values)
+
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
@@ -48,4 +68,6 @@ __all__ = [
     "WorkerStatus",
     "get_current_datetime",
     "get_daemon_statuses",
+    "get_instance_values",
+    "set_instance_values",
 ]

@@ -1,7 +1,7 @@
 """Real Postgres and Redis servers started on demand under the state folder, shared by every process.
 
-With ``DATABASE_URL`` / ``REDIS_URL`` unset, the webserver, the daemon and every run subprocess call
-:func:`postgres_url` / :func:`redis_url` and get the same server: the first caller starts it as a
+With ``DATABASE_URL`` / ``REDIS_URL`` unset, the webserver, the daemon and every run subprocess
+resolve the resources of ``resources.storage`` to the same server here: the first caller starts it as a
 daemon (it outlives its starter), the others find it alive through its pid file and socket. A file
 lock per server makes two processes starting at once safe. A process that must not outlive
 ``dantaro stop`` by restarting them (the API) asks :func:`running_postgres_url` / :func:`running_redis_url`. Both listen on unix sockets only, so
@@ -27,20 +27,8 @@ from pathlib import Path
 
 import redis
 
-from dantaro_assets.settings import Settings
-
 _START_TIMEOUT_S = 30.0
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
-
-
-def postgres_url(settings: Settings) -> str:
-    """``DATABASE_URL`` when set, else the embedded Postgres under the state folder (started if needed)."""
-    return settings.database_url or embedded_postgres_url(settings.state_dir)
-
-
-def redis_url(settings: Settings) -> str:
-    """``REDIS_URL`` when set, else the embedded Redis under the state folder (started if needed)."""
-    return settings.redis_url or embedded_redis_url(settings.state_dir)
 
 
 @contextlib.contextmanager

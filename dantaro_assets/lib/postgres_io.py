@@ -18,10 +18,19 @@ Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materiali
 empty frame instead of failing (an input the asset has a fallback for).
 
 Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
-in the write's transaction; when it is part of the primary key, the key's unique index is rebuilt
-over the declared key, which stored rows satisfy since their new column is NULL); a table column the frame lacks is written as NULL (a merge keeps its
-stored value on rows it updates); a frame column whose type cannot be cast to the table's type is an
-error naming both types. A frame without columns is refused: it cannot say which rows it holds.
+in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its stored
+value on rows it updates); a column no stored row holds a value in (created ``text`` by an empty first
+write, whose object columns show no type) takes the type of the first values that arrive. Any other
+type or key change is a migration (:mod:`dantaro_assets.lib.migrations`,
+``dantaro migrate``), never done here: a column whose stored type is not the one the frame's values
+need, or a key index that is not the declared key, is schema drift and stops the write before anything
+is stored (:class:`SchemaDriftError`), since a cast would change values silently (8 stored as ``true``
+in a boolean column, a score read back as text).
+
+Refused before anything is stored (:class:`RefusedFrameError`): a frame without columns (it cannot say
+which rows it holds), a frame of key columns only (it would null every other column), ±inf in a float
+column, and, in replace mode, an empty frame over a window that holds rows, unless the asset asks for
+the delete (``dg.Output(frame, metadata={"delete_window": True})``).
 """
 
 import json
@@ -30,8 +39,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-import adbc_driver_manager
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -51,7 +60,12 @@ PG_ARROW_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
     "jsonb": pa.json_(),
 }
-_UNDEFINED_TABLE = "42P01"
+# (type the frame's values need, stored type) pairs written by a value-preserving cast: whole floats into
+# bigint (ints with a missing value arrive as floats) and ints into double precision; pyarrow's safe
+# cast refuses a fractional or out-of-range value. Every other difference is drift.
+_EXACT_CASTS = {("double precision", "bigint"), ("bigint", "double precision")}
+MIGRATE_COMMAND = "dantaro migrate"
+DELETE_WINDOW = "delete_window"  # Output metadata: an empty frame may replace a window that holds rows
 
 
 class MissingUpstreamTableError(RuntimeError):
@@ -60,6 +74,10 @@ class MissingUpstreamTableError(RuntimeError):
 
 class RefusedFrameError(ValueError):
     """A frame that would wipe or corrupt stored rows; nothing was written."""
+
+
+class SchemaDriftError(TypeError):
+    """A stored table's column types or key are not the ones this code writes; nothing was written."""
 
 
 class WriteMode(StrEnum):
@@ -109,8 +127,6 @@ def _pg_type(column: str, arrow_type: pa.DataType) -> str:
         return "boolean"
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
         return "text"
-    if pa.types.is_null(arrow_type):  # an object column without a single value: strings are the norm
-        return "text"
     raise TypeError(
         f"column {column!r} has Arrow type {arrow_type}, which is not stored; use float, int, bool, str, "
         "tz-aware datetime, or dict/list values (jsonb)"
@@ -133,21 +149,64 @@ def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(frame.columns))
 
 
+def _needed_type(field: pa.Field) -> str | None:
+    """The column type ``field``'s values need; None for a column of nothing but missing values (it fits any)."""
+    return None if pa.types.is_null(field.type) else _pg_type(field.name, field.type)
+
+
+def type_changes(data: pa.Table, table_types: dict[str, str]) -> dict[str, str]:
+    """The stored columns whose type is not the one ``data``'s values need (beyond the exact casts): column -> needed type."""
+    changes = {}
+    for field in data.schema:
+        needed, stored = _needed_type(field), table_types.get(field.name)
+        if stored is not None and needed is not None and needed != stored and (needed, stored) not in _EXACT_CASTS:
+            changes[field.name] = needed
+    return changes
+
+
 def conform(data: pa.Table, table_types: dict[str, str], table: str) -> tuple[pa.Table, dict[str, str]]:
-    """Cast ``data`` to the table's column types; return it and the columns the table must gain."""
-    columns, new_columns = [], {}
+    """Cast ``data`` to the table's column types; return it and the columns the table must gain.
+
+    Raises :class:`SchemaDriftError` naming every column whose stored type differs from the one its
+    values need (beyond the exact casts of ``_EXACT_CASTS``): casting would change what is stored.
+    A new column no value types yet (an empty frame's object column) is created ``text``; the first
+    values that arrive give it their type (``PostgresDataFrameIOManager.write``).
+    """
+    columns, new_columns, drift = [], {}, []
+    changes = type_changes(data, table_types)
     for field, column in zip(data.schema, data.columns):
-        pg_type = table_types.get(field.name)
-        if pg_type is None:
-            pg_type = new_columns[field.name] = _pg_type(field.name, field.type)
-        target = PG_ARROW_TYPES.get(pg_type)
+        needed = _needed_type(field)
+        stored = table_types.get(field.name)
+        if stored is None:
+            stored = new_columns[field.name] = needed or "text"
+        elif field.name in changes:
+            drift.append(f"{field.name} is {stored}, expected {needed}")
+            continue
+        target = PG_ARROW_TYPES.get(stored)
         if target is None:
-            raise TypeError(f"{table}.{field.name} has Postgres type {pg_type!r}, which this IO manager does not write")
+            drift.append(f"{field.name} is {stored}, which this IO manager does not write")
+            continue
         try:
             columns.append(column.cast(target, safe=not pa.types.is_timestamp(target)))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise TypeError(f"column {field.name!r} ({field.type}) does not fit {table}.{field.name} ({pg_type}): {exc}") from None
+            raise TypeError(f"column {field.name!r} ({field.type}) does not fit {table}.{field.name} ({stored}): {exc}") from None
+    if drift:
+        raise SchemaDriftError(drift_message(table, drift))
     return pa.Table.from_arrays(columns, names=data.column_names), new_columns
+
+
+def drift_message(table: str, problems: Sequence[str]) -> str:
+    """What a write refused for drift says: the table, each column found and expected, and the command to run."""
+    return (
+        f"{table}: the stored table is not what this code writes (schema drift): {'; '.join(problems)}. "
+        f"Nothing was written. Run `{MIGRATE_COMMAND}` to bring the tables to this code's version; if the "
+        "difference stays, the table was changed by hand: put it back as expected (docs: Storage, Migrations)."
+    )
+
+
+def key_order(partition_expr: str | None, primary_key: Sequence[str]) -> list[str]:
+    """The columns of a table's unique key index, in index order: the time column first when it is in the key."""
+    return storage_order(partition_expr, primary_key) if partition_expr in primary_key else list(primary_key)
 
 
 def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, partition_expr: str | None, primary_key: Sequence[str]) -> None:
@@ -172,6 +231,10 @@ def check_frame(frame: pd.DataFrame, asset: str, window: dg.TimeWindow | None, p
                 f"[{window.start.isoformat()}, {window.end.isoformat()}) (found {bad.min()} .. {bad.max()}, "
                 f"{int(bad.isna().sum())} missing); nothing was written"
             )
+    infinite = {c: int(np.isinf(frame[c].to_numpy(dtype=float, na_value=np.nan)).sum())
+                for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)}
+    if infinite := {c: n for c, n in infinite.items() if n}:
+        raise RefusedFrameError(f"{asset}: ±inf in float column(s) {infinite} (Postgres would store Infinity); nothing was written")
     if primary_key:
         keys = frame[list(primary_key)]
         if keys.isna().any(axis=None):
@@ -199,6 +262,26 @@ def storage_order(partition_expr: str | None, primary_key: Sequence[str]) -> lis
     return list(dict.fromkeys([c for c in [partition_expr, *primary_key] if c]))
 
 
+def table_exists(postgres: PostgresResource, table: str, *, conn=None) -> bool:
+    """Whether ``schema.table`` exists (an asset's table appears at its first write); on ``conn`` when given."""
+    found = postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (f"{quote_ident(postgres.db_schema)}.{quote_ident(table)}",),
+                                conn=conn)
+    return bool(found["present"][0].as_py())
+
+
+def key_columns(postgres: PostgresResource, table: str, *, conn=None) -> list[str]:
+    """The columns of ``table``'s unique key index ``<table>_key`` in index order; empty when it has none."""
+    rows = postgres.read_arrow(
+        "SELECT a.attname::text AS name FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " WHERE n.nspname = $1 AND c.relname = $2 ORDER BY k.position",
+        (postgres.db_schema, f"{table}_key"), conn=conn,
+    )
+    return rows["name"].to_pylist()
+
+
 def read_table(
     postgres: PostgresResource,
     table: str,
@@ -208,7 +291,8 @@ def read_table(
     order: Sequence[str] = (),
 ) -> pd.DataFrame | None:
     """The rows of ``table`` matching ``where`` (SQL over its columns, ``$n`` placeholders for ``params``),
-    ordered by ``order``, jsonb decoded: one query. None when the table does not exist (never written).
+    ordered by ``order``, jsonb decoded: one query (after :func:`table_exists` on the same connection).
+    None when the table does not exist (never written).
 
     The read path of the IO manager and of the API, so both see stored rows the same way.
     """
@@ -217,23 +301,28 @@ def read_table(
         sql += f" WHERE {where}"
     if order:
         sql += " ORDER BY " + ", ".join(map(quote_ident, order))
-    try:
-        with postgres.connect() as conn:
-            with conn.cursor() as cur:
-                # The key index (time column first) yields rows in this order already; right after a
-                # bulk write, before autovacuum's ANALYZE, the planner would rather sort the window on disk
-                # (with statistics it picks the same index scan, so this costs nothing then).
-                cur.execute("SET LOCAL enable_sort = off")
-            result = postgres.read_arrow(sql, params, conn=conn)
-    except adbc_driver_manager.ProgrammingError as exc:
-        if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
+    with postgres.connect() as conn:
+        if not table_exists(postgres, table, conn=conn):
             return None
-        raise
+        with conn.cursor() as cur:
+            # The key index (time column first) yields rows in this order already; right after a
+            # bulk write, before autovacuum's ANALYZE, the planner would rather sort the window on disk
+            # (with statistics it picks the same index scan, so this costs nothing then).
+            cur.execute("SET LOCAL enable_sort = off")
+        result = postgres.read_arrow(sql, params, conn=conn)
     frame = arrow_to_pandas(result)
     for field in result.schema:
         if isinstance(field.type, pa.JsonType):
             frame[field.name] = [None if text is None else json.loads(text) for text in frame[field.name]]
     return frame
+
+
+def _in_window(partition_expr: str | None, window: dg.TimeWindow | None) -> tuple[str, tuple | None]:
+    """The WHERE clause (with its parameters) of a write's window; none for an unpartitioned table."""
+    if window is None:
+        return "", None
+    column = quote_ident(partition_expr)
+    return f" WHERE {column} >= $1 AND {column} < $2", (window.start, window.end)
 
 
 class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
@@ -249,12 +338,15 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         metadata = context.definition_metadata or {}
         table = context.asset_key.path[-1]
         window = context.asset_partitions_time_window if context.has_asset_partitions else None
-        context.add_output_metadata(self.write(table, obj, metadata, window))
+        delete_window = context.output_metadata.get(DELETE_WINDOW)
+        delete_window = bool(getattr(delete_window, "value", delete_window))
+        context.add_output_metadata(self.write(table, obj, metadata, window, delete_window=delete_window))
 
-    def write(self, table: str, obj: pd.DataFrame, metadata: dict, window: dg.TimeWindow | None) -> dict[str, Any]:
+    def write(self, table: str, obj: pd.DataFrame, metadata: dict, window: dg.TimeWindow | None, *, delete_window: bool = False) -> dict[str, Any]:
         """Store ``obj`` in ``table`` by the asset ``metadata``'s write mode, in one transaction under
         the table's lock; the output metadata. Also the write path of ``dantaro stream`` (candles
-        that arrive outside a run merge exactly as a run's do)."""
+        that arrive outside a run merge exactly as a run's do). ``delete_window`` lets an empty frame
+        replace a window that holds rows."""
         partition_expr = metadata.get("partition_expr")
         primary_key = list(metadata.get("primary_key") or [])
         mode = write_mode(metadata, table)
@@ -274,9 +366,16 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
             # with the earlier's on the key.
             lock_table(conn, self.postgres, table)
             table_types = self._column_types(conn, table)
-            data, new_columns = conform(data, table_types, table)
-            if new_columns:
-                self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types))
+            qualified = f"{self.postgres.db_schema}.{table}"
+            # a stored column without a single value (created by an empty first write) takes the type of the first
+            # values that arrive: nothing stored can change; a column holding values keeps its type (drift otherwise)
+            typed = self._valueless(conn, table, type_changes(data, table_types))
+            data, new_columns = conform(data, table_types | typed, qualified)
+            if table_types:
+                self._refuse_drift_and_wipes(conn, table, table_types, data, primary_key, partition_expr, window,
+                                             replace=mode is WriteMode.REPLACE and not delete_window)
+            if new_columns or typed:
+                self._create_or_extend(conn, table, new_columns, primary_key, partition_expr, exists=bool(table_types), typed=typed)
             if mode is WriteMode.MERGE:
                 changed = self._merge(conn, table, data, primary_key)
             else:
@@ -285,7 +384,6 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 changed = self.postgres.ingest(conn, table, data)
         write_seconds = time.perf_counter() - started
 
-        qualified = f"{self.postgres.db_schema}.{table}"
         output: dict[str, Any] = {
             "dagster/table_name": qualified,
             "write_mode": mode.value,
@@ -334,26 +432,62 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
         ).to_pylist()
         return {row["column_name"]: row["data_type"] for row in rows}
 
+    def _refuse_drift_and_wipes(self, conn, table: str, table_types: dict[str, str], data: pa.Table, primary_key: list[str],
+                                partition_expr: str | None, window: dg.TimeWindow | None, *, replace: bool) -> None:
+        """Before a stored table is touched: its key index must be the declared key, a frame of key columns
+        only would null every other column, and (``replace``) an empty frame must not delete stored rows."""
+        qualified = f"{self.postgres.db_schema}.{table}"
+        if primary_key and (found := key_columns(self.postgres, table, conn=conn)) != (expected := key_order(partition_expr, primary_key)):
+            raise SchemaDriftError(drift_message(qualified, [f"key is ({', '.join(found) or 'none'}), expected ({', '.join(expected)})"]))
+        keys = {*primary_key, partition_expr}
+        if data.num_columns and all(c in keys for c in data.column_names) and any(c not in keys for c in table_types):
+            raise RefusedFrameError(f"{qualified}: the frame holds key columns only, so its rows would null every other "
+                                    "column; nothing was written")
+        if replace and data.num_rows == 0:
+            stored = self._stored_rows(conn, table, partition_expr, window)
+            if stored:
+                span = f"window [{window.start.isoformat()}, {window.end.isoformat()})" if window else "table"
+                raise RefusedFrameError(
+                    f"{qualified}: an empty frame would delete the {stored} row(s) stored in its {span}; nothing was written. "
+                    f"An asset that means it says so: dg.Output(frame, metadata={{{DELETE_WINDOW!r}: True}})"
+                )
+
+    def _valueless(self, conn, table: str, changes: dict[str, str]) -> dict[str, str]:
+        """Of ``changes`` (column -> the type its new values need), the columns in which no stored row holds a value:
+        one query, under the table's lock, so no write can fill them before the write that retypes them commits."""
+        if not changes:
+            return {}
+        empty = ", ".join(f"NOT EXISTS (SELECT 1 FROM {self.postgres.table_name(table)} WHERE {quote_ident(c)} IS NOT NULL) AS {quote_ident(c)}"
+                          for c in changes)
+        found = self.postgres.read_arrow(f"SELECT {empty}", conn=conn).to_pylist()[0]
+        return {column: needed for column, needed in changes.items() if found[column]}
+
+    def _stored_rows(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> int:
+        where, params = _in_window(partition_expr, window)
+        return self.postgres.read_arrow(f"SELECT count(*) AS n FROM {self.postgres.table_name(table)}{where}", params, conn=conn)["n"][0].as_py()
+
     def _create_or_extend(
-        self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool
+        self, conn, table: str, columns: dict[str, str], primary_key: list[str], partition_expr: str | None, *, exists: bool,
+        typed: dict[str, str] | None = None,
     ) -> None:
-        """Create the table (and its indexes) or add columns, serialised per schema by an advisory lock."""
+        """Create the table (and its indexes) or add columns and give ``typed`` columns (checked to hold no value)
+        their type, serialised per schema by an advisory lock."""
         qualified = self.postgres.table_name(table)
         schema = self.postgres.db_schema
         definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns.items())
         statements = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"]
         # The key's unique index leads with the time column: it also serves the window's DELETE, the
         # ranged read and its ORDER BY, and rows arrive sorted, so inserts append at its right edge.
-        unique = storage_order(partition_expr, primary_key) if partition_expr in primary_key else primary_key
-        create_key = f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} ({', '.join(map(quote_ident, unique))})"
+        unique = key_order(partition_expr, primary_key)
         if exists:
             statements += [f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in columns.items()]
-            if set(columns) & set(primary_key):  # the key grew by a new column: rebuild its index over the declared key
-                statements += [f"DROP INDEX IF EXISTS {quote_ident(schema)}.{quote_ident(table + '_key')}", create_key]
+            # every value is NULL (_valueless), so USING NULL converts nothing, whatever the two types
+            statements += [f"ALTER TABLE {qualified} ALTER COLUMN {quote_ident(n)} TYPE {t} USING NULL::{t}" for n, t in (typed or {}).items()]
         else:
             statements.append(f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions})")
             if unique:
-                statements.append(create_key)
+                statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(table + '_key')} ON {qualified} "
+                                  f"({', '.join(map(quote_ident, unique))})")
             if partition_expr in columns and unique[:1] != [partition_expr]:
                 statements.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_' + partition_expr)} ON {qualified} ({quote_ident(partition_expr)})")
         advisory_lock(conn, schema)
@@ -362,13 +496,9 @@ class PostgresDataFrameIOManager(dg.ConfigurableIOManager):
                 cur.execute(statement)
 
     def _delete(self, conn, table: str, partition_expr: str | None, window: dg.TimeWindow | None) -> None:
-        sql = f"DELETE FROM {self.postgres.table_name(table)}"
-        params = None
-        if window is not None:
-            sql += f" WHERE {quote_ident(partition_expr)} >= $1 AND {quote_ident(partition_expr)} < $2"
-            params = (window.start, window.end)
+        where, params = _in_window(partition_expr, window)
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            cur.execute(f"DELETE FROM {self.postgres.table_name(table)}{where}", params)
 
     def _merge(self, conn, table: str, data: pa.Table, primary_key: list[str]) -> int:
         """Upsert ``data`` by ``primary_key``: COPY into a transaction-scoped staging table, then one

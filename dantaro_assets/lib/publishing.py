@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 import redis
 
-from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.lib.snapshot_store import MarksNotRebuiltError, SnapshotStore
 from dantaro_assets.redaction import redact_text
 
 
@@ -32,7 +32,8 @@ def redis_publish_asset(analysis: dg.AssetsDefinition, *, per_market: bool = Fal
     (and one key per market when ``per_market``), through the ``SnapshotStore`` resource.
 
     A Redis outage does not fail the run (the Postgres write stands and the API serves from Postgres):
-    it is logged and the materialisation reads ``published: failed: <reason>``.
+    it is logged and the materialisation reads ``published: failed: <reason>``; so does a Redis that lost
+    its high-water marks while Postgres cannot say how far they went (nothing is pushed then).
     """
     name = analysis.key.path[-1]
 
@@ -49,7 +50,7 @@ def redis_publish_asset(analysis: dg.AssetsDefinition, *, per_market: bool = Fal
     def publish(context: dg.AssetExecutionContext, snapshots: SnapshotStore, stored: pd.DataFrame) -> dg.MaterializeResult:
         try:
             metadata = snapshots.publish(name, stored, run_id=context.run.run_id, partition=_partition(context), per_market=per_market)
-        except (redis.RedisError, OSError) as exc:  # a cache outage must never fail a committed write
+        except (redis.RedisError, OSError, MarksNotRebuiltError) as exc:  # a cache outage must never fail a committed write
             reason = f"{type(exc).__name__}: {redact_text(str(exc))}"
             context.log.warning(f"{name}: Redis snapshot push failed, Postgres write stands: {reason}")
             metadata = {"published": f"failed: {reason}"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 import redis
+import redis.asyncio
 from pydantic import PrivateAttr
 
 from dantaro_assets.lib.embedded import embedded_server_url
@@ -35,3 +36,8 @@ class RedisResource(dg.ConfigurableResource):
         if self._client is None:
             self._client = redis.Redis.from_url(self.resolved_url(), socket_connect_timeout=2, socket_timeout=5)
         return self._client
+
+    def subscriber(self) -> redis.asyncio.Redis:
+        """A new asyncio client for a subscription: no read timeout (a quiet channel is not an outage; the
+        connection is pinged instead), a short connect timeout."""
+        return redis.asyncio.Redis.from_url(self.resolved_url(), socket_connect_timeout=2, health_check_interval=15)

@@ -21,6 +21,7 @@ class RunSettings(dg.ConfigurableResource):
     max_spread_bps: float
     min_turnover_krw: float
     min_reward_risk: float
+    calibration: str | None  # DANTARO_CALIBRATION: None = the shipped table
     scorer: str
     retention_candles_1m_days: int
     retention_candles_days: int

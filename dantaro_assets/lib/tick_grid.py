@@ -15,6 +15,7 @@ rounded division, i.e. the same float as the decimal literal (``1.23``, never ``
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -41,16 +42,22 @@ def krw_tick_size(prices) -> np.ndarray:
     return np.where(np.isfinite(values) & (values > 0), ticks, np.nan)
 
 
+@cache
+def _tick_parts(tick: float) -> tuple[float, float]:
+    """A tick as ``(mantissa, 10**k)``: integer mantissa, k >= 0, from its shortest repr (once per tick value)."""
+    exponent = Decimal(repr(tick)).normalize().as_tuple().exponent
+    k = max(0, -int(exponent))
+    return float(int(Decimal(repr(tick)).scaleb(k))), 10.0**k
+
+
 def _decimal_parts(ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each tick as ``mantissa / 10**k`` with integer mantissa and k >= 0 (from its shortest repr)."""
+    """Each tick as ``mantissa / 10**k`` (NaN where the tick is NaN or not positive)."""
+    usable = np.isfinite(ticks) & (ticks > 0)
+    distinct, where = np.unique(ticks[usable], return_inverse=True)
+    parts = np.array([_tick_parts(float(t)) for t in distinct]).reshape(-1, 2)
     mantissa = np.full(ticks.shape, np.nan)
     scale = np.full(ticks.shape, np.nan)
-    for tick in np.unique(ticks[np.isfinite(ticks) & (ticks > 0)]):
-        exponent = Decimal(repr(float(tick))).normalize().as_tuple().exponent
-        k = max(0, -int(exponent))
-        where = ticks == tick
-        mantissa[where] = float(int(Decimal(repr(float(tick))).scaleb(k)))
-        scale[where] = 10.0**k
+    mantissa[usable], scale[usable] = parts[where, 0], parts[where, 1]
     return mantissa, scale
 
 

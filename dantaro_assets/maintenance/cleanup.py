@@ -16,6 +16,7 @@ import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import SqliteEventLogStorage
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
+from dantaro_assets.lib.postgres_io import table_exists
 from dantaro_assets.lib.run_settings import RunSettings
 
 # table -> (time column, RunSettings field with its retention in days)
@@ -41,14 +42,9 @@ def table_cutoffs(now: datetime, settings: RunSettings) -> dict[str, datetime]:
 
 def purge_tables(postgres: PostgresResource, cutoffs: Mapping[str, datetime]) -> dict[str, int]:
     """Delete rows older than each table's cutoff, one transaction per table; absent tables are skipped."""
-    present = set(
-        postgres.read_arrow(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1", [postgres.db_schema]
-        ).column(0).to_pylist()
-    )
     removed = {}
     for table, cutoff in cutoffs.items():
-        if table not in present:
+        if not table_exists(postgres, table):
             continue
         statement = (
             f"WITH removed AS (DELETE FROM {postgres.table_name(table)} WHERE {quote_ident(RETENTION[table][0])} < $1 RETURNING 1) "

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, latest_day
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, flags, latest_day
 from dantaro_assets.lib.point_in_time import HOUR, MARKET, MINUTE, START
 
 BTC = "KRW-BTC"
@@ -84,7 +84,7 @@ def _signed_score(value: np.ndarray | float, scale: float) -> np.ndarray:
     return 50.0 * (1.0 + np.tanh(np.asarray(value, dtype=float) / scale))
 
 
-def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: StatusParams = StatusParams()) -> pd.DataFrame:
+def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: StatusParams = StatusParams()) -> AnalysisResult:
     """One market status row per tick (all ticks inside one hour).
 
     The universe is that of the latest ``upbit_markets`` day <= each tick (every market of it is counted; flagged ones
@@ -92,7 +92,7 @@ def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, param
     Without a universe row yet, every market with candles counts.
     """
     if len(ticks) == 0:
-        return _empty()
+        return AnalysisResult(_empty())
     hour = ticks[0].floor("h")
     if (ticks.floor("h") != hour).any():
         raise ValueError("market status ticks must lie inside one hour")
@@ -138,7 +138,7 @@ def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, param
     frame = frame.join(_btc(minutes, hours, grid, rows, ticks, params))
     frame = _score(frame, params)
     frame["summary"] = summaries(frame)
-    return frame[COLUMNS]
+    return AnalysisResult(frame[COLUMNS])
 
 
 def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

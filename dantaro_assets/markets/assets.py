@@ -7,24 +7,28 @@ their window for every market of the window's universe. Candles are facts: a ref
 (market, candle_start) and a market that returned nothing keeps what is stored; only
 ``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
 anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``partitions.backfill_policy``). In the analysis jobs,
-``candles_1m`` reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
-``orderbook_top`` is a fact of the moment it is fetched: the recommendations job fetches it at each tick.
+candles a request over each range (see ``partitions.backfill_policy``). ``candles_1m``'s run config
+``source`` says where its minutes come from (``MinuteSource``): the analysis jobs set ``stream``, so it
+reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
+``orderbook_top`` is a fact of the moment it is fetched: the recommendations job fetches it at each tick,
+and a failed fetch stores no book (the picks then enter at the last trade) instead of failing the job.
 """
 
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
-import redis
 
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
-from dantaro_assets.lib.upbit import BOOK_COLUMNS, MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.lib.upbit import BOOK_COLUMNS, MARKET_COLUMNS, FetchStats, UpbitClient, UpbitError, interval
+from dantaro_assets.lib.upbit.parsing import empty_books
+from dantaro_assets.markets.audit import differences, fetch_planned
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
     coverage,
@@ -38,8 +42,8 @@ from dantaro_assets.markets.schemas import (
     upbit_instruments_schema,
     upbit_markets_schema,
 )
-from dantaro_assets.markets.seen import Plan, SeenStore, plan_fetch, rest_windows
-from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG
+from dantaro_assets.markets.seen import AUDIT, Plan, RecordUnreadable, SeenStore, fetched_windows, plan_fetch
+from dantaro_assets.operations.limits import FINALISE_TAG
 from dantaro_assets.partitions import (
     daily_backfill,
     daily_partitions,
@@ -47,6 +51,7 @@ from dantaro_assets.partitions import (
     hourly_backfill,
     hourly_partitions,
 )
+from dantaro_assets.redaction import redact_text
 
 # Step retries (DANTARO_RUN_RETRIES) are the jobs' op_retry_policy (markets/jobs.py, operations/jobs.py).
 _UPBIT_STEP = {"pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
@@ -122,46 +127,54 @@ ORDERBOOK_TOP_COLUMNS = ["as_of", *BOOK_COLUMNS]
     check_specs=[schema_check_spec("orderbook_top")],
     description=("Top of the order book (best ask and bid, their sizes, spread_bps) of every KRW market of the day, from "
                  "/v1/orderbook, as_of = when it was fetched on Upbit's clock: the entry a buyer can get. Fetched by the "
-                 "recommendations job; a run of an hour that has passed on Upbit's clock stores nothing (no book history)."),
+                 "recommendations job; a run of an hour that has passed on Upbit's clock stores nothing (no book history), "
+                 "nor does a failed fetch (metadata fetched: failed: ..., the picks then enter at the last trade)."),
     **_UPBIT_STEP,
 )
 def orderbook_top(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
     start, end, markets = _window_universe(context, upbit_markets)
-    books, stats = upbit.orderbook(markets)
+    try:
+        books, stats = upbit.orderbook(markets)
+        fetched = "ok"
+    except UpbitError as exc:  # after the client's retries; a stopped run (FetchStopped) still stops
+        # The book improves the picks' entry; without it they enter at the last trade, so an Upbit failure
+        # is no book this run, said here and in the run log, and never costs the job its picks.
+        fetched = f"failed: {redact_text(str(exc))}"
+        context.log.warning(f"orderbook_top: no order book stored this run, the picks enter at the last trade ({fetched})")
+        books, stats = empty_books(), FetchStats(markets_requested=len(markets))
     as_of = stats.server_time.floor("s") if stats.server_time is not None else None
     in_window = as_of is not None and start <= as_of < end
     kept = books if in_window else books.iloc[:0]
     frame = kept.assign(as_of=pd.Series(as_of, index=kept.index, dtype="datetime64[ns, UTC]"))[ORDERBOOK_TOP_COLUMNS]
     metadata = {
+        "fetched": fetched,
         "as_of": str(as_of), "markets_requested": stats.markets_requested, "markets_returned": stats.markets_returned,
         "unanswered": stats.markets_requested - stats.markets_returned, "books_stored": len(frame), "requests": stats.requests,
         "http_429": stats.http_429, "retries": stats.retries, "seconds": round(stats.seconds, 3),
         "spread_bps_median": round(float(books["spread_bps"].median()), 2) if len(books) else "n/a",
         "spread_bps_p90": round(float(books["spread_bps"].quantile(0.9)), 2) if len(books) else "n/a",
     }
-    if not in_window:
+    if fetched == "ok" and not in_window:
         metadata["not_stored"] = f"fetched at {as_of} on Upbit's clock, outside the partition's hour: a book belongs to the hour it is seen in"
     yield from checked(pandera_check(orderbook_top_schema(start, end), frame), metadata=metadata)
     yield dg.Output(frame, metadata=metadata)
 
 
-# The jobs whose candles_1m step reads what the stream stored and fetches only what it missed; every other
-# run of candles_1m (history sensor, a backfill, a manual materialisation) fetches its whole window.
-STREAM_BACKED_JOBS = frozenset({"market_status", "recommendations", "support_levels"})
+class MinuteSource(dg.Config):
+    """Where ``candles_1m``'s minutes come from. ``rest``: the whole window from Upbit (the history sensor, backfills
+    of the asset, a manual materialisation). ``stream``: what ``dantaro stream`` stored, and over REST only the minutes
+    it did not see; the analysis jobs set it in their job config (shown, and editable, in the launchpad)."""
+
+    source: Literal["stream", "rest"] = "rest"
 
 
 def _stream_plan(
-    context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp,
-    max_lag_seconds: float,
-) -> tuple[SeenStore | None, Plan | None]:
-    """The REST fetch of an analysis run's ``candles_1m`` step, from what the stream saw; None for a full fetch."""
-    tags = context.run.tags
-    if tags.get(JOB_TAG) not in STREAM_BACKED_JOBS or "dagster/backfill" in tags:
-        return None, None
-    store = SeenStore(upbit.redis.client(), upbit.redis.prefix, postgres.db_schema) if upbit.redis is not None else None
-    plan = plan_fetch(store, markets, start, end, final=FINALISE_TAG in tags, max_lag=max_lag_seconds)
+    context: dg.AssetExecutionContext, postgres: PostgresResource, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, max_lag_seconds: float,
+) -> Plan:
+    """The REST fetch of a ``stream`` run's ``candles_1m``: what the stream did not see (a final run: the hour's audit)."""
+    plan = plan_fetch(SeenStore(postgres), markets, start, end, final=FINALISE_TAG in context.run.tags, max_lag=max_lag_seconds)
     context.log.info(f"candles_1m {plan.source}: {plan.why}; fetching {len(plan.fetch)} market(s) over REST")
-    return store, plan
+    return plan
 
 
 def _candle_asset(
@@ -173,8 +186,7 @@ def _candle_asset(
     description: str,
 ) -> dg.AssetsDefinition:
     spec = interval(interval_name)
-
-    @dg.asset(
+    decorate = dg.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=backfill,
@@ -193,15 +205,15 @@ def _candle_asset(
         description=description,
         **_UPBIT_STEP,
     )
-    def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
-               upbit_markets: pd.DataFrame) -> Iterator:
+
+    def fetch(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
+              upbit_markets: pd.DataFrame, source: str) -> Iterator:
         start, end, markets = _window_universe(context, upbit_markets)
-        store, plan = (_stream_plan(context, upbit, postgres, markets, start, end, run_settings.stream_max_lag_seconds)
-                       if interval_name == "minute1" else (None, None))
+        plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if source == "stream" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)
         else:
-            fetched, stats = upbit.candle_ranges(plan.fetch, interval_name)
+            fetched, stats = fetch_planned(upbit, plan, interval_name)
         candles = keep_listed(fetched, upbit_markets)
         stats.candles = len(candles)
         # Markets not fetched are judged by what is stored: the stream wrote them, or an earlier run did.
@@ -215,18 +227,29 @@ def _candle_asset(
             metadata=covered.metadata(),
         )
         metadata = stats.metadata() | (plan.metadata() if plan is not None else {"source": "rest"})
+        if plan is not None and plan.source == AUDIT:
+            metadata |= differences(postgres, candles, plan.fetch)
         # Both blocking checks are reported before anything is stored; either failing keeps the stored rows.
         yield from checked(pandera_check(candles_schema(start, end), candles), coverage_result, metadata=metadata)
         yield dg.Output(candles, metadata=metadata)
-        if plan is not None and plan.fetch and stats.server_time is not None:
+        if interval_name == "minute1" and stats.server_time is not None:
             # Runs once the output is stored: the ranges fetched are not fetched again by the next run.
-            answered = set(plan.fetch) - set(stats.skipped_markets)
             try:
-                store.record(rest_windows(plan.fetch, answered, stats.server_time - pd.Timedelta(seconds=run_settings.stream_grace_seconds)))
-            except redis.RedisError as exc:  # stored all the same; the next run fetches these ranges again
-                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded in Redis ({type(exc).__name__}: {exc})")
+                SeenStore(postgres).record(fetched_windows(plan, markets, start, end, stats, run_settings.stream_grace_seconds))
+            except RecordUnreadable as exc:  # stored all the same; the next run fetches these ranges again
+                context.log.warning(f"candles_1m: the REST ranges fetched could not be recorded ({type(exc).__name__}: {exc})")
 
-    return _asset
+    # Dagster reads the config class from the annotation, so candles_1m's function differs by its config argument only.
+    if interval_name == "minute1":
+        def _asset(context: dg.AssetExecutionContext, config: MinuteSource, upbit: UpbitClient, postgres: PostgresResource,
+                   run_settings: RunSettings, upbit_markets: pd.DataFrame) -> Iterator:
+            yield from fetch(context, upbit, postgres, run_settings, upbit_markets, config.source)
+    else:
+        def _asset(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
+                   upbit_markets: pd.DataFrame) -> Iterator:
+            yield from fetch(context, upbit, postgres, run_settings, upbit_markets, "rest")
+
+    return decorate(_asset)
 
 
 # candles_1m's freshness follows the market status cadence, a setting: markets/definitions.py sets it.

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pandas as pd
 
 from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import table_exists
 from dantaro_assets.lib.upbit import CANDLE_COLUMNS, FetchStats, Interval
 
 _DAY = pd.Timedelta(days=1)
@@ -92,7 +93,7 @@ def coverage(
 
 def stored_markets(postgres: PostgresResource, asset: str, start: pd.Timestamp, end: pd.Timestamp) -> set[str]:
     """Markets with a stored candle in ``[start, end)`` (none when the table does not exist yet)."""
-    if postgres.read_frame("SELECT to_regclass($1) IS NULL AS absent", (f"{postgres.db_schema}.{asset}",))["absent"].all():
+    if not table_exists(postgres, asset):
         return set()
     sql = f"SELECT DISTINCT market FROM {postgres.table_name(asset)} WHERE candle_start >= $1 AND candle_start < $2"
     return set(postgres.read_frame(sql, (start, end))["market"])

@@ -1,10 +1,12 @@
 """Fetch the history the hourly analyses look back over, on a fresh install and after a long stop.
 
-The schedules only fetch the open hour and day, but the analyses read back further (each one's
-``Lookback``): support levels and recommendations need 14 days of 1-hour candles (>= 50 bars) and 2
-days of daily candles, every analysis the 2 closed hours of 1-minute candles before the open hour (the
-24 h turnover takes its older hours from candles_1h), and every candle asset the universe of each day
-it covers. Without this sensor a fresh ``dantaro dev`` fails those
+The schedules only fetch the open hour and day, but the analyses read back further: how far is what
+their partition mappings reach (``history_window``, through ``operations.schedules.lookback_needs``,
+the same needs the schedules wait for), so this module knows no analysis and a new one's lookback is
+fetched without an edit here. Today that is 14 days of 1-hour candles (support levels and
+recommendations need >= 50 bars), 2 days of daily candles, the 2 closed hours of 1-minute candles
+before the open hour (the 24 h turnover takes its older hours from candles_1h), and, for every candle
+asset, the universe of each day it covers. Without this sensor a fresh ``dantaro dev`` fails those
 jobs for hours or days until the schedules have accumulated the history one period at a time.
 
 Every ``SENSOR_INTERVAL`` seconds the sensor compares the lookback partitions with what the instance
@@ -13,10 +15,10 @@ dependency order across ticks:
 
 1. the universe (``upbit_markets``) of the missing days, one run per contiguous range: a range costs
    one Upbit request, and everything else (the schedules' runs included) fails without it, so it
-   runs at the highest priority;
-2. once those days' universe is stored, the 1-hour and 1-day candles of the 14 days as ONE range
+   runs ahead of every job's runs (``top_priority``: above the highest job's finalising run);
+2. once those days' universe is stored, the 1-hour and 1-day candles of the days as ONE range
    run of ``daily_candles_job``;
-3. then the closed hours of 1-minute candles of the minute lookback (2 h) in ranges of at most
+3. then the closed hours of 1-minute candles of the minute lookback in ranges of at most
    ``MINUTE_HOURS_PER_RUN`` hours, newest first.
 
 Until an analysis's own lookback is stored, its schedule skips with the reason (``operations/schedules.py``).
@@ -38,7 +40,6 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from dantaro_assets.lib.analysis_inputs import Lookback
 from dantaro_assets.lib.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -46,13 +47,10 @@ from dantaro_assets.lib.dagster_internals import (
     UnresolvedAssetJobDefinition,
     get_current_datetime,
 )
-from dantaro_assets.market_status import analysis as market_status
-from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB
-from dantaro_assets.operations.limits import PRIORITIES, PRIORITY_TAG, job_tags
-from dantaro_assets.operations.schedules import default_sensor_status
+from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
+from dantaro_assets.operations.limits import PRIORITY_TAG, JobType
+from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.recommendations import analysis as recommendations
-from dantaro_assets.support_levels import analysis as support_levels
 
 HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
 SENSOR_INTERVAL = 30
@@ -65,13 +63,9 @@ NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
 ]
-# every analysis's reach (analysis_inputs.Lookback): the sensor fetches what the widest of them reads
-HISTORY = Lookback.covering(market_status.LOOKBACK, support_levels.LOOKBACK, recommendations.LOOKBACK,
-                            recommendations.OUTCOMES_LOOKBACK)
-DAILY_LOOKBACK_DAYS = max(HISTORY.hourly_days, HISTORY.daily_days, HISTORY.universe_days)  # 1-hour candles of 14 days
-MINUTE_LOOKBACK_HOURS = HISTORY.minute_hours  # the closed hours of 1-minute candles before the open hour
 MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout
 DAILY_CANDLES = ("candles_1h", "candles_1d")
+DAILY_ASSETS = ("upbit_markets", *DAILY_CANDLES)
 
 
 @dataclass(frozen=True)
@@ -97,16 +91,46 @@ def lookback_keys(partitions_def: dg.TimeWindowPartitionsDefinition, starts: Ite
     return [partitions_def.get_partition_key_for_timestamp(start.timestamp()) for start in sorted(starts) if start >= partitions_def.start]
 
 
-def daily_lookback(now: datetime) -> list[str]:
-    """Today and the ``DAILY_LOOKBACK_DAYS`` days before."""
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return lookback_keys(daily_partitions, (today - timedelta(days=n) for n in range(DAILY_LOOKBACK_DAYS + 1)))
+@dataclass(frozen=True)
+class HistoryWindow:
+    """How far back the history reaches: ``days`` before today (the universe and 1-hour/1-day candles) and the
+    ``hours`` closed hours of 1-minute candles before the open hour (the open hour is the schedules' own)."""
+
+    days: int
+    hours: int
+
+    def daily(self, now: datetime) -> list[str]:
+        """Today and the ``days`` days before."""
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return lookback_keys(daily_partitions, (today - timedelta(days=n) for n in range(self.days + 1)))
+
+    def minutes(self, now: datetime) -> list[str]:
+        """The ``hours`` closed hours before the open hour."""
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        return lookback_keys(hourly_partitions, (hour - timedelta(hours=n) for n in range(1, self.hours + 1)))
 
 
-def minute_lookback(now: datetime) -> list[str]:
-    """The closed hours of the last ``MINUTE_LOOKBACK_HOURS``; the open hour is the schedules' own."""
-    hour = now.replace(minute=0, second=0, microsecond=0)
-    return lookback_keys(hourly_partitions, (hour - timedelta(hours=n) for n in range(1, MINUTE_LOOKBACK_HOURS + 1)))
+def history_window(repository: dg.RepositoryDefinition, now: datetime) -> HistoryWindow:
+    """The widest reach of the hourly assets' partition mappings from the open hour at ``now``: the needs the
+    schedules wait for (``lookback_needs``), so what they wait for is what this sensor fetches."""
+    hourly = [key for key, asset in repository.assets_defs_by_key.items() if asset.partitions_def == hourly_partitions]
+    open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
+    needs = lookback_needs(repository, hourly, open_hour, now)
+
+    def periods_back(asset: str, partitions_def: dg.TimeWindowPartitionsDefinition, period: timedelta) -> int:
+        """Periods from ``asset``'s earliest needed partition to the one holding ``now`` (0: none needed)."""
+        current = partitions_def.time_window_for_partition_key(partitions_def.get_partition_key_for_timestamp(now.timestamp())).start
+        starts = (partitions_def.time_window_for_partition_key(key).start for key in needs.get(dg.AssetKey(asset), ()))
+        return max(((current - start) // period for start in starts), default=0)
+
+    return HistoryWindow(days=max(periods_back(asset, daily_partitions, timedelta(days=1)) for asset in DAILY_ASSETS),
+                         hours=periods_back("candles_1m", hourly_partitions, timedelta(hours=1)))
+
+
+def top_priority(repository: dg.RepositoryDefinition) -> int:
+    """Above every run the definitions' jobs ask for, a finalising run's +1 included: read from their tags, so
+    this module knows no job type but its own."""
+    return max(int(job.run_tags[PRIORITY_TAG]) for job in repository.get_all_jobs() if PRIORITY_TAG in job.run_tags) + 2
 
 
 def missing_ranges(keys: Sequence[str], present: set[str], max_len: int | None = None) -> list[KeyRange]:
@@ -144,13 +168,13 @@ def _in_flight(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _request(
-    job_name: str, step: str, job_type: str, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
+    job_name: str, step: str, job_type: JobType, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
 ) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{step}:{key_range.first}...{key_range.last}:{'+'.join(assets)}@{stamp}",
         job_name=job_name,
         asset_selection=[dg.AssetKey(asset) for asset in assets],
-        tags={**job_tags(job_type), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
+        tags={**job_type.tags(), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
     )
 
 
@@ -171,11 +195,12 @@ class HistoryPlan:
         return f"history: {stored} of {needed} partitions stored ({steps})"
 
 
-def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
-    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes)."""
-    days, hours = daily_lookback(now), minute_lookback(now)
+def history_plan(instance: dg.DagsterInstance, now: datetime, window: HistoryWindow, universe_priority: int) -> HistoryPlan:
+    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes);
+    a universe run at ``universe_priority``."""
+    days, hours = window.daily(now), window.minutes(now)
     stamp = now.strftime("%Y-%m-%dT%H")
-    present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in ("upbit_markets", *DAILY_CANDLES, "candles_1m")}
+    present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in (*DAILY_ASSETS, "candles_1m")}
     universe = present["upbit_markets"]
     stored = {
         "universe": (len(universe.intersection(days)), len(days)),
@@ -188,22 +213,22 @@ def history_plan(instance: dg.DagsterInstance, now: datetime) -> HistoryPlan:
 
     candidates: list[dg.RunRequest] = []
     waiting: list[str] = []
-    top_priority = str(max(PRIORITIES.values()) + 2)  # above a finalising run's +1 too
     for key_range in missing_ranges(days, universe):
-        candidates.append(_request(DAILY_CANDLES_JOB, "universe", "daily_candles", key_range, ["upbit_markets"], stamp, {PRIORITY_TAG: top_priority}))
+        candidates.append(_request(DAILY_CANDLES_JOB, "universe", DAILY_CANDLES_TYPE, key_range, ["upbit_markets"], stamp,
+                                   {PRIORITY_TAG: str(universe_priority)}))
 
     daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
     if daily_missing:
         span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
         assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
         if universe.issuperset(span.keys):
-            candidates.append(_request(DAILY_CANDLES_JOB, "daily", "daily_candles", span, assets, stamp))
+            candidates.append(_request(DAILY_CANDLES_JOB, "daily", DAILY_CANDLES_TYPE, span, assets, stamp))
         else:
             waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
 
     for key_range in reversed(missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)):
         if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
-            candidates.append(_request(CANDLES_1M_JOB, "minute", "history", key_range, ["candles_1m"], stamp))
+            candidates.append(_request(CANDLES_1M_JOB, "minute", HISTORY_TYPE, key_range, ["candles_1m"], stamp))
         else:
             waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
     failed = _failed_this_hour(instance, now) if candidates else set()
@@ -223,12 +248,14 @@ def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: 
         minimum_interval_seconds=SENSOR_INTERVAL,
         default_status=default_sensor_status(enabled),
         description=(
-            f"Fetches the lookback history nobody has materialised: the universe and 1-hour/1-day candles of the last "
-            f"{DAILY_LOOKBACK_DAYS} days, 1-minute candles of the last {MINUTE_LOOKBACK_HOURS} closed hours."
+            "Fetches the lookback history nobody has materialised, as far back as the hourly assets' partition mappings "
+            "reach: the universe and 1-hour/1-day candles of those days, the closed hours of 1-minute candles."
         ),
     )
     def history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        plan = history_plan(context.instance, get_current_datetime())
+        now = get_current_datetime()
+        repository = context.repository_def
+        plan = history_plan(context.instance, now, history_window(repository, now), top_priority(repository))
         progress = plan.progress()
         if progress != context.cursor:  # one line per step of progress, not per tick
             context.log.info(progress)

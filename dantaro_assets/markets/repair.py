@@ -16,7 +16,7 @@ from datetime import datetime
 import pandas as pd
 
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import lock_table
+from dantaro_assets.lib.postgres_io import lock_table, table_exists
 
 CANDLE_ASSETS = ("candles_1m", "candles_1h", "candles_1d")
 _MARKET = re.compile(r"^[A-Z]+-[A-Z0-9]+$")
@@ -75,8 +75,7 @@ def delete_candles(postgres: PostgresResource, selection: CandleSelection, *, ex
     qualified = f"{postgres.db_schema}.{selection.asset}"
     params = (selection.start, selection.end)
     with postgres.connect() as conn:
-        exists = postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (qualified,), conn=conn)["present"][0].as_py()
-        if not exists:
+        if not table_exists(postgres, selection.asset, conn=conn):
             return RepairResult(qualified, pd.DataFrame(columns=["market", "rows", "first", "last"]), 0 if execute else None)
         lock_table(conn, postgres, selection.asset)
         selected = postgres.read_arrow(

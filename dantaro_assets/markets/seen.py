@@ -1,16 +1,20 @@
-"""What the stream (and REST) saw of ``candles_1m``: its health and its *seen windows*, kept in Redis.
+"""What the stream (and REST) saw of ``candles_1m``: its health and its *seen windows*, kept in Postgres.
 
 A seen window is a time range and the markets in it for which every minute that traded is stored:
 inside it a minute without a candle is a minute without trades, not a gap. ``dantaro stream`` opens
 one per connection from the first whole minute after it subscribed, and ends it where a dropped
 connection, a resubscription or a failed write leaves minutes unseen; an open window holds up to the
-stream's ``covered_through`` (server time up to which every closed minute is committed). A REST
-fetch of a closed range records it as a window too, so a range is fetched once. The analysis jobs'
-``candles_1m`` step reads both and fetches over REST only what no window covers (see ``plan``).
+stream's ``covered_through`` (server time up to which every closed minute is committed). A minute
+the stream quarantined (a state that breaks the candle rules or jumps implausibly) is recorded as an
+``unseen`` window: it punches a hole in the stream's windows. A REST fetch of a closed range records
+it as a ``rest`` window, so a range is fetched once. The analysis jobs' ``candles_1m`` step reads
+these and fetches over REST only what no window covers; an hour's final run compares every minute
+the stream stored with REST (``plan_fetch``).
 
-Keys (per Redis prefix and Postgres schema, since the windows speak about one schema's table):
-``<prefix>:candles_1m:<schema>:stream`` (the stream's health and open windows, JSON) and
-``<prefix>:candles_1m:<schema>:seen`` (ended windows, a sorted set by end, kept ``KEEP_SECONDS``).
+The record lives beside the candles it speaks about, in two tables of the schema (created on first
+use): ``candles_1m_stream`` (one row: the stream's health and open windows, JSON) and
+``candles_1m_seen`` (ended windows, kept ``KEEP_SECONDS``). So the analyses read it while Redis is
+down or after Redis restarted empty, and it is exactly as durable as the candles.
 """
 
 from __future__ import annotations
@@ -21,11 +25,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import adbc_driver_manager
+import numpy as np
 import pandas as pd
-import redis
+import pyarrow as pa
+
+from dantaro_assets.lib.postgres import PostgresResource, PostgresUnavailableError, quote_ident
+from dantaro_assets.lib.postgres_io import advisory_lock, table_exists
+from dantaro_assets.lib.upbit import FetchStats
 
 KEEP_SECONDS = 48 * 3600
 MINUTE = 60
+WINDOWS_TABLE = "candles_1m_seen"
+HEALTH_TABLE = "candles_1m_stream"
+RecordUnreadable = (PostgresUnavailableError, adbc_driver_manager.Error)
 
 
 def ceil_minute(epoch: float) -> int:
@@ -38,19 +51,19 @@ def floor_minute(epoch: float) -> int:
 
 @dataclass(frozen=True)
 class Window:
-    """Every traded minute of ``markets`` with ``start <= candle_start`` and ``candle_start + 60 <= end`` is stored."""
+    """Every traded minute of ``markets`` with ``start <= candle_start`` and ``candle_start + 60 <= end`` is stored
+    (``source`` ``stream`` or ``rest``), or, for ``unseen``, those minutes of the stream's are not to be trusted."""
 
     start: int
     end: int
     markets: frozenset[str]
-    source: str  # "stream" or "rest"
+    source: str  # "stream", "rest" or "unseen"
 
-    def as_json(self) -> str:
-        return json.dumps({"start": self.start, "end": self.end, "markets": sorted(self.markets), "source": self.source}, sort_keys=True)
+    def as_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "markets": sorted(self.markets), "source": self.source}
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Window:
-        item = json.loads(raw)
+    def from_dict(cls, item: dict) -> Window:
         return cls(int(item["start"]), int(item["end"]), frozenset(item["markets"]), item["source"])
 
 
@@ -59,21 +72,21 @@ class StreamHealth:
     """The stream's last heartbeat: wall and server clocks, what it has committed, its open windows and figures."""
 
     heartbeat: float  # wall clock (epoch s) when written
-    server_now: float  # Upbit's clock then
-    covered_through: float  # server time up to which every closed minute is committed
+    server_now: float  # Upbit's clock then (0 before the first message)
+    covered_through: float  # server time up to which every closed minute is committed (0 before the first commit)
     running: bool
     open_windows: list[Window] = field(default_factory=list)
-    figures: dict = field(default_factory=dict)  # lag, messages/s, reconnects, gaps, markets
+    figures: dict = field(default_factory=dict)  # lag, messages/s, reconnects, no-trade and missed minutes, markets
 
     def as_json(self) -> str:
         return json.dumps({"heartbeat": self.heartbeat, "server_now": self.server_now, "covered_through": self.covered_through,
-                           "running": self.running, "open_windows": [json.loads(w.as_json()) for w in self.open_windows],
+                           "running": self.running, "open_windows": [w.as_dict() for w in self.open_windows],
                            "figures": self.figures})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StreamHealth:
         item = json.loads(raw)
-        windows = [Window.from_json(json.dumps(w)) for w in item.get("open_windows", [])]
+        windows = [Window.from_dict(w) for w in item.get("open_windows", [])]
         return cls(item["heartbeat"], item["server_now"], item["covered_through"], item["running"], windows, item.get("figures", {}))
 
     def server_time(self, wall_now: float) -> float:
@@ -90,80 +103,150 @@ class StreamHealth:
             return "stream stopped"
         if wall_now - self.heartbeat > max_lag:
             return f"stream down: no heartbeat for {wall_now - self.heartbeat:.0f} s"
+        if not self.covered_through:
+            return "stream starting: no market subscribed and answered yet"
         if self.lag(wall_now) > max_lag:
             return f"stream lagging: {self.lag(wall_now):.0f} s behind (max {max_lag:g} s)"
         return None
 
 
 class SeenStore:
-    """Reads and writes the stream's health and the seen windows of one schema's ``candles_1m``."""
+    """Reads and writes the stream's health and the seen windows of one schema's ``candles_1m`` (see the module)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, schema: str):
-        self.client = client
-        self.health_key = f"{prefix}:candles_1m:{schema}:stream"
-        self.windows_key = f"{prefix}:candles_1m:{schema}:seen"
+    def __init__(self, postgres: PostgresResource):
+        self.postgres = postgres
+        self.windows_table = postgres.table_name(WINDOWS_TABLE)
+        self.health_table = postgres.table_name(HEALTH_TABLE)
+        self._exists = False
+
+    def _create(self, conn) -> None:
+        if self._exists:
+            return
+        statements = [
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.postgres.db_schema)}",
+            f"CREATE TABLE IF NOT EXISTS {self.windows_table} (start_at timestamptz NOT NULL, end_at timestamptz NOT NULL,"
+            " source text NOT NULL, markets text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
+            f"CREATE INDEX IF NOT EXISTS {quote_ident(WINDOWS_TABLE + '_end_at')} ON {self.windows_table} (end_at)",
+            f"CREATE TABLE IF NOT EXISTS {self.health_table} (id smallint PRIMARY KEY CHECK (id = 1), health text NOT NULL,"
+            " updated_at timestamptz NOT NULL DEFAULT now())",
+        ]
+        advisory_lock(conn, self.postgres.db_schema)  # as the IO manager creates tables: one creator per schema at a time
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    def _present(self) -> bool:
+        if not self._exists:
+            self._exists = table_exists(self.postgres, HEALTH_TABLE)
+        return self._exists
 
     def publish(self, health: StreamHealth, ended: Iterable[Window] = ()) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        self._add(pipe, ended)
-        pipe.set(self.health_key, health.as_json())
-        pipe.execute()
+        """The stream's heartbeat and the windows it ended, in one transaction."""
+        with self.postgres.connect() as conn:
+            self._create(conn)
+            self._add(conn, ended)
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {self.health_table} (id, health, updated_at) VALUES (1, $1, now())"
+                            " ON CONFLICT (id) DO UPDATE SET health = EXCLUDED.health, updated_at = now()", (health.as_json(),))
+        self._exists = True  # committed: the tables are there
 
     def record(self, windows: Iterable[Window]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        self._add(pipe, windows)
-        pipe.execute()
+        with self.postgres.connect() as conn:
+            self._create(conn)
+            self._add(conn, windows)
+        self._exists = True
 
-    def _add(self, pipe, windows: Iterable[Window]) -> None:
-        members = {w.as_json(): w.end for w in windows if w.end > w.start and w.markets}
-        if members:
-            pipe.zadd(self.windows_key, members)
-            newest = max(members.values())
-            pipe.zremrangebyscore(self.windows_key, "-inf", newest - KEEP_SECONDS)
+    def _add(self, conn, windows: Iterable[Window]) -> None:
+        rows = [w for w in windows if w.end > w.start and w.markets]
+        if not rows:
+            return
+        stamp = pa.timestamp("us", tz="UTC")
+        table = pa.table({
+            "start_at": pa.array([w.start * 1_000_000 for w in rows], pa.int64()).cast(stamp),
+            "end_at": pa.array([w.end * 1_000_000 for w in rows], pa.int64()).cast(stamp),
+            "source": pa.array([w.source for w in rows], pa.string()),
+            "markets": pa.array([json.dumps(sorted(w.markets)) for w in rows], pa.string()),
+        })
+        self.postgres.ingest(conn, WINDOWS_TABLE, table)
+        newest = max(w.end for w in rows)
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {self.windows_table} WHERE end_at < $1", (pd.Timestamp(newest - KEEP_SECONDS, unit="s", tz="UTC"),))
 
     def health(self) -> StreamHealth | None:
-        raw = self.client.get(self.health_key)
-        return StreamHealth.from_json(raw) if raw else None
+        if not self._present():
+            return None
+        rows = self.postgres.read_arrow(f"SELECT health FROM {self.health_table} WHERE id = 1")
+        return StreamHealth.from_json(rows["health"][0].as_py()) if rows.num_rows else None
 
     def windows(self, start: float) -> list[Window]:
         """Ended windows that reach past ``start``."""
-        return [Window.from_json(raw) for raw in self.client.zrangebyscore(self.windows_key, start, "+inf")]
+        if not self._present():
+            return []
+        rows = self.postgres.read_arrow(
+            f"SELECT extract(epoch FROM start_at)::bigint AS start, extract(epoch FROM end_at)::bigint AS end, source, markets"
+            f" FROM {self.windows_table} WHERE end_at >= $1", (pd.Timestamp(start, unit="s", tz="UTC"),)).to_pylist()
+        return [Window(row["start"], row["end"], frozenset(json.loads(row["markets"])), row["source"]) for row in rows]
+
+    def clear(self) -> None:
+        """Forget the record (benchmarks: every run then fetches as if the stream never ran)."""
+        if self._present():
+            self.postgres.execute(f"TRUNCATE {self.windows_table}, {self.health_table}")
 
 
 Ranges = dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]
+AUDIT = "rest audit"  # the plan of an hour's final run: every minute compared with REST
 
 
 def missing(windows: Iterable[Window], markets: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> Ranges:
-    """Per market, the minute ranges of ``[start, end)`` no window covers (markets fully covered are left out)."""
-    lo, hi = int(start.timestamp()), int(end.timestamp())
-    by_market: dict[str, list[tuple[int, int]]] = {}
+    """Per market, the minute ranges of ``[start, end)`` no window covers (markets fully covered are left out).
+
+    REST windows (``rest``, ``audit``) cover their minutes; the stream's cover theirs except the minutes
+    an ``unseen`` window names (states the stream quarantined)."""
+    lo, hi = floor_minute(start.timestamp()), ceil_minute(end.timestamp())
+    slots = (hi - lo) // MINUTE
+    masks: dict[str, dict[str, np.ndarray]] = {"rest": {}, "stream": {}, "unseen": {}}
     for window in windows:
         s, e = max(ceil_minute(window.start), lo), min(floor_minute(window.end), hi)
-        if s < e:
-            for market in window.markets:
-                by_market.setdefault(market, []).append((s, e))
+        if s >= e:
+            continue
+        kind = "rest" if window.source in ("rest", "audit") else window.source
+        for market in window.markets:
+            masks[kind].setdefault(market, np.zeros(slots, bool))[(s - lo) // MINUTE : (e - lo) // MINUTE] = True
+    none = np.zeros(slots, bool)
     gaps: Ranges = {}
     for market in markets:
-        cursor, holes = floor_minute(lo), []
-        for s, e in sorted(by_market.get(market, [])):
-            if s > cursor:
-                holes.append((cursor, s))
-            cursor = max(cursor, e)
-        if cursor < hi:
-            holes.append((cursor, ceil_minute(hi)))
-        if holes:
-            gaps[market] = [(pd.Timestamp(s, unit="s", tz="UTC"), pd.Timestamp(e, unit="s", tz="UTC")) for s, e in holes]
+        covered = masks["rest"].get(market, none) | (masks["stream"].get(market, none) & ~masks["unseen"].get(market, none))
+        if covered.all():
+            continue
+        edges = np.diff(np.concatenate([[0], (~covered).astype(np.int8), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        gaps[market] = [(pd.Timestamp(lo + a * MINUTE, unit="s", tz="UTC"), pd.Timestamp(lo + b * MINUTE, unit="s", tz="UTC"))
+                        for a, b in zip(starts, ends, strict=True)]
     return gaps
+
+
+def one_range(ranges: Ranges) -> Ranges:
+    """Each market's ranges as the one range spanning them: a request brings up to 200 minutes, so an hour's
+    scattered minutes cost one request instead of one each (minutes already stored come back equal)."""
+    return {market: [(spans[0][0], spans[-1][1])] for market, spans in ranges.items()}
 
 
 @dataclass
 class Plan:
-    """What a ``candles_1m`` step fetches over REST and why: ``source`` is ``stream``, ``rest fallback`` or ``rest``."""
+    """What a ``candles_1m`` step fetches over REST and why: ``source`` is ``stream``, ``rest fallback``,
+    ``rest audit`` (an hour's final run) or ``rest`` (no record)."""
 
     source: str
     fetch: Ranges
     why: str
     health: StreamHealth | None = None
+    unseen: Ranges = field(default_factory=dict)  # what no window covers: a final run cannot do without these
+    deferred: str | None = None  # why a final run's audit was put off
+
+    @property
+    def window_source(self) -> str:
+        """How the ranges fetched are recorded: a final run's are ``audit`` (compared with REST), a tick's ``rest``."""
+        return "audit" if self.source == AUDIT else "rest"
 
     def metadata(self) -> dict[str, str | int | float]:
         meta: dict[str, str | int | float] = {
@@ -172,51 +255,60 @@ class Plan:
             "minutes_fetched": sum(int((e - s).total_seconds()) // MINUTE for ranges in self.fetch.values() for s, e in ranges),
             "why": self.why,
         }
-        if self.health is not None:
+        if self.health is not None and self.health.covered_through:
             meta["stream_lag_s"] = round(self.health.lag(time.time()), 1)
+        if self.deferred is not None:
+            meta["audit_deferred"] = self.deferred
         return meta
 
 
-def plan_fetch(store: SeenStore | None, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, *, final: bool, max_lag: float,
+def plan_fetch(store: SeenStore, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, *, final: bool, max_lag: float,
                wall_now: float | None = None) -> Plan:
     """The REST fetch a run needs for ``[start, end)`` given what the stream and earlier fetches saw.
 
-    ``final`` (the run closing an hour): every minute must be stored or known untraded, so open windows
-    count only up to ``covered_through``, which a healthy stream is given up to ``max_lag`` seconds to
-    carry past ``end`` (the hour's last minute is committed a grace after the hour). Otherwise (a tick)
-    a healthy stream is trusted for the minutes it has not committed yet, and only minutes closed by
-    Upbit's clock are needed.
+    ``final`` (the run closing an hour): every minute the stream stored is compared with REST, once an
+    hour: the first final run fetches the hour of every market not audited yet (one request
+    each), after giving a healthy stream up to ``max_lag`` seconds to commit past ``end``, so the audit
+    comes after the stream's last write of the hour. Otherwise (a tick) a healthy stream is trusted for
+    the minutes it has not committed yet, and only closed minutes no window covers are fetched.
     """
-    if store is None:
-        return Plan("rest", {m: [(start, end)] for m in markets}, "no Redis: the stream's record is unreadable")
     try:
         health = store.health()
         if final:
             health = wait_for_commit(store, health, end.timestamp(), max_lag)
         windows = store.windows(start.timestamp())
-    except redis.RedisError as exc:
+    except RecordUnreadable as exc:
         return Plan("rest", {m: [(start, end)] for m in markets}, f"the stream's record is unreadable ({type(exc).__name__}: {exc})")
     wall_now = time.time() if wall_now is None else wall_now
     problem = "stream never ran" if health is None else health.problem(wall_now, max_lag)
     if health is not None:
         trusted_until = health.covered_through if (final or problem) else math.inf
         windows += [Window(w.start, int(min(trusted_until, end.timestamp())), w.markets, w.source) for w in health.open_windows]
+    if final:
+        unseen = missing(windows, markets, start, end)
+        audit = one_range(missing([w for w in windows if w.source == "audit"], markets, start, end))
+        if not audit:
+            return Plan("stream", {}, "every minute of the hour was compared with REST already (an earlier final run, or a full fetch)", health)
+        reasons = [problem] if problem else []
+        if unseen:
+            reasons.append(f"{len(unseen)} market(s) with minutes the stream did not see or quarantined")
+        return Plan(AUDIT, audit, "final run: every stored minute of the hour compared with REST" + (f" ({'; '.join(reasons)})" if reasons else ""),
+                    health, unseen)
     now = health.server_time(wall_now) if health is not None else wall_now
-    need_end = end if final else min(end, pd.Timestamp(floor_minute(now), unit="s", tz="UTC"))
-    fetch = missing(windows, markets, start, need_end) if need_end > start else {}
+    need_end = min(end, pd.Timestamp(floor_minute(now), unit="s", tz="UTC"))
+    fetch = one_range(missing(windows, markets, start, need_end)) if need_end > start else {}
     if not fetch:
         if problem is None:
             return Plan("stream", {}, "the stream saw every closed minute", health)
-        # a final run judges by what was seen (the stream, and REST repairs); a tick would have fallen back
-        return Plan("stream" if final else "rest fallback", {}, f"{problem}; every minute is stored already or was seen untraded", health)
+        return Plan("rest fallback", {}, f"{problem}; every minute is stored already or was seen untraded", health)
     subscribed = set().union(*(w.markets for w in windows if w.source == "stream"))
     unsubscribed = sorted(set(fetch) - subscribed)
     reasons = [problem] if problem else []
     if unsubscribed and health is not None:
         reasons.append(f"{len(unsubscribed)} market(s) the stream did not subscribe ({', '.join(unsubscribed[:5])}{', ...' if len(unsubscribed) > 5 else ''})")
     if len(unsubscribed) < len(fetch):
-        reasons.append(f"{len(fetch) - len(unsubscribed)} subscribed market(s) with minutes the stream did not see (start-up, disconnects)")
-    return Plan("rest fallback", fetch, "; ".join(reasons), health)
+        reasons.append(f"{len(fetch) - len(unsubscribed)} subscribed market(s) with minutes the stream did not see (start-up, disconnects, quarantined states)")
+    return Plan("rest fallback", fetch, "; ".join(reasons), health, fetch)
 
 
 def wait_for_commit(store: SeenStore, health: StreamHealth | None, through: float, max_lag: float) -> StreamHealth | None:
@@ -230,7 +322,7 @@ def wait_for_commit(store: SeenStore, health: StreamHealth | None, through: floa
     return health
 
 
-def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestamp) -> list[Window]:
+def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestamp, source: str) -> list[Window]:
     """The REST ranges answered, ended at ``closed_before`` (the minutes Upbit's clock had closed), as windows."""
     grouped: dict[tuple[int, int], set[str]] = {}
     limit = int(closed_before.timestamp())
@@ -241,12 +333,26 @@ def rest_windows(fetched: Ranges, answered: set[str], closed_before: pd.Timestam
             key = (int(s.timestamp()), min(int(e.timestamp()), floor_minute(limit)))
             if key[1] > key[0]:
                 grouped.setdefault(key, set()).add(market)
-    return [Window(s, e, frozenset(m), "rest") for (s, e), m in grouped.items()]
+    return [Window(s, e, frozenset(m), source) for (s, e), m in grouped.items()]
+
+
+def fetched_windows(plan: Plan | None, markets: list[str], start: pd.Timestamp, end: pd.Timestamp, stats: FetchStats,
+                    grace_seconds: float) -> list[Window]:
+    """What a ``candles_1m`` run's REST fetch covered, as windows: a plan's ranges (a tick's ``rest``, a final
+    run's ``audit``), or the whole window of a full fetch (history, backfills: every minute in it is REST's,
+    so it is an ``audit`` too and no final run fetches it again)."""
+    if stats.server_time is None:
+        return []
+    ranges = plan.fetch if plan is not None else {market: [(start, end)] for market in markets}
+    answered = set(ranges) - set(stats.skipped_markets)
+    closed_before = stats.server_time - pd.Timedelta(seconds=grace_seconds)
+    return rest_windows(ranges, answered, closed_before, plan.window_source if plan is not None else "audit")
 
 
 def stream_status(store: SeenStore, max_lag: float, wall_now: float | None = None) -> dict:
-    """The stream as ``/worker/status`` shows it: state (healthy, down, lagging, stopped, never ran), lag,
-    messages/s of its last report, reconnects and gaps since it started, markets subscribed."""
+    """The stream as ``/worker/status`` shows it: state (healthy, starting, down, lagging, stopped, never ran),
+    lag, messages/s of its last report, and since it started: reconnects, minutes written, minutes without
+    trades inside what it saw, and minutes it missed (disconnected, or quarantined states)."""
     wall_now = time.time() if wall_now is None else wall_now
     health = store.health()
     if health is None:
@@ -254,6 +360,10 @@ def stream_status(store: SeenStore, max_lag: float, wall_now: float | None = Non
     problem = health.problem(wall_now, max_lag)
     state = "healthy" if problem is None else problem.split(":")[0].removeprefix("stream ")
     figures = health.figures
+
+    def utc(epoch: float) -> str | None:
+        return pd.Timestamp(epoch, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ") if epoch else None
+
     return {
         "state": state,
         "healthy": problem is None,
@@ -261,9 +371,11 @@ def stream_status(store: SeenStore, max_lag: float, wall_now: float | None = Non
         "lag_s": round(health.lag(wall_now), 1) if health.covered_through else None,
         "messages_per_s": figures.get("last_report", {}).get("messages_per_s"),
         "reconnects": figures.get("reconnects"),
-        "gaps": figures.get("gaps"),
         "markets": figures.get("markets"),
         "minutes_written": figures.get("minutes_written"),
-        "heartbeat": pd.Timestamp(health.heartbeat, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "covered_through": pd.Timestamp(health.covered_through, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "no_trade_minutes": figures.get("no_trade_minutes"),
+        "missed_minutes": figures.get("missed_minutes"),
+        "quarantined": figures.get("quarantined"),
+        "heartbeat": utc(health.heartbeat),
+        "covered_through": utc(health.covered_through),
     }

@@ -12,10 +12,17 @@ every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runl
   market's next minute arrives or when the minute's end plus ``DANTARO_STREAM_GRACE_SECONDS`` has
   passed on the server's clock (the newest message ``timestamp`` plus the local time since) with no
   further update. A forming minute is never written; a minute without trades stays a gap.
-- **Duplicates, order, late updates.** A minute's traded volume only grows, so of two states of one
-  minute the one with more volume (then the later timestamp) is the newer: repeats and stale
-  out-of-order messages change nothing, and a newer state of a minute already written writes it again
-  (the merge replaces the stored row).
+- **Duplicates, order, late updates.** Of two states of one minute the one with the later Upbit
+  ``timestamp`` is the newer (more volume only breaks a tie): repeats and stale out-of-order messages
+  change nothing, and a newer state of a minute already written writes it again (the merge replaces
+  the stored row).
+- **Audited, not trusted.** A minute's states only accumulate (open fixed, high up, low down, volume
+  and turnover up), so two states that disagree, or a minute whose prices jump past
+  ``IMPLAUSIBLE_JUMP`` times the price before (or after) it, mark the minute doubtful: it is
+  quarantined, never written from the stream, and recorded ``unseen`` so the next run fetches it over
+  REST. A state the REST parser refuses (negative price, high below low, ...) is quarantined the
+  same way. The hour's final run then compares every minute with REST (``markets/audit.py``); the
+  stream never writes a minute of an hour that run audited.
 - **Same semantics as REST.** Messages become Upbit's REST field names and go through the REST path's
   parsing and quarantine (``parse_candle_page``), the ``candles_1m`` pandera schema, and the IO
   manager's merge write with ``candles_1m``'s own metadata (one transaction under the table's lock).
@@ -25,14 +32,17 @@ every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runl
   reconnect when no message came for ``DANTARO_STREAM_STALL_SECONDS``. Upbit's limits (5 connection
   requests a second per IP, 5 data requests a second and 100 a minute per connection) are far above
   what this sends: one subscription per connection and universe change.
-- **What it saw.** Every second the stream records in Redis its health (heartbeat, Upbit's clock, the
-  server time up to which every closed minute is committed) and per connection the window of minutes it
-  saw (``markets/seen.py``), so the analyses fetch nothing while it is healthy and an hour's final run
-  repairs over REST only the minutes a disconnect, a resubscription or a failed write left unseen.
+- **What it saw.** Every second the stream records in Postgres, beside the candles, its health
+  (heartbeat, Upbit's clock, the server time up to which every closed minute is committed) and per
+  connection the window of minutes it saw (``markets/seen.py``), so the analyses fetch nothing while
+  it is healthy, with or without Redis, and repair over REST only the minutes a disconnect, a
+  resubscription, a failed write or a quarantine left unseen.
 - **Metrics** (log line per report, and on each materialisation): messages/s, minutes written and
   rewritten, lag (server time from a minute's end to its commit, p50/max), reconnects, quarantined
-  rows and gaps (market-minutes of the universe that closed without a stored candle: no trade, or
-  missed while disconnected).
+  rows, and of the universe's market-minutes committed without a stored candle, the ones inside what
+  the stream saw (``no_trade_minutes``) and the ones it did not see (``missed_minutes``: disconnected,
+  not subscribed, quarantined). Each materialisation carries ``candles_1m``'s two checks, evaluated
+  on what the stream wrote. Repeating log lines (junk frames, an outage) are throttled per report.
 """
 
 from __future__ import annotations
@@ -46,21 +56,22 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from statistics import median
+from typing import NamedTuple
 
 import adbc_driver_manager
 import dagster as dg
 import pandas as pd
-import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
 from dantaro_assets.lib.checks import pandera_check, require_passed
+from dantaro_assets.lib.log_throttle import ThrottledLog
 from dantaro_assets.lib.postgres import PostgresUnavailableError
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
-from dantaro_assets.lib.upbit import interval
-from dantaro_assets.lib.upbit.parsing import empty_candles, parse_candle_page
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
+from dantaro_assets.lib.upbit import UpbitError, interval
+from dantaro_assets.lib.upbit.parsing import empty_candles, empty_quarantine, parse_candle_page
 from dantaro_assets.markets.schemas import candles_schema
-from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, ceil_minute, floor_minute
+from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, StreamHealth, Window, ceil_minute, floor_minute
 from dantaro_assets.redaction import redact_text, redact_url
 
 log = logging.getLogger("dantaro.stream")
@@ -72,6 +83,9 @@ PING_SECONDS = 20.0
 PUBLISH_SECONDS = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 KEEP_WRITTEN_SECONDS = 2 * 3600
+# A minute whose high passes this many times the price next to it (or whose low falls below it divided
+# by this) is doubtful: KRW markets move a few percent a minute; a listing's first minutes have no neighbour.
+IMPLAUSIBLE_JUMP = 2.0
 # SIMPLE -> DEFAULT field names (Upbit's candle WebSocket reference); "code" is REST's "market".
 DEFAULT_NAMES = {
     "ty": "type", "cd": "code", "cdttmu": "candle_date_time_utc", "cdttmk": "candle_date_time_kst",
@@ -107,10 +121,62 @@ def _minute_start(message: dict) -> int | None:
         return None
 
 
-def _order(message: dict) -> tuple[float, float]:
-    """How new a state of one minute is: its traded volume only grows, then the message time."""
-    volume, stamp = message.get("candle_acc_trade_volume"), message.get("timestamp")
-    return (float(volume) if isinstance(volume, (int, float)) else -1.0, float(stamp) if isinstance(stamp, (int, float)) else -1.0)
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class State(NamedTuple):
+    """A minute's state as one message tells it; None fields when the message lacks them (the parser quarantines those)."""
+
+    stamp: float | None
+    volume: float | None
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    value: float | None
+
+    @classmethod
+    def of(cls, message: dict) -> State:
+        fields = ("timestamp", "candle_acc_trade_volume", "opening_price", "high_price", "low_price", "trade_price", "candle_acc_trade_price")
+        return cls(*(_number(message.get(name)) for name in fields))
+
+    def order(self) -> tuple[float, float]:
+        """How new the state is: Upbit's message time, then (a tie) the traded volume, which only grows."""
+        return (self.stamp if self.stamp is not None else -1.0, self.volume if self.volume is not None else -1.0)
+
+
+def disagreement(older: State, newer: State) -> str | None:
+    """Why two states cannot be one minute's, older then newer: a minute only accumulates trades."""
+    if None in older or None in newer:
+        return None  # the parser judges a state with missing fields
+    tolerance = 1e-9
+    if newer.open != older.open:
+        return f"open changed from {older.open:g} to {newer.open:g} within the minute"
+    if newer.high < older.high * (1 - tolerance) or newer.low > older.low * (1 + tolerance):
+        return f"range shrank from {older.low:g}-{older.high:g} to {newer.low:g}-{newer.high:g} within the minute"
+    if newer.volume < older.volume * (1 - tolerance) or newer.value < older.value * (1 - tolerance):
+        return f"traded volume fell from {older.volume:g} to {newer.volume:g} within the minute"
+    return None
+
+
+def jump(state: State, references: list[float]) -> str | None:
+    """Why a minute's prices are implausible: they jump from every price known next to it (the close of the minute
+    before, the open of the one after). One agreeing neighbour clears it, so a wrong neighbour does not condemn
+    the minutes after it."""
+    known = [r for r in references if r > 0]
+    if not known or state.high is None or state.low is None:
+        return None
+    if all(state.high > r * IMPLAUSIBLE_JUMP or 0 < state.low < r / IMPLAUSIBLE_JUMP for r in known):
+        return f"prices {state.low:g}-{state.high:g} jump from {' and '.join(f'{r:g}' for r in known)} next to the minute"
+    return None
+
+
+@dataclass
+class Forming:
+    message: dict
+    state: State
+    doubt: str | None = None
 
 
 @dataclass
@@ -119,6 +185,7 @@ class Closed:
     start: int
     message: dict
     rewrite: bool  # a newer state of a minute already written
+    doubt: str | None = None  # why the minute is quarantined instead of written
 
 
 class MinuteBook:
@@ -126,9 +193,11 @@ class MinuteBook:
 
     def __init__(self, grace_seconds: float):
         self.grace = grace_seconds
-        self.open: dict[tuple[str, int], dict] = {}
+        self.open: dict[tuple[str, int], Forming] = {}
         self.latest: dict[str, int] = {}  # market -> newest minute seen
-        self.written: dict[tuple[str, int], tuple[float, float]] = {}
+        # minutes closed: their state as written, None when quarantined (left to REST: never written from here)
+        self.written: dict[tuple[str, int], State | None] = {}
+        self.last_close: dict[str, tuple[int, float]] = {}  # market -> (minute, close) of its newest minute accepted
         self.pending: dict[tuple[str, int], Closed] = {}
         self.server_ms = 0.0
         self._server_seen = time.monotonic()
@@ -142,31 +211,58 @@ class MinuteBook:
         market = message.get("market")
         if start is None or not isinstance(market, str):
             return
-        stamp = message.get("timestamp")
-        if isinstance(stamp, (int, float)) and stamp > self.server_ms:
-            self.server_ms, self._server_seen = float(stamp), time.monotonic()
+        incoming = State.of(message)
+        if incoming.stamp is not None and incoming.stamp > self.server_ms:
+            self.server_ms, self._server_seen = incoming.stamp, time.monotonic()
         key = (market, start)
         if key in self.written:
-            if _order(message) > self.written[key]:
-                self.written[key] = _order(message)
-                self.pending[key] = Closed(market, start, message, rewrite=True)
+            written = self.written[key]
+            if written is None or incoming.order() <= written.order():
+                return  # quarantined (REST's now), or a repeat or stale state
+            self.written[key] = incoming
+            self.pending[key] = Closed(market, start, message, rewrite=True, doubt=disagreement(written, incoming))
             return
-        if key not in self.open or _order(message) > _order(self.open[key]):
-            self.open[key] = message
+        forming = self.open.get(key)
+        if forming is None:
+            self.open[key] = Forming(message, incoming)
+        else:
+            older, newer = (forming.state, incoming) if incoming.order() > forming.state.order() else (incoming, forming.state)
+            doubt = forming.doubt or disagreement(older, newer)
+            self.open[key] = Forming(message, incoming, doubt) if newer is incoming else Forming(forming.message, forming.state, doubt)
         self.latest[market] = max(self.latest.get(market, start), start)
 
     def closed(self) -> list[Closed]:
         """Minutes closed since the last call: superseded by a later minute, or past their end plus grace."""
         cutoff = self.server_now() - 60 - self.grace
-        for key in [k for k in self.open if k[1] < self.latest[k[0]] or k[1] <= cutoff]:
-            message = self.open.pop(key)
-            self.written[key] = _order(message)
-            self.pending[key] = Closed(key[0], key[1], message, rewrite=False)
+        for key in sorted((k for k in self.open if k[1] < self.latest[k[0]] or k[1] <= cutoff), key=lambda k: k[1]):
+            forming = self.open.pop(key)
+            doubt = forming.doubt or jump(forming.state, self._neighbours(*key))
+            self.written[key] = None if doubt else forming.state
+            if doubt is None and forming.state.close is not None:
+                self.last_close[key[0]] = (key[1], forming.state.close)
+            self.pending[key] = Closed(key[0], key[1], forming.message, rewrite=False, doubt=doubt)
         ready, self.pending = list(self.pending.values()), {}
         oldest = self.server_now() - KEEP_WRITTEN_SECONDS
         for key in [k for k in self.written if k[1] < oldest]:
             del self.written[key]
         return ready
+
+    def _neighbours(self, market: str, start: int) -> list[float]:
+        """The prices next to a closing minute: the close of the market's newest accepted minute before it and the
+        open of its next minute, when known."""
+        prices = []
+        before = self.last_close.get(market)
+        if before is not None and before[0] < start:
+            prices.append(before[1])
+        later = [k[1] for k in self.open if k[0] == market and k[1] > start]
+        if later and (opening := self.open[(market, min(later))].state.open) is not None:
+            prices.append(opening)
+        return prices
+
+    def leave_to_rest(self, keys: set[tuple[str, int]]) -> None:
+        """Minutes quarantined after closing (the parser refused them): never written from the stream again."""
+        for key in keys:
+            self.written[key] = None
 
     def drop_open(self, markets: set[str]) -> int:
         """Forget the open minutes of markets whose connection dropped: their close was not seen, so they are
@@ -179,21 +275,34 @@ class MinuteBook:
     def forget_unwritten(self, closed: list[Closed]) -> None:
         """A write failed: these minutes may come again (a later state, or REST repair) and be written then."""
         for item in closed:
-            self.written.pop((item.market, item.start), None)
+            if item.doubt is None:
+                self.written.pop((item.market, item.start), None)
 
 
 def candles_frame(closed: list[Closed], before: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Closed minutes as ``candles_1m`` rows through the REST parser (bad rows quarantined with reasons)."""
-    by_market: dict[str, list[dict]] = {}
+    """Closed minutes as ``candles_1m`` rows through the REST parser; the rows quarantined with reasons: the
+    doubtful minutes, the rows the parser refused, and every minute of a market whose messages it could not read."""
+    by_market: dict[str, list[Closed]] = {}
+    quarantined = [empty_quarantine()]
+    doubtful = [item for item in closed if item.doubt is not None]
+    if doubtful:
+        quarantined.append(pd.DataFrame({"market": [i.market for i in doubtful], "reason": [i.doubt for i in doubtful],
+                                         "candle_start": pd.to_datetime([i.start for i in doubtful], unit="s", utc=True)}))
     for item in closed:
-        by_market.setdefault(item.market, []).append(item.message)
-    frames, quarantined = [empty_candles()], []
-    for market, payload in by_market.items():
-        good, bad = parse_candle_page(payload, market=market, interval=MINUTE, to=before, endpoint=ENDPOINT)
+        if item.doubt is None:
+            by_market.setdefault(item.market, []).append(item)
+    frames = [empty_candles()]
+    for market, items in by_market.items():
+        try:
+            good, bad = parse_candle_page([i.message for i in items], market=market, interval=MINUTE, to=before, endpoint=ENDPOINT)
+        except UpbitError as exc:  # e.g. a field missing from a message: none of this batch is readable
+            good = empty_candles()
+            bad = pd.DataFrame({"market": market, "reason": str(exc), "candle_start": pd.to_datetime([i.start for i in items], unit="s", utc=True)})
         frames.append(good)
         quarantined.append(bad)
     candles = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
-    return candles.sort_values(["candle_start", "market"], ignore_index=True), pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame()
+    return (candles.sort_values(["candle_start", "market"], ignore_index=True),
+            pd.concat([q for q in quarantined if len(q)] or quarantined, ignore_index=True))
 
 
 @dataclass
@@ -205,15 +314,16 @@ class Metrics:
     rewritten: int = 0
     quarantined: int = 0
     reconnects: int = 0
+    no_trade: int = 0
+    missed: int = 0
     lags: list[float] = field(default_factory=list)
     partitions: dict[str, int] = field(default_factory=dict)  # hour key -> rows written
+    seen: dict[str, list[int]] = field(default_factory=dict)  # hour key -> [market-minutes seen, missed]
+    refused: dict[str, int] = field(default_factory=dict)  # hour key -> rows quarantined
     started: float = field(default_factory=time.monotonic)
-    first_minute: int | None = None
-    last_minute: int | None = None
 
-    def as_dict(self, markets: int) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         seconds = max(1e-9, time.monotonic() - self.started)
-        closed_minutes = 0 if self.first_minute is None else (self.last_minute - self.first_minute) // 60 + 1
         return {
             "messages_per_s": round(self.messages / seconds, 2),
             "minutes_written": self.written,
@@ -222,8 +332,13 @@ class Metrics:
             "lag_max_s": round(max(self.lags), 3) if self.lags else None,
             "reconnects": self.reconnects,
             "quarantined": self.quarantined,
-            "gaps": max(0, markets * closed_minutes - self.written),
+            "no_trade_minutes": self.no_trade,
+            "missed_minutes": self.missed,
         }
+
+
+def hour_key(minute: int) -> str:
+    return pd.Timestamp(minute, unit="s", tz="UTC").strftime("%Y-%m-%d-%H:00")
 
 
 class StreamStalled(Exception):
@@ -234,7 +349,8 @@ class CandleStream:
     """The service: connections, the minute book, the writer and the reports."""
 
     def __init__(self, *, url: str, io_manager: PostgresDataFrameIOManager, grace_seconds: float, stall_seconds: float,
-                 report_seconds: float, codes_per_connection: int, seen: SeenStore, instance: dg.DagsterInstance | None = None):
+                 report_seconds: float, codes_per_connection: int, seen: SeenStore, min_coverage: float = 0.9,
+                 instance: dg.DagsterInstance | None = None):
         from dantaro_assets.markets.assets import candles_1m
 
         self.url = url
@@ -244,6 +360,7 @@ class CandleStream:
         self.stall_seconds = stall_seconds
         self.report_seconds = report_seconds
         self.codes_per_connection = codes_per_connection
+        self.min_coverage = min_coverage
         self.instance = instance
         self.metrics = Metrics()
         self.universe: list[str] = []
@@ -253,16 +370,20 @@ class CandleStream:
         self.store = seen
         self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
         self.ended: list[Window] = []  # published once every minute in them is committed
+        self.recent: list[Window] = []  # ended windows of the last two hours: which committed minutes were seen
+        self.unseen: set[tuple[str, int]] = set()  # market-minutes quarantined in the last two hours
+        self.accounting_from: int | None = None  # the first whole minute after the first subscription answered
         self.covered_through = 0.0
-        self.totals = {"reconnects": 0, "gaps": 0, "minutes_written": 0}
+        self.totals = {"reconnects": 0, "minutes_written": 0, "no_trade_minutes": 0, "missed_minutes": 0, "quarantined": 0}
         self.last_figures: dict = {}
+        self.say = ThrottledLog(log, report_seconds, prefix="stream: ")
         self._published = 0.0
 
     # --- universe ---
     def read_universe(self) -> list[str]:
         """Markets of the newest stored ``upbit_markets`` day up to today (UTC); none before the table exists."""
         table = self.io.postgres.table_name("upbit_markets")
-        if not self.io.postgres.read_arrow("SELECT to_regclass($1) IS NOT NULL AS present", (table,))["present"][0].as_py():
+        if not table_exists(self.io.postgres, "upbit_markets"):
             return []
         today = pd.Timestamp.now(tz="UTC").floor("D")
         frame = self.io.postgres.read_frame(
@@ -273,7 +394,8 @@ class CandleStream:
         try:
             markets = await asyncio.to_thread(self.read_universe)
         except (PostgresUnavailableError, adbc_driver_manager.Error) as exc:  # keep streaming the known universe
-            log.warning("stream: cannot read the universe from upbit_markets (%s); keeping %d markets", redact_text(str(exc)), len(self.universe))
+            self.say.log("universe", logging.WARNING, "stream: cannot read the universe from upbit_markets (%s); keeping %d markets",
+                         redact_text(str(exc)), len(self.universe))
             return
         if markets != self.universe or self.version == 0:  # said once, not at every re-read
             if markets:
@@ -323,6 +445,8 @@ class CandleStream:
                         stamp = self.receive(raw)
                         if stamp is not None and index not in self.open_windows:
                             self.open_windows[index] = (ceil_minute(stamp), frozenset(codes))
+                            if self.accounting_from is None:
+                                self.accounting_from = ceil_minute(stamp)
                     return
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException, StreamStalled) as exc:
                 if self.stop.is_set():
@@ -347,10 +471,10 @@ class CandleStream:
         try:
             message = json.loads(raw)
         except ValueError:
-            log.warning("stream: a message that is not JSON: %r", raw[:200])
+            self.say.log("junk", logging.WARNING, "stream: a message that is not JSON: %r", raw[:200])
             return None
         if isinstance(message, dict) and "error" in message:
-            log.error("stream: Upbit refused the request: %s", message["error"])
+            self.say.log("refused", logging.ERROR, "stream: Upbit refused the request: %s", message["error"])
             return None
         candle = rest_fields(message) if isinstance(message, dict) else None
         if candle is None:
@@ -366,14 +490,37 @@ class CandleStream:
         opened = self.open_windows.pop(index, None)
         if opened is not None and end > opened[0]:
             self.ended.append(Window(opened[0], end, opened[1], "stream"))
+            self.recent.append(self.ended[-1])
 
     def truncate_windows(self, first_unwritten: int, restart: int) -> None:
         """A write failed from ``first_unwritten`` on: no window claims those minutes; open ones resume at ``restart``."""
-        self.ended = [Window(w.start, min(w.end, first_unwritten), w.markets, w.source) for w in self.ended]
+        self.ended = [Window(w.start, min(w.end, first_unwritten), w.markets, w.source) if w.source == "stream" else w for w in self.ended]
+        self.recent = [Window(w.start, min(w.end, first_unwritten), w.markets, w.source) for w in self.recent]
         for index, (start, markets) in list(self.open_windows.items()):
             if first_unwritten > start:
                 self.ended.append(Window(start, first_unwritten, markets, "stream"))
+                self.recent.append(self.ended[-1])
             self.open_windows[index] = (max(start, restart), markets)
+
+    def account(self, before: float, after: float) -> None:
+        """Sort the universe's market-minutes committed between ``before`` and ``after`` that have no stored candle:
+        inside a window the stream saw (no trade) or not (missed: disconnected, not subscribed, quarantined)."""
+        first = floor_minute(max(before, self.accounting_from or after))
+        windows = self.recent + [Window(start, int(after), markets, "stream") for start, markets in self.open_windows.values()]
+        for minute in range(first, floor_minute(after), 60):
+            seen: set[str] = set().union(*(w.markets for w in windows if w.start <= minute and minute + 60 <= w.end))
+            counts = self.metrics.seen.setdefault(hour_key(minute), [0, 0])
+            for market in self.universe:
+                if (market, minute) in self.unseen or market not in seen:
+                    self.metrics.missed += 1
+                    counts[1] += 1
+                    continue
+                counts[0] += 1
+                if self.book.written.get((market, minute)) is None:
+                    self.metrics.no_trade += 1
+        oldest = after - KEEP_WRITTEN_SECONDS
+        self.recent = [w for w in self.recent if w.end >= oldest]
+        self.unseen = {key for key in self.unseen if key[1] >= oldest}
 
     def health(self, running: bool = True) -> StreamHealth:
         server_now = self.book.server_now() if self.book.server_ms else 0.0
@@ -384,12 +531,12 @@ class CandleStream:
         return StreamHealth(time.time(), server_now, self.covered_through, running, windows, figures)
 
     def publish(self, running: bool = True) -> None:
-        """Health, open windows and the ended windows now committed, to Redis (read by the analyses and the API)."""
+        """Health, open windows and the ended windows now committed, to Postgres (read by the analyses and the API)."""
         ready = [w for w in self.ended if w.end <= self.covered_through]
         try:
             self.store.publish(self.health(running), ready)
-        except redis.RedisError as exc:  # analyses then see the stream as down and fetch over REST
-            log.warning("stream: cannot record its health in Redis (%s: %s)", type(exc).__name__, redact_text(str(exc)))
+        except RecordUnreadable as exc:  # analyses then see the stream as down and fetch over REST
+            self.say.log("publish", logging.WARNING, "stream: cannot record its health (%s: %s)", type(exc).__name__, redact_text(str(exc)))
             return
         self.ended = [w for w in self.ended if w not in ready]
 
@@ -397,6 +544,7 @@ class CandleStream:
     async def writer(self) -> None:
         while not self.stop.is_set():
             await self.flush()
+            self.say.flush()
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=0.5)
             except TimeoutError:
@@ -410,24 +558,36 @@ class CandleStream:
         try:
             if closed:
                 await asyncio.to_thread(self.write, closed)
-        except Exception:
-            log.exception("stream: writing %d closed minutes failed; they are written again if they come again", len(closed))
+        except Exception as exc:  # noqa: BLE001 - logged (traceback on the first), the minutes left to a later state or REST
+            self.say.log("write", logging.ERROR, "stream: writing %d closed minutes failed (%s: %s); they are written again if they come again",
+                         len(closed), type(exc).__name__, redact_text(str(exc)), exc_info=True)
             self.book.forget_unwritten(closed)
             if cut is not None:
                 self.truncate_windows(min(item.start for item in closed), ceil_minute(cut))
         else:
-            if cut is not None:
-                self.covered_through = max(self.covered_through, cut - self.book.grace)
+            if cut is not None and cut - self.book.grace > self.covered_through:
+                if self.covered_through or self.accounting_from is not None:
+                    self.account(self.covered_through, cut - self.book.grace)
+                self.covered_through = cut - self.book.grace
         if time.monotonic() - self._published >= PUBLISH_SECONDS:
             self._published = time.monotonic()
             await asyncio.to_thread(self.publish)
 
     def write(self, closed: list[Closed]) -> None:
+        closed = self.not_audited(closed)
         before = pd.Timestamp(self.book.server_now(), unit="s", tz="UTC").floor("min")
         candles, quarantined = candles_frame(closed, before)
         if len(quarantined):
-            log.warning("stream: quarantined %d rows: %s", len(quarantined), quarantined.head(5).to_dict("records"))
+            keys = {(m, int(t.timestamp())) for m, t in zip(quarantined["market"], quarantined["candle_start"], strict=True)}
+            self.book.leave_to_rest(keys)
+            for market, minute in keys:  # the next run fetches these over REST
+                self.unseen.add((market, minute))
+                self.ended.append(Window(minute, minute + 60, frozenset([market]), "unseen"))
+                self.metrics.refused[hour_key(minute)] = self.metrics.refused.get(hour_key(minute), 0) + 1
+            self.say.log("quarantine", logging.WARNING, "stream: quarantined %d minute(s), left to REST: %s", len(quarantined),
+                         quarantined.head(5).to_dict("records"))
             self.metrics.quarantined += len(quarantined)
+            self.totals["quarantined"] += len(quarantined)
         if candles.empty:
             return
         start, end = candles["candle_start"].min().floor("h"), candles["candle_start"].max().floor("h") + pd.Timedelta(hours=1)
@@ -435,7 +595,7 @@ class CandleStream:
         self.io.write(ASSET, candles, self.metadata, dg.TimeWindow(start.to_pydatetime(), end.to_pydatetime()))
         now = self.book.server_now()
         rewrites = {(item.market, item.start) for item in closed if item.rewrite}
-        for market, stamp in zip(candles["market"], candles["candle_start"]):
+        for market, stamp in zip(candles["market"], candles["candle_start"], strict=True):
             minute = int(stamp.timestamp())
             if (market, minute) in rewrites:
                 self.metrics.rewritten += 1
@@ -443,10 +603,20 @@ class CandleStream:
                 self.metrics.written += 1
                 self.totals["minutes_written"] += 1
                 self.metrics.lags.append(now - minute - 60)
-                self.metrics.first_minute = minute if self.metrics.first_minute is None else min(self.metrics.first_minute, minute)
-                self.metrics.last_minute = max(self.metrics.last_minute or minute, minute)
-            key = stamp.strftime("%Y-%m-%d-%H:00")
+            key = hour_key(minute)
             self.metrics.partitions[key] = self.metrics.partitions.get(key, 0) + 1
+
+    def not_audited(self, closed: list[Closed]) -> list[Closed]:
+        """``closed`` less the minutes of hours an analysis's final run has compared with REST: REST's stand."""
+        hour = floor_minute(self.book.server_now()) // 3600 * 3600
+        older = [item for item in closed if item.start < hour]
+        if not older:
+            return closed
+        audits = [w for w in self.store.windows(min(item.start for item in older)) if w.source == "audit"]
+        done = {(i.market, i.start) for i in older for w in audits if i.market in w.markets and w.start <= i.start and i.start + 60 <= w.end}
+        if done:
+            self.say.log("audited", logging.INFO, "stream: %d late minute(s) of an audited hour left as REST stored them", len(done))
+        return [item for item in closed if (item.market, item.start) not in done]
 
     # --- reports ---
     async def reporter(self) -> None:
@@ -460,19 +630,46 @@ class CandleStream:
 
     async def report(self) -> None:
         metrics, self.metrics = self.metrics, Metrics()
-        figures = metrics.as_dict(len(self.universe))
+        figures = metrics.as_dict()
         self.last_figures = figures
-        self.totals["gaps"] += figures["gaps"]
+        self.totals["no_trade_minutes"] += metrics.no_trade
+        self.totals["missed_minutes"] += metrics.missed
         log.info("stream: %s", ", ".join(f"{k} {v}" for k, v in figures.items()))
         if self.instance is not None and metrics.partitions:
-            await asyncio.to_thread(self._record, metrics.partitions, figures)
+            await asyncio.to_thread(self._record, metrics, figures)
 
-    def _record(self, partitions: dict[str, int], figures: dict) -> None:
-        """Runless materialisations of the partitions written, so Dagster sees candles_1m as fresh."""
-        for partition, rows in sorted(partitions.items()):
+    def _record(self, metrics: Metrics, figures: dict) -> None:
+        """Runless materialisations of the partitions written, so Dagster sees candles_1m as fresh, each with the
+        asset's two checks evaluated on what the stream wrote (the UI shows them beside the materialisation)."""
+        for partition, rows in sorted(metrics.partitions.items()):
             metadata = {"source": "stream", "write_mode": "merge", "rows_written": rows, "markets": len(self.universe),
                         "dagster/table_name": f"{self.io.postgres.db_schema}.{ASSET}", **{k: v for k, v in figures.items() if v is not None}}
             self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ASSET, partition=partition, metadata=metadata))
+            for check in self.checks(partition, rows, metrics):
+                self.instance.report_runless_asset_event(check)
+
+    def checks(self, partition: str, rows: int, metrics: Metrics) -> list[dg.AssetCheckEvaluation]:
+        """``schema``: every row written passed the pandera schema before the write (a refused batch is not written);
+        ``coverage``: the share of the universe's market-minutes committed in the period that the stream saw.
+
+        Reported without a partition key (the partition is in the description and metadata): Dagster stores one
+        runless evaluation per check and partition, and the stream reports an open hour at every report."""
+        refused = metrics.refused.get(partition, 0)
+        seen, missed = metrics.seen.get(partition, [0, 0])
+        share = seen / (seen + missed) if seen + missed else 1.0
+        passed = share >= self.min_coverage
+        key = dg.AssetKey(ASSET)
+        return [
+            dg.AssetCheckEvaluation(asset_key=key, check_name="schema", passed=True,
+                                    description=f"stream, {partition}: {rows} rows passed the schema before the write; {refused} quarantined",
+                                    metadata={"partition": partition, "rows": rows, "quarantined": refused, "source": "stream"}),
+            dg.AssetCheckEvaluation(
+                asset_key=key, check_name="coverage", passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                description=(f"stream, {partition}: saw {share:.1%} of the universe's market-minutes committed in the period"
+                             + ("" if passed else f" (< {self.min_coverage:.0%}); the hour's final run fetches what it missed over REST")),
+                metadata={"partition": partition, "seen_share": round(share, 4), "market_minutes_seen": seen, "market_minutes_missed": missed,
+                          "source": "stream"}),
+        ]
 
     # --- service ---
     async def run(self) -> None:
@@ -490,6 +687,7 @@ class CandleStream:
         await asyncio.gather(*connections.values(), return_exceptions=True)
         await asyncio.gather(*tasks)
         await self.report()
+        self.say.flush(everything=True)
         for index in list(self.open_windows):  # what this process saw outlives it; the next one opens its own
             self.end_window(index, floor_minute(self.covered_through))
         await asyncio.to_thread(self.publish, False)
@@ -497,20 +695,20 @@ class CandleStream:
 
 def run_stream(settings, instance: dg.DagsterInstance | None) -> int:
     """Run the service until SIGTERM or SIGINT; minutes closed by then are written, forming ones are not."""
-    from dantaro_assets.resources import storage_resources
+    from dantaro_assets.resources import process_storage
 
     # as dantaro dev's console: the stream at WORKER_LOG_LEVEL, libraries (alembic opening the instance, websockets) only at DEBUG
     debug = settings.worker_log_level == "DEBUG"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")
     log.setLevel(settings.worker_log_level)
-    redis_resource, postgres = storage_resources(settings)
+    postgres = process_storage(settings).postgres  # the stream keeps its record beside the candles: no Redis
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     stream = CandleStream(
         url=websocket_url(settings.upbit_base_url), io_manager=io_manager, grace_seconds=settings.stream_grace_seconds,
         stall_seconds=settings.stream_stall_seconds, report_seconds=settings.stream_report_seconds,
         codes_per_connection=settings.stream_codes_per_connection, instance=instance,
-        seen=SeenStore(redis_resource.client(), redis_resource.prefix, postgres.db_schema),
+        seen=SeenStore(postgres), min_coverage=settings.min_coverage,
     )
 
     async def main() -> None:

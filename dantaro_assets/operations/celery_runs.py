@@ -1,14 +1,16 @@
-"""Runs on Celery workers: the run queue naming each run's Celery queue, dagster-celery's run launcher, told when a
-worker is gone, and ``dantaro worker``.
+"""Runs on Celery workers: the run queue naming each run's Celery queue, dagster-celery's run launcher judging a
+run alive by its worker process's heartbeat, and ``dantaro worker``.
 
 With ``deploy/dagster.celery.yaml`` the daemon's run queue (priorities, per-job limits, the run cap) stays
-where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue of its job type as it is
-queued (``CELERY_QUEUES``: live cadence runs vs bulk work), and the launcher sends it there as a Celery task;
-``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs for Celery:
-under any other (``dantaro dev``'s) no run carries a Celery tag. A
+where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue its job type declares as it
+is queued (``dantaro/queue``: live cadence runs vs bulk work, ``limits.JobType``), and the launcher sends it there
+as a Celery task; ``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs
+for Celery: under any other (``dantaro dev``'s) no run carries a Celery tag. A
 worker takes a run only when it has a free process (no prefetch) and forks a fresh child per run from a
 parent that has already imported the code, so a run starts without paying Python's start-up and each
-run's memory cap (an rlimit set by the jobs' executor) dies with its child.
+run's memory cap (an rlimit set by the jobs' executor) dies with its child. The child executing a run writes
+a heartbeat into Dagster's storage while it runs, from which run monitoring judges the run alive: the task
+states in the broker's result backend are lost when the broker restarts empty, the heartbeat is not.
 """
 
 from __future__ import annotations
@@ -16,39 +18,36 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
+import threading
 import time
-from collections.abc import Mapping
 
 import dagster as dg
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
+from celery.utils.log import current_process_index
 from dagster_celery.launcher import CeleryRunLauncher
-from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
-from dantaro_assets.lib.dagster_internals import CheckRunHealthResult, WorkerStatus
-from dantaro_assets.operations.limits import JOB_TAG
+from dantaro_assets.lib.dagster_internals import CheckRunHealthResult, WorkerStatus, get_instance_values, set_instance_values
+from dantaro_assets.operations.limits import BULK, QUEUE_TAG
+from dantaro_assets.redaction import redact_text
 
 WORKER_TAG = "dantaro/worker"
-# The Celery queue of each job type: the cadence runs apart from bulk work, so a history backfill or cleanup on a
-# worker never holds up market status. Runs of no job type (an asset materialised from the UI) go to bulk too.
-CELERY_QUEUES: Mapping[str, str] = {
-    "market_status": "live",
-    "recommendations": "live",
-    "support_levels": "live",
-    "daily_candles": "bulk",
-    "history": "bulk",
-    "recommendation_outcomes": "bulk",
-    "cleanup": "bulk",
-}
-DEFAULT_QUEUE = "bulk"
-INSPECT_TIMEOUT_SECONDS = 2.0
-# a worker that does not answer for this long is taken for dead (one missed answer can be load, not death)
-WORKER_LOST_SECONDS = 10.0
+HEARTBEAT_TAG = "dantaro/heartbeat"
+# Runs of no job type (an asset materialised from the UI) go to bulk, with the backfills: never ahead of market status.
+DEFAULT_QUEUE = BULK
+HEARTBEAT_SECONDS = 2.0
+# a run whose heartbeat has not changed for this long is taken for lost (a few missed beats can be load, not death)
+WORKER_LOST_SECONDS = 20.0
+FORGET_BEATS_SECONDS = 3600.0  # heartbeats of runs monitoring no longer asks about
+_LOG = logging.getLogger(__name__)
 
 
 class CeleryQueueRunCoordinator(dg.QueuedRunCoordinator):
-    """Dagster's run queue, tagging each run with its job type's Celery queue (``dagster-celery/queue``) as it is queued.
+    """Dagster's run queue, tagging each run with the Celery queue its job type declares (``dantaro/queue``, as
+    ``dagster-celery/queue``) as it is queued.
 
     Here rather than on the jobs so that only the Celery instance's runs carry it; set before the run
     waits in the queue, whose per-queue ``tag_concurrency_limits`` read it. A queue given at launch wins.
@@ -57,58 +56,106 @@ class CeleryQueueRunCoordinator(dg.QueuedRunCoordinator):
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         if DAGSTER_CELERY_QUEUE_TAG not in run.tags:
-            self._instance.add_run_tags(run.run_id, {DAGSTER_CELERY_QUEUE_TAG: CELERY_QUEUES.get(run.tags.get(JOB_TAG, ""), DEFAULT_QUEUE)})
+            self._instance.add_run_tags(run.run_id, {DAGSTER_CELERY_QUEUE_TAG: run.tags.get(QUEUE_TAG, DEFAULT_QUEUE)})
         return super().submit_run(context)
 
 
 class WorkerCheckingCeleryRunLauncher(CeleryRunLauncher):
-    """dagster-celery's run launcher whose health check also asks the worker whether it still runs the task.
+    """dagster-celery's run launcher whose health check reads the run's heartbeat, not only the task's state.
 
-    The stock check reads the task's state from the result backend only, and a worker killed as a whole
-    (SIGKILL, host lost) never records an end: its run would read STARTED until the run timeout, and
-    Dagster would fail it without a retry. Here the worker named in the task's STARTED record is asked
-    (Celery remote control); a worker that answers without the task, or does not answer for
-    ``WORKER_LOST_SECONDS``, makes the run FAILED, and run retries launch it again on a live worker.
+    The stock check reads the task's state from the result backend, which misleads both ways: a worker
+    killed as a whole (SIGKILL, host lost) never records an end, so its run reads STARTED until the run
+    timeout; a broker and backend restarted empty have forgotten every task, so a live run reads PENDING,
+    is failed, retried and executed twice. Here an end the worker recorded (SUCCESS, FAILURE) stands;
+    otherwise the run is alive while the heartbeat its worker process writes into Dagster's storage (no
+    part of the broker) keeps changing, and lost once it has not changed for ``WORKER_LOST_SECONDS`` of
+    this process's clock (hosts' clocks need not agree) or its worker process beats for another run.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._silent_since: dict[str, float] = {}
+        self._beats: dict[str, tuple[str, float]] = {}  # run id -> (its heartbeat as last read, when it last changed)
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         health = super().check_run_worker_health(run)
-        if health.status != WorkerStatus.RUNNING:
+        key = run.tags.get(HEARTBEAT_TAG)
+        if health.status in (WorkerStatus.SUCCESS, WorkerStatus.FAILED) or key is None:  # an end, or not a `dantaro worker`'s run
+            self._beats.pop(run.run_id, None)
             return health
-        task_id = run.tags[DAGSTER_CELERY_TASK_ID_TAG]
-        started = self.celery.AsyncResult(task_id).info  # Celery's STARTED record: {"pid": ..., "hostname": ...}
-        hostname = started.get("hostname") if isinstance(started, dict) else None
-        if hostname is None:
-            return health
-        replies = self.celery.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT_SECONDS).query_task(task_id) or {}
-        if task_id in replies.get(hostname, {}):
-            self._silent_since.pop(task_id, None)
-            return health
-        health = super().check_run_worker_health(run)  # the task may have ended while we asked
-        if health.status != WorkerStatus.RUNNING:
-            return health
-        if hostname in replies:
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Celery worker {hostname} no longer runs task {task_id} (it restarted)")
-        silent_since = self._silent_since.setdefault(task_id, time.monotonic())
-        if time.monotonic() - silent_since < WORKER_LOST_SECONDS:
-            return health
-        self._silent_since.pop(task_id, None)
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"Celery worker {hostname} has not answered for {WORKER_LOST_SECONDS:g} s")
+        beat = get_instance_values(self._instance, {key}).get(key)
+        beating_for = json.loads(beat)["run_id"] if beat else None
+        if beating_for != run.run_id:
+            self._beats.pop(run.run_id, None)
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"worker process {key} no longer runs this run (it beats for run {beating_for})")
+        now = time.monotonic()
+        self._beats = {run_id: seen for run_id, seen in self._beats.items() if now - seen[1] < FORGET_BEATS_SECONDS}
+        last = self._beats.get(run.run_id)
+        if last is None or last[0] != beat:
+            self._beats[run.run_id] = (beat, now)
+        elif now - last[1] >= WORKER_LOST_SECONDS:
+            del self._beats[run.run_id]
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"worker process {key} has not beaten for {WORKER_LOST_SECONDS:g} s")
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker process {key} beating ({health.msg or 'Celery task STARTED'})")
+
+
+class _Heartbeat(threading.Thread):
+    """Writes ``{run_id, beat, at}`` under the worker process's key every ``HEARTBEAT_SECONDS`` until stopped."""
+
+    def __init__(self, instance: dg.DagsterInstance, key: str, run_id: str) -> None:
+        super().__init__(name="run-heartbeat", daemon=True)
+        self.key = key
+        self._run_id = run_id
+        self._instance = instance  # its own: disposed when the heartbeat stops
+        self._count = 0
+        self._stopped = threading.Event()
+
+    def beat(self) -> None:
+        self._count += 1
+        set_instance_values(self._instance, {self.key: json.dumps({"run_id": self._run_id, "beat": self._count, "at": time.time()})})
+
+    def run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            try:
+                self.beat()
+            except Exception as error:  # noqa: BLE001 - any storage error: the thread lives on, the next beat tries again
+                _LOG.warning("run %s: heartbeat not written: %s", self._run_id, redact_text(str(error)))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive():
+            self.join(timeout=HEARTBEAT_SECONDS * 2)
+        self._instance.dispose()
+
+
+_heartbeats: dict[str, _Heartbeat] = {}  # Celery task id -> the heartbeat of the run it executes
 
 
 @task_prerun.connect
-def _tag_run_with_worker(sender=None, kwargs=None, **_) -> None:
-    """Name the worker on the run (tag ``dantaro/worker``) before it starts, so the UI and tests see where it ran."""
+def _start_run_worker(sender=None, task_id=None, kwargs=None, **_) -> None:
+    """Before the run starts, in the process executing it: its first heartbeat, then the run's tags naming the
+    worker (``dantaro/worker``, for the UI and tests) and the heartbeat's key (``dantaro/heartbeat``, for run monitoring)."""
     packed = (kwargs or {}).get("execute_job_args_packed")
     if packed is None:
         return
     run_id = dg.deserialize_value(json.dumps(packed)).run_id
-    with dg.DagsterInstance.get() as instance:
-        instance.add_run_tags(run_id, {WORKER_TAG: sender.request.hostname})
+    hostname = sender.request.hostname
+    instance = dg.DagsterInstance.get()
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status not in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING):
+        instance.dispose()  # a task delivered again for a run that started elsewhere or ended: Dagster ignores it, so do we
+        return
+    heartbeat = _Heartbeat(instance, f"dantaro/run_heartbeat/{hostname}/{current_process_index() or 0}", run_id)
+    heartbeat.beat()
+    instance.add_run_tags(run_id, {WORKER_TAG: hostname, HEARTBEAT_TAG: heartbeat.key})
+    heartbeat.start()
+    _heartbeats[task_id] = heartbeat
+
+
+@task_postrun.connect
+def _stop_heartbeat(task_id=None, **_) -> None:
+    heartbeat = _heartbeats.pop(task_id, None)
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

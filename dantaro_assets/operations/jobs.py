@@ -8,10 +8,13 @@ Each hourly analysis job completes the hour's 1-minute candles before computing 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.limits import job_tags, run_limited_executor, timeout_tags
+from dantaro_assets.operations.limits import JobType, run_limited_executor, timeout_tags
 from dantaro_assets.settings import Settings
 
 
@@ -20,9 +23,9 @@ def upbit_retry_policy(retries: int) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def run_tags(job_type: str, settings: Settings) -> dict[str, str]:
-    """A job's tags, which Dagster puts on each of its runs: its type's queue tags and the run timeout."""
-    return {**job_tags(job_type), **timeout_tags(settings.run_timeout)}
+def run_tags(job_type: JobType, settings: Settings) -> dict[str, str]:
+    """A job's tags, which Dagster puts on each of its runs: its type's tags and the run timeout."""
+    return {**job_type.tags(), **timeout_tags(settings.run_timeout)}
 
 
 def run_executor(settings: Settings) -> dg.ExecutorDefinition:
@@ -36,16 +39,19 @@ NO_RETRIES = dg.RetryPolicy(max_retries=0)
 
 
 def asset_job(
-    name: str, job_type: str, keys: list[str], description: str, settings: Settings, *, retry_policy: dg.RetryPolicy | None = None
+    name: str, job_type: JobType, keys: list[str], description: str, settings: Settings, *, retry_policy: dg.RetryPolicy | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> UnresolvedAssetJobDefinition:
     """A job of asset keys (so it does not import the assets it runs), in one memory-capped process.
 
     ``retry_policy`` (public ``op_retry_policy``) is how a setting reaches step retries: Dagster applies
-    it to every step of the job that declares no policy of its own.
+    it to every step of the job that declares no policy of its own. ``config`` is the run config of
+    every run of the job (the launchpad shows it, and it can be edited there).
     """
     return dg.define_asset_job(
         name=name,
         selection=dg.AssetSelection.assets(*keys),
+        config=config,
         tags=run_tags(job_type, settings),
         executor_def=run_executor(settings),
         op_retry_policy=retry_policy,

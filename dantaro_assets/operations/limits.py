@@ -1,8 +1,12 @@
 """The worker's limits as Dagster run tags, an executor and instance checks.
 
-Priorities keep the worker's order (market status first, cleanup last) in the run queue, where a
-higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the instance's
-``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
+Each domain declares the :class:`JobType` of its jobs beside them (an analysis in its ``Analysis``), so a
+new job type edits nothing here. Its priority keeps the worker's order (market status first, cleanup
+last; the table in docs/operations.md, which ``test_definitions.py`` holds the definitions to) in the run
+queue, where a higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the
+instance's ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
+``dantaro/queue`` says whether its runs are live cadence work or bulk work; the Celery instance turns it
+into the run's Celery queue (``celery_runs.py``), every other instance ignores it.
 The memory limit and the timeout are held by the executor inside the run worker process, so they hold
 for every launcher that runs the job in a process of its own:
 
@@ -13,7 +17,12 @@ for every launcher that runs the job in a process of its own:
   failure and exits. Run monitoring's ``dagster/max_runtime`` (the timeout plus ``MONITORING_GRACE_SECONDS``)
   stays as the backstop for a worker that cannot run Python at all. Monitoring is not the primary
   timeout because the run failure it reports carries no reason, so run retries re-launch the run, and
-  its interrupt is turned into a step retry by a RetryPolicy.
+  its interrupt is turned into a step retry by a RetryPolicy;
+- a run whose status someone else ended (run monitoring failed it while it ran, a user terminated it)
+  stops: before each step starts, before each output is stored and before the run reports its end, the
+  executor reads the run's status and, unless it is still STARTED, stops without storing or reporting
+  more, so a run monitoring failed (and run retries re-launch) neither writes beside its retry nor turns
+  from FAILURE to SUCCESS.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -36,40 +46,44 @@ from dantaro_assets.settings import Settings
 PRIORITY_TAG = "dagster/priority"
 MAX_RETRIES_TAG = "dagster/max_retries"
 JOB_TAG = "dantaro/job"
+QUEUE_TAG = "dantaro/queue"
 TICK_TAG = "dantaro/tick"
 FINALISE_TAG = "dantaro/finalise"
 TIMED_OUT_TAG = "dantaro/timed_out"
 STOP_GRACE_SECONDS = 10
 MONITORING_GRACE_SECONDS = 30
 
-# Higher runs first. The worker's order: market status 1, recommendations 2, support levels 3, cleanup 4; the daily
-# universe/candle refresh and outcomes sit between the analyses and cleanup, cleanup below manual runs (0).
-# "history" is the history sensor's 1-minute candle backfill (markets/history.py), after the daily refresh.
-PRIORITIES: Mapping[str, int] = {
-    "market_status": 40,
-    "recommendations": 30,
-    "support_levels": 20,
-    "daily_candles": 10,
-    "history": 7,
-    "recommendation_outcomes": 5,
-    "cleanup": -10,
-}
+# The two classes of work: the cadence runs, and everything that may take longer (candle refreshes and backfills,
+# outcomes, cleanup, runs of no job type). The Celery instance gives each its queue and run slots.
+LIVE = "live"
+BULK = "bulk"
+QUEUES = (LIVE, BULK)
 
-def job_tags(job_type: str, *, finalise: bool = False) -> dict[str, str]:
-    """Tags of every run of ``job_type``: queue priority and one-at-a-time key (the Celery queue is the Celery
-    instance's to add: ``celery_runs.CeleryQueueRunCoordinator``).
 
-    A run finalising a closed period goes one step ahead of the same job's run for the open period,
-    so the open period's lookback reads complete candles. The timeout tag is the job's own
-    (:func:`timeout_tags`), which Dagster adds to every run of the job.
-    """
-    tags = {
-        PRIORITY_TAG: str(PRIORITIES[job_type] + (1 if finalise else 0)),
-        JOB_TAG: job_type,
-    }
-    if finalise:
-        tags[FINALISE_TAG] = "true"
-    return tags
+@dataclass(frozen=True)
+class JobType:
+    """A kind of run: ``name`` (``dantaro/job``), ``priority`` (``dagster/priority``, higher first; manual runs are 0)
+    and ``queue`` (``dantaro/queue``: ``live`` or ``bulk``)."""
+
+    name: str
+    priority: int
+    queue: str = BULK
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ValueError(f"job type {self.name}: queue {self.queue!r} is not one of {list(QUEUES)} (the Celery instance's queues)")
+
+    def tags(self, *, finalise: bool = False) -> dict[str, str]:
+        """Tags of every run of this type: queue priority, one-at-a-time key and class of work.
+
+        A run finalising a closed period goes one step ahead of the same job's run for the open period,
+        so the open period's lookback reads complete candles. The timeout tag is the job's own
+        (:func:`timeout_tags`), which Dagster adds to every run of the job.
+        """
+        tags = {PRIORITY_TAG: str(self.priority + (1 if finalise else 0)), JOB_TAG: self.name, QUEUE_TAG: self.queue}
+        if finalise:
+            tags[FINALISE_TAG] = "true"
+        return tags
 
 
 def timeout_tags(run_timeout: int) -> dict[str, str]:
@@ -129,8 +143,26 @@ def _stop_at_deadline(instance: dg.DagsterInstance, run_id: str, deadline: float
         os._exit(1)
 
 
+# the events after which a step works on, and what it does next: the last moments to stop before it does
+_BEFORE_WORK = {dg.DagsterEventType.STEP_START: "computes", dg.DagsterEventType.STEP_OUTPUT: "stores its output"}
+
+
+def _stop_unless_started(instance: dg.DagsterInstance, run_id: str, before: str) -> None:
+    """Stop the run (``DagsterExecutionInterruptedError``) when its status is no longer STARTED.
+
+    Dagster ends an interrupted run by its stored status: a run already FAILURE gets an engine event and keeps
+    its failure (no second RUN_FAILURE, no SUCCESS), a CANCELING one is canceled.
+    """
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status == dg.DagsterRunStatus.STARTED:
+        return
+    message = f"Run is {run.status.value} (set outside its run worker, e.g. failed by run monitoring): stopping before {before}."
+    instance.report_engine_event(message, run)
+    raise dg.DagsterExecutionInterruptedError(message)
+
+
 class _DeadlineExecutor(dg.Executor):
-    """Another executor's execution inside ``run_deadline``."""
+    """Another executor's execution inside ``run_deadline``, stopped when the run is no longer STARTED."""
 
     def __init__(self, inner: dg.Executor, seconds: float) -> None:
         self._inner = inner
@@ -145,8 +177,13 @@ class _DeadlineExecutor(dg.Executor):
         return self._inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan):
-        with run_deadline(plan_context.instance, plan_context.run_id, self._seconds):
-            yield from self._inner.execute(plan_context, execution_plan)
+        instance, run_id = plan_context.instance, plan_context.run_id
+        with run_deadline(instance, run_id, self._seconds), closing(self._inner.execute(plan_context, execution_plan)) as events:
+            for event in events:
+                if event.event_type in _BEFORE_WORK:  # the step resumes only after this event is passed on
+                    _stop_unless_started(instance, run_id, f"step {event.step_key} {_BEFORE_WORK[event.event_type]}")
+                yield event
+            _stop_unless_started(instance, run_id, "the run reports its end")
 
 
 def run_limited_executor(memory_mb: int, timeout_seconds: int) -> dg.ExecutorDefinition:

@@ -20,10 +20,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
-from dantaro_assets.operations.jobs import asset_job, upbit_retry_policy
-from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.partitions import freshness, hourly_partitions
-from dantaro_assets.settings import Settings
+from dantaro_assets.operations.limits import TICK_TAG, JobType
+from dantaro_assets.partitions import hourly_partitions
 
 
 def cron_every(seconds: int) -> str:
@@ -43,7 +41,7 @@ def default_sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
 
 
 def period_run_requests(
-    job_type: str,
+    job_type: JobType,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     tick: datetime,
     first_tick_window: timedelta,
@@ -59,10 +57,10 @@ def period_run_requests(
             dg.RunRequest(
                 run_key=f"{previous}:final",
                 partition_key=previous,
-                tags={**job_tags(job_type, finalise=True), TICK_TAG: stamp},
+                tags={**job_type.tags(finalise=True), TICK_TAG: stamp},
             )
         )
-    requests.append(dg.RunRequest(run_key=f"{current}:{stamp}", partition_key=current, tags={**job_tags(job_type), TICK_TAG: stamp}))
+    requests.append(dg.RunRequest(run_key=f"{current}:{stamp}", partition_key=current, tags={**job_type.tags(), TICK_TAG: stamp}))
     return requests
 
 
@@ -143,7 +141,7 @@ def requests_with_history(
 
 def partitioned_schedule(
     job: UnresolvedAssetJobDefinition,
-    job_type: str,
+    job_type: JobType,
     cron: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     first_tick_window: timedelta,
@@ -153,7 +151,7 @@ def partitioned_schedule(
     period = "hour" if partitions_def is hourly_partitions else "day"
 
     @dg.schedule(
-        name=f"{job_type}_schedule",
+        name=f"{job_type.name}_schedule",
         cron_schedule=cron,
         job=job,
         execution_timezone="UTC",
@@ -166,23 +164,6 @@ def partitioned_schedule(
     return _schedule
 
 
-def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: str, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
+def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: JobType, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
     """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last."""
     return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))
-
-
-def analysis_defs(settings: Settings, analysis: dg.AssetsDefinition, publish: dg.AssetsDefinition, seconds: int, description: str,
-                  also_fetch: Sequence[str] = ()) -> dg.Definitions:
-    """An hourly analysis's definitions: the analysis (its freshness from ``seconds``), its Redis publish step,
-    the job completing the hour's candles (and fetching ``also_fetch``, market assets only this analysis reads)
-    then computing and publishing, and its schedule every ``seconds``.
-
-    One cadence sets the cron, the freshness policy and, through ``run_settings``, the ticks."""
-    name = analysis.key.to_user_string()
-    job = asset_job(f"{name}_job", name, ["candles_1m", *also_fetch, name, publish.key.to_user_string()], description, settings,
-                    retry_policy=upbit_retry_policy(settings.run_retries))
-    return dg.Definitions(
-        assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [analysis]), publish],
-        jobs=[job],
-        schedules=[cadence_schedule(job, name, seconds, settings.worker_enabled)],
-    )

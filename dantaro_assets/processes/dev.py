@@ -24,13 +24,15 @@ from urllib.parse import urlsplit
 import dagster as dg
 import httpx
 
-from dantaro_assets.lib import embedded
+from dantaro_assets.lib.migrations import MigrationError, migrate
+from dantaro_assets.lib.postgres import PostgresUnavailableError
 from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
 from dantaro_assets.processes.stop import DEV_RECORD, claim_state, running_dev, write_dev_record
 from dantaro_assets.processes.stream_child import StreamChild
 from dantaro_assets.redaction import redact_url
+from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import Settings
 from dantaro_replay.process import start_replay_server
 
@@ -102,9 +104,14 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
     if options.verbose:
         settings = settings.model_copy(update={"worker_log_level": "DEBUG"})
     home = use_instance(settings, refresh=True)
+    if not home.is_dir():  # only an operator's DAGSTER_HOME can be missing: the state folder's own is created
+        print(f"dantaro dev: DAGSTER_HOME {home} is not a folder: create it with a dagster.yaml (deploy/README.md), "
+              "or unset DAGSTER_HOME to use the state folder's instance", file=sys.stderr)
+        return 2
     env = {**os.environ, "WORKER_LOG_LEVEL": settings.worker_log_level}
     # Started here so a failure shows at once; the children resolve the same servers themselves (resources.py).
-    postgres, redis = embedded.postgres_url(settings), embedded.redis_url(settings)
+    storage = process_storage(settings)
+    postgres, redis = storage.urls()
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
     # Opened before anything else starts and before the record is written (readers of dev.json open it): a fresh
@@ -125,6 +132,16 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
                               "WORKER_LOG_LEVEL": settings.worker_log_level, "DAGSTER_HOME": str(home)}
         write_dev_record(settings.state_dir, record)
         print(f"dantaro dev: Postgres {redact_url(postgres)}, Redis {redact_url(redis)}, DAGSTER_HOME {home}")
+        try:  # the tables at this code's version before anything writes them
+            migrated = migrate(storage.postgres)
+        except (MigrationError, PostgresUnavailableError) as exc:
+            print(f"dantaro dev: {exc}", file=sys.stderr)
+            instance.dispose()
+            if replay is not None:
+                replay.stop()
+            return 1
+        if migrated.applied:
+            print(*(f"dantaro dev: {line.strip()}" for line in migrated.lines()), sep="\n")
         services = service_log_level(settings.worker_log_level)
         command = [
             # `dagster dev` announces its successor `dg dev` with a SupersessionWarning on every start

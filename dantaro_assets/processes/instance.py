@@ -57,6 +57,19 @@ def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
     return home
 
 
+def state_folder_problem(error: OSError, settings: Settings) -> str | None:
+    """One line for a file error inside the state folder or the instance folder (read-only, full, not ours); None
+    for an error elsewhere, which is not about them."""
+    if not error.filename:
+        return None
+    path = Path(os.fsdecode(error.filename)).resolve()
+    for folder, variable in ((settings.state_dir, "DANTARO_STATE_DIR"), (settings.instance_home, "DAGSTER_HOME")):
+        if path == folder or folder in path.parents:
+            return (f"cannot write {path} ({error.strerror or type(error).__name__}): the folder {folder} must be writable by this "
+                    f"user; set {variable} to one that is")
+    return None
+
+
 def use_instance(settings: Settings, refresh: bool = False) -> Path:
     """Point this process, and every process it starts, at the settings' state folder and Dagster instance."""
     home = prepare_instance_home(settings, refresh=refresh)

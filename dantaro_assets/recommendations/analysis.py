@@ -37,7 +37,7 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, Lookback, book_at, listed_at, ticks_at
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, book_at, listed_at, ticks_at
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
 from dantaro_assets.recommendations.calibration import Calibration, load_calibration
@@ -136,7 +136,7 @@ class TickResult(NamedTuple):
 def regime_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: market_status.StatusParams = _STATUS_PARAMS) -> str:
     """The market's regime at as_of by market_status's rule (``unknown`` when no 60-minute return exists)."""
     try:
-        status = market_status.compute_market_status(inputs, pd.DatetimeIndex([as_of]), params)
+        status = market_status.compute_market_status(inputs, pd.DatetimeIndex([as_of]), params).frame
     except ValueError:  # the minutes do not reach 60 minutes before the tick
         return "unknown"
     return str(status["regime"].iloc[0]) if len(status) and status["markets"].iloc[0] > 0 else "unknown"
@@ -359,27 +359,32 @@ def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: Recommenda
         reach = params.calibration.reach_atr(horizon, params.min_reward_risk)
         plans[horizon] = trade_plan.plan_trades(scored, levels, stored_ticks, params.min_reward_risk, reach, entry,
                                                 entry_from).assign(horizon_hours=horizon)
+    placeable = pd.concat([scored.join(plan[plan["excluded"].isna()], how="inner").assign(scorer=name)
+                           for name, plan in ((name, plans[SCORERS[name].horizon_hours]) for name in params.scorers)])
+    placeable = placeable.assign(**_expected(params.calibration, placeable, regime))  # by position: a market repeats per scorer
     picks = []
     for number, name in enumerate(params.scorers):
         plan = plans[SCORERS[name].horizon_hours]
-        placeable = scored.join(plan[plan["excluded"].isna()], how="inner")
-        placeable = placeable.join(_expected(params.calibration, placeable, name, regime))
-        profitable = placeable[placeable["expected_return_net"] > 0]
+        mine = placeable[placeable["scorer"] == name]
+        profitable = mine[mine["expected_return_net"] > 0]
         listed = _top(profitable.assign(score=profitable[f"score_{name}"]), as_of, params.top_n, regime, scorer=name)
         picks.append(listed)
         if number == 0:
             counts.excluded_reward_risk = int(plan["excluded"].notna().sum())
-            counts.excluded_negative_ev = len(placeable) - len(profitable)
+            counts.excluded_negative_ev = len(mine) - len(profitable)
             counts.excluded_regime = min(len(profitable), params.top_n) - len(listed)
     every_plan = pd.concat([plan.rename_axis(pit.MARKET).reset_index() for plan in plans.values()], ignore_index=True)
     return TickResult(pd.concat(picks, ignore_index=True), scored, counts, levels, every_plan)
 
 
-def _expected(calibration: Calibration, plans: pd.DataFrame, scorer: str, regime: str) -> pd.DataFrame:
-    """``p_target_first`` and ``expected_return_net`` of placeable plans as ``scorer`` would list them."""
-    keyed = plans.assign(horizon=plans["horizon_hours"], scorer=scorer, regime=regime)
-    return calibration.expected_return(keyed) if len(plans) else pd.DataFrame(
-        {"p_target_first": pd.Series(dtype=float), "expected_return_net": pd.Series(dtype=float)})
+def _expected(calibration: Calibration, plans: pd.DataFrame, regime: str) -> dict[str, np.ndarray]:
+    """``p_target_first`` and ``expected_return_net`` of placeable plans as their ``scorer`` would list them (one
+    lookup for every scorer's plans: a plan's chance depends on the scorer that ranks it)."""
+    if plans.empty:
+        return {"p_target_first": np.array([]), "expected_return_net": np.array([])}
+    expected = calibration.expected_return(plans.reset_index(drop=True).assign(horizon=plans["horizon_hours"].to_numpy(),
+                                                                               regime=regime))
+    return {column: expected[column].to_numpy() for column in expected}
 
 
 def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, scorer: str) -> pd.DataFrame:
@@ -418,19 +423,20 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, 
 
 
 def _empty_recommendations() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS})
-    return frame.astype({"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object,
-                         "summary": object, "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object,
-                         "regime": object, "caution": object})
+    return _NO_RECOMMENDATIONS.copy()
 
 
-def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
-                            params: RecommendationParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recommendations of each of ``params.scorers`` for every tick (one partition), and the universe counts
-    and regime per tick."""
+_NO_RECOMMENDATIONS = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMENDATION_COLUMNS}).astype(
+    {"as_of": "datetime64[ns, UTC]", "scorer": object, "rank": "int64", "market": object, "reasons": object, "summary": object,
+     "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object, "regime": object, "caution": object})
+
+
+def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: RecommendationParams) -> AnalysisResult:
+    """Recommendations of each of ``params.scorers`` for every tick (one partition), and per tick the universe
+    counts and the regime."""
     counts_columns = ["as_of", *UniverseCounts.__dataclass_fields__, "regime"]
     if len(ticks) == 0:
-        return _empty_recommendations(), pd.DataFrame(columns=counts_columns)
+        return AnalysisResult(_empty_recommendations(), pd.DataFrame(columns=counts_columns))
     frames, counts = [], []
     for as_of in ticks:
         regime = regime_at(inputs, as_of, params.status)
@@ -441,4 +447,4 @@ def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex,
         counts.append({"as_of": as_of, **asdict(tick.counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]
     recommendations = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_recommendations()
-    return recommendations, pd.DataFrame(counts, columns=counts_columns)
+    return AnalysisResult(recommendations, pd.DataFrame(counts, columns=counts_columns))

@@ -1,25 +1,29 @@
 """Dagster wiring of the recommendations and their outcomes: inputs, ticks, checks, metadata. Analysis lives elsewhere.
 
 ``recommendations`` partition H holds one ranked snapshot per cadence tick in [H, H+1h) that its
-stored candles reach. ``recommendation_outcomes`` partition H evaluates the snapshots of hour H
-against the minute candles of the following 25 hours: materialised before those exist, the horizons
-not reached yet are null, and a later run fills them in (the partition is final from H+25h on).
+stored candles reach (the declared ``RECOMMENDATIONS``). ``recommendation_outcomes`` partition H
+evaluates the snapshots of hour H against the minute candles of the following 25 hours: materialised
+before those exist, the horizons not reached yet are null, and a later run fills them in (the
+partition is final from H+25h on).
 """
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pandera.pandas as pa
 
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs, listed_at, stored_ticks
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, listed_at
 from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.previews import latest_table
 from dantaro_assets.lib.run_settings import RunSettings
-from dantaro_assets.operations.jobs import NO_RETRIES
-from dantaro_assets.partitions import analysis_ins, days_back, freshness, hourly_backfill, hourly_partitions
+from dantaro_assets.operations.analyses import Analysis, AnalysisRun
+from dantaro_assets.partitions import days_back, freshness, hourly_partitions
 from dantaro_assets.recommendations.analysis import (
     LOOKBACK,
     OUTCOMES_LOOKBACK,
@@ -27,6 +31,7 @@ from dantaro_assets.recommendations.analysis import (
     compute_recommendations,
     eligible_universe,
 )
+from dantaro_assets.recommendations.calibration import load_calibration
 from dantaro_assets.recommendations.outcomes import (
     HIT_WINDOW,
     compute_outcomes,
@@ -50,9 +55,12 @@ _TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "entry_from", "
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
-    """The analysis parameters under ``run_settings``: floors, and every scorer with the served one first (the challengers in shadow)."""
+    """The analysis parameters under ``run_settings``: floors, the spread limit, every scorer with the served one first
+    (the challengers in shadow), and the calibration table (DANTARO_CALIBRATION, else the shipped one)."""
     return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)),
-                                max_spread_bps=run_settings.max_spread_bps)
+                                max_spread_bps=run_settings.max_spread_bps,
+                                calibration=load_calibration(Path(run_settings.calibration)) if run_settings.calibration
+                                else load_calibration())
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -70,75 +78,61 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
     return pd.DataFrame(pairs, columns=["as_of", "market"]).astype({"as_of": "datetime64[ns, UTC]", "market": object})
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-    # the hour's order book tops where the job fetched them (optional: backfills have none, entries are the last trades)
-    ins={**analysis_ins(LOOKBACK), "orderbook_top": dg.AssetIn(metadata={"optional": True})},
-    metadata={
-        "partition_expr": "as_of",
-        "primary_key": _KEY,
-        "write_mode": WriteMode.REPLACE.value,
-    },
-    check_specs=[schema_check_spec("recommendations")],
-    retry_policy=NO_RETRIES,  # freshness from the cadence: recommendations/definitions.py
-    group_name="analysis",
-    kinds={"pandas", "postgres"},
+def _schema(run: AnalysisRun) -> pa.DataFrameSchema:
+    return recommendations_schema(run.start, run.end, _warned(run.inputs.universe, run.ticks), run.params.min_reward_risk,
+                                  run.params.max_spread_bps)
+
+
+# The metadata's universe counts of the newest tick, by the name each has in compute_recommendations' per-tick figures.
+# "markets" is what the run processed (the job log's count): the eligible universe.
+_COUNTS = {"universe_size": "eligible", "markets": "eligible", "listed": "listed", "excluded_warning": "excluded_warning",
+           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_spread": "excluded_spread",
+           "excluded_reward_risk": "excluded_reward_risk", "excluded_negative_ev": "excluded_negative_ev"}
+
+
+def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
+    latest = result.per_tick.iloc[-1] if len(result.per_tick) else None
+    settings, instruments = run.run_settings, run.inputs.instruments
+    served = result.frame[result.frame["scorer"] == settings.scorer]
+    return {
+        "latest_as_of": str(run.ticks[-1]) if len(run.ticks) else "none",
+        **{name: int(latest[count]) if latest is not None else 0 for name, count in _COUNTS.items()},
+        "excluded_spread_reason": f"the order book's spread is wider than DANTARO_MAX_SPREAD_BPS ({settings.max_spread_bps:g} bps)",
+        "max_spread_bps": settings.max_spread_bps,
+        "entry_from_best_ask": int((served["entry_from"] == BEST_ASK).sum()),  # the served picks of every tick
+        "entry_from_last_trade": int((served["entry_from"] == LAST_TRADE).sum()),
+        "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {settings.min_reward_risk} reward:risk, "
+                                        "or no room below the nearest resistance"),
+        "excluded_negative_ev_reason": EXCLUDED[NEGATIVE_EV],
+        "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
+        "regime": str(latest["regime"]) if latest is not None else "none",
+        "min_turnover_krw": settings.min_turnover_krw,
+        "min_reward_risk": settings.min_reward_risk,
+        "stored_tick_sizes": int(instruments["market"].nunique()) if instruments is not None else 0,
+        "served_scorer": settings.scorer,
+        "shadow_scorers": ", ".join(run.params.scorers[1:]),
+        "latest_snapshot": latest_table(served, _TABLE_COLUMNS),
+    }
+
+
+RECOMMENDATIONS = Analysis(
+    name="recommendations",
     description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop; "
                 "one list per scorer, the DANTARO_SCORER one served, the others in shadow.",
+    job_description="Fetch the hour's 1-minute candles and the order books, then rank and publish coin recommendations.",
+    lookback=LOOKBACK,
+    primary_key=tuple(_KEY),
+    cadence="recommendations_interval",
+    priority=30,  # after market status (docs/operations.md: the worker's order)
+    compute=compute_recommendations,
+    params=recommendation_params,
+    schema=_schema,
+    metadata=_metadata,
+    # the order book tops its job fetched at each tick: entries at the best ask. Optional: a backfill, or a run whose
+    # fetch failed, has none, and its picks enter at the last trade.
+    ins={"orderbook_top": dg.AssetIn(metadata={"optional": True})},
+    also_fetch=("orderbook_top",),
 )
-def recommendations(
-    context: dg.AssetExecutionContext,
-    run_settings: RunSettings,
-    candles_1m: pd.DataFrame,
-    candles_1h: pd.DataFrame,
-    candles_1d: pd.DataFrame,
-    upbit_markets: pd.DataFrame,
-    upbit_instruments: pd.DataFrame,
-    orderbook_top: pd.DataFrame,
-) -> Iterator:
-    start, end = _window(context)
-    params = recommendation_params(run_settings)
-    as_ofs = stored_ticks(start, end, run_settings.recommendations_interval, candles_1m)
-    inputs = AnalysisInputs.assemble(LOOKBACK, as_ofs, candles_1m=candles_1m, candles_1h=candles_1h, candles_1d=candles_1d,
-                                     upbit_markets=upbit_markets, upbit_instruments=upbit_instruments, orderbook_top=orderbook_top)
-    picks, counts = compute_recommendations(inputs, as_ofs, params)
-    yield from checked(pandera_check(
-        recommendations_schema(start, end, _warned(upbit_markets, as_ofs), run_settings.min_reward_risk, run_settings.max_spread_bps),
-        picks))
-    served = picks[picks["scorer"] == run_settings.scorer]
-    latest = counts.iloc[-1] if len(counts) else None
-    yield dg.Output(
-        picks,
-        metadata={
-            "ticks": len(as_ofs),
-            "latest_as_of": str(as_ofs[-1]) if len(as_ofs) else "none",
-            "universe_size": int(latest["eligible"]) if latest is not None else 0,
-            "markets": int(latest["eligible"]) if latest is not None else 0,  # what the run processed (the job log's count)
-            "listed": int(latest["listed"]) if latest is not None else 0,
-            "excluded_warning": int(latest["excluded_warning"]) if latest is not None else 0,
-            "excluded_turnover": int(latest["excluded_turnover"]) if latest is not None else 0,
-            "excluded_history": int(latest["excluded_history"]) if latest is not None else 0,
-            "excluded_spread": int(latest["excluded_spread"]) if latest is not None else 0,
-            "excluded_spread_reason": f"the order book's spread is wider than DANTARO_MAX_SPREAD_BPS ({run_settings.max_spread_bps:g} bps)",
-            "max_spread_bps": run_settings.max_spread_bps,
-            "entry_from_best_ask": int((served["entry_from"] == BEST_ASK).sum()),  # served picks of every tick
-            "entry_from_last_trade": int((served["entry_from"] == LAST_TRADE).sum()),
-            "excluded_reward_risk": int(latest["excluded_reward_risk"]) if latest is not None else 0,
-            "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {run_settings.min_reward_risk} reward:risk, "
-                                            "or no room below the nearest resistance"),
-            "excluded_negative_ev": int(latest["excluded_negative_ev"]) if latest is not None else 0,
-            "excluded_negative_ev_reason": EXCLUDED[NEGATIVE_EV],
-            "excluded_regime": int(latest["excluded_regime"]) if latest is not None else 0,
-            "regime": str(latest["regime"]) if latest is not None else "none",
-            "min_turnover_krw": run_settings.min_turnover_krw,
-            "min_reward_risk": run_settings.min_reward_risk,
-            "stored_tick_sizes": int(upbit_instruments["market"].nunique()) if len(upbit_instruments) else 0,
-            "served_scorer": run_settings.scorer,
-            "shadow_scorers": ", ".join(params.scorers[1:]),
-            "latest_snapshot": latest_table(served, _TABLE_COLUMNS),
-        },
-    )
 
 
 @dg.asset(

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
+import adbc_driver_manager
 import numpy as np
 import pandas as pd
 
+from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas
 from dantaro_assets.recommendations.outcomes import HORIZONS, UPBIT_FEE, net_return
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -67,14 +69,18 @@ class Calibration:
         return (np.searchsorted(self.target_atr_edges, np.asarray(target_atr, float), side="right"),
                 np.searchsorted(self.stop_atr_edges, np.asarray(stop_atr, float), side="right"))
 
+    @cached_property
+    def _levels(self) -> list[pd.DataFrame]:
+        """Each level's cells indexed by its key (built once per table)."""
+        return [self.cells[self.cells["level"] == level].set_index(list(columns)) for level, columns in enumerate(LEVELS)]
+
     def rates(self, plans: pd.DataFrame) -> pd.DataFrame:
         """Per plan (``horizon``, ``scorer``, ``regime``, ``target_atr``, ``stop_atr``): the shrunk chances of each
         outcome and the mean ATR return of a plan that hits neither, from the coarsest level to the finest."""
         keyed = _keyed(self, plans)
         index = pd.RangeIndex(len(plans))
         rates = None
-        for level, columns in enumerate(LEVELS):
-            cells = self.cells[self.cells["level"] == level].set_index(list(columns))
+        for cells, columns in zip(self._levels, LEVELS):
             at = cells.reindex(pd.MultiIndex.from_frame(keyed[list(columns)]) if len(columns) > 1 else pd.Index(keyed[columns[0]]))
             n = at["n"].fillna(0.0).to_numpy()
             counts = {o: at[o].fillna(0.0).to_numpy() for o in OUTCOMES}
@@ -142,10 +148,27 @@ def with_cells(calibration: Calibration, cells: pd.DataFrame, fitted: dict) -> C
 
 
 def from_json(text: str) -> Calibration:
-    data = json.loads(text)
-    cells = pd.DataFrame(data["cells"], columns=CELL_COLUMNS).fillna({"regime": "", "scorer": ""})
-    return Calibration(cells, tuple(data["target_atr_edges"]), tuple(data["stop_atr_edges"]), float(data["prior_strength"]),
-                       {int(h): table for h, table in data["reach"].items()}, data.get("fitted", {}))
+    """A table from its JSON; ValueError saying what is missing when it is not one."""
+    try:
+        data = json.loads(text)
+        cells = pd.DataFrame(data["cells"], columns=CELL_COLUMNS).fillna({"regime": "", "scorer": ""})
+        return Calibration(cells, tuple(data["target_atr_edges"]), tuple(data["stop_atr_edges"]), float(data["prior_strength"]),
+                           {int(h): table for h, table in data["reach"].items()}, data.get("fitted", {}))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a calibration table: {type(exc).__name__}: {exc}") from exc
+
+
+def checked_calibration(path: Path, horizons: set[int]) -> Calibration:
+    """The table at ``path``, refused (ValueError naming the file) unless it reads and covers every horizon."""
+    try:
+        table = load_calibration(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"DANTARO_CALIBRATION {path}: {exc}") from exc
+    counted = set(table.cells.loc[(table.cells["level"] == 0) & (table.cells["n"] > 0), "horizon"].astype(int))
+    missing = sorted(h for h in horizons if h not in counted or h not in table.reach)
+    if missing:
+        raise ValueError(f"DANTARO_CALIBRATION {path}: no plans or reach for the {missing} h horizon(s) the scorers hold")
+    return table
 
 
 @cache
@@ -186,3 +209,23 @@ def refit_from_outcomes(base: Calibration, recommendations: pd.DataFrame, outcom
     fitted = {"source": "recommendation_outcomes", "plans": len(once), "picks": len(plans),
               "from": str(plans["as_of"].min()) if len(plans) else None, "until": str(plans["as_of"].max()) if len(plans) else None}
     return with_cells(base, count_cells(base, once, plans), fitted)
+
+
+def refit_from_postgres(postgres: PostgresResource, base: Calibration, days: int) -> Calibration:
+    """``refit_from_outcomes`` over the picks of the last ``days`` days up to the newest graded one (every scorer's);
+    ValueError when none is graded yet."""
+    recs, graded = postgres.table_name("recommendations"), postgres.table_name("recommendation_outcomes")
+    returns = ", ".join(f"o.return_{h}" for h in HORIZONS)
+    sql = (f"SELECT r.as_of, r.scorer, r.market, r.horizon_hours, r.regime, r.entry, r.target, r.stop, r.reasons::text AS reasons, "
+           f"o.first_hit, o.minutes_to_hit, {returns} FROM {recs} r JOIN {graded} o USING (as_of, scorer, market) "
+           f"WHERE r.horizon_hours IS NOT NULL AND r.as_of > (SELECT max(as_of) FROM {graded}) - interval '{int(days)} days'")
+    try:
+        frame = arrow_to_pandas(postgres.read_arrow(sql))
+    except adbc_driver_manager.ProgrammingError as exc:
+        raise ValueError(f"no graded picks to refit from ({type(exc).__name__}: the tables or their horizon_hours column are "
+                         "not stored yet)") from exc
+    if frame.empty:
+        raise ValueError(f"no graded picks with a horizon in the last {days} days")
+    frame["reasons"] = frame["reasons"].map(json.loads)
+    outcome_columns = ["as_of", "scorer", "market", "first_hit", "minutes_to_hit", *[f"return_{h}" for h in HORIZONS]]
+    return refit_from_outcomes(base, frame.drop(columns=outcome_columns[3:]), frame[outcome_columns])

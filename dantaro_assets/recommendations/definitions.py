@@ -1,22 +1,26 @@
-"""The recommendations domain's wiring: its two assets, their jobs, the cadence schedule and the outcomes schedule."""
+"""The recommendations domain's wiring: the declared analysis (its asset, publish step, job and cadence schedule) and
+the outcomes asset with its job and schedule."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.operations.jobs import asset_job
-from dantaro_assets.operations.limits import TICK_TAG, job_tags
-from dantaro_assets.operations.schedules import analysis_defs, default_status
+from dantaro_assets.operations.limits import TICK_TAG, JobType
+from dantaro_assets.operations.schedules import default_status
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes, recommendations, recommendations_redis
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
+from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, checked_calibration
 from dantaro_assets.recommendations.outcomes import HORIZONS
-from dantaro_assets.recommendations.scorers import served_first
+from dantaro_assets.recommendations.scorers import SCORERS, served_first
 from dantaro_assets.settings import Settings
 
 OUTCOMES_CRON = "10 * * * *"
+OUTCOMES_TYPE = JobType("recommendation_outcomes", priority=5)  # after the history backfill, before cleanup
 
 
 def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
@@ -30,7 +34,7 @@ def closed_hour_run_requests(tick: datetime) -> list[dg.RunRequest]:
     for name, horizon in HORIZONS.items():
         closed = hourly_partitions.get_partition_key_for_timestamp((hour_start - timedelta(hours=1) - horizon).timestamp())
         requests.append(
-            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**job_tags("recommendation_outcomes"),
+            dg.RunRequest(run_key=f"{closed}:{name}", partition_key=closed, tags={**OUTCOMES_TYPE.tags(),
                 TICK_TAG: tick.strftime("%Y-%m-%dT%H:%M")})
         )
     return requests
@@ -54,16 +58,17 @@ def outcomes_schedule(job: UnresolvedAssetJobDefinition, enabled: bool) -> dg.Sc
 def build_defs(settings: Settings) -> dg.Definitions:
     """One cadence (RECOMMENDATIONS_INTERVAL) sets the cron, the freshness policy and, through ``run_settings``, the ticks.
 
-    An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are.
+    An unknown DANTARO_SCORER stops the definitions from loading, naming the scorers there are, and so does a
+    DANTARO_CALIBRATION table that is malformed or lacks a scorer's horizon, naming the file.
     """
     served_first(settings.scorer)
+    checked_calibration(Path(settings.calibration) if settings.calibration else CALIBRATION_FILE,
+                        {scorer.horizon_hours for scorer in SCORERS.values()})
     outcomes_job = asset_job(
-        "recommendation_outcomes_job", "recommendation_outcomes", ["recommendation_outcomes"],
+        "recommendation_outcomes_job", OUTCOMES_TYPE, ["recommendation_outcomes"],
         "Score an hour's recommendations by their forward returns.", settings,
     )
     return dg.Definitions.merge(
-        analysis_defs(settings, recommendations, recommendations_redis, settings.recommendations_interval,
-                      "Fetch the hour's 1-minute candles and the order books, then rank and publish coin recommendations.",
-                      also_fetch=["orderbook_top"]),
+        RECOMMENDATIONS.definitions(settings),
         dg.Definitions(assets=[recommendation_outcomes], jobs=[outcomes_job], schedules=[outcomes_schedule(outcomes_job, settings.worker_enabled)]),
     )

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import adbc_driver_manager
 import dagster as dg
 import pandas as pd
 
-from dantaro_assets.lib.postgres import PostgresResource, arrow_to_pandas
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import read_table
 from dantaro_assets.recommendations.outcomes import (
     HORIZONS,
     SCORECARD_WINDOWS,
@@ -21,7 +21,6 @@ from dantaro_assets.recommendations.outcomes import (
 )
 from dantaro_assets.recommendations.scorers import SCORERS
 
-_UNDEFINED_TABLE = "42P01"
 _LEGACY_SCORER = "v1"  # the only ranking before scorers were named
 SCORECARD_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn(name, kind, description=about) for name, kind, about in [
@@ -49,12 +48,8 @@ def recent_outcomes(postgres: PostgresResource, span: pd.Timedelta = _SPAN) -> p
                *[f"{kind}_{h}" for h in HORIZONS for kind in ("return", "excess")]]  # fmt: skip
     table = postgres.table_name("recommendation_outcomes")
     seconds = int(span.total_seconds())
-    sql = f"SELECT * FROM {table} WHERE as_of > (SELECT max(as_of) FROM {table}) - interval '{seconds} seconds'"
-    try:
-        frame = arrow_to_pandas(postgres.read_arrow(sql))
-    except adbc_driver_manager.ProgrammingError as exc:
-        if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
-            raise
+    frame = read_table(postgres, "recommendation_outcomes", where=f"as_of > (SELECT max(as_of) FROM {table}) - interval '{seconds} seconds'")
+    if frame is None:
         frame = pd.DataFrame(columns=columns).astype({"as_of": "datetime64[ns, UTC]"})
     if "scorer" not in frame:
         frame["scorer"] = None

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib import indicators
-from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback, flags, listed_at, ticks_at
+from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback, flags, listed_at, ticks_at
 from dantaro_assets.lib.point_in_time import MARKET, START
 from dantaro_assets.lib.tick_grid import tick_for, to_grid
 
@@ -119,7 +119,7 @@ def levels_at(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of
     return _nearest(levels, as_of, params)
 
 
-def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: LevelParams = LevelParams()) -> pd.DataFrame:
+def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: LevelParams = LevelParams()) -> AnalysisResult:
     """Every tick's levels (``SNAPSHOT_COLUMNS``) for the markets of the latest universe day <= the tick.
 
     Without a universe day <= the tick every market with candles counts. Each row carries its market's
@@ -139,8 +139,8 @@ def compute_support_levels(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, para
         levels = levels.join(flagged.reindex(levels[MARKET]).fillna(False).astype(bool).reset_index(drop=True))
         frames.append(levels)
     if not frames:
-        return empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool))
-    return pd.concat(frames, ignore_index=True)
+        return AnalysisResult(empty_levels().assign(warning=pd.Series(dtype=bool), caution=pd.Series(dtype=bool)))
+    return AnalysisResult(pd.concat(frames, ignore_index=True))
 
 
 def strength(levels: pd.DataFrame, params: LevelParams = LevelParams()) -> pd.Series:

@@ -1,14 +1,5 @@
-"""The support levels domain's wiring: its asset, its publish step, its job and its schedule at SUPPORT_LEVELS_INTERVAL."""
+"""The support levels domain's wiring: the analysis declared in assets.py, with its publish step, job and schedule at SUPPORT_LEVELS_INTERVAL."""
 
-from __future__ import annotations
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 
-import dagster as dg
-
-from dantaro_assets.operations.schedules import analysis_defs
-from dantaro_assets.settings import Settings
-from dantaro_assets.support_levels import support_levels, support_levels_redis
-
-
-def build_defs(settings: Settings) -> dg.Definitions:
-    return analysis_defs(settings, support_levels, support_levels_redis, settings.support_levels_interval,
-                         "Fetch the hour's 1-minute candles, then compute and publish support/resistance levels.")
+build_defs = SUPPORT_LEVELS.definitions

@@ -12,9 +12,9 @@ import pytest
 
 from dantaro_assets.alerts.webhooks import clock
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
-from dantaro_assets.market_status import market_status
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets.seen import SeenStore, StreamHealth
-from dantaro_assets.recommendations import recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets_tests.alerts.conftest import alert_definitions, deliveries, receivers, tick
 from dantaro_assets_tests.alerts.receiver import Receiver
 from dantaro_assets_tests.operations.daemon import FreshnessDaemon, daemon_workspace, freeze_time
@@ -47,15 +47,15 @@ def deliver(definitions, instance) -> None:
 def test_regime_change_is_told_once_for_each_snapshot_that_turns(postgres, redis_store, instance, now):
     with Receiver().running() as receiver:
         definitions = alert_definitions(postgres, redis_store, receivers(receiver.url, ["regime_change"], "slack", None))
-        store(postgres, market_status, status_rows(now,
+        store(postgres, MARKET_STATUS.asset, status_rows(now,
             (timedelta(minutes=40), "risk_on", 64.0), (timedelta(minutes=30), "neutral", 52.0),  # older than the catch-up: history
             (timedelta(minutes=12), "neutral", 50.0), (timedelta(minutes=8), "risk_off", 34.0), (timedelta(minutes=4), "risk_off", 33.0)))
         first = tick(definitions, instance, "webhook_regime_change_sensor")
         assert first.cursor == (now - timedelta(minutes=4)).isoformat()
         assert tick(definitions, instance, "webhook_regime_change_sensor", first.cursor).skip_message == "nothing new"
-        store(postgres, market_status, status_rows(now, (timedelta(minutes=2), "risk_off", 38.0)))
+        store(postgres, MARKET_STATUS.asset, status_rows(now, (timedelta(minutes=2), "risk_off", 38.0)))
         assert tick(definitions, instance, "webhook_regime_change_sensor", first.cursor).skip_message == "nothing new"
-        store(postgres, market_status, status_rows(now, (timedelta(minutes=1), "neutral", 45.0)))
+        store(postgres, MARKET_STATUS.asset, status_rows(now, (timedelta(minutes=1), "neutral", 45.0)))
         again = tick(definitions, instance, "webhook_regime_change_sensor", first.cursor)
         assert tick(definitions, instance, "webhook_regime_change_sensor").skip_message == "nothing new"  # found again: queued once
         deliver(definitions, instance)
@@ -87,7 +87,7 @@ def pick_rows(now: datetime, ago: timedelta, markets: list[str], scorer: str = "
 
 def store_picks(postgres, *frames: pd.DataFrame) -> None:
     for frame in frames:
-        store(postgres, recommendations, frame)
+        store(postgres, RECOMMENDATIONS.asset, frame)
 
 
 def test_a_market_entering_the_served_picks_is_a_new_top_pick_and_its_expiry_is_told_when_it_passes(postgres, redis_store, instance, now):
@@ -131,7 +131,7 @@ def test_without_an_expires_at_column_no_pick_expires_and_new_picks_still_arrive
 
 
 def test_nothing_is_read_or_queued_for_events_no_receiver_wants(postgres, redis_store, instance, now):
-    store(postgres, market_status, status_rows(now, (timedelta(minutes=8), "neutral", 50.0), (timedelta(minutes=4), "risk_off", 34.0)))
+    store(postgres, MARKET_STATUS.asset, status_rows(now, (timedelta(minutes=8), "neutral", 50.0), (timedelta(minutes=4), "risk_off", 34.0)))
     definitions = alert_definitions(postgres, redis_store, receivers("http://127.0.0.1:9/", ["run_failed"]))
     result = tick(definitions, instance, "webhook_regime_change_sensor")
     assert result.skip_message == "no receiver in DANTARO_WEBHOOKS subscribes to regime_change" and result.cursor is None
@@ -183,7 +183,7 @@ def test_a_failed_check_evaluation_is_told(postgres, redis_store, instance):
 
 
 def test_the_stream_going_down_and_coming_back_is_told_once_each(postgres, redis_store, instance):
-    seen = SeenStore(redis_store.client(), redis_store.prefix, postgres.db_schema)
+    seen = SeenStore(postgres)
     definitions = alert_definitions(postgres, redis_store, receivers("http://127.0.0.1:9/", ["stream_down", "stream_up"]))
 
     def beat(heartbeat_ago: float) -> None:

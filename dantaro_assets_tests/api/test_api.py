@@ -13,15 +13,23 @@ import pandas as pd
 import psycopg
 import pytest
 
-from dantaro_assets.api.app import OPENAPI, create_app
+from dantaro_assets.api.app import create_app
 from dantaro_assets.api.job_log import CONTRACT_STATUS
+from dantaro_assets.api.models import (
+    MarketStatusSnapshot,
+    RecommendationsSnapshot,
+    Scorecard,
+    SupportLevelsSnapshot,
+    WorkerStatus,
+)
+from dantaro_assets.lib.migrations import migrate
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import hourly_partitions
-from dantaro_assets.recommendations import recommendation_outcomes
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.resources import build_snapshot_store
@@ -60,7 +68,8 @@ def api(instance, settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client
     own = f"api_{uuid.uuid4().hex[:6]}"
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
-    with serve_http(create_app(lambda: instance, store, STATUS_REFRESH_S, settings=settings)) as client:
+    # answers read afresh for every request: these tests change storage behind the API's back
+    with serve_http(create_app(lambda: instance, store, STATUS_REFRESH_S, settings=settings, snapshot_cache_s=0)) as client:
         yield client, store, postgres
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
@@ -85,13 +94,16 @@ SEED_JOB_FIELDS = {"job_id", "job_type", "status", "duration", "symbols_processe
 
 def test_worker_status_keeps_the_seed_contract(api, instance):
     client, _, _ = api
-    dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
-    dg.materialize([broken], instance=instance, tags=job_tags("recommendations"), raise_on_error=False)
+    dg.materialize([counted_markets], instance=instance, tags=MARKET_STATUS.job_type.tags())
+    dg.materialize([broken], instance=instance, tags=RECOMMENDATIONS.job_type.tags(), raise_on_error=False)
     # NOT_STARTED: a QUEUED run needs a code location's origin; both read "queued" (CONTRACT_STATUS covers every status)
-    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=job_tags("market_status"))
+    queued = instance.create_run_for_job(waiting_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=MARKET_STATUS.job_type.tags())
 
     body = status_once(client, lambda b: len(b["last_jobs"]) == 3)
     assert {"worker_active", "last_jobs", "uptime"} <= set(body)
+    WorkerStatus.model_validate(body)
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(body) == set(spec["WorkerStatus"]["properties"]) and set(body["last_jobs"][0]) == set(spec["Job"]["properties"])
     assert body["worker_active"] is False  # no daemon has ever beaten
     assert body["config_problems"] == []
     assert body["uptime"] >= 0 and body["uptime_s"] == body["uptime"]
@@ -124,7 +136,7 @@ def test_worker_status_is_served_from_a_background_refresh_that_says_its_age(ins
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=1.0, settings=settings)) as client:
         first = client.get("/worker/status").json()
         assert first["last_jobs"] == [] and first["cache_age"] < 1.5 and first["cached_at"].endswith("Z")
-        dg.materialize([counted_markets], instance=instance, tags=job_tags("market_status"))
+        dg.materialize([counted_markets], instance=instance, tags=MARKET_STATUS.job_type.tags())
         stale = client.get("/worker/status").json()
         fresh = status_once(client, lambda b: b["cached_at"] != stale["cached_at"] and b["last_jobs"], timeout=5)
         [job] = fresh["last_jobs"]
@@ -238,12 +250,68 @@ def test_postgres_outage_serves_redis(api, settings):
     assert (latest["source"], latest["as_of"]) == ("redis", "2025-09-01T00:07:00Z")
 
 
-def test_openapi_lists_every_route(api):
+
+
+def test_openapi_is_generated_from_the_models_and_requires_the_worker_contract(api):
     client, _, _ = api
     spec = client.get("/openapi.json").json()
-    assert spec == OPENAPI
-    assert set(spec["paths"]) == {"/worker/status", "/market-status/latest", "/recommendations/latest", "/recommendations/scorecard",
-                                  "/support-levels/{market}"}
+    assert set(spec["paths"]) == {"/health", "/worker/status", "/market-status/latest", "/recommendations/latest",
+                                  "/recommendations/scorecard", "/support-levels/{market}", "/candles/{market}", "/events", "/metrics"}
+    schemas = spec["components"]["schemas"]
+    assert {"worker_active", "last_jobs", "uptime"} <= set(schemas["WorkerStatus"]["required"])
+    assert SEED_JOB_FIELDS <= set(schemas["Job"]["required"])
+    assert schemas["Job"]["properties"]["duration"]["anyOf"] == [{"type": "number"}, {"type": "null"}]  # required, may be null
+    assert schemas["WorkerStatus"]["properties"]["last_jobs"]["items"] == {"$ref": "#/components/schemas/Job"}
+    pick = schemas["RecommendationRow"]["properties"]  # where each entry comes from, and its book's spread
+    assert "best_ask" in pick["entry_from"]["description"] and pick["spread_bps"]["anyOf"] == [{"type": "number"}, {"type": "null"}]
+    [limit] = spec["paths"]["/worker/status"]["get"]["parameters"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["schema"]["default"]) == (1, 200, 20)
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    assert all("422" not in op["responses"] for op in operations), "refused parameters answer 400"
+    assert spec["paths"]["/support-levels/{market}"]["get"]["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"}
+    assert "security" not in spec, "no token configured: the endpoints are open"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
+
+
+def test_a_stored_snapshot_is_served_at_once_though_answers_are_kept(instance, settings, pg_url):
+    """Answers kept 60 s: the publish's event drops the kept one; a snapshot that only Postgres holds waits out the keep."""
+    own = f"api_{uuid.uuid4().hex[:6]}"
+    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
+    store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
+    io_manager = PostgresDataFrameIOManager(postgres=postgres)
+    app = create_app(lambda: instance, store, 0, settings=settings, snapshot_cache_s=60)
+    try:
+        with serve_http(app) as client:
+            assert client.get("/market-status/latest").status_code == 404  # kept as "none yet"
+            while not app.state.hub.subscribed.is_set():
+                time.sleep(0.02)
+            store.publish("market_status", _status(HOUR_A, 10), run_id="r", partition=HOUR_A)
+            assert _served_as_of(client, "2025-09-01T00:10:00Z")
+            write(io_manager, _status(HOUR_A, 20), "market_status", partitions=(HOUR_A, HOUR_A), metadata=STATUS_METADATA)
+            time.sleep(0.5)
+            assert client.get("/market-status/latest").json()["as_of"] == "2025-09-01T00:10:00Z", "kept: nothing announced it"
+            store.publish("market_status", _status(HOUR_A, 30), run_id="r", partition=HOUR_A)
+            assert _served_as_of(client, "2025-09-01T00:30:00Z")
+
+        with serve_http(create_app(lambda: instance, store, 0, settings=settings, snapshot_cache_s=0.3)) as client:
+            assert client.get("/market-status/latest").json()["as_of"] == "2025-09-01T00:30:00Z"
+            write(io_manager, _status(HOUR_B, 0), "market_status", partitions=(HOUR_B, HOUR_B), metadata=STATUS_METADATA)
+            assert _served_as_of(client, "2025-09-01T01:00:00Z")  # Postgres' newer snapshot, once the keep ran out
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
+
+
+def _served_as_of(client: httpx.Client, as_of: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get("/market-status/latest")
+        if response.status_code == 200 and response.json()["as_of"] == as_of:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _graded(hour: str, picks: list[tuple[str, str, float]], *, scorer: bool = True) -> pd.DataFrame:
@@ -266,12 +334,14 @@ def test_scorecard_grades_every_scorer_and_latest_serves_only_the_served_one(api
     legacy = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE.value}
     write(io_manager, _graded(HOUR_A, [("v1", "KRW-BTC", 0.01), ("v1", "KRW-ETH", 0.03)], scorer=False),
           "recommendation_outcomes", partitions=(HOUR_A, HOUR_A), metadata=legacy)
-    # now two scorers pick KRW-BTC at one tick: the key grew by the scorer column, and its index with it
+    # `dantaro migrate` puts the scorer in the key (the legacy rows become v1's); now two scorers pick KRW-BTC at one tick
+    migrate(postgres)
     graded = {**legacy, "primary_key": recommendation_outcomes.metadata_by_key[recommendation_outcomes.key]["primary_key"]}
     write(io_manager, _graded(HOUR_B, [("v1", "KRW-BTC", -0.02), ("reversal", "KRW-BTC", -0.02), ("reversal", "KRW-XRP", 0.04)]),
           "recommendation_outcomes", partitions=(HOUR_B, HOUR_B), metadata=graded)
 
     body = client.get("/recommendations/scorecard").json()
+    Scorecard.model_validate(body)
     assert body["until"] == "2025-09-01T01:05:00Z" and body["windows"] == ["7d", "30d"]
     rows = {(r["window"], r["scorer"], r["horizon"]): r for r in body["rows"]}
     assert set(rows) == {(w, s, h) for w in ("7d", "30d") for s in ("v1", "reversal") for h in HORIZONS}
@@ -314,6 +384,9 @@ def test_rows_are_rounded_for_people_while_storage_keeps_full_precision(api):
         store.publish(asset, frame, run_id="r", partition="2026-03-10-11:00", per_market=asset == "support_levels")
 
     level = client.get("/support-levels/KRW-XRP").json()
+    SupportLevelsSnapshot.model_validate(level)
+    RecommendationsSnapshot.model_validate(client.get("/recommendations/latest").json())
+    MarketStatusSnapshot.model_validate(client.get("/market-status/latest").json())
     assert "nearest the price" in level["ranking"]
     row = level["rows"][0]
     assert (row["level"], row["zone_low"], row["zone_high"]) == (3012.0, 3001.0, 3021.0)

@@ -9,15 +9,13 @@ import dagster as dg
 import httpx
 import pytest
 
-from dantaro_assets.api.app import (
-    create_app,
-    parse_market,
-    worker_status,
-)
+from dantaro_assets.api.app import create_app
+from dantaro_assets.api.models import parse_market
+from dantaro_assets.api.worker_status import worker_status
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.harness import free_port
 
@@ -34,7 +32,8 @@ def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
         yield client, port
 
 
-@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc"])
+@pytest.mark.parametrize("path", ["/market-status/latest", "/recommendations/latest", "/support-levels/KRW-BTC", "/support-levels/krw-btc",
+                                  "/recommendations/scorecard", "/events?topics=market_status", "/candles/KRW-BTC", "/candles/krw-eth?interval=15m"])
 def test_storage_down_answers_503_naming_no_host(unreachable_api, path):
     client, port = unreachable_api
     response = client.get(path)
@@ -50,7 +49,27 @@ def test_a_market_that_is_not_a_whole_code_is_refused_before_storage_is_touched(
     client, _ = unreachable_api
     response = client.get(f"/support-levels/{raw}")
     assert response.status_code == 400, response.text
-    assert "is not a market code like KRW-BTC" in response.json()["detail"]
+    assert response.json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
+
+
+@pytest.mark.parametrize("raw", ["<script>alert(1)</script>", "0", "201", "2.5", "9" * 40])
+def test_a_bad_limit_is_refused_naming_the_parameter_never_repeating_it(unreachable_api, raw):
+    client, _ = unreachable_api
+    response = client.get("/worker/status", params={"limit": raw})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "limit must be an integer from 1 to 200"}
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ({"limit": "0"}, "limit must be an integer from 1 to 1000"), ({"limit": "1001"}, "limit must be an integer from 1 to 1000"),
+    ({"limit": "<b>9</b>"}, "limit must be an integer from 1 to 1000"), ({"interval": "<i>3m</i>"}, "interval must be one of 1m, 5m, 15m, 1h, 1d"),
+    ({"interval": "minute1"}, "interval must be one of 1m, 5m, 15m, 1h, 1d"),
+])
+def test_bad_candle_parameters_are_refused_before_storage_is_touched(unreachable_api, query, detail):
+    client, _ = unreachable_api
+    response = client.get("/candles/KRW-BTC", params=query)
+    assert response.status_code == 400 and response.json() == {"detail": detail}
+    assert client.get("/candles/KRW-BTC%0A").json() == {"detail": "market must be a market code like KRW-BTC (ASCII letters and digits)"}
 
 
 def test_parse_market_upper_cases_only_whole_ascii_codes():
@@ -66,7 +85,7 @@ def leaky() -> None:
 
 
 def test_worker_status_shows_run_errors_with_urls_redacted(instance, settings):
-    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    dg.materialize([leaky], instance=instance, tags=MARKET_STATUS.job_type.tags(), raise_on_error=False)
     [job] = worker_status(instance, time.monotonic(), settings=settings)["last_jobs"]
     assert (job["status"], job["dagster_status"]) == ("failed", "FAILURE")
     assert "could not reach postgresql://user:***@db.internal:5432/dantaro" in job["error"]
@@ -75,7 +94,7 @@ def test_worker_status_shows_run_errors_with_urls_redacted(instance, settings):
 
 def test_worker_status_keeps_its_last_answer_while_dagster_storage_is_gone(instance, tmp_path, settings):
     """The run storage's SQLite file disappears under a running API: refreshes fail, the last answer stays and ages."""
-    dg.materialize([leaky], instance=instance, tags=job_tags("market_status"), raise_on_error=False)
+    dg.materialize([leaky], instance=instance, tags=MARKET_STATUS.job_type.tags(), raise_on_error=False)
     snapshots = SnapshotStore(redis=RedisResource(url="redis://127.0.0.1:1/0"), postgres=PostgresResource(url="postgresql://127.0.0.1:1/none"), ttls={})
     with serve_http(create_app(lambda: instance, snapshots, status_refresh_s=0.2, settings=settings)) as client:
         before = client.get("/worker/status").json()

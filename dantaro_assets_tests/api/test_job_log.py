@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from dantaro_assets.api.job_log import JobLog
-from dantaro_assets.operations.limits import job_tags
+from dantaro_assets.markets.jobs import HISTORY_TYPE
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 
 
 @dg.asset(name="candles_1m")
@@ -22,8 +23,8 @@ def analysed() -> dg.MaterializeResult:
 
 def test_a_run_counts_the_markets_its_analysis_processed_not_the_candles_it_fetched(instance):
     """The count must not depend on whether the candle step fetched (REST) or read the stream (0 fetched)."""
-    analysis_run = dg.materialize([fetched_candles, analysed], instance=instance, tags=job_tags("recommendations"))
-    fetch_only = dg.materialize([fetched_candles], instance=instance, tags=job_tags("history"))
+    analysis_run = dg.materialize([fetched_candles, analysed], instance=instance, tags=RECOMMENDATIONS.job_type.tags())
+    fetch_only = dg.materialize([fetched_candles], instance=instance, tags=HISTORY_TYPE.tags())
     jobs = {entry["job_id"]: entry for entry in JobLog(instance).entries()}
     assert jobs[analysis_run.run_id]["symbols_processed"] == 146
     assert jobs[fetch_only.run_id]["symbols_processed"] == 250  # a run with no analysis: the markets its fetch returned

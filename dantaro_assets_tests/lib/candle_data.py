@@ -80,7 +80,7 @@ def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first:
 
     from dantaro_assets.markets import assets as market_assets
 
-    definition = next(a for a in market_assets if a.key.to_user_string() == asset)
+    definition = getattr(market_assets, asset)
     metadata = definition.metadata_by_key[definition.key]
     time_column = metadata["partition_expr"]
     window_start = partitions_def.time_window_for_partition_key(first).start
@@ -107,7 +107,7 @@ def materialise(assets: list, partition: str, io_resources: dict, *, raise_on_er
     from dantaro_assets.lib.upbit import UpbitClient
     from dantaro_assets.markets import assets as market_assets
 
-    return dg.materialize([*market_assets, *assets], selection=assets, partition_key=partition,
+    return dg.materialize([*dg.load_assets_from_modules([market_assets]), *assets], selection=assets, partition_key=partition,
                           resources={"upbit": UpbitClient(base_url="http://127.0.0.1:9"), **io_resources}, raise_on_error=raise_on_error)
 
 

@@ -27,11 +27,14 @@ def candles(hour: str, *, markets: tuple[str, ...] = ("KRW-BTC", "KRW-ETH"), min
     return frame.assign(open=price, high=price + 1, low=price - 1, close=price + 0.5, volume=1.5, value=price * 1.5)
 
 
-def write(io_manager: dg.IOManager, frame: pd.DataFrame, asset: str, *, partitions: tuple[str, str] | None = None, metadata: dict | None = None) -> dict:
-    """``handle_output`` for ``asset`` over the partition range ``partitions`` (or unpartitioned); returns its metadata."""
+def write(io_manager: dg.IOManager, frame: pd.DataFrame, asset: str, *, partitions: tuple[str, str] | None = None, metadata: dict | None = None,
+          output_metadata: dict | None = None) -> dict:
+    """``handle_output`` for ``asset`` over the partition range ``partitions`` (or unpartitioned), with the asset's
+    ``metadata`` and the ``Output``'s ``output_metadata``; returns the metadata it logged."""
     context = dg.build_output_context(
         asset_key=asset,
         definition_metadata=CANDLE_METADATA if metadata is None else metadata,
+        output_metadata=output_metadata,
         asset_partitions_def=hourly_partitions if partitions else None,
         asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
         run_id="test-run",

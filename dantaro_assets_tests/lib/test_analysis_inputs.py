@@ -6,10 +6,12 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from dantaro_assets.lib.analysis_inputs import (
     BOOK_DELAY,
     CAUTION_FLAGS,
+    AnalysisInputs,
     Lookback,
     book_at,
     flags,
@@ -21,6 +23,7 @@ from dantaro_assets.lib.analysis_inputs import (
 from dantaro_assets.lib.previews import latest_table
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
 from dantaro_assets.partitions import analysis_ins, daily_partitions, days_back, hourly_partitions
+from dantaro_assets_tests.lib.storage_data import candles
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -91,6 +94,18 @@ def test_a_lookback_gives_the_assets_inputs_and_the_widest_covers_them_all():
     assert list(analysis_ins(Lookback(minute_hours=2, hourly_days=5))) == ["candles_1m", "candles_1h", "upbit_markets"]
     widest = Lookback.covering(Lookback(2, 5), Lookback(1, 14, 2, instruments=True))
     assert widest == Lookback(minute_hours=2, hourly_days=14, daily_days=2, universe_days=1, instruments=True)
+
+
+def test_inputs_span_the_ticks_and_a_partition_without_a_tick_has_no_history_to_read():
+    minutes = candles("2025-09-01-09:00", minutes=60)
+    inputs = AnalysisInputs.assemble(Lookback(minute_hours=2, hourly_days=1), pd.DatetimeIndex([ts("2025-09-01 10:00")]),
+                                     candles_1m=minutes, candles_1h=minutes.iloc[:0], upbit_markets=pd.DataFrame())
+    assert inputs.history.minutes_start == ts("2025-09-01 08:00") and len(inputs.history.price(ts("2025-09-01 10:00"))) == 2
+    none = AnalysisInputs.assemble(Lookback(minute_hours=2, hourly_days=1), pd.DatetimeIndex([], tz="UTC"),
+                                   candles_1m=minutes, candles_1h=minutes.iloc[:0], upbit_markets=pd.DataFrame())
+    for reading in ("history", "turnover"):  # no tick is invented to read around
+        with pytest.raises(ValueError, match="no tick to read candles for"):
+            getattr(none, reading)
 
 
 def test_latest_table_shows_only_the_newest_snapshot():

@@ -9,8 +9,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pytest
 import redis
 
-from dantaro_assets.lib.embedded import embedded_postgres_url, embedded_redis_url, postgres_url, redis_url, stop_embedded
-from dantaro_assets.settings import Settings
+from dantaro_assets.lib.embedded import embedded_postgres_url, embedded_redis_url, stop_embedded
 
 _START = """
 import json, sys
@@ -32,8 +31,8 @@ def _server_pids(pg: str, rd: str) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_servers_start_from_nothing_once_and_outlive_their_starters(tmp_path: Path):
-    state = tmp_path / "state"
+def test_servers_start_from_nothing_once_and_outlive_their_starters(fresh_state: Path):
+    state = fresh_state / "state"
     racers = [subprocess.Popen([sys.executable, "-c", _START, str(state)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         outputs = [json.loads(racer.communicate(timeout=120)[0]) for racer in racers]
@@ -56,8 +55,3 @@ def test_servers_start_from_nothing_once_and_outlive_their_starters(tmp_path: Pa
     with pytest.raises(adbc.OperationalError):
         adbc.connect(pg)
 
-
-def test_configured_urls_win_over_embedded(tmp_path: Path):
-    configured = Settings(DATABASE_URL="postgresql://u@db:5432/x", REDIS_URL="redis://cache:6379/1", DANTARO_STATE_DIR=str(tmp_path))
-    assert (postgres_url(configured), redis_url(configured)) == ("postgresql://u@db:5432/x", "redis://cache:6379/1")
-    assert not any(tmp_path.iterdir()), "nothing is started when URLs are configured"

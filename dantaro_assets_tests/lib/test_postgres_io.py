@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,8 +12,10 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import (
     MissingUpstreamTableError,
     RefusedFrameError,
+    SchemaDriftError,
     WriteMode,
     read_table,
+    table_exists,
 )
 from dantaro_assets.partitions import hourly_partitions, lookback_hours
 from dantaro_assets_tests.lib.storage_data import (
@@ -148,16 +151,45 @@ def test_types_round_trip_exactly(io_manager):
     pd.testing.assert_frame_equal(got, frame)
 
 
-def test_empty_frames_clear_the_window_and_create_typed_tables(io_manager, postgres_resource):
-    write(io_manager, candles(HOUR_A), "empty_candles", partitions=(HOUR_A, HOUR_A))
-    write(io_manager, candles(HOUR_A).iloc[:0], "empty_candles", partitions=(HOUR_A, HOUR_A))
-    assert read(io_manager, "empty_candles", partitions=(HOUR_A, HOUR_A)).empty
-
+def test_an_empty_frame_creates_a_typed_table(io_manager, postgres_resource):
     typed_empty = candles(HOUR_A).iloc[:0]
     write(io_manager, typed_empty, "never_filled", partitions=(HOUR_A, HOUR_A))
     got = read(io_manager, "never_filled", partitions=(HOUR_A, HOUR_B))
     assert got.empty and list(got.columns) == list(typed_empty.columns)
     assert str(got["candle_start"].dtype) == "datetime64[ns, UTC]" and got["close"].dtype == "float64"
+    write(io_manager, typed_empty, "never_filled", partitions=(HOUR_A, HOUR_A))  # an empty window stays empty: nothing to refuse
+
+
+def test_an_empty_frame_never_replaces_stored_rows_unless_the_asset_asks(io_manager):
+    write(io_manager, candles(HOUR_A), "emptied_candles", partitions=(HOUR_A, HOUR_A))
+    with pytest.raises(RefusedFrameError, match=r"emptied_candles: an empty frame would delete the 6 row\(s\) stored in its window "
+                                                r"\[2025-09-01T00:00:00\+00:00, 2025-09-01T01:00:00\+00:00\); nothing was written"):
+        write(io_manager, candles(HOUR_A).iloc[:0], "emptied_candles", partitions=(HOUR_A, HOUR_A))
+    pd.testing.assert_frame_equal(read(io_manager, "emptied_candles", partitions=(HOUR_A, HOUR_A)), _sorted(candles(HOUR_A)))
+
+    # dg.Output(frame, metadata={"delete_window": True}): the asset says it means the delete
+    write(io_manager, candles(HOUR_A).iloc[:0], "emptied_candles", partitions=(HOUR_A, HOUR_A), output_metadata={"delete_window": True})
+    assert read(io_manager, "emptied_candles", partitions=(HOUR_A, HOUR_A)).empty
+
+
+@pytest.mark.parametrize("metadata", [None, MERGE_METADATA], ids=["replace", "merge"])
+def test_a_frame_of_key_columns_only_is_refused_and_the_stored_rows_kept(io_manager, metadata):
+    table = f"key_only_{'merge' if metadata else 'replace'}"
+    write(io_manager, candles(HOUR_A), table, partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    keys = candles(HOUR_A, minutes=4)[["market", "candle_start"]]  # one new minute, every other column missing
+    with pytest.raises(RefusedFrameError, match=f"{table}: the frame holds key columns only.*nothing was written"):
+        write(io_manager, keys, table, partitions=(HOUR_A, HOUR_A), metadata=metadata)
+    pd.testing.assert_frame_equal(read(io_manager, table, partitions=(HOUR_A, HOUR_A)), _sorted(candles(HOUR_A)))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinity_is_refused_by_the_io_manager_itself(io_manager, value):
+    write(io_manager, candles(HOUR_A), "infinite_candles", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+    bad = candles(HOUR_A, base=300.0)
+    bad.loc[2, "close"] = value
+    with pytest.raises(RefusedFrameError, match=r"infinite_candles: ±inf in float column\(s\) \{'close': 1\}.*nothing was written"):
+        write(io_manager, bad, "infinite_candles", partitions=(HOUR_A, HOUR_A), metadata=MERGE_METADATA)
+    pd.testing.assert_frame_equal(read(io_manager, "infinite_candles", partitions=(HOUR_A, HOUR_A)), _sorted(candles(HOUR_A)))
 
 
 @pytest.mark.parametrize("metadata", [None, MERGE_METADATA], ids=["replace", "merge"])
@@ -227,23 +259,112 @@ def test_new_columns_are_added_and_conflicting_types_refused(io_manager):
     write(io_manager, wider, "evolving_candles", partitions=(HOUR_B, HOUR_B))
     got = read(io_manager, "evolving_candles", partitions=(HOUR_A, HOUR_B))
     assert got["trades"].isna().sum() == len(candles(HOUR_A)) and (got["trades"].dropna() == 7).all()
+    # ints with a missing value arrive as floats: whole floats fit the bigint column exactly, a fraction does not
+    write(io_manager, candles(HOUR_C).assign(trades=[1.0, None, 3.0, 4.0, 5.0, 6.0]), "evolving_candles", partitions=(HOUR_C, HOUR_C))
+    with pytest.raises(TypeError, match=r"column 'trades' \(double\) does not fit \S+\.evolving_candles\.trades \(bigint\)"):
+        write(io_manager, candles(HOUR_C).assign(trades=1.5), "evolving_candles", partitions=(HOUR_C, HOUR_C))
 
-    with pytest.raises(TypeError, match=r"column 'close' \(string\) does not fit evolving_candles.close \(double precision\)"):
+    with pytest.raises(SchemaDriftError, match=r"evolving_candles: .*close is double precision, expected text"):
         write(io_manager, candles(HOUR_C).assign(close="high"), "evolving_candles", partitions=(HOUR_C, HOUR_C))
 
 
-def test_a_key_that_grows_by_a_new_column_rebuilds_the_key_index(io_manager, postgres_resource):
-    """Rows stored under key (candle_start, market) get the new column as NULL; the index then allows one
-    row per (candle_start, market, source), which the old index would refuse."""
+def _alter(postgres: PostgresResource, table: str, column: str, new_type: str, using: str) -> None:
+    """A column changed by hand (or by a release that typed it otherwise): the drift the IO manager must catch."""
+    postgres.execute(f"ALTER TABLE {postgres.table_name(table)} ALTER COLUMN {column} TYPE {new_type} USING {using}")
+
+
+SNAPSHOT = {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.REPLACE}
+
+
+def _snapshot(hour: str, **values) -> pd.DataFrame:
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=5)
+    return pd.DataFrame({"as_of": [as_of], "market": ["KRW-BTC"], **{name: [value] for name, value in values.items()}})
+
+
+DRIFTS = [
+    # (column, value the code writes, stored type after the hand change, USING, what the message says)
+    pytest.param("touches", 8, "boolean", "touches <> 0", "touches is boolean, expected bigint", id="bigint-column-turned-boolean"),
+    pytest.param("score", 57.58, "text", "score::text", "score is text, expected double precision", id="score-as-text"),
+    pytest.param("caution", ["price_fluctuations"], "text", "caution::text", "caution is text, expected jsonb", id="caution-list-in-text"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "new_type", "using", "says"), DRIFTS)
+def test_schema_drift_stops_the_write_naming_table_column_types_and_the_command(io_manager, postgres_resource, column, value,
+                                                                                 new_type, using, says):
+    table = f"drift_{column}"
+    write(io_manager, _snapshot(HOUR_A, **{column: value}), table, partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT)
+    _alter(postgres_resource, table, column, new_type, using)
+    before = read_table(postgres_resource, table)
+
+    with pytest.raises(SchemaDriftError) as refused:
+        write(io_manager, _snapshot(HOUR_B, **{column: value}), table, partitions=(HOUR_B, HOUR_B), metadata=SNAPSHOT)
+    message = str(refused.value)
+    assert f"{postgres_resource.db_schema}.{table}: the stored table is not what this code writes (schema drift): {says}." in message
+    assert "Nothing was written. Run `dantaro migrate`" in message
+    pd.testing.assert_frame_equal(read_table(postgres_resource, table), before)  # the earlier row, and no new one
+
+
+def _column_types(postgres: PostgresResource, table: str) -> dict[str, str]:
+    rows = postgres.read_frame("SELECT column_name::text AS c, data_type::text AS t FROM information_schema.columns"
+                               " WHERE table_schema = $1 AND table_name = $2", (postgres.db_schema, table))
+    return dict(zip(rows["c"], rows["t"]))
+
+
+def _picks(hour: str, reasons: list, caution: list) -> pd.DataFrame:
+    as_of = pd.Timestamp(hourly_partitions.time_window_for_partition_key(hour).start) + pd.Timedelta(minutes=5)
+    markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP"][: len(reasons)]
+    return pd.DataFrame({"as_of": pd.Series([as_of] * len(markets), dtype="datetime64[ns, UTC]"), "market": pd.Series(markets, dtype=object),
+                         "score": pd.Series([61.5, 58.0, 55.0][: len(markets)], dtype=float),
+                         "reasons": pd.Series(reasons, dtype=object), "caution": pd.Series(caution, dtype=object)})
+
+
+@pytest.mark.parametrize("first", ["no-rows", "rows-without-a-value"])
+def test_columns_no_stored_value_types_take_the_type_of_the_first_values(io_manager, postgres_resource, first):
+    """A fresh install's first tick often has no pick: its empty frame cannot say reasons/caution are jsonb. The
+    first picks give them their type, instead of drift (or, before the drift check, JSON text served as strings)."""
+    table = f"first_picks_{first.replace('-', '_')}"
+    first_frame = _picks(HOUR_A, [], []) if first == "no-rows" else _picks(HOUR_A, [None], [None])
+    write(io_manager, first_frame, table, partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT)
+    assert (_column_types(postgres_resource, table)["reasons"], _column_types(postgres_resource, table)["caution"]) == ("text", "text")
+
+    picks = _picks(HOUR_B, [{"trend": {"score": 74.3}, "plan": {"reward_risk": 1.8}}, {"trend": {"score": 60.1}}],
+                   [["price_fluctuations"], []])
+    write(io_manager, picks, table, partitions=(HOUR_B, HOUR_B), metadata=SNAPSHOT)
+
+    types = _column_types(postgres_resource, table)
+    assert (types["reasons"], types["caution"], types["score"]) == ("jsonb", "jsonb", "double precision")
+    got = read_table(postgres_resource, table, order=["as_of", "market"])
+    assert got["reasons"].tolist()[-2:] == [{"trend": {"score": 74.3}, "plan": {"reward_risk": 1.8}}, {"trend": {"score": 60.1}}]
+    assert got["caution"].tolist()[-2:] == [["price_fluctuations"], []]
+    assert len(got) == len(first_frame) + 2  # the first write's rows (NULL in those columns) are kept
+
+
+def test_a_column_holding_values_keeps_its_type_when_other_windows_bring_other_values(io_manager, postgres_resource):
+    """Only a column without a single stored value is typed by arriving values: text in any row is drift, and the
+    check is over the whole table, not the window the write replaces."""
+    table = "reasons_as_text"
+    write(io_manager, _picks(HOUR_A, ["trend up", None], [None, None]), table, partitions=(HOUR_A, HOUR_A), metadata=SNAPSHOT)
+    before = read_table(postgres_resource, table)
+
+    with pytest.raises(SchemaDriftError, match=r"reasons_as_text: .*reasons is text, expected jsonb\. Nothing was written"):
+        write(io_manager, _picks(HOUR_B, [{"trend": {"score": 70.0}}], [["price_fluctuations"]]), table, partitions=(HOUR_B, HOUR_B),
+              metadata=SNAPSHOT)
+
+    pd.testing.assert_frame_equal(read_table(postgres_resource, table), before)
+    assert (_column_types(postgres_resource, table)["reasons"], _column_types(postgres_resource, table)["caution"]) == ("text", "text")
+
+
+def test_a_key_change_is_refused_until_a_migration_makes_it(io_manager, postgres_resource):
+    """A key that grows by a column is a migration (``dantaro migrate``), not a side effect of a write."""
     write(io_manager, candles(HOUR_A), "growing_key", partitions=(HOUR_A, HOUR_A))
     wider = {**MERGE_METADATA, "primary_key": ["market", "candle_start", "source"]}
     two_sources = pd.concat([candles(HOUR_B).assign(source=name) for name in ("a", "b")], ignore_index=True)
-    write(io_manager, two_sources, "growing_key", partitions=(HOUR_B, HOUR_B), metadata=wider)
-    got = read(io_manager, "growing_key", partitions=(HOUR_A, HOUR_B), metadata=wider)
-    assert len(got) == 3 * len(candles(HOUR_A)) and got["source"].isna().sum() == len(candles(HOUR_A))
-    [index] = postgres_resource.read_frame("SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'growing_key'",
-                                           (postgres_resource.db_schema,))["indexdef"]
-    assert "UNIQUE" in index and index.endswith("(candle_start, market, source)")
+    with pytest.raises(SchemaDriftError, match=r"growing_key: .*key is \(candle_start, market\), expected \(candle_start, market, source\)"):
+        write(io_manager, two_sources, "growing_key", partitions=(HOUR_B, HOUR_B), metadata=wider)
+    got = read(io_manager, "growing_key", partitions=(HOUR_A, HOUR_B))
+    pd.testing.assert_frame_equal(got, _sorted(candles(HOUR_A)))
+    assert "source" not in got  # not even the new column was added: the write's transaction rolled back
 
 
 def test_unpartitioned_asset_replaces_the_whole_table(io_manager):
@@ -302,7 +423,7 @@ def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources,
     status = result.output_for_node("graph_status")
     assert status.set_index("market")["hours"].to_dict() == {"KRW-BTC": 3, "KRW-ETH": 3}
     assert (status["breadth_rows"] == 3).all()
-    data_reads = [q for q in queries if "information_schema" not in q]
+    data_reads = [q for q in queries if not any(catalogue in q for catalogue in ("information_schema", "to_regclass", "pg_index"))]
     assert len(data_reads) == 2, data_reads  # one ranged query per input, not one per upstream partition
     metadata = result.asset_materializations_for_node("graph_status")[0].metadata
     assert metadata["dagster/partition_row_count"].value == 2 and not any("redis" in name for name in metadata)  # storing only
@@ -314,4 +435,5 @@ def test_read_table_is_the_one_reader_filtered_ordered_and_none_for_a_missing_ta
     expected = candles(HOUR_A).query("market == 'KRW-ETH' and close > 104").reset_index(drop=True)
     pd.testing.assert_frame_equal(eth, expected[eth.columns])
     assert read_table(postgres_resource, "never_stored_candles") is None
+    assert table_exists(postgres_resource, "read_candles") and not table_exists(postgres_resource, "never_stored_candles")
 

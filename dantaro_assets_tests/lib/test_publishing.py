@@ -95,7 +95,7 @@ def test_every_analysis_publishes_through_a_redis_asset_in_its_own_job():
 def test_a_backfill_range_publishes_its_newest_tick_once(resources):
     store: SnapshotStore = resources["snapshots"]
     client = store.redis.client()
-    client.delete(*client.scan_iter(f"{store.redis.prefix}:*toy_levels:*"))  # the other tests' snapshots and marks
+    client.delete(*client.scan_iter(f"{store.redis.prefix}:*toy_levels*"), "-")  # the other tests' snapshots, marks and floor
     ranged = {"dagster/asset_partition_range_start": HOUR_A, "dagster/asset_partition_range_end": HOUR_B}
     result = dg.materialize([toy_levels, toy_levels_redis], tags=ranged, resources=resources)
     assert result.success

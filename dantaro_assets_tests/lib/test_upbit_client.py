@@ -19,6 +19,7 @@ from dantaro_assets.lib.upbit import (
     UpbitServerError,
     UpbitTransportError,
 )
+from dantaro_assets.lib.upbit.rate_limit import answer_counts
 
 CLOCK = datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc)
 HOUR = (pd.Timestamp("2026-03-02T09:00Z"), pd.Timestamp("2026-03-02T10:00Z"))
@@ -149,6 +150,22 @@ def test_418_stops_this_process_and_every_other_one_sharing_redis(client_factory
     with pytest.raises(UpbitIPBlockedError, match="IP blocked"):
         other.markets()
     assert _requests(replay, "market") == before, "a blocked IP sends nothing"
+
+
+def test_every_answer_is_tallied_by_endpoint_and_status_in_redis_for_every_process(client_factory, replay, redis_client):
+    """/metrics reads these tallies: each process's client adds to the same hash."""
+    replay.inject("429", path="/v1/candles/*", count=2)
+    one = client_factory()
+    one.candles(MARKETS, "minute1", *HOUR)  # 3 requests answered, 2 of them retried after a 429
+    other = client_factory()  # another process's client: same Redis keys
+    other.markets()
+    replay.inject("418", path="/v1/candles/*", count=1, seconds=5)
+    with pytest.raises(UpbitIPBlockedError):
+        other.candles(["KRW-BTC"], "minute1", *HOUR)
+    assert answer_counts(redis_client, one.redis.prefix) == {
+        ("/v1/candles/minutes/1", "200"): 3, ("/v1/candles/minutes/1", "429"): 2, ("/v1/candles/minutes/1", "418"): 1,
+        ("/v1/market/all", "200"): 1,
+    }
 
 
 @pytest.mark.parametrize("kind", ["malformed", "empty_body"])

@@ -26,6 +26,7 @@ from dantaro_assets.lib.upbit.rate_limit import IPBlocked, LimiterUnavailable, L
 from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 
 WINDOW = ("2026-03-02T09:00:00+00:00", "2026-03-02T10:00:00+00:00")
+ANSWER = "/v1/candles/minutes/1 200"  # what a released slot tallies
 TEN_HOURS = ("2026-03-02T00:00:00+00:00", "2026-03-02T10:00:00+00:00")  # 600 candles: 3 requests a market
 
 
@@ -82,7 +83,7 @@ def test_limiter_grants_at_most_limit_per_window_and_saturates_it(make, settings
     for _ in range(25):
         token = limiter.acquire("candles")
         stamps.append(time.monotonic())
-        limiter.release("candles", token)  # an instant answer
+        limiter.release("candles", token, ANSWER)  # an instant answer
     stamps = pd.Series(stamps)
     in_any_second = max(((stamps >= t) & (stamps < t + 1.0)).sum() for t in stamps)
     assert in_any_second <= 10
@@ -101,7 +102,7 @@ def test_a_slot_is_held_while_in_flight_and_a_window_after_the_answer(make, sett
     waiter.start()
     waiter.join(0.5)
     assert not granted, "an eleventh request waits while ten are in flight"
-    limiter.release("candles", tokens[0])
+    limiter.release("candles", tokens[0], ANSWER)
     answered = time.monotonic()
     waiter.join(3)
     assert granted and granted[0][1] - answered >= 0.95, "the slot frees a window after its answer came back"
@@ -171,6 +172,26 @@ def test_redis_killed_mid_fetch_three_processes_pause_then_share_again_without_a
 
 
 @pytest.mark.slow
+def test_redis_restarted_empty_at_once_mid_fetch_three_processes_get_no_429(replay, private_redis):
+    """A restart quicker than a request: threads whose request was in flight never see the outage, and must
+    not take the emptied window while the requests granted just before it still count at Upbit."""
+    private_redis.start()
+    processes = _start_three(replay, private_redis.url, store_wait=60)
+    replay.inject("latency", path="/v1/candles/*", count=None, seconds=0.4)  # Upbit's answers take a while: many in flight
+    _wait_for(lambda: _candle_requests(replay) >= 20, 60, "the three processes never started fetching")
+    for _ in range(5):  # killed and started again at once, five times, mid-fetch
+        private_redis.kill()
+        private_redis.start()
+        time.sleep(1.5)
+    results = _results(processes)
+
+    candles = replay.stats()["groups"]["candles"]
+    assert (candles["too_many"], candles["blocked"]) == (0, 0) and candles["max_per_second"] <= 10, candles
+    assert sum(r["http_429"] for r in results) == 0
+    assert [r["markets_returned"] for r in results] == [13, 13, 13]
+
+
+@pytest.mark.slow
 def test_three_processes_started_during_an_outage_send_nothing_until_redis_answers(replay, private_redis):
     processes = _start_three(replay, private_redis.url, store_wait=60)  # Redis not started: its port is closed
     time.sleep(4)
@@ -201,7 +222,7 @@ def test_limiter_waits_at_most_store_wait_then_raises(settings):
     with pytest.raises(LimiterUnavailable) as raised:
         limiter.acquire("candles")
     assert raised.value.seconds >= 0.5
-    limiter.release("candles", "token")  # the answer of a request granted before the outage: no error
+    limiter.release("candles", "token", ANSWER)  # the answer of a request granted before the outage: no error
     limiter.exhaust("candles")
 
 
@@ -210,7 +231,7 @@ def test_a_418_seen_while_redis_is_down_stops_this_process_and_reaches_redis_whe
     prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
     here = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
     elsewhere = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10, store_wait_seconds=0.5)
-    here.release("candles", here.acquire("candles"))
+    here.release("candles", here.acquire("candles"), ANSWER)
     private_redis.kill()
 
     here.block(30, "Upbit blocked this IP (HTTP 418 on /v1/candles/minutes/1)")  # Redis down: no error
@@ -225,6 +246,30 @@ def test_a_418_seen_while_redis_is_down_stops_this_process_and_reaches_redis_whe
     with pytest.raises(IPBlocked, match="HTTP 418 on /v1/candles/minutes/1") as raised:
         elsewhere.acquire("candles")
     assert 20 < raised.value.seconds <= 30
+
+
+def test_a_redis_restarted_empty_grants_nothing_for_a_window_and_gets_the_in_flight_requests_back(private_redis):
+    """Ten requests granted just before the restart still count at Upbit: an emptied window must not grant at once."""
+    private_redis.start()
+    prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
+    here = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10)
+    elsewhere = RedisRateLimiter(redis.Redis.from_url(private_redis.url, socket_connect_timeout=1), prefix, 10)
+    tokens = [here.acquire("candles") for _ in range(9)]  # nine in flight
+    here.release("candles", here.acquire("candles"), ANSWER)  # and one answered: the window is full
+    private_redis.kill()
+    private_redis.start()  # back, empty, before either limiter noticed
+
+    began = time.monotonic()
+    elsewhere.acquire("candles")
+    assert time.monotonic() - began >= 0.95, "an emptied window waits a window before granting"
+    granted = []
+    waiter = threading.Thread(target=lambda: granted.append(here.acquire("candles")))  # here puts its nine back first
+    waiter.start()
+    waiter.join(2.5)
+    assert not granted, "nine in flight here and one granted elsewhere: the window is full again"
+    here.release("candles", tokens[0], ANSWER)
+    waiter.join(3)
+    assert granted
 
 
 def _main(url: str, redis_url: str, prefix: str, markets: str, start: str = WINDOW[0], end: str = WINDOW[1],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,8 @@ import talib
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.checks import pandera_check
-from dantaro_assets.market_status import market_status, market_status_redis
 from dantaro_assets.market_status.analysis import COLUMNS, LOOKBACK, compute_market_status
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets_tests.lib.candle_data import (
@@ -45,7 +45,7 @@ def candles(upbit_data_dir):
 
 def _status(minutes, hours, markets, ticks):
     inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=minutes, candles_1h=hours, upbit_markets=markets)
-    return compute_market_status(inputs, ticks)
+    return compute_market_status(inputs, ticks).frame
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_no_tick_yet_gives_an_empty_frame(candles):
 
 
 def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
-    candles, io_resources, snapshot_store, postgres_resource, monkeypatch
+    candles, io_resources, snapshot_store, postgres_resource
 ):
     minutes, hours, markets = candles
     io_manager = io_resources["io_manager"]
@@ -177,7 +177,7 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     store(io_manager, "upbit_markets", markets, partitions_def=daily_partitions, first="2025-09-26", last="2025-09-27")
 
     def run() -> pd.DataFrame:
-        result = materialise([market_status, market_status_redis], PARTITION, io_resources)
+        result = materialise([MARKET_STATUS.asset, MARKET_STATUS.publish], PARTITION, io_resources)
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert [c.passed for c in checks] == [True]
@@ -195,8 +195,8 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     pd.testing.assert_frame_equal(first, second)
     published = snapshot_store.cached("market_status")
 
-    monkeypatch.setattr(importlib.import_module("dantaro_assets.market_status.assets"), "market_status_schema", always_failing_schema)
-    failed = materialise([market_status, market_status_redis], PARTITION, io_resources, raise_on_error=False)
+    failing = dataclasses.replace(MARKET_STATUS, schema=always_failing_schema)
+    failed = materialise([failing.asset, failing.publish], PARTITION, io_resources, raise_on_error=False)
     assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written (stored rows unchanged)" in failed.failure_data_for_node("market_status").error.to_string()
     stored = postgres_resource.read_frame(f"SELECT * FROM {postgres_resource.table_name('market_status')} ORDER BY as_of")

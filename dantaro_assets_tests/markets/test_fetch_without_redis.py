@@ -15,7 +15,8 @@ import pytest
 
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import UpbitClient, UpbitLimiterUnavailableError
-from dantaro_assets.markets import assets, candles_1m, upbit_markets
+from dantaro_assets.markets import assets
+from dantaro_assets.markets.assets import candles_1m, upbit_markets
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 
@@ -29,7 +30,8 @@ def private_redis():
 
 def _materialize(selection, partition: str, upbit: UpbitClient, io_resources, **kwargs) -> dg.ExecuteInProcessResult:
     try:
-        return dg.materialize(assets, selection=selection, partition_key=partition, resources={**io_resources, "upbit": upbit}, **kwargs)
+        return dg.materialize(dg.load_assets_from_modules([assets]), selection=selection, partition_key=partition,
+                              resources={**io_resources, "upbit": upbit}, **kwargs)
     finally:
         upbit.close()
 

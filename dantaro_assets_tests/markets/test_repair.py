@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.cli import main
-from dantaro_assets.markets import candles_1m
+from dantaro_assets.markets.assets import candles_1m
 from dantaro_assets.markets.repair import CandleSelection, CandleSelectionError
 from dantaro_assets_tests.lib.storage_data import candles, write
 

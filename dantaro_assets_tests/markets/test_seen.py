@@ -1,14 +1,17 @@
-"""What the analyses fetch given the stream's health and seen windows, on the test Redis."""
+"""What the analyses fetch given the stream's health and seen windows, recorded in a Postgres schema of each test's own."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 
 import pandas as pd
+import psycopg
 import pytest
 
-from dantaro_assets.markets.seen import SeenStore, StreamHealth, Window, missing, plan_fetch, rest_windows
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.markets.seen import AUDIT, SeenStore, StreamHealth, Window, missing, plan_fetch, rest_windows, stream_status
 
 H12 = pd.Timestamp("2025-09-03T12:00Z")
 H13 = H12 + pd.Timedelta(hours=1)
@@ -25,8 +28,11 @@ def ts(minutes: float) -> pd.Timestamp:
 
 
 @pytest.fixture
-def store(redis_client, settings) -> SeenStore:
-    return SeenStore(redis_client, settings.redis_prefix, f"seen{next(_SCHEMAS)}")
+def store(pg_url, settings) -> Iterator[SeenStore]:
+    schema = f"{settings.db_schema}_seen{next(_SCHEMAS)}"
+    yield SeenStore(PostgresResource(url=pg_url, db_schema=schema))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def health(*, covered: float, open_markets=MARKETS, opened: float = 0, heartbeat_age: float = 1, running: bool = True) -> StreamHealth:
@@ -81,14 +87,23 @@ def test_markets_the_stream_does_not_subscribe_are_fetched_alone(store):
     assert "1 market(s) the stream did not subscribe (KRW-C)" in plan.why
 
 
-def test_a_final_run_fetches_only_what_the_stream_missed_and_never_twice(store):
-    """Disconnected 12:20-12:23: the hour's final run fetches those three minutes of each market, once."""
+def test_a_final_run_audits_every_market_s_hour_once_and_knows_what_the_stream_missed(store):
+    """Disconnected 12:20-12:23: the hour's final run compares the whole hour of every market with REST (one
+    request each, the missed minutes among them); the next final run of the hour fetches only what the first
+    could not (KRW-C answered 404), and a tick's REST fetch is no audit."""
     store.publish(StreamHealth(time.time(), t(61), t(61), False, []), [
         Window(t(0), t(20), frozenset(MARKETS), "stream"), Window(t(23), t(61), frozenset(MARKETS), "stream")])
+    store.record([Window(t(0), t(5), frozenset(MARKETS), "rest")])  # a tick's fetch
     plan = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30)
-    assert plan.fetch == {m: [(ts(20), ts(23))] for m in MARKETS}
-    store.record(rest_windows(plan.fetch, {"KRW-A", "KRW-B"}, ts(61)))  # KRW-C was skipped (404): not recorded
-    assert plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30).fetch == {"KRW-C": [(ts(20), ts(23))]}
+    assert (plan.source, plan.window_source) == (AUDIT, "audit") and "3 market(s) with minutes the stream did not see" in plan.why
+    assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
+    assert plan.unseen == {m: [(ts(20), ts(23))] for m in MARKETS}
+    store.record(rest_windows(plan.fetch, {"KRW-A", "KRW-B"}, ts(61), plan.window_source))  # KRW-C was skipped (404): not recorded
+    again = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30)
+    assert again.fetch == {"KRW-C": [(H12, H13)]}
+    store.record(rest_windows(again.fetch, {"KRW-C"}, ts(61), again.window_source))
+    done = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30)
+    assert (done.source, done.fetch) == ("stream", {}) and "compared with REST already" in done.why
 
 
 def test_a_final_run_waits_for_a_healthy_stream_to_commit_the_hour(store):
@@ -98,13 +113,16 @@ def test_a_final_run_waits_for_a_healthy_stream_to_commit_the_hour(store):
     began = time.monotonic()
     plan = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=3)
     assert 1.5 <= time.monotonic() - began < 5  # until its lag passed max_lag
-    assert plan.fetch == {m: [(ts(59), H13)] for m in MARKETS}  # never committed: the last minute goes to REST
+    assert plan.unseen == {m: [(ts(59), H13)] for m in MARKETS}  # never committed: the last minute is REST's alone
+    assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
 
 
 def test_no_record_means_rest(store):
     plan = plan_fetch(store, MARKETS, H12, H13, final=True, max_lag=30)
-    assert plan.source == "rest fallback" and plan.why == "stream never ran"
-    assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
+    assert plan.source == AUDIT and "stream never ran" in plan.why
+    assert plan.fetch == plan.unseen == {m: [(H12, H13)] for m in MARKETS}
+    tick = plan_fetch(store, MARKETS, H12, H13, final=False, max_lag=30, wall_now=H12.timestamp() + 600)
+    assert (tick.source, tick.why) == ("rest fallback", "stream never ran") and tick.fetch == {m: [(H12, ts(10))] for m in MARKETS}
 
 
 def test_a_tick_that_needs_nothing_while_the_stream_is_down_says_rest_fallback(store):
@@ -115,9 +133,43 @@ def test_a_tick_that_needs_nothing_while_the_stream_is_down_says_rest_fallback(s
 
 
 def test_an_unreadable_record_means_a_full_rest_fetch():
-    import redis
-
-    unreachable = SeenStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5), "p", "s")
+    unreachable = SeenStore(PostgresResource(url="postgresql://postgres@127.0.0.1:1/test?connect_timeout=1", db_schema="s"))
     plan = plan_fetch(unreachable, MARKETS, H12, H13, final=False, max_lag=30)
-    assert plan.source == "rest" and plan.why.startswith("the stream's record is unreadable (ConnectionError")
+    assert plan.source == "rest" and plan.why.startswith("the stream's record is unreadable (PostgresUnavailableError")
     assert plan.fetch == {m: [(H12, H13)] for m in MARKETS}
+
+
+def test_a_quarantined_minute_is_a_hole_in_the_stream_s_window_that_rest_fills():
+    stream = Window(t(0), t(60), frozenset(MARKETS), "stream")
+    holes = [Window(t(26), t(27), frozenset(["KRW-A"]), "unseen"), Window(t(40), t(41), frozenset(["KRW-B"]), "unseen")]
+    assert missing([stream, *holes], MARKETS, H12, H13) == {"KRW-A": [(ts(26), ts(27))], "KRW-B": [(ts(40), ts(41))]}
+    fetched = Window(t(26), t(28), frozenset(["KRW-A"]), "rest")
+    assert missing([stream, *holes, fetched], MARKETS, H12, H13) == {"KRW-B": [(ts(40), ts(41))]}
+
+
+def test_a_tick_fetches_a_market_s_scattered_minutes_in_one_request(store):
+    store.publish(health(covered=50), [Window(t(12), t(13), frozenset(["KRW-A"]), "unseen"), Window(t(30), t(31), frozenset(["KRW-A"]), "unseen")])
+    plan = plan_fetch(store, MARKETS, H12, H13, final=False, max_lag=30, wall_now=time.time())
+    assert plan.fetch == {"KRW-A": [(ts(12), ts(31))]} and "quarantined" in plan.why
+
+
+def test_a_stream_that_has_not_subscribed_yet_is_starting_not_healthy(store):
+    """Before its first message the stream's record has no commit: state ``starting``, not healthy, no 1970 dates."""
+    store.publish(StreamHealth(time.time(), 0.0, 0.0, True, [], {"markets": 0}))
+    status = stream_status(store, max_lag=30)
+    assert (status["state"], status["healthy"], status["covered_through"], status["lag_s"]) == ("starting", False, None, None)
+    assert status["problem"].startswith("stream starting")
+    plan = plan_fetch(store, MARKETS, H12, H13, final=False, max_lag=30, wall_now=H12.timestamp() + 600)
+    assert plan.source == "rest fallback" and plan.why.startswith("stream starting")
+
+
+def test_the_record_is_kept_in_postgres_beside_the_candles(store):
+    assert store.health() is None and store.windows(0) == []  # no table yet: no record, no error
+    ended = [Window(t(0), t(20), frozenset(MARKETS), "stream"), Window(t(5), t(6), frozenset(["KRW-A"]), "unseen")]
+    store.publish(health(covered=30), ended)
+    store.record([Window(t(20), t(23), frozenset(["KRW-B"]), "audit")])
+    assert sorted(store.windows(t(0)), key=lambda w: w.start) == [*ended, Window(t(20), t(23), frozenset(["KRW-B"]), "audit")]
+    assert store.windows(t(21)) == [Window(t(20), t(23), frozenset(["KRW-B"]), "audit")]  # the windows reaching past 12:21
+    assert store.health().covered_through == t(30)
+    fresh = SeenStore(store.postgres)  # another process reads the same record
+    assert fresh.health().open_windows == [Window(t(0), t(30), frozenset(MARKETS), "stream")]

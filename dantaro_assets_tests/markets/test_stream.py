@@ -22,6 +22,7 @@ import pytest
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.markets.stream import MinuteBook, websocket_url
 from dantaro_replay.simulated import SimulatedMarket
 
@@ -31,15 +32,18 @@ REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low",
 _SCHEMAS = itertools.count()
 
 
-def message(minute: str, volume: float, stamp: int, market: str = "KRW-BTC") -> dict:
-    return {"type": "candle.1m", "market": market, "candle_date_time_utc": minute, "opening_price": 1.0, "high_price": 1.0,
-            "low_price": 1.0, "trade_price": 1.0, "candle_acc_trade_volume": volume, "candle_acc_trade_price": volume,
+def message(minute: str, volume: float, stamp: int, market: str = "KRW-BTC", price: float = 1.0) -> dict:
+    return {"type": "candle.1m", "market": market, "candle_date_time_utc": minute, "opening_price": price, "high_price": price,
+            "low_price": price, "trade_price": price, "candle_acc_trade_volume": volume, "candle_acc_trade_price": volume * price,
             "timestamp": stamp, "stream_type": "REALTIME"}
+
+
+T_MS = int(pd.Timestamp("2025-09-03T12:00:00Z").timestamp() * 1000)
 
 
 def test_minute_book_closes_on_the_next_minute_keeps_the_newest_state_and_rewrites_late_updates():
     book = MinuteBook(grace_seconds=3600)
-    t = int(pd.Timestamp("2025-09-03T12:00:00Z").timestamp() * 1000)
+    t = T_MS
     book.add(message("2025-09-03T12:00:00", 1.0, t + 1000))
     book.add(message("2025-09-03T12:00:00", 3.0, t + 3000))
     book.add(message("2025-09-03T12:00:00", 2.0, t + 2000))  # stale, out of order
@@ -47,12 +51,43 @@ def test_minute_book_closes_on_the_next_minute_keeps_the_newest_state_and_rewrit
     assert book.closed() == []  # forming: never closed while it is the newest minute
     book.add(message("2025-09-03T12:01:00", 0.5, t + 61_000))
     [closed] = book.closed()
-    assert (closed.start, closed.message["candle_acc_trade_volume"], closed.rewrite) == (t // 1000, 3.0, False)
-    book.add(message("2025-09-03T12:00:00", 2.5, t + 59_000))  # stale state of a written minute
+    assert (closed.start, closed.message["candle_acc_trade_volume"], closed.rewrite, closed.doubt) == (t // 1000, 3.0, False, None)
+    book.add(message("2025-09-03T12:00:00", 2.5, t + 2500))  # stale state of a written minute
     assert book.closed() == []
     book.add(message("2025-09-03T12:00:00", 4.0, t + 62_000))  # a late update of a written minute
     [late] = book.closed()
-    assert (late.message["candle_acc_trade_volume"], late.rewrite) == (4.0, True)
+    assert (late.message["candle_acc_trade_volume"], late.rewrite, late.doubt) == (4.0, True, None)
+
+
+def test_the_newest_state_by_upbit_s_time_wins_and_states_that_disagree_leave_the_minute_to_rest():
+    """One wild state (price x100, volume x1000) before the true ones: the most-volume rule kept it for good.
+    By message time the true state is the newest, and a minute whose volume fell or range shrank between
+    two of its states is doubtful: quarantined (not written), so REST fetches it."""
+    book = MinuteBook(grace_seconds=3600)
+    t = T_MS
+    book.add(message("2025-09-03T12:00:00", 1.0, t + 1000, price=100.0))
+    book.add(message("2025-09-03T12:00:00", 1000.0, t + 2000, price=10_000.0))  # the outlier
+    book.add(message("2025-09-03T12:00:00", 2.0, t + 3000, price=100.0))
+    book.add(message("2025-09-03T12:01:00", 1.0, t + 61_000, price=100.0))
+    [closed] = book.closed()
+    assert closed.message["trade_price"] == 100.0 and closed.message["timestamp"] == t + 3000
+    assert closed.doubt is not None and "within the minute" in closed.doubt
+    book.add(message("2025-09-03T12:00:00", 3.0, t + 62_000, price=100.0))  # later states of a quarantined minute: REST's now
+    book.add(message("2025-09-03T12:02:00", 1.0, t + 121_000, price=100.0))
+    assert [(c.start, c.doubt) for c in book.closed()] == [(t // 1000 + 60, None)]
+
+
+def test_a_minute_that_jumps_implausibly_from_its_neighbour_is_doubtful():
+    book = MinuteBook(grace_seconds=3600)
+    t = T_MS
+    prices = {0: 100.0, 1: 100.0, 2: 10_000.0, 3: 101.0, 4: 102.0}  # 12:02 wrong in every update
+    for minute, price in prices.items():
+        book.add(message(f"2025-09-03T12:0{minute}:00", 1.0, t + minute * 60_000 + 1000, price=price))
+        book.add(message(f"2025-09-03T12:0{minute}:00", 2.0, t + minute * 60_000 + 2000, price=price))
+    doubts = {(c.start - t // 1000) // 60: c.doubt for c in book.closed()}
+    assert "jump from 100 and 101" in doubts.pop(2)
+    # 12:01 agrees with the minute before it, 12:03 with the one after it (and with 12:01, the last minute accepted)
+    assert doubts == {0: None, 1: None, 3: None}
 
 
 def test_minute_book_closes_a_quiet_minute_after_its_end_plus_grace():
@@ -147,7 +182,11 @@ def rest(replay, markets: list[str], start: datetime, end: datetime) -> pd.DataF
     """The closed candles the replay's REST API serves for ``[start, end)``."""
     frames = []
     for market in markets:
-        answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+        for _ in range(3):  # the replay limits 10 requests a second per IP: a run's requests just before may use them up
+            answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+            if answer.status_code != 429:
+                break
+            time.sleep(1.1)
         answer.raise_for_status()
         frame = pd.DataFrame(answer.json()).rename(columns=REST_NAMES)
         frame["candle_start"] = pd.to_datetime(frame["candle_date_time_utc"]).dt.tz_localize("UTC")
@@ -221,6 +260,17 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     assert events and {e.asset_materialization.partition for e in events} == {"2025-09-03-12:00"}
     metadata = events[0].asset_materialization.metadata
     assert metadata["source"].value == "stream" and "lag_p50_s" in metadata and "reconnects" in metadata
+    assert {"no_trade_minutes", "missed_minutes"} <= set(metadata)
+    # the UI's candle_1m checks for the stream's materialisations: evaluated on what it wrote, runless like them
+    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert set(latest) == set(keys) and {record.run_id for record in latest.values()} == {events[0].run_id} == {""}
+    schema = latest[keys[0]].event.dagster_event.event_specific_data
+    assert schema.passed and schema.metadata["source"].value == "stream" and schema.metadata["rows"].value > 0
+    coverage = latest[keys[1]].event.dagster_event.event_specific_data
+    assert coverage.metadata["partition"].value == "2025-09-03-12:00" and 0 < coverage.metadata["seen_share"].value <= 1
+    figures = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema)).health().figures
+    assert figures["missed_minutes"] > 0 and figures["no_trade_minutes"] >= 0  # the minutes of the cut were missed, not "no trade"
 
 
 @pytest.mark.slow
@@ -244,6 +294,12 @@ def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_r
     assert got["volume"].tolist() == expected["volume"].round(8).tolist()
     typical = (expected["open"] + expected["high"] + expected["low"] + expected["close"]) / 4
     assert got["value"].tolist() == pytest.approx((expected["volume"] * typical).tolist(), rel=1e-12)
+    # every minute from the subscription to the last commit was seen: the minutes without a candle are no-trade minutes
+    health = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema)).health()
+    committed = pd.date_range(hour, pd.Timestamp(health.covered_through, unit="s", tz="UTC").floor("min"), freq="min", inclusive="left")
+    traded = recorded[recorded["candle_start_utc"].isin(committed)]
+    assert health.figures["missed_minutes"] == 0
+    assert health.figures["no_trade_minutes"] == len(markets) * len(committed) - len(traded) >= 3
 
 
 def test_a_changed_universe_is_resubscribed(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
@@ -279,10 +335,12 @@ def candle_requests(replay) -> int:
     return replay.stats()["groups"].get("candles", {}).get("ok", 0)
 
 
-def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, **tags: str) -> dg.ExecuteInProcessResult:
-    """candles_1m of ``partition`` as an analysis job's step (its run tags) against ``replay``, in ``schema``."""
+def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: str, source: str = "stream", **tags: str) -> dg.ExecuteInProcessResult:
+    """candles_1m of ``partition`` as an analysis job's step (its run config and tags; ``source="rest"``: as the history
+    sensor's ``candles_1m_job`` runs it) against ``replay``, in ``schema``."""
     from dantaro_assets.lib.upbit import UpbitClient
-    from dantaro_assets.markets import assets, candles_1m
+    from dantaro_assets.markets import assets
+    from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
     from dantaro_assets.resources import run_settings
     from dantaro_assets.settings import load_settings
 
@@ -291,15 +349,17 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
     resources = {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres,
                  "redis": redis_resource, "upbit": upbit, "run_settings": run_settings(load_settings())}
     try:
-        return dg.materialize(assets, selection=[candles_1m], partition_key=partition, resources=resources, tags=tags)
+        return dg.materialize(dg.load_assets_from_modules([assets]), selection=[assets.candles_1m], partition_key=partition, resources=resources,
+                              run_config=MINUTES_FROM_STREAM if source == "stream" else None, tags=tags)
     finally:
         upbit.close()
 
 
 def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alone(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
-    """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run fetches over
-    REST only the markets and minutes the stream did not see (one request per market), the next final run of the
-    hour (another analysis job) fetches nothing, and every minute of the hour is stored exactly as REST serves it."""
+    """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run compares
+    the hour of every market with REST (one request per market; the minutes around the cut among them), the next
+    final run of the hour (another analysis job) fetches nothing, and every minute of the hour is stored exactly
+    as REST serves it."""
     store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
     small_replay.set_clock(T0, running=False)
     home = tmp_path / "dagster"
@@ -317,19 +377,118 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     assert len(before) < len(expected)  # the stream alone missed minutes around the cut
 
     small_replay.reset_stats()
-    final = {"dantaro/job": "market_status", "dantaro/finalise": "true"}
+    final = {"dantaro/finalise": "true"}  # the schedules' tag on an hour's final run
     result = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert result.success
     metadata = result.asset_materializations_for_node("candles_1m")[0].metadata
-    assert metadata["source"].value == "rest fallback" and metadata["markets_fetched"].value == len(SIM_MARKETS)
+    assert metadata["source"].value == "rest audit" and metadata["markets_fetched"].value == len(SIM_MARKETS)
     assert "with minutes the stream did not see" in metadata["why"].value
-    # the unseen span (eight cuts and their jittered backoff, at 30 replay seconds a second), never the whole hour
-    assert 0 < metadata["minutes_fetched"].value < len(SIM_MARKETS) * 60
-    assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one range per market
+    assert metadata["minutes_fetched"].value == len(SIM_MARKETS) * 60
+    assert candle_requests(small_replay) == metadata["requests"].value == len(SIM_MARKETS)  # one request per market
+    assert (metadata["audit_added"].value, metadata["audit_corrected"].value, metadata["audit_stream_only"].value) == (len(expected) - len(before), 0, 0)
     pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), expected, check_dtype=False)
 
     small_replay.reset_stats()
-    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
-                           **{**final, "dantaro/job": "recommendations"})
+    again = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **final)
     assert again.success and candle_requests(small_replay) == 0
     assert again.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
+
+
+def test_an_hour_fetched_whole_over_rest_is_not_fetched_again_by_its_final_run(small_replay, stream_schema, pg_url, redis_resource):
+    """The history sensor's (or a backfill's) full fetch of a closed hour is REST's every minute: an audit already."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.reset_stats()
+    assert run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", source="rest").success
+    assert candle_requests(small_replay) == len(SIM_MARKETS)
+    small_replay.reset_stats()
+    final = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
+                           **{"dantaro/job": "market_status", "dantaro/finalise": "true"})
+    assert final.success and candle_requests(small_replay) == 0
+    assert final.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
+
+
+def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 22: the stream behind messages the replay alters. XRP 12:24 gets one wild state (prices x100, volume
+    x1000) before its true ones, ETH 12:26 is 1 % high in every update, SOL 12:28 has a negative price in every
+    update. The wild state is not kept (newest by Upbit's time wins; the minute whose states disagree is left to
+    REST), the negative minute is quarantined and left unseen (the next tick fetches both over REST), the
+    plausible wrong minute is stored until the hour's final run compares every minute with REST: then every
+    minute of the hour equals REST."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=False)
+    small_replay.inject("alter", path="/websocket/v1", market="KRW-ETH", minute="2025-09-03T12:26:00", count=None)
+    small_replay.inject("alter", path="/websocket/v1", market="KRW-SOL", minute="2025-09-03T12:28:00", count=None, variant="negative_price")
+    home = tmp_path / "dagster"
+    hour_end = T0 + timedelta(hours=1)
+    with streaming(small_replay, stream_schema, home):
+        wait_subscribed(small_replay)
+        small_replay.set_clock(T0, running=True, speed=30)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=24, seconds=20))  # a third into the minute: the wild state outweighs the final one
+        small_replay.inject("outlier", path="/websocket/v1", market="KRW-XRP", minute="2025-09-03T12:24:00")
+        wait_for_clock(small_replay, T0 + timedelta(minutes=30))
+        assert small_replay.stats()["faults_fired"].get("outlier") == 1
+        got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=29))
+        keys = set(zip(got["market"], got["candle_start"], strict=True))
+        assert ("KRW-XRP", pd.Timestamp("2025-09-03T12:24Z")) not in keys and ("KRW-SOL", pd.Timestamp("2025-09-03T12:28Z")) not in keys
+        eth = got[(got["market"] == "KRW-ETH") & (got["candle_start"] == pd.Timestamp("2025-09-03T12:26Z"))]
+        true_eth = rest(small_replay, ["KRW-ETH"], T0 + timedelta(minutes=26), T0 + timedelta(minutes=27))
+        assert eth["high"].item() == pytest.approx(1.01 * true_eth["high"].item())  # plausible, so stored for now
+
+        small_replay.reset_stats()
+        tick = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00", **{"dantaro/job": "market_status"})
+        metadata = tick.asset_materializations_for_node("candles_1m")[0].metadata
+        assert tick.success and metadata["source"].value == "rest fallback" and "quarantined" in metadata["why"].value
+        assert metadata["markets_fetched"].value == 2 and candle_requests(small_replay) == 2  # the two minutes left unseen
+        wait_for_clock(small_replay, hour_end + timedelta(minutes=1))
+    log = (home / "stream.log").read_text()
+    assert "quarantined" in log and "within the minute" in log and "price not positive" in log
+
+    small_replay.reset_stats()
+    final = run_candles_1m(small_replay, stream_schema, pg_url, redis_resource, "2025-09-03-12:00",
+                           **{"dantaro/job": "market_status", "dantaro/finalise": "true"})
+    metadata = final.asset_materializations_for_node("candles_1m")[0].metadata
+    assert final.success and metadata["source"].value == "rest audit" and candle_requests(small_replay) == len(SIM_MARKETS)
+    assert metadata["audit_corrected"].value >= 1  # ETH 12:26
+    pd.testing.assert_frame_equal(in_range(stored(pg_url, stream_schema), T0, hour_end), rest(small_replay, SIM_MARKETS, T0, hour_end),
+                                  check_dtype=False)
+
+
+def test_the_stream_is_starting_until_its_subscription_is_answered(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 19: before it has subscribed (no universe yet) the stream is ``starting``, not healthy, with no 1970 dates."""
+    small_replay.set_clock(T0, running=True, speed=1)
+    store = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema))
+
+    def status_when(condition, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while not condition(status := stream_status(store, max_lag=30)):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        return status
+
+    with streaming(small_replay, stream_schema, tmp_path / "dagster"):
+        status = status_when(lambda s: s["state"] != "never ran")
+        assert (status["state"], status["healthy"], status["markets"], status["covered_through"]) == ("starting", False, 0, None)
+        store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+        status = status_when(lambda s: s["state"] != "starting")
+        assert status["state"] == "healthy" and status["markets"] == len(SIM_MARKETS) and status["covered_through"] >= "2025-09-03T12:00:00Z"
+
+
+def test_junk_frames_are_logged_once_per_report_with_their_count(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 22: 3,465 lines in 15 s of junk frames. Now the first, then one line per report period with the count."""
+    store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+    small_replay.set_clock(T0, running=True, speed=20)
+    home = tmp_path / "dagster"
+    with streaming(small_replay, stream_schema, home):
+        wait_subscribed(small_replay)
+        small_replay.inject("junk", path="/websocket/v1", count=100)  # 100 ticks, 5 s: a junk frame before every message
+        deadline = time.monotonic() + 60
+        while small_replay.stats()["faults_fired"].get("junk", 0) < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)
+    sent = small_replay.stats()["websocket"]["junk"]
+    lines = [line for line in (home / "stream.log").read_text().splitlines() if "not JSON" in line]
+    summaries = [line for line in lines if "more like this" in line]
+    counted = sum(int(line.split("stream: ")[1].split(" more like this")[0]) for line in summaries)
+    assert sent > 300 and counted + len(lines) - len(summaries) == sent  # every frame counted
+    assert len(lines) <= 10, lines  # about two a report (2 s) instead of one a frame

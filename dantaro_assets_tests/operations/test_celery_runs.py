@@ -1,8 +1,9 @@
 """The worker's limits with runs on Celery workers: deploy/dagster.celery.yaml, two `dantaro worker` processes.
 
-Dagster's storage is a Postgres database of the module's own, the broker and result backend the test Redis
-under a key prefix of the run's own. The daemons' iterations are called directly (daemon.py) so each step
-can be observed; the runs execute in the workers' processes, launched by dagster-celery's run launcher.
+Dagster's storage is a Postgres database of the module's own, the broker and result backend a redis-server of
+the module's own (never the machine's shared one: a test restarts it empty). The daemons' iterations are called
+directly (daemon.py) so each step can be observed; the runs execute in the workers' processes, launched by
+dagster-celery's run launcher.
 """
 
 from __future__ import annotations
@@ -18,21 +19,20 @@ from urllib.parse import urlsplit, urlunsplit
 import dagster as dg
 import psycopg
 import pytest
-import redis
 import yaml
-from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 
 from dantaro_assets.operations.celery_runs import (
-    CELERY_QUEUES,
     WORKER_TAG,
     CeleryQueueRunCoordinator,
     WorkerCheckingCeleryRunLauncher,
 )
-from dantaro_assets.operations.limits import JOB_TAG, PRIORITIES, TIMED_OUT_TAG
+from dantaro_assets.operations.limits import JOB_TAG, QUEUE_TAG, QUEUES, TIMED_OUT_TAG
 from dantaro_assets.processes.instance import write_instance_config
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.conftest import RUN_TAG
 from dantaro_assets_tests.fixtures.environment import environ
+from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     PROJECT_DIR,
@@ -45,6 +45,7 @@ from dantaro_assets_tests.operations.daemon import (
     submit,
     wait_for,
 )
+from dantaro_assets_tests.operations.limits_defs import JOB_TAGS, STORED_ROWS
 
 
 def distributed(test):
@@ -55,7 +56,6 @@ def distributed(test):
 DEFS = "dantaro_assets_tests.operations.limits_defs"
 WORKERS = (f"w1-{RUN_TAG}", f"w2-{RUN_TAG}")
 RUN_TIMEOUT = 10  # DANTARO_RUN_TIMEOUT in the workers: the smallest the settings accept
-PREFIX = f"dantaro_test_{RUN_TAG}_celery:"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,16 @@ def dagster_pg_url(pg_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def celery_env(dagster_pg_url: str, settings, tmp_path_factory) -> Iterator[dict[str, str]]:
+def broker() -> Iterator[PrivateRedis]:
+    """The module's broker and result backend: a redis-server it may kill and start again empty."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def celery_env(dagster_pg_url: str, broker: PrivateRedis, tmp_path_factory) -> dict[str, str]:
     """DAGSTER_HOME with the Celery template (two worker slots, both workers on both queues) and its variables."""
     home = tmp_path_factory.mktemp("celery_home")
     write_instance_config(home, load_settings(), template=PROJECT_DIR / "deploy" / "dagster.celery.yaml")
@@ -82,22 +91,14 @@ def celery_env(dagster_pg_url: str, settings, tmp_path_factory) -> Iterator[dict
     for limit in runs["tag_concurrency_limits"]:
         if limit["key"] == "dagster-celery/queue":
             limit["limit"] = 2  # both workers take from both queues
-    prefix = {"global_keyprefix": PREFIX}
-    config["run_launcher"]["config"]["config_source"] = {"broker_transport_options": prefix, "result_backend_transport_options": prefix}
     config["compute_logs"]["config"]["base_dir"] = str(home / "compute_logs")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {
+    return {
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_URL": dagster_pg_url,
-        "DANTARO_CELERY_BROKER_URL": settings.redis_url,
-        "DANTARO_CELERY_BACKEND_URL": settings.redis_url,
+        "DANTARO_CELERY_BROKER_URL": broker.url,
+        "DANTARO_CELERY_BACKEND_URL": broker.url,
     }
-    yield env
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(f"{PREFIX}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +195,8 @@ def test_the_celery_config_carries_the_same_limits_and_a_run_slot_per_celery_que
     assert runs["max_concurrent_runs"] == local_runs["max_concurrent_runs"]
     per_queue = [limit for limit in runs["tag_concurrency_limits"] if limit["key"] == DAGSTER_CELERY_QUEUE_TAG]
     assert [limit for limit in runs["tag_concurrency_limits"] if limit not in per_queue] == local_runs["tag_concurrency_limits"]
-    # every queue a job names has its run slots, and they add up to the run cap
-    assert {limit["value"] for limit in per_queue} == set(CELERY_QUEUES.values())
+    # every queue a job type may name has its run slots, and they add up to the run cap
+    assert {limit["value"] for limit in per_queue} == set(QUEUES)
     assert sum(limit["limit"] for limit in per_queue) == runs["max_concurrent_runs"]
     assert config["run_launcher"]["class"] == "WorkerCheckingCeleryRunLauncher"
     assert config["run_launcher"]["config"]["default_queue"] == "bulk"
@@ -212,12 +213,13 @@ def test_the_celery_instance_launches_on_celery(instance):
 @distributed
 def test_the_celery_instance_names_each_runs_queue_as_it_is_queued(instance, workspace):
     """Jobs carry no Celery tag (test_limits.py); the Celery instance's run coordinator adds it, before the run waits in the queue."""
-    run_ids = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(0)) for job_type in PRIORITIES}
+    run_ids = {job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(0)) for job_type in JOB_TAGS}
     explicit = submit(instance, workspace, "cleanup_job", _wait_config(0), tags={DAGSTER_CELERY_QUEUE_TAG: "live"})
     try:
         queued = {job_type: instance.get_run_by_id(run_id) for job_type, run_id in run_ids.items()}
         assert {run.status for run in queued.values()} == {dg.DagsterRunStatus.QUEUED}
-        assert {job_type: run.tags[DAGSTER_CELERY_QUEUE_TAG] for job_type, run in queued.items()} == dict(CELERY_QUEUES)
+        assert {job_type: run.tags[DAGSTER_CELERY_QUEUE_TAG] for job_type, run in queued.items()} == {
+            job_type: tags[QUEUE_TAG] for job_type, tags in JOB_TAGS.items()}  # the queue each job type declares
         assert instance.get_run_by_id(explicit).tags[DAGSTER_CELERY_QUEUE_TAG] == "live"  # a queue given at launch wins
     finally:
         for run_id in [*run_ids.values(), explicit]:
@@ -226,11 +228,11 @@ def test_the_celery_instance_names_each_runs_queue_as_it_is_queued(instance, wor
 
 @distributed
 def test_runs_of_every_job_type_land_on_both_workers_two_at_a_time(instance, workspace, workers):
-    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in PRIORITIES]
+    run_ids = [submit(instance, workspace, f"{job_type}_job", _wait_config(1.5)) for job_type in JOB_TAGS]
     samples = _drain(instance, workspace, run_ids)
     assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.SUCCESS}
     where = {instance.get_run_by_id(r).tags[JOB_TAG]: _worker(instance, r) for r in run_ids}
-    assert set(where) == set(PRIORITIES) and set(where.values()) == set(WORKERS), where
+    assert set(where) == set(JOB_TAGS) and set(where.values()) == set(WORKERS), where
     assert max(len(started) for _, started in samples) == 2  # WORKER_MAX_WORKERS (2 here), reached and never passed
     for _, started in samples:  # runs at the same time are on different workers: an idle worker is never passed over
         assert len({_worker(instance, r) for r in started}) == len(started)  # the tag is set before the run starts
@@ -301,6 +303,86 @@ def test_a_run_whose_process_dies_is_failed_by_monitoring_and_retried(instance, 
     retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
     assert len(retries) == 1 and retries[0].tags[JOB_TAG] == "market_status"
     instance.delete_run(retries[0].run_id)  # it would crash again: not this test's subject
+
+
+STORING_SECONDS = 30  # the storing runs' step: the broker restarts early in it, and monitoring checks the runs for longer than
+# the launcher takes a silent worker to be lost
+
+
+@distributed
+def test_a_broker_restarted_empty_under_two_runs_runs_each_partition_once_and_no_run_turns_from_failure_to_success(
+    instance, workspace, workers, broker, settings
+):
+    """The broker and result backend SIGKILLed and started empty while two runs execute, one on each worker.
+
+    The restarted backend has forgotten both tasks (their state reads PENDING): the runs must still be taken
+    for alive, so neither is failed, retried and executed a second time, nor flips from FAILURE to SUCCESS.
+    """
+    retrying = retries_daemon(workspace)
+    case = {"dantaro_test/case": f"broker-restart-{RUN_TAG}"}  # retries carry their parent's tags
+    config = {"ops": {"stored_hour": {"config": {"seconds": STORING_SECONDS}}}}
+    partitions = {"storing_market_status_job": "2025-09-01-00:00", "storing_recommendations_job": "2025-09-01-01:00"}
+    originals = {submit(instance, workspace, job, config, tags={**case, "dagster/partition": key}): key for job, key in partitions.items()}
+    deadline = time.monotonic() + 90
+    while not all(instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START) for run_id in originals):
+        assert time.monotonic() < deadline, {run_id: instance.get_run_by_id(run_id).status for run_id in originals}
+        dequeue(workspace)
+        time.sleep(0.3)
+    assert {_worker(instance, run_id) for run_id in originals} == set(WORKERS)
+
+    broker.kill()
+    monitor(workspace)  # while the broker is down: the task states cannot be read, nothing is decided
+    time.sleep(2)
+    broker.start()  # empty: no persistence, as a Redis without AOF comes back
+    tasks = [instance.run_launcher.celery.AsyncResult(instance.get_run_by_id(run_id).tags[DAGSTER_CELERY_TASK_ID_TAG]) for run_id in originals]
+    assert [task.state for task in tasks] == ["PENDING", "PENDING"]  # the restarted backend has forgotten both running tasks
+
+    in_progress = []
+    deadline = time.monotonic() + 180
+    while True:
+        monitor(workspace)
+        list(retrying.run_iteration(workspace))
+        dequeue(workspace)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags=case))
+        in_progress.append(sum(run.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED) for run in runs))
+        if all(run.status in FINISHED for run in runs):
+            break
+        assert time.monotonic() < deadline, {run.run_id: run.status for run in runs}
+        time.sleep(1)
+    list(retrying.run_iteration(workspace))
+
+    ends = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS}
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=case))
+    summary = {
+        run.run_id: {
+            "partition": run.tags["dagster/partition"],
+            "retry_of": run.parent_run_id,
+            "ends": [event.dagster_event.event_type.value for event in instance.all_logs(run.run_id, of_type=ends)],
+            "step_starts": len(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)),
+            "status": run.status.value,
+        }
+        for run in runs
+    }
+    assert all(len(run["ends"]) == 1 for run in summary.values()), summary  # never FAILURE, then SUCCESS
+    assert set(summary) == set(originals), summary  # no retry: neither run was failed
+    assert {run["status"] for run in summary.values()} == {"SUCCESS"}, summary
+    step_starts = {key: sum(run["step_starts"] for run in summary.values() if run["partition"] == key) for key in partitions.values()}
+    assert step_starts == {key: 1 for key in partitions.values()}, summary
+    for key in partitions.values():
+        materialisations = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("stored_hour"), asset_partitions=[key]), limit=10)
+        assert len(materialisations.records) == 1, key
+    assert max(in_progress) <= 2  # never more runs starting or started than the two workers hold
+    with psycopg.connect(settings.database_url) as conn:
+        stored = conn.execute(
+            "WITH rows AS (SELECT to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD-HH24:MI') AS partition, run_id"
+            f' FROM "{settings.db_schema}".stored_hour) SELECT partition, run_id, count(*) FROM rows WHERE partition = ANY(%s) GROUP BY 1, 2',
+            (list(partitions.values()),),
+        ).fetchall()
+    assert sorted(stored) == sorted((key, run_id, STORED_ROWS) for run_id, key in originals.items())  # one computation's rows
+
+    after = submit(instance, workspace, "market_status_job", _wait_config(0))  # the workers take runs from the restarted broker
+    _drain(instance, workspace, [after])
+    assert instance.get_run_by_id(after).status == dg.DagsterRunStatus.SUCCESS
 
 
 @distributed

@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.operations.jobs import run_tags
 from dantaro_assets.operations.limits import (
     JOB_TAG,
     MONITORING_GRACE_SECONDS,
+    QUEUE_TAG,
+    JobType,
     instance_limit_problems,
 )
 from dantaro_assets.processes.instance import write_instance_config
@@ -101,23 +105,31 @@ def test_a_run_allocating_past_the_memory_limit_fails_and_one_under_it_succeeds(
 
 
 def test_job_tags_carry_the_settings_timeout_and_no_celery_queue():
-    tags = run_tags("market_status", load_settings({}))
+    tags = run_tags(MARKET_STATUS.job_type, load_settings({}))
     # the run stops itself at DANTARO_RUN_TIMEOUT (300 s); run monitoring is the backstop after a grace;
-    # the Celery queue is added by the Celery instance's run coordinator only (test_celery_runs.py)
+    # the Celery queue is added by the Celery instance's run coordinator only (test_celery_runs.py), from dantaro/queue
     assert tags == {
         "dagster/priority": "40",
         JOB_TAG: "market_status",
+        QUEUE_TAG: "live",
         "dagster/max_runtime": str(300 + MONITORING_GRACE_SECONDS),
     }
+
+
+def test_a_job_type_names_a_queue_the_celery_instance_has():
+    assert JobType("backfill", priority=1).tags()[QUEUE_TAG] == "bulk"
+    with pytest.raises(ValueError, match=r"job type fast: queue 'express' is not one of \['live', 'bulk'\]"):
+        JobType("fast", priority=50, queue="express")
 
 
 def test_no_job_schedule_or_sensor_of_the_definitions_tags_runs_for_celery():
     """What `dantaro dev` runs: the jobs' tags (on every run of the job) and the run requests' (schedules, sensors)."""
     from dantaro_assets.definitions import defs
-    from dantaro_assets.operations.limits import PRIORITIES, job_tags
 
-    tag_sets = {job.name: job.tags for job in defs.resolve_all_job_defs()}
-    tag_sets |= {f"{job_type} run request": job_tags(job_type, finalise=final) for job_type in PRIORITIES for final in (False, True)}
+    jobs = defs.resolve_all_job_defs()
+    tag_sets = {job.name: job.run_tags for job in jobs}
+    job_types = {JobType(tags[JOB_TAG], int(tags["dagster/priority"]), tags[QUEUE_TAG]) for tags in tag_sets.values() if JOB_TAG in tags}
+    tag_sets |= {f"{job_type.name} run request": job_type.tags(finalise=final) for job_type in job_types for final in (False, True)}
     assert "market_status_job" in tag_sets
     assert {name: tags for name, tags in tag_sets.items() if any(tag.startswith("dagster-celery/") for tag in tags)} == {}
 
@@ -167,6 +179,42 @@ def test_a_run_whose_worker_dies_is_failed_by_monitoring_and_retried(instance, w
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert retries[0].tags[JOB_TAG] == "market_status"  # the retry keeps its priority and one-at-a-time key
     assert instance.run_retries_max_retries == 3
+
+
+def test_a_run_failed_by_monitoring_while_it_runs_stops_before_it_stores_and_stays_failed(instance, workspace, settings):
+    """Run monitoring fails a run whose worker it takes for lost (here: reported from outside, as monitoring does,
+    while the run's step computes); the run worker, alive after all, stores nothing and does not turn the run SUCCESS."""
+    partition = "2025-09-01-05:00"
+    hour_rows = f"SELECT count(*) FROM \"{settings.db_schema}\".stored_hour WHERE hour = '2025-09-01 05:00+00'"
+    run_id = submit(instance, workspace, "storing_market_status_job", {"ops": {"stored_hour": {"config": {"seconds": 3}}}},
+                    tags={"dagster/partition": partition})  # fmt: skip
+    dequeue(workspace)
+    deadline = time.monotonic() + 60
+    while not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
+        assert time.monotonic() < deadline, instance.get_run_by_id(run_id).status
+        time.sleep(0.2)
+    with psycopg.connect(settings.database_url) as conn:
+        stored_before = conn.execute(hour_rows).fetchone()[0] if _table_exists(conn, settings.db_schema, "stored_hour") else 0
+    instance.report_run_failed(instance.get_run_by_id(run_id), "Detected run worker status UNKNOWN: 'Unknown task status: PENDING'.")
+
+    ends = {dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.ENGINE_EVENT}
+    stopped = "Execution was interrupted for a run that was already in a failure state."
+    while not any(e.message == stopped or e.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS for e in instance.all_logs(run_id, of_type=ends)):
+        assert time.monotonic() < deadline, "the run worker neither stopped nor ended"
+        time.sleep(0.2)
+    assert wait_for(instance, [run_id], set(), timeout=3)[run_id] == dg.DagsterRunStatus.FAILURE  # still, a few seconds on
+    events = [e.dagster_event.event_type for e in instance.all_logs(run_id) if e.dagster_event]
+    assert events.count(dg.DagsterEventType.RUN_FAILURE) == 1 and dg.DagsterEventType.RUN_SUCCESS not in events
+    assert dg.DagsterEventType.HANDLED_OUTPUT not in events and dg.DagsterEventType.ASSET_MATERIALIZATION not in events
+    messages = [e.message for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+    assert any(m.startswith("Run is FAILURE") and "before step stored_hour stores its output" in m for m in messages), messages
+    with psycopg.connect(settings.database_url) as conn:
+        stored_after = conn.execute(hour_rows).fetchone()[0] if _table_exists(conn, settings.db_schema, "stored_hour") else 0
+    assert stored_before == stored_after == 0
+
+
+def _table_exists(conn, schema: str, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".{table}',)).fetchone()[0]
 
 
 def _pool_until(instance: dg.DagsterInstance, holds: set[str], waits: set[str] = frozenset(), timeout: float = 60) -> tuple[set, set]:

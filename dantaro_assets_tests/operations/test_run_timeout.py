@@ -10,15 +10,16 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 import psutil
-import psycopg
 import pytest
 
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.upbit import UpbitClient
-from dantaro_assets.markets import assets, upbit_markets
+from dantaro_assets.markets import assets as market_assets
+from dantaro_assets.markets.assets import upbit_markets
 from dantaro_assets.operations.limits import STOP_GRACE_SECONDS, TIMED_OUT_TAG
 from dantaro_assets.resources import run_settings
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.operations.daemon import (
     FINISHED,
     WorkspaceProcessContext,
@@ -38,10 +39,8 @@ TIMEOUT = 10  # the smallest DANTARO_RUN_TIMEOUT the settings accept
 @pytest.fixture(scope="module")
 def storage(pg_url: str, settings) -> Iterator[PostgresResource]:
     """A schema of the module's own: no other test's candles in it, whatever ran before."""
-    postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_timeout")
-    yield postgres
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')
+    with own_schema(pg_url, f"{settings.db_schema}_timeout") as postgres:
+        yield postgres
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,8 @@ def closed_hour(replay_server, storage, redis_resource, settings) -> pd.Timestam
     upbit = UpbitClient(base_url=replay_server.url, redis=redis_resource)
     resources = {"io_manager": PostgresDataFrameIOManager(postgres=storage), "postgres": storage, "upbit": upbit,
                  "run_settings": run_settings(settings)}
-    result = dg.materialize(assets, selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"), resources=resources)
+    result = dg.materialize(dg.load_assets_from_modules([market_assets]), selection=[upbit_markets], partition_key=hour.strftime("%Y-%m-%d"),
+                            resources=resources)
     upbit.close()
     assert result.success
     return hour

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.definitions import build_definitions
-from dantaro_assets.markets.history import daily_lookback, minute_lookback
-from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITIES
+from dantaro_assets.market_status.assets import MARKET_STATUS
+from dantaro_assets.markets.history import history_window
+from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITY_TAG
 from dantaro_assets.operations.schedules import lookback_needs
 from dantaro_assets.partitions import freshness
 from dantaro_assets.settings import Settings, load_settings
@@ -78,7 +79,7 @@ def test_market_status_mid_hour_targets_the_open_hour_only(tick):
     requests = tick("market_status_schedule", "2026-03-10T10:58:00")
     assert _keys(requests) == ["2026-03-10-10:00"]
     tags = requests[0].tags
-    assert tags["dagster/priority"] == str(PRIORITIES["market_status"])
+    assert tags[PRIORITY_TAG] == str(MARKET_STATUS.priority)
     assert tags[JOB_TAG] == "market_status"
     # the run takes its job's tags too: the monitoring backstop, 300 s + 30 s
     assert DEFS.resolve_job_def("market_status_job").run_tags["dagster/max_runtime"] == "330"
@@ -124,7 +125,7 @@ def test_cleanup_runs_every_six_hours_with_the_lowest_priority(tick):
     assert schedule.cron_schedule == "0 */6 * * *"
     (request,) = tick("cleanup_schedule", "2026-03-11T06:00:00")
     assert request.partition_key is None
-    assert int(request.tags["dagster/priority"]) == min(PRIORITIES.values())
+    assert int(request.tags[PRIORITY_TAG]) == min(int(job.run_tags[PRIORITY_TAG]) for job in REPOSITORY.get_all_jobs() if PRIORITY_TAG in job.run_tags)
 
 
 def test_cadence_crons_follow_the_seed():
@@ -198,13 +199,14 @@ def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
     """The needs come from the assets' partition mappings; the sensor's lookback must cover them, or a tick would wait forever."""
     now = _at("2026-03-10T10:05:00")
     needs = lookback_needs(REPOSITORY, job.selection.resolve(list(REPOSITORY.assets_defs_by_key.values())), "2026-03-10-10:00", now)
-    assert set(needs[dg.AssetKey("candles_1m")]) <= set(minute_lookback(now))
+    window = history_window(REPOSITORY, now)
+    assert set(needs[dg.AssetKey("candles_1m")]) <= set(window.minutes(now))
     for asset in DAILY_ASSETS:
-        assert needs.get(dg.AssetKey(asset), set()) <= set(daily_lookback(now))
+        assert needs.get(dg.AssetKey(asset), set()) <= set(window.daily(now))
     assert set(needs) <= {dg.AssetKey(name) for name in ("candles_1m", *DAILY_ASSETS)}
     if job.name == "recommendations_job":  # the turnover window and the levels' 14 days: the sensor's whole lookback
-        assert needs[dg.AssetKey("candles_1m")] == set(minute_lookback(now))
-        assert needs[dg.AssetKey("candles_1h")] == set(daily_lookback(now))
+        assert needs[dg.AssetKey("candles_1m")] == set(window.minutes(now))
+        assert needs[dg.AssetKey("candles_1h")] == set(window.daily(now))
 
 
 def test_one_cadence_sets_the_cron_the_freshness_policy_and_the_ticks():

@@ -10,8 +10,13 @@ import pytest
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.recommendations.analysis import LOOKBACK
 from dantaro_assets.recommendations.calibration import CELL_COLUMNS, Calibration
+from dantaro_assets.resources import build_snapshot_store, run_settings
+from dantaro_assets.settings import Settings
 
 END = pd.Timestamp("2025-09-15", tz="UTC")
 
@@ -85,3 +90,9 @@ def flat_calibration(reach_atr: float = 6.0, target: int = 6, stop: int = 3, nei
 
 
 FAVOURABLE = flat_calibration()  # 60 % of plans reach the target first: every placeable plan is worth taking
+
+
+def io_resources_over(postgres: PostgresResource, redis: RedisResource, settings: Settings) -> dict:
+    """The resources an analysis's materialisation takes, over ``postgres`` and under ``settings``."""
+    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres), "postgres": postgres, "redis": redis,
+            "snapshots": build_snapshot_store(settings, redis, postgres), "run_settings": run_settings(settings)}

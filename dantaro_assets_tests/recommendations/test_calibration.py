@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dantaro_assets.recommendations import definitions
 from dantaro_assets.recommendations.calibration import (
     CALIBRATION_FILE,
+    checked_calibration,
     count_cells,
     from_json,
     load_calibration,
@@ -113,3 +115,18 @@ def test_a_refit_from_graded_picks_counts_each_pick_at_its_horizon():
     scorer_level = table.cells[table.cells["level"] == 3].set_index("scorer")
     assert scorer_level.loc["reversal", "n"] == 2 and scorer_level.loc["v1", "neither"] == 1
     assert table.fitted["source"] == "recommendation_outcomes" and table.reach == flat_calibration().reach
+
+
+def test_a_served_table_that_is_malformed_or_lacks_a_horizon_stops_the_definitions(tmp_path, settings):
+    """DANTARO_CALIBRATION names a file: one that is not a table, or covers no 24 h plans, is refused naming the file."""
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"cells": []}')
+    with pytest.raises(ValueError, match=f"DANTARO_CALIBRATION {broken}: not a calibration table"):
+        definitions.build_defs(settings.model_copy(update={"calibration": str(broken)}))
+    four_hours = tmp_path / "four_hours.json"
+    four_hours.write_text(flat_calibration(horizon=4).to_json())
+    with pytest.raises(ValueError, match=r"no plans or reach for the \[24\] h horizon"):
+        checked_calibration(four_hours, {24})
+    good = tmp_path / "good.json"
+    good.write_text(flat_calibration().to_json())
+    assert definitions.build_defs(settings.model_copy(update={"calibration": str(good)})) is not None

@@ -20,9 +20,9 @@ from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.lib.tick_grid import off_grid, tick_for
 from dantaro_assets.lib.upbit import UpbitClient
 from dantaro_assets.markets import assets as market_assets
-from dantaro_assets.markets import orderbook_top
+from dantaro_assets.markets.assets import orderbook_top
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.recommendations import recommendations, recommendations_redis
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.resources import build_snapshot_store, run_settings
 from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import simulated_upstream, store
@@ -31,6 +31,7 @@ HOUR = pd.Timestamp("2025-10-09 10:00", tz="UTC")
 TICK = HOUR + pd.Timedelta(minutes=5)  # the minutes are stored up to it, as when the H:05 run starts
 CLOCK = TICK + pd.Timedelta(seconds=20)  # when that run fetches the books
 PARTITION, EARLIER = HOUR.strftime("%Y-%m-%d-%H:%M"), (HOUR - pit.HOUR).strftime("%Y-%m-%d-%H:%M")
+recommendations, recommendations_redis = RECOMMENDATIONS.asset, RECOMMENDATIONS.publish
 PARTITIONS = {"candles_1m": hourly_partitions, "candles_1h": daily_partitions, "candles_1d": daily_partitions,
               "upbit_markets": daily_partitions, "upbit_instruments": daily_partitions}
 
@@ -42,10 +43,12 @@ def postgres_resource(pg_url, settings):
 
 
 @pytest.fixture(scope="module")
-def stored_history(postgres_resource):
-    """The replay's 40 markets as the candle assets hold them when the H:05 run starts: minutes up to H:05."""
+def stored_history(postgres_resource) -> dict[str, pd.DataFrame]:
+    """The replay's 40 markets as the candle assets hold them when the H:05 run starts: minutes up to H:05 (the
+    whole hour's returned, for a test to store more of it)."""
     io_manager = PostgresDataFrameIOManager(postgres=postgres_resource)
-    for name, frame in simulated_upstream(40, HOUR).items():
+    upstream = simulated_upstream(40, HOUR)
+    for name, frame in upstream.items():
         if name == "candles_1m":
             frame = frame[frame["candle_start"] < TICK]
         column = "day" if name.startswith("upbit_") else "candle_start"
@@ -53,6 +56,7 @@ def stored_history(postgres_resource):
         first = partitions_def.get_partition_key_for_timestamp(frame[column].min().timestamp())
         last = partitions_def.get_partition_key_for_timestamp(frame[column].max().timestamp())
         store(io_manager, name, frame, partitions_def=partitions_def, first=first, last=last)
+    return upstream
 
 
 @pytest.fixture
@@ -72,8 +76,8 @@ def resources(stored_history, postgres_resource, redis_resource, replay, setting
 
 
 def _run(resources: dict, selection: list, partition: str = PARTITION, **kwargs) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*market_assets, recommendations, recommendations_redis], selection=selection, partition_key=partition,
-                          resources=resources, **kwargs)
+    return dg.materialize([*dg.load_assets_from_modules([market_assets]), recommendations, recommendations_redis], selection=selection,
+                          partition_key=partition, resources=resources, **kwargs)
 
 
 def _table(postgres: PostgresResource, name: str, order: str) -> pd.DataFrame:
@@ -168,15 +172,30 @@ def test_a_backfill_without_book_history_enters_at_the_last_trade_and_says_so(wi
     assert (metadata["entry_from_best_ask"].value, metadata["excluded_spread"].value) == (0, 0)
 
 
-def test_a_failed_book_fetch_fails_the_run_before_the_picks_and_stores_nothing(with_books, resources, postgres_resource, replay):
+def test_a_failed_book_fetch_leaves_the_picks_at_the_last_trade_and_says_why(with_books, stored_history, resources, postgres_resource,
+                                                                            replay, settings):
+    """Upbit answering /v1/orderbook badly costs the run its books, not its picks: the H:15 run succeeds, stores no
+    book, its tick's picks enter at the last trade and are published, and the books step names the failure."""
     _, picks, books = with_books
-    published = resources()["snapshots"].cached("recommendations")
-    replay.set_clock((TICK + pd.Timedelta(minutes=5, seconds=20)).isoformat())
+    later = TICK + pd.Timedelta(minutes=10)  # no book fetched for it (an earlier test's run fetched H:10's)
+    minutes = stored_history["candles_1m"]
+    store(PostgresDataFrameIOManager(postgres=postgres_resource), "candles_1m", minutes[minutes["candle_start"] < later],
+          partitions_def=hourly_partitions, first=PARTITION, last=PARTITION)  # the stream stored H:05..H:15 (a merge)
+    replay.set_clock((later + pd.Timedelta(seconds=20)).isoformat())
     replay.inject("bad_book", path="/v1/orderbook", count=None, variant="crossed_book")
-    result = _run(resources(), [orderbook_top, recommendations, recommendations_redis], raise_on_error=False)
-    assert not result.success
-    assert "crossed book" in result.failure_data_for_node("orderbook_top").error.to_string()
-    assert result.asset_materializations_for_node("recommendations") == []
-    pd.testing.assert_frame_equal(_table(postgres_resource, "orderbook_top", "as_of, market"), books)
-    pd.testing.assert_frame_equal(_table(postgres_resource, "recommendations", "as_of, scorer, rank"), picks)
-    assert resources()["snapshots"].cached("recommendations") == published
+    result = _run(resources(), [orderbook_top, recommendations, recommendations_redis])
+    assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
+    fetched = result.asset_materializations_for_node("orderbook_top")[0].metadata["fetched"].value
+    assert fetched.startswith("failed: Upbit /v1/orderbook") and "crossed book" in fetched, fetched
+    pd.testing.assert_frame_equal(_table(postgres_resource, "orderbook_top", "as_of, market"), books)  # no book stored
+    again = _table(postgres_resource, "recommendations", "as_of, scorer, rank")
+    at_later = again[again["as_of"] == later]
+    assert len(at_later) and (at_later["entry_from"] == "last_trade").all() and at_later["spread_bps"].isna().all()
+    pd.testing.assert_frame_equal(again[again["as_of"] <= TICK].reset_index(drop=True), picks)  # H:00 and H:05 as computed
+    metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+    served = again[(again["as_of"] >= HOUR) & (again["scorer"] == settings.scorer)]  # the partition's
+    assert metadata["latest_as_of"].value == str(later)
+    assert metadata["entry_from_last_trade"].value == (served["entry_from"] == "last_trade").sum() > 0
+    assert metadata["entry_from_best_ask"].value == (served["entry_from"] == "best_ask").sum()  # earlier ticks', from stored books
+    rows = resources()["snapshots"].cached("recommendations")["rows"]
+    assert rows and {r["entry_from"] for r in rows} == {"last_trade"} and all(r["spread_bps"] is None for r in rows)

@@ -12,24 +12,24 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import psycopg
 import pytest
 
 from dantaro_assets.api.for_people import for_people
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.postgres import PostgresResource
-from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.recommendations import recommendations, recommendations_redis
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
+from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.recommendations.schemas import summary_mismatches
 from dantaro_assets.recommendations.scorers import SCORERS
-from dantaro_assets.resources import build_snapshot_store, run_settings
-from dantaro_assets.support_levels import support_levels, support_levels_redis
 from dantaro_assets.support_levels.analysis import compute_support_levels
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets.support_levels.schemas import INVARIANTS, level_breaches
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import materialise, real_candles, simulated_upstream, store, universe
+
+from .conftest import io_resources_over
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
@@ -55,18 +55,9 @@ def assert_summaries_match(picks: pd.DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def postgres_resource(pg_url, settings):
-    resource = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_many_markets")
-    yield resource
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{resource.db_schema}" CASCADE')
-
-
-@pytest.fixture(scope="module")
-def io_resources(postgres_resource, redis_resource, settings):
-    snapshots = build_snapshot_store(settings, redis_resource, postgres_resource)
-    return {"io_manager": PostgresDataFrameIOManager(postgres=postgres_resource), "postgres": postgres_resource,
-            "redis": redis_resource, "snapshots": snapshots, "run_settings": run_settings(settings)}
+def io_resources(pg_url, redis_resource, settings):
+    with own_schema(pg_url, f"{settings.db_schema}_many_markets") as postgres:
+        yield io_resources_over(postgres, redis_resource, settings)
 
 
 def _table(postgres: PostgresResource, name: str, order: str) -> pd.DataFrame:
@@ -78,7 +69,7 @@ def _table(postgres: PostgresResource, name: str, order: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def simulated(io_resources, postgres_resource):
+def simulated(io_resources):
     """250 simulated markets stored as the candle assets store them, then both analyses materialised for one hour."""
     frames = simulated_upstream(250, HOUR)
     for name, frame in frames.items():
@@ -87,11 +78,11 @@ def simulated(io_resources, postgres_resource):
         first = partitions_def.get_partition_key_for_timestamp(max(frame[column].min(), pd.Timestamp(partitions_def.start)).timestamp())
         last = partitions_def.get_partition_key_for_timestamp(frame[column].max().timestamp())
         store(io_resources["io_manager"], name, frame, partitions_def=partitions_def, first=first, last=last)
-    levels_run = materialise([support_levels, support_levels_redis], PARTITION, io_resources)
-    picks_run = materialise([recommendations, recommendations_redis], PARTITION, io_resources)
+    levels_run = materialise([SUPPORT_LEVELS.asset, SUPPORT_LEVELS.publish], PARTITION, io_resources)
+    picks_run = materialise([RECOMMENDATIONS.asset, RECOMMENDATIONS.publish], PARTITION, io_resources)
     return {
-        "levels": _table(postgres_resource, "support_levels", "as_of, market, side, rank"),
-        "picks": _table(postgres_resource, "recommendations", "as_of, scorer, rank"),
+        "levels": _table(io_resources["postgres"], "support_levels", "as_of, market, side, rank"),
+        "picks": _table(io_resources["postgres"], "recommendations", "as_of, scorer, rank"),
         "metadata": picks_run.asset_materializations_for_node("recommendations")[0].metadata,
         "checks": [c.passed for run in (levels_run, picks_run) for c in run.get_asset_check_evaluations()],
         "snapshots": io_resources["snapshots"],
@@ -139,7 +130,7 @@ def recorded(upbit_data_dir):
 
 def test_recorded_markets_levels_keep_their_invariants_stored_and_served(recorded):
     inputs, ticks = recorded
-    levels = compute_support_levels(inputs, ticks)
+    levels = compute_support_levels(inputs, ticks).frame
     assert levels["as_of"].nunique() == len(ticks) == 96
     assert_levels_keep_their_invariants(levels)
 

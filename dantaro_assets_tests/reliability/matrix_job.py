@@ -14,13 +14,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from dantaro_assets.market_status import market_status, market_status_redis
+from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.resources import build_resources
 from dantaro_assets.settings import Settings
 from dantaro_assets_tests.fixtures.environment import environ
 
-ASSETS = [*market_assets, market_status, market_status_redis]
+ASSETS = [*dg.load_assets_from_modules([market_assets]), MARKET_STATUS.asset, MARKET_STATUS.publish]
 NO_STEP_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 

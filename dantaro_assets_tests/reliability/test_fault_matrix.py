@@ -313,3 +313,25 @@ def test_rematerialising_an_old_hour_after_the_ttl_never_serves_it_as_latest(pri
     latest = _api_latest(private_storage)
     assert latest["as_of"] == "2025-09-15T10:58:00Z", latest
     pd.testing.assert_frame_equal(_stored(private_storage, "market_status", "as_of", WINDOW.start, WINDOW.end), newest)
+
+
+@pytest.mark.slow
+def test_redis_restarted_empty_an_older_hour_never_becomes_latest(private_storage, small_replay):
+    """The marks died with Redis: the next publish rebuilds them from Postgres first, so the older hour is refused."""
+    settings = private_storage.settings(small_replay.url)
+    _market_status_inputs(settings)
+    assert materialize(settings, MARKET_STATUS_JOB, HOUR).success
+    private_storage.redis.kill()
+    private_storage.redis.start()  # no persistence: every snapshot and mark is gone
+
+    older = materialize(settings, MARKET_STATUS_JOB, PREVIOUS_HOUR)
+
+    assert older.success
+    assert older.asset_materializations_for_node("market_status_redis")[0].metadata["keys_kept_newer"].value == 1
+    assert _snapshots(private_storage).cached("market_status") is None
+    private_storage.postgres.kill()  # and with Postgres down the API has nothing older to serve
+    app = create_app(lambda: None, _snapshots(private_storage), settings=private_storage.base_settings)
+    with serve_http(app) as client:
+        assert client.get("/market-status/latest").status_code == 503
+    private_storage.postgres.start()
+    assert _api_latest(private_storage)["as_of"] == "2025-09-15T10:58:00Z"

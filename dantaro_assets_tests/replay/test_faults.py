@@ -131,7 +131,8 @@ def test_fault_without_path_hits_any_upbit_endpoint_not_the_control_api(replay):
     "spec",
     [{"kind": "explode"}, {"kind": "500", "count": 0}, {"kind": "bad_candle", "variant": "nope"},
      {"kind": "bad_book", "variant": "high_low"}, {"path": "/v1/ticker"},
-     {"kind": "latency", "seconds": -1}, {"kind": "500", "colour": "red"}],
+     {"kind": "latency", "seconds": -1}, {"kind": "500", "colour": "red"}, {"kind": "alter", "variant": "nope"},
+     {"kind": "disconnect", "minute": "2025-09-03T12:35:00"}, {"kind": "outlier", "minute": "yesterday"}],
 )
 def test_invalid_fault_specs_are_rejected(replay, spec):
     response = httpx.post(f"{replay.url}/_replay/faults", json=spec)

@@ -176,3 +176,39 @@ def test_slow_consumer_is_dropped(small_replay):
         while small_replay.stats()["websocket"]["dropped_slow_consumer"] == 0:  # this client never reads
             assert time.monotonic() < deadline, small_replay.stats()["websocket"]
             time.sleep(0.5)
+
+
+def test_message_faults_alter_one_market_s_minute_and_rest_keeps_the_true_candle(small_replay):
+    minute = "2025-09-03T12:35:00"
+    small_replay.set_clock(START + timedelta(seconds=50), running=True, speed=6)  # a third into the minute: the wild state outweighs the final one
+    small_replay.inject("outlier", path="/websocket/v1", market="KRW-BTC", minute=minute)
+    small_replay.inject("alter", path="/websocket/v1", market="KRW-ETH", minute=minute, count=None)
+    small_replay.inject("alter", path="/websocket/v1", market="KRW-XRP", minute=minute, count=None, variant="negative_price")
+    with connect(small_replay.websocket_url) as ws:
+        ws.send(request(["KRW-BTC", "KRW-ETH", "KRW-XRP"], is_only_realtime=True))
+        messages = receive(ws, 40, until=lambda m: m["code"] == "KRW-BTC" and m["candle_date_time_utc"] == "2025-09-03T12:36:00")
+    of = {code: [m for m in messages if m["code"] == code and m["candle_date_time_utc"] == minute] for code in ("KRW-BTC", "KRW-ETH", "KRW-XRP")}
+    true = {code: rest_candles(small_replay, code, START + timedelta(minutes=2), 2)[minute] for code in of}
+    assert all(len(states) > 3 for states in of.values())
+    btc = of["KRW-BTC"]
+    assert len(btc) > 3 and btc[-1]["trade_price"] == true["KRW-BTC"]["trade_price"]
+    assert btc[0]["high_price"] == pytest.approx(100 * btc[1]["high_price"], rel=0.05)  # one wild state, then the true ones
+    assert btc[0]["candle_acc_trade_volume"] > btc[-1]["candle_acc_trade_volume"]  # it outweighs the final state
+    assert all(m["trade_price"] > 0 for m in btc[1:])
+    assert of["KRW-ETH"] and all(m["high_price"] != true["KRW-ETH"]["high_price"] for m in of["KRW-ETH"])
+    assert of["KRW-ETH"][-1]["high_price"] == pytest.approx(1.01 * true["KRW-ETH"]["high_price"])
+    assert of["KRW-XRP"] and all(m["trade_price"] < 0 for m in of["KRW-XRP"])
+    assert all(m["trade_price"] > 0 for m in messages if m["candle_date_time_utc"] != minute)
+
+
+def test_junk_fault_sends_frames_that_are_not_json(small_replay):
+    small_replay.set_clock(START, running=True, speed=6)
+    small_replay.inject("junk", path="/websocket/v1", count=3)
+    with connect(small_replay.websocket_url) as ws:
+        ws.send(request(["KRW-BTC"], is_only_realtime=True))
+        frames = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(frames) < 8:
+            frames.append(ws.recv(timeout=5))
+    junk = [f for f in frames if not f.startswith(b"{")]
+    assert len(junk) == 3 and all(f.startswith(b"\x00") for f in junk)

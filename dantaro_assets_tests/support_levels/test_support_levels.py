@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,6 @@ from dantaro_assets.lib.analysis_inputs import AnalysisInputs, tick_times
 from dantaro_assets.lib.checks import pandera_check
 from dantaro_assets.lib.tick_grid import to_grid
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.support_levels import support_levels, support_levels_redis
 from dantaro_assets.support_levels.analysis import (
     COLUMNS,
     LOOKBACK,
@@ -22,6 +21,7 @@ from dantaro_assets.support_levels.analysis import (
     compute_support_levels,
     levels_at,
 )
+from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets.support_levels.schemas import support_levels_schema
 from dantaro_assets_tests.lib.candle_data import (
     always_failing_schema,
@@ -133,7 +133,7 @@ def candles(upbit_data_dir):
 
 def _levels(minutes, hours, days, markets, ticks):
     inputs = AnalysisInputs.assemble(LOOKBACK, ticks, candles_1m=minutes, candles_1h=hours, candles_1d=days, upbit_markets=markets)
-    return compute_support_levels(inputs, ticks)
+    return compute_support_levels(inputs, ticks).frame
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +258,7 @@ def test_schema_check_names_what_is_wrong(levels, change, message):
 
 
 def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_changes_nothing(
-    candles, io_resources, snapshot_store, postgres_resource, monkeypatch
+    candles, io_resources, snapshot_store, postgres_resource
 ):
     minutes, hours, days, markets = candles
     io_manager = io_resources["io_manager"]
@@ -269,7 +269,7 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     store(io_manager, "upbit_markets", markets, partitions_def=daily_partitions, first="2025-09-23", last="2025-09-24")
 
     def run() -> pd.DataFrame:
-        result = materialise([support_levels, support_levels_redis], PARTITION, io_resources)
+        result = materialise([SUPPORT_LEVELS.asset, SUPPORT_LEVELS.publish], PARTITION, io_resources)
         assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
         metadata = result.asset_materializations_for_node("support_levels")[0].metadata
         assert metadata["ticks"].value == 4 and metadata["markets"].value == 4
@@ -288,8 +288,8 @@ def test_materialise_over_postgres_and_redis_is_repeatable_and_a_failed_check_ch
     pd.testing.assert_frame_equal(first, run())
     published = snapshot_store.cached("support_levels", "KRW-BTC")
 
-    monkeypatch.setattr(importlib.import_module("dantaro_assets.support_levels.assets"), "support_levels_schema", always_failing_schema)
-    failed = materialise([support_levels, support_levels_redis], PARTITION, io_resources, raise_on_error=False)
+    failing = dataclasses.replace(SUPPORT_LEVELS, schema=always_failing_schema)
+    failed = materialise([failing.asset, failing.publish], PARTITION, io_resources, raise_on_error=False)
     assert not failed.success and [c.passed for c in failed.get_asset_check_evaluations()] == [False]
     assert "schema check failed, nothing written (stored rows unchanged)" in str(failed.failure_data_for_node("support_levels").error)
     table = postgres_resource.table_name("support_levels")

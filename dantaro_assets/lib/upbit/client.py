@@ -237,8 +237,10 @@ class UpbitClient(dg.ConfigurableResource):
             except LimiterUnavailable as exc:
                 raise UpbitLimiterUnavailableError(str(exc), endpoint=path, market=market) from None
             counters.add(requests=1, retries=1 if attempt else 0)
+            answer = "error"  # no HTTP answer: a timeout or a dropped connection
             try:
                 response = http.get(path, params=params)
+                answer = str(response.status_code)
             except _INTERRUPTS as interrupt:  # a call on the run's main thread (markets) receives the interrupt itself
                 raise _stopped(interrupt) from None  # the interrupt is named in the message
             except httpx.TimeoutException as exc:
@@ -250,7 +252,7 @@ class UpbitClient(dg.ConfigurableResource):
                 if failure is None:
                     return _Answer(self._json(response, path, market), _server_time(response))
             finally:
-                limiter.release(group, token)
+                limiter.release(group, token, f"{path} {answer}")
             if attempt == self.max_retries:
                 raise failure
             delay = min(_MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**attempt) * random.uniform(0.5, 1.5)

@@ -8,7 +8,10 @@ processes need no clock agreement), plus one key that says the IP is blocked.
 
 The limiter fails closed: when Redis does not answer, no request is sent. A request waits for the store
 (retrying at least a window apart) and, past ``store_wait_seconds``, fails with ``LimiterUnavailable``;
-when Redis answers again the shared window is back at once. A per-process fallback budget is not used
+when Redis answers again the shared window is back at once. A Redis that restarts empty has forgotten
+the grants of the last window (and a 418 block): the first process to find the limiter's ``alive`` key
+missing writes it with a resume time a window ahead, and nobody is granted before it; meanwhile each
+process that asks puts its requests still in flight (and a 418 it saw) back. A per-process fallback budget is not used
 because nothing outside Redis bounds how many processes fetch at once (see README, Upbit access). A 418
 seen while Redis is down stops this process and is written to Redis as soon as it answers again.
 ``LocalRateLimiter`` (same semantics, one process) is only for a client configured without any Redis.
@@ -18,6 +21,10 @@ A request holds its slot from the moment it is granted until ``window`` after it
 slot reaches Upbit at least a window after it, whatever the network delays: no 429 from delay
 jitter, at the cost of one round trip per slot and window (10 / (1 s + latency) requests a second).
 Grants are also spaced window/limit apart, so ten requests never leave in one burst.
+
+Releasing a slot also tallies the answer (``endpoint status``: 200, 429, 418, ... or ``error`` when none
+came) in one Redis hash, ``{prefix}:upbit:answers``, in the same script: every process's requests are
+counted in one place, which the API's ``/metrics`` reads (:func:`answer_counts`).
 """
 
 from __future__ import annotations
@@ -39,16 +46,28 @@ DEFAULT_STORE_WAIT_SECONDS = 30.0
 _STORE_ERRORS = (redis.RedisError, OSError)
 _REMAINING_SEC = re.compile(r"(?:^|;)\s*sec\s*=\s*(\d+)")
 
-# KEYS: window, blocked, last grant. ARGV: limit, window_us, member, spacing_us, flight_us (how far
+# KEYS: window, blocked, last grant, alive. ARGV: limit, window_us, member, spacing_us, flight_us (how far
 # ahead an in-flight request's score lies, so it cannot expire mid-flight; a crashed process's slot
-# comes free after it).
-# Returns {0, 0} when a slot was taken, {1, wait_us} to wait and ask again, {2, ttl_ms} when blocked.
+# comes free after it), the epoch the caller knows, a new epoch in case the store is found empty.
+# Returns {0, 0} when a slot was taken, {1, wait_us} to wait and ask again, {2, ttl_ms} when blocked,
+# {3, wait_us, epoch} when the caller's epoch is not the store's: Redis restarted empty since the caller
+# last asked (or it never asked): put back what is in flight, remember the epoch, ask again.
+# ``alive`` holds "<time grants resume>:<epoch>", written when the store is found empty; no TTL.
 _ACQUIRE = """
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl ~= -2 then return {2, ttl} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit, window, spacing = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local alive = redis.call('GET', KEYS[4])
+if not alive then
+  alive = (now + window) .. ':' .. ARGV[7]
+  redis.call('SET', KEYS[4], alive)
+end
+local sep = string.find(alive, ':', 1, true)
+local resume, epoch = tonumber(string.sub(alive, 1, sep - 1)), string.sub(alive, sep + 1)
+if epoch ~= ARGV[6] then return {3, math.max(resume - now, 0), epoch} end
+if resume > now then return {1, resume - now} end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl ~= -2 then return {2, ttl} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if now - last < spacing then return {1, last + spacing - now} end
@@ -63,10 +82,25 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((flight + window) / 1000))
 return {0, 0}
 """
 
-# The answer came back: the slot now expires a window after this moment. KEYS: window. ARGV: member.
+# The answer came back: the slot now expires a window after this moment (added again if a Redis that
+# restarted empty lost it), and the answer is tallied. KEYS: window, answer tallies. ARGV: member, tally
+# field, window_ms.
 _RELEASE = """
 local t = redis.call('TIME')
-return redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
+return 1
+"""
+
+# Requests of this process still in flight, back into a window an emptied Redis lost. KEYS: window.
+# ARGV: flight_us, members...
+_RESTORE = """
+local t = redis.call('TIME')
+local until_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], until_us, ARGV[i]) end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) / 1000) + 1000) end
+return #ARGV - 1
 """
 
 # Upbit said the group's second is spent: fill the window so every process waits a window.
@@ -112,7 +146,8 @@ class RateLimiter(Protocol):
     def acquire(self, group: str) -> str:
         """Wait for a slot; the returned token is handed back to ``release`` when the answer is in."""
 
-    def release(self, group: str, token: str) -> None: ...
+    def release(self, group: str, token: str, answer: str) -> None:
+        """The request's answer came back (``answer``: ``endpoint status``, tallied where processes share it)."""
 
     def exhaust(self, group: str) -> None: ...
 
@@ -139,8 +174,14 @@ class RedisRateLimiter:
         self._store_wait = store_wait_seconds
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._restore = client.register_script(_RESTORE)
         self._exhaust = client.register_script(_EXHAUST)
         self._blocked_key = f"{prefix}:ratelimit:blocked"
+        self._answers_key = answers_key(prefix)
+        self._alive_key = f"{prefix}:ratelimit:alive"
+        self._in_flight: dict[str, str] = {}  # token -> group: granted here, answer not back yet
+        self._in_flight_lock = threading.Lock()
+        self._epoch = ""  # the store's epoch when this process last asked; a new one means Redis restarted empty
         self._block: tuple[float, str] | None = None  # a 418 seen here: (monotonic end, reason)
         self._block_shared = True
         self._store_down = False
@@ -155,10 +196,13 @@ class RedisRateLimiter:
         while True:
             self._raise_if_blocked_here()
             try:
-                status, value = self._acquire(
-                    keys=[key, self._blocked_key, f"{key}:last"],
-                    args=[self._limit, self._window_us, token, self._window_us // self._limit, self._flight_us],
+                status, value, *epoch = self._acquire(
+                    keys=[key, self._blocked_key, f"{key}:last", self._alive_key],
+                    args=[self._limit, self._window_us, token, self._window_us // self._limit, self._flight_us, self._epoch,
+                          uuid.uuid4().hex],
                 )
+                if status == 3:
+                    self._store_was_emptied(epoch[0].decode())
             except _STORE_ERRORS as exc:
                 failing_since = failing_since or time.monotonic()
                 waited = time.monotonic() - failing_since
@@ -171,16 +215,33 @@ class RedisRateLimiter:
                 continue
             self._store_answered()
             if status == 0:
+                with self._in_flight_lock:
+                    self._in_flight[token] = group
                 return token
             if status == 2:
                 raise IPBlocked(max(value, 0) / 1000, self._block_reason())
             time.sleep(value / 1_000_000)
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(token, None)
         try:
-            self._release(keys=[self._key(group)], args=[token])
+            self._release(keys=[self._key(group), self._answers_key], args=[token, answer, self._window_us // 1000 + 1])
         except _STORE_ERRORS as exc:  # the slot stays held until its flight time ends: later, never earlier
             self._store_failed(exc)
+
+    def _store_was_emptied(self, epoch: str) -> None:
+        """A new epoch (Redis restarted empty, or this process's first request): this process's requests in flight
+        and a 418 it saw go back into the store (before the resume time, when anyone is granted again)."""
+        with self._in_flight_lock:
+            by_group: dict[str, list[str]] = {}
+            for token, group in self._in_flight.items():
+                by_group.setdefault(group, []).append(token)
+        for group, tokens in by_group.items():
+            self._restore(keys=[self._key(group)], args=[self._flight_us, *tokens])
+        self._block_shared = False
+        self._share_block()
+        self._epoch = epoch
 
     def exhaust(self, group: str) -> None:
         try:
@@ -274,7 +335,8 @@ class LocalRateLimiter:
                     return token
             time.sleep(max(wait, 0.001))
 
-    def release(self, group: str, token: str) -> None:
+    def release(self, group: str, token: str, answer: str) -> None:
+        """Frees the slot; the answer is not tallied (one process, nothing to share it with)."""
         with self._lock:
             slots = self._slots.setdefault(group, {})
             if token in slots:
@@ -291,6 +353,20 @@ class LocalRateLimiter:
         with self._lock:
             self._blocked_until = time.monotonic() + seconds
             self._blocked_reason = reason
+
+
+def answers_key(prefix: str) -> str:
+    """The Redis hash of Upbit answers by ``endpoint status``, written by every process's limiter."""
+    return f"{prefix}:upbit:answers"
+
+
+def answer_counts(client: redis.Redis, prefix: str) -> dict[tuple[str, str], int]:
+    """Upbit answers so far by (endpoint, status), across every process sharing this Redis."""
+    counts = {}
+    for field, count in client.hgetall(answers_key(prefix)).items():
+        endpoint, _, status = field.decode().rpartition(" ")
+        counts[(endpoint, status)] = int(count)
+    return counts
 
 
 def make_rate_limiter(
