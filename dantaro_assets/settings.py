@@ -163,6 +163,8 @@ class Settings(BaseModel):
     run_memory_mb: int = Field(2048, alias="DANTARO_RUN_MEMORY_MB", ge=128,
         description="data-segment limit (RLIMIT_DATA) of each run process (MB); systemd MemoryMax caps each service")
     min_turnover_krw: float = Field(1e9, alias="DANTARO_MIN_TURNOVER_KRW", ge=0, description="24 h KRW turnover a market needs to be recommended")
+    max_spread_bps: float = Field(50.0, alias="DANTARO_MAX_SPREAD_BPS", gt=0,
+        description="widest order book spread (bps of the mid price) a recommended market may have; picks entered at the best ask")
     scorer: str = Field("reversal", alias="DANTARO_SCORER", pattern=r"^[a-z0-9_]+$",
         description="the scorer whose picks are served, the others run in shadow: a name of recommendations.scorers.SCORERS (checked at load)")
     min_reward_risk: float = Field(1.5, alias="DANTARO_MIN_REWARD_RISK", ge=1, description="least (target - entry) / (entry - stop) a pick must offer")

@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 WEBSOCKET_PATH = "/websocket/v1"
 MESSAGE_FAULT_KINDS = ("alter", "outlier")
 WEBSOCKET_FAULT_KINDS = ("disconnect", "stall", "duplicate", "out_of_order", "slow_consumer", "junk", *MESSAGE_FAULT_KINDS)
-FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle", *WEBSOCKET_FAULT_KINDS)
+FAULT_KINDS = ("latency", "429", "418", "500", "503", "malformed", "truncated", "drop", "empty", "bad_candle", "bad_book",
+               *WEBSOCKET_FAULT_KINDS)
 BAD_CANDLE_VARIANTS = ("high_low", "missing_field", "negative_price", "duplicate_timestamp", "infinite_price", "nan_volume")
+BAD_BOOK_VARIANTS = ("crossed_book", "infinite_price", "no_units")
 EMPTY_VARIANTS = ("list", "body")
 ALTER_VARIANTS = ("scale", "negative_price")
 
@@ -46,7 +48,7 @@ class Fault:
             raise ValueError(f"count must be a positive integer or null (forever), got {self.count!r}")
         if not isinstance(self.seconds, (int, float)) or self.seconds < 0:
             raise ValueError(f"seconds must be a non-negative number, got {self.seconds!r}")
-        allowed = {"bad_candle": BAD_CANDLE_VARIANTS, "empty": EMPTY_VARIANTS, "alter": ALTER_VARIANTS}.get(self.kind)
+        allowed = {"bad_candle": BAD_CANDLE_VARIANTS, "bad_book": BAD_BOOK_VARIANTS, "empty": EMPTY_VARIANTS, "alter": ALTER_VARIANTS}.get(self.kind)
         if allowed:
             self.variant = self.variant or allowed[0]
             if self.variant not in allowed:

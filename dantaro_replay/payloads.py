@@ -2,12 +2,15 @@
 
 Field lists follow the recorded responses in ../shared/data/upbit/api_captures.json; the instruments
 body (not recorded) follows docs.upbit.com's reference of ``GET /v1/orderbook/instruments`` (market,
-quote_currency, tick_size as a decimal string, supported_levels).
+quote_currency, tick_size as a decimal string, supported_levels), the order book's (not recorded either)
+its reference of ``GET /v1/orderbook`` (market, timestamp, total_ask_size, total_bid_size,
+orderbook_units of ask_price, bid_price, ask_size, bid_size, level).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -20,6 +23,7 @@ from dantaro_replay.core import (
     CandleSource,
     MarketInfo,
     iso_seconds,
+    round_to_tick,
     tick_size,
 )
 
@@ -137,4 +141,59 @@ def ticker_entry(source: CandleSource, market: str, now: float) -> dict:
         "lowest_52_week_price": low52,
         "lowest_52_week_date": low52_date,
         "timestamp": max(last_ms, int(now * 1000)),
+    }
+
+
+BOOK_UNITS = 30  # units of a book Upbit serves unless ``count`` (1..30) asks for fewer
+# Modelled, not recorded (no order book was ever captured): the spread a book opens with, in bps of the
+# price, is 6 bps for a market trading 10 bn KRW a day and grows as 1 / sqrt(turnover) (19 bps at 1 bn,
+# 60 at 100 M), log-normally scattered, capped at 300 bps; it is at least one tick, so Upbit's grid sets
+# the floor (a 1 KRW tick is 67 bps of a 150 KRW coin). Each level holds ~3 % of an hour's turnover.
+_SPREAD_BPS_AT_10BN = 6.0
+_SPREAD_BPS_CAP = 300.0
+_LEVEL_SHARE_OF_HOUR = 0.03
+
+
+def book_sides(source: CandleSource, market: str, now: float, units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ask prices, bid prices, ask sizes, bid sizes), best first, of ``market``'s book at ``now``.
+
+    Consistent with the candles: the last trade (the newest minute's close as ``/v1/candles`` shows it at
+    ``now``) is the best bid or the best ask (the side it hit), the other side a spread away on Upbit's
+    grid; the spread widens as the market's last 24 h turnover shrinks. Deterministic per (market, second): ``units``
+    (Upbit's ``count``) only cuts the same book shorter.
+    """
+    minute = source.candles(market, 1, now, 1, now)
+    last_candle = minute if len(minute) else source.candles(market, DAY_MINUTES, now, 1, now)
+    last = float(last_candle.close[-1]) if len(last_candle) else 1.0
+    hourly_krw = max(float(source.candles(market, 60, now, 24, now).since(now - 86_400).value.sum()) / 24.0, 1e4)
+    rng = np.random.default_rng([zlib.crc32(market.encode()), int(now)])
+    spread_bps = min(_SPREAD_BPS_CAP, _SPREAD_BPS_AT_10BN * math.sqrt(1e10 / (24.0 * hourly_krw)) * math.exp(0.35 * rng.standard_normal()))
+    tick = float(tick_size(last))
+    gap = max(1, round(spread_bps * 1e-4 * last / tick))
+    if rng.random() < 0.5:  # the last trade hit the bid: the ask is a spread above it
+        best_bid, best_ask = last, float(round_to_tick(last + gap * tick, "up"))
+    else:
+        best_ask, best_bid = last, float(round_to_tick(max(last - gap * tick, tick), "down"))
+    asks, bids = [best_ask], [best_bid]
+    for _ in range(units - 1):
+        asks.append(float(round_to_tick(asks[-1] + float(tick_size(asks[-1])))))
+        below = float(tick_size(bids[-1] * (1 - 1e-6)))  # the tick of the band just under a band edge
+        bids.append(max(float(round_to_tick(bids[-1] - below)), float(tick_size(0.0))))
+    depth = np.exp(0.6 * rng.standard_normal((2, BOOK_UNITS))) * np.linspace(1.0, 2.0, BOOK_UNITS)  # the same book whatever count
+    krw = hourly_krw * _LEVEL_SHARE_OF_HOUR * depth[:, :units]
+    ask_prices, bid_prices = np.array(asks), np.array(bids)
+    return ask_prices, bid_prices, np.maximum(np.round(krw[0] / ask_prices, 8), 1e-8), np.maximum(np.round(krw[1] / bid_prices, 8), 1e-8)
+
+
+def orderbook_entry(source: CandleSource, market: str, now: float, units: int) -> dict:
+    """``/v1/orderbook`` for one market at ``now``: ``units`` levels, best first, ``total_*_size`` over them."""
+    asks, bids, ask_sizes, bid_sizes = book_sides(source, market, now, units)
+    return {
+        "market": market,
+        "timestamp": int(now * 1000),
+        "total_ask_size": round(float(ask_sizes.sum()), 8),
+        "total_bid_size": round(float(bid_sizes.sum()), 8),
+        "orderbook_units": [{"ask_price": a, "bid_price": b, "ask_size": x, "bid_size": y}
+                            for a, b, x, y in zip(asks.tolist(), bids.tolist(), ask_sizes.tolist(), bid_sizes.tolist())],
+        "level": 0,
     }

@@ -27,15 +27,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from dantaro_replay.core import DAY_MINUTES, MINUTE_UNITS, CandleSource
 from dantaro_replay.faults import (
+    BAD_BOOK_VARIANTS,
     BAD_CANDLE_VARIANTS,
     Fault,
     FaultBook,
     RateLimiter,
 )
 from dantaro_replay.payloads import (
+    BOOK_UNITS,
     candle_entries,
     instrument_entry,
     market_entry,
+    orderbook_entry,
     ticker_entry,
 )
 from dantaro_replay.websocket import (
@@ -322,11 +325,14 @@ class UpbitHandler(BaseHTTPRequestHandler):
             self._send_json(error.status, error.body, headers)
             return
         state.limiter.count(group, "ok")
-        spoiled = fault is not None and fault.kind == "bad_candle" and path.startswith("/v1/candles/")
-        if spoiled:
+        spoiled = fault is not None and ((fault.kind == "bad_candle" and path.startswith("/v1/candles/"))
+                                         or (fault.kind == "bad_book" and path == "/v1/orderbook"))
+        if spoiled and fault.kind == "bad_candle":
             body = _spoil_candles(body, fault.variant or BAD_CANDLE_VARIANTS[0])
+        elif spoiled:
+            body = _spoil_book(body, fault.variant or BAD_BOOK_VARIANTS[0])
         payload = dumps_with_literals(body) if spoiled else dumps(body)
-        if fault is None or fault.kind in ("latency", "bad_candle"):
+        if fault is None or fault.kind in ("latency", "bad_candle", "bad_book"):
             self._send(200, payload, headers)
         elif fault.kind == "malformed":
             middle = len(payload) // 2
@@ -382,23 +388,22 @@ class UpbitHandler(BaseHTTPRequestHandler):
             details = (_single(query, "isDetails") or _single(query, "is_details") or "false").lower() == "true"
             return [market_entry(info, details) for info in source.markets(now)]
         if path == "/v1/ticker":
-            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
-            if not codes:
-                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
-            if not all(source.has_market(code) for code in codes):
-                raise RequestError(404, "Code not found")
+            codes = _codes(query, source)
             return [ticker_entry(source, code, now) for code in codes]
         if path == "/v1/ticker/all":
             quotes = [q.strip() for q in (_single(query, "quote_currencies") or "").split(",") if q.strip()]
             if not quotes:
                 raise RequestError(400, "quote_currencies is required (e.g. quote_currencies=KRW)")
             return [ticker_entry(source, info.market, now) for info in source.markets(now) if info.market.split("-")[0] in quotes]
+        if path == "/v1/orderbook":
+            codes = _codes(query, source)
+            if (_single(query, "level") or "0").strip() not in ("0", "0.0"):
+                return []  # grouped levels are not modelled; Upbit answers an unsupported level with []
+            count = _single(query, "count", "")
+            units = int(count) if count.isdigit() and 1 <= int(count) <= BOOK_UNITS else BOOK_UNITS  # out of range: the default
+            return [orderbook_entry(source, code, now, units) for code in codes]
         if path == "/v1/orderbook/instruments":
-            codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
-            if not codes:
-                raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
-            if not all(source.has_market(code) for code in codes):
-                raise RequestError(404, "Code not found")
+            codes = _codes(query, source)
             return [instrument_entry(source, code, now) for code in codes]
         if path == "/v1/candles/days":
             return self._candles(query, DAY_MINUTES, now)
@@ -431,6 +436,17 @@ class UpbitHandler(BaseHTTPRequestHandler):
         return candle_entries(market, candles, unit_minutes, prev_close)
 
 
+def _codes(query: dict[str, list[str]], source: CandleSource) -> list[str]:
+    """The ``markets`` list of ticker, orderbook and instruments requests: 400 without one, 404 if any code is unknown
+    (one unknown code fails the whole request, as on Upbit)."""
+    codes = [c.strip() for c in (_single(query, "markets") or "").split(",") if c.strip()]
+    if not codes:
+        raise RequestError(400, "markets is required (e.g. markets=KRW-BTC,KRW-ETH)")
+    if not all(source.has_market(code) for code in codes):
+        raise RequestError(404, "Code not found")
+    return codes
+
+
 def _spoil_candles(entries: object, variant: str) -> object:
     """The bad_candle fault: one invalid candle in an otherwise normal page."""
     if not isinstance(entries, list) or not entries:
@@ -449,6 +465,23 @@ def _spoil_candles(entries: object, variant: str) -> object:
         first["trade_price"] = float("inf")
     elif variant == "nan_volume":
         first["candle_acc_trade_volume"] = float("nan")
+    return entries
+
+
+def _spoil_book(entries: object, variant: str) -> object:
+    """The bad_book fault: the first book of the answer made unusable for a buyer."""
+    if not isinstance(entries, list) or not entries:
+        return entries
+    entries = [dict(e) for e in entries]
+    first = entries[0]
+    units = [dict(u) for u in first["orderbook_units"]]
+    if variant == "crossed_book":
+        units[0]["ask_price"], units[0]["bid_price"] = units[0]["bid_price"], units[0]["ask_price"]
+    elif variant == "infinite_price":
+        units[0]["ask_price"] = float("inf")
+    elif variant == "no_units":
+        units = []
+    first["orderbook_units"] = units
     return entries
 
 

@@ -33,6 +33,7 @@ _REASON_PRICES = {"trend": {"ema20": "down", "ema50": "down"}, "support_distance
 _SCORES = ("score", "trend", "momentum", "volume_surge", "support_distance", "resistance_distance", "volatility",
            "strength", "score_breadth", "score_trend", "score_momentum", "score_calm", "reward_risk")
 _FRACTIONS = {"p_target_first": 4, "expected_return_net": 6}  # 0.01 percentage point, as the summary states them
+_BASIS_POINTS = ("spread_bps",)  # to 0.01 bp, like the percentages
 
 
 def _tick(row: dict[str, Any], price: float) -> float:
@@ -81,6 +82,9 @@ def _row(asset: str, row: dict[str, Any]) -> dict[str, Any]:
     for key, decimals in _FRACTIONS.items():
         if key in row:
             row[key] = _round(row[key], decimals)
+    for key in _BASIS_POINTS:
+        if key in row:
+            row[key] = _round(row[key], PERCENT_DECIMALS)
     reasons = row.get("reasons")
     if asset == "recommendations" and isinstance(reasons, dict):
         for part, directions in _REASON_PRICES.items():

@@ -159,7 +159,10 @@ class RecommendationRow(Row):
     expected_return_net: float | None = Field(None, description="expected return of the plan net of the fee on both legs (a fraction)")
     horizon_hours: int | None = Field(None, description="how long the plan is held")
     expires_at: Timestamp | None = Field(None, description="as_of + horizon_hours: the plan is not served after it")
-    entry_from: str | None = Field(None, description="where the entry price comes from: last_trade (rounded up to the tick)")
+    entry_from: str | None = Field(None, description="where the entry price comes from: best_ask (the tick's order book) or "
+                                   "last_trade (rounded up to the tick; no book fetched for the tick)")
+    spread_bps: float | None = Field(None, description="the order book's spread, (best ask - best bid) / mid in basis points, "
+                                     "at most DANTARO_MAX_SPREAD_BPS; null for a last_trade entry")
     tick_size: float | None = None
     regime: str | None = None
     caution: list[str] | None = Field(None, description="Upbit's caution flags on the market")

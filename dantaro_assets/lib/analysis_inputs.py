@@ -12,9 +12,10 @@ reach the materialisation's metadata (``operations/analyses.py`` turns a declare
 - ``stored_ticks``: the partition's cadence ticks whose minutes are stored, i.e. up to the newest
   stored minute's end, capped by the wall clock (the open hour fills in as its candles arrive);
 - ``AnalysisInputs.assemble``: the candle history (``point_in_time.CandleHistory``), the universe,
-  the tick sizes and the KRW turnover of a partition, built once and sampled per tick;
+  the tick sizes, the KRW turnover and the order book tops of a partition, built once and sampled per tick;
 - ``listed_at`` / ``latest_day``: the universe (or the instruments) of the latest day <= a tick,
-  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``), and ``ticks_at``: its tick sizes.
+  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``), and ``ticks_at``: its tick sizes;
+- ``book_at``: the order book tops (``orderbook_top``) fetched for a tick, the entry a buyer can get.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from dantaro_assets.lib.point_in_time import DAY, HOUR, MARKET, MINUTE, START, CandleHistory, utc
+from dantaro_assets.lib.tick_grid import round_to_tick, tick_for
 from dantaro_assets.lib.upbit.parsing import CAUTION_FLAGS
 
-__all__ = ["CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "AnalysisResult", "Lookback", "Turnover", "flags", "latest_day",
-           "listed_at", "stored_ticks", "tick_times", "ticks_at"]
+__all__ = ["BOOK_DELAY", "CAUTION_FLAGS", "DAY_COLUMN", "AnalysisInputs", "AnalysisResult", "Lookback", "Turnover", "book_at", "flags",
+           "latest_day", "listed_at", "stored_ticks", "tick_times", "ticks_at"]
 
 DAY_COLUMN = "day"  # the day column of upbit_markets and upbit_instruments
 
@@ -116,6 +118,25 @@ def ticks_at(instruments: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.Series
     return pd.Series(dtype=float) if newest is None else newest["tick_size"].astype(float)
 
 
+# A tick's book is the first one fetched in [tick, tick + BOOK_DELAY): the book the run computing the tick fetched
+# (on the stream a run reaches its fetch steps ~8 s after its schedule tick, over REST ~35 s: docs/operations.md).
+# Books are fetched after their tick, never before it, and a recomputation finds the same stored book.
+BOOK_DELAY = pd.Timedelta(seconds=60)
+
+
+def book_at(books: pd.DataFrame | None, as_of: pd.Timestamp, stored_ticks: pd.Series) -> pd.DataFrame:
+    """Per market (index), ``entry`` (the best ask, rounded **up** onto the market's grid: ``tick_for`` with its stored
+    tick) and ``spread_bps`` of the tick's book: the first fetched in ``[as_of, as_of + BOOK_DELAY)``. Empty when
+    no book was fetched for the tick (a backfill, a run later than that, no order book history)."""
+    if books is None or books.empty:
+        return pd.DataFrame({"entry": pd.Series(dtype=float), "spread_bps": pd.Series(dtype=float)})
+    fetched = books[(books["as_of"] >= as_of) & (books["as_of"] < as_of + BOOK_DELAY)]
+    first = fetched.sort_values("as_of", kind="stable").groupby(MARKET).first()
+    ask = first["best_ask"].astype(float)
+    entry = pd.Series(round_to_tick(ask, tick_for(ask, stored_ticks), "up"), index=first.index)
+    return pd.DataFrame({"entry": entry, "spread_bps": first["spread_bps"].astype(float)})
+
+
 def flags(listed: pd.DataFrame) -> pd.DataFrame:
     """``warning`` and ``caution`` (any of Upbit's caution flags) per market of a universe day."""
     cautions = listed.reindex(columns=CAUTION_FLAGS, fill_value=False).astype(bool)
@@ -197,6 +218,7 @@ class AnalysisInputs:
     instruments: pd.DataFrame | None  # upbit_instruments rows (day, market, tick_size); None: the KRW table
     _candles: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] = field(repr=False)  # candles_1m, candles_1h, candles_1d
     _span: tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp] | None  # minutes start, last tick, turnover start
+    books: pd.DataFrame | None = None  # orderbook_top rows (as_of, market, best_ask, spread_bps, ...); None: last trades
 
     @cached_property
     def history(self) -> CandleHistory:
@@ -220,14 +242,15 @@ class AnalysisInputs:
     def assemble(cls, lookback: Lookback, ticks: pd.DatetimeIndex, *, candles_1m: pd.DataFrame, candles_1h: pd.DataFrame,
                  upbit_markets: pd.DataFrame, candles_1d: pd.DataFrame | None = None,
                  upbit_instruments: pd.DataFrame | None = None, turnover_window: pd.Timedelta = DAY,
-                 ) -> AnalysisInputs:
+                 orderbook_top: pd.DataFrame | None = None) -> AnalysisInputs:
         """The inputs of ``ticks`` (one partition): minutes from ``lookback.minute_hours`` before the first
         tick's hour to the last tick, closed hours and days as stored, the turnover over
-        ``turnover_window`` before any tick."""
+        ``turnover_window`` before any tick, and the order book tops stored for the ticks (``orderbook_top``, where fetched)."""
         span = None
         if len(ticks):
             first, last = ticks[0], ticks[-1]
             span = (first.floor("h") - lookback.minute_hours * HOUR, last, first - turnover_window)
         daily = candles_1d if candles_1d is not None else candles_1h.iloc[:0]
         instruments = upbit_instruments if upbit_instruments is not None and len(upbit_instruments) else None
-        return cls(universe=upbit_markets, instruments=instruments, _candles=(candles_1m, candles_1h, daily), _span=span)
+        books = orderbook_top if orderbook_top is not None and len(orderbook_top) else None
+        return cls(universe=upbit_markets, instruments=instruments, _candles=(candles_1m, candles_1h, daily), _span=span, books=books)

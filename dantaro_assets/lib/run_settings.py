@@ -18,6 +18,7 @@ class RunSettings(dg.ConfigurableResource):
     recommendations_interval: int
     support_levels_interval: int
     min_coverage: float
+    max_spread_bps: float
     min_turnover_krw: float
     min_reward_risk: float
     calibration: str | None  # DANTARO_CALIBRATION: None = the shipped table

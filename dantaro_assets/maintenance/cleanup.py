@@ -22,6 +22,7 @@ from dantaro_assets.lib.run_settings import RunSettings
 # table -> (time column, RunSettings field with its retention in days)
 RETENTION: Mapping[str, tuple[str, str]] = {
     "candles_1m": ("candle_start", "retention_candles_1m_days"),
+    "orderbook_top": ("as_of", "retention_candles_1m_days"),  # ~72,000 rows a day for 250 markets; read by recent hours only
     "candles_1h": ("candle_start", "retention_candles_days"),
     "candles_1d": ("candle_start", "retention_candles_days"),
     "upbit_markets": ("day", "retention_candles_days"),

@@ -1,4 +1,4 @@
-"""The only assets that call Upbit: the day's KRW universe and its 1-minute, 1-hour and 1-day candles.
+"""The only assets that call Upbit: the day's KRW universe, its 1-minute, 1-hour and 1-day candles and its order books.
 
 Upbit has no historical market list, so the universe of a past day is what Upbit (or the replay
 server) lists when that day's partition is materialised. Candle partitions hold closed candles of
@@ -10,6 +10,8 @@ anything is written. A backfill runs ranges of partitions per run, so the client
 candles a request over each range (see ``partitions.backfill_policy``). ``candles_1m``'s run config
 ``source`` says where its minutes come from (``MinuteSource``): the analysis jobs set ``stream``, so it
 reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
+``orderbook_top`` is a fact of the moment it is fetched: the recommendations job fetches it at each tick,
+and a failed fetch stores no book (the picks then enter at the last trade) instead of failing the job.
 """
 
 
@@ -24,7 +26,8 @@ from dantaro_assets.lib.checks import checked, pandera_check, schema_check_spec
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import WriteMode
 from dantaro_assets.lib.run_settings import RunSettings
-from dantaro_assets.lib.upbit import MARKET_COLUMNS, UpbitClient, interval
+from dantaro_assets.lib.upbit import BOOK_COLUMNS, MARKET_COLUMNS, FetchStats, UpbitClient, UpbitError, interval
+from dantaro_assets.lib.upbit.parsing import empty_books
 from dantaro_assets.markets.audit import differences, fetch_planned
 from dantaro_assets.markets.candles import (
     MissingUniverseError,
@@ -35,6 +38,7 @@ from dantaro_assets.markets.candles import (
 )
 from dantaro_assets.markets.schemas import (
     candles_schema,
+    orderbook_top_schema,
     upbit_instruments_schema,
     upbit_markets_schema,
 )
@@ -47,6 +51,7 @@ from dantaro_assets.partitions import (
     hourly_backfill,
     hourly_partitions,
 )
+from dantaro_assets.redaction import redact_text
 
 # Step retries (DANTARO_RUN_RETRIES) are the jobs' op_retry_policy (markets/jobs.py, operations/jobs.py).
 _UPBIT_STEP = {"pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
@@ -100,6 +105,61 @@ def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upb
     yield dg.Output(frame, metadata=metadata)
 
 
+def _window_universe(context: dg.AssetExecutionContext, upbit_markets: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp, list[str]]:
+    """The partition's window (UTC) and the markets listed on its days; a day without a stored universe is a
+    failure naming it (not retried: upbit_markets must be materialised first)."""
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+    try:
+        return start, end, universe_markets(upbit_markets, start, end)
+    except MissingUniverseError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
+ORDERBOOK_TOP_COLUMNS = ["as_of", *BOOK_COLUMNS]
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    backfill_policy=hourly_backfill,  # the recommendations job's candles_1m step's: one policy per job
+    # A book is a fact of the moment it was fetched: each fetch adds its rows (as_of, market), none is replaced.
+    metadata={"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.MERGE.value},
+    check_specs=[schema_check_spec("orderbook_top")],
+    description=("Top of the order book (best ask and bid, their sizes, spread_bps) of every KRW market of the day, from "
+                 "/v1/orderbook, as_of = when it was fetched on Upbit's clock: the entry a buyer can get. Fetched by the "
+                 "recommendations job; a run of an hour that has passed on Upbit's clock stores nothing (no book history), "
+                 "nor does a failed fetch (metadata fetched: failed: ..., the picks then enter at the last trade)."),
+    **_UPBIT_STEP,
+)
+def orderbook_top(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
+    start, end, markets = _window_universe(context, upbit_markets)
+    try:
+        books, stats = upbit.orderbook(markets)
+        fetched = "ok"
+    except UpbitError as exc:  # after the client's retries; a stopped run (FetchStopped) still stops
+        # The book improves the picks' entry; without it they enter at the last trade, so an Upbit failure
+        # is no book this run, said here and in the run log, and never costs the job its picks.
+        fetched = f"failed: {redact_text(str(exc))}"
+        context.log.warning(f"orderbook_top: no order book stored this run, the picks enter at the last trade ({fetched})")
+        books, stats = empty_books(), FetchStats(markets_requested=len(markets))
+    as_of = stats.server_time.floor("s") if stats.server_time is not None else None
+    in_window = as_of is not None and start <= as_of < end
+    kept = books if in_window else books.iloc[:0]
+    frame = kept.assign(as_of=pd.Series(as_of, index=kept.index, dtype="datetime64[ns, UTC]"))[ORDERBOOK_TOP_COLUMNS]
+    metadata = {
+        "fetched": fetched,
+        "as_of": str(as_of), "markets_requested": stats.markets_requested, "markets_returned": stats.markets_returned,
+        "unanswered": stats.markets_requested - stats.markets_returned, "books_stored": len(frame), "requests": stats.requests,
+        "http_429": stats.http_429, "retries": stats.retries, "seconds": round(stats.seconds, 3),
+        "spread_bps_median": round(float(books["spread_bps"].median()), 2) if len(books) else "n/a",
+        "spread_bps_p90": round(float(books["spread_bps"].quantile(0.9)), 2) if len(books) else "n/a",
+    }
+    if fetched == "ok" and not in_window:
+        metadata["not_stored"] = f"fetched at {as_of} on Upbit's clock, outside the partition's hour: a book belongs to the hour it is seen in"
+    yield from checked(pandera_check(orderbook_top_schema(start, end), frame), metadata=metadata)
+    yield dg.Output(frame, metadata=metadata)
+
+
 class MinuteSource(dg.Config):
     """Where ``candles_1m``'s minutes come from. ``rest``: the whole window from Upbit (the history sensor, backfills
     of the asset, a manual materialisation). ``stream``: what ``dantaro stream`` stored, and over REST only the minutes
@@ -148,12 +208,7 @@ def _candle_asset(
 
     def fetch(context: dg.AssetExecutionContext, upbit: UpbitClient, postgres: PostgresResource, run_settings: RunSettings,
               upbit_markets: pd.DataFrame, source: str) -> Iterator:
-        window = context.partition_time_window
-        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-        try:
-            markets = universe_markets(upbit_markets, start, end)
-        except MissingUniverseError as exc:
-            raise dg.Failure(str(exc), allow_retries=False) from None
+        start, end, markets = _window_universe(context, upbit_markets)
         plan = _stream_plan(context, postgres, markets, start, end, run_settings.stream_max_lag_seconds) if source == "stream" else None
         if plan is None:
             fetched, stats = upbit.candles(markets, interval_name, start, end)

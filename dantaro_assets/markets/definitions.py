@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dantaro_assets.markets.assets import candles_1d, candles_1h, candles_1m, upbit_instruments, upbit_markets
+from dantaro_assets.markets.assets import candles_1d, candles_1h, candles_1m, orderbook_top, upbit_instruments, upbit_markets
 from dantaro_assets.markets.history import build_history_sensor
 from dantaro_assets.markets.jobs import build_jobs, daily_candles_schedule
 from dantaro_assets.partitions import freshness
@@ -18,7 +18,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     daily_job, minute_job = build_jobs(settings)
     return dg.Definitions(
-        assets=[upbit_markets, upbit_instruments, *minutes, candles_1h, candles_1d],
+        assets=[upbit_markets, upbit_instruments, *minutes, candles_1h, candles_1d, orderbook_top],
         jobs=[daily_job, minute_job],
         schedules=[daily_candles_schedule(daily_job, settings)],
         sensors=[build_history_sensor([daily_job, minute_job], settings.worker_enabled)],

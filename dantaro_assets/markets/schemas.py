@@ -7,6 +7,7 @@ import pandera.pandas as pa
 
 from dantaro_assets.lib.schemas import finite_floats
 from dantaro_assets.lib.upbit import MARKET_COLUMNS
+from dantaro_assets.lib.upbit.parsing import spread_bps
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 _MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"), nullable=False)
@@ -68,4 +69,30 @@ def upbit_instruments_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataF
         unique=["day", "market"],
         strict=True,
         name="upbit_instruments",
+    ))
+
+
+def orderbook_top_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchema:
+    """Book tops fetched in the hour: one per (as_of, market), the ask above the bid, sizes not negative, the spread
+    the prices' (in bps of the mid)."""
+    price = pa.Column("float64", pa.Check.gt(0), nullable=False)
+    size = pa.Column("float64", pa.Check.ge(0), nullable=False)
+    return finite_floats(pa.DataFrameSchema(
+        {
+            "as_of": pa.Column(_UTC, _in_window(start, end), nullable=False),
+            "market": _MARKET,
+            "book_time": pa.Column(_UTC, nullable=False),
+            "best_ask": price,
+            "best_bid": price,
+            **{c: size for c in ("ask_size", "bid_size", "total_ask_size", "total_bid_size")},
+            "spread_bps": pa.Column("float64", pa.Check.gt(0), nullable=False),
+        },
+        checks=[
+            pa.Check(lambda df: df["best_ask"] > df["best_bid"], name="best_ask > best_bid", error="a crossed book"),
+            pa.Check(lambda df: (df["spread_bps"] - spread_bps(df["best_ask"], df["best_bid"])).abs() <= 1e-9 * df["spread_bps"],
+                     name="spread_bps of the prices"),
+        ],
+        unique=["as_of", "market"],
+        strict=True,
+        name="orderbook_top",
     ))

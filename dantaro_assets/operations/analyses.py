@@ -12,7 +12,7 @@ its context and its ``RunSettings`` resource.
 """
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -53,7 +53,9 @@ class Analysis:
     """An hourly analysis: ``compute(inputs, ticks, params)`` (the contract of ``lib/analysis_inputs.py``) over its
     ``lookback``, every ``cadence`` seconds (the name of its ``Settings`` and ``RunSettings`` field), stored under
     ``primary_key`` once ``schema(run)`` passes, with ``metadata(run, result)`` beside the tick count. Its runs
-    leave the run queue by ``priority`` (the worker's order: docs/operations.md) into the Celery ``queue``."""
+    leave the run queue by ``priority`` (the worker's order: docs/operations.md) into the Celery ``queue``. An input
+    beyond the lookback's is declared in ``ins`` (``{"optional": True}`` metadata when a partition may lack it) and,
+    when its job fetches it, named in ``also_fetch``."""
 
     name: str
     description: str
@@ -68,6 +70,10 @@ class Analysis:
     metadata: Callable[[AnalysisRun, AnalysisResult], Mapping[str, Any]] | None = None
     per_market: bool = False  # its Redis snapshot also has one key per market
     queue: str = LIVE  # a cadence run: never behind a backfill on a Celery worker
+    # Inputs beyond its lookback's (``partitions.analysis_ins``), handed to ``AnalysisInputs.assemble`` by name, and the
+    # assets its job materialises after ``candles_1m`` and before it (inputs only this analysis reads, e.g. order books).
+    ins: Mapping[str, dg.AssetIn] = field(default_factory=dict)
+    also_fetch: tuple[str, ...] = ()
 
     @cached_property
     def job_type(self) -> JobType:
@@ -81,7 +87,7 @@ class Analysis:
             name=self.name,
             partitions_def=hourly_partitions,
             backfill_policy=hourly_backfill,  # its job's candles_1m step's: one policy per job
-            ins=analysis_ins(self.lookback),
+            ins={**analysis_ins(self.lookback), **self.ins},
             metadata={"partition_expr": "as_of", "primary_key": list(self.primary_key), "write_mode": WriteMode.REPLACE.value},
             check_specs=[schema_check_spec(self.name)],
             retry_policy=NO_RETRIES,  # freshness from the cadence: definitions()
@@ -112,10 +118,11 @@ class Analysis:
 
     def definitions(self, settings: Settings) -> dg.Definitions:
         """The asset (its freshness from the cadence), its publish step, the job completing the hour's 1-minute
-        candles then computing and publishing, and its schedule: one cadence sets the cron, the freshness
-        policy and, through ``run_settings``, the ticks."""
+        candles (and fetching ``also_fetch``) then computing and publishing, and its schedule: one cadence sets
+        the cron, the freshness policy and, through ``run_settings``, the ticks."""
         seconds = getattr(settings, self.cadence)
-        job = asset_job(f"{self.name}_job", self.job_type, ["candles_1m", self.name, f"{self.name}_redis"], self.job_description, settings,
+        selection = ["candles_1m", *self.also_fetch, self.name, f"{self.name}_redis"]
+        job = asset_job(f"{self.name}_job", self.job_type, selection, self.job_description, settings,
                         retry_policy=upbit_retry_policy(settings.run_retries), config=MINUTES_FROM_STREAM)
         return dg.Definitions(
             assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [self.asset]), self.publish],

@@ -28,6 +28,7 @@ and with at least ``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ import pandas as pd
 
 from dantaro_assets.lib import indicators
 from dantaro_assets.lib import point_in_time as pit
-from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, listed_at, ticks_at
+from dantaro_assets.lib.analysis_inputs import CAUTION_FLAGS, AnalysisInputs, AnalysisResult, Lookback, book_at, listed_at, ticks_at
 from dantaro_assets.market_status import analysis as market_status
 from dantaro_assets.recommendations import trade_plan
 from dantaro_assets.recommendations.calibration import Calibration, load_calibration
@@ -57,7 +58,7 @@ SURGE_WINDOW = pd.Timedelta(hours=1)
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 RECOMMENDATION_COLUMNS = [
     "as_of", "scorer", "rank", "market", "score", *COMPONENTS, "reasons", "summary", "entry", "target", "stop", "reward_risk",
-    "p_target_first", "expected_return_net", "horizon_hours", "expires_at", "entry_from", "tick_size", "regime", "caution",
+    "p_target_first", "expected_return_net", "horizon_hours", "expires_at", "entry_from", "spread_bps", "tick_size", "regime", "caution",
 ]  # fmt: skip
 
 
@@ -74,6 +75,7 @@ class RecommendationParams:
     min_reward_risk: float  # DANTARO_MIN_REWARD_RISK
     scorers: tuple[str, ...]  # every one ranks its list; the first's counts are the tick's (DANTARO_SCORER first)
     top_n: int = TOP_N
+    max_spread_bps: float = math.inf  # DANTARO_MAX_SPREAD_BPS: a market whose book is wider is not recommended
     calibration: Calibration = field(default_factory=load_calibration)
     levels: support_levels.LevelParams = _LEVEL_PARAMS
     status: market_status.StatusParams = _STATUS_PARAMS
@@ -113,6 +115,7 @@ class UniverseCounts:
     excluded_turnover: int = 0
     excluded_history: int = 0
     eligible: int = 0
+    excluded_spread: int = 0  # eligible, but its book's spread is wider than max_spread_bps
     excluded_reward_risk: int = 0  # eligible, but no target within reach offers the floor (or no room, no stop)
     excluded_negative_ev: int = 0  # placeable, but plans like it lost money net of fees (the first scorer's)
     excluded_regime: int = 0  # recommendable, but left out by the regime's policy
@@ -312,12 +315,14 @@ def _price(value: float | None) -> float | None:
 
 
 def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: RecommendationParams,
-                 regime: str | None = None, entry: pd.Series | None = None, entry_from: str | None = None) -> TickResult:
+                 regime: str | None = None, entry: pd.Series | None = None, entry_from: str | None = None,
+                 spread_bps: pd.Series | None = None) -> TickResult:
     """One tick: each of ``params.scorers``' top-N recommendations, every eligible market's scores and trade
     plan per horizon, the counts and the support levels.
 
     ``regime`` is the market's regime at as_of when the caller has it (computed from the inputs otherwise);
-    ``entry`` the price a buyer can get per market where known, named ``entry_from`` (``trade_plan.entry_prices``). The scores
+    ``entry`` the price a buyer can get per market where known, named ``entry_from`` (``trade_plan.entry_prices``), and
+    ``spread_bps`` its book's spread: a market wider than ``params.max_spread_bps`` is not recommended. The scores
     frame has v1's components and one ``score_<name>`` column per scorer of ``SCORERS``; the counts'
     ``excluded_negative_ev`` and ``excluded_regime`` are the first scorer's.
     """
@@ -332,6 +337,10 @@ def recommend_at(inputs: AnalysisInputs, as_of: pd.Timestamp, params: Recommenda
     counts.excluded_history = int((~enough).sum())
     counts.eligible = int(enough.sum())
     features, universe = features[enough], universe[enough]
+    spread = (spread_bps if spread_bps is not None else pd.Series(dtype=float)).reindex(features.index)
+    wide = spread > params.max_spread_bps
+    counts.excluded_spread = int(wide.sum())
+    features, universe = features[~wide].assign(spread_bps=spread[~wide]), universe[~wide]
     if features.empty:
         return TickResult(_empty_recommendations(), pd.DataFrame(), counts, support_levels.empty_levels(), pd.DataFrame())
     price = features["close"].rename("price")
@@ -404,6 +413,7 @@ def _top(scored: pd.DataFrame, as_of: pd.Timestamp, top_n: int, regime: str, *, 
             "horizon_hours": ranked["horizon_hours"].to_numpy(np.int64),
             "expires_at": as_of + pd.to_timedelta(ranked["horizon_hours"].to_numpy(np.int64), unit="h"),
             "entry_from": ranked["entry_from"].to_numpy(object),
+            "spread_bps": ranked["spread_bps"].to_numpy(float),
             "tick_size": ranked["tick_size"].to_numpy(),
             "regime": regime,
             "caution": pd.Series(cautions, dtype=object),
@@ -430,7 +440,9 @@ def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, par
     frames, counts = [], []
     for as_of in ticks:
         regime = regime_at(inputs, as_of, params.status)
-        tick = recommend_at(inputs, as_of, params, regime=regime)
+        book = book_at(inputs.books, as_of, ticks_at(inputs.instruments, as_of))  # none: the last trades
+        tick = recommend_at(inputs, as_of, params, regime=regime, entry=book["entry"], entry_from=trade_plan.BEST_ASK,
+                            spread_bps=book["spread_bps"])
         frames.append(tick.picks)
         counts.append({"as_of": as_of, **asdict(tick.counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]

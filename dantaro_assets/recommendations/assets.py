@@ -47,17 +47,18 @@ from dantaro_assets.recommendations.scorecard import (
     scorecard_report,
 )
 from dantaro_assets.recommendations.scorers import served_first
-from dantaro_assets.recommendations.trade_plan import EXCLUDED, NEGATIVE_EV
+from dantaro_assets.recommendations.trade_plan import BEST_ASK, EXCLUDED, LAST_TRADE, NEGATIVE_EV
 
 _KEY = ["as_of", "scorer", "market"]
-_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "target", "stop", "reward_risk", "p_target_first",
-                  "expected_return_net", "expires_at", "regime", "caution"]
+_TABLE_COLUMNS = ["rank", "market", "score", "summary", "entry", "entry_from", "spread_bps", "target", "stop", "reward_risk",
+                  "p_target_first", "expected_return_net", "expires_at", "regime", "caution"]
 
 
 def recommendation_params(run_settings: RunSettings) -> RecommendationParams:
-    """The analysis parameters under ``run_settings``: floors, every scorer with the served one first (the challengers in
-    shadow), and the calibration table (DANTARO_CALIBRATION, else the shipped one)."""
+    """The analysis parameters under ``run_settings``: floors, the spread limit, every scorer with the served one first
+    (the challengers in shadow), and the calibration table (DANTARO_CALIBRATION, else the shipped one)."""
     return RecommendationParams(run_settings.min_turnover_krw, run_settings.min_reward_risk, tuple(served_first(run_settings.scorer)),
+                                max_spread_bps=run_settings.max_spread_bps,
                                 calibration=load_calibration(Path(run_settings.calibration)) if run_settings.calibration
                                 else load_calibration())
 
@@ -78,22 +79,28 @@ def _warned(upbit_markets: pd.DataFrame, as_ofs: pd.DatetimeIndex) -> pd.DataFra
 
 
 def _schema(run: AnalysisRun) -> pa.DataFrameSchema:
-    return recommendations_schema(run.start, run.end, _warned(run.inputs.universe, run.ticks), run.params.min_reward_risk)
+    return recommendations_schema(run.start, run.end, _warned(run.inputs.universe, run.ticks), run.params.min_reward_risk,
+                                  run.params.max_spread_bps)
 
 
 # The metadata's universe counts of the newest tick, by the name each has in compute_recommendations' per-tick figures.
 # "markets" is what the run processed (the job log's count): the eligible universe.
 _COUNTS = {"universe_size": "eligible", "markets": "eligible", "listed": "listed", "excluded_warning": "excluded_warning",
-           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_reward_risk": "excluded_reward_risk",
-           "excluded_negative_ev": "excluded_negative_ev"}
+           "excluded_turnover": "excluded_turnover", "excluded_history": "excluded_history", "excluded_spread": "excluded_spread",
+           "excluded_reward_risk": "excluded_reward_risk", "excluded_negative_ev": "excluded_negative_ev"}
 
 
 def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
     latest = result.per_tick.iloc[-1] if len(result.per_tick) else None
     settings, instruments = run.run_settings, run.inputs.instruments
+    served = result.frame[result.frame["scorer"] == settings.scorer]
     return {
         "latest_as_of": str(run.ticks[-1]) if len(run.ticks) else "none",
         **{name: int(latest[count]) if latest is not None else 0 for name, count in _COUNTS.items()},
+        "excluded_spread_reason": f"the order book's spread is wider than DANTARO_MAX_SPREAD_BPS ({settings.max_spread_bps:g} bps)",
+        "max_spread_bps": settings.max_spread_bps,
+        "entry_from_best_ask": int((served["entry_from"] == BEST_ASK).sum()),  # the served picks of every tick
+        "entry_from_last_trade": int((served["entry_from"] == LAST_TRADE).sum()),
         "excluded_reward_risk_reason": (f"no target within the horizon's reach offers {settings.min_reward_risk} reward:risk, "
                                         "or no room below the nearest resistance"),
         "excluded_negative_ev_reason": EXCLUDED[NEGATIVE_EV],
@@ -104,7 +111,7 @@ def _metadata(run: AnalysisRun, result: AnalysisResult) -> dict[str, Any]:
         "stored_tick_sizes": int(instruments["market"].nunique()) if instruments is not None else 0,
         "served_scorer": settings.scorer,
         "shadow_scorers": ", ".join(run.params.scorers[1:]),
-        "latest_snapshot": latest_table(result.frame[result.frame["scorer"] == settings.scorer], _TABLE_COLUMNS),
+        "latest_snapshot": latest_table(served, _TABLE_COLUMNS),
     }
 
 
@@ -112,7 +119,7 @@ RECOMMENDATIONS = Analysis(
     name="recommendations",
     description="Top KRW markets for short-term buying every cadence tick: 0-100 score, component scores, reasons, entry/target/stop; "
                 "one list per scorer, the DANTARO_SCORER one served, the others in shadow.",
-    job_description="Fetch the hour's 1-minute candles, then rank and publish coin recommendations.",
+    job_description="Fetch the hour's 1-minute candles and the order books, then rank and publish coin recommendations.",
     lookback=LOOKBACK,
     primary_key=tuple(_KEY),
     cadence="recommendations_interval",
@@ -121,6 +128,10 @@ RECOMMENDATIONS = Analysis(
     params=recommendation_params,
     schema=_schema,
     metadata=_metadata,
+    # the order book tops its job fetched at each tick: entries at the best ask. Optional: a backfill, or a run whose
+    # fetch failed, has none, and its picks enter at the last trade.
+    ins={"orderbook_top": dg.AssetIn(metadata={"optional": True})},
+    also_fetch=("orderbook_top",),
 )
 
 

@@ -7,6 +7,7 @@ names: the blocking check, the tests and the quality report use it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from dantaro_assets.lib.tick_grid import grid_tick, off_grid, tick_for
 from dantaro_assets.recommendations.analysis import COMPONENTS, REGIMES
 from dantaro_assets.recommendations.outcomes import HORIZONS
 from dantaro_assets.recommendations.scorers import SCORERS
+from dantaro_assets.recommendations.trade_plan import BEST_ASK, LAST_TRADE
 
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
 _MARKET = pa.Column(str, pa.Check.str_matches(r"^KRW-[A-Z0-9]+$"))
@@ -149,8 +151,9 @@ def _summaries_match(frame: pd.DataFrame) -> pd.Series:
 
 
 def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame,
-                           min_reward_risk: float) -> pa.DataFrameSchema:
-    """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag."""
+                           min_reward_risk: float, max_spread_bps: float = math.inf) -> pa.DataFrameSchema:
+    """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag. An entry at the
+    best ask carries its book's spread, at most ``max_spread_bps``; one from the last trade carries none."""
     warned_keys = pd.MultiIndex.from_frame(warned[["as_of", "market"]]) if len(warned) else None
 
     def not_warned(frame: pd.DataFrame) -> pd.Series:
@@ -176,7 +179,9 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
             "expected_return_net": pa.Column(float, pa.Check.gt(0.0, error="a plan expected to lose money net of fees was listed")),
             "horizon_hours": pa.Column("int64", pa.Check.isin(_HORIZON_HOURS)),
             "expires_at": pa.Column(_UTC),
-            "entry_from": pa.Column(str, pa.Check.str_matches(r"^[a-z_]+$")),
+            "entry_from": pa.Column(str, pa.Check.isin([LAST_TRADE, BEST_ASK])),
+            "spread_bps": pa.Column(float, [pa.Check.gt(0), pa.Check.le(max_spread_bps, error=f"spread wider than {max_spread_bps} bps")],
+                                    nullable=True),
             "tick_size": pa.Column(float, pa.Check.gt(0)),
             "regime": pa.Column(str, pa.Check.isin(list(REGIMES))),
             "caution": pa.Column(object, pa.Check(_caution_list, element_wise=True, error="caution must be a list of flag names"),
@@ -188,6 +193,8 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
                      name="reward_risk_of_the_prices", error="reward_risk must be (target - entry) / (entry - stop)"),
             pa.Check(lambda f: (f["stop"] < f["entry"]) & (f["entry"] < f["target"]), name="stop_entry_target",
                      error="stop < entry < target must hold"),
+            pa.Check(lambda f: f["spread_bps"].notna() == (f["entry_from"] == BEST_ASK), name="spread_with_book",
+                     error="an entry at the best ask carries its book's spread_bps, one from the last trade none"),
             pa.Check(_ranks_are_one_to_n, name="rank_one_to_n", error="ranks must run 1..N by falling score within each as_of and scorer"),
             pa.Check(not_warned, name="no_warning_market", error="a market under Upbit's warning flag was recommended"),
             pa.Check(lambda f: f["expires_at"] == f["as_of"] + pd.to_timedelta(f["horizon_hours"], unit="h"), name="expires_at",

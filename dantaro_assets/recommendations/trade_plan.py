@@ -35,6 +35,7 @@ from dantaro_assets.lib.tick_grid import round_to_tick, tick_for
 STOP_BELOW_SUPPORT_ATR = 0.5  # the stop sits this many ATR under the zone below the price ...
 STOP_DEFAULT_ATR = 2.0  # ... or this many ATR under the entry when there is none
 LAST_TRADE = "last_trade"  # ``entry_from`` of an entry made from the last trade
+BEST_ASK = "best_ask"  # ``entry_from`` of an entry at the order book's best ask
 # Why a market cannot be recommended although it scored: the ``excluded`` values.
 NO_ROOM = "no_room"  # the target is not above the entry on the grid
 BELOW_FLOOR = "reward_risk_below_floor"  # no target within reach offers (target - entry) / (entry - stop) >= the floor

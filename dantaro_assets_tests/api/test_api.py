@@ -262,6 +262,8 @@ def test_openapi_is_generated_from_the_models_and_requires_the_worker_contract(a
     assert SEED_JOB_FIELDS <= set(schemas["Job"]["required"])
     assert schemas["Job"]["properties"]["duration"]["anyOf"] == [{"type": "number"}, {"type": "null"}]  # required, may be null
     assert schemas["WorkerStatus"]["properties"]["last_jobs"]["items"] == {"$ref": "#/components/schemas/Job"}
+    pick = schemas["RecommendationRow"]["properties"]  # where each entry comes from, and its book's spread
+    assert "best_ask" in pick["entry_from"]["description"] and pick["spread_bps"]["anyOf"] == [{"type": "number"}, {"type": "null"}]
     [limit] = spec["paths"]["/worker/status"]["get"]["parameters"]
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["schema"]["default"]) == (1, 200, 20)
     operations = [op for path in spec["paths"].values() for op in path.values()]

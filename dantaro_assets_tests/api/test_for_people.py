@@ -29,3 +29,10 @@ def test_level_prices_on_the_grid_are_served_as_stored():
                          "zone_high": [3033.0, 3020.0], "tick_size": 1.0}).to_dict("records")
     served = for_people("support_levels", {"rows": rows})["rows"]
     assert [(r["level"], r["zone_low"], r["zone_high"]) for r in served] == [(3030.0, 3021.0, 3033.0), (3012.0, 3001.0, 3020.0)]
+
+
+def test_a_picks_spread_is_served_to_a_hundredth_of_a_basis_point_and_its_absence_as_null():
+    rows = [{"market": "KRW-XRP", "entry": 3985.0, "tick_size": 1.0, "entry_from": "best_ask", "spread_bps": 2.509725177616262},
+            {"market": "KRW-ETH", "entry": 6367000.0, "tick_size": 1000.0, "entry_from": "last_trade", "spread_bps": None}]
+    served = for_people("recommendations", {"rows": rows})["rows"]
+    assert [(r["entry_from"], r["spread_bps"]) for r in served] == [("best_ask", 2.51), ("last_trade", None)]

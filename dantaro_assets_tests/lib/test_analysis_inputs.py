@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from dantaro_assets.lib.analysis_inputs import (
+    BOOK_DELAY,
     CAUTION_FLAGS,
     AnalysisInputs,
     Lookback,
+    book_at,
     flags,
     latest_day,
     listed_at,
@@ -112,3 +114,19 @@ def test_latest_table_shows_only_the_newest_snapshot():
     text = latest_table(frame, ["market", "level"]).value
     assert "as_of 2025-09-01 10:15 UTC, 2 row(s)" in text and "KRW-B" in text and "| 1 " not in text
     assert "no snapshot" in latest_table(frame.iloc[:0], ["market"]).value
+
+
+def test_a_ticks_book_is_the_first_fetched_within_a_minute_after_it_its_ask_on_the_grid():
+    tick = pd.Timestamp("2025-10-09T10:05Z")
+    books = pd.DataFrame({
+        "as_of": [tick - pd.Timedelta(seconds=1), tick + pd.Timedelta(seconds=20), tick + pd.Timedelta(seconds=40),
+                  tick + pd.Timedelta(seconds=40), tick + BOOK_DELAY],
+        "market": ["KRW-A", "KRW-A", "KRW-A", "KRW-B", "KRW-C"],
+        "best_ask": [100.0, 1234.0, 1240.0, 5.311, 7.0],
+        "spread_bps": [1.0, 8.1, 8.0, 18.8, 14.0],
+    })
+    book = book_at(books, tick, pd.Series({"KRW-B": 0.01}))
+    # A: the book of 10:05:20 (10:04:59 is before the tick, 10:05:40 later); B's ask rounded up onto its stored
+    # tick of 0.01; C fetched a minute after the tick: too late for it
+    assert book.to_dict("index") == {"KRW-A": {"entry": 1234.0, "spread_bps": 8.1}, "KRW-B": {"entry": 5.32, "spread_bps": 18.8}}
+    assert book_at(None, tick, pd.Series(dtype=float)).empty and book_at(books, tick + pd.Timedelta(hours=1), pd.Series(dtype=float)).empty

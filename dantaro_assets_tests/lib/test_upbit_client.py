@@ -11,6 +11,7 @@ import pytest
 
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.upbit import (
+    BOOK_COLUMNS,
     CANDLE_COLUMNS,
     UpbitClient,
     UpbitIPBlockedError,
@@ -60,6 +61,34 @@ def test_instruments_are_batched(client_factory, replay):
     assert sorted(frame["market"]) == sorted(markets)
     assert _requests(replay, "orderbook") == 3
     assert frame["tick_size"].gt(0).all()
+
+
+def test_order_books_are_batched_under_the_rate_limit_and_timed_by_the_server(client_factory, replay):
+    """40 markets, 3 a request: 14 requests of the orderbook group, never more than 10 in a second, no 429; the
+    books' time is the server's clock (the replay's Date header)."""
+    markets = list(client_factory().markets()["market"])
+    books, stats = client_factory(max_symbols_per_batch=3).orderbook(markets)
+    assert list(books.columns) == BOOK_COLUMNS and sorted(books["market"]) == sorted(markets)
+    assert (books["best_ask"] > books["best_bid"]).all() and (books["spread_bps"] > 0).all()
+    assert (stats.markets_requested, stats.markets_returned, stats.requests, stats.http_429) == (40, 40, 14, 0)
+    assert stats.server_time == pd.Timestamp(CLOCK) and (books["book_time"] == pd.Timestamp(CLOCK)).all()
+    group = replay.stats()["groups"]["orderbook"]
+    assert (group["requests"], group["too_many"]) == (14, 0) and group["max_per_second"] <= 10
+
+
+@pytest.mark.parametrize("variant", ["crossed_book", "infinite_price", "no_units"])
+def test_a_book_no_buyer_could_use_is_a_typed_error_naming_the_market(client_factory, replay, variant):
+    replay.inject("bad_book", path="/v1/orderbook", variant=variant)
+    with pytest.raises(UpbitResponseError, match=r"/v1/orderbook market=KRW-BTC,KRW-ETH.*KRW-BTC \(ask"):
+        client_factory().orderbook(["KRW-BTC", "KRW-ETH"])
+    assert _requests(replay, "orderbook") == 1  # bad data is not retried
+
+
+def test_order_book_server_errors_are_retried_then_raise_naming_the_batch(client_factory, replay):
+    replay.inject("500", path="/v1/orderbook", count=None)
+    with pytest.raises(UpbitServerError, match=r"/v1/orderbook market=KRW-BTC,KRW-ETH.*HTTP 500"):
+        client_factory(max_retries=2).orderbook(["KRW-BTC", "KRW-ETH"])
+    assert replay.stats()["faults_fired"].get("500") == 3
 
 
 def test_candles_of_a_window_are_whole_in_window_and_in_contract(client_factory, replay):

@@ -145,3 +145,51 @@ def test_instruments_parse_tick_strings_and_refuse_bad_ones():
     ]:
         with pytest.raises(UpbitResponseError, match=message):
             parsing.parse_instruments(bad, endpoint="/v1/orderbook/instruments", markets=["KRW-BTC"])
+
+
+def _book(market: str = "KRW-XRP", ask: float = 3985.0, bid: float = 3984.0, **unit) -> dict:
+    units = [{"ask_price": ask, "bid_price": bid, "ask_size": 120.5, "bid_size": 80.25, **unit},
+             {"ask_price": ask + 1, "bid_price": bid - 1, "ask_size": 10.0, "bid_size": 20.0}]
+    return {"market": market, "timestamp": 1758362720123, "total_ask_size": 130.5, "total_bid_size": 100.25,
+            "orderbook_units": units, "level": 0}
+
+
+def test_orderbook_parses_the_top_of_each_book():
+    frame = parsing.parse_orderbook([_book(), _book("KRW-BTC", 144967000.0, 144956000.0)], endpoint="/v1/orderbook",
+                                    markets=["KRW-XRP", "KRW-BTC"])
+    assert list(frame.columns) == parsing.BOOK_COLUMNS
+    xrp = frame.iloc[0]
+    assert (xrp["market"], xrp["best_ask"], xrp["best_bid"], xrp["ask_size"], xrp["bid_size"]) == ("KRW-XRP", 3985.0, 3984.0, 120.5, 80.25)
+    assert (xrp["total_ask_size"], xrp["total_bid_size"]) == (130.5, 100.25)
+    assert xrp["book_time"] == pd.Timestamp("2025-09-20T10:05:20.123Z")
+    assert xrp["spread_bps"] == pytest.approx(1e4 * 1 / 3984.5)
+    assert parsing.parse_orderbook([], endpoint="/v1/orderbook", markets=["KRW-XRP"]).empty  # a market left out is not an error
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (_book(ask=3984.0, bid=3984.0), r"crossed book \(best ask at or below the best bid\): KRW-XRP \(ask 3984.0, bid 3984.0\)"),
+    (_book(ask=3983.0, bid=3984.0), "crossed book.*KRW-XRP"),
+    (_book(ask=float("inf")), "non-finite price or size.*KRW-XRP"),
+    (_book(bid_size=float("nan")), "missing or non-numeric.*KRW-XRP"),
+    (_book(ask_price="3985"), "missing or non-numeric.*KRW-XRP"),
+    (_book(ask=-1.0, bid=-2.0), "price not positive.*KRW-XRP"),
+    (_book(ask_size=-3.0), "negative size.*KRW-XRP"),
+    ({**_book(), "orderbook_units": []}, "no orderbook_units.*KRW-XRP"),
+    ({**_book(), "orderbook_units": [{"ask_price": 3990.0, "bid_price": 3984.0, "ask_size": 1.0, "bid_size": 1.0},
+                                     {"ask_price": 3985.0, "bid_price": 3983.0, "ask_size": 1.0, "bid_size": 1.0}]},
+     "first unit that is not the best.*KRW-XRP"),
+    ({**_book(), "timestamp": None}, "missing or non-numeric.*timestamp"),
+    ({key: value for key, value in _book().items() if key != "orderbook_units"}, "orderbook_units missing from every row"),
+    (_book("KRW-ETH"), "markets not asked for: KRW-ETH"),
+    ({"error": {"name": 404}}, "expected a JSON array"),
+])
+def test_orderbook_refuses_a_book_no_buyer_could_use_naming_the_market(bad, message):
+    payload = bad if isinstance(bad, dict) and "error" in bad else [bad]
+    with pytest.raises(UpbitResponseError, match=message) as raised:
+        parsing.parse_orderbook(payload, endpoint="/v1/orderbook", markets=["KRW-XRP"])
+    assert raised.value.endpoint == "/v1/orderbook" and raised.value.market == "KRW-XRP"
+
+
+def test_orderbook_refuses_a_market_twice():
+    with pytest.raises(UpbitResponseError, match="duplicate markets"):
+        parsing.parse_orderbook([_book(), _book()], endpoint="/v1/orderbook", markets=["KRW-XRP"])

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 
 import dagster as dg
+import httpx
 import pandas as pd
 import pytest
 
 from dantaro_assets.definitions import build_definitions
 from dantaro_assets.lib.postgres_io import WriteMode
-from dantaro_assets.lib.upbit import CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
+from dantaro_assets.lib.upbit import BOOK_COLUMNS, CANDLE_COLUMNS, MARKET_COLUMNS, UpbitClient
 from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.markets import assets as market_assets
 from dantaro_assets.markets.assets import (
     candles_1d,
     candles_1h,
     candles_1m,
+    orderbook_top,
     upbit_instruments,
     upbit_markets,
 )
@@ -92,6 +96,78 @@ def test_upbit_instruments_without_the_days_universe_fail_with_a_clear_message(r
     result = _materialize([upbit_instruments], "2025-09-04", resources, raise_on_error=False)
     assert not result.success
     assert "materialise upbit_markets first" in result.failure_data_for_node("upbit_instruments").error.to_string()
+
+
+BOOK_HOUR = "2025-10-04-01:00"  # the recorded minutes end at 01:19; the replay's clock is set inside the hour
+
+
+def _books(postgres_resource) -> pd.DataFrame:
+    return _read(postgres_resource, "orderbook_top", "as_of", "2025-10-04T00:00Z", "2025-10-04T02:00Z")
+
+
+def test_orderbook_top_stores_the_books_fetched_in_the_hour_and_adds_later_fetches(resources, postgres_resource, recorded_replay):
+    """as_of is when the books were fetched on Upbit's clock (the Date header); a later fetch adds its rows, none replaced."""
+    assert _materialize([upbit_markets], "2025-10-04", resources).success
+    recorded_replay.set_clock("2025-10-04T01:10:20Z")
+    result = _materialize([orderbook_top], BOOK_HOUR, resources)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    stored = _books(postgres_resource)
+    assert list(stored.columns) == ["as_of", *BOOK_COLUMNS] and sorted(stored["market"]) == RECORDED
+    assert (stored["as_of"] == pd.Timestamp("2025-10-04T01:10:20Z")).all()
+    served = {b["market"]: b["orderbook_units"][0] for b in httpx.get(f"{recorded_replay.url}/v1/orderbook",
+                                                                        params={"markets": ",".join(RECORDED)}).json()}
+    for row in stored.itertuples():
+        assert (row.best_ask, row.best_bid, row.ask_size, row.bid_size) == tuple(served[row.market][k] for k in
+                                                                                 ("ask_price", "bid_price", "ask_size", "bid_size"))
+        assert row.spread_bps == pytest.approx(1e4 * (row.best_ask - row.best_bid) / ((row.best_ask + row.best_bid) / 2))
+    meta = result.asset_materializations_for_node("orderbook_top")[0].metadata
+    assert {k: meta[k].value for k in ("fetched", "markets_requested", "markets_returned", "unanswered", "books_stored", "requests", "http_429")} == {
+        "fetched": "ok", "markets_requested": 4, "markets_returned": 4, "unanswered": 0, "books_stored": 4, "requests": 1, "http_429": 0}
+    recorded_replay.set_clock("2025-10-04T01:15:20Z")
+    assert _materialize([orderbook_top], BOOK_HOUR, resources).success
+    again = _books(postgres_resource)
+    assert len(again) == 8 and set(again["as_of"]) == {pd.Timestamp("2025-10-04T01:10:20Z"), pd.Timestamp("2025-10-04T01:15:20Z")}
+    pd.testing.assert_frame_equal(again[again["as_of"] == stored["as_of"].iloc[0]].reset_index(drop=True), stored)
+
+
+def test_orderbook_top_of_an_hour_past_on_upbits_clock_stores_nothing_and_says_so(resources, postgres_resource, recorded_replay):
+    """Upbit keeps no order book history: a run of an earlier hour (a backfill, a finalising run) adds nothing."""
+    assert _materialize([upbit_markets], "2025-10-04", resources).success
+    recorded_replay.set_clock("2025-10-04T01:10:20Z")
+    before = _books(postgres_resource)
+    result = _materialize([orderbook_top], "2025-10-04-00:00", resources)
+    assert result.success
+    meta = result.asset_materializations_for_node("orderbook_top")[0].metadata
+    assert meta["books_stored"].value == 0 and "outside the partition's hour" in meta["not_stored"].value
+    pd.testing.assert_frame_equal(_books(postgres_resource), before)
+
+
+@pytest.mark.parametrize(("kind", "variant", "message"), [
+    ("bad_book", "crossed_book", r"crossed book \(best ask at or below the best bid\): KRW-BTC"),
+    ("bad_book", "infinite_price", r"non-finite price or size \(Infinity\): KRW-BTC"),
+    ("malformed", None, "malformed JSON"),
+    ("500", None, "HTTP 500"),
+])
+def test_a_bad_order_book_answer_stores_no_book_and_says_why_without_failing_the_step(resources, postgres_resource, recorded_replay,
+                                                                                      kind, variant, message):
+    """The book is an enhancement of the picks' entry: an Upbit error (after the client's retries) is no book this
+    run, named in the metadata and the run log, never a failed step that would cost the job its recommendations."""
+    assert _materialize([upbit_markets], "2025-10-04", resources).success
+    recorded_replay.set_clock("2025-10-04T01:10:20Z")
+    assert _materialize([orderbook_top], BOOK_HOUR, resources).success
+    before = _books(postgres_resource)
+    recorded_replay.set_clock("2025-10-04T01:20:20Z")
+    recorded_replay.inject(kind, path="/v1/orderbook", count=None, variant=variant)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _materialize([orderbook_top], BOOK_HOUR, resources, instance=instance)
+        warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    meta = result.asset_materializations_for_node("orderbook_top")[0].metadata
+    fetched = meta["fetched"].value
+    assert fetched.startswith("failed: Upbit /v1/orderbook market=KRW-BTC,KRW-ETH,KRW-SOL,KRW-XRP") and re.search(message, fetched), fetched
+    assert meta["books_stored"].value == 0 and "not_stored" not in meta
+    assert any("the picks enter at the last trade" in m and fetched in m for m in warnings), warnings
+    pd.testing.assert_frame_equal(_books(postgres_resource), before)
 
 
 def test_recorded_hour_round_trips_exactly_into_candles_1m(resources, postgres_resource, upbit_data_dir):
@@ -278,20 +354,26 @@ def test_every_upbit_step_is_pooled_retried_keyed_and_checked(settings):
     assert all(asset.op.retry_policy is None for asset in assets)  # so every fetch takes the job's retries
     for analysis in ("market_status", "recommendations", "support_levels"):  # an analysis keeps its own: none
         assert definitions.resolve_assets_def(analysis).op.retry_policy.max_retries == 0, analysis
+    keys = {"upbit_markets": ("day", ["day", "market"]), "upbit_instruments": ("day", ["day", "market"]),
+            "orderbook_top": ("as_of", ["as_of", "market"])}
     for asset in assets:
         name = asset.key.to_user_string()
         assert asset.op.pool == "upbit_api", name
         meta = asset.specs_by_key[asset.key].metadata
-        daily_listing = name in ("upbit_markets", "upbit_instruments")
-        assert meta["partition_expr"] == ("day" if daily_listing else "candle_start")
-        assert meta["primary_key"] == (["day", "market"] if daily_listing else ["market", "candle_start"])
+        assert (meta["partition_expr"], meta["primary_key"]) == keys.get(name, ("candle_start", ["market", "candle_start"])), name
         assert meta["write_mode"] == (WriteMode.REPLACE if name == "upbit_markets" else WriteMode.MERGE), name
         assert all(spec.blocking for spec in asset.check_specs), name
     # a backfill run pages at most 4 x 200 of a partitioning's finest candles per market, so it stays inside
-    # the run timeout; the daily assets share one policy (daily_candles_job runs them together)
+    # the run timeout; the daily assets share one policy (daily_candles_job runs them together), and the order
+    # books the recommendations job's candles_1m one
     assert {a.key.to_user_string(): a.backfill_policy.max_partitions_per_run for a in assets} == {
-        "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33,
+        "upbit_markets": 33, "upbit_instruments": 33, "candles_1m": 13, "candles_1h": 33, "candles_1d": 33, "orderbook_top": 13,
     }
+    # the order books are fetched by the recommendations job only, beside the hour's candles
+    assert definitions.resolve_job_def("recommendations_job").graph.node_dict.keys() == {
+        "candles_1m", "orderbook_top", "recommendations", "recommendations_redis"}
+    assert all("orderbook_top" not in definitions.resolve_job_def(job).graph.node_dict
+               for job in ("daily_candles_job", "candles_1m_job", "market_status_job", "support_levels_job"))
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, AnalysisResult, Lookback
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager
+from dantaro_assets.markets import definitions as markets
 from dantaro_assets.operations.analyses import Analysis
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
-from dantaro_assets.resources import run_settings
+from dantaro_assets.resources import build_resources, run_settings
 from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import materialise, store, universe
 from dantaro_assets_tests.lib.storage_data import candles
@@ -137,3 +139,16 @@ def test_an_hour_without_a_tick_never_empties_what_is_stored(stored_day, resourc
     error = result.failure_data_for_node("priced_markets").error.to_string()
     assert "RefusedFrameError" in error and "an empty frame would delete the 2 row(s) stored in its window" in error
     pd.testing.assert_frame_equal(_stored(own_postgres, hour), before)
+
+
+def test_an_input_beyond_the_lookback_is_read_and_fetched_first_by_the_analysis_job(settings):
+    """``ins`` adds inputs to the asset (handed to ``AnalysisInputs.assemble`` by name), ``also_fetch`` the assets its job
+    materialises between the hour's candles and it: the recommendations' order books, declared so."""
+    with_books = dataclasses.replace(PRICED, ins={"orderbook_top": dg.AssetIn(metadata={"optional": True})}, also_fetch=("orderbook_top",))
+    assert set(with_books.asset.keys_by_input_name) == {"candles_1m", "candles_1h", "upbit_markets", "orderbook_top"}
+    definitions = dg.Definitions.merge(markets.build_defs(settings), with_books.definitions(settings),
+                                       dg.Definitions(resources=build_resources(settings)))
+    job = definitions.resolve_job_def("priced_markets_job")
+    assert set(job.graph.node_dict) == {"candles_1m", "orderbook_top", "priced_markets", "priced_markets_redis"}
+    upstream = job.graph.dependency_structure.input_to_upstream_outputs_for_node("priced_markets")
+    assert {i.input_name: {o.node_name for o in outputs} for i, outputs in upstream.items()}["orderbook_top"] == {"orderbook_top"}

@@ -124,3 +124,58 @@ def test_orderbook_instruments_errors(replay):
     assert _instruments(replay, "").status_code == 400
     missing = _instruments(replay, "KRW-BTC,KRW-NOPE")
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "Code not found"
+
+
+def _books(server, markets: str, **params) -> httpx.Response:
+    return httpx.get(f"{server.url}/v1/orderbook", params={"markets": markets, **params})
+
+
+@pytest.mark.parametrize("mode", ["simulated", "recorded"])
+def test_orderbook_serves_books_around_the_last_trade_on_the_grid(request, mode):
+    """docs.upbit.com's shape (market, timestamp, total_ask_size, total_bid_size, orderbook_units, level), in the orderbook
+    rate-limit group; 30 units by default, best first, every price on Upbit's grid; the last trade (the newest minute's
+    close as /v1/candles shows it) is the best bid or the best ask; totals are the units' sums."""
+    from dantaro_assets.lib.tick_grid import krw_tick_size, off_grid
+
+    server = request.getfixturevalue("replay" if mode == "simulated" else "recorded_replay")
+    if mode == "simulated":
+        server.set_clock("2026-03-02T10:30:20Z")  # frozen, so the candle asked after the books is the same minute
+    markets = [e["market"] for e in httpx.get(f"{server.url}/v1/market/all").json()][:4]
+    response = _books(server, ",".join(markets))
+    assert response.status_code == 200 and response.headers["remaining-req"].startswith("group=orderbook; min=600; sec=")
+    clock_ms = int(server.clock().timestamp() * 1000)
+    for book in response.json():
+        assert list(book) == ["market", "timestamp", "total_ask_size", "total_bid_size", "orderbook_units", "level"]
+        assert book["timestamp"] == clock_ms and book["level"] == 0
+        units = book["orderbook_units"]
+        assert len(units) == 30 and all(list(u) == ["ask_price", "bid_price", "ask_size", "bid_size"] for u in units)
+        asks, bids = [u["ask_price"] for u in units], [u["bid_price"] for u in units]
+        assert asks == sorted(set(asks)) and bids == sorted(set(bids), reverse=True) and bids[0] < asks[0]
+        assert not off_grid(asks + bids, krw_tick_size(asks + bids)).any()
+        assert all(u["ask_size"] > 0 and u["bid_size"] > 0 for u in units)
+        assert book["total_ask_size"] == pytest.approx(sum(u["ask_size"] for u in units))
+        assert book["total_bid_size"] == pytest.approx(sum(u["bid_size"] for u in units))
+        [minute] = httpx.get(f"{server.url}/v1/candles/minutes/1", params={"market": book["market"]}).json()
+        assert minute["trade_price"] in (asks[0], bids[0]), book["market"]
+
+
+def test_orderbook_spreads_widen_as_turnover_thins(replay):
+    """The 10 markets trading least over 24 h quote wider spreads (bps of the mid) than the 10 trading most."""
+    markets = [e["market"] for e in httpx.get(f"{replay.url}/v1/market/all").json()]
+    turnover = {t["market"]: t["acc_trade_price_24h"] for t in httpx.get(f"{replay.url}/v1/ticker", params={"markets": ",".join(markets)}).json()}
+    spread = {}
+    for book in _books(replay, ",".join(markets), count=1).json():
+        top = book["orderbook_units"][0]
+        spread[book["market"]] = 1e4 * (top["ask_price"] - top["bid_price"]) / ((top["ask_price"] + top["bid_price"]) / 2)
+    ranked = sorted(markets, key=turnover.get)
+    thin, busy = [spread[m] for m in ranked[:10]], [spread[m] for m in ranked[-10:]]
+    assert sorted(thin)[5] > 2 * sorted(busy)[5], (thin, busy)
+
+
+def test_orderbook_count_level_and_errors(replay):
+    assert len(_books(replay, "KRW-BTC", count=1).json()[0]["orderbook_units"]) == 1
+    assert len(_books(replay, "KRW-BTC", count=31).json()[0]["orderbook_units"]) == 30  # out of range: the default
+    assert _books(replay, "KRW-BTC", level=10000).json() == []  # a grouping level the replay does not model
+    assert _books(replay, "").status_code == 400
+    missing = _books(replay, "KRW-BTC,KRW-NOPE")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Code not found"

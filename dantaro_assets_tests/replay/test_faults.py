@@ -96,6 +96,20 @@ def test_bad_candle_variants(replay):
     assert all(c["low_price"] <= c["trade_price"] <= c["high_price"] for c in clean)
 
 
+def test_bad_book_variants_spoil_the_first_book_only(replay):
+    def books(variant: str | None = None) -> list[dict]:
+        if variant:
+            replay.inject("bad_book", path="/v1/orderbook", variant=variant)
+        return httpx.get(f"{replay.url}/v1/orderbook", params={"markets": "KRW-BTC,KRW-ETH", "count": 2}).json()
+
+    crossed = books("crossed_book")
+    assert crossed[0]["orderbook_units"][0]["ask_price"] < crossed[0]["orderbook_units"][0]["bid_price"]
+    assert crossed[1]["orderbook_units"][0]["ask_price"] > crossed[1]["orderbook_units"][0]["bid_price"]
+    assert books("infinite_price")[0]["orderbook_units"][0]["ask_price"] == float("inf")  # Python's json reads Infinity
+    assert books("no_units")[0]["orderbook_units"] == []
+    assert all(u["ask_price"] > u["bid_price"] for book in books() for u in book["orderbook_units"])
+
+
 def test_matching_by_prefix_market_and_forever(replay):
     replay.inject("500", path="/v1/candles/*", market="KRW-XRP", count=None)
     assert _candles(replay, "KRW-XRP").status_code == 500
@@ -115,7 +129,8 @@ def test_fault_without_path_hits_any_upbit_endpoint_not_the_control_api(replay):
 
 @pytest.mark.parametrize(
     "spec",
-    [{"kind": "explode"}, {"kind": "500", "count": 0}, {"kind": "bad_candle", "variant": "nope"}, {"path": "/v1/ticker"},
+    [{"kind": "explode"}, {"kind": "500", "count": 0}, {"kind": "bad_candle", "variant": "nope"},
+     {"kind": "bad_book", "variant": "high_low"}, {"path": "/v1/ticker"},
      {"kind": "latency", "seconds": -1}, {"kind": "500", "colour": "red"}, {"kind": "alter", "variant": "nope"},
      {"kind": "disconnect", "minute": "2025-09-03T12:35:00"}, {"kind": "outlier", "minute": "yesterday"}],
 )

@@ -13,6 +13,7 @@ from dantaro_assets.lib.upbit.errors import (
     UpbitTransportError,
 )
 from dantaro_assets.lib.upbit.parsing import (
+    BOOK_COLUMNS,
     CANDLE_COLUMNS,
     CAUTION_FLAGS,
     INTERVALS,
@@ -22,6 +23,7 @@ from dantaro_assets.lib.upbit.parsing import (
 )
 
 __all__ = [
+    "BOOK_COLUMNS",
     "CANDLE_COLUMNS",
     "CAUTION_FLAGS",
     "INTERVALS",

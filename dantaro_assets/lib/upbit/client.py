@@ -89,7 +89,7 @@ def _stopped(interrupt: BaseException | None = None) -> FetchStopped:
 
 @dataclass
 class FetchStats:
-    """What one fetch cost and found; the candle assets publish it as materialisation metadata."""
+    """What one fetch cost and found; the fetching assets publish it as materialisation metadata."""
 
     markets_requested: int = 0
     markets_returned: int = 0
@@ -151,7 +151,7 @@ class _Answer:
 
 
 class UpbitClient(dg.ConfigurableResource):
-    """Upbit quotation API (market list, order price units, candles) under the IP-wide rate limit.
+    """Upbit quotation API (market list, order price units, order books, candles) under the IP-wide rate limit.
 
     ``redis`` holds the limiter shared by every process. When it does not answer, nothing is sent:
     a request waits up to ``store_wait_seconds`` for it, then raises ``UpbitLimiterUnavailableError``.
@@ -300,17 +300,35 @@ class UpbitClient(dg.ConfigurableResource):
 
     def instruments(self, markets: list[str]) -> pd.DataFrame:
         """Each market's order price unit now (``tick_size``), ``max_symbols_per_batch`` markets a request."""
-        self._ensure_run_goes_on()
-        path = "/v1/orderbook/instruments"
-        batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
+        frames = self._batched("/v1/orderbook/instruments", markets, {}, parsing.parse_instruments, _Counters())
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.INSTRUMENT_COLUMNS)
+
+    def orderbook(self, markets: list[str]) -> tuple[pd.DataFrame, FetchStats]:
+        """The top of each market's order book now (``parsing.BOOK_COLUMNS``: best ask and bid, their sizes, the
+        book's time), ``max_symbols_per_batch`` markets a request, one unit each (``count=1``; ``level`` unsent, so
+        prices are on the order price unit). ``stats.server_time`` is the earliest server clock among the answers:
+        when the books were fetched, on Upbit's clock. A market Upbit leaves out is counted, not an error."""
         counters = _Counters()
+        began = time.monotonic()
+        frames = self._batched("/v1/orderbook", markets, {"count": 1}, parsing.parse_orderbook, counters)
+        books = pd.concat([parsing.empty_books(), *frames], ignore_index=True)
+        stats = FetchStats(markets_requested=len(markets), markets_returned=len(books), requests=counters.requests,
+                           http_429=counters.http_429, retries=counters.retries, seconds=time.monotonic() - began,
+                           server_time=counters.server_time)
+        return books, stats
+
+    def _batched(self, path: str, markets: list[str], params: dict[str, Any], parse, counters: _Counters) -> list[pd.DataFrame]:
+        """``path`` of the orderbook group for ``markets``, ``max_symbols_per_batch`` a request, concurrently, each
+        answer parsed by ``parse(payload, endpoint=, markets=)``."""
+        self._ensure_run_goes_on()
+        batches = [markets[i : i + self.max_symbols_per_batch] for i in range(0, len(markets), self.max_symbols_per_batch)]
 
         def fetch(batch: list[str]) -> pd.DataFrame:
-            answer = self._get(path, {"markets": ",".join(batch)}, group="orderbook", market=",".join(batch), counters=counters)
-            return parsing.parse_instruments(answer.payload, endpoint=path, markets=batch)
+            answer = self._get(path, {"markets": ",".join(batch), **params}, group="orderbook", market=",".join(batch), counters=counters)
+            counters.saw(answer.server_time)
+            return parse(answer.payload, endpoint=path, markets=batch)
 
-        frames = self._parallel(fetch, batches)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=parsing.INSTRUMENT_COLUMNS)
+        return self._parallel(fetch, batches)
 
     def candles(self, markets: list[str], interval: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, FetchStats]:
         """Closed candles with ``start <= candle_start < end`` for every market, fetched concurrently.

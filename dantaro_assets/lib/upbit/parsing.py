@@ -212,3 +212,77 @@ def parse_instruments(payload: object, *, endpoint: str, markets: list[str]) -> 
     if frame["market"].duplicated().any():
         raise UpbitResponseError(f"duplicate markets {sorted(frame.loc[frame['market'].duplicated(), 'market'])}", endpoint=endpoint, market=label)
     return frame[INSTRUMENT_COLUMNS]
+
+
+BOOK_COLUMNS = ["market", "book_time", "best_ask", "best_bid", "ask_size", "bid_size", "total_ask_size", "total_bid_size", "spread_bps"]
+_UNIT_FIELDS = ["ask_price", "bid_price", "ask_size", "bid_size"]
+
+
+def empty_books() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in BOOK_COLUMNS})
+    return frame.astype({"market": object, "book_time": "datetime64[ns, UTC]"})
+
+
+def _first_unit(units: object) -> dict:
+    """The first (best) unit of ``orderbook_units`` and, to check it is the best, the lowest ask and highest bid."""
+    if not isinstance(units, list) or not units or not all(isinstance(u, dict) for u in units):
+        return {}
+    first = dict(units[0])
+    asks = [u.get("ask_price") for u in units]
+    bids = [u.get("bid_price") for u in units]
+    if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in asks + bids):
+        first["lowest_ask"], first["highest_bid"] = min(asks), max(bids)
+    return first
+
+
+def parse_orderbook(payload: object, *, endpoint: str, markets: list[str]) -> pd.DataFrame:
+    """``/v1/orderbook`` -> the top of each asked market's book: best ask and bid with their sizes, the book's time,
+    and ``spread_bps``, the spread in basis points of the mid price.
+
+    A book that cannot give a price a buyer could get is an error for the call naming the market(s): no
+    ``orderbook_units``, a missing, non-numeric or non-finite price or size, a price not positive, a size
+    negative, a first unit that is not the best, or a crossed book (best ask at or below the best bid).
+    """
+    label = ",".join(markets)
+    raw = records(payload, endpoint=endpoint, market=label)
+    if raw.empty:
+        return empty_books()
+    _require(raw, ["market", "timestamp", "total_ask_size", "total_bid_size", "orderbook_units"], endpoint=endpoint, market=label)
+    first = pd.DataFrame.from_records([_first_unit(units) for units in raw["orderbook_units"]], index=raw.index,
+                                      columns=[*_UNIT_FIELDS, "lowest_ask", "highest_bid"])
+    stamp = _numeric(raw["timestamp"])
+    frame = pd.DataFrame({
+        "market": raw["market"].astype(str),
+        "book_time": pd.to_datetime(stamp.where(np.isfinite(stamp)), unit="ms", utc=True),
+        "best_ask": _numeric(first["ask_price"]),
+        "best_bid": _numeric(first["bid_price"]),
+        "ask_size": _numeric(first["ask_size"]),
+        "bid_size": _numeric(first["bid_size"]),
+        "total_ask_size": _numeric(raw["total_ask_size"]),
+        "total_bid_size": _numeric(raw["total_bid_size"]),
+    })
+    unasked = sorted(set(frame["market"]) - set(markets))
+    if unasked:
+        raise UpbitResponseError(f"markets not asked for: {', '.join(unasked)}", endpoint=endpoint, market=label)
+    if frame["market"].duplicated().any():
+        raise UpbitResponseError(f"duplicate markets {sorted(frame.loc[frame['market'].duplicated(), 'market'])}", endpoint=endpoint, market=label)
+    numbers = frame[BOOK_COLUMNS[2:-1]]
+    rules = [
+        (first[_UNIT_FIELDS].isna().all(axis=1), "no orderbook_units"),
+        (numbers.isna().any(axis=1) | frame["book_time"].isna(), "a missing or non-numeric price, size or timestamp"),
+        (np.isinf(numbers).any(axis=1), "a non-finite price or size (Infinity)"),
+        ((frame[["best_ask", "best_bid"]] <= 0).any(axis=1), "a price not positive"),
+        ((frame[["ask_size", "bid_size", "total_ask_size", "total_bid_size"]] < 0).any(axis=1), "a negative size"),
+        ((first["lowest_ask"] < frame["best_ask"]) | (first["highest_bid"] > frame["best_bid"]), "a first unit that is not the best"),
+        (frame["best_ask"] <= frame["best_bid"], "a crossed book (best ask at or below the best bid)"),
+    ]
+    for bad, reason in rules:
+        if bad.any():
+            shown = ", ".join(f"{row.market} (ask {row.best_ask}, bid {row.best_bid})" for row in frame[bad].head(5).itertuples())
+            raise UpbitResponseError(f"{reason}: {shown}", endpoint=endpoint, market=label)
+    return frame.assign(spread_bps=spread_bps(frame["best_ask"], frame["best_bid"]))[BOOK_COLUMNS].reset_index(drop=True)
+
+
+def spread_bps(best_ask: pd.Series, best_bid: pd.Series) -> pd.Series:
+    """The spread in basis points of the mid price: what crossing it costs, as a share of the price."""
+    return 1e4 * (best_ask - best_bid) / ((best_ask + best_bid) / 2.0)
