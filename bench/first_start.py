@@ -106,7 +106,8 @@ def history_runs(instance: dg.DagsterInstance, started_wall: float) -> list[dict
             "range": f"{run.tags.get('dagster/asset_partition_range_start')}...{run.tags.get('dagster/asset_partition_range_end')}",
             "start": (record.start_time - started_wall) if record and record.start_time else None,
             "end": (record.end_time - started_wall) if record and record.end_time else None,
-            "requests": sum(_requests(m) for m in _materialisations(instance, run.run_id)),
+            # a range run's fetch is reported on each partition's materialisation: once per asset
+            "requests": sum({m.asset_key: _requests(m) for m in _materialisations(instance, run.run_id)}.values()),
         })
     return sorted(rows, key=lambda row: row["start"] if row["start"] is not None else 1e9)
 

@@ -640,7 +640,11 @@ class CandleStream:
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=UNIVERSE_POLL_SECONDS)
             except TimeoutError:
-                await self.refresh_universe()
+                try:
+                    await self.refresh_universe()
+                except Exception as exc:  # noqa: BLE001 - the report's re-read stays; say why this one failed and go on
+                    self.say.log("universe", logging.WARNING, "stream: looking for the universe failed (%s: %s)", type(exc).__name__,
+                                 redact_text(str(exc)))
 
     # --- reports ---
     async def reporter(self) -> None:
