@@ -44,9 +44,12 @@ from dantaro_assets.lib.dagster_internals import (
     UnresolvedAssetJobDefinition,
     get_current_datetime,
 )
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
+from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, StreamHealth
 from dantaro_assets.operations.limits import LIVE, PRIORITY_TAG, QUEUE_TAG
 from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
@@ -63,6 +66,7 @@ NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
 ]
+STREAM_WAIT_SECONDS = 60  # how long the open hour's minutes wait for the stream to subscribe after the universe is stored
 MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout
 UNIVERSE = "upbit_markets"
 MINUTES = "candles_1m"
@@ -318,8 +322,27 @@ class HistoryPlan:
         return f"history: {stored} of {needed} partitions stored ({each})"
 
 
-def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, now: datetime) -> HistoryPlan:
-    """What the products' lookback at ``now`` lacks, and the next run of each lane whose universe is stored."""
+def stream_wait(health: StreamHealth | None, universe_at: float | None, wall_now: float, grace: float, max_lag: float) -> str | None:
+    """Why the run of the open hour's minutes waits for ``dantaro stream`` (None: it goes). A REST fetch covers the
+    minutes closed ``grace`` seconds before it, the stream's window those from the minute it subscribed in: fetched
+    once that minute plus ``grace`` has passed, the two meet and a first analysis run has no minute left to fetch.
+    No stream, or one stopped or down, is not waited for, nor one still unsubscribed ``STREAM_WAIT_SECONDS`` after
+    the universe was stored."""
+    if health is None or (health.problem(wall_now, max_lag) or "").startswith(("stream stopped", "stream down")):
+        return None
+    if health.open_windows:
+        opened = min(window.start for window in health.open_windows)
+        if wall_now < opened + grace:
+            return f"the open hour's minutes wait {opened + grace - wall_now:.0f} s for the stream's first minute to be fetchable beside it"
+        return None
+    if universe_at is not None and wall_now - universe_at < STREAM_WAIT_SECONDS:
+        return "the open hour's minutes wait for the stream to subscribe to the stored universe"
+    return None
+
+
+def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, now: datetime, minutes_wait: str | None = None) -> HistoryPlan:
+    """What the products' lookback at ``now`` lacks, and the next run of each lane whose universe is stored; a run of
+    the open hour's minutes held back while ``minutes_wait`` says why (``stream_wait``)."""
     ordered = products(repository, now)
     present = stored_partitions(instance, ordered, now)
     stored = {product.name: (sum(len(keys & present.get(asset, set())) for asset, keys in product.needs.items()),
@@ -333,6 +356,7 @@ def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefiniti
     requests: list[tuple[int, dg.RunRequest]] = []
     waiting: list[str] = [f"the {lane} history run is still queued or running" for lane in sorted(busy)]
     rank = {product.name: index for index, product in enumerate(ordered)}
+    open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
     today = daily_partitions.get_partition_key_for_timestamp(now.timestamp())
     for lane in LANES:
         for run in (run for run in runs if run.lane == lane):
@@ -345,6 +369,8 @@ def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefiniti
             days = set(run.keys.keys) if lane == "daily" else {_day_of_hour(key) for key in run.keys.keys}
             if UNIVERSE not in run.assets and not days <= present.get(UNIVERSE, set()):
                 waiting.append(f"{run.describe()} waits for its days' universe")
+            elif minutes_wait is not None and lane == "minute" and open_hour in run.keys.keys:
+                waiting.append(f"{run.describe()}: {minutes_wait}")
             elif lane not in busy:
                 requests.append((rank[run.product], request))
             break
@@ -368,8 +394,16 @@ def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: 
             "sizes of those days, the hours of 1-minute candles."
         ),
     )
-    def history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        plan = history_plan(context.instance, context.repository_def, get_current_datetime())
+    def history_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource, run_settings: RunSettings) -> dg.SensorResult:
+        now = get_current_datetime()
+        try:
+            health = SeenStore(postgres).health()
+        except RecordUnreadable:  # the minutes go over REST as without a stream
+            health = None
+        universe = context.instance.get_latest_materialization_event(dg.AssetKey(UNIVERSE))
+        wait = stream_wait(health, universe.timestamp if universe else None, now.timestamp(), run_settings.stream_grace_seconds,
+                           run_settings.stream_max_lag_seconds)
+        plan = history_plan(context.instance, context.repository_def, now, wait)
         progress = plan.progress()
         if progress != context.cursor:  # one line per step of progress, not per tick
             context.log.info(progress)

@@ -30,7 +30,8 @@ def first_start(pg_url, settings, small_replay) -> Iterator[tuple[dg.Definitions
 
 def _evaluate(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, now: datetime) -> list[dg.RunRequest]:
     with freeze_time(now):
-        result = defs.resolve_sensor_def(name)(dg.build_sensor_context(instance=instance, definitions=defs))
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            result = defs.resolve_sensor_def(name)(context)
     if isinstance(result, dg.SkipReason) or result is None:
         return []
     return list(result.run_requests or []) if isinstance(result, dg.SensorResult) else list(result)

@@ -15,11 +15,14 @@ from dantaro_assets.markets.history import (
     MINUTE_HOURS_PER_RUN,
     PRODUCT_TAG,
     SENSOR_INTERVAL,
+    STREAM_WAIT_SECONDS,
     missing_ranges,
     products,
+    stream_wait,
     top_priority,
 )
 from dantaro_assets.markets.jobs import DAILY_CANDLES_TYPE
+from dantaro_assets.markets.seen import StreamHealth, Window
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITY_TAG
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.operations.daemon import freeze_time
@@ -48,7 +51,8 @@ def _materialise(instance: dg.DagsterInstance, asset: str, keys: list[str]) -> N
 
 def _evaluate(instance: dg.DagsterInstance, now: datetime = NOW, cursor: str | None = None) -> dg.SensorResult:
     with freeze_time(now):
-        return history_sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+        with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor, resources=defs.resources) as context:
+            return history_sensor(context)
 
 
 def _requests(instance: dg.DagsterInstance, now: datetime = NOW) -> list[dg.RunRequest]:
@@ -193,3 +197,19 @@ def test_sensor_is_in_the_definitions_targeting_both_jobs():
 def test_worker_disabled_leaves_the_sensor_stopped():
     stopped = build_definitions(load_settings({"WORKER_ENABLED": "false"}))
     assert stopped.resolve_sensor_def("history_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_the_open_hours_minutes_wait_for_the_streams_first_minute_and_no_longer():
+    """The REST fetch covers minutes closed ``grace`` seconds before it; the stream's window begins at the minute it
+    subscribed in. Fetched once that minute plus grace has passed, they meet; without a stream nothing waits."""
+    wall = 1_773_138_330.0
+    subscribed = StreamHealth(heartbeat=wall, server_now=wall, covered_through=0.0, running=True,
+                              open_windows=[Window(1_773_138_300, 1_773_138_300, frozenset({"KRW-BTC"}), "stream")])  # opened 30 s ago
+    assert stream_wait(subscribed, wall - 20, wall - 28, grace=5, max_lag=30) is not None  # its first minute not fetchable yet
+    assert stream_wait(subscribed, wall - 20, wall, grace=5, max_lag=30) is None
+    subscribing = StreamHealth(heartbeat=wall, server_now=0.0, covered_through=0.0, running=True)
+    assert "subscribe" in stream_wait(subscribing, wall - 20, wall, grace=5, max_lag=30)
+    assert stream_wait(subscribing, wall - STREAM_WAIT_SECONDS, wall, grace=5, max_lag=30) is None  # not for ever
+    assert stream_wait(None, wall - 20, wall, grace=5, max_lag=30) is None  # no stream: REST alone
+    stopped = StreamHealth(heartbeat=wall, server_now=wall, covered_through=wall, running=False)
+    assert stream_wait(stopped, wall - 20, wall, grace=5, max_lag=30) is None
