@@ -50,7 +50,7 @@ from dantaro_assets.lib.upbit import interval
 from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
 from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, StreamHealth
-from dantaro_assets.operations.limits import LIVE, PRIORITY_TAG, QUEUE_TAG
+from dantaro_assets.operations.limits import JOB_TAG, LIVE, PRIORITY_TAG, QUEUE_TAG, JobType
 from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
@@ -71,6 +71,8 @@ MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a r
 UNIVERSE = "upbit_markets"
 MINUTES = "candles_1m"
 LANES = {"daily": (DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE), "minute": (CANDLES_1M_JOB, HISTORY_TYPE)}
+# the job types a history run is tagged with (``dantaro/job``: one run of each at a time): two history runs at once
+SLOTS = (DAILY_CANDLES_TYPE, HISTORY_TYPE)
 # a history run's priority, plus one for each product after its own: the first product's runs leave the queue first,
 # above the daily refresh and under every analysis (docs/operations.md: the worker's order)
 HISTORY_PRIORITY = DAILY_CANDLES_TYPE.priority
@@ -193,8 +195,9 @@ class HistoryRun:
     assets: list[str]
     keys: KeyRange
 
-    def request(self, stamp: str, priority: int) -> dg.RunRequest:
-        job_name, job_type = LANES[self.lane]
+    def request(self, stamp: str, priority: int, job_type: JobType) -> dg.RunRequest:
+        """The run's request, tagged as ``job_type`` (the history's slot it takes) at ``priority``."""
+        job_name = LANES[self.lane][0]
         tags = {**job_type.tags(), **self.keys.tags(), HISTORY_TAG: self.lane, PRODUCT_TAG: self.product, PRIORITY_TAG: str(priority)}
         assets = sorted(self.assets)
         return dg.RunRequest(
@@ -302,10 +305,22 @@ def _failed_this_hour(instance: dg.DagsterInstance, now: datetime) -> set[str]:
     return {run.tags[RUN_KEY_TAG] for run in runs if RUN_KEY_TAG in run.tags}
 
 
-def _in_flight(instance: dg.DagsterInstance) -> set[str]:
-    """Lanes with a history run queued or in progress."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: list(LANES)}))
-    return {run.tags[HISTORY_TAG] for run in runs}
+def _in_flight(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """History runs queued or in progress."""
+    return list(instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: list(LANES)})))
+
+
+def _fetching(runs: Iterable[dg.DagsterRun]) -> dict[str, set[str]]:
+    """The partitions ``runs`` (history runs in flight) fetch, per asset: planned as if stored, so none is asked twice."""
+    fetching: dict[str, set[str]] = {}
+    for run in runs:
+        first, last = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+        if first is None or last is None:
+            continue
+        partitions_def = hourly_partitions if run.tags[HISTORY_TAG] == "minute" else daily_partitions
+        for key in run.asset_selection or ():
+            fetching.setdefault(key.to_user_string(), set()).update(_span(partitions_def, first, last))
+    return fetching
 
 
 @dataclass(frozen=True)
@@ -347,37 +362,45 @@ def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefiniti
     present = stored_partitions(instance, ordered, now)
     stored = {product.name: (sum(len(keys & present.get(asset, set())) for asset, keys in product.needs.items()),
                              sum(len(keys) for keys in product.needs.values())) for product in ordered}
-    runs = plan_runs(repository, ordered, present, now)
+    flying = _in_flight(instance)
+    planned = {asset: present.get(asset, set()) | keys for asset, keys in _fetching(flying).items()}
+    runs = plan_runs(repository, ordered, {**present, **planned}, now)
+    in_flight = (f"{len(flying)} history run(s) still queued or running",) if flying else ()
     if not runs:
-        return HistoryPlan((), (), stored)
+        return HistoryPlan((), in_flight, stored)
     stamp = now.strftime("%Y-%m-%dT%H")
     universe_priority = top_priority(repository)
-    busy, failed = _in_flight(instance), _failed_this_hour(instance, now)
-    requests: list[tuple[int, dg.RunRequest]] = []
-    waiting: list[str] = [f"the {lane} history run is still queued or running" for lane in sorted(busy)]
+    failed = _failed_this_hour(instance, now)
+    free = [slot for slot in SLOTS if slot.name not in {run.tags.get(JOB_TAG) for run in flying}]
+    requests: list[dg.RunRequest] = []
+    waiting = list(in_flight)
     rank = {product.name: index for index, product in enumerate(ordered)}
     open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
     today = daily_partitions.get_partition_key_for_timestamp(now.timestamp())
-    for lane in LANES:
-        for run in (run for run in runs if run.lane == lane):
-            # today's universe goes ahead of every job's runs (everything fetched or run needs it); the rest by product
-            carries_today = UNIVERSE in run.assets and today in run.keys.keys
-            request = run.request(stamp, universe_priority if carries_today else HISTORY_PRIORITY + len(ordered) - rank[run.product])
-            if request.run_key in failed:
-                waiting.append(f"{run.describe()} failed this hour: retried next hour")
-                continue
-            days = set(run.keys.keys) if lane == "daily" else {_day_of_hour(key) for key in run.keys.keys}
-            if UNIVERSE not in run.assets and not days <= present.get(UNIVERSE, set()):
-                waiting.append(f"{run.describe()} waits for its days' universe")
-            elif minutes_wait is not None and lane == "minute" and open_hour in run.keys.keys:
-                waiting.append(f"{run.describe()}: {minutes_wait}")
-            elif lane not in busy:
-                requests.append((rank[run.product], request))
+    # in the products' order, none overtaking another: the next runs into the free slots until one has to wait
+    for run in runs:
+        # today's universe goes ahead of every job's runs (everything fetched or run needs it); the rest by product
+        carries_today = UNIVERSE in run.assets and today in run.keys.keys
+        priority = universe_priority if carries_today else HISTORY_PRIORITY + len(ordered) - rank[run.product]
+        if run.request(stamp, priority, LANES[run.lane][1]).run_key in failed:
+            waiting.append(f"{run.describe()} failed this hour: retried next hour")
+            continue
+        days = set(run.keys.keys) if run.lane == "daily" else {_day_of_hour(key) for key in run.keys.keys}
+        if UNIVERSE not in run.assets and not days <= present.get(UNIVERSE, set()):
+            waiting.append(f"{run.describe()} waits for its days' universe")
             break
+        if minutes_wait is not None and run.lane == "minute" and open_hour in run.keys.keys:
+            waiting.append(f"{run.describe()}: {minutes_wait}")
+            break
+        if not free:
+            break
+        slot = LANES[run.lane][1] if LANES[run.lane][1] in free else free[0]
+        free.remove(slot)
+        requests.append(run.request(stamp, priority, slot))
     left = len(runs) - len(requests)
     if left:
-        waiting.append(f"{left} more history run(s) follow, one a lane at a time")
-    return HistoryPlan(tuple(request for _, request in sorted(requests, key=lambda item: item[0])), tuple(waiting), stored)
+        waiting.append(f"{left} more history run(s) follow, two at a time in the products' order")
+    return HistoryPlan(tuple(requests), tuple(waiting), stored)
 
 
 def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: bool) -> dg.SensorDefinition:

@@ -116,14 +116,15 @@ def test_with_the_universe_stored_each_lane_goes_market_status_first(instance):
     assert requests[1].tags[JOB_TAG] == "history" and int(requests[1].tags[PRIORITY_TAG]) > DAILY_CANDLES_TYPE.priority
 
     _store(instance, ("candles_1h", STATUS_DAYS), ("candles_1m", [*CLOSED_HOURS, "2026-03-10-10:00"]))
-    [recommendations] = _requests(instance)  # 1-day candles and tick sizes in one run: neither costs more for a day more
-    assert _summary([recommendations]) == [("daily_candles_job", "daily", DAYS[-3], DAYS[-1], ["candles_1d", "upbit_instruments"])]
-    assert recommendations.tags[PRODUCT_TAG] == "recommendations"
-    assert int(recommendations.tags[PRIORITY_TAG]) < int(requests[1].tags[PRIORITY_TAG])  # below market status's history
-    _store(instance, ("candles_1d", DAYS[-3:]), ("upbit_instruments", DAYS[-3:]))
-    [older] = _requests(instance)  # the older 7 days of 1-hour candles, their universe with them
-    assert _summary([older]) == [("daily_candles_job", "daily", DAYS[0], DAYS[6], ["candles_1h", "upbit_markets"])]
-    _store(instance, ("upbit_markets", DAYS[:7]), ("candles_1h", DAYS[:7]))
+    # then recommendations' two runs at once: 1-day candles with the tick sizes (neither costs more for a day more),
+    # and the older 7 days of 1-hour candles with their universe, in the history's second slot
+    recommendations = _requests(instance)
+    assert _summary(recommendations) == [("daily_candles_job", "daily", DAYS[-3], DAYS[-1], ["candles_1d", "upbit_instruments"]),
+                                         ("daily_candles_job", "daily", DAYS[0], DAYS[6], ["candles_1h", "upbit_markets"])]
+    assert [r.tags[JOB_TAG] for r in recommendations] == ["daily_candles", "history"]
+    assert {r.tags[PRODUCT_TAG] for r in recommendations} == {"recommendations"}
+    assert int(recommendations[0].tags[PRIORITY_TAG]) < int(requests[1].tags[PRIORITY_TAG])  # below market status's history
+    _store(instance, ("candles_1d", DAYS[-3:]), ("upbit_instruments", DAYS[-3:]), ("upbit_markets", DAYS[:7]), ("candles_1h", DAYS[:7]))
     assert not _requests(instance)
 
 
@@ -152,20 +153,28 @@ def test_nothing_is_requested_when_the_history_is_complete(instance):
     assert result.cursor == "history: 57 of 57 partitions stored (market_status 10/10, recommendations 24/24, support_levels 23/23)"
 
 
-def test_one_history_run_a_lane_in_flight(instance):
-    _store(instance, ("upbit_markets", STATUS_DAYS))
-    # Not yet started (as a queued run is) or started: either holds its lane back, the other lane goes
-    for lane, job, status, other in (("daily", "daily_candles_job", dg.DagsterRunStatus.NOT_STARTED, "candles_1m_job"),
-                                     ("minute", "candles_1m_job", dg.DagsterRunStatus.STARTED, "daily_candles_job")):
-        run = instance.add_run(dg.DagsterRun(job_name=job, run_id=str(uuid.uuid4()), status=status, tags={HISTORY_TAG: lane}))
-        result = _evaluate(instance)
-        assert [r.job_name for r in result.run_requests] == [other]
-        instance.delete_run(run.run_id)
+def test_two_history_runs_at_once_and_none_asked_twice(instance):
+    """A run in flight holds its slot (its ``dantaro/job``) and its partitions count as coming: the other slot takes the
+    next run, and with both slots taken nothing goes."""
+    _store(instance, ("upbit_markets", STATUS_DAYS))  # the first run has stored its universe and fetches its 1-hour candles
+    hourly = instance.add_run(dg.DagsterRun(
+        job_name="daily_candles_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, asset_selection=frozenset({dg.AssetKey("candles_1h")}),
+        tags={HISTORY_TAG: "daily", JOB_TAG: "daily_candles", RANGE_START: STATUS_DAYS[0], RANGE_END: STATUS_DAYS[-1]}))
+    [minutes] = _requests(instance)
+    assert _summary([minutes]) == [("candles_1m_job", "minute", "2026-03-10-08:00", "2026-03-10-10:00", ["candles_1m"])]
+    assert minutes.tags[JOB_TAG] == "history"
+    instance.add_run(dg.DagsterRun(
+        job_name="candles_1m_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED, asset_selection=frozenset({dg.AssetKey("candles_1m")}),
+        tags={HISTORY_TAG: "minute", JOB_TAG: "history", RANGE_START: "2026-03-10-08:00", RANGE_END: "2026-03-10-10:00"}))
+    result = _evaluate(instance)
+    assert not result.run_requests and "2 history run(s) still queued or running" in result.skip_reason.skip_message
+    instance.delete_run(hourly.run_id)  # its slot free, and its 1-hour candles not coming: asked again, ahead of the rest
+    assert _summary(_requests(instance)) == [("daily_candles_job", "daily", STATUS_DAYS[0], STATUS_DAYS[-1], ["candles_1h"])]
 
 
 def test_a_run_that_failed_this_hour_lets_the_next_go(instance):
     _store(instance, ("upbit_markets", DAYS), ("candles_1h", STATUS_DAYS), ("candles_1m", [*CLOSED_HOURS, "2026-03-10-10:00"]))
-    [daily] = _requests(instance)
+    daily, _ = _requests(instance)
     instance.add_run(dg.DagsterRun(job_name=daily.job_name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.FAILURE,
                                    tags={**daily.tags, "dagster/run_key": daily.run_key}))
     result = _evaluate(instance)
