@@ -19,10 +19,12 @@ materialised and plans the runs still to go (``plan_runs``), product by product:
   newest range takes the open hour too while that stays one page, so the minutes of the open hour
   before ``dantaro stream`` subscribed arrive with the closed ones instead of in the first analysis run.
 
-Runs go in two lanes, one run in flight in each: ``daily_candles_job`` and ``candles_1m_job``. A lane's
-next run starts while the other lane still fetches, so the rate limiter (shared in Redis) is kept
-busy across run start-ups; a minute run waits until its days' universe is stored. So the history
-holds at most two ``upbit_api`` slots of three and two run slots of three: a live run always has one.
+Two history runs go at once, in the products' order and none overtaking another (a run waiting for its
+days' universe holds back those after it), each tagged with a free one of the history's two job types
+(``SLOTS``: ``dantaro/job`` allows one run of each at a time). The next run starts while the other still
+fetches, so the rate limiter (shared in Redis) stays busy across run start-ups, and a run in flight counts
+as coming, so no range is asked twice. So the history holds at most two ``upbit_api`` slots of three and
+two run slots of three: a live run always has one.
 Run keys carry the range and the hour of the request, so a failed range is retried at most once an hour.
 
 Progress (partitions stored of those each product reads) is the sensor's cursor, shown on its page in
@@ -54,7 +56,7 @@ from dantaro_assets.operations.limits import JOB_TAG, LIVE, PRIORITY_TAG, QUEUE_
 from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
-HISTORY_TAG = "dantaro/history"  # the lane of a history run: daily or minute
+HISTORY_TAG = "dantaro/history"  # what a history run fetches: daily partitions or minute ones
 PRODUCT_TAG = "dantaro/history_for"  # the product whose lookback the run fetches
 SENSOR_INTERVAL = 5
 # a run in any of these may still materialise what it was asked for, so its partitions are not asked again
@@ -188,7 +190,7 @@ def _widened(spec: str, span: tuple[str, ...], candidates: set[str]) -> tuple[st
 
 @dataclass
 class HistoryRun:
-    """One range run of the plan: its lane (``daily`` or ``minute``), the product it is for, its assets and keys."""
+    """One range run of the plan: its lane (``daily`` or ``minute``: its job), the product it is for, its assets and keys."""
 
     lane: str
     product: str
@@ -325,7 +327,7 @@ def _fetching(runs: Iterable[dg.DagsterRun]) -> dict[str, set[str]]:
 
 @dataclass(frozen=True)
 class HistoryPlan:
-    """The runs to request now (at most one a lane), why nothing else goes, and progress per product."""
+    """The runs to request now (at most two at once), why nothing else goes, and progress per product."""
 
     requests: tuple[dg.RunRequest, ...]
     waiting: tuple[str, ...]
@@ -356,7 +358,7 @@ def stream_wait(health: StreamHealth | None, universe_at: float | None, wall_now
 
 
 def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, now: datetime, minutes_wait: str | None = None) -> HistoryPlan:
-    """What the products' lookback at ``now`` lacks, and the next run of each lane whose universe is stored; a run of
+    """What the products' lookback at ``now`` lacks, and the next runs in the products' order for the free slots; a run of
     the open hour's minutes held back while ``minutes_wait`` says why (``stream_wait``)."""
     ordered = products(repository, now)
     present = stored_partitions(instance, ordered, now)
