@@ -54,9 +54,13 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clock(moment: datetime) -> str:
-    """``12:58 UTC``, how the texts name a time."""
-    return moment.astimezone(UTC).strftime("%H:%M UTC")
+def clock(moment: datetime, *, since: datetime | None = None) -> str:
+    """``12:58 UTC``, how the texts name a time; ``2026-01-06 12:58 UTC`` when it falls on another day than
+    ``since`` (a 24 h plan's expiry read beside the time it was made)."""
+    moment = moment.astimezone(UTC)
+    if since is not None and moment.date() != since.astimezone(UTC).date():
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%H:%M UTC")
 
 
 def delivery_key(event: Event, target: WebhookTarget) -> str:
