@@ -33,6 +33,8 @@ from pathlib import Path
 
 import dagster as dg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
+
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.stop import processes_naming
 from dantaro_assets_tests.harness import exit_on_sigterm, free_port

@@ -18,9 +18,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
 
 os.environ.setdefault("DANTARO_SCHEMA", "dantaro_screens")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")
