@@ -142,6 +142,3 @@ class WebhookTargets(dg.ConfigurableResource):
     def targets(self) -> tuple[WebhookTarget, ...]:
         """The receivers, validated as the settings validate them (a bad value raises ``SettingsError``, secrets unshown)."""
         return load_settings({"DANTARO_WEBHOOKS": self.config}).webhooks
-
-    def subscribers(self, event: str) -> list[WebhookTarget]:
-        return [target for target in self.targets() if event in target.events]

@@ -27,7 +27,7 @@ WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
 
 @dataclass(frozen=True)
 class StatusParams:
-    """Windows and scales of the score; defaults are the documented ones (README)."""
+    """Windows and scales of the score; defaults are the documented ones (docs/analyses.md)."""
 
     return_minutes: int = 60        # ret_1h window and the turnover window
     baseline_hours: int = 24        # whole hours the last hour's turnover and volatility are compared with

@@ -177,7 +177,7 @@ def _candle_asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=backfill,
-        # Candles are facts: a refetch adds and corrects rows, never deletes them (README: Storage).
+        # Candles are facts: a refetch adds and corrects rows, never deletes them (docs/storage.md).
         metadata={
             "partition_expr": "candle_start",
             "primary_key": ["market", "candle_start"],

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(launcher, CeleryRunLauncher):
         print(
             f"DAGSTER_HOME's run launcher is {type(launcher).__name__}, not a Celery run launcher: "
-            "render deploy/dagster.celery.yaml into DAGSTER_HOME (README: Past one machine)",
+            "render deploy/dagster.celery.yaml into DAGSTER_HOME (docs/operations.md: Past one machine)",
             file=sys.stderr,
         )
         instance.dispose()

@@ -73,7 +73,7 @@ def lookback(levels: support_levels.LevelParams = _LEVEL_PARAMS, status: market_
 
 REGIMES = ("risk_on", "neutral", "risk_off", "unknown")  # market_status's, and unknown without a 60-minute return
 RISK_OFF_MAX_PICKS = 3
-# From the recorded markets (bench/regime.py, README "Recommendations"): in risk_off hours the top pick
+# From the recorded markets (bench/regime.py, docs/analyses.md "Recommendations"): in risk_off hours the top pick
 # trailed the universe at 1 h, 4 h and 24 h and the score's rank IC was negative at every horizon, so
 # risk_off cuts the list to a shortlist. No score floor: a floor would lean on a score that ranked the
 # wrong way there, and an empty list would leave the API serving the previous (older) snapshot.

@@ -28,7 +28,7 @@ RANKING = ("per market and side, rank 1 is the level nearest the price, then out
 
 @dataclass(frozen=True)
 class LevelParams:
-    """Windows and weights of the method; defaults are the documented ones (README)."""
+    """Windows and weights of the method; defaults are the documented ones (docs/analyses.md)."""
 
     lookback_hours: int = 24 * 14   # two weeks of hourly bars for swings and the volume profile
     swing_bars: int = 3             # a swing high/low is the extreme of 3 closed bars either side
