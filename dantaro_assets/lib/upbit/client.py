@@ -36,8 +36,10 @@ from dantaro_assets.lib.upbit.rate_limit import (
     RedisRateLimiter,
     parse_remaining_req,
 )
+from dantaro_assets.settings import Settings
 
 log = logging.getLogger(__name__)
+_SETTING_DEFAULTS = Settings.model_fields
 
 MAX_CANDLES_PER_REQUEST = 200
 _MAX_BACKOFF_SECONDS = 8.0
@@ -144,12 +146,15 @@ class UpbitClient(dg.ConfigurableResource):
     Only a client built without any ``redis`` keeps the limit in this process alone (with a warning).
     """
 
-    # resources.py sets these from the settings; the defaults are Upbit's published limits, for tests and benches
+    # resources.py sets these from the settings; a client built without them (tests, benches) takes the settings' defaults
     base_url: str = Field(description="Upbit API or the replay server (UPBIT_BASE_URL)")
-    timeout: float = Field(default=30.0, description="seconds per request (UPBIT_API_TIMEOUT)")
-    max_retries: int = Field(default=3, description="retries after the first attempt on 429, 5xx, timeouts")
-    requests_per_second: int = Field(default=10, description="per-group budget shared by all processes")
-    max_symbols_per_batch: int = Field(default=50, description="markets per orderbook/instruments request")
+    timeout: float = Field(default=_SETTING_DEFAULTS["upbit_api_timeout"].default, description="seconds per request (UPBIT_API_TIMEOUT)")
+    max_retries: int = Field(default=_SETTING_DEFAULTS["upbit_max_retries"].default,
+                             description="retries after the first attempt on 429, 5xx, timeouts (UPBIT_MAX_RETRIES)")
+    requests_per_second: int = Field(default=_SETTING_DEFAULTS["upbit_requests_per_second"].default,
+                                     description="per-group budget shared by all processes (UPBIT_REQUESTS_PER_SECOND)")
+    max_symbols_per_batch: int = Field(default=_SETTING_DEFAULTS["max_symbols_per_batch"].default,
+                                       description="markets per orderbook/instruments request (MAX_SYMBOLS_PER_BATCH)")
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
