@@ -1,12 +1,8 @@
 """What happened since a sensor's last look: the webhook events, read from what other parts stored.
 
-Each detector reads stored outputs only (the analyses' Postgres tables, Dagster's check and freshness
-records, the stream's health record beside the candles) and returns the events found after a watermark with the
-new watermark. An event's ``key`` names the occurrence, so reading the same rows twice queues nothing twice
-(the outbox's idempotency key derives from it): each look reaches ``OVERLAP`` behind its watermark, for
-what was stored late (a check evaluated in one run but written after another run's later one). A detector
-never looks further back than ``CATCH_UP``: a first start, or a sensor started again after a day, reports
-what is news, not the history.
+Each detector reads stored outputs only and returns the events after a watermark with the new watermark;
+an event's ``key`` names the occurrence, so reading rows twice queues nothing twice. A look reaches
+``OVERLAP`` behind its watermark for what was stored late, and never more than ``CATCH_UP`` back.
 """
 
 from __future__ import annotations
