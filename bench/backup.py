@@ -24,6 +24,8 @@ import pandas as pd
 import psycopg
 from tabulate import tabulate
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.io and dantaro_assets_tests are not pip-installed
+
 from bench.io import METADATA, synthetic_candles
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager

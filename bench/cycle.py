@@ -49,6 +49,8 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
+
 os.environ.setdefault("DANTARO_SCHEMA", "dantaro_bench")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_bench")
 os.environ["WORKER_ENABLED"] = "false"  # only the benchmark's runs

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import dagster as dg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
+
 from dantaro_assets.markets.history import HISTORY_TAG, LANES, PRODUCT_TAG
 from dantaro_assets.processes.dagster_dev import IN_FLIGHT, QUEUED
 from dantaro_assets.processes.stop import processes_naming

@@ -46,6 +46,7 @@ os.environ.setdefault("DANTARO_SCHEMA", "dantaro_bench_launchers")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_bench_launchers")
 os.environ["WORKER_ENABLED"] = "false"  # no schedules in the history's dagster dev: only the benchmark's runs
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
 from bench.cycle import percentile, phases  # noqa: E402  (after the environment the settings read)
 from dantaro_assets.partitions import hourly_partitions  # noqa: E402
 from dantaro_assets.processes.instance import write_instance_config  # noqa: E402

@@ -16,8 +16,10 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,8 +48,10 @@ def main() -> None:
     snapshots = store_snapshots(settings, ["KRW-BTC", "KRW-ETH"], start)
     published: dict[str, float] = {}
     with dantaro_api(settings) as url:
+        arrivals_file = Path(tempfile.mkdtemp(prefix="dantaro_push_")) / "arrivals.json"
         clients = subprocess.Popen([sys.executable, str(CLIENTS), url, "market_status", "--clients", str(args.clients),
-                                    "--events", str(args.events)], stdout=subprocess.PIPE, text=True, preexec_fn=terminate_with_parent())
+                                    "--events", str(args.events), "--out", str(arrivals_file)], stdout=subprocess.PIPE, text=True,
+                                   preexec_fn=terminate_with_parent())
         assert clients.stdout.readline().strip() == "ready", "the SSE clients did not all connect"
         for n in range(1, args.events + 1):
             as_of = start + pd.Timedelta(seconds=n)
@@ -55,7 +59,9 @@ def main() -> None:
             published[as_of.strftime("%Y-%m-%dT%H:%M:%SZ")] = time.monotonic()
             snapshots.publish("market_status", frame, run_id="bench", partition=hourly_partitions.get_partition_key_for_timestamp(as_of.timestamp()))
             time.sleep(args.interval)
-        arrivals = json.loads(clients.communicate(timeout=180)[0])["arrivals"]
+        clients.communicate(timeout=180)
+        arrivals = json.loads(arrivals_file.read_text())["arrivals"]
+        shutil.rmtree(arrivals_file.parent)
     load_after = os.getloadavg()[0]
 
     latencies = np.array([1000 * (t - published[event]) for client in arrivals for event, t in client if event in published])

@@ -3,9 +3,10 @@
 Each connection reads the chunked event stream (raw asyncio, uvloop when installed) and notes when each
 event id arrived on ``time.monotonic()`` (the system's monotonic clock, the same in every process of the
 machine). When every client has its first event (the current snapshot) the process prints ``ready``;
-once each has ``--events`` more, or ``--timeout`` passes, it prints ``{"arrivals": [[[id, t], ...], ...]}``.
+once each has ``--events`` more, or ``--timeout`` passes, it writes ``{"arrivals": [[[id, t], ...], ...]}`` to ``--out``
+(a file: a pipe closed under the event loop's non-blocking writes cut the JSON at 64 KB).
 
-    python bench/sse_clients.py http://127.0.0.1:8000 market_status --clients 100 --events 20
+    python bench/sse_clients.py http://127.0.0.1:8000 market_status --clients 100 --events 20 --out arrivals.json
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from http_load import run_fast  # bench/, the script's folder
@@ -63,9 +64,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, required=True, help="the file the arrivals are written to")
     args = parser.parse_args()
     arrivals = run_fast(listen(args.url, args.topics, args.clients, args.events, args.timeout))
-    sys.stdout.write(json.dumps({"arrivals": arrivals}) + "\n")
+    args.out.write_text(json.dumps({"arrivals": arrivals}))
 
 
 if __name__ == "__main__":

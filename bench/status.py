@@ -30,6 +30,8 @@ import httpx
 import uvicorn
 from tabulate import tabulate
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
+
 from dantaro_assets.api.app import create_app
 from dantaro_assets.api.job_log import JobLog
 from dantaro_assets.api.worker_status import MAX_JOBS, STATUS_REFRESH_S, worker_status

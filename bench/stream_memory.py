@@ -39,6 +39,8 @@ import psutil
 import psycopg
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
+
 from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, table_exists
 from dantaro_assets.lib.upbit import MARKET_COLUMNS

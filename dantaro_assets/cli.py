@@ -1,9 +1,7 @@
-"""The ``dantaro`` command: the pipeline with its UI, the offline Upbit replay, the API, the stream; settings, repairs, migrations,
-backups, the plans' calibration.
+"""The ``dantaro`` command: the pipeline with its UI, the replay, the API, the stream, and the upkeep of stored data.
 
-This module parses and dispatches; what each subcommand does lives with its concern (``processes/`` for
-``dev`` and ``stop``, ``api/``, ``markets/``). Every subcommand finds the state folder and the Dagster
-instance the same way (``processes.instance.use_instance``), from any folder.
+It parses and dispatches; each subcommand's work lives with its concern (``processes/``, ``api/``, ``markets/``),
+and every one finds the state folder and the Dagster instance the same way (``processes.instance.use_instance``).
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ def stream(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_settings(_: argparse.Namespace, settings: Settings) -> int:
-    """Print every setting with its variable, value and meaning (the README's configuration table); where the state
+    """Print every setting with its variable, value and meaning (docs/configuration.md's table); where the state
     folder's running ``dantaro dev`` uses another value (the replay's URL, the embedded servers), that one, saying so."""
     from dantaro_assets.processes.stop import running_dev
 

@@ -2,15 +2,8 @@
 
     from dantaro_assets.reader import get_ohlcv
     df = get_ohlcv("KRW-BTC", interval="minute60", count=48)
-    print(df["close"].pct_change().tail())
 
-The frame is pyupbit's: float columns ``open high low close volume value`` (``value``: KRW traded, Upbit's
-``candle_acc_trade_price``), indexed oldest first by the candle's start as a naive KST datetime (Upbit's
-``candle_date_time_kst``; a day candle is labelled 09:00). ``to`` is exclusive, and a naive ``to`` is UTC,
-as pyupbit sends it to Upbit and Upbit reads it; an aware one is converted. Where it departs from pyupbit:
-only closed candles are stored (no forming one); an error raises instead of returning None; an interval
-Dantaro does not store raises instead of falling back to days; a market with nothing stored gives an empty frame.
-Settings are read once, at this entry point, unless a caller passes its own to :class:`Reader`.
+Where it departs from pyupbit (closed candles only, errors raise): docs/api.md, "Reading stored candles like pyupbit".
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """The resources every asset shares, built from settings: URLs set means external servers, unset means embedded.
 
-Local and production differ only by settings (``DATABASE_URL``, ``REDIS_URL``, ``UPBIT_BASE_URL``),
-never by code edits: the same definitions run on a laptop and on the production host.
-
-Credentials reach the resources as ``dg.EnvVar``: Dagster reads the variable when a run (or the API)
-initialises the resource, so the code location's snapshot, and the UI's Resources page, hold the
-variable's name, never the URL and its password. An unset variable leaves ``url=None``, which the
-resources resolve to the embedded server under the state folder. ``storage`` is the only place that
-decides: runs get its resources, and every other process (the CLI, the stream, the API, the benches)
-takes them initialised from ``process_storage``.
+Local and production differ only by settings, never by code. Credentials reach the resources as ``dg.EnvVar``,
+so the UI shows a variable's name, never a password. ``storage`` is the one place that decides which
+servers: runs get its resources, every other process takes them initialised from ``process_storage``.
 """
 
 from __future__ import annotations

@@ -301,15 +301,6 @@ class Settings(BaseModel):
         return self.dagster_home or self.state_dir / "dagster_home"
 
     @property
-    def cadences(self) -> dict[str, int]:
-        """Seconds between snapshots, by analysis asset."""
-        return {
-            "market_status": self.market_status_interval,
-            "recommendations": self.recommendations_interval,
-            "support_levels": self.support_levels_interval,
-        }
-
-    @property
     def cache_ttls(self) -> dict[str, int]:
         """Redis TTL of each analysis asset's snapshot."""
         return {

@@ -35,6 +35,9 @@ def test_values_are_parsed_from_the_environment():
         ("DATABASE_URL", "mysql://x/y", "postgresql://"),
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("UPBIT_BASE_URL", "ftp://x", "http://"),
+        ("UPBIT_BASE_URL", "https://", "http://"),  # no host
+        ("UPBIT_BASE_URL", "http://127.0.0.1:87x65", "port that is not a number"),
+        ("REDIS_URL", "redis://127.0.0.1:port/0", "port that is not a number"),
         ("UPBIT_API_TIMEOUT", "-1", "greater than 0"),
         ("MAX_SYMBOLS_PER_BATCH", "0", "greater than or equal to 1"),
         ("WORKER_ENABLED", "maybe", "must be one of"),

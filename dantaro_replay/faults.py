@@ -1,12 +1,7 @@
 """Fault injection and Upbit-like rate limiting for the replay server.
 
-Faults are rules matched in the order they were added; each fires ``count`` times (or forever
-with ``count`` null) on requests whose path matches (exact, or a prefix ending in ``*``, or any
-``/v1`` path when omitted) and, optionally, whose ``market``/``markets`` parameter names ``market``.
-WebSocket kinds (``WEBSOCKET_FAULT_KINDS``) apply to ``/websocket/v1`` only: a connection takes
-them once per stream tick, matched against its subscribed codes. The message kinds among them
-(``MESSAGE_FAULT_KINDS``) are taken per candle message instead, matched against the message's market
-and, when the rule names one, its ``minute`` (ISO, UTC): ``count`` is then the messages they alter.
+Faults are rules matched in the order they were added, by path, market and (for WebSocket message
+kinds) minute; the kinds and how they match: docs/replay.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Upbit quotation JSON bodies built from a candle source, with Upbit's field names, order and types.
 
-Field lists follow the recorded responses in ../shared/data/upbit/api_captures.json; the instruments
-body (not recorded) follows docs.upbit.com's reference of ``GET /v1/orderbook/instruments`` (market,
-quote_currency, tick_size as a decimal string, supported_levels), the order book's (not recorded either)
-its reference of ``GET /v1/orderbook`` (market, timestamp, total_ask_size, total_bid_size,
-orderbook_units of ask_price, bid_price, ask_size, bid_size, level).
+Field lists follow the recorded responses (../shared/data/upbit/api_captures.json); the bodies never
+recorded (instruments, order book) follow docs.upbit.com's reference.
 """
 
 from __future__ import annotations

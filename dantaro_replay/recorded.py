@@ -1,20 +1,7 @@
 """Replay of recorded real Upbit candles (the parquet files of ../shared/data/upbit).
 
-- The universe is the markets found in the files, with every ``market_event`` flag false.
-- A request for an interval that was recorded (1m, 60m, days) is answered with the recorded
-  candles exactly; other intervals aggregate the coarsest recorded interval that divides them
-  (3-30m from 1m, 240m from 60m, days from 60m for markets without recorded days). Outside the
-  time span of that recording, finer recordings are aggregated (e.g. hours of October 2025 from
-  the 1m file, which runs past the 1h file's end); recorded gaps inside a span stay gaps.
-- The 1m and 1h files carry no KRW turnover, so ``candle_acc_trade_price`` there is derived as
-  ``volume * (open + high + low + close) / 4`` (a typical-price VWAP estimate); the 1d file's
-  recorded ``value`` is served as is. ``timestamp`` (last trade) is not recorded either: it is the
-  candle's last millisecond.
-- Nothing after the replay clock is served. The candle containing the clock is forming: it is
-  aggregated from the finer recorded candles closed by then (none: not served), and the
-  recorded minute at the clock is not served until it has closed.
-- The default clock is the end of the 1-minute data (the finest file), where the intraday
-  pipeline has complete input.
+Recorded intervals are served exactly, others aggregated from them, nothing after the replay clock;
+the rules: docs/replay.md, "Recorded replay".
 """
 
 from __future__ import annotations
@@ -41,7 +28,7 @@ def _series(frame: pd.DataFrame, interval: int) -> Candles:
 
 
 class RecordedMarket:
-    """The recorded data source (see the module docstring)."""
+    """The recorded data source (its rules: docs/replay.md, "Recorded replay")."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir)

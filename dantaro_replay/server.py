@@ -1,12 +1,9 @@
 """Offline Upbit quotation API: a loopback HTTP server replaying a simulated or recorded market.
 
-Run ``python -m dantaro_replay --simulated 250 --seed 7`` (or ``dantaro replay ...``); it prints
-one line with its URL when ready. Besides Upbit's ``/v1`` endpoints it serves a control API under
-``/_replay`` (clock, faults, request statistics) for tests and benchmarks.
-
-The stdlib ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, one thread per connection) is used on
-purpose: responses take about a millisecond, parallel clients are served concurrently, and it lets a
-fault close the socket mid-response or without any response, which ASGI servers hide.
+``dantaro replay`` (or ``python -m dantaro_replay``) prints one line with its URL when ready; besides
+Upbit's ``/v1`` endpoints it serves a control API under ``/_replay`` (clock, faults, statistics). The
+stdlib ``ThreadingHTTPServer`` is used on purpose: a fault can cut a response or drop the socket,
+which ASGI servers hide.
 """
 
 from __future__ import annotations
@@ -327,10 +324,12 @@ class UpbitHandler(BaseHTTPRequestHandler):
         state.limiter.count(group, "ok")
         spoiled = fault is not None and ((fault.kind == "bad_candle" and path.startswith("/v1/candles/"))
                                          or (fault.kind == "bad_book" and path == "/v1/orderbook"))
-        if spoiled and fault.kind == "bad_candle":
-            body = _spoil_candles(body, fault.variant or BAD_CANDLE_VARIANTS[0])
-        elif spoiled:
-            body = _spoil_book(body, fault.variant or BAD_BOOK_VARIANTS[0])
+        if spoiled and isinstance(body, list) and body:
+            body = [dict(entry) for entry in body]  # the fault spoils the first entry of a copy
+            if fault.kind == "bad_candle":
+                _spoil_candles(body, fault.variant or BAD_CANDLE_VARIANTS[0])
+            else:
+                _spoil_book(body, fault.variant or BAD_BOOK_VARIANTS[0])
         payload = dumps_with_literals(body) if spoiled else dumps(body)
         if fault is None or fault.kind in ("latency", "bad_candle", "bad_book"):
             self._send(200, payload, headers)
@@ -447,11 +446,8 @@ def _codes(query: dict[str, list[str]], source: CandleSource) -> list[str]:
     return codes
 
 
-def _spoil_candles(entries: object, variant: str) -> object:
+def _spoil_candles(entries: list[dict], variant: str) -> None:
     """The bad_candle fault: one invalid candle in an otherwise normal page."""
-    if not isinstance(entries, list) or not entries:
-        return entries
-    entries = [dict(e) for e in entries]
     first = entries[0]
     if variant == "high_low":
         first["high_price"], first["low_price"] = first["low_price"] - 1, first["high_price"] + 1
@@ -465,14 +461,10 @@ def _spoil_candles(entries: object, variant: str) -> object:
         first["trade_price"] = float("inf")
     elif variant == "nan_volume":
         first["candle_acc_trade_volume"] = float("nan")
-    return entries
 
 
-def _spoil_book(entries: object, variant: str) -> object:
+def _spoil_book(entries: list[dict], variant: str) -> None:
     """The bad_book fault: the first book of the answer made unusable for a buyer."""
-    if not isinstance(entries, list) or not entries:
-        return entries
-    entries = [dict(e) for e in entries]
     first = entries[0]
     units = [dict(u) for u in first["orderbook_units"]]
     if variant == "crossed_book":
@@ -482,7 +474,6 @@ def _spoil_book(entries: object, variant: str) -> object:
     elif variant == "no_units":
         units = []
     first["orderbook_units"] = units
-    return entries
 
 
 class ReplayHTTPServer(ThreadingHTTPServer):

@@ -1,31 +1,8 @@
 """A deterministic simulated Upbit KRW market of any size, computable for any minute on demand.
 
-Model (all randomness from numpy Generators seeded by (seed, market index, day, stream), so a
-market's history never depends on the universe size, the request order or the clock):
-
-- Daily path: from an epoch (2017-10-01, Upbit's launch) to 2032, daily log returns
-  ``r_m = beta_m * r_btc + e_m``, where both the BTC return and each market's idiosyncratic return
-  follow a GARCH(1,1) (volatility clustering). Log prices are anchored so that 2025-09-01 opens at
-  realistic levels (KRW-BTC 150.8 M, ETH 6.1 M, XRP 3,867, SOL 279,500; others log-uniform).
-- Intraday path of one (market, UTC day): 1440 minute returns whose volatility is an intraday
-  seasonal profile (busy around 09:00 KST and the US open) times an AR(1) log-volatility factor;
-  the BTC part is shared by every market (so minute returns are BTC-correlated through beta) and
-  each part is a Brownian bridge ending exactly on the daily path, so day opens chain from the
-  previous close.
-- Candles: trade prices scatter around the efficient path (bid/ask bounce, so minute returns are
-  slightly negatively autocorrelated as on Upbit), open = previous minute's close plus a little
-  noise, high/low add an excursion scaled by the minute volatility, all snapped to Upbit's KRW
-  tick sizes (highs up, lows down). The day's last close is the daily path's close. A minute
-  trades with probability ``1 - exp(-liquidity * activity)``: thin coins have no-trade minutes
-  (no candle), the majors almost never. KRW turnover per minute follows volatility with log-normal
-  noise (so volume is persistent, lag-1 autocorrelation ~0.65 as in the recorded 1m data); coin
-  volume = turnover / VWAP (rounded to 8 decimals) and candle_acc_trade_price =
-  volume * VWAP, so the turnover of an aggregated candle is the sum of price * volume.
-- The candle at the clock is forming: its close, high, low, volume and turnover are those of the
-  elapsed fraction of the minute, and coarser candles aggregate the minutes up to the clock.
-- Market events: ``warning`` and ``caution`` flags drawn per (market, week) with small
-  probabilities (GLOBAL_PRICE_DIFFERENCES the most common, as on Upbit), plus fixed ones on market
-  indices 9 (warning), 13 and 17 (cautions) so every universe of 18+ markets shows some.
+Every draw is seeded by (seed, market index, day, stream), so a market's history never depends on the
+universe size, the request order or the clock; the model (GARCH daily paths, BTC-correlated intraday
+bridges, Upbit's ticks, no-trade minutes): docs/replay.md, "Simulated market".
 """
 
 from __future__ import annotations
@@ -228,7 +205,7 @@ _SEASON = _seasonal_profile()
 
 
 class SimulatedMarket:
-    """The simulated data source (see the module docstring for the model)."""
+    """The simulated data source (the model: docs/replay.md, "Simulated market")."""
 
     def __init__(self, n_markets: int = 250, seed: int = 7):
         if n_markets < 1:

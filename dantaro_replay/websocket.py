@@ -1,46 +1,8 @@
 """Upbit's quotation WebSocket (``/websocket/v1``) on the replay server: the ``candle.1m`` stream.
 
-What Upbit documents (docs.upbit.com "캔들 (Candle)" WebSocket reference, "WebSocket 사용 및 에러
-안내", "연결 관리", "요청 수 제한") and this replay does:
-
-- A request is one JSON list: ``[{"ticket": ...}, {"type": "candle.1m", "codes": [...],
-  "is_only_snapshot"?, "is_only_realtime"?}, {"format": "DEFAULT" | "SIMPLE"}]``; a new request on
-  the same connection replaces the subscription. Errors come back as ``{"error": {"name", "message"}}``
-  (``WRONG_FORMAT``, ``NO_TICKET``, ``NO_TYPE``, ``NO_CODES``, ``INVALID_PARAM``). Only
-  ``candle.1m`` and the DEFAULT/SIMPLE formats are served here (``INVALID_PARAM`` otherwise).
-- Each code first gets a ``SNAPSHOT``: the forming minute, or when it has not traded yet the newest
-  closed one; then ``REALTIME`` messages every second (of the replay clock) while the minute trades,
-  so one minute is sent many times and the newest message is the newest state. A minute without a
-  trade sends nothing. The first tick after a minute ends sends its final state, then the new
-  minute's first; minutes a slow tick skipped are sent final, in order.
-- Messages are binary frames of UTF-8 JSON, as Upbit's are; ``timestamp`` is the message time on
-  the replay clock (ms). Field names: DEFAULT ``type, code, candle_date_time_utc,
-  candle_date_time_kst, opening_price, high_price, low_price, trade_price, candle_acc_trade_volume,
-  candle_acc_trade_price, timestamp, stream_type``; SIMPLE ``ty, cd, cdttmu, cdttmk, op, hp, lp, tp,
-  catv, catp, tms, st``. Prices and volumes are those of the REST candles of the same clock.
-- Limits: 5 connection requests a second per IP, 5 data requests a second and 100 a minute per
-  connection; a handshake carrying ``Origin`` is allowed once per 10 s per IP; over a limit the
-  handshake gets 429 and a data request an error message (the replay's model: Upbit documents the
-  limits, not the answers). A connection with nothing sent or received for 120 s is closed (Upbit's
-  idle timeout); client PINGs are answered with PONGs.
-- A consumer that leaves unsent data queued for more than 10 s is dropped (``slow_consumer`` sets
-  the bound), so a client that stops reading cannot make the server buffer without end.
-
-Faults (``faults.WEBSOCKET_FAULT_KINDS``, taken once per tick and connection): ``disconnect`` drops
-the TCP connection without a close frame; ``stall`` stops sending, reading (so no PONG) and ticking
-for ``seconds``, then goes on where it was; ``duplicate`` sends each message of the tick twice;
-``out_of_order`` sends the tick's messages in reverse order followed by each market's previous
-message again (a stale state after a newer one, a minute's final after the next minute's first);
-``slow_consumer`` drops the connection once unsent data has waited ``seconds`` (and shrinks its send
-buffer, so a client that stops reading shows at once); ``junk`` sends a frame that is not JSON before
-each message of the tick. The message kinds alter candle messages of one market (and one ``minute``
-when the rule names it), ``count`` messages: ``outlier`` multiplies the prices by 100 and the volume
-and turnover by 1000 (one wild state), ``alter`` variant ``scale`` multiplies every price by 1.01 (a
-plausible state that is wrong) and variant ``negative_price`` negates the trade price (a state that
-breaks the candle rules). REST keeps serving the true candles.
-
-Built on the sans-I/O ``websockets`` protocol inside the stdlib HTTP server's connection thread, so
-REST and WebSocket share one port, one clock and one fault book, and a fault can cut the socket.
+Served as Upbit documents it (request format, SNAPSHOT then REALTIME messages, DEFAULT/SIMPLE fields,
+limits, idle timeout) so ``dantaro stream`` can be tested offline, with faults a live socket shows only
+rarely; what it serves and each fault: docs/replay.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Starts `dagster dev` against the offline replay server (simulated markets), materialises the history
 and one run of each analysis job, then captures the pages a user opens first, writes what the API
-answers at that moment (api_examples.json, the README's example responses) and captures the API's
+answers at that moment (api_examples.json, docs/api.md's example responses) and captures the API's
 live page over those snapshots and candles (live-page.png, docs/images/live-page.png):
 
     python deploy/screenshots.py [--out screenshots] [--markets 40] [--live-page-only]
@@ -18,9 +18,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: dantaro_assets_tests is not pip-installed
 
 os.environ.setdefault("DANTARO_SCHEMA", "dantaro_screens")
 os.environ.setdefault("DANTARO_REDIS_PREFIX", "dantaro_screens")

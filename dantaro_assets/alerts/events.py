@@ -1,12 +1,8 @@
 """What happened since a sensor's last look: the webhook events, read from what other parts stored.
 
-Each detector reads stored outputs only (the analyses' Postgres tables, Dagster's check and freshness
-records, the stream's health record beside the candles) and returns the events found after a watermark with the
-new watermark. An event's ``key`` names the occurrence, so reading the same rows twice queues nothing twice
-(the outbox's idempotency key derives from it): each look reaches ``OVERLAP`` behind its watermark, for
-what was stored late (a check evaluated in one run but written after another run's later one). A detector
-never looks further back than ``CATCH_UP``: a first start, or a sensor started again after a day, reports
-what is news, not the history.
+Each detector reads stored outputs only and returns the events after a watermark with the new watermark;
+an event's ``key`` names the occurrence, so reading rows twice queues nothing twice. A look reaches
+``OVERLAP`` behind its watermark for what was stored late, and never more than ``CATCH_UP`` back.
 """
 
 from __future__ import annotations
@@ -103,6 +99,7 @@ def _entering_picks(postgres: PostgresResource, scorer: str, where: str, params:
 
 def _pick_data(row: Mapping[str, Any]) -> dict[str, Any]:
     data = {column: iso(row[column]) if column == "as_of" else row[column] for column in _PICK_COLUMNS}
+    data["score"], data["reward_risk"] = round(row["score"], 2), round(row["reward_risk"], 2)  # as the API answers them
     data["caution"] = json.loads(row["caution"]) if row["caution"] else []
     if row.get("expires_at") is not None:
         data["expires_at"] = iso(row["expires_at"])
@@ -120,7 +117,7 @@ def new_top_picks(postgres: PostgresResource, scorer: str, after: datetime) -> t
         as_of = row["as_of"]
         text = f"New pick at {clock(as_of)}, #{row['rank']} of {scorer}: {row['summary']}"
         if row.get("expires_at") is not None:
-            text += f"; plan expires {clock(row['expires_at'])}"
+            text += f"; plan expires {clock(row['expires_at'], since=as_of)}"
         events.append(Event("new_top_pick", f"new_top_pick:{iso(as_of)}:{row['market']}", as_of, text, _pick_data(row)))
     return events, newest
 
@@ -137,7 +134,7 @@ def expired_picks(postgres: PostgresResource, scorer: str, after: datetime, now:
     events = []
     for row in rows:
         expired = row["expires_at"]
-        text = f"{row['market']} pick of {clock(row['as_of'])} expired at {clock(expired)}; its plan no longer holds: {row['summary']}"
+        text = f"{row['market']} pick of {clock(row['as_of'])} expired at {clock(expired, since=row['as_of'])}; its plan no longer holds: {row['summary']}"
         events.append(Event("picks_expired", f"picks_expired:{iso(row['as_of'])}:{row['market']}", expired, text, _pick_data(row)))
     return events
 

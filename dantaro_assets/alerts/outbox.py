@@ -1,15 +1,8 @@
 """The webhook outbox: ``<schema>.webhook_deliveries``, one row per event and receiver, every attempt recorded.
 
-The event sensors ``enqueue``; the delivery sensor sends what is due (``deliver_due``), so a run never waits
-for a receiver and a receiver that is down costs nothing but retries. A row's ``idempotency_key`` is unique
-and derived from the event and the receiver, so queueing the same event twice adds nothing; it is the
-``X-Dantaro-Delivery`` header of every attempt (at-least-once: a receiver may see a delivery again after
-a crash between its answer and the record, and recognises it by that key).
-
-Status: ``pending`` (queued, not tried), ``retrying`` (failed, ``next_attempt_at`` set by exponential backoff),
-``delivered``, ``failed`` (``MAX_ATTEMPTS`` used, or refused with a 4xx other than 408/425/429, or its receiver is
-no longer configured). ``history`` (jsonb) holds every attempt: time, status code, error, milliseconds.
-The table stores the receiver's URL redacted and never its secret (``target`` is the receiver's fingerprint).
+Sensors ``enqueue`` and a delivery sensor sends what is due (``deliver_due``), so no run waits for a receiver;
+the unique idempotency key makes queueing twice harmless and lets a receiver recognise a repeat. Statuses and
+retries: docs/webhooks.md, "Delivery".
 """
 
 from __future__ import annotations

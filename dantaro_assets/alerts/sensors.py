@@ -1,13 +1,8 @@
 """The webhook sensors: one per source of events, which queue deliveries, and one that sends them.
 
-Event sensors (every ``EVENT_INTERVAL`` s) read what other parts stored (``events.py``) after their cursor and
-queue a delivery per subscribed receiver in the outbox (``outbox.py``); the delivery sensor (every
-``DELIVERY_INTERVAL`` s) sends the due ones and records each attempt. Nothing here runs inside a run, so a
-slow or dead receiver never delays one. A tick that fails (Postgres away) keeps its cursor, so the
-next tick reads the same rows again; the outbox's idempotency keys make that harmless.
-
-This module must not use ``from __future__ import annotations``: Dagster finds a sensor's resources by
-their annotations.
+Nothing here runs inside a run, so a slow or dead receiver never delays one; a failed tick keeps its cursor
+and the outbox's idempotency keys make reading again harmless. No ``from __future__ import annotations``:
+Dagster finds a sensor's resources by their annotations.
 """
 
 import json

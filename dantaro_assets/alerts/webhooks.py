@@ -1,15 +1,7 @@
 """What a webhook receiver gets: the event, its body in the receiver's format, the signature, one HTTP attempt.
 
-Every request is a POST of a JSON body with these headers:
-
-- ``X-Dantaro-Event``: the event name (``regime_change``, ``run_failed``, ...);
-- ``X-Dantaro-Delivery``: the delivery's idempotency key, the same on every retry of it: a receiver that
-  has seen it already has handled it (delivery is at-least-once);
-- ``X-Dantaro-Signature``: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>`` when the
-  receiver has a secret; :func:`verify_signature` is the receiver's check (docs: Webhooks).
-
-Bodies: ``json`` is ``{"event", "id", "occurred_at", "text", "data"}``; ``slack`` is ``{"text"}``; ``discord`` is
-``{"content"}`` (cut to Discord's 2,000 characters).
+Headers, body formats and the signature scheme (:func:`verify_signature` is the receiver's check):
+docs/webhooks.md, "Requests" and "Verifying a signature".
 """
 
 from __future__ import annotations
@@ -54,9 +46,13 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clock(moment: datetime) -> str:
-    """``12:58 UTC``, how the texts name a time."""
-    return moment.astimezone(UTC).strftime("%H:%M UTC")
+def clock(moment: datetime, *, since: datetime | None = None) -> str:
+    """``12:58 UTC``, how the texts name a time; ``2026-01-06 12:58 UTC`` when it falls on another day than
+    ``since`` (a 24 h plan's expiry read beside the time it was made)."""
+    moment = moment.astimezone(UTC)
+    if since is not None and moment.date() != since.astimezone(UTC).date():
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%H:%M UTC")
 
 
 def delivery_key(event: Event, target: WebhookTarget) -> str:
@@ -150,6 +146,3 @@ class WebhookTargets(dg.ConfigurableResource):
     def targets(self) -> tuple[WebhookTarget, ...]:
         """The receivers, validated as the settings validate them (a bad value raises ``SettingsError``, secrets unshown)."""
         return load_settings({"DANTARO_WEBHOOKS": self.config}).webhooks
-
-    def subscribers(self, event: str) -> list[WebhookTarget]:
-        return [target for target in self.targets() if event in target.events]

@@ -1,13 +1,8 @@
 """The API's answers, encoded once and kept in the process for a second: a request costs a lookup, not a storage read.
 
-Each answer (a snapshot, rounded for people and encoded as JSON once; or the scorecard) is read by one
-request at a time in a worker thread, shared by every request waiting for it, and kept for ``ttl``
-seconds. A stored snapshot's event (``api/events.py``) drops its answer at once, so a publish is
-served as soon as it is announced; the TTL bounds what no event announces (a snapshot only Postgres
-holds, a key that expired). An answer read while its event arrived is not kept: it may predate it.
-Past its TTL an answer is still served for up to ``STALE_S`` more seconds while one read refreshes it
-in the background, so no request waits on storage while the API is busy; an idle answer is read afresh.
-Storage errors are not kept: the next request tries again.
+One read per answer is shared by every request waiting for it; a snapshot's event drops its answer at once,
+a stale one is served for ``STALE_S`` more seconds while one read refreshes it, and storage errors are
+never kept (docs/api.md, "Speed: answers kept for a second").
 """
 
 from __future__ import annotations

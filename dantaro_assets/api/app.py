@@ -1,16 +1,8 @@
 """The worker's HTTP API (FastAPI on uvicorn): health, the latest snapshots, their events, and metrics.
 
-The snapshot endpoints serve the newer of the Redis key that each analysis's publish step writes and the
-newest ``as_of`` in Postgres, the record (``SnapshotStore.latest``): one query on the key index returns
-rows only when Postgres holds a newer snapshot than Redis (or Redis has none, or is down), so an answer
-never depends on the cache and never goes back in time. Rows are answered rounded for people (prices to
-the tick, percentages to 2 decimals: ``for_people.py``); storage keeps full precision. Each answer is
-encoded once and kept for ``--snapshot-cache`` seconds, dropped as soon as its event arrives
-(``answers.py``, ``events.py``). Every answer's shape is a model in ``models.py``, which ``/openapi.json``
-and ``/docs`` are generated from. With ``DANTARO_API_TOKEN`` set, every endpoint but ``/health``
-requires it as a bearer token (or, for the page, the ``dantaro_token`` cookie). ``GET /`` is the live page
-for traders (``static/``: no data in it, so open like ``/health``; its data comes from the endpoints), and
-``GET /candles/{market}`` the stored candles its chart draws. ``dantaro api --port N`` serves it with uvicorn.
+An answer is the newer of Redis and Postgres, rounded for people, encoded once and dropped when its event
+arrives; every shape is a model in ``models.py``, which ``/openapi.json`` is generated from. Endpoints, token
+and the live page: docs/api.md.
 """
 
 from __future__ import annotations

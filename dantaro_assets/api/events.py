@@ -1,14 +1,8 @@
 """Push: every stored snapshot reaches the API's clients as an event (``GET /events`` SSE, ``/ws`` WebSocket).
 
-One Redis subscription per API process (``EventHub``) hears the pointers the snapshot store publishes on
-``{prefix}:events`` (``lib/snapshot_store.py``). For each it drops the cached answer, and if a client
-wants that topic, reads the snapshot once (rounded, encoded: the same bytes ``GET .../latest`` answers)
-and offers it to every such client's bounded queue without waiting. A client whose queue is full (it
-stopped reading, so its socket is full) is dropped: it never delays the others. An event's ``id`` is its
-snapshot's ``as_of``; a reconnect with ``Last-Event-ID`` replays the snapshots since from Postgres,
-otherwise a client first gets the current snapshot of each topic. A client never gets a topic's
-``as_of`` twice or out of order. After a lost subscription the hub resubscribes, forgets every cached
-answer and sends each topic's current snapshot (what was missed meanwhile).
+One Redis subscription per API process (``EventHub``) hears the snapshot store's pointers, reads each snapshot
+once and offers it to every interested client without waiting: a slow client is dropped, never delays the
+others, and never gets a topic's ``as_of`` twice or out of order (docs/api.md, "Events").
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Snapshot rows as people read them: prices on the market's tick grid, percentages to 2 decimals.
 
-Postgres and the Redis cache keep full precision (the record); only the API's answer is rounded, here.
-Prices are rounded to the tick of their row (``tick_size``, the one the picks were placed on; the
-documented KRW table at the row's price where a row has none), in the direction that never flatters
-a buyer: a support or resistance level and a zone's bottom down, a zone's top up (zones only widen).
-The analyses store their level prices and a pick's entry, target and stop on the grid already (the same
-rule, ``tick_grid.to_grid``), so rounding leaves them as they are and every level invariant the blocking
-check enforces (support_levels/schemas.py) holds in the answer too.
-
-A pick is a plan for its horizon: ``unexpired`` drops the picks whose ``expires_at`` has passed.
+Storage keeps full precision; only the API's answer is rounded, here, in the direction that never flatters a
+buyer, so every level invariant the blocking check enforces holds in the answer too. ``unexpired`` drops
+picks whose ``expires_at`` has passed.
 """
 
 from __future__ import annotations

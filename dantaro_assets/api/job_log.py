@@ -1,12 +1,7 @@
 """The worker's job log, read from Dagster: runs are the jobs, their events the details.
 
-One entry per run, in the job log's contract fields (README: Job log and API): ``job_id`` (run id), ``job_type`` (the ``dantaro/job`` tag),
-``status`` (``completed``/``failed``/``running``/``queued``), ``duration`` (seconds), ``symbols_processed``
-(the ``markets`` its analysis processed, else the ``markets_returned`` by its fetch), ``error`` (the
-first step's or the run's failure message) and ``timestamp``; beside them Dagster's own view (``dagster_status``,
-``job_name``, ``partition``, start and end) and the project's earlier names (``duration_s``, ``markets_processed``).
-Nothing is written twice: Dagster's run and event storage is the record, so the log survives restarts and
-follows the run retention. A finished run's counts and error never change, so ``JobLog`` reads them once.
+Nothing is written twice: Dagster's run storage is the record, so the log survives restarts and follows the
+run retention; a finished run never changes, so ``JobLog`` reads it once (fields: docs/operations.md, "Job log").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """``GET /metrics`` for Prometheus: the API's own figures and what the other processes leave behind.
 
-The pipeline runs as separate processes (runs, ``dantaro stream``, the daemon), so what they did is read
-where they record it, at scrape time: the Upbit answer tallies in Redis, the stream's health record and
-the webhook deliveries in Postgres, finished runs in the Dagster instance. Each source that does not
-answer says so in ``dantaro_metrics_source_up`` instead of failing the scrape. The API itself counts its
-request latency and its event clients. A run is counted once, when the scrape after it finished sees
-it (from the API's start on): counters and histograms restart with the process, as Prometheus expects.
+What runs, the stream and the daemon did is read where they record it, at scrape time; a source that does not
+answer says so in ``dantaro_metrics_source_up`` instead of failing the scrape (docs/api.md, "Metrics").
 """
 
 from __future__ import annotations

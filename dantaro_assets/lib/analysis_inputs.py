@@ -1,21 +1,9 @@
 """The one analysis contract: what an analysis reads, which ticks it computes, and its inputs, assembled once.
 
-Every snapshot analysis (market status, support levels, recommendations) is
-``compute_x(inputs: AnalysisInputs, ticks, params) -> AnalysisResult``: its rows (a frame, one row set
-per tick) and the figures per tick that explain them (the recommendations' universe counts), which
-reach the materialisation's metadata (``operations/analyses.py`` turns a declared analysis into its asset).
-
-- ``Lookback``: how far back it reads each upstream (1-minute candles in hours before the tick's hour,
-  1-hour and 1-day candles in days before the tick's day). The assets' partition mappings
-  (``partitions.analysis_ins``) are derived from it, and the history sensor reads those mappings, so a
-  wider lookback needs one edit;
-- ``stored_ticks``: the partition's cadence ticks whose minutes are stored, i.e. up to the newest
-  stored minute's end, capped by the wall clock (the open hour fills in as its candles arrive);
-- ``AnalysisInputs.assemble``: the candle history (``point_in_time.CandleHistory``), the universe,
-  the tick sizes, the KRW turnover and the order book tops of a partition, built once and sampled per tick;
-- ``listed_at`` / ``latest_day``: the universe (or the instruments) of the latest day <= a tick,
-  with ``flags``: its ``warning`` and ``caution`` (any of ``CAUTION_FLAGS``), and ``ticks_at``: its tick sizes;
-- ``book_at``: the order book tops (``orderbook_top``) fetched for a tick, the entry a buyer can get.
+Every snapshot analysis is ``compute(inputs: AnalysisInputs, ticks, params) -> AnalysisResult``. ``Lookback``
+says how far back it reads (the partition mappings derive from it), ``stored_ticks`` which ticks its stored
+minutes reach, and ``AnalysisInputs.assemble`` builds a partition's inputs once to be sampled per tick
+(docs/analyses.md, "Point in time" and "Declaring an analysis").
 """
 
 from __future__ import annotations

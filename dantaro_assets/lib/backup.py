@@ -1,12 +1,7 @@
 """``dantaro backup`` / ``dantaro restore``: the project schema with PostgreSQL's own pg_dump and pg_restore.
 
-The client tools come from the ``pgserver`` wheel the embedded server already needs (PostgreSQL 16):
-pg_dump dumps servers of its own major version and older, so one set serves the embedded Postgres 16
-and a production Postgres 15 alike, with nothing to install. A backup is pg_dump's custom format of the
-schema (tables, indexes, rows and ``schema_migrations``, the migrations it holds), written beside the
-target and renamed into place, so PATH is never a half-written file. A restore goes into a schema with
-no tables, in one transaction (a failure leaves nothing behind), then migrates it to this code's
-version. The password reaches the tools as ``PGPASSWORD``, never on their command line.
+The client tools come from the ``pgserver`` wheel, so nothing is installed; a backup is renamed into place
+whole, a restore is one transaction then migrated (docs/storage.md, "Migrations, upgrades and backups").
 """
 
 from __future__ import annotations

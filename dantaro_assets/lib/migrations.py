@@ -1,17 +1,8 @@
 """Versioned migrations of the project's own tables: an ordered list, recorded in ``<schema>.schema_migrations``.
 
-The IO manager creates each table at its first write from the frame's types and adds a new column by
-itself; a changed type or key is a migration here, run by ``dantaro migrate`` (also by ``dantaro dev``
-at start and by deploy/'s ``dantaro-migrate`` unit before the services). Each migration runs in one
-transaction under the tables' write locks, so a write waits for it and a failed one leaves storage as
-it was. Each is idempotent: it reads the catalogue and emits only the statements the tables still
-need, so it changes nothing on a table that never had the old shape (or does not exist yet). A
-database migrated by a newer release is refused rather than touched.
-
-A plain ordered list, not Alembic: the tables are not declared anywhere to diff against (the IO manager
-derives them from frames), the project talks to Postgres through ADBC, not SQLAlchemy, and a step
-needs the catalogue's answer more than a revision graph; the list, its runner and the version table
-are this module.
+The IO manager creates tables and adds columns itself; a changed type or key is a migration here
+(``dantaro migrate``): one transaction under the tables' write locks, idempotent, refused on a database a newer
+release migrated. Why a plain list and not Alembic: docs/storage.md.
 """
 
 from __future__ import annotations

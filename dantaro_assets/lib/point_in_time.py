@@ -1,10 +1,7 @@
 """Point-in-time inputs for snapshot ticks: each tick sees only candles closed before its ``as_of``.
 
-A candle is usable at ``as_of`` when ``candle_start + interval <= as_of``. Multi-timeframe inputs
-follow the same rule: the forming hour (or day) at ``as_of`` is built from the closed 1-minute
-candles before ``as_of``, and merged after the stored closed hourly (daily) bars. Everything here is
-vectorised over markets; the work that does not depend on ``as_of`` (gap filling, the cumulative
-forming bars of every minute) is done once per partition and sampled per tick.
+The forming hour (or day) is built from the closed minutes and merged after the stored closed bars; what does
+not depend on ``as_of`` is done once per partition and sampled per tick (docs/analyses.md, "Point in time").
 """
 
 from __future__ import annotations

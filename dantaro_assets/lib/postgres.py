@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from dantaro_assets.lib.embedded import embedded_server_url
 from dantaro_assets.redaction import redact_text, redact_url
+from dantaro_assets.settings import Settings
 
 
 def quote_ident(name: str) -> str:
@@ -64,7 +65,7 @@ class PostgresResource(dg.ConfigurableResource):
     """Connections to the Dantaro database; ``url=None`` uses the embedded server in ``state_dir``."""
 
     url: str | None = None
-    db_schema: str = "dantaro"
+    db_schema: str = Settings.model_fields["db_schema"].default  # DANTARO_SCHEMA
     state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
     # False: use the embedded server only while it runs (the API must never start one that outlives `dantaro stop`)
     start_embedded: bool = True

@@ -1,36 +1,9 @@
 """The IO manager storing every asset's DataFrame in its own Postgres table, and :func:`read_table`, its reader.
 
-Modelled on Dagster's ``DbIOManager`` (``partition_expr`` metadata, a partition is a time window of
-that column) with what it lacks: every write is one transaction, so a failed write leaves the previous
-rows; tables are created with real types and indexes; a read of a lookback is one range query however
-many upstream partitions it spans.
-
-Asset metadata read here:
-
-- ``write_mode`` (required): a :class:`WriteMode`, how a write treats the rows already stored;
-- ``partition_expr``: the timestamptz column holding the partition time (required when partitioned);
-- ``primary_key``: columns of the unique index (checked for duplicates and nulls before writing).
-
-It stores and loads, nothing else: publishing the newest rows to Redis is a step of its own
-(:mod:`dantaro_assets.lib.publishing`).
-
-Input metadata: ``{"optional": True}`` on an ``AssetIn`` reads a never-materialised upstream as an
-empty frame instead of failing (an input the asset has a fallback for).
-
-Schema evolution: a frame column the table lacks is added (``ALTER TABLE ... ADD COLUMN``, nullable,
-in the write's transaction); a table column the frame lacks is written as NULL (a merge keeps its stored
-value on rows it updates); a column no stored row holds a value in (created ``text`` by an empty first
-write, whose object columns show no type) takes the type of the first values that arrive. Any other
-type or key change is a migration (:mod:`dantaro_assets.lib.migrations`,
-``dantaro migrate``), never done here: a column whose stored type is not the one the frame's values
-need, or a key index that is not the declared key, is schema drift and stops the write before anything
-is stored (:class:`SchemaDriftError`), since a cast would change values silently (8 stored as ``true``
-in a boolean column, a score read back as text).
-
-Refused before anything is stored (:class:`RefusedFrameError`): a frame without columns (it cannot say
-which rows it holds), a frame of key columns only (it would null every other column), ±inf in a float
-column, and, in replace mode, an empty frame over a window that holds rows, unless the asset asks for
-the delete (``dg.Output(frame, metadata={"delete_window": True})``).
+Dagster ships none for Postgres and pandas; this one is modelled on its ``DbIOManager`` (``partition_expr``)
+with what that lacks: one transaction per write, real types and indexes, one range query per lookback, and
+frames refused or schema drift stopped before anything is stored. Metadata, write modes and schema
+evolution: docs/storage.md.
 """
 
 import json

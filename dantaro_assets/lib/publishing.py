@@ -1,12 +1,8 @@
 """Publishing an analysis: the step after its Postgres write that puts its newest snapshot in Redis.
 
-Each analysis has one downstream asset ``<analysis>_redis`` (kind ``redis``) in the same job and partition,
-so the run shows what was published (keys, as_of, rows, TTL, whether a newer snapshot was kept) and the
-lineage shows where the API's answer comes from. It reads the partition the analysis just stored through
-the IO manager; an analysis whose check or write failed never reaches this step, so nothing is published.
-
-No ``from __future__ import annotations`` here: Dagster reads the asset function's annotations to find
-its context and its ``SnapshotStore`` resource.
+A downstream asset ``<analysis>_redis`` in the same job and partition, so the run shows what was published and
+an analysis whose check or write failed publishes nothing. No ``from __future__ import annotations``: Dagster
+reads the asset function's annotations to find its context and its ``SnapshotStore`` resource.
 """
 
 import dagster as dg

@@ -1,10 +1,7 @@
 """The newest stored candles of one market, for people and scripts (the API's ``/candles``, ``dantaro_assets.reader``).
 
-Intervals have pyupbit's names. ``minute1``, ``minute60`` and ``day`` are the stored tables; ``minute5`` and
-``minute15`` are built from the 1-minute candles as Upbit builds them (first open, highest high, lowest
-low, last close, summed volume and KRW value per bucket). Upbit's buckets start on the KST clock, which
-is UTC shifted by whole hours, so a UTC floor gives the same buckets. Like Upbit, a bucket exists only if
-something traded in it, and ``count`` counts candles, not time: a thin market's newest 200 reach further back.
+Intervals have pyupbit's names; ``minute5`` and ``minute15`` are built from the 1-minute candles as Upbit builds
+them, and like Upbit a bucket exists only if something traded in it (docs/api.md, "Candles").
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ import redis.asyncio
 from pydantic import PrivateAttr
 
 from dantaro_assets.lib.embedded import embedded_server_url
+from dantaro_assets.settings import Settings
 
 
 class RedisResource(dg.ConfigurableResource):
     """A Redis connection and the prefix of every key; ``url=None`` uses the embedded Redis in ``state_dir``."""
 
     url: str | None = None
-    prefix: str = "dantaro"
+    prefix: str = Settings.model_fields["redis_prefix"].default  # DANTARO_REDIS_PREFIX
     state_dir: str | None = None  # where the embedded server lives when ``url`` is unset
     # False: use the embedded server only while it runs (the API must never start one that outlives `dantaro stop`)
     start_embedded: bool = True

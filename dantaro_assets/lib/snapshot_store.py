@@ -1,26 +1,8 @@
 """The latest snapshot of each analysis: written to Redis by the publish steps, read by the API.
 
-Keys are ``{prefix}:{asset}:latest`` (every row of the newest ``as_of``) and, for per-market assets,
-``{prefix}:{asset}:{MARKET}``. Payload: JSON ``{"asset", "as_of", "run_id", "partition", "rows"}`` with
-timestamps as UTC ISO-8601 ``Z`` strings and NaN as null. A push is a compare-and-set on ``as_of`` in
-one Lua script against each key's high-water mark ``{prefix}:high_water:{asset}:{latest|MARKET}``, the
-newest ``as_of`` ever pushed there, kept without a TTL: a backfill or a late run never replaces a newer
-snapshot with an older one, even after the newer one's key has expired.
-
-A Redis that restarts empty forgets the marks, so a key without a mark gets it from Postgres before
-anything is pushed there: the newest served ``as_of`` stored for the asset (the ``latest`` key: one step
-back on the key index) or for the market (its rows from the pushed ``as_of`` on). If Postgres cannot
-answer, nothing is pushed (:class:`MarksNotRebuiltError`).
-
-Every key the script writes is also an event: in the same script it PUBLISHes a pointer
-``{"asset", "market", "as_of", "run_id", "key"}`` on ``{prefix}:events`` (the API's push, ``api/events.py``),
-so a subscriber hears of exactly the snapshots that were stored, never of a refused older one.
-
-A read serves the newer of the Redis key and the newest ``as_of`` in Postgres, the record (read with the
-IO manager's :func:`~dantaro_assets.lib.postgres_io.read_table`), so an answer never depends on the
-cache; and never an ``as_of`` older than this process served before for the same key (both stores
-may hold only older ones: Redis restarted empty and given an older snapshot while Postgres is down),
-in which case the answer served before is served again, ``source: memory``.
+A push is a compare-and-set on ``as_of`` against a high-water mark (rebuilt from Postgres after Redis
+restarts empty) and announces itself on ``{prefix}:events``; a read serves the newer of Redis and Postgres,
+never older than what this process served before. Keys, payload and marks: docs/storage.md.
 """
 
 from __future__ import annotations
@@ -117,7 +99,7 @@ class SnapshotStore(dg.ConfigurableResource):
 
     @property
     def events_channel(self) -> str:
-        """Where every stored snapshot is announced (see the module docstring)."""
+        """Where every stored snapshot is announced (``{prefix}:events``; the API's push listens there)."""
         return f"{self.redis.prefix}:events"
 
     def high_water_key(self, asset: str, market: str | None = None) -> str:

@@ -1,15 +1,7 @@
 """Upbit's KRW price grid: the tick size a price must be a multiple of, and rounding onto it.
 
-Upbit rejects an order whose price is not a multiple of the pair's tick (``invalid_price_bid``).
-Each pair's tick comes from ``GET /v1/orderbook/instruments``; :func:`krw_tick_size` is the
-documented KRW table in force since 2025-07-31 (docs.upbit.com, "원화(KRW) 마켓 주문 가격 단위"),
-the fallback for a market with no stored tick. Pairs with their own rule (USDT/KRW, USDC/KRW)
-differ from the table, which is why the stored tick wins when there is one.
-
-Rounding is exact on the decimal grid: a tick is an integer times a power of ten, the price is
-counted in ticks (a count within 1e-9 of a whole number *is* that number, so ``1.23 / 0.01`` stays
-123 and not 122.99999999999999), and the result is ``count * mantissa / 10**k``: one correctly
-rounded division, i.e. the same float as the decimal literal (``1.23``, never ``1.2300000000000002``).
+Upbit rejects an order off the pair's tick; the stored tick wins, :func:`krw_tick_size` (the documented KRW table)
+is the fallback, and rounding is exact on the decimal grid (docs/analyses.md, "Tick sizes").
 """
 
 from __future__ import annotations

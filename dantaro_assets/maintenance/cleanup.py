@@ -1,10 +1,7 @@
 """Retention: drop rows older than each table's window and Dagster runs older than the run window.
 
-Dagster itself never prunes runs or their event logs (only schedule/sensor ticks, see dagster.yaml's
-``retention``), so the run history goes through the instance API, one run at a time as Dagster
-requires, oldest first, never touching a run that is still queued or in flight. ``delete_run`` drops
-the run's rows only: the per-run event-log file of a SQLite instance and the run's compute-log folder
-are removed here too, or they would pile up on disk for ever.
+Dagster never prunes runs or their event logs, so runs go through the instance API, oldest first, never one in
+flight; a SQLite instance's per-run event file and the compute logs are removed too (docs/operations.md).
 """
 
 import contextlib

@@ -1,36 +1,8 @@
 """Market status: is the whole KRW market risk-on or risk-off at each tick, and why.
 
-All ticks of a partition are computed at once from matrices (minute x market) of the gap-filled
-1-minute series: a tick at ``as_of`` reads row ``as_of - 1 min`` (the last closed minute), so nothing
-after ``as_of`` is ever touched. Reference values that do not move within the hour (previous UTC
-day's close, the 24 h turnover norm, BTC's EMA of closed hours) come from the hourly bars closed
-before the hour (stored candles_1h, or built from 1-minute candles where storage lags).
-Formulas and windows (README "Market status"):
-
-- ret_1h = price / price 60 minutes earlier - 1 (prices are the last closes before the tick and
-  before the tick - 60 min; a minute without a trade carries the previous close);
-- breadth_1h: share of markets with ret_1h > 0;
-- breadth_day: share of markets whose price is above the previous UTC day's close (the reference
-  of Upbit's change rate; the last hourly close before 00:00 UTC);
-- median_return_1h_pct: cross-sectional median of ret_1h, in %;
-- dispersion_1h_pct: cross-sectional population std of ret_1h, in %;
-- turnover_krw_1h: KRW traded in the last 60 minutes over all markets; turnover_ratio_24h: that
-  divided by the mean hourly turnover of the 24 whole hours before the tick's hour (1 = normal);
-- BTC trend: EMA(20) of hourly closes (SMA-seeded; closed hours, then one step with the price for
-  the forming hour); btc_vs_ema_pct = price / EMA - 1; btc_ema_slope_pct_h = (EMA now / EMA after
-  the hour that closed 3 h before this hour - 1) / 3, % per hour;
-- BTC volatility, per hour, Parkinson's range estimator sigma = ln(high / low) / sqrt(4 ln 2):
-  btc_vol_1h_pct over the last 60 minutes' high and low; btc_vol_24h_pct = the root mean square of
-  the sigmas of the closed hours of the 24 h before the tick's hour; btc_vol_annualised_pct = btc_vol_24h_pct x sqrt(24 x 365);
-- sub-scores, each 0-100 and stored, with s(x, k) = 50 (1 + tanh(x / k)) (50 at x = 0, ~88 at x = k):
-  score_breadth = 100 (breadth_1h + breadth_day) / 2;
-  score_trend = (s(btc_vs_ema_pct, 1 %) + s(btc_ema_slope_pct_h, 0.1 %/h)) / 2;
-  score_momentum = s(median_return_1h_pct, 0.5 %);
-  score_calm = s(-log2(btc_vol_1h_pct / btc_vol_24h_pct), 1) (an hour twice as volatile as the day -> ~12);
-  a sub-score without data (e.g. BTC missing) counts as 50;
-- score: 0-100 = 0.35 breadth + 0.25 trend + 0.20 momentum + 0.20 calm;
-- regime: risk_on when score >= 60, risk_off when score < 40, else neutral;
-- summary: one plain-language line with the regime, the score and the figures behind it.
+All ticks of a partition are computed at once from minute x market matrices; a tick reads its last closed
+minute and the bars closed before its hour, so nothing after ``as_of`` is touched. Formulas, windows and
+the score: docs/analyses.md, "Market status".
 """
 
 from __future__ import annotations
@@ -55,7 +27,7 @@ WEIGHTS = {"breadth": 0.35, "trend": 0.25, "momentum": 0.20, "calm": 0.20}
 
 @dataclass(frozen=True)
 class StatusParams:
-    """Windows and scales of the score; defaults are the documented ones (README)."""
+    """Windows and scales of the score; defaults are the documented ones (docs/analyses.md)."""
 
     return_minutes: int = 60        # ret_1h window and the turnover window
     baseline_hours: int = 24        # whole hours the last hour's turnover and volatility are compared with

@@ -50,7 +50,7 @@ def _format(value: object) -> str:
 MARKET_STATUS = Analysis(
     name="market_status",
     description=("Whole-market regime every MARKET_STATUS_INTERVAL s: breadth, KRW turnover, dispersion, BTC trend and "
-                 "volatility, 0-100 score with its components (README: Market status)."),
+                 "volatility, 0-100 score with its components (docs: Analyses, Market status)."),
     job_description="Fetch the hour's 1-minute candles, then compute and publish market status snapshots.",
     lookback=LOOKBACK,
     primary_key=("as_of",),

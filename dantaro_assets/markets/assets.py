@@ -1,17 +1,8 @@
 """The only assets that call Upbit: the day's KRW universe, its 1-minute, 1-hour and 1-day candles and its order books.
 
-Upbit has no historical market list, so the universe of a past day is what Upbit (or the replay
-server) lists when that day's partition is materialised. Candle partitions hold closed candles of
-their window for every market of the window's universe. Candles are facts: a refetch merges
-(``WriteMode.MERGE``), so a candle Upbit returns again replaces the stored one with the same
-(market, candle_start) and a market that returned nothing keeps what is stored; only
-``dantaro candles delete`` removes candles. Both blocking checks (schema, coverage) run before
-anything is written. A backfill runs ranges of partitions per run, so the client pages Upbit 200
-candles a request over each range (see ``partitions.backfill_policy``). ``candles_1m``'s run config
-``source`` says where its minutes come from (``MinuteSource``): the analysis jobs set ``stream``, so it
-reads what ``dantaro stream`` saw and fetches only what it missed (``markets/seen.py``).
-``orderbook_top`` is a fact of the moment it is fetched: the recommendations job fetches it at each tick,
-and a failed fetch stores no book (the picks then enter at the last trade) instead of failing the job.
+Candles are facts: a refetch merges and only ``dantaro candles delete`` removes them; the blocking checks run
+before anything is written. Upbit keeps no history of its listing, tick sizes or books, so those are what
+it said when fetched (docs/upbit.md, docs/storage.md).
 """
 
 
@@ -55,17 +46,16 @@ from dantaro_assets.redaction import redact_text
 
 # Step retries (DANTARO_RUN_RETRIES) are the jobs' op_retry_policy (markets/jobs.py, operations/jobs.py).
 _UPBIT_STEP = {"pool": "upbit_api", "group_name": "markets", "kinds": {"python", "postgres"}}
+# The day's listing and tick sizes: refreshed hourly by daily_candles_job.
+_UPBIT_DAILY = {"partitions_def": daily_partitions, "backfill_policy": daily_backfill, "freshness_policy": freshness(3600), **_UPBIT_STEP}
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill,
     # The listing as fetched: Upbit keeps no history of it, so the day's newest listing stands.
     metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE.value},
     check_specs=[schema_check_spec("upbit_markets")],
-    freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description="KRW markets of the day with Upbit's warning and five caution flags (the listing as fetched: Upbit keeps no history).",
-    **_UPBIT_STEP,
+    **_UPBIT_DAILY,
 )
 def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iterator:
     window = context.partition_time_window
@@ -79,16 +69,13 @@ def upbit_markets(context: dg.AssetExecutionContext, upbit: UpbitClient) -> Iter
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill,
     # Upbit keeps no history of tick sizes: the day's newest answer corrects a stored tick, and a market
     # left unanswered (or an empty answer) keeps the tick stored for it.
     metadata={"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.MERGE.value},
     check_specs=[schema_check_spec("upbit_instruments")],
-    freshness_policy=freshness(3600),  # refreshed hourly by daily_candles_job
     description=("Order price unit (tick_size) of each KRW market of the day, from /v1/orderbook/instruments: "
                  "the grid recommendation prices are rounded to (the documented KRW table where none is stored)."),
-    **_UPBIT_STEP,
+    **_UPBIT_DAILY,
 )
 def upbit_instruments(context: dg.AssetExecutionContext, upbit: UpbitClient, upbit_markets: pd.DataFrame) -> Iterator:
     window = context.partition_time_window
@@ -190,7 +177,7 @@ def _candle_asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=backfill,
-        # Candles are facts: a refetch adds and corrects rows, never deletes them (README: Storage).
+        # Candles are facts: a refetch adds and corrects rows, never deletes them (docs/storage.md).
         metadata={
             "partition_expr": "candle_start",
             "primary_key": ["market", "candle_start"],

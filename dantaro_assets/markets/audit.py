@@ -1,10 +1,7 @@
 """An hour's final run checks the stream's minutes against REST before the hour is final.
 
-The stream keeps what Upbit's WebSocket said; a state that passed its checks can still be wrong (a
-minute wrong in every update looks plausible). So the first final run of an hour fetches the hour of
-every market over REST (one request each, ``seen.plan_fetch``) and merges it: REST corrects what
-differs and adds what the stream missed, and a stored minute REST does not know stays (candles are
-never deleted by a fetch). What differed is counted here, before the write, for the run's metadata.
+A stream state that passed its checks can still be wrong, so the hour is fetched over REST and merged:
+REST corrects and completes, and what differed is counted here for the run's metadata (docs/stream.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Removing stored candles: an explicit repair with a dry run, never a side effect of a fetch.
 
-Candle writes merge (a refetch adds and corrects rows, see ``WriteMode.MERGE``), so rows that must go
-(a market's candles stored from a wrong source, a bad backfill) are removed here: the selection is an
-asset, a time range and the markets, the dry run lists what it holds, and only ``execute=True``
-deletes it, in one transaction under the same advisory lock as the asset's writes. Dagster still
-counts the partitions as materialised: re-materialise them to fetch the candles again.
+Candle writes merge, so rows that must go are selected (asset, time range, markets), listed, and deleted
+only with ``execute=True``, in one transaction under the asset's write lock (docs/storage.md).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """What the stream (and REST) saw of ``candles_1m``: its health and its *seen windows*, kept in Postgres.
 
-A seen window is a time range and the markets in it for which every minute that traded is stored:
-inside it a minute without a candle is a minute without trades, not a gap. ``dantaro stream`` opens
-one per connection from the first whole minute after it subscribed, and ends it where a dropped
-connection, a resubscription or a failed write leaves minutes unseen; an open window holds up to the
-stream's ``covered_through`` (server time up to which every closed minute is committed). A minute
-the stream quarantined (a state that breaks the candle rules or jumps implausibly) is recorded as an
-``unseen`` window: it punches a hole in the stream's windows. A REST fetch of a closed range records
-it as a ``rest`` window, so a range is fetched once. The analysis jobs' ``candles_1m`` step reads
-these and fetches over REST only what no window covers; an hour's final run compares every minute
-the stream stored with REST (``plan_fetch``).
-
-The record lives beside the candles it speaks about, in two tables of the schema (created on first
-use): ``candles_1m_stream`` (one row: the stream's health and open windows, JSON) and
-``candles_1m_seen`` (ended windows, kept ``KEEP_SECONDS``). So the analyses read it while Redis is
-down or after Redis restarted empty, and it is exactly as durable as the candles.
+Inside a seen window a minute without a candle is a minute without trades, not a gap, so the analysis
+jobs fetch over REST only what no window covers. The record lives beside the candles, as durable as
+they are and readable while Redis is down (docs/stream.md, "Seen windows").
 """
 
 from __future__ import annotations

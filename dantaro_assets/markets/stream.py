@@ -1,48 +1,8 @@
 """``dantaro stream``: closed 1-minute candles from Upbit's WebSocket into ``candles_1m`` as each minute closes.
 
-Dagster is not a stream processor, so the stream runs beside it as a service and records into it:
-every ``DANTARO_STREAM_REPORT_SECONDS`` each hour partition it wrote gets a runless
-``AssetMaterialization`` of ``candles_1m`` (source ``stream``), which keeps the UI's freshness truthful.
-
-- **Subscription.** One WebSocket connection per ``DANTARO_STREAM_CODES_PER_CONNECTION`` markets of
-  the newest stored ``upbit_markets`` day, each subscribed to ``candle.1m`` (format SIMPLE); the
-  universe is re-read at every report and the connections resubscribe when it changed.
-- **When a minute closes.** Upbit pushes the forming candle every second while it trades, repeats a
-  minute, and sends nothing for a minute without trades. A minute is closed, and written, when the
-  market's next minute arrives or when the minute's end plus ``DANTARO_STREAM_GRACE_SECONDS`` has
-  passed on the server's clock (the newest message ``timestamp`` plus the local time since) with no
-  further update. A forming minute is never written; a minute without trades stays a gap.
-- **Duplicates, order, late updates.** Of two states of one minute the one with the later Upbit
-  ``timestamp`` is the newer (more volume only breaks a tie): repeats and stale out-of-order messages
-  change nothing, and a newer state of a minute already written writes it again (the merge replaces
-  the stored row).
-- **Audited, not trusted.** A minute's states only accumulate (open fixed, high up, low down, volume
-  and turnover up), so two states that disagree, or a minute whose prices jump past
-  ``IMPLAUSIBLE_JUMP`` times the price before (or after) it, mark the minute doubtful: it is
-  quarantined, never written from the stream, and recorded ``unseen`` so the next run fetches it over
-  REST. A state the REST parser refuses (negative price, high below low, ...) is quarantined the
-  same way. The hour's final run then compares every minute with REST (``markets/audit.py``); the
-  stream never writes a minute of an hour that run audited.
-- **Same semantics as REST.** Messages become Upbit's REST field names and go through the REST path's
-  parsing and quarantine (``parse_candle_page``), the ``candles_1m`` pandera schema, and the IO
-  manager's merge write with ``candles_1m``'s own metadata (one transaction under the table's lock).
-- **Connections.** ``websockets`` with PING every 20 s (a PONG missing for 20 s closes the
-  connection; Upbit closes connections idle for 120 s), no ``Origin`` header (Upbit allows those one
-  request per 10 s), reconnects with exponential backoff (1 s doubling to 60 s, ±50 % jitter), and a
-  reconnect when no message came for ``DANTARO_STREAM_STALL_SECONDS``. Upbit's limits (5 connection
-  requests a second per IP, 5 data requests a second and 100 a minute per connection) are far above
-  what this sends: one subscription per connection and universe change.
-- **What it saw.** Every second the stream records in Postgres, beside the candles, its health
-  (heartbeat, Upbit's clock, the server time up to which every closed minute is committed) and per
-  connection the window of minutes it saw (``markets/seen.py``), so the analyses fetch nothing while
-  it is healthy, with or without Redis, and repair over REST only the minutes a disconnect, a
-  resubscription, a failed write or a quarantine left unseen.
-- **Metrics** (log line per report, and on each materialisation): messages/s, minutes written and
-  rewritten, lag (server time from a minute's end to its commit, p50/max), reconnects, quarantined
-  rows, and of the universe's market-minutes committed without a stored candle, the ones inside what
-  the stream saw (``no_trade_minutes``) and the ones it did not see (``missed_minutes``: disconnected,
-  not subscribed, quarantined). Each materialisation carries ``candles_1m``'s two checks, evaluated
-  on what the stream wrote. Repeating log lines (junk frames, an outage) are throttled per report.
+Dagster is not a stream processor, so the stream runs beside it as a service and records into it (runless
+materialisations, its health and seen windows in Postgres). A minute is written once closed, through the
+REST path's parsing, schema and merge; doubtful minutes are left to REST. How and why: docs/stream.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """An hourly analysis declared once, and everything Dagster runs of it built from that declaration.
 
-A domain declares its ``Analysis`` (name, lookback, key, cadence, run priority, compute function, schema,
-parameters, metadata) and gets its asset (an hourly partition of snapshots, one per cadence tick its candles reach,
-checked before it is stored), its ``<name>_redis`` publish step (``lib/publishing.py``) and, from
-``definitions(settings)``, its freshness, its job (completing the hour's 1-minute candles from the
-stream, computing, publishing; tagged with its priority and queue) and its schedule at the cadence.
-Adding an analysis is a domain folder that declares one, and one line in ``definitions.py``.
-
-No ``from __future__ import annotations`` here: Dagster reads the asset function's annotations to find
-its context and its ``RunSettings`` resource.
+A domain declares its ``Analysis`` and gets its asset, its ``<name>_redis`` publish step, its job and its schedule,
+so adding an analysis is one domain folder and one line in ``definitions.py`` (docs/analyses.md). No
+``from __future__ import annotations``: Dagster reads the asset function's annotations.
 """
 
 from collections.abc import Callable, Iterator, Mapping

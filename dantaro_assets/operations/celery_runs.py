@@ -1,16 +1,8 @@
-"""Runs on Celery workers: the run queue naming each run's Celery queue, dagster-celery's run launcher judging a
-run alive by its worker process's heartbeat, and ``dantaro worker``.
+"""Runs on Celery workers: the run queue naming each run's Celery queue, a launcher judging a run alive by its heartbeat, ``dantaro worker``.
 
-With ``deploy/dagster.celery.yaml`` the daemon's run queue (priorities, per-job limits, the run cap) stays
-where it is; :class:`CeleryQueueRunCoordinator` tags each run with the Celery queue its job type declares as it
-is queued (``dantaro/queue``: live cadence runs vs bulk work, ``limits.JobType``), and the launcher sends it there
-as a Celery task; ``dantaro worker --queue NAME`` processes on any host execute them. Only this instance tags runs
-for Celery: under any other (``dantaro dev``'s) no run carries a Celery tag. A
-worker takes a run only when it has a free process (no prefetch) and forks a fresh child per run from a
-parent that has already imported the code, so a run starts without paying Python's start-up and each
-run's memory cap (an rlimit set by the jobs' executor) dies with its child. The child executing a run writes
-a heartbeat into Dagster's storage while it runs, from which run monitoring judges the run alive: the task
-states in the broker's result backend are lost when the broker restarts empty, the heartbeat is not.
+The daemon's run queue stays the one queue (priorities, limits); runs go to the Celery queue their job type
+declares, and a run is judged alive by the heartbeat its worker writes into Dagster's storage, which a broker
+restart does not lose (docs/operations.md, "Past one machine: runs on Celery workers").
 """
 
 from __future__ import annotations
@@ -179,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(launcher, CeleryRunLauncher):
         print(
             f"DAGSTER_HOME's run launcher is {type(launcher).__name__}, not a Celery run launcher: "
-            "render deploy/dagster.celery.yaml into DAGSTER_HOME (README: Past one machine)",
+            "render deploy/dagster.celery.yaml into DAGSTER_HOME (docs/operations.md: Past one machine)",
             file=sys.stderr,
         )
         instance.dispose()

@@ -1,28 +1,8 @@
 """The worker's limits as Dagster run tags, an executor and instance checks.
 
-Each domain declares the :class:`JobType` of its jobs beside them (an analysis in its ``Analysis``), so a
-new job type edits nothing here. Its priority keeps the worker's order (market status first, cleanup
-last; the table in docs/operations.md, which ``test_definitions.py`` holds the definitions to) in the run
-queue, where a higher ``dagster/priority`` is dequeued first. ``dantaro/job`` names the job type: the
-instance's ``tag_concurrency_limits`` allow one run per value at a time, and the job log groups by it.
-``dantaro/queue`` says whether its runs are live cadence work or bulk work; the Celery instance turns it
-into the run's Celery queue (``celery_runs.py``), every other instance ignores it.
-The memory limit and the timeout are held by the executor inside the run worker process, so they hold
-for every launcher that runs the job in a process of its own:
-
-- memory: an rlimit on the process;
-- timeout: at ``DANTARO_RUN_TIMEOUT`` seconds after the run started, the run marks itself not to be
-  retried (tag ``dagster/max_retries=0``), abandons its Upbit requests and interrupts itself, so it
-  ends FAILURE within seconds; a worker that does not stop within ``STOP_GRACE_SECONDS`` reports the
-  failure and exits. Run monitoring's ``dagster/max_runtime`` (the timeout plus ``MONITORING_GRACE_SECONDS``)
-  stays as the backstop for a worker that cannot run Python at all. Monitoring is not the primary
-  timeout because the run failure it reports carries no reason, so run retries re-launch the run, and
-  its interrupt is turned into a step retry by a RetryPolicy;
-- a run whose status someone else ended (run monitoring failed it while it ran, a user terminated it)
-  stops: before each step starts, before each output is stored and before the run reports its end, the
-  executor reads the run's status and, unless it is still STARTED, stops without storing or reporting
-  more, so a run monitoring failed (and run retries re-launch) neither writes beside its retry nor turns
-  from FAILURE to SUCCESS.
+A domain declares the :class:`JobType` of its jobs (priority, queue) beside them, so a new job type edits
+nothing here. The memory limit, the timeout and stopping a run someone else ended are held by the executor
+inside the run worker, so they hold under every launcher (docs/operations.md, "Schedules, priorities and limits").
 """
 
 from __future__ import annotations
@@ -109,7 +89,7 @@ def apply_memory_limit(megabytes: int) -> None:
 
 @contextmanager
 def run_deadline(instance: dg.DagsterInstance, run_id: str, seconds: float) -> Iterator[None]:
-    """Stop the run if the block is still running ``seconds`` after the run started (see the module docstring)."""
+    """Stop the run if the block is still running ``seconds`` after the run started (docs/operations.md, the 300 s row)."""
     record = instance.get_run_record_by_id(run_id)
     started = record.start_time if record is not None and record.start_time else time.time()
     finished = threading.Event()

@@ -1,15 +1,8 @@
 """The schedule machinery every domain builds its schedules with; each run targets the partition its tick falls in.
 
-A partitioned job's own schedule (``build_schedule_from_partitioned_job``) ticks once per partition;
-the analyses' cadences tick several times per hour, so each schedule here maps its tick time to the
-hourly (or daily) partition key itself. The first tick of a new period also requests the period that
-just closed, once, so its candles are fetched complete and its analyses recomputed over them: that
-run is tagged ``dantaro/finalise`` and goes ahead of the open period's run of the same job.
-
-A run is requested only when the lookback its assets read is stored: the upstream partitions their
-partition mappings reach from the run's partition, less those the run materialises itself. Until then
-(a first start, while the history sensor loads the lookback) the tick skips, naming what it waits for
-(``waiting for history: ...`` in the schedule's tick history), instead of launching a run that fails.
+The analyses tick several times per partition, so a tick maps its time to the partition key itself, requests
+the period that just closed once (``dantaro/finalise``), and skips, naming what it waits for, until the
+lookback its assets read is stored (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """What ``dantaro dev`` prints: Dagster's services and every run at ``WORKER_LOG_LEVEL``.
 
-At ``INFO`` the console shows one line per run start and end, what our code logs at INFO and above,
-and warnings and errors. Three things in Dagster are louder than that level promises:
-
-- a run's console logger prints every event of the run (step start, output, handled input...) at
-  DEBUG; the instance's ``python_logs.python_log_level`` (rendered into dagster.yaml from
-  ``WORKER_LOG_LEVEL`` by ``processes.instance``) sets its level, and with it the level of
-  ``context.log`` messages kept in the event log (Dagster's events are always kept);
-- a run's start and success are DEBUG events too, so at INFO they would vanish with the rest:
-  :class:`RunLines` prints them instead, from the instance's run records;
-- Dagster's daemons log every iteration at INFO ("Priority sorting and checking tag concurrency
-  limits" each second while a run is queued, "Checking run ..." every 5 s), so the services run one
-  level quieter than the console at INFO;
-- an error event carries its stack trace (a run stopped by Ctrl-C too), and a crashing process
-  prints its traceback: above DEBUG, :class:`StackTraceFilter` keeps each error's message lines and
-  drops the frames (the run's page in the UI and its compute logs keep them).
-
-``DEBUG`` (``dantaro dev --verbose``) shows all of it.
+Dagster is louder than its levels promise (run events at DEBUG, daemon loops at INFO, stack traces), so at
+INFO :class:`RunLines` prints each run's start and end from the run records and :class:`StackTraceFilter`
+keeps an error's message without its frames; ``--verbose`` shows all (docs/operations.md, "The console").
 """
 
 from __future__ import annotations

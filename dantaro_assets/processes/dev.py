@@ -1,10 +1,8 @@
 """``dantaro dev``: the pipeline, its UI and the stream on one machine, with nothing to install but Python.
 
-It takes the state folder's dev lock (one ``dantaro dev`` per folder), starts the embedded Postgres and
-Redis when no URLs are set, starts the offline replay server when the live Upbit API cannot be reached
-(or ``--offline``), points ``DAGSTER_HOME`` at the state folder's instance, records what it uses and
-started in ``dev.json``, hands over to ``dagster dev``, runs the stream beside it and prints the UI's
-address once it answers; Ctrl-C or SIGTERM stops the runs first, then the services.
+It starts what the settings leave unset (embedded Postgres and Redis, the replay server when Upbit cannot be
+reached), records what it uses in ``dev.json``, hands over to ``dagster dev`` with the stream beside it, and
+stops runs before services (docs/operations.md, "The console, stopping and ``dantaro stop``").
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """The Dagster instance config: the packaged dagster.yaml with the settings' run limit and log level filled in.
 
-The template ships inside the package (``dantaro_assets/processes/dagster.yaml``) so that a plain
-``pip install .`` can render it; the project folder's ``dagster.yaml`` is a symlink to it.
-
-``concurrency.runs.max_concurrent_runs`` and ``python_logs.python_log_level`` are plain values in
-Dagster's schema (no ``{env: ...}``), so the file written into DAGSTER_HOME is rendered from the
-template with ``WORKER_MAX_WORKERS`` (and the pool's run buffer, equal to it) and ``WORKER_LOG_LEVEL``
-rather than copied; ``limits.instance_limit_problems`` tells whether a running
-instance agrees with the settings.
+The run limit and the log level are plain values in Dagster's schema (no ``{env: ...}``), so the file in
+DAGSTER_HOME is rendered from the template (shipped in the package, so ``pip install .`` can render it)
+rather than copied.
 """
 
 from __future__ import annotations

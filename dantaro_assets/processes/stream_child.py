@@ -1,10 +1,7 @@
-"""`dantaro stream` as a child of ``dantaro dev``: its lines on dev's console, restarted when it crashes.
+"""``dantaro stream`` as a child of ``dantaro dev``: its lines on dev's console, restarted when it crashes.
 
-The stream runs in a session of its own (Ctrl-C reaches only ``dantaro dev``, which stops it in
-order) and names the state folder on its command line, so ``dantaro stop`` and
-``processes.stop.processes_naming`` find it even when ``dantaro dev`` was killed. When it exits on its own, the
-console says so and it is started again after a backoff (1 s doubling to 60 s, back to 1 s after
-it ran for a minute).
+It runs in a session of its own (Ctrl-C reaches only ``dantaro dev``, which stops it in order) and names the
+state folder on its command line, so ``dantaro stop`` finds it even when ``dantaro dev`` was killed.
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
 """Short-term buy recommendations: documented scoring rules over point-in-time candles, vectorised over markets.
 
-Every tick ``as_of`` sees only candles closed before it (``candle_start + interval <= as_of``): the
-stored closed hours, the hours storage does not hold yet rebuilt from 1-minute candles, and the
-forming hour of the closed minutes so far (dantaro_assets.lib.point_in_time). All indicators are on
-that hourly series, last ``HOURLY_BARS`` bars per market, so a snapshot never depends on how much
-older history happened to be loaded.
-
-Scoring: every named scorer of dantaro_assets.recommendations.scorers scores the eligible universe
-(``v1``'s components are kept with every pick); each scorer's top N get entry, target, stop and reasons,
-and the rows carry the scorer's name. ``DANTARO_SCORER`` names the served one, the rest run in shadow.
-
-Each scorer holds its picks for its horizon (``Scorer.horizon_hours``; ``expires_at = as_of + horizon``).
-Entry, target and stop come from the levels the summary names, on Upbit's price grid, the target within
-the horizon's reach (dantaro_assets.recommendations.trade_plan); a market whose placed prices offer less
-than ``min_reward_risk`` reward per unit of risk is not recommended. Each plan carries the chance that
-plans like it reached the target first and its expected return net of fees (the calibration table,
-dantaro_assets.recommendations.calibration); only plans expected to make money are listed. The
-market's regime at ``as_of`` (market_status's rule on the same candles) gates the list
-(``REGIME_MAX_PICKS``) and is stated in every row and summary.
-
-Universe: KRW markets of the latest ``upbit_markets`` day <= as_of, without the ``warning`` flag,
-with at least ``min_turnover_krw`` traded over the 24 h before as_of (closed hours from candles_1h,
-the hours since the minute lookback's start from 1-minute candles: ``analysis_inputs.Turnover``),
-and with at least ``MIN_HISTORY_BARS`` hourly bars (EMA50 needs them).
+Each tick sees only candles closed before it; every named scorer ranks the eligible universe, the top N get a
+placeable plan with its measured chance and expected return, and the regime gates the list. The universe
+rule, scoring and plans: docs/analyses.md, "Recommendations".
 """
 
 from __future__ import annotations
@@ -93,7 +73,7 @@ def lookback(levels: support_levels.LevelParams = _LEVEL_PARAMS, status: market_
 
 REGIMES = ("risk_on", "neutral", "risk_off", "unknown")  # market_status's, and unknown without a 60-minute return
 RISK_OFF_MAX_PICKS = 3
-# From the recorded markets (bench/regime.py, README "Recommendations"): in risk_off hours the top pick
+# From the recorded markets (bench/regime.py, docs/analyses.md "Recommendations"): in risk_off hours the top pick
 # trailed the universe at 1 h, 4 h and 24 h and the score's rank IC was negative at every horizon, so
 # risk_off cuts the list to a shortlist. No score floor: a floor would lean on a score that ranked the
 # wrong way there, and an empty list would leave the API serving the previous (older) snapshot.

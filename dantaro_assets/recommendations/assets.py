@@ -1,10 +1,7 @@
 """Dagster wiring of the recommendations and their outcomes: inputs, ticks, checks, metadata. Analysis lives elsewhere.
 
-``recommendations`` partition H holds one ranked snapshot per cadence tick in [H, H+1h) that its
-stored candles reach (the declared ``RECOMMENDATIONS``). ``recommendation_outcomes`` partition H
-evaluates the snapshots of hour H against the minute candles of the following 25 hours: materialised
-before those exist, the horizons not reached yet are null, and a later run fills them in (the
-partition is final from H+25h on).
+``recommendation_outcomes`` partition H grades the snapshots of hour H against the 25 hours after it, filled
+in by later runs until it is final at H+25h.
 """
 
 from collections.abc import Iterator

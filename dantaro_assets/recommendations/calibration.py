@@ -1,23 +1,8 @@
 """The measured chance of a plan: how often plans like it reached the target before the stop within their horizon.
 
-A plan is keyed by what it is: its horizon (the scorer's), how far its target and its stop lie from the
-entry in ATR units (binned at ``target_atr_edges`` / ``stop_atr_edges``), the market's regime and the
-scorer that picks it. The table holds counts per key at four levels, each a refinement of the one
-before (``LEVELS``): every placeable plan of the horizon; by distances; by regime; the plans the scorer
-ranked into its list. A prediction shrinks each level's rates toward its parent's with
-``prior_strength`` pseudo-plans, so a sparse cell says little more than its parent.
-
-Per cell: plans (``n``), how many reached the target first (``target``; a minute that touches both
-counts as the stop), the stop first (``stop``), and the summed return in ATR units of those that hit
-neither and were sold at the horizon's end (``neither_return_atr``). The expected return net of
-Upbit's fee on both legs follows from the plan's own prices (``expected_return``).
-
-``reach`` holds the maximum favourable excursion over each horizon in ATR units (quantiles): a target
-farther than the excursion the price reaches as often as the reward:risk floor's break-even rate
-``1 / (1 + floor)`` is out of reach (``reach_atr``).
-
-The table ships as package data (``calibration.json``), fitted on the recorded candles by
-``bench/calibrate.py``; ``refit_from_outcomes`` recounts it from graded picks (``recommendation_outcomes``).
+Counts per plan key (horizon, target and stop distances in ATR, regime, scorer) at four levels, each shrunk
+toward its parent so a sparse cell says little more than it; ``reach`` bounds how far a target may lie. The
+table ships as ``calibration.json`` (``bench/calibrate.py``) and is refit from graded picks (docs/analyses.md).
 """
 
 from __future__ import annotations

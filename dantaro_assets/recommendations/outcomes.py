@@ -1,12 +1,7 @@
 """What happened after each recommendation: forward returns and whether target or stop came first.
 
-Pure functions over DataFrames (no Dagster). Prices come from 1-minute candles on a regular minute
-grid: a minute without trades carries the previous close (Upbit stores no candle for it). The price
-"at" time T is the open of the minute starting at T, which for an empty minute is the previous close.
-A recommendation made at ``as_of`` is entered at the price at ``as_of`` (the next candle's open,
-the first price nobody could know when the snapshot was computed) and exited at the price at
-``as_of + horizon``; returns are net of Upbit's fee on both legs. Horizons the data does not reach
-yet are null, so a partition materialised early is simply filled in on a later run.
+Pure functions over DataFrames (no Dagster). Horizons the data does not reach yet are null, so a partition
+materialised early is filled in on a later run (docs/analyses.md, "Recommendation outcomes").
 """
 
 from __future__ import annotations

@@ -150,6 +150,20 @@ def _summaries_match(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([not summary_mismatches(row) for row in frame.to_dict("records")], index=frame.index, dtype=bool)
 
 
+def _pick_columns(start: pd.Timestamp, end: pd.Timestamp) -> dict[str, pa.Column]:
+    """A pick and its plan's prices: the columns recommendations and their outcomes share."""
+    return {
+        "as_of": _as_of(start, end),
+        "scorer": _SCORER,
+        "rank": pa.Column("int64", pa.Check.ge(1)),
+        "market": _MARKET,
+        "score": pa.Column(float, _SCORE),
+        "entry": pa.Column(float, pa.Check.gt(0)),
+        "target": pa.Column(float),
+        "stop": pa.Column(float),
+    }
+
+
 def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.DataFrame,
                            min_reward_risk: float, max_spread_bps: float = math.inf) -> pa.DataFrameSchema:
     """Rows of one hourly partition; ``warned`` lists (as_of, market) pairs under Upbit's warning flag. An entry at the
@@ -163,17 +177,10 @@ def recommendations_schema(start: pd.Timestamp, end: pd.Timestamp, warned: pd.Da
 
     return finite_floats(pa.DataFrameSchema(
         {
-            "as_of": _as_of(start, end),
-            "scorer": _SCORER,
-            "rank": pa.Column("int64", pa.Check.ge(1)),
-            "market": _MARKET,
-            "score": pa.Column(float, _SCORE),
+            **_pick_columns(start, end),
             **{c: pa.Column(float, _SCORE) for c in COMPONENTS},
             "reasons": pa.Column(object, pa.Check(_json_object, element_wise=True, error="reasons must be a JSON object")),
             "summary": pa.Column(str, pa.Check.str_length(min_value=1)),
-            "entry": pa.Column(float, pa.Check.gt(0)),
-            "target": pa.Column(float),
-            "stop": pa.Column(float),
             "reward_risk": pa.Column(float, pa.Check.ge(min_reward_risk, error=f"reward:risk below the floor {min_reward_risk}")),
             "p_target_first": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
             "expected_return_net": pa.Column(float, pa.Check.gt(0.0, error="a plan expected to lose money net of fees was listed")),
@@ -219,14 +226,7 @@ def outcomes_schema(start: pd.Timestamp, end: pd.Timestamp) -> pa.DataFrameSchem
     excess = {f"excess_{label}": pa.Column(float, nullable=True) for label in HORIZONS}
     return finite_floats(pa.DataFrameSchema(
         {
-            "as_of": _as_of(start, end),
-            "scorer": _SCORER,
-            "rank": pa.Column("int64", pa.Check.ge(1)),
-            "market": _MARKET,
-            "score": pa.Column(float, _SCORE),
-            "entry": pa.Column(float, pa.Check.gt(0)),
-            "target": pa.Column(float),
-            "stop": pa.Column(float),
+            **_pick_columns(start, end),
             "entry_price": pa.Column(float, pa.Check.gt(0), nullable=True),
             **returns,
             **excess,

@@ -1,41 +1,8 @@
 """Named scorers: one contract, a per-market features DataFrame in and a 0-100 score Series out.
 
-Every tick all scorers score the same eligible universe (features from
-``dantaro_assets.recommendations.analysis.hourly_features`` plus the level distances and the volume
-surge). The one named by ``DANTARO_SCORER`` ranks the served list; the others run in shadow: their
-picks are stored and graded (``recommendation_outcomes``, the scorecard), never served.
-``bench/quality.py`` evaluates all of them on recorded data in one run, and README's quality section
-says which one the evidence supports.
-
-``v1``: the hand-weighted rules below (each component 0-100; ATR% = ATR14 / price, hourly series).
-
-=================== ======================================================================= ======
-component           rule                                                                    weight
-=================== ======================================================================= ======
-trend               50 + 25*clip((price/EMA20-1)/ATR%/2, -1, 1) + 25*clip((EMA20/EMA50-1)/   0.25
-                    ATR%/2, -1, 1): price and the fast EMA each up to 2 ATR above the slower
-momentum            0.7*(100 - 2.5*|RSI14 - 60|) + 0.3*(50 + 5*clip(RSI14 - RSI14 3 h ago,   0.20
-                    -10, 10)), clipped 0..100: strength without overbought, and rising
-volume_surge        50 + 25*log2(turnover of the last 60 min / mean hourly turnover of the  0.15
-                    last 24 h), clipped: 1x = 50, 4x = 100, 0.25x = 0
-support_distance    d = (price / top of the nearest support zone below - 1) / ATR%:         0.15
-                    100 for d <= 1, falling linearly to 0 at d = 5; no support below = 0
-resistance_distance r = (bottom of the nearest resistance zone above / price - 1) / ATR%:   0.15
-                    100*clip(r/4, 0, 1): room of 4 ATR or more = 100; none above = 75
-volatility          ATR%: 100 inside [0.3%, 1.5%], linear to 0 at 0.05% and at 4%           0.10
-=================== ======================================================================= ======
-
-Challengers (each one idea, so the evidence says which idea carries the signal):
-
-- ``reversal``: short-horizon reversal, buy what fell over the last 4 hours. Short-term reversal is
-  the best documented cross-sectional effect at hourly horizons, strongest in thin markets (liquidity
-  provision: a seller pushing the price pays the buyers who absorb it). Score 50 - 12.5 * the 4 h
-  return in ATR units: 4 ATR down = 100, 4 ATR up = 0. Lags count hourly bars (``close_4h_ago`` is
-  the close 4 bars back), which are hours except across hours nobody traded.
-- ``rs_btc``: relative strength against KRW-BTC over 24 h (the market factor of the KRW board):
-  50 + 10 * (return - KRW-BTC's return) in ATR units, so 5 ATR ahead of BTC = 100. KRW-BTC itself
-  scores 50; a tick without KRW-BTC in the universe measures against the universe's median return.
-- ``volume_surge``: v1's volume component alone (attention and news arrive as volume first).
+Every tick all scorers score the same eligible universe: the one ``DANTARO_SCORER`` names ranks the served
+list, the others run in shadow (stored and graded, never served), so the evidence can say which idea carries
+the signal. Each scorer's rule and why: docs/analyses.md, "Recommendations".
 """
 
 from __future__ import annotations

@@ -1,28 +1,7 @@
 """Entry, target and stop of a pick: from the levels the summary names, on Upbit's price grid, within reach, worth the risk.
 
-A pick is a plan a trader can place and hold for the scorer's horizon: a limit buy at ``entry``, a
-take-profit at ``target``, a stop at ``stop``, sold at market when the horizon ends first. Rules, per
-market (vectorised):
-
-- entry = the price a buyer can get: given per market (``entry``, e.g. the best ask of the order book,
-  named by ``entry_from``), else the last traded price before as_of rounded **up** to the tick
-  (``entry_from = "last_trade"``);
-- target = the nearest resistance zone above the entry whose bottom, rounded **down**, offers the
-  reward:risk floor and lies within the horizon's reach (``reach_atr`` x ATR above the entry:
-  ``calibration.Calibration.reach_atr``); no resistance within reach: the reach itself;
-- stop = half an ATR under the bottom of the zone the price trades in (``at_price``), else of the nearest
-  support zone below, rounded **down**; no zone below: entry - 2 ATR.
-
-Every rounding moves against the pick (a dearer entry, a nearer target, a farther stop), so the
-reward:risk ``(target - entry) / (entry - stop)`` computed on the placed prices is never better than
-the unrounded one, and the floor (``DANTARO_MIN_REWARD_RISK``) is checked on the placed prices.
-
-Tick: the entry's ``tick_size`` is Upbit's tick for the market at as_of (``upbit_instruments``, the
-newest day <= as_of) or, where none is stored, the documented KRW table's tick at the price (the
-coarser of the two when both exist). Target and stop use the entry's tick, or the documented tick of
-their own band where that is coarser (a target beyond a band edge). Upbit's ticks nest (each coarser
-tick is a multiple of every finer one), so a price on the coarser grid is placeable on the finer one:
-every price of a pick sits on ``tick_for(price, tick_size)``.
+Every rounding moves against the pick, so the reward:risk floor is checked on the prices a trader places;
+the rules and the ticks used: docs/analyses.md, "A plan a trader can place" and "Tick sizes".
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """Support and resistance levels per market: swing-point clusters, volume profile nodes, floor pivots.
 
-Three methods with a long track record feed one set of candidate prices per market:
-- swing points (fractals): a closed hourly bar whose high (low) is the extreme of the ``swing_bars``
-  bars either side; where price turned before, it tends to react again (a former high below the
-  price acts as support: role reversal);
-- volume profile: hourly KRW turnover binned by typical price (H+L+C)/3 over the lookback (40 bins);
-  the point of control (largest bin) and high-volume nodes (local maxima of the 3-bin smoothed
-  profile with >= 1.5x the mean bin) are prices where the market accepted trade;
-- classic floor-trader pivots of the previous UTC day: P = (H+L+C)/3, R1 = 2P-L, S1 = 2P-H,
-  R2 = P+(H-L), S2 = P-(H-L), R3 = H+2(P-L), S3 = L-2(H-P).
-Candidates closer than ``cluster_atr`` x ATR(14, hourly) chain into one level (single-linkage along
-the price axis, ATR-scaled so the tolerance follows each coin's volatility); a chain wider than
-``max_width_atr`` x ATR is cut into slices of that width so dense swings cannot make a huge zone.
-Each level gets a zone, its evidence and a 0-100 strength (see ``strength``). Zones are placed on
-Upbit's price grid (bottoms down, tops up: what a person reads is what is stored), zones that overlap
-or touch on the grid merge (``merge_overlapping``) and a zone spans at most ``MAX_ZONE_ATR`` x ATR
-(plus the rounding), so zones never overlap. At the price's side of a zone: ``support`` entirely below
-the price, ``resistance`` entirely above, ``at_price`` the zone the price trades in. Per side, rank 1 is
-the level nearest the price (``RANKING``). Everything is vectorised over all markets: one sorted array
-per step, no loop over markets or levels.
+Three methods with a long track record feed candidate prices that chain into ATR-scaled zones on Upbit's
+price grid, never overlapping, each with its evidence and a 0-100 strength; vectorised over all markets.
+Methods and parameters: docs/analyses.md, "Support levels".
 """
 
 from __future__ import annotations
@@ -44,7 +28,7 @@ RANKING = ("per market and side, rank 1 is the level nearest the price, then out
 
 @dataclass(frozen=True)
 class LevelParams:
-    """Windows and weights of the method; defaults are the documented ones (README)."""
+    """Windows and weights of the method; defaults are the documented ones (docs/analyses.md)."""
 
     lookback_hours: int = 24 * 14   # two weeks of hourly bars for swings and the volume profile
     swing_bars: int = 3             # a swing high/low is the extreme of 3 closed bars either side

@@ -46,7 +46,7 @@ def _top_markets(frame: pd.DataFrame, inputs: AnalysisInputs) -> pd.DataFrame:
 SUPPORT_LEVELS = Analysis(
     name="support_levels",
     description=("Nearest supports and resistances per market every SUPPORT_LEVELS_INTERVAL s: swing-point clusters, "
-                 "volume profile nodes and floor pivots in ATR-scaled zones (README: Support levels)."),
+                 "volume profile nodes and floor pivots in ATR-scaled zones (docs: Analyses, Support levels)."),
     job_description="Fetch the hour's 1-minute candles, then compute and publish support/resistance levels.",
     lookback=LOOKBACK,
     primary_key=("as_of", "market", "side", "rank"),

@@ -114,11 +114,12 @@ def test_a_market_entering_the_served_picks_is_a_new_top_pick_and_its_expiry_is_
     assert [(event["event"], event["data"]["market"]) for event in received] == [  # a receiver may get them in any order
         ("new_top_pick", "KRW-C"), ("new_top_pick", "KRW-D"), ("new_top_pick", "KRW-A"), ("picks_expired", "KRW-C")]
     entered = received[0]
+    made, expiry = now - timedelta(minutes=7), now - timedelta(minutes=1)
     assert entered["id"] == f"new_top_pick:{(now - timedelta(minutes=7)):%Y-%m-%dT%H:%M:%SZ}:KRW-C"
     assert entered["text"] == (f"New pick at {clock(now - timedelta(minutes=7))}, #2 of reversal: KRW-C 78 (neutral market): buy 812, "
-                               f"target 845 (+4.06%), stop 798 (-1.72%), reward:risk 2.36; plan expires {clock(now - timedelta(minutes=1))}")
+                               f"target 845 (+4.06%), stop 798 (-1.72%), reward:risk 2.36; plan expires {clock(expiry, since=made)}")
     assert entered["data"] | {"caution": []} == entered["data"] and entered["data"]["entry"] == 812.0 and entered["data"]["rank"] == 2
-    assert received[3]["text"].startswith(f"KRW-C pick of {clock(now - timedelta(minutes=7))} expired at {clock(now - timedelta(minutes=1))}")
+    assert received[3]["text"].startswith(f"KRW-C pick of {clock(now - timedelta(minutes=7))} expired at {clock(expiry, since=made)}")
 
 
 def test_without_an_expires_at_column_no_pick_expires_and_new_picks_still_arrive(postgres, redis_store, instance, now):

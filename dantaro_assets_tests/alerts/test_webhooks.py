@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dantaro_assets.alerts.outbox import enqueue
-from dantaro_assets.alerts.webhooks import Event, WebhookTargets, sign, verify_signature
+from dantaro_assets.alerts.webhooks import Event, WebhookTargets, clock, sign, verify_signature
 from dantaro_assets_tests.alerts.conftest import alert_definitions, receivers, tick
 from dantaro_assets_tests.alerts.receiver import Receiver
 
@@ -60,3 +60,11 @@ def test_the_documented_checks_verify_a_real_delivery_and_refuse_a_tampered_one(
     (tmp_path / "body.json").write_bytes(body.replace(b"prices", b"pricez"))
     refused = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert refused.stdout.strip() == "INVALID"
+
+
+def test_clock_names_the_day_when_a_moment_falls_on_another_one():
+    """A 24 h plan made at 19:55 expires at 19:55 the next day: its text must not read "expires 19:55 UTC"."""
+    made = datetime(2026, 12, 6, 19, 55, tzinfo=UTC)
+    assert clock(made) == "19:55 UTC"
+    assert clock(made.replace(hour=23), since=made) == "23:55 UTC"
+    assert clock(datetime(2026, 12, 7, 19, 55, tzinfo=UTC), since=made) == "2026-12-07 19:55 UTC"

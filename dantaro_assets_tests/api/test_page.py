@@ -221,7 +221,8 @@ def test_the_page_shows_the_picks_at_the_api_s_prices_and_a_new_snapshot_within_
     assert (xrp["market"], xrp["entry"]) == ("KRW-XRP", newer["entry"].iloc[0])
     assert [cell(page, "KRW-XRP", f) for f in ("entry", "target", "stop")] == [krw(xrp["entry"]), krw(xrp["target"]), krw(xrp["stop"])]
     assert cell(page, "KRW-XRP", "p_target_first") == "62%" and cell(page, "KRW-XRP", "expected_return_net") == "+1.23%"
-    assert cell(page, "KRW-XRP", "expires_at").endswith("4시간") and cell(page, "KRW-XRP", "caution") == "가격 급등락"
+    expires_kst = pd.Timestamp(xrp["expires_at"]).tz_convert("Asia/Seoul").strftime("%m. %d. %H:%M")  # the date too
+    assert cell(page, "KRW-XRP", "expires_at") == f"{expires_kst}\n4시간" and cell(page, "KRW-XRP", "caution") == "가격 급등락"
     assert page.locator('#picks-table tr[data-market="KRW-ETH"]').count() == 0
     assert seen_after < UPDATE_WITHIN_MS / 1000
     assert errors == []

@@ -95,7 +95,8 @@ const state = { picks: [], selected: null, interval: "1h", chartKey: null, chart
 function expiry(row) {
   const hours = present(row.horizon_hours) ? `${row.horizon_hours}시간` : null;
   if (!row.expires_at) return hours || "–";
-  return node("span", { title: `${kst(row.expires_at)}까지` }, kstTime.format(new Date(row.expires_at)).slice(-5), hours && node("span", { class: "sub" }, hours));
+  // the date too: a 24 h plan made at 05:00 expires at 05:00 the next day
+  return node("span", { title: `${kst(row.expires_at)}까지` }, kstTime.format(new Date(row.expires_at)), hours && node("span", { class: "sub" }, hours));
 }
 
 function cautions(flags) {

@@ -1,12 +1,8 @@
 """UpbitClient: the one way Dantaro talks to Upbit's quotation API.
 
-Plain httpx, not pyupbit (None on any failure, no timeout, fixed base URL) nor upbit-sdk (its
-models are built without validation, so a missing field becomes a silent None; its retries bypass
-a shared limiter; a malformed body surfaces as a bare JSONDecodeError). Every call here passes the
-shared rate limiter, has a timeout, retries 429/5xx/timeouts with exponential backoff and jitter,
-stops every process on 418, and returns validated frames or raises a typed error naming the
-endpoint and market. pyupbit's conventions stay: interval names (``minute1``, ``minute60``,
-``day``) and OHLCV column names (open, high, low, close, volume, value).
+Plain httpx (docs/upbit.md says why not pyupbit or upbit-sdk): every call passes the shared rate limiter,
+has a timeout, retries what may pass, stops every process on 418, and returns validated frames or raises
+a typed error naming the endpoint and market.
 """
 
 from __future__ import annotations
@@ -29,29 +25,21 @@ import pandas as pd
 from pydantic import Field, PrivateAttr
 
 from dantaro_assets.lib.redis_store import RedisResource
-from dantaro_assets.lib.upbit import parsing
-from dantaro_assets.lib.upbit.errors import (
-    UpbitError,
-    UpbitIPBlockedError,
-    UpbitLimiterUnavailableError,
-    UpbitNotFoundError,
-    UpbitRateLimitError,
-    UpbitRequestError,
-    UpbitResponseError,
-    UpbitServerError,
-    UpbitTransportError,
-)
+from dantaro_assets.lib.upbit import errors, parsing
 from dantaro_assets.lib.upbit.rate_limit import (
     DEFAULT_STORE_WAIT_SECONDS,
     DEFAULT_WINDOW_SECONDS,
     IPBlocked,
     LimiterUnavailable,
+    LocalRateLimiter,
     RateLimiter,
-    make_rate_limiter,
+    RedisRateLimiter,
     parse_remaining_req,
 )
+from dantaro_assets.settings import Settings
 
 log = logging.getLogger(__name__)
+_SETTING_DEFAULTS = Settings.model_fields
 
 MAX_CANDLES_PER_REQUEST = 200
 _MAX_BACKOFF_SECONDS = 8.0
@@ -158,12 +146,15 @@ class UpbitClient(dg.ConfigurableResource):
     Only a client built without any ``redis`` keeps the limit in this process alone (with a warning).
     """
 
-    # resources.py sets these from the settings; the defaults are Upbit's published limits, for tests and benches
+    # resources.py sets these from the settings; a client built without them (tests, benches) takes the settings' defaults
     base_url: str = Field(description="Upbit API or the replay server (UPBIT_BASE_URL)")
-    timeout: float = Field(default=30.0, description="seconds per request (UPBIT_API_TIMEOUT)")
-    max_retries: int = Field(default=3, description="retries after the first attempt on 429, 5xx, timeouts")
-    requests_per_second: int = Field(default=10, description="per-group budget shared by all processes")
-    max_symbols_per_batch: int = Field(default=50, description="markets per orderbook/instruments request")
+    timeout: float = Field(default=_SETTING_DEFAULTS["upbit_api_timeout"].default, description="seconds per request (UPBIT_API_TIMEOUT)")
+    max_retries: int = Field(default=_SETTING_DEFAULTS["upbit_max_retries"].default,
+                             description="retries after the first attempt on 429, 5xx, timeouts (UPBIT_MAX_RETRIES)")
+    requests_per_second: int = Field(default=_SETTING_DEFAULTS["upbit_requests_per_second"].default,
+                                     description="per-group budget shared by all processes (UPBIT_REQUESTS_PER_SECOND)")
+    max_symbols_per_batch: int = Field(default=_SETTING_DEFAULTS["max_symbols_per_batch"].default,
+                                       description="markets per orderbook/instruments request (MAX_SYMBOLS_PER_BATCH)")
     max_concurrency: int = Field(default=10, description="requests in flight at once from this process")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
     block_seconds: float = Field(default=300.0, description="how long a 418 stops every process when Upbit gives no Retry-After")
@@ -204,12 +195,14 @@ class UpbitClient(dg.ConfigurableResource):
                     headers={"Accept": "application/json"},  # never an Origin header: Upbit limits those harder
                     limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
                 )
-                client = self.redis.client() if self.redis is not None else None
-                prefix = self.redis.prefix if self.redis is not None else ""  # the in-process limiter keys nothing
                 # A request cannot be in flight much longer than its timeouts (connect, then read).
-                self._limiter = make_rate_limiter(
-                    client, prefix, self.requests_per_second, self.window_seconds, 3 * self.timeout, self.store_wait_seconds
-                )
+                flight = 3 * self.timeout
+                if self.redis is not None:  # reachable or not: the shared limiter fails closed
+                    self._limiter = RedisRateLimiter(self.redis.client(), self.redis.prefix, self.requests_per_second,
+                                                     self.window_seconds, flight, self.store_wait_seconds)
+                else:
+                    log.warning("no Redis configured: Upbit rate limit enforced in this process only, not across processes")
+                    self._limiter = LocalRateLimiter(self.requests_per_second, self.window_seconds, flight)
             assert self._limiter is not None
             return self._http, self._limiter
 
@@ -233,9 +226,9 @@ class UpbitClient(dg.ConfigurableResource):
             try:
                 token = limiter.acquire(group)
             except IPBlocked as exc:
-                raise UpbitIPBlockedError(f"IP blocked by Upbit, all fetching stopped: {exc}", endpoint=path, market=market, status=418) from None
+                raise errors.UpbitIPBlockedError(f"IP blocked by Upbit, all fetching stopped: {exc}", endpoint=path, market=market, status=418) from None
             except LimiterUnavailable as exc:
-                raise UpbitLimiterUnavailableError(str(exc), endpoint=path, market=market) from None
+                raise errors.UpbitLimiterUnavailableError(str(exc), endpoint=path, market=market) from None
             counters.add(requests=1, retries=1 if attempt else 0)
             answer = "error"  # no HTTP answer: a timeout or a dropped connection
             try:
@@ -244,9 +237,10 @@ class UpbitClient(dg.ConfigurableResource):
             except _INTERRUPTS as interrupt:  # a call on the run's main thread (markets) receives the interrupt itself
                 raise _stopped(interrupt) from None  # the interrupt is named in the message
             except httpx.TimeoutException as exc:
-                failure: UpbitError = UpbitTransportError(f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
+                failure: errors.UpbitError = errors.UpbitTransportError(
+                    f"timed out after {self.timeout} s ({type(exc).__name__})", endpoint=path, market=market)
             except httpx.TransportError as exc:
-                failure = UpbitTransportError(f"connection failed: {type(exc).__name__}: {exc}", endpoint=path, market=market)
+                failure = errors.UpbitTransportError(f"connection failed: {type(exc).__name__}: {exc}", endpoint=path, market=market)
             else:
                 failure = self._check(response, path, market, group, limiter, counters)
                 if failure is None:
@@ -261,7 +255,8 @@ class UpbitClient(dg.ConfigurableResource):
                 raise _stopped()
         raise AssertionError("unreachable")
 
-    def _check(self, response: httpx.Response, path: str, market: str | None, group: str, limiter: RateLimiter, counters: _Counters) -> UpbitError | None:
+    def _check(self, response: httpx.Response, path: str, market: str | None, group: str, limiter: RateLimiter,
+               counters: _Counters) -> errors.UpbitError | None:
         """None for a 200; the retryable failure for 429/5xx; raises what retrying cannot fix."""
         status = response.status_code
         if parse_remaining_req(response.headers.get("Remaining-Req")) == 0:
@@ -272,23 +267,23 @@ class UpbitClient(dg.ConfigurableResource):
         if status == 418:
             seconds = _block_seconds(response, detail) or self.block_seconds
             limiter.block(seconds, f"Upbit blocked this IP (HTTP 418 on {path}): {detail}")
-            raise UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
+            raise errors.UpbitIPBlockedError(f"IP blocked, all fetching stopped for {seconds:.0f} s: {detail}", endpoint=path, market=market, status=418)
         if status == 429:
             counters.add(http_429=1)
             limiter.exhaust(group)
-            return UpbitRateLimitError(f"rate limited: {detail}", endpoint=path, market=market, status=status)
+            return errors.UpbitRateLimitError(f"rate limited: {detail}", endpoint=path, market=market, status=status)
         if status >= 500:
-            return UpbitServerError(detail, endpoint=path, market=market, status=status)
+            return errors.UpbitServerError(detail, endpoint=path, market=market, status=status)
         if status == 404:
-            raise UpbitNotFoundError(detail, endpoint=path, market=market, status=status)
-        raise UpbitRequestError(detail, endpoint=path, market=market, status=status)
+            raise errors.UpbitNotFoundError(detail, endpoint=path, market=market, status=status)
+        raise errors.UpbitRequestError(detail, endpoint=path, market=market, status=status)
 
     @staticmethod
     def _json(response: httpx.Response, path: str, market: str | None) -> Any:
         try:
             return json.loads(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UpbitResponseError(f"malformed JSON ({exc}): {response.content[:120]!r}", endpoint=path, market=market, status=200) from None
+            raise errors.UpbitResponseError(f"malformed JSON ({exc}): {response.content[:120]!r}", endpoint=path, market=market, status=200) from None
 
     # --- public calls -----------------------------------------------------------------------
     def markets(self) -> pd.DataFrame:
@@ -357,7 +352,7 @@ class UpbitClient(dg.ConfigurableResource):
             market, window_start, window_end = item
             try:
                 good, bad = self._market_candles(market, spec, window_start, window_end, counters)
-            except UpbitNotFoundError:
+            except errors.UpbitNotFoundError:
                 log.warning("%s: Upbit answers 404 (delisted or unknown); skipped", market)
                 skipped.add(market)
                 return parsing.empty_candles(), parsing.empty_quarantine(), 0
@@ -419,7 +414,7 @@ class UpbitClient(dg.ConfigurableResource):
             return []
         results: list = [None] * len(items)
         queue = collections.deque(enumerate(items))
-        errors: list[BaseException] = []
+        failures: list[BaseException] = []
         done = threading.Event()
         lock = threading.Lock()
         left = [len(items)]
@@ -433,7 +428,7 @@ class UpbitClient(dg.ConfigurableResource):
                 try:
                     results[index] = fetch(item)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-                    errors.append(exc)
+                    failures.append(exc)
                     done.set()
                     return
                 with lock:
@@ -447,8 +442,8 @@ class UpbitClient(dg.ConfigurableResource):
             done.wait()
         except _INTERRUPTS as interrupt:
             raise _stopped(interrupt) from None  # the interrupt is named in the message
-        if errors:
-            raise errors[0]
+        if failures:
+            raise failures[0]
         return results
 
 

@@ -1,9 +1,6 @@
 """Upbit JSON -> validated DataFrames in Dantaro's column contract, vectorised.
 
-A response whose shape is wrong (not an array, not objects, a field absent from every row) is a
-typed error for the whole call. A candle that is individually wrong (a missing or non-numeric
-field, JSON ``NaN`` or ``Infinity`` which Python's json accepts, a non-positive price, high below
-low, a timestamp off the interval grid or at/after the exclusive ``to``, a conflicting duplicate) is
+A response of the wrong shape is a typed error for the whole call; a candle that is individually wrong is
 quarantined with its reason, so one bad row neither sinks the fetch nor reaches storage.
 """
 

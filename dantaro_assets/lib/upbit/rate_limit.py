@@ -1,30 +1,8 @@
 """Upbit's per-IP request budget, shared by every process that fetches from this machine.
 
-Upbit counts requests per IP and per group (market, candles, ticker, ...): 10 a second each; past
-that it answers 429, and clients that keep going get the IP blocked (418). Runs, sensors and
-benchmarks fetch at the same time from one IP, so the budget lives in Redis: a sliding window per
-group (a sorted set of requests, trimmed and counted in one Lua script on Redis' own clock, so
-processes need no clock agreement), plus one key that says the IP is blocked.
-
-The limiter fails closed: when Redis does not answer, no request is sent. A request waits for the store
-(retrying at least a window apart) and, past ``store_wait_seconds``, fails with ``LimiterUnavailable``;
-when Redis answers again the shared window is back at once. A Redis that restarts empty has forgotten
-the grants of the last window (and a 418 block): the first process to find the limiter's ``alive`` key
-missing writes it with a resume time a window ahead, and nobody is granted before it; meanwhile each
-process that asks puts its requests still in flight (and a 418 it saw) back. A per-process fallback budget is not used
-because nothing outside Redis bounds how many processes fetch at once (see README, Upbit access). A 418
-seen while Redis is down stops this process and is written to Redis as soon as it answers again.
-``LocalRateLimiter`` (same semantics, one process) is only for a client configured without any Redis.
-
-A request holds its slot from the moment it is granted until ``window`` after its answer came back
-(while in flight it cannot expire). Upbit saw it somewhere in between, so the next request in that
-slot reaches Upbit at least a window after it, whatever the network delays: no 429 from delay
-jitter, at the cost of one round trip per slot and window (10 / (1 s + latency) requests a second).
-Grants are also spaced window/limit apart, so ten requests never leave in one burst.
-
-Releasing a slot also tallies the answer (``endpoint status``: 200, 429, 418, ... or ``error`` when none
-came) in one Redis hash, ``{prefix}:upbit:answers``, in the same script: every process's requests are
-counted in one place, which the API's ``/metrics`` reads (:func:`answer_counts`).
+Runs, sensors and benchmarks fetch from one IP at once, so the budget lives in Redis (a sliding window
+per group in one Lua script on Redis' clock) and fails closed when Redis does not answer;
+``LocalRateLimiter`` is only for a client configured without any Redis. Semantics: docs/upbit.md.
 """
 
 from __future__ import annotations
@@ -367,18 +345,3 @@ def answer_counts(client: redis.Redis, prefix: str) -> dict[tuple[str, str], int
         endpoint, _, status = field.decode().rpartition(" ")
         counts[(endpoint, status)] = int(count)
     return counts
-
-
-def make_rate_limiter(
-    client: redis.Redis | None,
-    prefix: str,
-    limit: int,
-    window_seconds: float = DEFAULT_WINDOW_SECONDS,
-    flight_seconds: float = DEFAULT_FLIGHT_SECONDS,
-    store_wait_seconds: float = DEFAULT_STORE_WAIT_SECONDS,
-) -> RateLimiter:
-    """The Redis limiter whenever a Redis is configured (reachable or not); the in-process one only without any."""
-    if client is not None:
-        return RedisRateLimiter(client, prefix, limit, window_seconds, flight_seconds, store_wait_seconds)
-    log.warning("no Redis configured: Upbit rate limit enforced in this process only, not across processes")
-    return LocalRateLimiter(limit, window_seconds, flight_seconds)
