@@ -1,34 +1,9 @@
-"""Fetch the history the hourly analyses look back over, on a fresh install and after a long stop, in the order the products need it.
+"""Fetch the lookback history a fresh install (or a long stop) lacks, in the order the products read it.
 
-The schedules only fetch the open hour and day, but the analyses read back further. What each reads
-is its job's partition mappings from the open hour (``operations.schedules.lookback_needs``, with the
-optional inputs such as the tick sizes), so this module knows no analysis and a new one's lookback is
-fetched without an edit here. The products are the live hourly jobs the schedules run, highest
-``dagster/priority`` first (``products``): market status's lookback is fetched first, then what
-recommendations add, then support levels, then the rest. Without this sensor a fresh ``dantaro dev``
-would wait hours or days for the schedules to accumulate the history one period at a time.
-
-Every ``SENSOR_INTERVAL`` seconds the sensor compares those partitions with what the instance has
-materialised and plans the runs still to go (``plan_runs``), product by product:
-
-- the daily assets a product lacks (1-hour and 1-day candles, the tick sizes), one range run per span
-  of days, each span widened back into days a later product reads while its candles still fit the
-  same Upbit pages (200 candles a request: 8 days of 1-hour candles cost what 6 do); the universe
-  (``upbit_markets``, one request) of a run's days rides in the run, at the top priority;
-- the 1-minute candles it lacks, in ranges of at most ``MINUTE_HOURS_PER_RUN`` hours, newest first; the
-  newest range takes the open hour too while that stays one page, so the minutes of the open hour
-  before ``dantaro stream`` subscribed arrive with the closed ones instead of in the first analysis run.
-
-Two history runs go at once, in the products' order and none overtaking another (a run waiting for its
-days' universe holds back those after it), each tagged with a free one of the history's two job types
-(``SLOTS``: ``dantaro/job`` allows one run of each at a time). The next run starts while the other still
-fetches, so the rate limiter (shared in Redis) stays busy across run start-ups, and a run in flight counts
-as coming, so no range is asked twice. So the history holds at most two ``upbit_api`` slots of three and
-two run slots of three: a live run always has one.
-Run keys carry the range and the hour of the request, so a failed range is retried at most once an hour.
-
-Progress (partitions stored of those each product reads) is the sensor's cursor, shown on its page in
-the UI, and is logged once each time it changes: ``history: 12 of 40 partitions stored (market_status 12/12, ...)``.
+What each product reads is its job's partition mappings from the open hour (``lookback_needs``), so this
+module knows no analysis; market status's lookback comes first, then what recommendations add, then
+support levels, two runs at a time so Upbit's budget stays busy. docs/operations.md ("First start") has
+the runs, the slots, the stream wait and the figures.
 """
 
 from __future__ import annotations
