@@ -343,7 +343,7 @@ class CandleStream:
         self.version = 0
         self.stop = asyncio.Event()
         self.store = seen
-        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
+        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first minute seen whole, markets)
         self.ended: list[Window] = []  # published once every minute in them is committed
         self.recent: list[Window] = []  # ended windows of the last two hours: which committed minutes were seen
         self.unseen: set[tuple[str, int]] = set()  # market-minutes quarantined in the last two hours
