@@ -15,7 +15,7 @@ import pytest
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from dantaro_assets import definitions
-from dantaro_assets.markets.history import HistoryWindow, history_window, top_priority
+from dantaro_assets.markets.history import products, top_priority
 from dantaro_assets.operations.limits import JOB_TAG, PRIORITY_TAG, QUEUE_TAG
 from dantaro_assets.partitions import freshness
 from dantaro_assets.settings import load_settings
@@ -111,8 +111,9 @@ def test_adding_an_analysis_is_its_domain_folder_and_one_line_in_domains(tmp_pat
     assert defs.resolve_assets_def("toy_breadth").specs_by_key[dg.AssetKey("toy_breadth")].freshness_policy == freshness(900)
     # the history sensor fetches its longer lookback, and puts the universe ahead of its runs too
     repository = defs.get_repository_def()
-    assert history_window(before.get_repository_def(), NOW) == HistoryWindow(days=14, hours=2)
-    assert history_window(repository, NOW) == HistoryWindow(days=20, hours=5)
+    assert [product.name for product in products(before.get_repository_def(), NOW)] == ["market_status", "recommendations", "support_levels"]
+    toy_first = products(repository, NOW)[0]  # priority 45: its lookback is fetched first
+    assert (toy_first.name, len(toy_first.needs["candles_1h"]), len(toy_first.needs["candles_1m"])) == ("toy_breadth", 21, 5)
     assert (top_priority(before.get_repository_def()), top_priority(repository)) == (42, 47)
 
     # the Celery instance's run queue sends its runs to the queue it declares: a code location of the definitions

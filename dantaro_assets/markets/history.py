@@ -1,41 +1,15 @@
-"""Fetch the history the hourly analyses look back over, on a fresh install and after a long stop.
+"""Fetch the lookback history a fresh install (or a long stop) lacks, in the order the products read it.
 
-The schedules only fetch the open hour and day, but the analyses read back further: how far is what
-their partition mappings reach (``history_window``, through ``operations.schedules.lookback_needs``,
-the same needs the schedules wait for), so this module knows no analysis and a new one's lookback is
-fetched without an edit here. Today that is 14 days of 1-hour candles (support levels and
-recommendations need >= 50 bars), 2 days of daily candles, the 2 closed hours of 1-minute candles
-before the open hour (the 24 h turnover takes its older hours from candles_1h), and, for every candle
-asset, the universe of each day it covers. Without this sensor a fresh ``dantaro dev`` fails those
-jobs for hours or days until the schedules have accumulated the history one period at a time.
-
-Every ``SENSOR_INTERVAL`` seconds the sensor compares the lookback partitions with what the instance
-has ever materialised and requests the missing ones in as few runs as the run timeout allows, in
-dependency order across ticks:
-
-1. the universe (``upbit_markets``) of the missing days, one run per contiguous range: a range costs
-   one Upbit request, and everything else (the schedules' runs included) fails without it, so it
-   runs ahead of every job's runs (``top_priority``: above the highest job's finalising run);
-2. once those days' universe is stored, the 1-hour and 1-day candles of the days as ONE range
-   run of ``daily_candles_job``;
-3. then the closed hours of 1-minute candles of the minute lookback in ranges of at most
-   ``MINUTE_HOURS_PER_RUN`` hours, newest first.
-
-Until an analysis's own lookback is stored, its schedule skips with the reason (``operations/schedules.py``).
-
-One history run at a time, whatever its step: it holds at most one of the two ``upbit_api`` pool
-slots and one of the three run slots, so the schedules' live runs always have a fetch slot and two run
-slots (``test_limits`` shows a live run fetching beside a history run, not behind it). Run keys carry
-the range and the hour of the request, so a failed range is retried at most once an hour.
-
-Progress (lookback partitions stored of those needed, per step) is the sensor's cursor, shown on its
-page in the UI, and is logged once each time it changes: ``history: 12 of 47 partitions stored ...``.
+What each product reads is its job's partition mappings from the open hour (``lookback_needs``), so this
+module knows no analysis; market status's lookback comes first, then what recommendations add, then
+support levels, two runs at a time so Upbit's budget stays busy. docs/operations.md ("First start") has
+the runs, the slots, the stream wait and the figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -47,13 +21,19 @@ from dantaro_assets.lib.dagster_internals import (
     UnresolvedAssetJobDefinition,
     get_current_datetime,
 )
+from dantaro_assets.lib.postgres import PostgresResource
+from dantaro_assets.lib.run_settings import RunSettings
+from dantaro_assets.lib.upbit import interval
+from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
-from dantaro_assets.operations.limits import PRIORITY_TAG, JobType
+from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, StreamHealth
+from dantaro_assets.operations.limits import JOB_TAG, LIVE, PRIORITY_TAG, QUEUE_TAG, JobType
 from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
-HISTORY_TAG = "dantaro/history"  # which bootstrap step a run belongs to: universe, daily or minute
-SENSOR_INTERVAL = 30
+HISTORY_TAG = "dantaro/history"  # what a history run fetches: daily partitions or minute ones
+PRODUCT_TAG = "dantaro/history_for"  # the product whose lookback the run fetches
+SENSOR_INTERVAL = 5
 # a run in any of these may still materialise what it was asked for, so its partitions are not asked again
 NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.STARTING,
@@ -63,9 +43,16 @@ NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
 ]
+STREAM_WAIT_SECONDS = 60  # how long the open hour's minutes wait for the stream to subscribe after the universe is stored
 MINUTE_HOURS_PER_RUN = 12  # under the candle assets' multi-run size (13 h): a run stays inside the run timeout
-DAILY_CANDLES = ("candles_1h", "candles_1d")
-DAILY_ASSETS = ("upbit_markets", *DAILY_CANDLES)
+UNIVERSE = "upbit_markets"
+MINUTES = "candles_1m"
+LANES = {"daily": (DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE), "minute": (CANDLES_1M_JOB, HISTORY_TYPE)}
+# the job types a history run is tagged with (``dantaro/job``: one run of each at a time): two history runs at once
+SLOTS = (DAILY_CANDLES_TYPE, HISTORY_TYPE)
+# a history run's priority, plus one for each product after its own: the first product's runs leave the queue first,
+# above the daily refresh and under every analysis (docs/operations.md: the worker's order)
+HISTORY_PRIORITY = DAILY_CANDLES_TYPE.priority
 
 
 @dataclass(frozen=True)
@@ -86,45 +73,38 @@ class KeyRange:
         return {ASSET_PARTITION_RANGE_START_TAG: self.first, ASSET_PARTITION_RANGE_END_TAG: self.last}
 
 
-def lookback_keys(partitions_def: dg.TimeWindowPartitionsDefinition, starts: Iterable[datetime]) -> list[str]:
-    """Partition keys of the given period starts, oldest first, none before the definition's start."""
-    return [partitions_def.get_partition_key_for_timestamp(start.timestamp()) for start in sorted(starts) if start >= partitions_def.start]
-
-
 @dataclass(frozen=True)
-class HistoryWindow:
-    """How far back the history reaches: ``days`` before today (the universe and 1-hour/1-day candles) and the
-    ``hours`` closed hours of 1-minute candles before the open hour (the open hour is the schedules' own)."""
+class Product:
+    """An hourly job a schedule runs, its ``dagster/priority`` and what its open hour reads (asset -> partition keys)."""
 
-    days: int
-    hours: int
+    job: str
+    priority: int
+    needs: Mapping[str, frozenset[str]]
 
-    def daily(self, now: datetime) -> list[str]:
-        """Today and the ``days`` days before."""
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return lookback_keys(daily_partitions, (today - timedelta(days=n) for n in range(self.days + 1)))
-
-    def minutes(self, now: datetime) -> list[str]:
-        """The ``hours`` closed hours before the open hour."""
-        hour = now.replace(minute=0, second=0, microsecond=0)
-        return lookback_keys(hourly_partitions, (hour - timedelta(hours=n) for n in range(1, self.hours + 1)))
+    @property
+    def name(self) -> str:
+        return self.job.removesuffix("_job")
 
 
-def history_window(repository: dg.RepositoryDefinition, now: datetime) -> HistoryWindow:
-    """The widest reach of the hourly assets' partition mappings from the open hour at ``now``: the needs the
-    schedules wait for (``lookback_needs``), so what they wait for is what this sensor fetches."""
-    hourly = [key for key, asset in repository.assets_defs_by_key.items() if asset.partitions_def == hourly_partitions]
+def products(repository: dg.RepositoryDefinition, now: datetime) -> list[Product]:
+    """The live hourly jobs of the schedules (the analyses), highest priority first, each with the partitions its open hour reads,
+    optional inputs included (the history stores them too)."""
     open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
-    needs = lookback_needs(repository, hourly, open_hour, now)
-
-    def periods_back(asset: str, partitions_def: dg.TimeWindowPartitionsDefinition, period: timedelta) -> int:
-        """Periods from ``asset``'s earliest needed partition to the one holding ``now`` (0: none needed)."""
-        current = partitions_def.time_window_for_partition_key(partitions_def.get_partition_key_for_timestamp(now.timestamp())).start
-        starts = (partitions_def.time_window_for_partition_key(key).start for key in needs.get(dg.AssetKey(asset), ()))
-        return max(((current - start) // period for start in starts), default=0)
-
-    return HistoryWindow(days=max(periods_back(asset, daily_partitions, timedelta(days=1)) for asset in DAILY_ASSETS),
-                         hours=periods_back("candles_1m", hourly_partitions, timedelta(hours=1)))
+    assets = list(repository.assets_defs_by_key.values())
+    found = []
+    for schedule in repository.schedule_defs:
+        if not isinstance(schedule.job, UnresolvedAssetJobDefinition):  # an op job (cleanup) reads no partitions
+            continue
+        keys = schedule.job.selection.resolve(assets)
+        if not any(repository.assets_defs_by_key[key].partitions_def == hourly_partitions for key in keys):
+            continue
+        tags = repository.get_job(schedule.job.name).run_tags
+        if tags.get(QUEUE_TAG) != LIVE:  # bulk work (outcomes) reads past hours, not the open one's lookback
+            continue
+        needs = lookback_needs(repository, keys, open_hour, now, with_optional=True)
+        priority = int(tags.get(PRIORITY_TAG, 0))
+        found.append(Product(schedule.job.name, priority, {key.to_user_string(): frozenset(v) for key, v in needs.items() if v}))
+    return sorted(found, key=lambda product: (-product.priority, product.job))
 
 
 def top_priority(repository: dg.RepositoryDefinition) -> int:
@@ -151,92 +131,253 @@ def _day_of_hour(hour_key: str) -> str:
     return daily_partitions.get_partition_key_for_timestamp(hourly_partitions.time_window_for_partition_key(hour_key).start.timestamp())
 
 
+def _days(keys: Iterable[str]) -> list[str]:
+    return sorted(set(keys))
+
+
+def _span(partitions_def: dg.TimeWindowPartitionsDefinition, first: str, last: str) -> tuple[str, ...]:
+    """Every key from ``first`` to ``last`` of ``partitions_def``."""
+    start = partitions_def.time_window_for_partition_key(first).start
+    end = partitions_def.time_window_for_partition_key(last).end
+    return tuple(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end)))
+
+
+def _interval(repository: dg.RepositoryDefinition, asset: str) -> str | None:
+    """The candle interval of a candle asset (its ``interval`` metadata), None for any other asset."""
+    return repository.assets_defs_by_key[dg.AssetKey(asset)].metadata_by_key[dg.AssetKey(asset)].get("interval")
+
+
+def _pages(spec: str, days: int) -> int:
+    """Upbit requests one market's candles of ``spec`` over ``days`` days take, 200 candles a request."""
+    return -(-days * (timedelta(days=1) // interval(spec).width) // MAX_CANDLES_PER_REQUEST)
+
+
+def _day_before(key: str) -> str:
+    return daily_partitions.get_partition_key_for_timestamp((daily_partitions.time_window_for_partition_key(key).start - timedelta(days=1)).timestamp())
+
+
+def _widened(spec: str, span: tuple[str, ...], candidates: set[str]) -> tuple[str, ...]:
+    """``span`` widened back a day at a time into ``candidates`` while its candles still take as many pages."""
+    while (before := _day_before(span[0])) in candidates and _pages(spec, len(span) + 1) == _pages(spec, len(span)):
+        span = (before, *span)
+    return span
+
+
+@dataclass
+class HistoryRun:
+    """One range run of the plan: its lane (``daily`` or ``minute``: its job), the product it is for, its assets and keys."""
+
+    lane: str
+    product: str
+    assets: list[str]
+    keys: KeyRange
+
+    def request(self, stamp: str, priority: int, job_type: JobType) -> dg.RunRequest:
+        """The run's request, tagged as ``job_type`` (the history's slot it takes) at ``priority``."""
+        job_name = LANES[self.lane][0]
+        tags = {**job_type.tags(), **self.keys.tags(), HISTORY_TAG: self.lane, PRODUCT_TAG: self.product, PRIORITY_TAG: str(priority)}
+        assets = sorted(self.assets)
+        return dg.RunRequest(
+            run_key=f"{self.lane}:{self.keys.first}...{self.keys.last}:{'+'.join(assets)}@{stamp}",
+            job_name=job_name,
+            asset_selection=[dg.AssetKey(asset) for asset in assets],
+            tags=tags,
+        )
+
+    def describe(self) -> str:
+        return f"{'+'.join(sorted(self.assets))} {self.keys.first}...{self.keys.last} for {self.product}"
+
+
+@dataclass
+class _Planned:
+    """What is stored, or will be once the runs planned so far have run."""
+
+    present: dict[str, set[str]]
+    runs: list[HistoryRun] = field(default_factory=list)
+
+    def add(self, run: HistoryRun) -> None:
+        self.runs.append(run)
+        for asset in run.assets:
+            self.present.setdefault(asset, set()).update(run.keys.keys)
+
+
+def _daily_runs(repository: dg.RepositoryDefinition, product: Product, planned: _Planned, reach: Mapping[str, set[str]]) -> None:
+    """``product``'s missing daily partitions as range runs: one a span of days (candle spans widened back into days a
+    later product reads while the pages stay the same), other daily assets beside candles of days covering theirs,
+    and the universe of every run's days in the run."""
+    daily = [asset for asset in product.needs
+             if asset != UNIVERSE and repository.assets_defs_by_key[dg.AssetKey(asset)].partitions_def == daily_partitions]
+    runs: list[HistoryRun] = []
+    for asset in sorted(daily, key=lambda name: (_interval(repository, name) is None, name)):  # candles first
+        stored = planned.present.get(asset, set())
+        lacking = _days(key for key in product.needs[asset] if key not in stored)
+        if not lacking:
+            continue
+        span = _span(daily_partitions, lacking[0], lacking[-1])
+        if (spec := _interval(repository, asset)) is not None:
+            span = _widened(spec, span, reach.get(asset, set()) - stored)
+            run = next((r for r in runs if r.keys.keys == span), None)
+        else:  # its requests do not grow with its days
+            run = next((r for r in runs if set(span) <= set(r.keys.keys)), None)
+        if run is None:
+            runs.append(HistoryRun("daily", product.name, [asset], KeyRange(span)))
+        else:
+            run.assets.append(asset)
+    for run in runs:
+        if not planned.present.get(UNIVERSE, set()).issuperset(run.keys.keys):
+            run.assets.insert(0, UNIVERSE)
+        planned.add(run)
+    for key_range in missing_ranges(_days(product.needs.get(UNIVERSE, ())), planned.present.get(UNIVERSE, set())):
+        planned.add(HistoryRun("daily", product.name, [UNIVERSE], key_range))
+
+
+def _minute_runs(product: Product, planned: _Planned, open_hour: str) -> None:
+    """``product``'s missing closed hours of 1-minute candles, newest range first, the newest taking the open hour
+    while it stays one page (``MAX_CANDLES_PER_REQUEST`` minutes)."""
+    hours = sorted(product.needs.get(MINUTES, ()))
+    present = planned.present.get(MINUTES, set())
+    ranges = list(reversed(missing_ranges(hours, present, MINUTE_HOURS_PER_RUN)))
+    if ranges:
+        newest = _span(hourly_partitions, ranges[0].first, open_hour)
+        if len(newest) * 60 <= MAX_CANDLES_PER_REQUEST:
+            ranges[0] = KeyRange(newest)
+    for key_range in ranges:
+        planned.add(HistoryRun("minute", product.name, [MINUTES], key_range))
+
+
+def plan_runs(repository: dg.RepositoryDefinition, ordered: Sequence[Product], present: Mapping[str, set[str]], now: datetime) -> list[HistoryRun]:
+    """Every history run still to go, product by product (see the module): daily runs first, they carry the universe."""
+    open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
+    planned = _Planned({asset: set(keys) for asset, keys in present.items()})
+    reach: dict[str, set[str]] = {}
+    for product in ordered:
+        for asset, keys in product.needs.items():
+            reach.setdefault(asset, set()).update(keys)
+    for product in ordered:
+        _daily_runs(repository, product, planned, reach)
+        _minute_runs(product, planned, open_hour)
+    return planned.runs
+
+
+def stored_partitions(instance: dg.DagsterInstance, ordered: Sequence[Product], now: datetime) -> dict[str, set[str]]:
+    """Of the partitions the products read (and the open hour's minutes, and the universe of every day read), those
+    materialised: one indexed query per asset."""
+    wanted: dict[str, set[str]] = {MINUTES: {hourly_partitions.get_partition_key_for_timestamp(now.timestamp())}, UNIVERSE: set()}
+    for product in ordered:
+        for asset, keys in product.needs.items():
+            wanted.setdefault(asset, set()).update(keys)
+            if asset != MINUTES:  # a daily run needs the universe of each of its days
+                wanted[UNIVERSE].update(keys)
+    return {asset: set(instance.get_latest_storage_id_by_partition(dg.AssetKey(asset), dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=keys))
+            for asset, keys in wanted.items()}
+
+
 def _failed_this_hour(instance: dg.DagsterInstance, now: datetime) -> set[str]:
     """Run keys of history runs that failed since the hour began: Dagster would not launch the same key again."""
     hour = now.replace(minute=0, second=0, microsecond=0)
     runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], tags={HISTORY_TAG: ["universe", "daily", "minute"]},
-            created_after=hour)
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], tags={HISTORY_TAG: list(LANES)},
+                              created_after=hour)
     )
     return {run.tags[RUN_KEY_TAG] for run in runs if RUN_KEY_TAG in run.tags}
 
 
-def _in_flight(instance: dg.DagsterInstance) -> set[str]:
-    """Bootstrap steps with a run queued or in progress."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: ["universe", "daily", "minute"]}))
-    return {run.tags[HISTORY_TAG] for run in runs}
+def _in_flight(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """History runs queued or in progress."""
+    return list(instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HISTORY_TAG: list(LANES)})))
 
 
-def _request(
-    job_name: str, step: str, job_type: JobType, key_range: KeyRange, assets: Sequence[str], stamp: str, extra_tags: Mapping[str, str] | None = None
-) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=f"{step}:{key_range.first}...{key_range.last}:{'+'.join(assets)}@{stamp}",
-        job_name=job_name,
-        asset_selection=[dg.AssetKey(asset) for asset in assets],
-        tags={**job_type.tags(), **key_range.tags(), HISTORY_TAG: step, **(extra_tags or {})},
-    )
-
-
-_STEP_NAMES = {"universe": "universe", "daily": "1-hour/1-day candles", "minute": "1-minute candles"}
+def _fetching(runs: Iterable[dg.DagsterRun]) -> dict[str, set[str]]:
+    """The partitions ``runs`` (history runs in flight) fetch, per asset: planned as if stored, so none is asked twice."""
+    fetching: dict[str, set[str]] = {}
+    for run in runs:
+        first, last = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+        if first is None or last is None:
+            continue
+        partitions_def = hourly_partitions if run.tags[HISTORY_TAG] == "minute" else daily_partitions
+        for key in run.asset_selection or ():
+            fetching.setdefault(key.to_user_string(), set()).update(_span(partitions_def, first, last))
+    return fetching
 
 
 @dataclass(frozen=True)
 class HistoryPlan:
-    """The next history run (None while one is in flight or nothing is missing), why nothing else goes, and progress."""
+    """The runs to request now (at most two at once), why nothing else goes, and progress per product."""
 
-    request: dg.RunRequest | None
+    requests: tuple[dg.RunRequest, ...]
     waiting: tuple[str, ...]
-    stored: Mapping[str, tuple[int, int]]  # step -> (partitions stored, partitions needed)
+    stored: Mapping[str, tuple[int, int]]  # product -> (partitions stored, partitions read)
 
     def progress(self) -> str:
         stored, needed = (sum(counts[i] for counts in self.stored.values()) for i in (0, 1))
-        steps = ", ".join(f"{_STEP_NAMES[step]} {have}/{want}" for step, (have, want) in self.stored.items())
-        return f"history: {stored} of {needed} partitions stored ({steps})"
+        each = ", ".join(f"{name} {have}/{want}" for name, (have, want) in self.stored.items())
+        return f"history: {stored} of {needed} partitions stored ({each})"
 
 
-def history_plan(instance: dg.DagsterInstance, now: datetime, window: HistoryWindow, universe_priority: int) -> HistoryPlan:
-    """What the lookback history at ``now`` lacks, and the one run to fetch next (universe, then daily, then minutes);
-    a universe run at ``universe_priority``."""
-    days, hours = window.daily(now), window.minutes(now)
+def stream_wait(health: StreamHealth | None, universe_at: float | None, wall_now: float, grace: float, max_lag: float) -> str | None:
+    """Why the run of the open hour's minutes waits for ``dantaro stream`` (None: it goes). A REST fetch covers the
+    minutes closed ``grace`` seconds before it, the stream's window those from the minute it subscribed in: fetched
+    once that minute plus ``grace`` has passed, the two meet and a first analysis run has no minute left to fetch.
+    No stream, or one stopped or down, is not waited for, nor one still unsubscribed ``STREAM_WAIT_SECONDS`` after
+    the universe was stored."""
+    if health is None or (health.problem(wall_now, max_lag) or "").startswith(("stream stopped", "stream down")):
+        return None
+    if health.open_windows:
+        opened = min(window.start for window in health.open_windows)
+        if wall_now < opened + grace:
+            return f"the open hour's minutes wait {opened + grace - wall_now:.0f} s for the stream's first minute to be fetchable beside it"
+        return None
+    if universe_at is not None and wall_now - universe_at < STREAM_WAIT_SECONDS:
+        return "the open hour's minutes wait for the stream to subscribe to the stored universe"
+    return None
+
+
+def history_plan(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, now: datetime, minutes_wait: str | None = None) -> HistoryPlan:
+    """What the products' lookback at ``now`` lacks, and the next runs in the products' order for the free slots; a run of
+    the open hour's minutes held back while ``minutes_wait`` says why (``stream_wait``)."""
+    ordered = products(repository, now)
+    present = stored_partitions(instance, ordered, now)
+    stored = {product.name: (sum(len(keys & present.get(asset, set())) for asset, keys in product.needs.items()),
+                             sum(len(keys) for keys in product.needs.values())) for product in ordered}
+    flying = _in_flight(instance)
+    planned = {asset: present.get(asset, set()) | keys for asset, keys in _fetching(flying).items()}
+    runs = plan_runs(repository, ordered, {**present, **planned}, now)
+    in_flight = (f"{len(flying)} history run(s) still queued or running",) if flying else ()
+    if not runs:
+        return HistoryPlan((), in_flight, stored)
     stamp = now.strftime("%Y-%m-%dT%H")
-    present = {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in (*DAILY_ASSETS, "candles_1m")}
-    universe = present["upbit_markets"]
-    stored = {
-        "universe": (len(universe.intersection(days)), len(days)),
-        "daily": (sum(len(present[name].intersection(days)) for name in DAILY_CANDLES), len(DAILY_CANDLES) * len(days)),
-        "minute": (len(present["candles_1m"].intersection(hours)), len(hours)),
-    }
-    in_flight = _in_flight(instance)
-    if in_flight:
-        return HistoryPlan(None, tuple(f"the {_STEP_NAMES[step]} history run is still queued or running" for step in sorted(in_flight)), stored)
-
-    candidates: list[dg.RunRequest] = []
-    waiting: list[str] = []
-    for key_range in missing_ranges(days, universe):
-        candidates.append(_request(DAILY_CANDLES_JOB, "universe", DAILY_CANDLES_TYPE, key_range, ["upbit_markets"], stamp,
-                                   {PRIORITY_TAG: str(universe_priority)}))
-
-    daily_missing = [key for key in days if any(key not in present[name] for name in DAILY_CANDLES)]
-    if daily_missing:
-        span = KeyRange(tuple(days[days.index(daily_missing[0]) : days.index(daily_missing[-1]) + 1]))
-        assets = [name for name in DAILY_CANDLES if any(key not in present[name] for key in span.keys)]
-        if universe.issuperset(span.keys):
-            candidates.append(_request(DAILY_CANDLES_JOB, "daily", DAILY_CANDLES_TYPE, span, assets, stamp))
-        else:
-            waiting.append(f"daily candles {span.first}...{span.last} wait for their days' universe")
-
-    for key_range in reversed(missing_ranges(hours, present["candles_1m"], MINUTE_HOURS_PER_RUN)):
-        if universe.issuperset(_day_of_hour(key) for key in key_range.keys):
-            candidates.append(_request(CANDLES_1M_JOB, "minute", HISTORY_TYPE, key_range, ["candles_1m"], stamp))
-        else:
-            waiting.append(f"1-minute candles {key_range.first}...{key_range.last} wait for their days' universe")
-    failed = _failed_this_hour(instance, now) if candidates else set()
-    waiting += [f"{request.run_key} failed this hour: retried next hour" for request in candidates if request.run_key in failed]
-    candidates = [request for request in candidates if request.run_key not in failed]
-    if len(candidates) > 1:
-        waiting.append(f"{len(candidates) - 1} more history run(s) follow, one at a time")
-    return HistoryPlan(candidates[0] if candidates else None, tuple(waiting), stored)
+    universe_priority = top_priority(repository)
+    failed = _failed_this_hour(instance, now)
+    free = [slot for slot in SLOTS if slot.name not in {run.tags.get(JOB_TAG) for run in flying}]
+    requests: list[dg.RunRequest] = []
+    waiting = list(in_flight)
+    rank = {product.name: index for index, product in enumerate(ordered)}
+    open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
+    today = daily_partitions.get_partition_key_for_timestamp(now.timestamp())
+    # in the products' order, none overtaking another: the next runs into the free slots until one has to wait
+    for run in runs:
+        # today's universe goes ahead of every job's runs (everything fetched or run needs it); the rest by product
+        carries_today = UNIVERSE in run.assets and today in run.keys.keys
+        priority = universe_priority if carries_today else HISTORY_PRIORITY + len(ordered) - rank[run.product]
+        if run.request(stamp, priority, LANES[run.lane][1]).run_key in failed:
+            waiting.append(f"{run.describe()} failed this hour: retried next hour")
+            continue
+        days = set(run.keys.keys) if run.lane == "daily" else {_day_of_hour(key) for key in run.keys.keys}
+        if UNIVERSE not in run.assets and not days <= present.get(UNIVERSE, set()):
+            waiting.append(f"{run.describe()} waits for its days' universe")
+            break
+        if minutes_wait is not None and run.lane == "minute" and open_hour in run.keys.keys:
+            waiting.append(f"{run.describe()}: {minutes_wait}")
+            break
+        if not free:
+            break
+        slot = LANES[run.lane][1] if LANES[run.lane][1] in free else free[0]
+        free.remove(slot)
+        requests.append(run.request(stamp, priority, slot))
+    left = len(runs) - len(requests)
+    if left:
+        waiting.append(f"{left} more history run(s) follow, two at a time in the products' order")
+    return HistoryPlan(tuple(requests), tuple(waiting), stored)
 
 
 def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: bool) -> dg.SensorDefinition:
@@ -248,19 +389,26 @@ def build_history_sensor(jobs: Sequence[UnresolvedAssetJobDefinition], enabled: 
         minimum_interval_seconds=SENSOR_INTERVAL,
         default_status=default_sensor_status(enabled),
         description=(
-            "Fetches the lookback history nobody has materialised, as far back as the hourly assets' partition mappings "
-            "reach: the universe and 1-hour/1-day candles of those days, the closed hours of 1-minute candles."
+            "Fetches the lookback history nobody has materialised, in the order the products read it (market status's "
+            "first), as far back as their jobs' partition mappings reach: the universe, 1-hour and 1-day candles and tick "
+            "sizes of those days, the hours of 1-minute candles."
         ),
     )
-    def history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def history_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource, run_settings: RunSettings) -> dg.SensorResult:
         now = get_current_datetime()
-        repository = context.repository_def
-        plan = history_plan(context.instance, now, history_window(repository, now), top_priority(repository))
+        try:
+            health = SeenStore(postgres).health()
+        except RecordUnreadable:  # the minutes go over REST as without a stream
+            health = None
+        universe = context.instance.get_latest_materialization_event(dg.AssetKey(UNIVERSE))
+        wait = stream_wait(health, universe.timestamp if universe else None, now.timestamp(), run_settings.stream_grace_seconds,
+                           run_settings.stream_max_lag_seconds)
+        plan = history_plan(context.instance, context.repository_def, now, wait)
         progress = plan.progress()
         if progress != context.cursor:  # one line per step of progress, not per tick
             context.log.info(progress)
-        if plan.request is not None:
-            return dg.SensorResult(run_requests=[plan.request], cursor=progress)
+        if plan.requests:
+            return dg.SensorResult(run_requests=list(plan.requests), cursor=progress)
         if plan.waiting:
             return dg.SensorResult(skip_reason=f"{progress}; {'; '.join(plan.waiting)}", cursor=progress)
         return dg.SensorResult(skip_reason=f"{progress}: the lookback history is complete", cursor=progress)

@@ -41,6 +41,7 @@ ENDPOINT = "/websocket/v1 candle.1m"
 MINUTE = interval("minute1")
 PING_SECONDS = 20.0
 PUBLISH_SECONDS = 1.0
+UNIVERSE_POLL_SECONDS = 1.0  # while no universe is stored yet (a first start): how often the stream looks for one
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 KEEP_WRITTEN_SECONDS = 2 * 3600
 # A minute whose high passes this many times the price next to it (or whose low falls below it divided
@@ -301,6 +302,20 @@ def hour_key(minute: int) -> str:
     return pd.Timestamp(minute, unit="s", tz="UTC").strftime("%Y-%m-%d-%H:00")
 
 
+class Received(NamedTuple):
+    """A candle message's server time (epoch s) and whether it is the ``SNAPSHOT`` sent on subscribing."""
+
+    stamp: float
+    snapshot: bool
+
+    def window_start(self) -> int:
+        """Where a subscription's window of seen minutes begins when this is its first message. A snapshot (each
+        code's forming minute, or its newest one when it has not traded since) holds the minute it was taken in
+        so far, and the updates after it complete that minute: the window begins there. Otherwise at the first
+        whole minute after it."""
+        return floor_minute(self.stamp) if self.snapshot else ceil_minute(self.stamp)
+
+
 class StreamStalled(Exception):
     """No message for the stall timeout although the connection looked open."""
 
@@ -328,7 +343,7 @@ class CandleStream:
         self.version = 0
         self.stop = asyncio.Event()
         self.store = seen
-        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first whole minute seen, markets)
+        self.open_windows: dict[int, tuple[int, frozenset[str]]] = {}  # connection -> (first minute seen whole, markets)
         self.ended: list[Window] = []  # published once every minute in them is committed
         self.recent: list[Window] = []  # ended windows of the last two hours: which committed minutes were seen
         self.unseen: set[tuple[str, int]] = set()  # market-minutes quarantined in the last two hours
@@ -402,11 +417,11 @@ class CandleStream:
                             continue
                         last_message = time.monotonic()
                         attempt = 0
-                        stamp = self.receive(raw)
-                        if stamp is not None and index not in self.open_windows:
-                            self.open_windows[index] = (ceil_minute(stamp), frozenset(codes))
+                        received = self.receive(raw)
+                        if received is not None and index not in self.open_windows:
+                            self.open_windows[index] = (received.window_start(), frozenset(codes))
                             if self.accounting_from is None:
-                                self.accounting_from = ceil_minute(stamp)
+                                self.accounting_from = ceil_minute(received.stamp)
                     return
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException, StreamStalled) as exc:
                 if self.stop.is_set():
@@ -426,8 +441,8 @@ class CandleStream:
                 except TimeoutError:
                     pass
 
-    def receive(self, raw: str | bytes) -> float | None:
-        """Take one message; the server time (epoch s) of a candle message, else None."""
+    def receive(self, raw: str | bytes) -> Received | None:
+        """Take one message; a candle message's server time and kind, else None."""
         try:
             message = json.loads(raw)
         except ValueError:
@@ -442,7 +457,7 @@ class CandleStream:
         self.metrics.messages += 1
         self.book.add(candle)
         stamp = candle.get("timestamp")
-        return stamp / 1000 if isinstance(stamp, (int, float)) else None
+        return Received(stamp / 1000, candle.get("stream_type") == "SNAPSHOT") if isinstance(stamp, (int, float)) else None
 
     # --- seen windows ---
     def end_window(self, index: int, end: int) -> None:
@@ -578,6 +593,19 @@ class CandleStream:
             self.say.log("audited", logging.INFO, "stream: %d late minute(s) of an audited hour left as REST stored them", len(done))
         return [item for item in closed if (item.market, item.start) not in done]
 
+    async def await_universe(self) -> None:
+        """Until a universe is stored, look for one every second (not at each report): every minute the stream
+        sees from its first start is a minute the first analysis runs need not fetch over REST."""
+        while not self.universe and not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=UNIVERSE_POLL_SECONDS)
+            except TimeoutError:
+                try:
+                    await self.refresh_universe()
+                except Exception as exc:  # noqa: BLE001 - the report's re-read stays; say why this one failed and go on
+                    self.say.log("universe", logging.WARNING, "stream: looking for the universe failed (%s: %s)", type(exc).__name__,
+                                 redact_text(str(exc)))
+
     # --- reports ---
     async def reporter(self) -> None:
         while not self.stop.is_set():
@@ -634,7 +662,7 @@ class CandleStream:
     # --- service ---
     async def run(self) -> None:
         await self.refresh_universe()
-        tasks = [asyncio.create_task(self.writer()), asyncio.create_task(self.reporter())]
+        tasks = [asyncio.create_task(self.writer()), asyncio.create_task(self.reporter()), asyncio.create_task(self.await_universe())]
         connections: dict[int, asyncio.Task] = {}
         while not self.stop.is_set():
             for index in range(len(self.chunks)):

@@ -21,7 +21,7 @@ from dantaro_assets.lib.publishing import redis_publish_asset
 from dantaro_assets.lib.run_settings import RunSettings
 from dantaro_assets.operations.jobs import NO_RETRIES, asset_job, upbit_retry_policy
 from dantaro_assets.operations.limits import LIVE, JobType
-from dantaro_assets.operations.schedules import cadence_schedule
+from dantaro_assets.operations.schedules import cadence_schedule, start_sensor
 from dantaro_assets.partitions import analysis_ins, freshness, hourly_backfill, hourly_partitions
 from dantaro_assets.settings import Settings
 
@@ -121,5 +121,6 @@ class Analysis:
         return dg.Definitions(
             assets=[*dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness(seconds)), [self.asset]), self.publish],
             jobs=[job],
-            schedules=[cadence_schedule(job, self.job_type, seconds, settings.worker_enabled)],
+            schedules=[cadence_schedule(job, self.job_type, seconds, settings.worker_enabled, self.asset.key)],
+            sensors=[start_sensor(job, self.job_type, self.asset.key, settings.worker_enabled)],
         )

@@ -12,9 +12,12 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
+from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition, get_current_datetime
 from dantaro_assets.operations.limits import TICK_TAG, JobType
 from dantaro_assets.partitions import hourly_partitions
+
+PARTITION_TAG = "dagster/partition"  # a partitioned run's key; Dagster documents the tag, and exports no name for it
+START_SENSOR_INTERVAL = 5
 
 
 def cron_every(seconds: int) -> str:
@@ -58,11 +61,12 @@ def period_run_requests(
 
 
 def lookback_needs(
-    repository: dg.RepositoryDefinition, job_assets: Collection[dg.AssetKey], partition_key: str, now: datetime
+    repository: dg.RepositoryDefinition, job_assets: Collection[dg.AssetKey], partition_key: str, now: datetime, *, with_optional: bool = False
 ) -> dict[dg.AssetKey, set[str]]:
     """The upstream partitions that ``job_assets`` read for ``partition_key`` through their partition mappings,
-    less the partitions the run materialises itself (``job_assets`` at ``partition_key``) and inputs the
-    asset can do without (input metadata ``{"optional": True}``, read as empty when never stored)."""
+    less the partitions the run materialises itself (``job_assets`` at ``partition_key``) and, unless
+    ``with_optional`` (what the history fetches), inputs the asset can do without (input metadata
+    ``{"optional": True}``, read as empty when never stored)."""
     assets = repository.assets_defs_by_key
     needs: dict[dg.AssetKey, set[str]] = {}
     for key in job_assets:
@@ -70,7 +74,8 @@ def lookback_needs(
         if asset.partitions_def is None:
             continue
         own = asset.partitions_def.subset_with_partition_keys([partition_key])
-        optional = {asset.keys_by_input_name[name] for name, put in asset.op.ins.items() if (put.metadata or {}).get("optional")}
+        optional = set() if with_optional else {
+            asset.keys_by_input_name[name] for name, put in asset.op.ins.items() if (put.metadata or {}).get("optional")}
         for parent in asset.dependency_keys - optional:
             parent_partitions = assets[parent].partitions_def if parent in assets else None
             if parent_partitions is None:
@@ -105,12 +110,12 @@ def describe_missing(missing: Mapping[dg.AssetKey, set[str]], needs: Mapping[dg.
 
 
 def requests_with_history(
-    context: dg.ScheduleEvaluationContext, job: UnresolvedAssetJobDefinition, requests: Sequence[dg.RunRequest]
+    context: dg.ScheduleEvaluationContext | dg.SensorEvaluationContext, job: UnresolvedAssetJobDefinition,
+    requests: Sequence[dg.RunRequest], now: datetime,
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """``requests`` whose lookback is stored; a skip naming the missing partitions when none is ready."""
+    """``requests`` whose lookback at ``now`` is stored; a skip naming the missing partitions when none is ready."""
     repository = context.repository_def
     job_assets = job.selection.resolve(list(repository.assets_defs_by_key.values()))
-    now = context.scheduled_execution_time
     needs = {request.partition_key: lookback_needs(repository, job_assets, request.partition_key, now) for request in requests}
     every_need: dict[dg.AssetKey, set[str]] = {}
     for need in needs.values():
@@ -132,6 +137,43 @@ def requests_with_history(
     return ready
 
 
+def cold_start(instance: dg.DagsterInstance, asset: dg.AssetKey, job_name: str, open_hour: str) -> bool:
+    """Neither ``asset``'s open hour nor the hour before it is stored, and no run of ``job_name`` was made for the open
+    hour: a first start, or a start after a stop of an hour or more. The open hour's first run is then the start
+    sensor's (``start_sensor``), and the schedule leaves it alone, so exactly one of them launches it."""
+    start = hourly_partitions.time_window_for_partition_key(open_hour).start
+    hours = {open_hour}
+    if start > hourly_partitions.start:
+        hours.add(hourly_partitions.get_partition_key_for_timestamp((start - timedelta(hours=1)).timestamp()))
+    if instance.get_latest_storage_id_by_partition(asset, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=hours):
+        return False
+    return not instance.get_runs(dg.RunsFilter(job_name=job_name, tags={PARTITION_TAG: open_hour}), limit=1)
+
+
+def start_sensor(job: UnresolvedAssetJobDefinition, job_type: JobType, asset: dg.AssetKey, enabled: bool) -> dg.SensorDefinition:
+    """``<job type>_start_sensor``: on a cold start (``cold_start``) launches the open hour's run as soon as its lookback
+    is stored, not at the cadence's next tick, once (its run key is the hour's)."""
+
+    @dg.sensor(
+        name=f"{job_type.name}_start_sensor",
+        job=job,
+        minimum_interval_seconds=START_SENSOR_INTERVAL,
+        default_status=default_sensor_status(enabled),
+        description=(f"On a first start (neither the open hour nor the hour before of {asset.to_user_string()} stored, no run of the "
+                     "open hour made): launches the open hour's run as soon as what it reads is stored. Afterwards the schedule runs it."),
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        now = get_current_datetime()
+        open_hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
+        if not cold_start(context.instance, asset, job.name, open_hour):
+            return dg.SkipReason(f"{open_hour} is stored, or was run, or the hour before is stored: the schedule runs it")
+        request = dg.RunRequest(run_key=f"{open_hour}:start", partition_key=open_hour,
+                                tags={**job_type.tags(), TICK_TAG: now.strftime("%Y-%m-%dT%H:%M")})
+        return requests_with_history(context, job, [request], now)
+
+    return _sensor
+
+
 def partitioned_schedule(
     job: UnresolvedAssetJobDefinition,
     job_type: JobType,
@@ -139,8 +181,10 @@ def partitioned_schedule(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     first_tick_window: timedelta,
     status: dg.DefaultScheduleStatus,
+    started_by_sensor: dg.AssetKey | None = None,
 ) -> dg.ScheduleDefinition:
-    """``job``'s schedule at ``cron``: the open period's run, the closed one's finalised on a period's first tick."""
+    """``job``'s schedule at ``cron``: the open period's run, the closed one's finalised on a period's first tick. With
+    ``started_by_sensor`` (the analysis's asset), a cold start's open hour is left to the start sensor."""
     period = "hour" if partitions_def is hourly_partitions else "day"
 
     @dg.schedule(
@@ -152,11 +196,20 @@ def partitioned_schedule(
         description=f"{cron} (UTC): the current {period}'s partition; the first tick of a {period} also finalises the one before.",
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-        return requests_with_history(context, job, period_run_requests(job_type, partitions_def, context.scheduled_execution_time, first_tick_window))
+        tick = context.scheduled_execution_time
+        requests = period_run_requests(job_type, partitions_def, tick, first_tick_window)
+        if started_by_sensor is not None:
+            open_hour = partitions_def.get_partition_key_for_timestamp(tick.timestamp())
+            if cold_start(context.instance, started_by_sensor, job.name, open_hour):
+                requests = [request for request in requests if request.partition_key != open_hour]
+                if not requests:
+                    return dg.SkipReason(f"first start: {job_type.name}_start_sensor launches {open_hour} once its lookback is stored")
+        return requests_with_history(context, job, requests, tick)
 
     return _schedule
 
 
-def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: JobType, seconds: int, enabled: bool) -> dg.ScheduleDefinition:
-    """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last."""
-    return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled))
+def cadence_schedule(job: UnresolvedAssetJobDefinition, job_type: JobType, seconds: int, enabled: bool, asset: dg.AssetKey) -> dg.ScheduleDefinition:
+    """An hourly analysis's schedule every ``seconds`` (its cadence setting), the hour's first tick finalising the last;
+    on a cold start its open hour is ``start_sensor``'s."""
+    return partitioned_schedule(job, job_type, cron_every(seconds), hourly_partitions, timedelta(seconds=seconds), default_status(enabled), asset)

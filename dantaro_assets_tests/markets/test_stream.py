@@ -473,6 +473,28 @@ def test_the_stream_is_starting_until_its_subscription_is_answered(small_replay,
         assert status["state"] == "healthy" and status["markets"] == len(SIM_MARKETS) and status["covered_through"] >= "2025-09-03T12:00:00Z"
 
 
+def test_a_first_start_subscribes_once_the_universe_is_stored_and_sees_the_minute_it_subscribed_in(
+        small_replay, stream_schema, pg_url, redis_resource, tmp_path):
+    """Issue 19: the stream looks for a universe every second (not at its report, 60 s here) and its window of seen minutes
+    begins at the minute of the snapshot Upbit sends on subscribing, not a whole minute later: the open hour's REST
+    history reaches it, so a first analysis run has nothing left to fetch."""
+    small_replay.set_clock(T0 + timedelta(seconds=20), running=True, speed=1)
+    store = SeenStore(PostgresResource(url=pg_url, db_schema=stream_schema))
+    with streaming(small_replay, stream_schema, tmp_path / "dagster", DANTARO_STREAM_REPORT_SECONDS="60"):
+        deadline = time.monotonic() + 120
+        while (health := store.health()) is None:
+            assert time.monotonic() < deadline, "the stream never published its health"
+            time.sleep(0.2)
+        store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)
+        stored_at = small_replay.clock()
+        while not (health := store.health()).open_windows:
+            assert time.monotonic() < deadline, "the stream never opened a window"
+            time.sleep(0.2)
+        [window] = health.open_windows
+        assert window.markets == frozenset(SIM_MARKETS)
+        assert window.start == int(T0.timestamp()) and stored_at < T0 + timedelta(seconds=50)  # the minute it subscribed in
+
+
 def test_junk_frames_are_logged_once_per_report_with_their_count(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Issue 22: 3,465 lines in 15 s of junk frames. Now the first, then one line per report period with the count."""
     store_universe(pg_url, stream_schema, "2025-09-03", SIM_MARKETS, redis_resource)

@@ -234,29 +234,36 @@ def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(in
     dequeue(workspace)
     assert _pool_until(instance, {history}) == ({history}, set())
 
-    # history holds one of the two upbit_api slots: a live run fetches beside it, never behind it
+    daily = submit(instance, workspace, "daily_candles_job", _wait_config(60))
+    dequeue(workspace)
+    assert _pool_until(instance, {history, daily}) == ({history, daily}, set())
+
+    # the history's two lanes hold two of the three upbit_api slots: a live run fetches beside them, never behind them
     live = submit(instance, workspace, "market_status_job", _wait_config(1))
     dequeue(workspace)
     assert wait_for(instance, [live], FINISHED, timeout=45)[live] == dg.DagsterRunStatus.SUCCESS
-    assert instance.get_run_by_id(history).status == dg.DagsterRunStatus.STARTED
+    assert {instance.get_run_by_id(run_id).status for run_id in (history, daily)} == {dg.DagsterRunStatus.STARTED}
 
-    daily = submit(instance, workspace, "daily_candles_job", _wait_config(60))
+    # a live fetch takes the third slot and the last run slot; then the lowest priority waits longest
+    held = submit(instance, workspace, "recommendations_job", _wait_config(60))
     dequeue(workspace)
-    assert _pool_until(instance, {history, daily}) == ({history, daily}, set())  # the pool is full, one run slot is free
-
-    # lowest priority first; the fetching run must take the free run slot although its pool is busy
+    assert _pool_until(instance, {history, daily, held}) == ({history, daily, held}, set())
     waiting = {
         job_type: submit(instance, workspace, f"{job_type}_job", _wait_config(1))
         for job_type in ("cleanup", "recommendation_outcomes", "market_status")
     }
     dequeue(workspace)
+    assert {instance.get_run_by_id(run_id).status for run_id in waiting.values()} == {dg.DagsterRunStatus.QUEUED}  # no run slot
+    instance.run_launcher.terminate(history)
+    deadline = time.monotonic() + 60
+    while instance.get_run_by_id(waiting["market_status"]).status == dg.DagsterRunStatus.QUEUED:
+        assert time.monotonic() < deadline, "the freed run slot went to no one"
+        dequeue(workspace)
+        time.sleep(0.5)
     statuses = {job_type: instance.get_run_by_id(run_id).status for job_type, run_id in waiting.items()}
-    assert statuses["market_status"] != dg.DagsterRunStatus.QUEUED
-    assert statuses["recommendation_outcomes"] == statuses["cleanup"] == dg.DagsterRunStatus.QUEUED
-    # launched, its fetching step waits for a slot
-    assert _pool_until(instance, {history, daily}, {waiting["market_status"]}) == ({history, daily}, {waiting["market_status"]})
+    assert statuses["recommendation_outcomes"] == statuses["cleanup"] == dg.DagsterRunStatus.QUEUED  # the live run went first
 
-    for run_id in (history, daily):
+    for run_id in (daily, held):
         instance.run_launcher.terminate(run_id)
     live = waiting["market_status"]
     assert wait_for(instance, [live], FINISHED, timeout=60)[live] == dg.DagsterRunStatus.SUCCESS

@@ -3,6 +3,7 @@ skip while the lookback is not stored; evaluated against real instances and the 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -12,11 +13,12 @@ import pytest
 
 from dantaro_assets.definitions import build_definitions
 from dantaro_assets.market_status.assets import MARKET_STATUS
-from dantaro_assets.markets.history import history_window
+from dantaro_assets.markets.history import products
 from dantaro_assets.operations.limits import FINALISE_TAG, JOB_TAG, PRIORITY_TAG
 from dantaro_assets.operations.schedules import lookback_needs
 from dantaro_assets.partitions import freshness
 from dantaro_assets.settings import Settings, load_settings
+from dantaro_assets_tests.operations.daemon import freeze_time
 
 
 def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
@@ -29,6 +31,7 @@ BY_NAME = {schedule.name: schedule for schedule in DEFS.schedules or []}
 JOBS = {job.name: job for job in DEFS.jobs or []}
 REPOSITORY = DEFS.get_repository_def()
 DAILY_ASSETS = ("upbit_markets", "candles_1h", "candles_1d")
+ANALYSES = ("market_status", "recommendations", "support_levels")
 
 
 def _at(when: str) -> datetime:
@@ -50,9 +53,11 @@ def _days(first: str, last: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stored() -> Iterator[dg.DagsterInstance]:
-    """An instance holding every partition the ticks below look back over (8 Mar to 12 Mar, days from 20 Feb)."""
+    """An instance holding every partition the ticks below look back over (8 Mar to 12 Mar, days from 20 Feb), and the
+    analyses' hours: a running install (on a first start the open hour is the start sensor's, below)."""
     with dg.instance_for_test() as instance:
-        _store(instance, "candles_1m", _hours("2026-03-08T00:00", "2026-03-12T23:00"))
+        for asset in ("candles_1m", *ANALYSES):
+            _store(instance, asset, _hours("2026-03-08T00:00", "2026-03-12T23:00"))
         for asset in DAILY_ASSETS:
             _store(instance, asset, _days("2026-02-20", "2026-03-12"))
         yield instance
@@ -167,6 +172,7 @@ MARKET_STATUS_NEEDS = {
 
 
 def test_a_tick_whose_lookback_is_not_stored_skips_naming_what_it_waits_for(instance):
+    _store(instance, "market_status", ["2026-03-10-09:00"])  # running, not a first start
     result = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == (
@@ -185,6 +191,7 @@ def test_a_tick_whose_lookback_is_not_stored_skips_naming_what_it_waits_for(inst
 
 
 def test_the_closed_hour_is_finalised_while_the_open_hour_still_waits(instance):
+    _store(instance, "market_status", ["2026-03-10-10:00"])  # running, not a first start
     for asset, keys in MARKET_STATUS_NEEDS.items():
         _store(instance, asset, keys)
     # at 11:00 the closed hour 10:00 has its lookback; the open hour 11:00 also needs 10:00's minutes, not stored yet
@@ -196,17 +203,13 @@ def test_the_closed_hour_is_finalised_while_the_open_hour_still_waits(instance):
 
 @pytest.mark.parametrize("job", [JOBS["market_status_job"], JOBS["recommendations_job"], JOBS["support_levels_job"]], ids=lambda job: job.name)
 def test_what_the_schedules_wait_for_is_what_the_history_sensor_fetches(job):
-    """The needs come from the assets' partition mappings; the sensor's lookback must cover them, or a tick would wait forever."""
+    """The needs come from the assets' partition mappings; the sensor fetches each product's, or a tick would wait forever."""
     now = _at("2026-03-10T10:05:00")
     needs = lookback_needs(REPOSITORY, job.selection.resolve(list(REPOSITORY.assets_defs_by_key.values())), "2026-03-10-10:00", now)
-    window = history_window(REPOSITORY, now)
-    assert set(needs[dg.AssetKey("candles_1m")]) <= set(window.minutes(now))
-    for asset in DAILY_ASSETS:
-        assert needs.get(dg.AssetKey(asset), set()) <= set(window.daily(now))
+    [product] = [product for product in products(REPOSITORY, now) if product.job == job.name]
+    assert {key.to_user_string(): keys for key, keys in needs.items()} == {
+        asset: set(keys) for asset, keys in product.needs.items() if asset != "upbit_instruments"}  # the tick sizes: optional
     assert set(needs) <= {dg.AssetKey(name) for name in ("candles_1m", *DAILY_ASSETS)}
-    if job.name == "recommendations_job":  # the turnover window and the levels' 14 days: the sensor's whole lookback
-        assert needs[dg.AssetKey("candles_1m")] == set(window.minutes(now))
-        assert needs[dg.AssetKey("candles_1h")] == set(window.daily(now))
 
 
 def test_one_cadence_sets_the_cron_the_freshness_policy_and_the_ticks():
@@ -215,3 +218,28 @@ def test_one_cadence_sets_the_cron_the_freshness_policy_and_the_ticks():
     for asset in ("market_status", "candles_1m"):  # candles_1m is refreshed by the fastest cadence's job
         assert definitions.resolve_assets_def(asset).specs_by_key[dg.AssetKey(asset)].freshness_policy == freshness(600), asset
     assert definitions.resources["run_settings"].market_status_interval == 600
+
+
+def test_a_first_starts_open_hour_is_the_start_sensors_and_the_schedule_takes_over_once_it_ran(instance):
+    """Cold (neither the open hour nor the one before stored, no run of the open hour): the schedule leaves the open hour
+    to the start sensor, which requests it once its lookback is stored and not before; once a run of it exists the
+    sensor stops and the schedule's ticks go on."""
+    sensor = DEFS.resolve_sensor_def("market_status_start_sensor")
+
+    def sensed() -> list[dg.RunRequest]:
+        with freeze_time(_at("2026-03-10T10:57:30")):
+            result = sensor(dg.build_sensor_context(instance=instance, definitions=DEFS))
+        return [] if isinstance(result, dg.SkipReason) else list(result)
+
+    assert sensor.minimum_interval_seconds == 5
+    assert not sensed()  # its lookback is not stored yet
+    for asset, keys in MARKET_STATUS_NEEDS.items():
+        _store(instance, asset, keys)
+    skipped = _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")
+    assert skipped.skip_message == "first start: market_status_start_sensor launches 2026-03-10-10:00 once its lookback is stored"
+    [request] = sensed()
+    assert (request.partition_key, request.run_key, request.tags[JOB_TAG]) == ("2026-03-10-10:00", "2026-03-10-10:00:start", "market_status")
+    instance.add_run(dg.DagsterRun(job_name="market_status_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED,
+                                   tags={**request.tags, "dagster/partition": request.partition_key}))
+    assert not sensed()
+    assert [r.partition_key for r in _evaluate(BY_NAME["market_status_schedule"], instance, "2026-03-10T10:58:00")] == ["2026-03-10-10:00"]
