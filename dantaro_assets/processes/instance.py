@@ -7,9 +7,11 @@ rather than copied.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from dantaro_assets.settings import Settings, load_settings
@@ -33,7 +35,9 @@ def write_instance_config(dagster_home: Path, settings: Settings, template: Path
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     header = f"# written by dantaro_assets.processes.instance from {template}; edit the template, not this file\n"
-    target.write_text(header + yaml.safe_dump(render_instance_config(settings, template), sort_keys=False))
+    staged = target.with_name(f".dagster.yaml.{os.getpid()}")
+    staged.write_text(header + yaml.safe_dump(render_instance_config(settings, template), sort_keys=False))
+    staged.replace(target)  # whole or not at all: another process may be reading it (dev rewrites it at start)
     return target
 
 
@@ -47,8 +51,15 @@ def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
     if settings.dagster_home is not None:
         return settings.dagster_home
     home = settings.state_dir / "dagster_home"
-    if refresh or not (home / "dagster.yaml").exists():
-        write_instance_config(home, settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / "dagster_home.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # `dantaro dev` and `dantaro api` started together open a fresh instance at once
+        if refresh or not (home / "dagster.yaml").exists():
+            write_instance_config(home, settings)
+        # its SQLite storages are created by the first process that opens it: one at a time, or one of two
+        # fails on CREATE TABLE ("table job_ticks already exists")
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
     return home
 
 
