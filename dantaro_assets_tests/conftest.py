@@ -16,6 +16,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 RUN_TAG = uuid.uuid4().hex[:8]
 STATE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-")
 
@@ -74,11 +76,28 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """Modules with slow tests first, so their minutes overlap the fast modules on the other workers.
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: two workers per CPU (at most 8), or ``PYTEST_XDIST_AUTO_NUM_WORKERS``.
 
-    pytest-xdist hands whole modules (``--dist loadfile``) to workers in collection order; a three-minute
-    `dagster dev` test collected last would run alone at the end.
+    Most of the suite's wall time is waiting: on replay clocks, subprocesses starting, runs queued in a
+    daemon. With one worker per CPU the CPUs idle through those waits; a second worker per CPU fills them.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return min(8, 2 * len(os.sched_getaffinity(0)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module one xdist group (its tests run in order on one worker, sharing its module fixtures), except
+    modules marked ``spread``, whose tests go to workers one by one; modules with slow tests first.
+
+    pytest.ini asks for ``--dist loadgroup --no-loadscope-reorder``: workers take groups in this order, so the
+    minutes of a `dagster dev` test overlap the fast modules instead of running alone at the end.
     """
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_modules)
+    root = Path(__file__).parent
+    for item in items:
+        if not item.get_closest_marker("spread") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(root))))

@@ -25,6 +25,8 @@ from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import free_port
 
+pytestmark = pytest.mark.spread  # each test has its own state folder and processes
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 

@@ -26,6 +26,8 @@ from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.markets.stream import MinuteBook, websocket_url
 from dantaro_replay.simulated import SimulatedMarket
 
+pytestmark = pytest.mark.spread  # each test streams into a schema of its own from its worker's replay
+
 VALUES = ["open", "high", "low", "close", "volume", "value"]
 REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low", "trade_price": "close",
               "candle_acc_trade_volume": "volume", "candle_acc_trade_price": "value"}
