@@ -87,17 +87,29 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return min(8, 2 * len(os.sched_getaffinity(0)))
 
 
+def _minutes(item: pytest.Item) -> float:
+    """What a test takes, for ordering: ``slow(minutes=...)`` when a test says, half a minute for other slow tests."""
+    slow = item.get_closest_marker("slow")
+    return 0.0 if slow is None else float(slow.kwargs.get("minutes", 0.5))
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each module one xdist group (its tests run in order on one worker, sharing its module fixtures), except
-    modules marked ``spread``, whose tests go to workers one by one; modules with slow tests first.
+    modules marked ``spread``, whose tests go to workers one by one; the longest groups first.
 
     pytest.ini asks for ``--dist loadgroup --no-loadscope-reorder``: workers take groups in this order, so the
     minutes of a `dagster dev` test overlap the fast modules instead of running alone at the end.
     """
-    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_modules)
     root = Path(__file__).parent
+    group_of: dict[pytest.Item, str] = {}
     for item in items:
-        if not item.get_closest_marker("spread") and not item.get_closest_marker("xdist_group"):
+        marker = item.get_closest_marker("xdist_group")
+        if marker is None and not item.get_closest_marker("spread"):
             item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(root))))
+            marker = item.get_closest_marker("xdist_group")
+        group_of[item] = item.nodeid if marker is None else str(marker.args[0] if marker.args else marker.kwargs.get("name"))
+    minutes: dict[str, float] = {}
+    for item in items:
+        minutes[group_of[item]] = minutes.get(group_of[item], 0.0) + _minutes(item)
+    items.sort(key=lambda item: -minutes[group_of[item]])

@@ -187,7 +187,7 @@ def _dev_json(state: Path) -> dict:
         return {}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_after_dev_was_killed(tmp_path, fresh_state):
     """`dantaro dev --offline`: the stream writes minutes from the replay's WebSocket; a killed stream comes back; a killed
     `dantaro dev` leaves its stream and its replay server running, which `dantaro stop` stops."""

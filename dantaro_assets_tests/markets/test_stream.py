@@ -211,8 +211,8 @@ def test_duplicated_and_out_of_order_messages_store_the_final_candles(small_repl
     small_replay.inject(fault, path="/websocket/v1", count=None)
     with streaming(small_replay, stream_schema, tmp_path / "dagster"):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=20)
-        wait_for_clock(small_replay, T0 + timedelta(minutes=6))
+        small_replay.set_clock(T0, running=True, speed=60)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=8))  # two minutes past the checked ones: 2 s for the stream to keep up
     got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=5))
     expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=5))
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
@@ -239,15 +239,15 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     home = tmp_path / "dagster"
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=20)
+        small_replay.set_clock(T0, running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=4))
         small_replay.inject("disconnect", path="/websocket/v1")
-        wait_for_clock(small_replay, T0 + timedelta(minutes=10))
+        wait_for_clock(small_replay, T0 + timedelta(minutes=12))  # two minutes past the checked ones: 2 s for the stream to keep up
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
     assert small_replay.stats()["websocket"]["connections"] >= 2
     assert small_replay.stats()["websocket"]["origin"] == 0  # no Origin header, on the first connection or a reconnect
     got = stored(pg_url, stream_schema)
-    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=10))
+    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=12))
     merged = got.merge(expected, on=["market", "candle_start"], how="left", suffixes=("", "_rest"), indicator=True)
     assert (merged["_merge"] == "both").all()
     for column in VALUES:
@@ -275,7 +275,7 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     assert figures["missed_minutes"] > 0 and figures["no_trade_minutes"] >= 0  # the minutes of the cut were missed, not "no trade"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_replay, upbit_data_dir, stream_schema, pg_url, redis_resource, tmp_path):
     hour = datetime(2025, 9, 20, 19, tzinfo=UTC)  # KRW-SOL did not trade in three of its minutes
     recorded = pd.read_parquet(upbit_data_dir / "candles_1m.parquet")
@@ -357,6 +357,7 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
         upbit.close()
 
 
+@pytest.mark.slow(minutes=1.5)
 def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alone(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run compares
     the hour of every market with REST (one request per market; the minutes around the cut among them), the next
@@ -367,11 +368,11 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     home = tmp_path / "dagster"
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=30)
+        small_replay.set_clock(T0, running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
-        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 2 replay minutes, are unseen
+        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 4 replay minutes, are unseen
         small_replay.inject("disconnect", path="/websocket/v1", count=8)
-        wait_for_clock(small_replay, T0 + timedelta(minutes=61))
+        wait_for_clock(small_replay, T0 + timedelta(minutes=63))  # past the hour's end: 2 s for the stream to keep up
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 8
     hour_end = T0 + timedelta(hours=1)
     expected = rest(small_replay, SIM_MARKETS, T0, hour_end)
@@ -409,6 +410,7 @@ def test_an_hour_fetched_whole_over_rest_is_not_fetched_again_by_its_final_run(s
     assert final.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
 
 
+@pytest.mark.slow(minutes=2.5)
 def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Issue 22: the stream behind messages the replay alters. XRP 12:24 gets one wild state (prices x100, volume
     x1000) before its true ones, ETH 12:26 is 1 % high in every update, SOL 12:28 has a negative price in every

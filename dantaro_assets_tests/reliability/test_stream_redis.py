@@ -49,7 +49,7 @@ def _candle_requests(replay) -> dict:
     return replay.stats()["groups"].get("candles", {})
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=2.5)
 def test_analyses_run_through_a_redis_outage_and_the_stream_s_record_survives_redis_restarted_empty(private_storage, small_replay, tmp_path):
     settings = private_storage.settings(small_replay.url)
     _lookback(settings)
