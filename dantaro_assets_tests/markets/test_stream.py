@@ -231,7 +231,7 @@ def test_a_forming_minute_is_never_stored_as_closed(small_replay, stream_schema,
     small_replay.set_clock(start, running=False)
     with streaming(small_replay, stream_schema, tmp_path / "dagster"):
         wait_subscribed(small_replay)
-        small_replay.set_clock(start, running=True, speed=2)
+        small_replay.set_clock(start, running=True, speed=4)
         wait_for_clock(small_replay, T0 + timedelta(minutes=1, seconds=40))
         assert stored(pg_url, stream_schema)["candle_start"].max() == pd.Timestamp(T0)
     got = stored(pg_url, stream_schema)
@@ -263,15 +263,15 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     pd.testing.assert_frame_equal(in_range(got, T0, T0 + timedelta(minutes=3)), before, check_dtype=False)
     pd.testing.assert_frame_equal(in_range(got, T0 + timedelta(minutes=6), T0 + timedelta(minutes=9)), after, check_dtype=False)
     assert "reconnecting in" in (home / "stream.log").read_text()
-    instance = dg.DagsterInstance.from_config(str(home))
-    events = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=100).records
+    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        events = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=100).records
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert events and {e.asset_materialization.partition for e in events} == {"2025-09-03-12:00"}
     metadata = events[0].asset_materialization.metadata
     assert metadata["source"].value == "stream" and "lag_p50_s" in metadata and "reconnects" in metadata
     assert {"no_trade_minutes", "missed_minutes"} <= set(metadata)
     # the UI's candle_1m checks for the stream's materialisations: evaluated on what it wrote, runless like them
-    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert set(latest) == set(keys) and {record.run_id for record in latest.values()} == {events[0].run_id} == {""}
     schema = latest[keys[0]].event.dagster_event.event_specific_data
     assert schema.passed and schema.metadata["source"].value == "stream" and schema.metadata["rows"].value > 0
