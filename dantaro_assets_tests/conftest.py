@@ -16,6 +16,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 RUN_TAG = uuid.uuid4().hex[:8]
 STATE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-")
 
@@ -74,11 +76,40 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """Modules with slow tests first, so their minutes overlap the fast modules on the other workers.
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: three workers per CPU (at most 8), or ``PYTEST_XDIST_AUTO_NUM_WORKERS``.
 
-    pytest-xdist hands whole modules (``--dist loadfile``) to workers in collection order; a three-minute
-    `dagster dev` test collected last would run alone at the end.
+    Three quarters of a worker's time is waiting: on replay clocks, subprocesses starting, runs queued in a
+    daemon. With one worker per CPU the CPUs idle through those waits; more workers fill them.
     """
-    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_modules)
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return min(8, 3 * len(os.sched_getaffinity(0)))
+
+
+def _minutes(item: pytest.Item) -> float:
+    """What a test takes, for ordering: ``slow(minutes=...)`` when a test says, half a minute for other slow tests."""
+    slow = item.get_closest_marker("slow")
+    return 0.0 if slow is None else float(slow.kwargs.get("minutes", 0.5))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module one xdist group (its tests run in order on one worker, sharing its module fixtures), except
+    modules marked ``spread``, whose tests go to workers one by one; the longest groups first.
+
+    pytest.ini asks for ``--dist loadgroup --no-loadscope-reorder``: workers take groups in this order, so the
+    minutes of a `dagster dev` test overlap the fast modules instead of running alone at the end.
+    """
+    root = Path(__file__).parent
+    group_of: dict[pytest.Item, str] = {}
+    for item in items:
+        marker = item.get_closest_marker("xdist_group")
+        if marker is None and not item.get_closest_marker("spread"):
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(root))))
+            marker = item.get_closest_marker("xdist_group")
+        group_of[item] = item.nodeid if marker is None else str(marker.args[0] if marker.args else marker.kwargs.get("name"))
+    minutes: dict[str, float] = {}
+    for item in items:
+        minutes[group_of[item]] = minutes.get(group_of[item], 0.0) + _minutes(item)
+    items.sort(key=lambda item: -minutes[group_of[item]])

@@ -25,6 +25,8 @@ from dantaro_assets.resources import process_storage
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.harness import free_port
 
+pytestmark = pytest.mark.spread  # each test has its own state folder and processes
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -185,7 +187,7 @@ def _dev_json(state: Path) -> dict:
         return {}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_after_dev_was_killed(tmp_path, fresh_state):
     """`dantaro dev --offline`: the stream writes minutes from the replay's WebSocket; a killed stream comes back; a killed
     `dantaro dev` leaves its stream and its replay server running, which `dantaro stop` stops."""

@@ -46,14 +46,15 @@ SCHEDULES_QUERY = """
 
 
 @pytest.fixture
-def dagster_dev(tmp_path: Path, replay_server, pg_url, redis_client, settings, progress) -> Iterator[DagsterDev]:
-    """Schedules stopped (WORKER_ENABLED=false) so only the test's runs happen; Upbit replayed.
+def dagster_dev(tmp_path: Path, small_replay, pg_url, redis_client, settings, progress) -> Iterator[DagsterDev]:
+    """Schedules stopped (WORKER_ENABLED=false) so only the test's runs happen; Upbit replayed (8 markets: the history
+    backfill is a run of the same kind over fewer requests).
 
     Its Redis keys get a prefix of their own: the snapshots' high-water marks never expire, and a
     real-time snapshot left under the session's prefix would refuse other tests' older ones.
     """
     prefix = f"{settings.redis_prefix}.e2e"
-    env = {"UPBIT_BASE_URL": replay_server.url, "WORKER_ENABLED": "false", "DANTARO_REDIS_PREFIX": prefix}
+    env = {"UPBIT_BASE_URL": small_replay.url, "WORKER_ENABLED": "false", "DANTARO_REDIS_PREFIX": prefix}
     try:
         progress("starting dagster dev (webserver + daemon)")
         with DagsterDev(tmp_path / "dagster_home", env, settings=load_settings({**os.environ, **env})) as dev:
@@ -78,7 +79,7 @@ def _run_to_success(dev: DagsterDev, job: str, partition: str, progress) -> str:
     return run_id
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=2)
 def test_jobs_launched_through_graphql_materialise_with_passing_checks(dagster_dev: DagsterDev, progress):
     dev = dagster_dev
     hour = prepare_history(dev, timeout=300, progress=progress)  # 2 days of universe and 1h/1d candles, 26 h of minutes

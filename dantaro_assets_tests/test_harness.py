@@ -15,6 +15,8 @@ import pytest
 
 from dantaro_assets.processes.stop import dagster_processes
 
+pytestmark = pytest.mark.spread  # each test runs a bench of its own
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 

@@ -102,8 +102,8 @@ def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, param
             "markets_caution": (cautions & valid_1h).sum(axis=1),
             "breadth_1h": np.where(valid_1h, ret_1h > 0, False).sum(axis=1) / valid_1h.sum(axis=1),
             "breadth_day": np.nansum(ret_day > 0, axis=1) / np.isfinite(ret_day).sum(axis=1),
-            "median_return_1h_pct": 100.0 * np.nanmedian(ret_1h, axis=1),
-            "dispersion_1h_pct": 100.0 * np.nanstd(ret_1h, axis=1),
+            "median_return_1h_pct": 100.0 * _per_row(np.nanmedian, ret_1h, valid_1h),
+            "dispersion_1h_pct": 100.0 * _per_row(np.nanstd, ret_1h, valid_1h),
             "turnover_krw_1h": turnover_1h,
             "turnover_ratio_24h": np.where(baseline > 0, turnover_1h / baseline, np.nan),
         })
@@ -111,6 +111,14 @@ def compute_market_status(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, param
     frame = _score(frame, params)
     frame["summary"] = summaries(frame)
     return AnalysisResult(frame[COLUMNS])
+
+
+def _per_row(statistic, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``statistic`` over each row's valid values; NaN for a tick without any (numpy warns on an all-NaN row)."""
+    out = np.full(len(values), np.nan)
+    rows = valid.any(axis=1)
+    out[rows] = statistic(values[rows], axis=1)
+    return out
 
 
 def _universe(universe: pd.DataFrame, ticks: pd.DatetimeIndex, markets: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

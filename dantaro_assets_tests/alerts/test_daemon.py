@@ -38,7 +38,7 @@ def _until(condition, timeout: float, what: str):
     return value
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_a_run_failing_under_the_daemon_reaches_the_receiver(tmp_path: Path, pg_url, settings, progress):
     schema = f"{settings.db_schema}_alerts_daemon"
     with Receiver().running() as receiver:

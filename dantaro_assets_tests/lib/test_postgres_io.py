@@ -404,29 +404,29 @@ def graph_status(context: dg.AssetExecutionContext, graph_candles_1m: pd.DataFra
 
 
 def test_materialize_partitioned_graph_reads_lookback_in_one_query(io_resources, monkeypatch):
-    instance = dg.DagsterInstance.ephemeral()
-    assets = [graph_candles_1m, graph_breadth, graph_status]
-    for hour in (HOUR_A, HOUR_B, HOUR_C):
-        dg.materialize([graph_candles_1m, graph_breadth], partition_key=hour, instance=instance, resources=io_resources)
+    with dg.DagsterInstance.ephemeral() as instance:  # closed after: its storage is not left to the garbage collector
+        assets = [graph_candles_1m, graph_breadth, graph_status]
+        for hour in (HOUR_A, HOUR_B, HOUR_C):
+            dg.materialize([graph_candles_1m, graph_breadth], partition_key=hour, instance=instance, resources=io_resources)
 
-    queries: list[str] = []
-    original = PostgresResource.read_arrow
+        queries: list[str] = []
+        original = PostgresResource.read_arrow
 
-    def spy(self, sql, params=None, **kwargs):
-        queries.append(sql)
-        return original(self, sql, params, **kwargs)
+        def spy(self, sql, params=None, **kwargs):
+            queries.append(sql)
+            return original(self, sql, params, **kwargs)
 
-    monkeypatch.setattr(PostgresResource, "read_arrow", spy)
-    result = dg.materialize(assets, partition_key=HOUR_C, instance=instance, resources=io_resources, selection=[graph_status])
-    assert result.success
+        monkeypatch.setattr(PostgresResource, "read_arrow", spy)
+        result = dg.materialize(assets, partition_key=HOUR_C, instance=instance, resources=io_resources, selection=[graph_status])
+        assert result.success
 
-    status = result.output_for_node("graph_status")
-    assert status.set_index("market")["hours"].to_dict() == {"KRW-BTC": 3, "KRW-ETH": 3}
-    assert (status["breadth_rows"] == 3).all()
-    data_reads = [q for q in queries if not any(catalogue in q for catalogue in ("information_schema", "to_regclass", "pg_index"))]
-    assert len(data_reads) == 2, data_reads  # one ranged query per input, not one per upstream partition
-    metadata = result.asset_materializations_for_node("graph_status")[0].metadata
-    assert metadata["dagster/partition_row_count"].value == 2 and not any("redis" in name for name in metadata)  # storing only
+        status = result.output_for_node("graph_status")
+        assert status.set_index("market")["hours"].to_dict() == {"KRW-BTC": 3, "KRW-ETH": 3}
+        assert (status["breadth_rows"] == 3).all()
+        data_reads = [q for q in queries if not any(catalogue in q for catalogue in ("information_schema", "to_regclass", "pg_index"))]
+        assert len(data_reads) == 2, data_reads  # one ranged query per input, not one per upstream partition
+        metadata = result.asset_materializations_for_node("graph_status")[0].metadata
+        assert metadata["dagster/partition_row_count"].value == 2 and not any("redis" in name for name in metadata)  # storing only
 
 
 def test_read_table_is_the_one_reader_filtered_ordered_and_none_for_a_missing_table(io_manager, postgres_resource):

@@ -25,6 +25,8 @@ from dantaro_assets.lib.upbit import UpbitClient, UpbitLimiterUnavailableError
 from dantaro_assets.lib.upbit.rate_limit import IPBlocked, LimiterUnavailable, LocalRateLimiter, RedisRateLimiter
 from dantaro_assets_tests.fixtures.redis_server import PrivateRedis
 
+pytestmark = pytest.mark.spread  # each test has its own limiter key, processes and Redis
+
 WINDOW = ("2026-03-02T09:00:00+00:00", "2026-03-02T10:00:00+00:00")
 ANSWER = "/v1/candles/minutes/1 200"  # what a released slot tallies
 TEN_HOURS = ("2026-03-02T00:00:00+00:00", "2026-03-02T10:00:00+00:00")  # 600 candles: 3 requests a market

@@ -26,6 +26,8 @@ from dantaro_assets.markets.seen import SeenStore, stream_status
 from dantaro_assets.markets.stream import MinuteBook, websocket_url
 from dantaro_replay.simulated import SimulatedMarket
 
+pytestmark = pytest.mark.spread  # each test streams into a schema of its own from its worker's replay
+
 VALUES = ["open", "high", "low", "close", "volume", "value"]
 REST_NAMES = {"opening_price": "open", "high_price": "high", "low_price": "low", "trade_price": "close",
               "candle_acc_trade_volume": "volume", "candle_acc_trade_price": "value"}
@@ -160,6 +162,12 @@ def wait_subscribed(replay, requests: int = 1, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def set_speed(replay, speed: float) -> None:
+    """The running clock goes on from where it is at ``speed``. It steps back by the request's milliseconds at most:
+    the replay may then repeat an older state of a minute, which the stream ignores as stale, as it would Upbit's."""
+    replay.set_clock(replay.clock(), running=True, speed=speed)
+
+
 def wait_for_clock(replay, moment: datetime, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while replay.clock() < moment:
@@ -209,8 +217,8 @@ def test_duplicated_and_out_of_order_messages_store_the_final_candles(small_repl
     small_replay.inject(fault, path="/websocket/v1", count=None)
     with streaming(small_replay, stream_schema, tmp_path / "dagster"):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=20)
-        wait_for_clock(small_replay, T0 + timedelta(minutes=6))
+        small_replay.set_clock(T0, running=True, speed=60)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=8))  # two minutes past the checked ones: 2 s for the stream to keep up
     got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=5))
     expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=5))
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
@@ -223,7 +231,7 @@ def test_a_forming_minute_is_never_stored_as_closed(small_replay, stream_schema,
     small_replay.set_clock(start, running=False)
     with streaming(small_replay, stream_schema, tmp_path / "dagster"):
         wait_subscribed(small_replay)
-        small_replay.set_clock(start, running=True, speed=2)
+        small_replay.set_clock(start, running=True, speed=4)
         wait_for_clock(small_replay, T0 + timedelta(minutes=1, seconds=40))
         assert stored(pg_url, stream_schema)["candle_start"].max() == pd.Timestamp(T0)
     got = stored(pg_url, stream_schema)
@@ -237,15 +245,15 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     home = tmp_path / "dagster"
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=20)
+        small_replay.set_clock(T0, running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=4))
         small_replay.inject("disconnect", path="/websocket/v1")
-        wait_for_clock(small_replay, T0 + timedelta(minutes=10))
+        wait_for_clock(small_replay, T0 + timedelta(minutes=12))  # two minutes past the checked ones: 2 s for the stream to keep up
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
     assert small_replay.stats()["websocket"]["connections"] >= 2
     assert small_replay.stats()["websocket"]["origin"] == 0  # no Origin header, on the first connection or a reconnect
     got = stored(pg_url, stream_schema)
-    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=10))
+    expected = rest(small_replay, SIM_MARKETS, T0, T0 + timedelta(minutes=12))
     merged = got.merge(expected, on=["market", "candle_start"], how="left", suffixes=("", "_rest"), indicator=True)
     assert (merged["_merge"] == "both").all()
     for column in VALUES:
@@ -255,15 +263,15 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     pd.testing.assert_frame_equal(in_range(got, T0, T0 + timedelta(minutes=3)), before, check_dtype=False)
     pd.testing.assert_frame_equal(in_range(got, T0 + timedelta(minutes=6), T0 + timedelta(minutes=9)), after, check_dtype=False)
     assert "reconnecting in" in (home / "stream.log").read_text()
-    instance = dg.DagsterInstance.from_config(str(home))
-    events = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=100).records
+    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        events = instance.fetch_materializations(dg.AssetKey("candles_1m"), limit=100).records
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert events and {e.asset_materialization.partition for e in events} == {"2025-09-03-12:00"}
     metadata = events[0].asset_materialization.metadata
     assert metadata["source"].value == "stream" and "lag_p50_s" in metadata and "reconnects" in metadata
     assert {"no_trade_minutes", "missed_minutes"} <= set(metadata)
     # the UI's candle_1m checks for the stream's materialisations: evaluated on what it wrote, runless like them
-    keys = [dg.AssetCheckKey(dg.AssetKey("candles_1m"), name) for name in ("schema", "coverage")]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert set(latest) == set(keys) and {record.run_id for record in latest.values()} == {events[0].run_id} == {""}
     schema = latest[keys[0]].event.dagster_event.event_specific_data
     assert schema.passed and schema.metadata["source"].value == "stream" and schema.metadata["rows"].value > 0
@@ -273,7 +281,7 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
     assert figures["missed_minutes"] > 0 and figures["no_trade_minutes"] >= 0  # the minutes of the cut were missed, not "no trade"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_replay, upbit_data_dir, stream_schema, pg_url, redis_resource, tmp_path):
     hour = datetime(2025, 9, 20, 19, tzinfo=UTC)  # KRW-SOL did not trade in three of its minutes
     recorded = pd.read_parquet(upbit_data_dir / "candles_1m.parquet")
@@ -355,6 +363,7 @@ def run_candles_1m(replay, schema: str, pg_url: str, redis_resource, partition: 
         upbit.close()
 
 
+@pytest.mark.slow(minutes=1.5)
 def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alone(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Done-when of issue 12: the stream's connection cut mid-hour loses no minute. The hour's final run compares
     the hour of every market with REST (one request per market; the minutes around the cut among them), the next
@@ -365,11 +374,11 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     home = tmp_path / "dagster"
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=30)
+        small_replay.set_clock(T0, running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
-        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 2 replay minutes, are unseen
+        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 4 replay minutes, are unseen
         small_replay.inject("disconnect", path="/websocket/v1", count=8)
-        wait_for_clock(small_replay, T0 + timedelta(minutes=61))
+        wait_for_clock(small_replay, T0 + timedelta(minutes=63))  # past the hour's end: 2 s for the stream to keep up
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 8
     hour_end = T0 + timedelta(hours=1)
     expected = rest(small_replay, SIM_MARKETS, T0, hour_end)
@@ -407,6 +416,7 @@ def test_an_hour_fetched_whole_over_rest_is_not_fetched_again_by_its_final_run(s
     assert final.asset_materializations_for_node("candles_1m")[0].metadata["source"].value == "stream"
 
 
+@pytest.mark.slow(minutes=1.5)
 def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_replay, stream_schema, pg_url, redis_resource, tmp_path):
     """Issue 22: the stream behind messages the replay alters. XRP 12:24 gets one wild state (prices x100, volume
     x1000) before its true ones, ETH 12:26 is 1 % high in every update, SOL 12:28 has a negative price in every
@@ -422,7 +432,9 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
     hour_end = T0 + timedelta(hours=1)
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=30)
+        small_replay.set_clock(T0, running=True, speed=60)
+        wait_for_clock(small_replay, T0 + timedelta(minutes=23, seconds=30))
+        set_speed(small_replay, 20)  # slower from here to the tick's run: the injection lands in its minute, the stream keeps up
         wait_for_clock(small_replay, T0 + timedelta(minutes=24, seconds=20))  # a third into the minute: the wild state outweighs the final one
         small_replay.inject("outlier", path="/websocket/v1", market="KRW-XRP", minute="2025-09-03T12:24:00")
         wait_for_clock(small_replay, T0 + timedelta(minutes=30))
@@ -439,7 +451,8 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
         metadata = tick.asset_materializations_for_node("candles_1m")[0].metadata
         assert tick.success and metadata["source"].value == "rest fallback" and "quarantined" in metadata["why"].value
         assert metadata["markets_fetched"].value == 2 and candle_requests(small_replay) == 2  # the two minutes left unseen
-        wait_for_clock(small_replay, hour_end + timedelta(minutes=1))
+        set_speed(small_replay, 60)
+        wait_for_clock(small_replay, hour_end + timedelta(minutes=2))  # past the hour's end: 2 s for the stream to keep up
     log = (home / "stream.log").read_text()
     assert "quarantined" in log and "within the minute" in log and "price not positive" in log
 

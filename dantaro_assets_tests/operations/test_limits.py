@@ -39,6 +39,8 @@ from dantaro_assets_tests.operations.daemon import (
     wait_for,
 )
 
+pytestmark = pytest.mark.spread  # each test has an instance and workspace of its own
+
 
 @pytest.fixture
 def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
@@ -228,7 +230,7 @@ def _pool_until(instance: dg.DagsterInstance, holds: set[str], waits: set[str] =
         time.sleep(0.5)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_live_fetching_runs_pass_the_history_backfill_and_lower_priority_runs(instance, workspace):
     history = submit(instance, workspace, "history_job", _wait_config(60))
     dequeue(workspace)

@@ -32,6 +32,8 @@ from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets_tests.fixtures.servers import serve_http
 from dantaro_assets_tests.reliability.matrix_job import materialize, root_error, run_without_step_retries, throwaway_instance
 
+pytestmark = pytest.mark.spread  # each test has a schema and key prefix of its own on the private servers
+
 DAY, HOUR = "2025-09-15", "2025-09-15-10:00"  # a closed hour of the simulated market
 WINDOW = hourly_partitions.time_window_for_partition_key(HOUR)
 FAULTY = "KRW-ETH"
@@ -212,7 +214,7 @@ print(json.dumps({"success": result.success, "error": None if result.success els
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_redis_down_during_fetch_three_processes_get_no_429(private_storage, replay):
     """Three processes fetch 40 markets each while the limiter's Redis is down: Upbit must see no 429."""
     settings = private_storage.settings(replay.url)

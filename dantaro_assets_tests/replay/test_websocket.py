@@ -16,6 +16,8 @@ from websockets.sync.client import connect
 from dantaro_replay.simulated import SimulatedMarket
 from dantaro_replay.websocket import SIMPLE_NAMES
 
+pytestmark = pytest.mark.spread  # each test resets its worker's replay and opens its own connections
+
 START = datetime(2025, 9, 3, 12, 34, 30, tzinfo=UTC)
 DEFAULT_FIELDS = set(SIMPLE_NAMES)
 
