@@ -316,6 +316,7 @@ def _nearest(levels: pd.DataFrame, as_of: pd.Timestamp, params: LevelParams) -> 
     levels = merge_overlapping(on_the_grid(levels))
     levels = on_the_grid(cap_width(levels, params.max_zone_atr))
     levels["side"] = side_at_price(levels)
+    levels = hold_the_price(levels)
     levels["distance_pct"] = (levels["level"] / levels["price"] - 1.0) * 100.0
     levels["distance"] = levels["distance_pct"].abs()
     levels = levels.sort_values([MARKET, "side", "distance"], kind="stable")
@@ -353,6 +354,20 @@ def side_at_price(levels: pd.DataFrame) -> np.ndarray:
     below = levels["zone_high"].to_numpy() < to_grid(levels["price"], ticks, "down")
     above = levels["zone_low"].to_numpy() > to_grid(levels["price"], ticks, "up")
     return np.select([below, above], ["support", "resistance"], "at_price")
+
+
+def hold_the_price(levels: pd.DataFrame) -> pd.DataFrame:
+    """An ``at_price`` zone reaches over the price itself, not only over the price as the grid rounds it.
+
+    A price off its row's grid (the market's stored tick coarser than the tick of the band the price trades
+    in) lies between its rounded-down and rounded-up values; a zone ending between the two is sided neither
+    support nor resistance, so it is widened to them (at most a tick, on the grid, never onto a neighbour:
+    supports end below the rounded-down price, resistances begin above the rounded-up one)."""
+    at = (levels["side"] == "at_price").to_numpy()
+    ticks = levels["tick_size"].to_numpy()
+    down, up = to_grid(levels["price"], ticks, "down"), to_grid(levels["price"], ticks, "up")
+    return levels.assign(zone_low=np.where(at, np.minimum(levels["zone_low"].to_numpy(), down), levels["zone_low"].to_numpy()),
+                         zone_high=np.where(at, np.maximum(levels["zone_high"].to_numpy(), up), levels["zone_high"].to_numpy()))
 
 
 def merge_overlapping(levels: pd.DataFrame) -> pd.DataFrame:

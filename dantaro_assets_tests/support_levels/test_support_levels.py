@@ -19,10 +19,12 @@ from dantaro_assets.support_levels.analysis import (
     SNAPSHOT_COLUMNS,
     LevelParams,
     compute_support_levels,
+    hold_the_price,
     levels_at,
+    side_at_price,
 )
 from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
-from dantaro_assets.support_levels.schemas import support_levels_schema
+from dantaro_assets.support_levels.schemas import level_breaches, support_levels_schema
 from dantaro_assets_tests.lib.candle_data import (
     always_failing_schema,
     materialise,
@@ -310,3 +312,18 @@ def test_all_markets_at_once_equal_one_market_at_a_time(candles):
     alone = pd.concat([levels_at(hourly[hourly["market"] == m], daily[daily["market"] == m], price.loc[[m]], as_of)
                        for m in MARKETS], ignore_index=True)
     pd.testing.assert_frame_equal(together, alone)
+
+
+def test_a_zone_ending_between_an_off_grid_price_and_its_rounding_is_widened_over_the_price():
+    """A market's stored tick (1 KRW) coarser than its price's band: 100.4 rounds to 100 / 101. A zone topping at
+    100 is neither below the rounded-down price nor above the rounded-up one, so it is at_price and must hold
+    100.4 (a first start served none of its 250 markets' levels: "an at_price zone does not contain the price")."""
+    levels = pd.DataFrame({"as_of": [HOUR] * 3, "market": ["KRW-X"] * 3, "price": [100.4] * 3, "tick_size": [1.0] * 3,
+                           "atr": [4.0] * 3, "zone_low": [93.0, 98.0, 103.0], "zone_high": [95.0, 100.0, 105.0],
+                           "level": [94.0, 99.0, 104.0]})
+    levels["side"] = side_at_price(levels)
+    assert levels["side"].tolist() == ["support", "at_price", "resistance"]
+    assert level_breaches(levels)["at_price_outside"].tolist() == [False, True, False]
+    held = hold_the_price(levels)
+    assert held[["zone_low", "zone_high"]].to_numpy().tolist() == [[93.0, 95.0], [98.0, 101.0], [103.0, 105.0]]
+    assert not level_breaches(held).to_numpy().any()
