@@ -176,7 +176,7 @@ def main() -> int:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
-            watchdog.terminate()
+            watchdog.kill()
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         client = redis.Redis.from_url(settings.redis_url)

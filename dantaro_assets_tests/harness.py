@@ -137,8 +137,8 @@ class DagsterDev:
         """Stop the whole process group (webserver, daemon, code servers, run workers), no run left open."""
         if self.process is not None:
             stop_dagster_dev(self.process, self.home, timeout=30)
-            self._watchdog.terminate()
-            self._watchdog.wait()
+            self._watchdog.kill()  # SIGKILL: a SIGTERM the worker's signal state left ignored or blocked hung here for 600 s
+            self._watchdog.wait(timeout=30)
 
     def query(self, text: str, variables: Mapping[str, object] | None = None) -> dict:
         return self.client._execute(text, dict(variables or {}))
