@@ -112,8 +112,8 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
     postgres, redis = storage.urls()
     replay = None
     explicit_url = "UPBIT_BASE_URL" in os.environ
-    # Opened before anything else starts and before the record is written (readers of dev.json open it): a fresh
-    # instance's storage is created once, not raced by `dagster dev`'s processes.
+    # Opened before anything else starts (an operator's DAGSTER_HOME has its storage created here, before `dagster dev`'s
+    # processes could race on it; the state folder's is prepared under a lock by use_instance) and kept for the run lines.
     instance = dg.DagsterInstance.from_config(str(home))
     record = {"pid": os.getpid()}
     write_dev_record(settings.state_dir, record)

@@ -55,8 +55,6 @@ def _newest(postgres: PostgresResource, table: str, where: str = "") -> tuple[st
 @pytest.mark.slow
 @pytest.mark.parametrize("release", RELEASES)
 def test_an_earlier_release_upgrades_in_place(release, database, private_redis, small_replay, settings):
-    if not private_redis.alive():  # a fault test before this one on the worker may have left it killed
-        private_redis.start()
     manifest = json.loads((FIXTURES / f"{release}.json").read_text())
     schema = manifest["schema"]
     postgres = PostgresResource(url=database, db_schema=schema)
