@@ -183,16 +183,23 @@ def hourly_features(hourly: pd.DataFrame) -> pd.DataFrame:
 
 
 def nearest_levels(levels: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
-    """Per market: the nearest support zone below the price, the zone the price trades in, the zone the stop goes
-    under (that one, else the support), and the nearest resistance zone's bottom above the entry.
+    """Per market: the nearest support zone below the entry, the zone the price trades in (where it starts at or
+    under the entry), the zone the stop goes under (that one, else the support), and the nearest resistance zone's
+    bottom above the entry.
 
-    ``levels`` is support_levels' output (side ``support`` / ``at_price`` / ``resistance``, zones on the grid).
+    ``levels`` is support_levels' output (side ``support`` / ``at_price`` / ``resistance``, zones on the grid),
+    sided at the last price. The plan is placed at the entry, which is the best ask when a book was fetched after
+    the tick and can lie under that price (it fell meanwhile): every level is taken on its side of the entry, as
+    the resistances are, so the stop goes under a zone below the buy and the summary says so truly.
     """
-    def zone(side: str, pick: str) -> pd.DataFrame:
-        rows = levels[levels["side"] == side].sort_values("zone_low")
+    buy = levels[pit.MARKET].map(entry)
+
+    def zone(side: str, keep: pd.Series, pick: str) -> pd.DataFrame:
+        rows = levels[(levels["side"] == side) & keep].sort_values("zone_low")
         return rows.groupby(pit.MARKET)[["zone_low", "zone_high"]].agg(pick).reindex(entry.index)
 
-    support, inside = zone("support", "last"), zone("at_price", "first")
+    support = zone("support", levels["zone_high"] < buy, "last")
+    inside = zone("at_price", levels["zone_low"] <= buy, "first")
     targets = trade_plan.resistance_targets(levels, entry)
     resistance = targets[targets["order"] == 1].set_index(pit.MARKET)["target_level"]
     in_zone = inside["zone_low"].notna()
