@@ -49,8 +49,15 @@ def outcomes_schedule(job: UnresolvedAssetJobDefinition, enabled: bool) -> dg.Sc
         default_status=default_status(enabled),
         description=f"{OUTCOMES_CRON} (UTC): score the hours whose 1 h, 4 h and 24 h horizons just closed.",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        return closed_hour_run_requests(context.scheduled_execution_time)
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        # an hour with no recommendations stored (a first start, or hours the worker was down) has nothing to grade
+        requests = closed_hour_run_requests(context.scheduled_execution_time)
+        stored = context.instance.get_latest_storage_id_by_partition(
+            dg.AssetKey("recommendations"), dg.DagsterEventType.ASSET_MATERIALIZATION, partitions={r.partition_key for r in requests})
+        graded = [request for request in requests if request.partition_key in stored]
+        if not graded:
+            return dg.SkipReason(f"no recommendations stored for {', '.join(r.partition_key for r in requests)}: nothing to grade")
+        return graded
 
     return _schedule
 

@@ -125,6 +125,16 @@ def test_outcomes_score_the_hours_whose_horizons_closed(tick):
     assert all(r.tags[JOB_TAG] == "recommendation_outcomes" for r in requests)
 
 
+def test_outcomes_skip_the_hours_with_no_recommendations_stored():
+    """A first start at :10 (nothing stored yet) grades nothing instead of failing three runs on a missing table."""
+    with dg.instance_for_test() as instance:
+        skipped = _evaluate(BY_NAME["recommendation_outcomes_schedule"], instance, "2026-03-11T12:10:00")
+        assert isinstance(skipped, dg.SkipReason) and "no recommendations stored for 2026-03-11-10:00" in skipped.skip_message
+        _store(instance, "recommendations", ["2026-03-11-07:00"])
+        requests = _evaluate(BY_NAME["recommendation_outcomes_schedule"], instance, "2026-03-11T12:10:00")
+        assert _keys(requests) == ["2026-03-11-07:00"]
+
+
 def test_cleanup_runs_every_six_hours_with_the_lowest_priority(tick):
     schedule = BY_NAME["cleanup_schedule"]
     assert schedule.cron_schedule == "0 */6 * * *"
@@ -231,7 +241,7 @@ def test_a_first_starts_open_hour_is_the_start_sensors_and_the_schedule_takes_ov
             result = sensor(dg.build_sensor_context(instance=instance, definitions=DEFS))
         return [] if isinstance(result, dg.SkipReason) else list(result)
 
-    assert sensor.minimum_interval_seconds == 5
+    assert sensor.minimum_interval_seconds == 1  # every loop of the sensor daemon (5 s)
     assert not sensed()  # its lookback is not stored yet
     for asset, keys in MARKET_STATUS_NEEDS.items():
         _store(instance, asset, keys)
