@@ -28,12 +28,11 @@ from dantaro_assets.lib.upbit.client import MAX_CANDLES_PER_REQUEST
 from dantaro_assets.markets.jobs import CANDLES_1M_JOB, DAILY_CANDLES_JOB, DAILY_CANDLES_TYPE, HISTORY_TYPE
 from dantaro_assets.markets.seen import RecordUnreadable, SeenStore, StreamHealth
 from dantaro_assets.operations.limits import JOB_TAG, LIVE, PRIORITY_TAG, QUEUE_TAG, JobType
-from dantaro_assets.operations.schedules import default_sensor_status, lookback_needs
+from dantaro_assets.operations.schedules import SENSOR_INTERVAL, default_sensor_status, lookback_needs
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
 HISTORY_TAG = "dantaro/history"  # what a history run fetches: daily partitions or minute ones
 PRODUCT_TAG = "dantaro/history_for"  # the product whose lookback the run fetches
-SENSOR_INTERVAL = 5
 # a run in any of these may still materialise what it was asked for, so its partitions are not asked again
 NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.STARTING,

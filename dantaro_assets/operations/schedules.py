@@ -17,7 +17,9 @@ from dantaro_assets.operations.limits import TICK_TAG, JobType
 from dantaro_assets.partitions import hourly_partitions
 
 PARTITION_TAG = "dagster/partition"  # a partitioned run's key; Dagster documents the tag, and exports no name for it
-START_SENSOR_INTERVAL = 5
+# Under the sensor daemon's 5 s loop, so the history and start sensors are evaluated on every loop: with 5, a tick
+# ending a moment after a loop began is under the interval at the next loop, and the sensor ran every 10 s.
+SENSOR_INTERVAL = 1
 
 
 def cron_every(seconds: int) -> str:
@@ -157,7 +159,7 @@ def start_sensor(job: UnresolvedAssetJobDefinition, job_type: JobType, asset: dg
     @dg.sensor(
         name=f"{job_type.name}_start_sensor",
         job=job,
-        minimum_interval_seconds=START_SENSOR_INTERVAL,
+        minimum_interval_seconds=SENSOR_INTERVAL,
         default_status=default_sensor_status(enabled),
         description=(f"On a first start (neither the open hour nor the hour before of {asset.to_user_string()} stored, no run of the "
                      "open hour made): launches the open hour's run as soon as what it reads is stored. Afterwards the schedule runs it."),

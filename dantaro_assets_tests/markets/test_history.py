@@ -199,7 +199,7 @@ def test_progress_is_the_cursor_and_one_console_line_per_change(instance, capfd)
 def test_sensor_is_in_the_definitions_targeting_both_jobs():
     sensor = history_sensor
     assert {target.job_name for target in sensor.targets} == {"daily_candles_job", "candles_1m_job"}
-    assert sensor.minimum_interval_seconds == SENSOR_INTERVAL == 5
+    assert sensor.minimum_interval_seconds == SENSOR_INTERVAL == 1  # every loop of the sensor daemon (5 s)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
