@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,6 +168,13 @@ def set_speed(replay, speed: float) -> None:
     replay.set_clock(replay.clock(), running=True, speed=speed)
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
 def wait_for_clock(replay, moment: datetime, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while replay.clock() < moment:
@@ -208,6 +215,7 @@ def in_range(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFram
 
 SIM_MARKETS = [spec.info.market for spec in SimulatedMarket(8, 7).specs]
 T0 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+FAST = 240  # replay seconds a second where what the stream stores no longer matters (an audit follows)
 
 
 @pytest.mark.parametrize("fault", ["duplicate", "out_of_order"])
@@ -378,7 +386,9 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
         # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 4 replay minutes, are unseen
         small_replay.inject("disconnect", path="/websocket/v1", count=8)
-        wait_for_clock(small_replay, T0 + timedelta(minutes=63))  # past the hour's end: 2 s for the stream to keep up
+        wait_until(lambda: small_replay.stats()["websocket"]["dropped_disconnect"] == 8, "the eight cuts")
+        set_speed(small_replay, FAST)  # the rest of the hour: the final run's audit makes every minute REST's
+        wait_for_clock(small_replay, T0 + timedelta(minutes=63))
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 8
     hour_end = T0 + timedelta(hours=1)
     expected = rest(small_replay, SIM_MARKETS, T0, hour_end)
@@ -451,8 +461,8 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
         metadata = tick.asset_materializations_for_node("candles_1m")[0].metadata
         assert tick.success and metadata["source"].value == "rest fallback" and "quarantined" in metadata["why"].value
         assert metadata["markets_fetched"].value == 2 and candle_requests(small_replay) == 2  # the two minutes left unseen
-        set_speed(small_replay, 60)
-        wait_for_clock(small_replay, hour_end + timedelta(minutes=2))  # past the hour's end: 2 s for the stream to keep up
+        set_speed(small_replay, FAST)  # the rest of the hour: the final run's audit compares every minute with REST
+        wait_for_clock(small_replay, hour_end + timedelta(minutes=2))
     log = (home / "stream.log").read_text()
     assert "quarantined" in log and "within the minute" in log and "price not positive" in log
 
