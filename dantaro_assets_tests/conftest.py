@@ -20,6 +20,10 @@ import pytest
 
 RUN_TAG = uuid.uuid4().hex[:8]
 STATE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-")
+# the default state folder (settings read from an empty environment): a test resolving its servers there would start
+# an embedded Postgres in the checkout that outlives the suite
+DEFAULT_STATE_DIR = Path(__file__).resolve().parents[1] / ".dantaro"
+DEFAULT_STATE_EXISTED = DEFAULT_STATE_DIR.exists()
 
 
 
@@ -74,6 +78,12 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     stop_embedded(Path(STATE_DIR))
     shutil.rmtree(STATE_DIR, ignore_errors=True)
+    if not hasattr(session.config, "workerinput") and not DEFAULT_STATE_EXISTED and DEFAULT_STATE_DIR.exists():
+        stop_embedded(DEFAULT_STATE_DIR)
+        shutil.rmtree(DEFAULT_STATE_DIR, ignore_errors=True)
+        print(f"\nA test started servers in the checkout's default state folder {DEFAULT_STATE_DIR} (settings read without "
+              "conftest's environment, e.g. load_settings({})): stopped and removed; the session fails")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -27,7 +27,7 @@ from dantaro_assets.operations.limits import JOB_TAG, PRIORITY_TAG
 from dantaro_assets.settings import load_settings
 from dantaro_assets_tests.operations.daemon import freeze_time
 
-defs = build_definitions(load_settings({}))
+defs = build_definitions(load_settings())  # conftest's environment: the test database, not an embedded server in .dantaro/
 history_sensor = defs.resolve_sensor_def("history_sensor")
 REPOSITORY = defs.get_repository_def()
 

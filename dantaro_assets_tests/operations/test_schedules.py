@@ -26,7 +26,7 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
     return list(build_definitions(settings).schedules or [])
 
 
-DEFS = build_definitions(load_settings({}))
+DEFS = build_definitions(load_settings())  # conftest's environment: the test database, not an embedded server in .dantaro/
 BY_NAME = {schedule.name: schedule for schedule in DEFS.schedules or []}
 JOBS = {job.name: job for job in DEFS.jobs or []}
 REPOSITORY = DEFS.get_repository_def()
