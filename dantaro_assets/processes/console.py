@@ -15,6 +15,9 @@ import dagster as dg
 
 # The first line of a stack: Dagster's error events and Python's tracebacks; frames follow, indented.
 _STACK_START = re.compile(r"^(Stack Trace:|Traceback \(most recent call last\):)\s*$")
+# A sensor tick in flight while `dagster dev` shuts its code server down fails on the vanished location: the
+# stop's noise, not a fault (sensors run in threads, so a stop often lands in a tick).
+_STOP_NOISE = re.compile(r"SensorDaemon.* caught an error|DagsterCodeLocationNotFoundError: Location .+ does not exist in workspace")
 _FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
@@ -80,3 +83,8 @@ class StackTraceFilter:
 
     def filter(self, lines: Iterable[str]) -> Iterator[str]:
         return (line for line in lines if self.keep(line))
+
+
+def stop_noise(line: str) -> bool:
+    """A line the stop itself causes (``_STOP_NOISE``): dropped from the console once a stop began."""
+    return bool(_STOP_NOISE.search(line))

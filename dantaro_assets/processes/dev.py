@@ -24,7 +24,7 @@ import httpx
 
 from dantaro_assets.lib.migrations import MigrationError, migrate
 from dantaro_assets.lib.postgres import PostgresUnavailableError
-from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level
+from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level, stop_noise
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
 from dantaro_assets.processes.stop import DEV_RECORD, claim_state, running_dev, write_dev_record
@@ -60,10 +60,10 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _echo(output: IO[str], keep: Callable[[str], bool]) -> None:
+def _echo(output: IO[str], keep: Callable[[str], bool], stopping: threading.Event) -> None:
     """Copy `dagster dev`'s output (its services, code servers and run workers) to ours, line by line."""
     for line in output:
-        if keep(line):
+        if keep(line) and not (stopping.is_set() and stop_noise(line)):
             sys.stdout.write(line)
             sys.stdout.flush()
 
@@ -157,7 +157,7 @@ def _run_dev(settings: Settings, options: DevOptions) -> int:
     # in a session of its own so Ctrl-C reaches only this process, which stops the runs before the services.
     dagster = subprocess.Popen(command, env=env, cwd=home, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     keep = (lambda _: True) if options.verbose else StackTraceFilter().keep
-    echo = threading.Thread(target=_echo, args=(dagster.stdout, keep), daemon=True)
+    echo = threading.Thread(target=_echo, args=(dagster.stdout, keep, stop), daemon=True)
     echo.start()
     record["dagster_pgid"] = dagster.pid
     write_dev_record(settings.state_dir, record)

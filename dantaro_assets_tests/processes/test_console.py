@@ -12,6 +12,7 @@ from dantaro_assets.processes.console import (
     RunLines,
     StackTraceFilter,
     service_log_level,
+    stop_noise,
 )
 from dantaro_assets.processes.instance import render_instance_config
 from dantaro_assets.settings import load_settings
@@ -68,3 +69,20 @@ def test_every_job_runs_its_assets_under_one_backfill_policy():
         warnings.simplefilter("error")  # Dagster warns when a job's assets carry different policies
         resolved = [defs.resolve_job_def(job.name) for job in defs.jobs]
     assert len(resolved) == 7
+
+
+def test_a_sensor_tick_caught_by_the_stop_is_the_stop_s_noise_and_other_errors_are_not():
+    """The lines a stop printed when it landed in threaded sensor ticks (bench/first_start.py's console, 2026-12-07)."""
+    caught = [
+        "\x1b[32m2026-12-07 00:24:50 +0000\x1b[0m - dagster.daemon.SensorDaemon - \x1b[34mERROR\x1b[0m - \x1b[31mSensor tick caught an error\x1b[0m",
+        "\x1b[32m2026-12-07 00:24:50 +0000\x1b[0m - dagster.daemon.SensorDaemon - \x1b[34mERROR\x1b[0m - "
+        "\x1b[31mSensor daemon caught an error for sensor market_status_start_sensor\x1b[0m",
+        "dagster._core.errors.DagsterCodeLocationNotFoundError: Location dantaro_assets.definitions does not exist in workspace",
+    ]
+    assert all(stop_noise(line) for line in caught)
+    kept = [
+        "2026-12-07 00:24:45 +0000 - dagster - ERROR - market_status_job - 9f - candles_1m - STEP_FAILURE - Execution of step failed.",
+        "dantaro_assets.lib.checks.BlockingCheckFailed: schema check failed, nothing written (stored rows unchanged)",
+        "2026-12-07 00:24:50 +0000 - dagster.daemon.SchedulerDaemon - ERROR - Scheduler caught an error",
+    ]
+    assert not any(stop_noise(line) for line in kept)
