@@ -189,14 +189,17 @@ def prepare_history(
 ) -> str:
     """Materialise what the hourly analyses look back over; returns the current hour's partition key.
 
-    Yesterday's and today's universe and 1h/1d candles (daily_candles_job), and 26 hours of 1-minute
+    The universe and 1h/1d candles of every day the minutes reach (daily_candles_job), and 26 hours of 1-minute
     candles in one backfill run (candles_1m has a single-run backfill policy). ``progress`` hears of
     each step as it ends.
     """
     from dantaro_assets.partitions import daily_partitions, hourly_partitions
 
     now = time.time() if now is None else now
-    for day in (daily_partitions.get_partition_key_for_timestamp(now - 86400), daily_partitions.get_partition_key_for_timestamp(now)):
+    # every day the 26 hours of minutes reach (between 00:00 and 02:00 UTC, the day before yesterday too): the minutes
+    # read their day's universe
+    days = dict.fromkeys(daily_partitions.get_partition_key_for_timestamp(t) for t in (now - 26 * 3600, now - 86400, now))
+    for day in days:
         run_id = dev.launch("daily_candles_job", day)
         if (status := dev.wait(run_id, timeout=timeout)) != "SUCCESS":
             raise RuntimeError(f"daily_candles_job {day}: run {run_id} ended {status}")
