@@ -11,7 +11,7 @@ import dagster as dg
 from dantaro_assets.lib.dagster_internals import UnresolvedAssetJobDefinition
 from dantaro_assets.operations.jobs import asset_job
 from dantaro_assets.operations.limits import TICK_TAG, JobType
-from dantaro_assets.operations.schedules import default_status
+from dantaro_assets.operations.schedules import default_status, missing_lookback
 from dantaro_assets.partitions import hourly_partitions
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS, recommendation_outcomes
 from dantaro_assets.recommendations.calibration import CALIBRATION_FILE, checked_calibration
@@ -52,9 +52,9 @@ def outcomes_schedule(job: UnresolvedAssetJobDefinition, enabled: bool) -> dg.Sc
     def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
         # an hour with no recommendations stored (a first start, or hours the worker was down) has nothing to grade
         requests = closed_hour_run_requests(context.scheduled_execution_time)
-        stored = context.instance.get_latest_storage_id_by_partition(
-            dg.AssetKey("recommendations"), dg.DagsterEventType.ASSET_MATERIALIZATION, partitions={r.partition_key for r in requests})
-        graded = [request for request in requests if request.partition_key in stored]
+        picks = dg.AssetKey(RECOMMENDATIONS.name)
+        never = missing_lookback(context.instance, {picks: {r.partition_key for r in requests}}).get(picks, set())
+        graded = [request for request in requests if request.partition_key not in never]
         if not graded:
             return dg.SkipReason(f"no recommendations stored for {', '.join(r.partition_key for r in requests)}: nothing to grade")
         return graded

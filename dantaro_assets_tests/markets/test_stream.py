@@ -156,10 +156,7 @@ def streaming(replay, schema: str, dagster_home: Path, **settings: str) -> Itera
 
 def wait_subscribed(replay, requests: int = 1, timeout: float = 120) -> None:
     """Until the stream process has sent its subscription (it starts in a few seconds, longer under load)."""
-    deadline = time.monotonic() + timeout
-    while replay.stats()["websocket"]["requests"] < requests:
-        assert time.monotonic() < deadline, "dantaro stream never subscribed"
-        time.sleep(0.2)
+    wait_until(lambda: replay.stats()["websocket"]["requests"] >= requests, "dantaro stream never subscribed", timeout)
 
 
 def set_speed(replay, speed: float) -> None:
@@ -176,10 +173,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) ->
 
 
 def wait_for_clock(replay, moment: datetime, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while replay.clock() < moment:
-        assert time.monotonic() < deadline, f"replay clock {replay.clock()} never reached {moment}"
-        time.sleep(0.2)
+    wait_until(lambda: replay.clock() >= moment, f"the replay clock never reached {moment}", timeout)
 
 
 def stored(pg_url: str, schema: str) -> pd.DataFrame:
