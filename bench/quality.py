@@ -86,7 +86,7 @@ from dantaro_assets.recommendations.outcomes import (
     net_return,
     rank_ic,
 )
-from dantaro_assets.recommendations.schemas import summary_mismatches
+from dantaro_assets.recommendations.schemas import summaries_mismatches
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels.schemas import level_breaches
@@ -549,8 +549,8 @@ def plan_checks(levels: pd.DataFrame, picks: pd.DataFrame, plans: pd.DataFrame, 
     """The issue-18 invariants over every row of the backfill, stored and as served (a row counts once if either breaks
     it), the picks' targets, and the calibration held out from the table's fit (plans from its ``until`` on)."""
     breaches = level_breaches(levels) | level_breaches(served("support_levels", levels))
-    wrong_summaries = [bool(summary_mismatches(row)) for row in picks.to_dict("records")]
-    wrong_served = [bool(summary_mismatches(row)) for row in served("recommendations", picks).to_dict("records")]
+    wrong_summaries = [bool(wrong) for wrong in summaries_mismatches(picks.to_dict("records"))]
+    wrong_served = [bool(wrong) for wrong in summaries_mismatches(served("recommendations", picks).to_dict("records"))]
     plan = picks["reasons"].map(lambda r: r["plan"])
     beyond = plan.map(lambda p: p["target_atr"] > p["reach_atr"] + 1e-3)
     fit_until = pd.Timestamp(table.fitted.get("until", plans["as_of"].min()))

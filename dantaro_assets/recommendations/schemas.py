@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -90,20 +90,42 @@ def summary_mismatches(row: Mapping[str, Any]) -> list[str]:
     """What a pick's summary states that its fields do not: every price is the field it names (read at the tick's
     decimals, so an off-grid field cannot match), on the grid, resistances above the buy and supports below it;
     percentages, horizon, chance, reward:risk and expected return as the fields give them; the caution flags."""
+    return summaries_mismatches([row])[0]
+
+
+def summaries_mismatches(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """:func:`summary_mismatches` of each row; the stated prices of every row go through the grid test at once."""
+    found_wrong: list[list[str | int]] = []  # per row: a reason, or the index of a stated price still to test
+    stated: list[tuple[float, float, str]] = []  # (price read, its row's tick, the reason if it is off the grid)
+    for row in rows:
+        found_wrong.append(_read_back(row, stated))
+    prices = [price for price, _, _ in stated]
+    off = off_grid(prices, grid_tick(prices, [tick for _, tick, _ in stated])) if stated else []
+    return [[item if isinstance(item, str) else stated[item][2] for item in wrong if isinstance(item, str) or off[item]]
+            for wrong in found_wrong]
+
+
+def _read_back(row: Mapping[str, Any], stated: list[tuple[float, float, str]]) -> list[str | int]:
+    """One row's mismatches; each price it states that equals its field is appended to ``stated`` for the grid test
+    and stands in the list as its index there."""
     found = _SUMMARY.match(str(row["summary"]))
     if found is None:
         return ["summary does not read as a plan"]
     reasons = row["reasons"] if isinstance(row["reasons"], dict) else json.loads(row["reasons"])
     plan, entry, tick = reasons["plan"], float(row["entry"]), float(row["tick_size"])
-    wrong = []
+    wrong: list[str | int] = []
 
     def same_price(group: str, field: str, value: Any) -> None:
         text = found.group(group)
         if text is None:
             return
-        stated = _value(text)
-        if value is None or stated != float(value) or off_grid([stated], grid_tick([stated], tick))[0]:
-            wrong.append(f"{group} {text} is not {field} {value} on the grid")
+        reason = f"{group} {text} is not {field} {value} on the grid"
+        price = _value(text)
+        if value is None or price != float(value):
+            wrong.append(reason)
+        else:
+            wrong.append(len(stated))
+            stated.append((price, tick, reason))
 
     def same_pct(group: str, value: float) -> None:
         if found.group(group) is not None and abs(float(found.group(group)) - 100.0 * (value / entry - 1.0)) > 0.005 + 1e-9:
@@ -147,7 +169,7 @@ def summary_mismatches(row: Mapping[str, Any]) -> list[str]:
 
 
 def _summaries_match(frame: pd.DataFrame) -> pd.Series:
-    return pd.Series([not summary_mismatches(row) for row in frame.to_dict("records")], index=frame.index, dtype=bool)
+    return pd.Series([not wrong for wrong in summaries_mismatches(frame.to_dict("records"))], index=frame.index, dtype=bool)
 
 
 def _pick_columns(start: pd.Timestamp, end: pd.Timestamp) -> dict[str, pa.Column]:

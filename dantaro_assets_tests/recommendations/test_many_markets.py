@@ -4,7 +4,7 @@ The replay's simulated market (250 markets) materialised through Dagster into Po
 recommendations of one hourly partition with their publish steps, read back from the tables and from the
 snapshots; and the recorded Upbit candles over a day of ticks (the pure functions the assets call). Every
 stored row and every served row (``for_people``'s rounding) is checked: the level invariants
-(support_levels/schemas.py ``level_breaches``) and every summary against its fields (``summary_mismatches``).
+(support_levels/schemas.py ``level_breaches``) and every summary against its fields (``summaries_mismatches``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
 from dantaro_assets.recommendations.analysis import LOOKBACK, RecommendationParams, compute_recommendations
 from dantaro_assets.recommendations.assets import RECOMMENDATIONS
-from dantaro_assets.recommendations.schemas import summary_mismatches
+from dantaro_assets.recommendations.schemas import summaries_mismatches
 from dantaro_assets.recommendations.scorers import SCORERS
 from dantaro_assets.support_levels.analysis import compute_support_levels
 from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
@@ -50,7 +50,8 @@ def assert_levels_keep_their_invariants(levels: pd.DataFrame) -> None:
 
 def assert_summaries_match(picks: pd.DataFrame) -> None:
     for name, rows in (("stored", picks), ("served", served_rows("recommendations", picks))):
-        wrong = {f"{r['as_of']} {r['scorer']} {r['market']}": summary_mismatches(r) for r in rows.to_dict("records")}
+        records = rows.to_dict("records")
+        wrong = {f"{r['as_of']} {r['scorer']} {r['market']}": why for r, why in zip(records, summaries_mismatches(records), strict=True)}
         assert {key: why for key, why in wrong.items() if why} == {}, name
 
 
