@@ -250,6 +250,9 @@ def test_a_disconnect_mid_hour_reconnects_and_stores_the_rest(small_replay, stre
         small_replay.set_clock(T0, running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=4))
         small_replay.inject("disconnect", path="/websocket/v1")
+        wait_until(lambda: small_replay.stats()["websocket"]["dropped_disconnect"] == 1, "the disconnect never fired", 30)
+        # The cut spans a whole minute: a reconnect inside the minute it dropped in sees that minute whole (its snapshot)
+        small_replay.set_clock(max(small_replay.clock(), T0 + timedelta(minutes=5)), running=True, speed=60)
         wait_for_clock(small_replay, T0 + timedelta(minutes=12))  # two minutes past the checked ones: 2 s for the stream to keep up
     assert small_replay.stats()["websocket"]["dropped_disconnect"] == 1
     assert small_replay.stats()["websocket"]["connections"] >= 2
