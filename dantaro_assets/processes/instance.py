@@ -11,7 +11,6 @@ import fcntl
 import os
 from pathlib import Path
 
-import dagster as dg
 import yaml
 
 from dantaro_assets.settings import Settings, load_settings
@@ -48,6 +47,8 @@ def prepare_instance_home(settings: Settings, refresh: bool = False) -> Path:
     ``DANTARO_STATE_DIR/dagster_home`` with the project's dagster.yaml: written when missing, and
     rewritten from the current settings with ``refresh`` (``dantaro dev`` at start).
     """
+    import dagster as dg  # here, not at the top: `dantaro stop` and `dantaro settings` start without Dagster's 1.5 s import
+
     if settings.dagster_home is not None:
         return settings.dagster_home
     home = settings.state_dir / "dagster_home"

@@ -105,11 +105,7 @@ def terminate(pid: int, timeout: float) -> None:
 
 def stop_state(settings: Settings, timeout: float) -> int:
     """``dantaro stop``: the ``dantaro dev`` of the state folder, what a killed one left, then the embedded servers."""
-    import dagster as dg
-
     from dantaro_assets.lib.embedded import stop_embedded
-    from dantaro_assets.processes.dagster_dev import close_runs
-    from dantaro_assets.processes.instance import use_instance
 
     if record := dev_record(settings.state_dir):
         if alive(record["pid"]):
@@ -126,6 +122,11 @@ def stop_state(settings: Settings, timeout: float) -> int:
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         if left:
+            import dagster as dg  # only here: a stop with nothing of Dagster's left starts without its import
+
+            from dantaro_assets.processes.dagster_dev import close_runs
+            from dantaro_assets.processes.instance import use_instance
+
             with dg.DagsterInstance.from_config(str(use_instance(settings))) as instance:
                 closed = close_runs(instance, "dantaro dev was killed before the run ended")
             print(f"dantaro stop: killed {len(left)} process(es) left by dantaro dev; {closed} run(s) marked CANCELED")
