@@ -9,6 +9,7 @@ command works with nothing but Python and pip.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import socket
@@ -27,14 +28,15 @@ DEFAULT_STATE_DIR = Path(__file__).resolve().parents[1] / ".dantaro"
 DEFAULT_STATE_EXISTED = DEFAULT_STATE_DIR.exists()
 
 # Under PYTHONDONTWRITEBYTECODE every process the suite starts (xdist workers, code servers, run workers, CLI
-# subprocesses: about 200) compiled the project from source and rewrote the test modules again, 0.3 s or more
-# each. For the session they share compiled files in a folder of the suite's own, never beside the sources.
-BYTECODE_DIR = None
-if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTEST_XDIST_WORKER" not in os.environ:
-    BYTECODE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-bytecode-")
-    os.environ.pop("PYTHONDONTWRITEBYTECODE")
-    os.environ["PYTHONPYCACHEPREFIX"] = BYTECODE_DIR
-    sys.dont_write_bytecode, sys.pycache_prefix = False, BYTECODE_DIR
+# subprocesses: about 200) compiled the project's modules from source again, 0.3 s each. The session compiles them
+# once beside their sources (Python reads compiled files it did not write) and removes what it added at the end.
+PROJECT_PACKAGES = [Path(__file__).resolve().parents[1] / name for name in ("dantaro_assets", "dantaro_replay", "dantaro_assets_tests")]
+COMPILED: list[Path] = []  # the __pycache__ folders this session adds
+if sys.dont_write_bytecode and "PYTEST_XDIST_WORKER" not in os.environ:
+    folders = [f for package in PROJECT_PACKAGES for f in (package, *package.rglob("*")) if f.is_dir() and f.name != "__pycache__"]
+    COMPILED = [folder / "__pycache__" for folder in folders if not (folder / "__pycache__").exists()]
+    for package in PROJECT_PACKAGES:
+        compileall.compile_dir(package, quiet=1)
 
 
 def _listening(port: int) -> bool:
@@ -88,8 +90,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     stop_embedded(Path(STATE_DIR))
     shutil.rmtree(STATE_DIR, ignore_errors=True)
-    if BYTECODE_DIR is not None:
-        shutil.rmtree(BYTECODE_DIR, ignore_errors=True)
+    for cache in COMPILED:
+        shutil.rmtree(cache, ignore_errors=True)
     if not hasattr(session.config, "workerinput") and not DEFAULT_STATE_EXISTED and DEFAULT_STATE_DIR.exists():
         stop_embedded(DEFAULT_STATE_DIR)
         shutil.rmtree(DEFAULT_STATE_DIR, ignore_errors=True)
