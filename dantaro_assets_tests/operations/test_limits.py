@@ -150,7 +150,7 @@ def test_the_production_config_carries_the_same_limits(tmp_path: Path):
 
     config, _ = dagster_instance_config(str(tmp_path))
     local, _ = dagster_instance_config(str(_local_home(tmp_path)))
-    for section in ("concurrency", "run_monitoring", "run_retries", "run_coordinator"):
+    for section in ("concurrency", "run_monitoring", "run_retries", "run_coordinator", "schedules", "sensors"):
         assert config[section] == local[section], section
     assert "postgres" in config["storage"]
 
