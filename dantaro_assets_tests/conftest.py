@@ -22,15 +22,16 @@ import pytest
 
 RUN_TAG = uuid.uuid4().hex[:8]
 STATE_DIR = tempfile.mkdtemp(prefix=f"dantaro-test-{RUN_TAG}-")
+CHECKOUT = Path(__file__).resolve().parents[1]
 # the default state folder (settings read from an empty environment): a test resolving its servers there would start
 # an embedded Postgres in the checkout that outlives the suite
-DEFAULT_STATE_DIR = Path(__file__).resolve().parents[1] / ".dantaro"
+DEFAULT_STATE_DIR = CHECKOUT / ".dantaro"
 DEFAULT_STATE_EXISTED = DEFAULT_STATE_DIR.exists()
 
 # Under PYTHONDONTWRITEBYTECODE every process the suite starts (xdist workers, code servers, run workers, CLI
 # subprocesses: about 200) compiled the project's modules from source again, 0.3 s each. The session compiles them
 # once beside their sources (Python reads compiled files it did not write) and removes what it added at the end.
-PROJECT_PACKAGES = [Path(__file__).resolve().parents[1] / name for name in ("dantaro_assets", "dantaro_replay", "dantaro_assets_tests")]
+PROJECT_PACKAGES = [CHECKOUT / name for name in ("dantaro_assets", "dantaro_replay", "dantaro_assets_tests")]
 COMPILED: list[Path] = []  # the __pycache__ folders this session adds
 if sys.dont_write_bytecode and "PYTEST_XDIST_WORKER" not in os.environ:
     folders = [f for package in PROJECT_PACKAGES for f in (package, *package.rglob("*")) if f.is_dir() and f.name != "__pycache__"]

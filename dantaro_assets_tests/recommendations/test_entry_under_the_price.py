@@ -65,6 +65,8 @@ def test_a_buy_under_the_last_price_says_what_its_fields_say(tick, fetched_after
     entry = book["entry"][market]
     assert entry < scored["price"]  # the market fell between the tick's last minute and the book
     assert not scored["support_high"] >= entry and not scored["zone_low"] > entry  # NaN (none) or on the buy's side
+
+
 def test_nearest_levels_are_taken_on_their_side_of_an_entry_under_the_price():
     """Sided at a price of 100, bought at 99: the support whose top (99.5) is not under the buy and the zone the
     price trades in that starts above the buy (99.2) are not the buy's; the stop goes under the support below it."""
