@@ -209,6 +209,7 @@ def in_range(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFram
 
 SIM_MARKETS = [spec.info.market for spec in SimulatedMarket(8, 7).specs]
 T0 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+STREAMED = 120  # replay seconds a second while the stream's minutes are checked: each minute is sent closed as the clock passes it
 FAST = 240  # replay seconds a second where what the stream stores no longer matters (an audit follows)
 
 
@@ -295,8 +296,10 @@ def test_a_recorded_hour_streamed_stores_exactly_the_recorded_candles(recorded_r
     recorded_replay.set_clock(hour, running=False)
     with streaming(recorded_replay, stream_schema, tmp_path / "dagster"):
         wait_subscribed(recorded_replay)
-        recorded_replay.set_clock(hour, running=True, speed=60)
+        recorded_replay.set_clock(hour, running=True, speed=STREAMED)
         wait_for_clock(recorded_replay, hour + timedelta(minutes=61))
+        wait_until(lambda: len(in_range(stored(pg_url, stream_schema), hour, hour + timedelta(hours=1))) >= 4 * 60 - 3,
+                   "the stream's commit of the hour's last minute", timeout=30)
     expected = recorded[(recorded["candle_start_utc"] >= hour) & (recorded["candle_start_utc"] < hour + timedelta(hours=1))]
     expected = expected.rename(columns={"candle_start_utc": "candle_start"}).sort_values(["market", "candle_start"], ignore_index=True)
     got = in_range(stored(pg_url, stream_schema), hour, hour + timedelta(hours=1))
@@ -379,9 +382,9 @@ def test_a_disconnect_mid_hour_is_repaired_over_rest_by_the_hour_s_final_run_alo
     home = tmp_path / "dagster"
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=60)
+        small_replay.set_clock(T0, running=True, speed=STREAMED)
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
-        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 4 replay minutes, are unseen
+        # the connection and its next seven are cut: at least 8 x 0.5 s of backoff, 8 replay minutes, are unseen
         small_replay.inject("disconnect", path="/websocket/v1", count=8)
         wait_until(lambda: small_replay.stats()["websocket"]["dropped_disconnect"] == 8, "the eight cuts")
         set_speed(small_replay, FAST)  # the rest of the hour: the final run's audit makes every minute REST's
@@ -439,11 +442,13 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
     hour_end = T0 + timedelta(hours=1)
     with streaming(small_replay, stream_schema, home):
         wait_subscribed(small_replay)
-        small_replay.set_clock(T0, running=True, speed=60)
+        small_replay.set_clock(T0, running=True, speed=STREAMED)
         wait_for_clock(small_replay, T0 + timedelta(minutes=23, seconds=30))
         set_speed(small_replay, 20)  # slower from here to the tick's run: the injection lands in its minute, the stream keeps up
         wait_for_clock(small_replay, T0 + timedelta(minutes=24, seconds=20))  # a third into the minute: the wild state outweighs the final one
         small_replay.inject("outlier", path="/websocket/v1", market="KRW-XRP", minute="2025-09-03T12:24:00")
+        wait_for_clock(small_replay, T0 + timedelta(minutes=25))
+        set_speed(small_replay, 60)  # the minutes checked below: a second each for the stream to store them
         wait_for_clock(small_replay, T0 + timedelta(minutes=30))
         assert small_replay.stats()["faults_fired"].get("outlier") == 1
         got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=29))

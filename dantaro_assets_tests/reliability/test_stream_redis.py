@@ -16,7 +16,7 @@ import pytest
 from dantaro_assets.market_status.analysis import LOOKBACK as STATUS_LOOKBACK
 from dantaro_assets.operations.analyses import MINUTES_FROM_STREAM
 from dantaro_assets.resources import build_resources
-from dantaro_assets_tests.markets.test_stream import SIM_MARKETS, in_range, rest, set_speed, stored, streaming, wait_for_clock, wait_subscribed
+from dantaro_assets_tests.markets.test_stream import FAST, SIM_MARKETS, STREAMED, in_range, rest, set_speed, stored, streaming, wait_for_clock, wait_subscribed
 from dantaro_assets_tests.reliability.matrix_job import ASSETS, materialize, storage_env
 
 HOUR = datetime(2025, 9, 15, 10, tzinfo=UTC)
@@ -58,7 +58,7 @@ def test_analyses_run_through_a_redis_outage_and_the_stream_s_record_survives_re
     env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "DANTARO_REDIS_PREFIX": settings.redis_prefix}
     with streaming(small_replay, settings.db_schema, tmp_path / "dagster", **env):
         wait_subscribed(small_replay)
-        small_replay.set_clock(HOUR, running=True, speed=60)
+        small_replay.set_clock(HOUR, running=True, speed=STREAMED)
         wait_for_clock(small_replay, HOUR + timedelta(minutes=30))
         set_speed(small_replay, 30)  # slower for ten minutes before and while the analyses run: a stream behind a busy CPU catches up
         wait_for_clock(small_replay, HOUR + timedelta(minutes=40))
@@ -80,8 +80,8 @@ def test_analyses_run_through_a_redis_outage_and_the_stream_s_record_survives_re
         after = _market_status_run(settings)
         assert after.success and _metadata(after, "candles_1m")["requests"] == 0
         assert _metadata(after, "market_status_redis")["published"].startswith("pushed")
-        set_speed(small_replay, 60)
-        wait_for_clock(small_replay, HOUR + timedelta(hours=1, minutes=2))  # past the hour's end: 2 s for the stream to keep up
+        set_speed(small_replay, FAST)  # the rest of the hour: the final run's audit compares every minute with REST
+        wait_for_clock(small_replay, HOUR + timedelta(hours=1, minutes=2))
 
     # the hour's final run: one request per market (the audit), no 429, every minute equal to REST
     small_replay.reset_stats()
