@@ -150,9 +150,9 @@ def test_stall_fault_sends_nothing_and_answers_no_ping(small_replay):
 
 def test_duplicate_and_out_of_order_faults(small_replay):
     small_replay.set_clock(START.replace(second=58), running=True, speed=1)
+    small_replay.inject("duplicate", path="/websocket/v1", count=1)  # before subscribing: the first tick's message is the one sent twice
     with connect(small_replay.websocket_url) as ws:
         ws.send(request(["KRW-BTC"], is_only_realtime=True))
-        small_replay.inject("duplicate", path="/websocket/v1", count=1)
         first = receive(ws, 1.5)
         small_replay.inject("out_of_order", path="/websocket/v1", count=None)
         later = receive(ws, 3)
