@@ -449,6 +449,8 @@ def test_altered_messages_end_equal_to_rest_after_the_hour_s_final_run(small_rep
         small_replay.inject("outlier", path="/websocket/v1", market="KRW-XRP", minute="2025-09-03T12:24:00")
         wait_for_clock(small_replay, T0 + timedelta(minutes=25))
         set_speed(small_replay, 60)  # the minutes checked below: a second each for the stream to store them
+        wait_for_clock(small_replay, T0 + timedelta(minutes=29))
+        set_speed(small_replay, 20)  # the tick's run below finds the stream within its 30 s lag (1.5 s of real time)
         wait_for_clock(small_replay, T0 + timedelta(minutes=30))
         assert small_replay.stats()["faults_fired"].get("outlier") == 1
         got = in_range(stored(pg_url, stream_schema), T0, T0 + timedelta(minutes=29))
