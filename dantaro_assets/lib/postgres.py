@@ -11,9 +11,9 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import adbc_driver_postgresql.dbapi as adbc
+import adbc_driver_manager
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +21,9 @@ import pyarrow as pa
 from dantaro_assets.lib.embedded import embedded_server_url
 from dantaro_assets.redaction import redact_text, redact_url
 from dantaro_assets.settings import Settings
+
+if TYPE_CHECKING:
+    import adbc_driver_postgresql.dbapi as adbc
 
 
 def quote_ident(name: str) -> str:
@@ -52,7 +55,7 @@ def _alive(conn: adbc.Connection) -> bool:
             cur.execute("SELECT 1")
             cur.fetchall()
         return True
-    except adbc.Error:
+    except adbc_driver_manager.Error:
         conn.close()
         return False
 
@@ -88,9 +91,13 @@ class PostgresResource(dg.ConfigurableResource):
             idle = _POOL.setdefault(key, [])
             conn = idle.pop() if idle else None
         if conn is None or not _alive(conn):
+            # imported on the first connection: ADBC's DB-API loads pyarrow.dataset (0.4 s), which processes that
+            # only load the definitions (code servers, the webserver, the CLI) never need
+            import adbc_driver_postgresql.dbapi
+
             try:
-                conn = adbc.connect(key[1])
-            except adbc.Error as exc:
+                conn = adbc_driver_postgresql.dbapi.connect(key[1])
+            except adbc_driver_manager.Error as exc:
                 detail = redact_text(str(exc)).strip()
                 raise PostgresUnavailableError(f"cannot connect to Postgres at {redact_url(key[1])}: {detail}") from None
         try:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from dantaro_assets.lib.dagster_internals import SqliteEventLogStorage
+from dantaro_assets.lib.dagster_internals import sqlite_event_shard
 from dantaro_assets.lib.postgres import PostgresResource, quote_ident
 from dantaro_assets.lib.postgres_io import table_exists
 from dantaro_assets.lib.run_settings import RunSettings
@@ -55,9 +55,8 @@ def purge_tables(postgres: PostgresResource, cutoffs: Mapping[str, datetime]) ->
 def delete_run_fully(instance: dg.DagsterInstance, run_id: str) -> None:
     """Delete a run, its events, its event-log file (SQLite instances shard events per run) and its compute logs."""
     instance.delete_run(run_id)
-    events = instance.event_log_storage
-    if isinstance(events, SqliteEventLogStorage):
-        shard = events.path_for_shard(run_id)
+    shard = sqlite_event_shard(instance, run_id)
+    if shard is not None:
         for path in (shard, f"{shard}-wal", f"{shard}-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
