@@ -192,7 +192,8 @@ def test_dev_runs_the_stream_restarts_it_after_a_crash_and_stop_leaves_none_afte
     """`dantaro dev --offline`: the stream writes minutes from the replay's WebSocket; a killed stream comes back; a killed
     `dantaro dev` leaves its stream and its replay server running, which `dantaro stop` stops."""
     state = fresh_state
-    env = _env(state, DATABASE_URL="", REDIS_URL="", DANTARO_STREAM_REPORT_SECONDS="2")
+    env = _env(state, DATABASE_URL="", REDIS_URL="", DANTARO_STREAM_REPORT_SECONDS="2",
+               DANTARO_STREAM_GRACE_SECONDS="1")  # a minute is stored 1 s after it ends, not 5
     log = tmp_path / "dev.log"
     with log.open("w") as out:
         dev = subprocess.Popen([sys.executable, "-m", "dantaro_assets.cli", "dev", "--offline", "--markets", "20", "--port", str(free_port())],
