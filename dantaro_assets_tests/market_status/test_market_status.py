@@ -16,6 +16,7 @@ from dantaro_assets.market_status.analysis import COLUMNS, LOOKBACK, compute_mar
 from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.market_status.schemas import market_status_schema
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
+from dantaro_assets_tests.fixtures.storage import own_schema
 from dantaro_assets_tests.lib.candle_data import (
     always_failing_schema,
     materialise,
@@ -28,6 +29,14 @@ from dantaro_assets_tests.lib.candle_data import (
 HOUR = pd.Timestamp("2025-09-27 15:00", tz="UTC")
 PARTITION = "2025-09-27-15:00"
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP"]
+
+
+@pytest.fixture(scope="module")
+def postgres_resource(pg_url, settings):
+    """The module's own schema (io_resources and snapshot_store take it): the tests read every stored market-status
+    row, and other modules' runs on this worker store the open hour's rows in the run's schema."""
+    with own_schema(pg_url, f"{settings.db_schema}_market_status") as resource:
+        yield resource
 
 
 @pytest.fixture(scope="module")
