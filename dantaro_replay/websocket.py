@@ -258,6 +258,8 @@ class CandleStreamConnection:
                 readable, _, _ = select.select([self.sock], [self.sock] if self.outbox else [], [], timeout)
                 if readable and not self._receive():
                     break
+                if not self._flush():  # a subscription's answer leaves before the next tick, whose fault may cut the connection
+                    return
                 if time.monotonic() >= next_tick:
                     if not self._tick():
                         return
