@@ -51,7 +51,9 @@ def _candle_requests(replay) -> dict:
 
 @pytest.mark.slow(minutes=1.5)
 def test_analyses_run_through_a_redis_outage_and_the_stream_s_record_survives_redis_restarted_empty(private_storage, small_replay, tmp_path):
-    settings = private_storage.settings(small_replay.url)
+    # what is tested is the Redis outage, not the lag allowance: at 30x a stream starved of CPU for 1-4 s by the
+    # tests beside it read as 32-38 s behind the default 30 s and sent the analyses to REST
+    settings = private_storage.settings(small_replay.url, stream_max_lag_seconds=300)
     _lookback(settings)
     postgres = private_storage.postgres_resource
     small_replay.set_clock(HOUR, running=False)
@@ -62,7 +64,6 @@ def test_analyses_run_through_a_redis_outage_and_the_stream_s_record_survives_re
         wait_for_clock(small_replay, HOUR + timedelta(minutes=30))
         set_speed(small_replay, 30)  # slower for ten minutes before the analyses run: a stream behind a busy CPU catches up
         wait_for_clock(small_replay, HOUR + timedelta(minutes=40))
-        set_speed(small_replay, 10)  # while they run: the stream stays within its 30 s lag for 3 s of real time
 
         # Redis dies: the candles the analysis reads are in Postgres, and so is the stream's record of them
         private_storage.redis.kill()
