@@ -58,8 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 stat, code = _rewrite_test(path, config)
             except SyntaxError:  # the worker's collection reports it
                 continue
-            get_cache_dir(path).mkdir(exist_ok=True)
-            with (get_cache_dir(path) / (path.name[:-3] + PYC_TAIL)).open("wb") as cached:
+            cache = get_cache_dir(path)
+            cache.mkdir(exist_ok=True)
+            with (cache / (path.name[:-3] + PYC_TAIL)).open("wb") as cached:
                 _write_pyc_fp(cached, stat, code)
 
 
