@@ -182,7 +182,7 @@ def main() -> int:
     stream: subprocess.Popen | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="dantaro-bench-") as home, DagsterDev(Path(home), settings=settings) as dev:
-            print(f"preparing: universe and 1h/1d candles for 2 days, 1m candles for 26 h of {args.markets} markets", flush=True)
+            print(f"preparing: the analyses' lookback of {args.markets} markets (universe, 1h/1d and 1m candles)", flush=True)
             prepare_history(dev)
             with dg.DagsterInstance.from_config(home) as instance:
                 for index in range(args.runs):

@@ -148,7 +148,7 @@ def main() -> int:
     worker = None
     try:
         with tempfile.TemporaryDirectory(prefix="dantaro-bench-launchers-") as root:
-            print(f"preparing: universe and 1h/1d candles for 2 days, 1m candles for 26 h of {args.markets} markets", flush=True)
+            print(f"preparing: the analyses' lookback of {args.markets} markets (universe, 1h/1d and 1m candles)", flush=True)
             with DagsterDev(Path(root) / "history", settings=settings) as dev:
                 prepare_history(dev)
             default_home = _home(Path(root), "default", "dagster.prod.yaml")

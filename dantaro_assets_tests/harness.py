@@ -118,17 +118,18 @@ class DagsterDev:
         self._watchdog = kill_group_with_parent(self.process.pid)
         deadline = time.monotonic() + 180
         try:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"dagster dev did not answer {self.url}/server_info in 180 s")
-                try:
-                    if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
+            with httpx.Client(timeout=2) as client:
+                while True:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-3000:]}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"dagster dev did not answer {self.url}/server_info in 180 s")
+                    try:
+                        if client.get(f"{self.url}/server_info").status_code == 200:
+                            return self
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(1)
         except BaseException:  # a failed or interrupted start (SIGTERM) stops what started: __exit__ will not run
             self.__exit__()
             raise
@@ -189,23 +190,27 @@ def prepare_history(
 ) -> str:
     """Materialise what the hourly analyses look back over; returns the current hour's partition key.
 
-    The universe and 1h/1d candles of every day the minutes reach (daily_candles_job), and 26 hours of 1-minute
-    candles in one backfill run (candles_1m has a single-run backfill policy). ``progress`` hears of
-    each step as it ends.
+    The universe and 1h/1d candles of every day the minutes reach (daily_candles_job), and the 1-minute candles of
+    the analyses' minute lookback up to the current hour in one backfill (candles_1m's policy: 13 hours a run).
+    ``progress`` hears of each step as it ends.
     """
+    from dantaro_assets.lib.analysis_inputs import Lookback
+    from dantaro_assets.market_status.analysis import LOOKBACK as STATUS
     from dantaro_assets.partitions import daily_partitions, hourly_partitions
+    from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS
+    from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS
 
     now = time.time() if now is None else now
-    # every day the 26 hours of minutes reach (between 00:00 and 02:00 UTC, the day before yesterday too): the minutes
-    # read their day's universe
-    days = dict.fromkeys(daily_partitions.get_partition_key_for_timestamp(t) for t in (now - 26 * 3600, now - 86400, now))
+    reach = Lookback.covering(STATUS, LEVELS, RECOMMENDATIONS).minute_hours * 3600
+    # every day the minutes reach (just after midnight UTC, yesterday too): the minutes read their day's universe
+    days = dict.fromkeys(daily_partitions.get_partition_key_for_timestamp(t) for t in (now - reach, now))
     for day in days:
         run_id = dev.launch("daily_candles_job", day)
         if (status := dev.wait(run_id, timeout=timeout)) != "SUCCESS":
             raise RuntimeError(f"daily_candles_job {day}: run {run_id} ended {status}")
         progress(f"history: daily_candles_job {day} succeeded")
     hour = hourly_partitions.get_partition_key_for_timestamp(now)
-    first = hourly_partitions.get_partition_key_for_timestamp(now - 26 * 3600)
+    first = hourly_partitions.get_partition_key_for_timestamp(now - reach)
     if (status := dev.backfill({"candles_1m": (first, hour)}, timeout=timeout)) not in ("COMPLETED", "COMPLETED_SUCCESS"):
         raise RuntimeError(f"candles_1m backfill {first}...{hour} ended {status}")
     progress(f"history: candles_1m backfill {first}...{hour} completed")

@@ -82,7 +82,7 @@ def _run_to_success(dev: DagsterDev, job: str, partition: str, progress) -> str:
 @pytest.mark.slow(minutes=2)
 def test_jobs_launched_through_graphql_materialise_with_passing_checks(dagster_dev: DagsterDev, progress):
     dev = dagster_dev
-    hour = prepare_history(dev, timeout=300, progress=progress)  # 2 days of universe and 1h/1d candles, 26 h of minutes
+    hour = prepare_history(dev, timeout=300, progress=progress)  # the universe, 1h/1d candles and minutes the analyses read
     run_id = _run_to_success(dev, "market_status_job", hour, progress)
 
     run = dev.query(RUN_QUERY, {"runId": run_id})["runOrError"]
