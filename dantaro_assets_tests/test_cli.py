@@ -79,13 +79,14 @@ def test_api_started_elsewhere_serves_the_runs_of_the_state_folder(tmp_path):
 def _get(url: str, process: subprocess.Popen, timeout: float = 120) -> httpx.Response:
     """The first answer of a server still starting (connection refused until it listens)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=30)
-        except httpx.TransportError:
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, f"no answer from {url} in {timeout:.0f} s"
-            time.sleep(0.5)
+    with httpx.Client(timeout=30) as client:
+        while True:
+            try:
+                return client.get(url)
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read()
+                assert time.monotonic() < deadline, f"no answer from {url} in {timeout:.0f} s"
+                time.sleep(0.5)
 
 
 @pytest.mark.slow

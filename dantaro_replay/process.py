@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from dantaro_assets.lib.tls import tls_context
+
 
 class ReplayServer:
     """Handle on a running replay server process and its ``/_replay`` control API."""
@@ -29,7 +31,7 @@ class ReplayServer:
         self.process = process
         self.url = url
         self.log_path = log_path
-        self._control = httpx.Client(base_url=url, timeout=10)
+        self._control = httpx.Client(base_url=url, timeout=10, verify=tls_context())
 
     def _call(self, method: str, path: str, json: object = None) -> object:
         response = self._control.request(method, path, json=json)

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from dantaro_assets.lib.tls import tls_context
 from dantaro_assets.redaction import redact_text
 from dantaro_assets.settings import WebhookTarget, load_settings
 
@@ -134,7 +135,7 @@ def _since(started: float) -> int:
 
 def client() -> httpx.Client:
     """A client with short timeouts that follows no redirect (a redirect is the receiver's misconfiguration)."""
-    return httpx.Client(timeout=httpx.Timeout(TIMEOUT_SECONDS), follow_redirects=False)
+    return httpx.Client(timeout=httpx.Timeout(TIMEOUT_SECONDS), follow_redirects=False, verify=tls_context())
 
 
 class WebhookTargets(dg.ConfigurableResource):

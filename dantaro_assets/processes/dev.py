@@ -24,6 +24,7 @@ import httpx
 
 from dantaro_assets.lib.migrations import MigrationError, migrate
 from dantaro_assets.lib.postgres import PostgresUnavailableError
+from dantaro_assets.lib.tls import tls_context
 from dantaro_assets.processes.console import RunLines, StackTraceFilter, service_log_level, stop_noise
 from dantaro_assets.processes.dagster_dev import stop_dagster_dev
 from dantaro_assets.processes.instance import use_instance
@@ -70,14 +71,15 @@ def _echo(output: IO[str], keep: Callable[[str], bool], stopping: threading.Even
 
 def _announce_when_up(url: str, banner: str, dagster: subprocess.Popen, stop: threading.Event) -> None:
     """Print ``banner`` once the UI answers ``/server_info``: the webserver starts seconds after `dagster dev`."""
-    while not stop.is_set() and dagster.poll() is None:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                print(banner, flush=True)
-                return
-        except httpx.HTTPError:
-            pass
-        stop.wait(0.25)
+    with httpx.Client(timeout=2, verify=tls_context()) as client:  # one client: polled four times a second
+        while not stop.is_set() and dagster.poll() is None:
+            try:
+                if client.get(f"{url}/server_info").status_code == 200:
+                    print(banner, flush=True)
+                    return
+            except httpx.HTTPError:
+                pass
+            stop.wait(0.25)
 
 
 def run_dev(settings: Settings, options: DevOptions) -> int:

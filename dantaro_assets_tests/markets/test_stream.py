@@ -190,16 +190,17 @@ def stored(pg_url: str, schema: str) -> pd.DataFrame:
 def rest(replay, markets: list[str], start: datetime, end: datetime) -> pd.DataFrame:
     """The closed candles the replay's REST API serves for ``[start, end)``."""
     frames = []
-    for market in markets:
-        for _ in range(3):  # the replay limits 10 requests a second per IP: a run's requests just before may use them up
-            answer = httpx.get(f"{replay.url}/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
-            if answer.status_code != 429:
-                break
-            time.sleep(1.1)
-        answer.raise_for_status()
-        frame = pd.DataFrame(answer.json()).rename(columns=REST_NAMES)
-        frame["candle_start"] = pd.to_datetime(frame["candle_date_time_utc"]).dt.tz_localize("UTC")
-        frames.append(frame[frame["candle_start"] >= start][["market", "candle_start", *VALUES]])
+    with httpx.Client(base_url=replay.url) as client:
+        for market in markets:
+            for _ in range(3):  # the replay limits 10 requests a second per IP: a run's requests just before may use them up
+                answer = client.get("/v1/candles/minutes/1", params={"market": market, "to": end.isoformat(), "count": 200})
+                if answer.status_code != 429:
+                    break
+                time.sleep(1.1)
+            answer.raise_for_status()
+            frame = pd.DataFrame(answer.json()).rename(columns=REST_NAMES)
+            frame["candle_start"] = pd.to_datetime(frame["candle_date_time_utc"]).dt.tz_localize("UTC")
+            frames.append(frame[frame["candle_start"] >= start][["market", "candle_start", *VALUES]])
     return pd.concat(frames).sort_values(["market", "candle_start"], ignore_index=True)
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import Field, PrivateAttr
 
 from dantaro_assets.lib.redis_store import RedisResource
+from dantaro_assets.lib.tls import tls_context
 from dantaro_assets.lib.upbit import errors, parsing
 from dantaro_assets.lib.upbit.rate_limit import (
     DEFAULT_STORE_WAIT_SECONDS,
@@ -193,6 +194,7 @@ class UpbitClient(dg.ConfigurableResource):
                     base_url=self.base_url,
                     timeout=self.timeout,
                     headers={"Accept": "application/json"},  # never an Origin header: Upbit limits those harder
+                    verify=tls_context(),
                     limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
                 )
                 # A request cannot be in flight much longer than its timeouts (connect, then read).
