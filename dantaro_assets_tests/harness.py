@@ -194,14 +194,11 @@ def prepare_history(
     the analyses' minute lookback up to the current hour in one backfill (candles_1m's policy: 13 hours a run).
     ``progress`` hears of each step as it ends.
     """
-    from dantaro_assets.lib.analysis_inputs import Lookback
-    from dantaro_assets.market_status.analysis import LOOKBACK as STATUS
     from dantaro_assets.partitions import daily_partitions, hourly_partitions
-    from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS
-    from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS
+    from dantaro_assets_tests.lib.candle_data import analyses_lookback
 
     now = time.time() if now is None else now
-    reach = Lookback.covering(STATUS, LEVELS, RECOMMENDATIONS).minute_hours * 3600
+    reach = analyses_lookback().minute_hours * 3600
     # every day the minutes reach (just after midnight UTC, yesterday too): the minutes read their day's universe
     days = dict.fromkeys(daily_partitions.get_partition_key_for_timestamp(t) for t in (now - reach, now))
     for day in days:

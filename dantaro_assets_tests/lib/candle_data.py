@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from dantaro_assets.lib.analysis_inputs import Lookback
 
 CANDLE_COLUMNS = ["market", "candle_start", "open", "high", "low", "close", "volume", "value"]
 
@@ -118,17 +122,23 @@ def always_failing_schema(*_args, **_kwargs):
     return pa.DataFrameSchema(checks=[pa.Check(lambda frame: False, name="always fails")])
 
 
+def analyses_lookback() -> Lookback:
+    """The lookback that holds what market status, support levels and recommendations read."""
+    from dantaro_assets.lib.analysis_inputs import Lookback
+    from dantaro_assets.market_status.analysis import LOOKBACK as STATUS
+    from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS
+    from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS
+
+    return Lookback.covering(STATUS, LEVELS, RECOMMENDATIONS)
+
+
 def simulated_upstream(markets: int, hour: pd.Timestamp, seed: int = 7) -> dict[str, pd.DataFrame]:
     """Every upstream table of the analyses as the candle assets would hold it at ``hour`` + 1 h (closed candles only),
     from the replay's simulated market: ``markets`` markets (the replay's universe and flags), minutes of the hour and
     the lookback's, hours and days as far back as the widest lookback, and each market's tick (upbit_instruments)."""
     from dantaro_assets.lib import point_in_time as pit
-    from dantaro_assets.lib.analysis_inputs import Lookback
     from dantaro_assets.lib.tick_grid import krw_tick_size
     from dantaro_assets.lib.upbit import MARKET_COLUMNS
-    from dantaro_assets.market_status.analysis import LOOKBACK as STATUS
-    from dantaro_assets.recommendations.analysis import LOOKBACK as RECOMMENDATIONS
-    from dantaro_assets.support_levels.analysis import LOOKBACK as LEVELS
     from dantaro_replay.simulated import SimulatedMarket
 
     sim = SimulatedMarket(markets, seed=seed)
@@ -147,7 +157,7 @@ def simulated_upstream(markets: int, hour: pd.Timestamp, seed: int = 7) -> dict[
     infos = sim.markets(hour.timestamp())
     listed = pd.DataFrame([(i.market, i.korean_name, i.english_name, i.warning, *i.caution) for i in infos], columns=MARKET_COLUMNS)
     listed = pd.concat([listed.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True)
-    reach = Lookback.covering(STATUS, LEVELS, RECOMMENDATIONS)
+    reach = analyses_lookback()
     hours = frame(60, hour, reach.hourly_days * 24 + 10)
     last_close = hours.sort_values("candle_start").groupby("market")["close"].last()
     instruments = pd.DataFrame({"market": last_close.index, "tick_size": krw_tick_size(last_close.to_numpy())})
