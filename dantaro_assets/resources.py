@@ -48,12 +48,14 @@ class Storage(NamedTuple):
         return self.postgres.resolved_url(), self.redis.resolved_url()
 
 
-def storage(settings: Settings) -> Storage:
+def storage(settings: Settings, *, start_embedded: bool = True) -> Storage:
     """The Postgres and Redis of ``settings``: the URL variables as ``EnvVar`` when set, else the embedded servers of the state folder."""
     state_dir = str(settings.state_dir)
     return Storage(
-        postgres=PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema, state_dir=state_dir),
-        redis=RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix, state_dir=state_dir),
+        postgres=PostgresResource(url=_url("DATABASE_URL", settings.database_url), db_schema=settings.db_schema, state_dir=state_dir,
+                                  start_embedded=start_embedded),
+        redis=RedisResource(url=_url("REDIS_URL", settings.redis_url), prefix=settings.redis_prefix, state_dir=state_dir,
+                            start_embedded=start_embedded),
     )
 
 
@@ -62,8 +64,12 @@ def process_storage(settings: Settings, *, start_embedded: bool = True) -> Stora
 
     ``start_embedded=False``: the state folder's embedded servers are used while they run and never started.
     """
-    return Storage(*(server.model_copy(update={"start_embedded": start_embedded}).process_config_and_initialize()
-                     for server in storage(settings)))
+    postgres, redis = storage(settings, start_embedded=start_embedded)
+    # Initialising opens an in-memory Dagster instance; the block closes it before returning (left open, the garbage
+    # collector closes it later, in whatever order, and SQLAlchemy logs closed-database tracebacks). The resources
+    # have no teardown: they stay usable after it.
+    with dg.build_resources({"postgres": postgres, "redis": redis}) as initialised:
+        return Storage(initialised.postgres, initialised.redis)
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:

@@ -3,6 +3,8 @@ process alike."""
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +45,22 @@ def test_the_apis_storage_connects_to_the_embedded_servers_but_never_starts_them
         store.latest("market_status")
     assert stop_embedded(empty_state) == []  # nothing was started
     assert not (empty_state / "postgres").exists()
+
+
+def test_a_process_s_storage_leaves_no_dagster_instance_for_the_garbage_collector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                 caplog: pytest.LogCaptureFixture):
+    """Resolving the resources outside a run opens an in-memory Dagster instance: it is closed before ``process_storage``
+    returns. One left to a collection of reference cycles is closed in whatever order it finds the pieces, and
+    SQLAlchemy logs "Cannot operate on a closed database" with a traceback into the process's log (whose formatting,
+    inside another ``ast.parse``, raises CPython 3.11's "AST constructor recursion depth mismatch")."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db:5432/x")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/1")
+    monkeypatch.setenv("DANTARO_STATE_DIR", str(tmp_path))
+    settings = load_settings()
+    for _ in range(3):
+        kept = [process_storage(settings)]
+        kept.append(kept)  # held in a reference cycle, as by a frame or a traceback: only the collector frees it
+        del kept
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy"):
+        gc.collect()
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("sqlalchemy")] == []
