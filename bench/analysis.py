@@ -192,9 +192,9 @@ def store(io_manager: PostgresDataFrameIOManager, name: str, frame: pd.DataFrame
     last = partitions_def.get_partition_key_for_timestamp(frame[time_column].max().timestamp())
     window = dg.TimeWindow(partitions_def.time_window_for_partition_key(first).start, partitions_def.time_window_for_partition_key(last).end)
     inside = frame[(frame[time_column] >= window.start) & (frame[time_column] < window.end)].reset_index(drop=True)
-    context = dg.build_output_context(asset_key=name, definition_metadata=metadata, asset_partitions_def=partitions_def,
-                                      asset_partition_key_range=dg.PartitionKeyRange(first, last), run_id="bench")
-    io_manager.handle_output(context, inside)
+    with dg.build_output_context(asset_key=name, definition_metadata=metadata, asset_partitions_def=partitions_def,
+                                 asset_partition_key_range=dg.PartitionKeyRange(first, last), run_id="bench") as context:
+        io_manager.handle_output(context, inside)
 
 
 def input_contexts(bench: AssetBench) -> dict[str, dg.InputContext]:

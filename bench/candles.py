@@ -51,9 +51,9 @@ def store(postgres: PostgresResource, markets: list[str], days: int) -> None:
     io_manager = PostgresDataFrameIOManager(postgres=postgres)
     for day in range(days):
         key = (START + pd.Timedelta(days=day)).strftime("%Y-%m-%d")
-        context = dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA, asset_partitions_def=partitions,
-                                          asset_partition_key_range=dg.PartitionKeyRange(key, key), run_id="bench")
-        io_manager.handle_output(context, day_of_candles(day, markets))
+        with dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA, asset_partitions_def=partitions,
+                                     asset_partition_key_range=dg.PartitionKeyRange(key, key), run_id="bench") as context:
+            io_manager.handle_output(context, day_of_candles(day, markets))
 
 
 def main() -> None:

@@ -53,10 +53,10 @@ def use_bench_environment() -> Settings:
 
 
 def _write(snapshots: SnapshotStore, asset: dg.AssetsDefinition, frame: pd.DataFrame, hour: str) -> None:
-    context = dg.build_output_context(asset_key=asset.key, definition_metadata=asset.metadata_by_key[asset.key],
-                                      asset_partitions_def=hourly_partitions, asset_partition_key_range=dg.PartitionKeyRange(hour, hour),
-                                      run_id="bench")
-    PostgresDataFrameIOManager(postgres=snapshots.postgres).handle_output(context, frame)
+    with dg.build_output_context(asset_key=asset.key, definition_metadata=asset.metadata_by_key[asset.key],
+                                 asset_partitions_def=hourly_partitions, asset_partition_key_range=dg.PartitionKeyRange(hour, hour),
+                                 run_id="bench") as context:
+        PostgresDataFrameIOManager(postgres=snapshots.postgres).handle_output(context, frame)
 
 
 def snapshot_frames(as_of: pd.Timestamp, markets: list[str], scorer: str) -> dict[str, pd.DataFrame]:

@@ -28,7 +28,7 @@ def unreachable_api(settings) -> Iterator[tuple[httpx.Client, int]]:
     port = free_port()
     snapshots = SnapshotStore(redis=RedisResource(url=f"redis://:{SECRET}@127.0.0.1:{port}/0"),
                               postgres=PostgresResource(url=f"postgresql://user:{SECRET}@127.0.0.1:{port}/test"), ttls={})
-    with serve_http(create_app(dg.DagsterInstance.ephemeral, snapshots, settings=settings)) as client:
+    with dg.DagsterInstance.ephemeral() as instance, serve_http(create_app(lambda: instance, snapshots, settings=settings)) as client:
         yield client, port
 
 

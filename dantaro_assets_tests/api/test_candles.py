@@ -35,7 +35,7 @@ def served(settings, pg_url, redis_client) -> Iterator[tuple[httpx.Client, Postg
     own = f"candles_{uuid.uuid4().hex[:6]}"
     postgres = PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}")
     store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
-    with serve_http(create_app(dg.DagsterInstance.ephemeral, store, 0, settings=settings)) as client:
+    with dg.DagsterInstance.ephemeral() as instance, serve_http(create_app(lambda: instance, store, 0, settings=settings)) as client:
         yield client, PostgresDataFrameIOManager(postgres=postgres)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{postgres.db_schema}" CASCADE')

@@ -87,10 +87,11 @@ def serve(settings, pg_url, redis_client) -> Iterator[Callable[..., contextmanag
 
     @contextmanager
     def served(**options) -> Iterator[Served]:
-        app = create_app(dg.DagsterInstance.ephemeral, store, 0, settings=settings, **options)  # the job log is not read here
-        with serve_http(app) as client:
-            until(app.state.hub.subscribed.is_set)
-            yield Served(app, client, store, PostgresDataFrameIOManager(postgres=postgres))
+        with dg.DagsterInstance.ephemeral() as instance:  # the job log is not read here
+            app = create_app(lambda: instance, store, 0, settings=settings, **options)
+            with serve_http(app) as client:
+                until(app.state.hub.subscribed.is_set)
+                yield Served(app, client, store, PostgresDataFrameIOManager(postgres=postgres))
 
     yield served
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -250,8 +251,9 @@ def test_the_hub_survives_a_stranger_s_message_and_a_redis_restart(settings, pg_
     own = f"ev_{uuid.uuid4().hex[:6]}"
     store = build_snapshot_store(settings, RedisResource(url=private_redis.url, prefix=own),
                                  PostgresResource(url=pg_url, db_schema=f"{settings.db_schema}_{own}"))
-    api = Served(create_app(dg.DagsterInstance.ephemeral, store, 0, settings=settings), None, store, None)
-    with serve_http(api.app) as client, event_stream(client, "market_status") as events:
+    instance = dg.DagsterInstance.ephemeral()
+    api = Served(create_app(lambda: instance, store, 0, settings=settings), None, store, None)
+    with instance, serve_http(api.app) as client, event_stream(client, "market_status") as events:
         until(api.app.state.hub.subscribed.is_set)
         store.redis.client().publish(store.events_channel, b"not a pointer")
         api.publish_status(10)

@@ -148,9 +148,10 @@ def serve_market(settings: Settings, pg_url: str) -> Iterator[Market]:
     store = build_snapshot_store(settings, RedisResource(url=settings.redis_url, prefix=f"{settings.redis_prefix}:{own}"), postgres)
     now = pd.Timestamp.now(tz="UTC")
     hour = hourly_partitions.get_partition_key_for_timestamp(now.timestamp())
-    app = create_app(dg.DagsterInstance.ephemeral, store, 0, settings=settings)
+    instance = dg.DagsterInstance.ephemeral()
+    app = create_app(lambda: instance, store, 0, settings=settings)
     try:
-        with serve_http(app) as client:
+        with instance, serve_http(app) as client:
             deadline = time.monotonic() + 10
             while not app.state.hub.subscribed.is_set():
                 assert time.monotonic() < deadline, "the API did not subscribe to its events"

@@ -90,14 +90,14 @@ def store(io_manager, asset: str, frame: pd.DataFrame, *, partitions_def, first:
     window_start = partitions_def.time_window_for_partition_key(first).start
     window_end = partitions_def.time_window_for_partition_key(last).end
     inside = frame[(frame[time_column] >= window_start) & (frame[time_column] < window_end)]
-    context = dg.build_output_context(
+    with dg.build_output_context(
         asset_key=asset,
         definition_metadata=metadata,
         asset_partitions_def=partitions_def,
         asset_partition_key_range=dg.PartitionKeyRange(first, last),
         run_id="test-upstream",
-    )
-    io_manager.handle_output(context, inside.reset_index(drop=True))
+    ) as context:
+        io_manager.handle_output(context, inside.reset_index(drop=True))
 
 
 def materialise(assets: list, partition: str, io_resources: dict, *, raise_on_error: bool = True):

@@ -1,4 +1,11 @@
-"""Small frames and IO-manager contexts for the storage tests."""
+"""Small frames and IO-manager contexts for the storage tests.
+
+A context built by ``dg.build_output_context``/``build_input_context`` opens an ephemeral Dagster instance, so
+each is used in a ``with`` block that closes it. One left to the garbage collector is closed in whatever order
+a collection finds it: SQLAlchemy then logs "Cannot operate on a closed database" with a traceback, and when
+that collection runs inside another ``ast.parse`` (CPython 3.11's traceback formatting parses source lines),
+the nested parse raises ``SystemError: AST constructor recursion depth mismatch`` in an unrelated test.
+"""
 
 from __future__ import annotations
 
@@ -31,25 +38,27 @@ def write(io_manager: dg.IOManager, frame: pd.DataFrame, asset: str, *, partitio
           output_metadata: dict | None = None) -> dict:
     """``handle_output`` for ``asset`` over the partition range ``partitions`` (or unpartitioned), with the asset's
     ``metadata`` and the ``Output``'s ``output_metadata``; returns the metadata it logged."""
-    context = dg.build_output_context(
+    with dg.build_output_context(
         asset_key=asset,
         definition_metadata=CANDLE_METADATA if metadata is None else metadata,
         output_metadata=output_metadata,
         asset_partitions_def=hourly_partitions if partitions else None,
         asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
         run_id="test-run",
-    )
-    io_manager.handle_output(context, frame)
-    return context.get_logged_metadata()
+    ) as context:
+        io_manager.handle_output(context, frame)
+        return context.get_logged_metadata()
 
 
 def read(io_manager: dg.IOManager, asset: str, *, partitions: tuple[str, str] | None = None, metadata: dict | None = None) -> pd.DataFrame:
     """``load_input`` of ``asset``'s partition range ``partitions`` (or the whole table)."""
-    upstream = dg.build_output_context(asset_key=asset, definition_metadata=CANDLE_METADATA if metadata is None else metadata)
-    context = dg.build_input_context(
-        asset_key=asset,
-        upstream_output=upstream,
-        asset_partitions_def=hourly_partitions if partitions else None,
-        asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
-    )
-    return io_manager.load_input(context)
+    with (
+        dg.build_output_context(asset_key=asset, definition_metadata=CANDLE_METADATA if metadata is None else metadata) as upstream,
+        dg.build_input_context(
+            asset_key=asset,
+            upstream_output=upstream,
+            asset_partitions_def=hourly_partitions if partitions else None,
+            asset_partition_key_range=dg.PartitionKeyRange(*partitions) if partitions else None,
+        ) as context,
+    ):
+        return io_manager.load_input(context)
