@@ -13,13 +13,14 @@ servers and run workers: `dagster dev` alone would leave a code server and its r
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -87,10 +88,35 @@ def kill_group_with_parent(group: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", _GROUP_WATCHDOG, str(os.getpid()), str(group)])
 
 
+# Each test process hands out ports from a block of its own below the kernel's ephemeral range (32768-60999 on
+# Linux), where servers binding port 0 and outgoing connections take theirs: a port it returned free cannot be
+# taken by another worker's server or a client socket before the test's server binds it.
+PORT_BLOCK = 200
+FIRST_PORT = 10_000
+BLOCKS = (32_768 - FIRST_PORT) // PORT_BLOCK
+
+
+def _own_ports() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under xdist; the main process is block 0
+    block = (int(worker.removeprefix("gw")) + 1) % BLOCKS if worker.startswith("gw") else 0
+    return itertools.cycle(range(FIRST_PORT + PORT_BLOCK * block, FIRST_PORT + PORT_BLOCK * (block + 1)))
+
+
+_PORTS = _own_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of this process's block that nothing listens on now (TIME_WAIT allowed, as servers set SO_REUSEADDR)."""
+    for _ in range(PORT_BLOCK):
+        port = next(_PORTS)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"all {PORT_BLOCK} ports of this test process's block are taken")
 
 
 class DagsterDev:

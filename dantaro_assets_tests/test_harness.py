@@ -1,9 +1,11 @@
-"""The bench harness: a bench stopped by SIGTERM, or killed, leaves nothing it started running (``bench/cycle.py``)."""
+"""The harness the tests and benches share: a bench stopped by SIGTERM, or killed, leaves nothing it started running
+(``bench/cycle.py``); the ports it hands out are no other process's to take."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import psycopg
 import pytest
 
 from dantaro_assets.processes.stop import dagster_processes
+from dantaro_assets_tests.harness import free_port
 
 pytestmark = pytest.mark.spread  # each test runs a bench of its own
 
@@ -66,3 +69,16 @@ def test_a_bench_stopped_or_killed_leaves_no_process_it_started(signum, settings
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     assert left == [] and group == [], (left, group)
+
+
+def test_a_free_port_is_outside_the_kernels_ephemeral_range_and_never_one_in_use():
+    """The kernel hands ports of its ephemeral range to every server binding port 0 and to every outgoing connection:
+    a port chosen there could be taken before the test's server binds it (one ``dantaro api`` test once got another
+    server's 404). A port in use in the process's own block is skipped."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    port = free_port()
+    assert not low <= port <= high, f"{port} is in the ephemeral range {low}-{high}"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port + 1))  # the block's next port, now taken
+        server.listen()
+        assert free_port() not in (port, port + 1)
