@@ -3,6 +3,7 @@ live page and the recommendations' calibration table."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,9 @@ from dantaro_assets.definitions import defs
 from dantaro_assets.processes.instance import TEMPLATE, render_instance_config
 from dantaro_assets.recommendations.calibration import CALIBRATION_FILE
 from dantaro_assets.settings import PROJECT_DIR, load_settings
+
+# what a checkout holds beside its sources: git's, the state folder, builds, caches, a virtualenv
+LOCAL_ONLY = (".git", ".dantaro", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "site", ".venv")
 
 
 def test_the_built_package_ships_the_dagster_yaml_template_and_the_live_page(tmp_path):
@@ -39,10 +43,13 @@ def test_the_project_folders_dagster_yaml_is_the_packaged_template():
 
 
 def test_a_plain_install_loads_the_definitions_without_the_checkout(tmp_path):
-    """``pip install .`` (not ``-e``): the installed copy, not the source checkout, loads every asset and job."""
-    site = tmp_path / "site"
+    """``pip install .`` (not ``-e``): the installed copy, not the source checkout, loads every asset and job.
+
+    It installs a copy of the checkout: setuptools builds in the source tree and would leave ``build/`` in it."""
+    site, source = tmp_path / "site", tmp_path / "source"
+    shutil.copytree(PROJECT_DIR, source, ignore=shutil.ignore_patterns(*LOCAL_ONLY))
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(PROJECT_DIR)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert install.returncode == 0, install.stderr[-2000:]
