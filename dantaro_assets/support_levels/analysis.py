@@ -59,6 +59,7 @@ class LevelParams:
 LOOKBACK = LevelParams().lookback
 MAX_ZONE_ATR = LevelParams().max_zone_atr  # 1.5: a merged zone keeps this much around its strongest level
 WEIGHTS = {"touches": 0.40, "volume": 0.30, "pivot": 0.20, "recency": 0.10}
+POSITION_DIGITS = 10  # a position in a market's range to 1e-10 of it: far above float noise, far below a tick
 
 
 def levels_at(hourly: pd.DataFrame, daily: pd.DataFrame, price: pd.Series, as_of: pd.Timestamp,
@@ -278,11 +279,20 @@ def _cluster(candidates: dict[str, np.ndarray], atr: np.ndarray, params: LevelPa
     return levels
 
 
+def _normalised(prices: np.ndarray, low: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """``prices`` as a position in their market's range, 0 .. 0.5 (a code's range ends before the next code's)."""
+    return np.round(np.clip((prices - low) / span, 0.0, 1.0), POSITION_DIGITS) * 0.5
+
+
 def _volume_share(bars: pd.DataFrame, codes: np.ndarray, markets: int, levels: pd.DataFrame) -> np.ndarray:
-    """Share of each market's lookback turnover traded with typical price inside the level's zone.
+    """Share of each market's lookback turnover traded with typical price inside the level's zone (a zone past the
+    market's range takes the turnover at the range's edge).
 
     One sorted array over all markets (market code + normalised price) answers every zone with two
-    binary searches, so the cost does not grow with markets x levels.
+    binary searches, so the cost does not grow with markets x levels. Normalised prices are rounded to
+    ``POSITION_DIGITS`` before the code is added: floating point leaves a market's equal prices a few units of
+    the last place apart, and the sum with a larger code would merge them or not depending on the other
+    markets in the call.
     """
     typical = ((bars["high"] + bars["low"] + bars["close"]) / 3.0).to_numpy()
     value = bars["value"].to_numpy()
@@ -291,7 +301,7 @@ def _volume_share(bars: pd.DataFrame, codes: np.ndarray, markets: int, levels: p
     high = np.full(markets, -np.inf)
     np.maximum.at(high, codes, typical)
     span = np.maximum(high - low, 1e-12)
-    key = codes + np.clip((typical - low[codes]) / span[codes], 0.0, 1.0) * 0.5
+    key = codes + _normalised(typical, low[codes], span[codes])
     order = np.argsort(key, kind="stable")
     cumulative = np.r_[0.0, np.cumsum(value[order])]
     sorted_key = key[order]
@@ -299,7 +309,7 @@ def _volume_share(bars: pd.DataFrame, codes: np.ndarray, markets: int, levels: p
     level_codes = levels["code"].to_numpy()
 
     def position(bound: np.ndarray) -> np.ndarray:
-        return level_codes + np.clip((bound - low[level_codes]) / span[level_codes], 0.0, 1.0) * 0.5
+        return level_codes + _normalised(bound, low[level_codes], span[level_codes])
 
     inside = (cumulative[np.searchsorted(sorted_key, position(levels["zone_high"].to_numpy()), "right")]
               - cumulative[np.searchsorted(sorted_key, position(levels["zone_low"].to_numpy()), "left")])

@@ -314,6 +314,28 @@ def test_all_markets_at_once_equal_one_market_at_a_time(candles):
     pd.testing.assert_frame_equal(together, alone)
 
 
+def test_a_markets_levels_do_not_depend_on_the_markets_beside_it_when_its_low_is_two_equal_prices():
+    """Two bars at the market's low whose typical price is one number in decimals but two in floating point
+    ((17.0 + 16.8 + 16.8) / 3 and (16.9 + 16.8 + 16.9) / 3): a pivot zone under the range takes the turnover at the
+    low either way, whatever the market's place among the others (the 106th of 250 simulated markets once took one
+    bar alone and two beside the rest, and its first support moved a tick)."""
+    as_of = pd.Timestamp("2025-09-10 06:00", tz="UTC")
+    market = "KRW-ZZZ"  # last of the markets, as the 106th of 250 was: where the markets' shared sort key is coarsest
+    own = _triangle_market(market, 17.5, 20.0, 24 * 8, as_of)
+    for row, (high, low, close) in zip((10, 40), ((17.0, 16.8, 16.8), (16.9, 16.8, 16.9)), strict=True):
+        own.loc[row, ["open", "high", "low", "close"]] = [close, high, low, close]
+    own["value"] = own["close"] * own["volume"]
+    others = [_triangle_market(f"KRW-A{i:02}", 100.0 + i, 110.0 + i, 24 * 8, as_of) for i in range(15)]
+    yesterday = as_of.floor("D") - pd.Timedelta(days=1)
+    daily = pd.DataFrame({"market": [market, *(f"KRW-A{i:02}" for i in range(15))], "candle_start": yesterday, "open": 15.0,
+                          "high": 20.0, "low": 12.0, "close": 14.0, "volume": 1.0, "value": 1.0})  # P 15.33, S1 10.67: under the range
+    price = pd.Series({market: 18.0, **{f"KRW-A{i:02}": 105.0 + i for i in range(15)}})
+    together = levels_at(pd.concat([*others, own], ignore_index=True), daily, price, as_of)
+    alone = levels_at(own, daily[daily["market"] == market], price.loc[[market]], as_of)
+    assert alone["pivot"].notna().any(), "the pivot zone under the range is reported"
+    pd.testing.assert_frame_equal(together[together["market"] == market].reset_index(drop=True), alone)
+
+
 def test_a_zone_ending_between_an_off_grid_price_and_its_rounding_is_widened_over_the_price():
     """A market's stored tick (1 KRW) coarser than its price's band: 100.4 rounds to 100 / 101. A zone topping at
     100 is neither below the rounded-down price nor above the rounded-up one, so it is at_price and must hold
