@@ -44,6 +44,7 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
+from dantaro_assets.lib.upbit.parsing import parse_orderbook
 from dantaro_assets.market_status import analysis as status_analysis
 from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
@@ -53,8 +54,11 @@ from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
 from dantaro_assets_tests.lib.candle_data import simulated_upstream
+from dantaro_replay.payloads import BOOK_UNITS, orderbook_entry
+from dantaro_replay.simulated import SimulatedMarket
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
+RECOMMENDATIONS_TICK = HOUR + pd.Timedelta(minutes=55)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
 CANDLE_METADATA = {"partition_expr": "candle_start", "primary_key": ["market", "candle_start"], "write_mode": WriteMode.MERGE}
 UPSTREAM = {
@@ -63,7 +67,9 @@ UPSTREAM = {
     "candles_1d": (daily_partitions, CANDLE_METADATA),
     "upbit_markets": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.REPLACE}),
     "upbit_instruments": (daily_partitions, {"partition_expr": "day", "primary_key": ["day", "market"], "write_mode": WriteMode.MERGE}),
+    "orderbook_top": (hourly_partitions, {"partition_expr": "as_of", "primary_key": ["as_of", "market"], "write_mode": WriteMode.MERGE}),
 }
+BOOK_FETCHED = pd.Timedelta(seconds=20)  # after the tick, as the recommendations job's orderbook_top step fetches it
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,16 @@ def _inputs(lookback: Lookback, inputs: dict[str, pd.DataFrame], tick: pd.Timest
     """The analysis contract's inputs of one tick, from the frames the asset's inputs loaded."""
     return AnalysisInputs.assemble(lookback, pd.DatetimeIndex([tick]), candles_1m=inputs["candles_1m"], candles_1h=inputs["candles_1h"],
                                    candles_1d=inputs.get("candles_1d"), upbit_markets=inputs["upbit_markets"],
-                                   upbit_instruments=inputs.get("upbit_instruments"))
+                                   upbit_instruments=inputs.get("upbit_instruments"), orderbook_top=inputs.get("orderbook_top"))
+
+
+def simulated_books(markets: int, at: pd.Timestamp) -> pd.DataFrame:
+    """The top of every simulated market's book fetched at ``at`` (``orderbook_top``'s rows), from the replay's
+    ``/v1/orderbook`` payload parsed as the asset parses it: the recommendations' entries come from it."""
+    sim = SimulatedMarket(markets, seed=7)
+    names = [spec.info.market for spec in sim.specs]
+    payload = [orderbook_entry(sim, market, at.timestamp(), BOOK_UNITS) for market in names]
+    return parse_orderbook(payload, endpoint="/v1/orderbook", markets=names).assign(as_of=at)
 
 
 # --- market_status -------------------------------------------------------------------------
@@ -145,18 +160,24 @@ def levels_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 
 # --- recommendations -----------------------------------------------------------------------
 
-def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+def _recs_params() -> recs_analysis.RecommendationParams:
     settings = load_settings()
-    params = recs_analysis.RecommendationParams(settings.min_turnover_krw, settings.min_reward_risk, (settings.scorer,))
-    return recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), params).frame
+    return recs_analysis.RecommendationParams(settings.min_turnover_krw, settings.min_reward_risk, (settings.scorer,))
+
+
+def recs_compute(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
+    return recs_analysis.compute_recommendations(_inputs(recs_analysis.LOOKBACK, inputs, tick), pd.DatetimeIndex([tick]), _recs_params()).frame
 
 
 def recs_loop(inputs: dict[str, pd.DataFrame], tick: pd.Timestamp) -> pd.DataFrame:
-    """A market's score depends on its own candles only: score market by market, then rank."""
+    """A market's pick depends on its own candles and book and on the whole market's regime: the regime once, then
+    market by market, then rank."""
+    params = _recs_params()
+    regime = recs_analysis.regime_at(_inputs(recs_analysis.LOOKBACK, inputs, tick), tick, params.status)
     frames = []
     for market in inputs["upbit_markets"]["market"].unique():
-        own = {name: frame[frame["market"] == market] for name, frame in inputs.items()}
-        frames.append(recs_compute(own, tick))
+        own = _inputs(recs_analysis.LOOKBACK, {name: frame[frame["market"] == market] for name, frame in inputs.items()}, tick)
+        frames.append(recs_analysis.recommend_from_books(own, tick, params, regime).picks)
     ranked = pd.concat([f for f in frames if len(f)], ignore_index=True).sort_values("market")
     return ranked.sort_values("score", ascending=False, kind="stable").head(recs_analysis.TOP_N).reset_index(drop=True)
 
@@ -169,7 +190,7 @@ def recs_same(vectorised: pd.DataFrame, looped: pd.DataFrame) -> None:
 BENCHES = [
     AssetBench(MARKET_STATUS.asset, HOUR + pd.Timedelta(minutes=58), status_compute, status_loop, status_same),
     AssetBench(SUPPORT_LEVELS.asset, HOUR + pd.Timedelta(minutes=45), levels_compute, levels_loop, levels_same),
-    AssetBench(RECOMMENDATIONS.asset, HOUR + pd.Timedelta(minutes=55), recs_compute, recs_loop, recs_same),
+    AssetBench(RECOMMENDATIONS.asset, RECOMMENDATIONS_TICK, recs_compute, recs_loop, recs_same),
 ]
 
 
@@ -178,7 +199,7 @@ BENCHES = [
 def upstream_range(asset: dg.AssetsDefinition, upstream: str) -> dg.PartitionKeyRange:
     """The upstream partitions the asset's mapping reads for PARTITION (one range)."""
     partitions_def = UPSTREAM[upstream][0]
-    mapping = asset.get_partition_mapping(dg.AssetKey(upstream))
+    mapping = asset.get_partition_mapping(dg.AssetKey(upstream)) or dg.IdentityPartitionMapping()  # none declared: the same partition
     subset = hourly_partitions.empty_subset().with_partition_keys([PARTITION])
     mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, hourly_partitions, partitions_def)
     (key_range,) = mapped.partitions_subset.get_partition_key_ranges(partitions_def)
@@ -266,6 +287,7 @@ def main() -> None:
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = time.perf_counter()
     data = simulated_upstream(args.markets, HOUR)
+    data["orderbook_top"] = simulated_books(args.markets, RECOMMENDATIONS_TICK + BOOK_FETCHED)
     generated = time.perf_counter() - started
 
     postgres.execute(f'CREATE SCHEMA "{schema}"')

@@ -418,6 +418,13 @@ _NO_RECOMMENDATIONS = pd.DataFrame({c: pd.Series(dtype=float) for c in RECOMMEND
      "horizon_hours": "int64", "expires_at": "datetime64[ns, UTC]", "entry_from": object, "regime": object, "caution": object})
 
 
+def recommend_from_books(inputs: AnalysisInputs, as_of: pd.Timestamp, params: RecommendationParams, regime: str) -> TickResult:
+    """``recommend_at`` entering at the best ask of the books stored for the tick (the last trades where none)."""
+    book = book_at(inputs.books, as_of, ticks_at(inputs.instruments, as_of))
+    return recommend_at(inputs, as_of, params, regime=regime, entry=book["entry"], entry_from=trade_plan.BEST_ASK,
+                        spread_bps=book["spread_bps"])
+
+
 def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, params: RecommendationParams) -> AnalysisResult:
     """Recommendations of each of ``params.scorers`` for every tick (one partition), and per tick the universe
     counts and the regime."""
@@ -427,9 +434,7 @@ def compute_recommendations(inputs: AnalysisInputs, ticks: pd.DatetimeIndex, par
     frames, counts = [], []
     for as_of in ticks:
         regime = regime_at(inputs, as_of, params.status)
-        book = book_at(inputs.books, as_of, ticks_at(inputs.instruments, as_of))  # none: the last trades
-        tick = recommend_at(inputs, as_of, params, regime=regime, entry=book["entry"], entry_from=trade_plan.BEST_ASK,
-                            spread_bps=book["spread_bps"])
+        tick = recommend_from_books(inputs, as_of, params, regime)
         frames.append(tick.picks)
         counts.append({"as_of": as_of, **asdict(tick.counts), "regime": regime})
     non_empty = [f for f in frames if not f.empty]
