@@ -37,7 +37,18 @@ def _fetch_in_subprocess(
 ) -> subprocess.Popen:
     args = [sys.executable, "-m", "dantaro_assets_tests.lib.test_upbit_rate_limit", url, redis_url or "", prefix, ",".join(markets),
             *window, str(store_wait)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _start_together(processes: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """Once every process has its client (its imports took 1-5 s, more under load), all of them fetch at once."""
+    for process in processes:
+        ready = process.stdout.readline()
+        assert ready.strip() == "ready", ready + process.stderr.read()[-2000:]
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return processes
 
 
 def _run_two(replay, settings, redis_url: str | None) -> tuple[list[dict], float]:
@@ -46,7 +57,7 @@ def _run_two(replay, settings, redis_url: str | None) -> tuple[list[dict], float
     prefix = f"{settings.redis_prefix}:{uuid.uuid4().hex[:6]}"
     replay.reset_stats()
     began = time.monotonic()
-    processes = [_fetch_in_subprocess(replay.url, redis_url, prefix, half) for half in (markets[:15], markets[15:])]
+    processes = _start_together([_fetch_in_subprocess(replay.url, redis_url, prefix, half) for half in (markets[:15], markets[15:])])
     outputs = [p.communicate(timeout=120) for p in processes]
     elapsed = time.monotonic() - began
     for process, (_, err) in zip(processes, outputs):
@@ -134,7 +145,7 @@ def _start_three(replay, redis_url: str, store_wait: float) -> list[subprocess.P
     markets = sorted(_all_markets(replay))[:39]
     replay.reset_stats()
     prefix = f"dantaro_test_{uuid.uuid4().hex[:6]}"
-    return [_fetch_in_subprocess(replay.url, redis_url, prefix, markets[i::3], TEN_HOURS, store_wait) for i in range(3)]
+    return _start_together([_fetch_in_subprocess(replay.url, redis_url, prefix, markets[i::3], TEN_HOURS, store_wait) for i in range(3)])
 
 
 def _results(processes: list[subprocess.Popen]) -> list[dict]:
@@ -278,6 +289,8 @@ def _main(url: str, redis_url: str, prefix: str, markets: str, start: str = WIND
           store_wait: str = "30") -> None:
     redis_store = RedisResource(url=redis_url, prefix=prefix) if redis_url else None
     client = UpbitClient(base_url=url, redis=redis_store, backoff_seconds=0.2, max_retries=10, store_wait_seconds=float(store_wait))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test's go, sent once every process is ready
     _, stats = client.candles(markets.split(","), "minute1", pd.Timestamp(start), pd.Timestamp(end))
     print(json.dumps({"http_429": stats.http_429, "requests": stats.requests, "markets_returned": stats.markets_returned}))
 

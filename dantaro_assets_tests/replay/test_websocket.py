@@ -139,12 +139,16 @@ def test_stall_fault_sends_nothing_and_answers_no_ping(small_replay):
     with connect(small_replay.websocket_url) as ws:
         ws.send(request(["KRW-BTC"]))
         receive(ws, 1.5)
-        small_replay.inject("stall", path="/websocket/v1", seconds=3)
-        time.sleep(0.5)  # the next tick takes the fault
+        stalled = small_replay.stats()["faults_fired"].get("stall", 0)
+        small_replay.inject("stall", path="/websocket/v1", seconds=5)
+        deadline = time.monotonic() + 5
+        while small_replay.stats()["faults_fired"].get("stall", 0) == stalled:  # the connection's next tick takes it
+            assert time.monotonic() < deadline, "the stall fault never fired"
+            time.sleep(0.05)
         pong = ws.ping()
         assert not pong.wait(2)
         assert receive(ws, 0.5) == []
-        assert pong.wait(3)  # answered once the stall ends
+        assert pong.wait(5)  # answered once the stall ends
         assert receive(ws, 2)
 
 
