@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import dagster as dg
 import numpy as np
@@ -116,18 +117,21 @@ def main() -> None:
     frames = {key: frame.assign(candle_start=frame["candle_start"] + pd.Timedelta(days=i)) for i, key in enumerate(keys)}
     window = DAILY.time_window_for_partition_key(DAY)
 
-    # Dagster contexts are built before the clock starts: a run has them already.
+    # Dagster contexts are built before the clock starts (a run has them already), and closed at the end.
+    opened = ExitStack()
+
     def io_write(key: str, metadata: dict = METADATA, source: dict[str, pd.DataFrame] = frames) -> Callable[[], None]:
-        context = dg.build_output_context(
+        context = opened.enter_context(dg.build_output_context(
             asset_key="candles_1m", definition_metadata=metadata, asset_partitions_def=DAILY, partition_key=key
-        )
+        ))
         return lambda: io_manager.handle_output(context, source[key])
 
     changed = {key: part.assign(close=part["close"] * 1.001) for key, part in frames.items()}
 
     def io_read() -> Callable[[], pd.DataFrame]:
-        upstream = dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA)
-        context = dg.build_input_context(asset_key="candles_1m", upstream_output=upstream, asset_partitions_def=DAILY, partition_key=DAY)
+        upstream = opened.enter_context(dg.build_output_context(asset_key="candles_1m", definition_metadata=METADATA))
+        context = opened.enter_context(
+            dg.build_input_context(asset_key="candles_1m", upstream_output=upstream, asset_partitions_def=DAILY, partition_key=DAY))
         return lambda: io_manager.load_input(context)
 
     def to_sql(method: str | None) -> Callable[[], None]:
@@ -161,6 +165,7 @@ def main() -> None:
         results[TO_SQL] = timed([to_sql(None)] * args.baseline_repeat)[0]
         results[TO_SQL_MULTI] = timed([to_sql("multi")] * args.baseline_repeat)[0]
     finally:
+        opened.close()
         postgres.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         engine.dispose()
 
