@@ -45,7 +45,6 @@ from dantaro_assets.lib.postgres import PostgresResource
 from dantaro_assets.lib.postgres_io import PostgresDataFrameIOManager, WriteMode
 from dantaro_assets.lib.redis_store import RedisResource
 from dantaro_assets.lib.snapshot_store import SnapshotStore
-from dantaro_assets.lib.upbit.parsing import parse_orderbook
 from dantaro_assets.market_status import analysis as status_analysis
 from dantaro_assets.market_status.assets import MARKET_STATUS
 from dantaro_assets.partitions import daily_partitions, hourly_partitions
@@ -54,9 +53,7 @@ from dantaro_assets.recommendations.assets import RECOMMENDATIONS
 from dantaro_assets.settings import load_settings
 from dantaro_assets.support_levels import analysis as levels_analysis
 from dantaro_assets.support_levels.assets import SUPPORT_LEVELS
-from dantaro_assets_tests.lib.candle_data import simulated_upstream
-from dantaro_replay.payloads import BOOK_UNITS, orderbook_entry
-from dantaro_replay.simulated import SimulatedMarket
+from dantaro_assets_tests.lib.candle_data import simulated_books, simulated_upstream
 
 HOUR = pd.Timestamp("2025-10-08 10:00", tz="UTC")
 RECOMMENDATIONS_TICK = HOUR + pd.Timedelta(minutes=55)
@@ -94,14 +91,6 @@ def _inputs(lookback: Lookback, inputs: dict[str, pd.DataFrame], tick: pd.Timest
                                    candles_1d=inputs.get("candles_1d"), upbit_markets=inputs["upbit_markets"],
                                    upbit_instruments=inputs.get("upbit_instruments"), orderbook_top=inputs.get("orderbook_top"))
 
-
-def simulated_books(markets: int, at: pd.Timestamp) -> pd.DataFrame:
-    """The top of every simulated market's book fetched at ``at`` (``orderbook_top``'s rows), from the replay's
-    ``/v1/orderbook`` payload parsed as the asset parses it: the recommendations' entries come from it."""
-    sim = SimulatedMarket(markets, seed=7)
-    names = [spec.info.market for spec in sim.specs]
-    payload = [orderbook_entry(sim, market, at.timestamp(), BOOK_UNITS) for market in names]
-    return parse_orderbook(payload, endpoint="/v1/orderbook", markets=names).assign(as_of=at)
 
 
 # --- market_status -------------------------------------------------------------------------

@@ -168,3 +168,16 @@ def simulated_upstream(markets: int, hour: pd.Timestamp, seed: int = 7) -> dict[
         "upbit_markets": listed[["day", *MARKET_COLUMNS]],
         "upbit_instruments": pd.concat([instruments.assign(day=d) for d in (day - pd.Timedelta(days=1), day)], ignore_index=True),
     }
+
+
+def simulated_books(markets: int, at: pd.Timestamp, seed: int = 7) -> pd.DataFrame:
+    """``orderbook_top``'s rows for the books of ``simulated_upstream``'s market fetched at ``at``: the replay's
+    ``/v1/orderbook`` payload, parsed as the asset parses it."""
+    from dantaro_assets.lib.upbit.parsing import parse_orderbook
+    from dantaro_replay.payloads import BOOK_UNITS, orderbook_entry
+    from dantaro_replay.simulated import SimulatedMarket
+
+    sim = SimulatedMarket(markets, seed=seed)
+    names = [spec.info.market for spec in sim.specs]
+    payload = [orderbook_entry(sim, market, at.timestamp(), BOOK_UNITS) for market in names]
+    return parse_orderbook(payload, endpoint="/v1/orderbook", markets=names).assign(as_of=at)

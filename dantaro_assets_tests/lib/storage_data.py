@@ -1,10 +1,7 @@
 """Small frames and IO-manager contexts for the storage tests.
 
-A context built by ``dg.build_output_context``/``build_input_context`` opens an ephemeral Dagster instance, so
-each is used in a ``with`` block that closes it. One left to the garbage collector is closed in whatever order
-a collection finds it: SQLAlchemy then logs "Cannot operate on a closed database" with a traceback, and when
-that collection runs inside another ``ast.parse`` (CPython 3.11's traceback formatting parses source lines),
-the nested parse raises ``SystemError: AST constructor recursion depth mismatch`` in an unrelated test.
+Each context is used in a ``with`` block: it holds an ephemeral Dagster instance, and one left to the garbage
+collector fails unrelated tests (docs/tests.md says how).
 """
 
 from __future__ import annotations
